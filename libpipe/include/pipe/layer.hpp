@@ -1,0 +1,94 @@
+// The layer plugin interface: a LayerFactory describes a layer type without
+// allocating anything and creates layers; a Layer owns its parameters.
+//
+// describe() is what lets every rank plan the whole model in microseconds
+// (partitioning by parameters or FLOPs, shape checks) while create() runs only
+// for the layers of the local stage.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pipe/args.hpp"
+#include "pipe/export.hpp"
+#include "pipe/shape.hpp"
+#include "pipe/tensor.hpp"
+
+namespace libpipe {
+
+// One trainable parameter as describe() announces it.
+struct ParamSpec {
+  std::string name;  // stable: it becomes the checkpoint's tensor name
+  Shape shape;
+  // True for the one parameter a layer shares under its `tie` key (an
+  // embedding's token table and the LM head's weight). Tied parameters are
+  // counted once per tie group.
+  bool tieable = false;
+};
+
+// What describe() reports for one layer, per sample (no batch dimension).
+struct PIPE_API LayerDescription {
+  TensorType output;
+  std::vector<ParamSpec> params;
+  // Forward plus backward floating-point operations per sample (a multiply-add
+  // is 2 FLOPs; backward counts both input and weight gradients).
+  std::int64_t flops = 0;
+  // Bytes this layer saves in forward for its backward, per sample.
+  std::int64_t activation_bytes = 0;
+
+  std::int64_t param_count() const;
+};
+
+// A parameter of a created layer: its spec and its storage.
+struct Parameter {
+  ParamSpec spec;
+  Tensor value;
+};
+
+// Everything create() needs beyond the arguments and the input type.
+struct PIPE_API CreateContext {
+  int layer_index = 0;      // global index in the model: seeds the initial weights
+  std::uint64_t seed = 0;   // the run's seed
+  Device device = Device::cpu;
+  // Seed for this layer: depends only on `seed` and `layer_index`, so that
+  // initial weights do not depend on how the model is partitioned.
+  std::uint64_t layer_seed() const;
+};
+
+class PIPE_API Layer {
+ public:
+  virtual ~Layer();
+  virtual std::vector<Parameter>& parameters() = 0;
+  // Total bytes of parameter storage this layer holds.
+  std::size_t parameter_bytes();
+};
+
+class PIPE_API LayerFactory {
+ public:
+  virtual ~LayerFactory();
+  // One line for --list-layers.
+  virtual std::string summary() const = 0;
+  // Output type, parameters, FLOPs and activation bytes for this input,
+  // without allocating. Throws ShapeError when `input` does not fit and
+  // ArgError for missing or ill-typed arguments.
+  virtual LayerDescription describe(const Args& args, const TensorType& input) const = 0;
+  // Allocates and initialises a layer whose parameters match describe().
+  virtual std::unique_ptr<Layer> create(const Args& args, const TensorType& input,
+                                        const CreateContext& context) const = 0;
+};
+
+// A layer whose parameters are exactly those of its description, allocated
+// with Tensor::zeros; plugins fill in the initial values.
+class PIPE_API ParameterLayer : public Layer {
+ public:
+  ParameterLayer(const LayerDescription& description, Device device);
+  std::vector<Parameter>& parameters() override { return params_; }
+  Parameter& param(const std::string& name);
+
+ private:
+  std::vector<Parameter> params_;
+};
+
+}  // namespace libpipe

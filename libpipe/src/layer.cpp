@@ -1,0 +1,41 @@
+// Layer and factory base classes: out-of-line destructors anchor the vtables in
+// libpipe, so plugins and the host agree on one copy.
+#include "pipe/layer.hpp"
+
+#include "pipe/error.hpp"
+#include "pipe/init.hpp"
+
+namespace libpipe {
+
+std::int64_t LayerDescription::param_count() const {
+  std::int64_t n = 0;
+  for (const auto& p : params) n += numel(p.shape);
+  return n;
+}
+
+std::uint64_t CreateContext::layer_seed() const {
+  return mix_seed(seed, static_cast<std::uint64_t>(layer_index));
+}
+
+Layer::~Layer() = default;
+
+std::size_t Layer::parameter_bytes() {
+  std::size_t n = 0;
+  for (const auto& p : parameters()) n += p.value.bytes();
+  return n;
+}
+
+LayerFactory::~LayerFactory() = default;
+
+ParameterLayer::ParameterLayer(const LayerDescription& description, Device device) {
+  for (const auto& spec : description.params)
+    params_.push_back(Parameter{spec, Tensor::zeros(spec.shape, DType::float32, device)});
+}
+
+Parameter& ParameterLayer::param(const std::string& name) {
+  for (auto& p : params_)
+    if (p.spec.name == name) return p;
+  throw Error("layer has no parameter '" + name + "'");
+}
+
+}  // namespace libpipe

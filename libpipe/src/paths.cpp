@@ -1,0 +1,50 @@
+// Locating libpipe's plugins and models relative to libpipe.so itself.
+#include "pipe/paths.hpp"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "pipe/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace libpipe {
+
+std::string library_dir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&library_dir), &info) == 0 || !info.dli_fname)
+    throw Error("cannot locate libpipe.so (dladdr failed)");
+  return fs::canonical(info.dli_fname).parent_path().string();
+}
+
+std::string builtin_plugin_dir() { return (fs::path(library_dir()) / PIPE_PLUGIN_SUBDIR).string(); }
+
+std::string builtin_model_dir() {
+  return (fs::path(library_dir()) / PIPE_MODEL_RELDIR).lexically_normal().string();
+}
+
+std::vector<std::string> builtin_model_names() {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(builtin_model_dir(), ec))
+    if (entry.path().extension() == ".toml") names.push_back(entry.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string resolve_model_path(const std::string& name_or_path) {
+  if (fs::is_regular_file(name_or_path)) return name_or_path;
+  if (name_or_path.find('/') == std::string::npos) {
+    fs::path shipped = fs::path(builtin_model_dir()) / name_or_path;
+    if (shipped.extension() != ".toml") shipped += ".toml";
+    if (fs::is_regular_file(shipped)) return shipped.string();
+  }
+  std::string list;
+  for (const auto& n : builtin_model_names()) list += (list.empty() ? "" : ", ") + n;
+  throw Error("model '" + name_or_path + "' is neither a file nor a shipped model (shipped: " +
+              (list.empty() ? "none found in " + builtin_model_dir() : list) + ")");
+}
+
+}  // namespace libpipe

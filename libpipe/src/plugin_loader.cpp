@@ -1,0 +1,112 @@
+// dlopen-based plugin loading.
+//
+// Plugins are never dlclose'd: layers and factories they created hold vtables
+// inside the plugin's code, and unloading under them would crash at exit. The
+// registry keeps the handles only to record what was loaded.
+#include "pipe/plugin_loader.hpp"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+
+#include "pipe/error.hpp"
+#include "pipe/paths.hpp"
+#include "pipe/plugin.hpp"
+
+namespace fs = std::filesystem;
+
+namespace libpipe {
+
+using PluginEntry = int (*)(int, LayerRegistry*);
+
+void load_plugin(LayerRegistry& registry, const std::string& path) {
+  // RTLD_LOCAL: two plugins may use the same internal symbol names.
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char* error = dlerror();
+    std::string why = error ? error : "unknown dlopen error";
+    if (why.rfind(path + ": ", 0) == 0) why.erase(0, path.size() + 2);  // dlerror repeats the path
+    throw Error("cannot load plugin " + path + ": " + why);
+  }
+  registry.keep_handle(handle);
+  dlerror();
+  auto entry = reinterpret_cast<PluginEntry>(dlsym(handle, PIPE_PLUGIN_ENTRY_SYMBOL));
+  if (!entry)
+    throw Error("plugin " + path + " has no entry point '" PIPE_PLUGIN_ENTRY_SYMBOL
+                "' (define one with PIPE_PLUGIN from <pipe/plugin.hpp>)");
+  registry.set_current_source(path);
+  int plugin_abi = 0;
+  try {
+    plugin_abi = entry(PIPE_PLUGIN_ABI, &registry);
+  } catch (...) {
+    registry.set_current_source("<built in>");
+    throw;
+  }
+  registry.set_current_source("<built in>");
+  if (plugin_abi != PIPE_PLUGIN_ABI)
+    throw Error("plugin " + path + " was built for plugin ABI " + std::to_string(plugin_abi) +
+                " but this libpipe has plugin ABI " + std::to_string(PIPE_PLUGIN_ABI) +
+                ": rebuild the plugin against this libpipe");
+}
+
+namespace {
+
+std::vector<std::string> plugin_files(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw Error("plugin directory '" + dir + "' does not exist");
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".so") files.push_back(entry.path().string());
+  if (ec) throw Error("cannot read plugin directory '" + dir + "': " + ec.message());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Loads the plugins of `dir` not yet in `loaded` (by real path).
+void load_new(LayerRegistry& registry, const std::string& dir, std::set<std::string>& loaded,
+              std::vector<std::string>& out) {
+  for (const auto& file : plugin_files(dir)) {
+    std::error_code ec;
+    std::string real = fs::canonical(file, ec).string();
+    if (!ec && !loaded.insert(real).second) continue;
+    load_plugin(registry, file);
+    out.push_back(file);
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> load_plugin_dir(LayerRegistry& registry, const std::string& dir) {
+  std::set<std::string> loaded;
+  std::vector<std::string> out;
+  load_new(registry, dir, loaded, out);
+  return out;
+}
+
+std::vector<std::string> load_plugins(LayerRegistry& registry, const PluginSearch& search) {
+  std::vector<std::string> dirs;
+  if (search.builtin) dirs.push_back(builtin_plugin_dir());
+  if (search.environment) {
+    if (const char* env = std::getenv("PIPE_PLUGIN_PATH")) {
+      std::string value = env;
+      std::size_t start = 0;
+      while (start <= value.size()) {
+        std::size_t end = value.find(':', start);
+        if (end == std::string::npos) end = value.size();
+        if (end > start) dirs.push_back(value.substr(start, end - start));
+        start = end + 1;
+      }
+    }
+  }
+  dirs.insert(dirs.end(), search.dirs.begin(), search.dirs.end());
+
+  std::set<std::string> loaded;
+  std::vector<std::string> out;
+  for (const auto& dir : dirs) load_new(registry, dir, loaded, out);
+  return out;
+}
+
+}  // namespace libpipe

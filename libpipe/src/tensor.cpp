@@ -1,0 +1,71 @@
+// Tensor storage. The CPU allocator lives here; the CUDA backend adds its own
+// allocator behind the same Tensor::zeros when it lands.
+#include "pipe/tensor.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "pipe/error.hpp"
+
+namespace libpipe {
+namespace {
+
+std::atomic<std::size_t> g_cpu_bytes{0};
+
+// 64-byte alignment: whole cache lines, and what vector loads want.
+std::shared_ptr<void> allocate_cpu(std::size_t bytes) {
+  std::size_t rounded = ((bytes + 63) / 64) * 64;
+  if (rounded == 0) rounded = 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+  std::memset(p, 0, rounded);
+  g_cpu_bytes += bytes;
+  return std::shared_ptr<void>(p, [bytes](void* q) {
+    g_cpu_bytes -= bytes;
+    std::free(q);
+  });
+}
+
+}  // namespace
+
+const char* device_name(Device device) { return device == Device::cpu ? "cpu" : "cuda"; }
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") return Device::cuda;
+  throw Error("unknown device '" + name + "' (expected cpu or cuda)");
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  for (auto d : shape)
+    if (d < 0) throw Error("negative dimension in tensor shape " + shape_str(shape));
+  if (device != Device::cpu)
+    throw Error(std::string("device '") + device_name(device) + "' has no backend in this build of libpipe");
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.data_ = allocate_cpu(t.bytes());
+  return t;
+}
+
+Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.data_ = std::shared_ptr<void>(data, [](void*) {});
+  return t;
+}
+
+void Tensor::check_host_access(std::size_t element_size) const {
+  if (device_ != Device::cpu)
+    throw Error(std::string("host access to a tensor on device '") + device_name(device_) + "'");
+  if (element_size != dtype_size(dtype_))
+    throw Error(std::string("host access with the wrong element size to a ") + dtype_name(dtype_) + " tensor");
+}
+
+std::size_t allocated_bytes(Device device) { return device == Device::cpu ? g_cpu_bytes.load() : 0; }
+
+}  // namespace libpipe

@@ -1,0 +1,70 @@
+// Embedding: token ids -> token embedding plus learned position embedding
+// (GPT-2's wte + wpe). The token table is the layer's tieable parameter: under
+// a shared `tie` key it is the same tensor as the LM head's weight.
+#include <pipe/init.hpp>
+
+#include "core_layers.hpp"
+
+namespace pipe_core {
+namespace {
+
+struct EmbeddingConfig {
+  std::int64_t vocab;
+  std::int64_t dim;
+  std::int64_t positions;
+};
+
+EmbeddingConfig read_config(const libpipe::Args& args) {
+  return {args.get_positive_int("vocab"), args.get_positive_int("dim"),
+          args.get_positive_int("positions")};
+}
+
+class EmbeddingFactory : public libpipe::LayerFactory {
+ public:
+  std::string summary() const override {
+    return "Embedding(vocab, dim, positions): y[t] = wte[x[t]] + wpe[t]";
+  }
+
+  libpipe::LayerDescription describe(const libpipe::Args& args,
+                                  const libpipe::TensorType& input) const override {
+    return describe(read_config(args), input);
+  }
+
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
+                                      const libpipe::CreateContext& context) const override {
+    auto layer = std::make_unique<libpipe::ParameterLayer>(describe(read_config(args), input),
+                                                        context.device);
+    libpipe::Rng rng(context.layer_seed());
+    // nanoGPT's choice for both tables (OpenAI's GPT-2 used 0.01 for wpe).
+    libpipe::fill_normal(layer->param("wte").value, rng, kInitStd);
+    libpipe::fill_normal(layer->param("wpe").value, rng, kInitStd);
+    return layer;
+  }
+
+ private:
+  static libpipe::LayerDescription describe(const EmbeddingConfig& config,
+                                         const libpipe::TensorType& input) {
+    // The position table has `positions` rows, so longer sequences cannot be embedded.
+    const bool fits = input.dtype == libpipe::DType::int32 && input.shape.size() == 1 &&
+                      input.shape[0] >= 1 && input.shape[0] <= config.positions;
+    if (!fits) throw libpipe::ShapeError("int32[T <= " + std::to_string(config.positions) + "]");
+    const std::int64_t tokens = input.shape[0];
+
+    libpipe::LayerDescription d;
+    d.output = {{tokens, config.dim}, libpipe::DType::float32};
+    d.params.push_back({"wte", {config.vocab, config.dim}, /*tieable=*/true});
+    d.params.push_back({"wpe", {config.positions, config.dim}});
+    d.flops = kEmbeddingFlopsPerElement * tokens * config.dim;
+    // Backward scatters the gradient rows by token id: only the ids are kept.
+    d.activation_bytes = tokens * kElementBytes;
+    return d;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<libpipe::LayerFactory> make_embedding_factory() {
+  return std::make_unique<EmbeddingFactory>();
+}
+
+}  // namespace pipe_core

@@ -1,0 +1,64 @@
+// LMHead: the language-model output projection, logits = x W^T with no bias
+// (GPT-2's lm_head). W has the token table's shape [vocab, dim] and is tieable,
+// so under a shared `tie` key it is the embedding's wte.
+#include <pipe/init.hpp>
+
+#include "core_layers.hpp"
+
+namespace pipe_core {
+namespace {
+
+struct LMHeadConfig {
+  std::int64_t vocab;
+  std::int64_t dim;
+};
+
+LMHeadConfig read_config(const libpipe::Args& args) {
+  return {args.get_positive_int("vocab"), args.get_positive_int("dim")};
+}
+
+class LMHeadFactory : public libpipe::LayerFactory {
+ public:
+  std::string summary() const override {
+    return "LMHead(vocab, dim): logits = x W^T, W [vocab, dim] tieable with Embedding's wte";
+  }
+
+  libpipe::LayerDescription describe(const libpipe::Args& args,
+                                  const libpipe::TensorType& input) const override {
+    return describe(read_config(args), input);
+  }
+
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
+                                      const libpipe::CreateContext& context) const override {
+    auto layer = std::make_unique<libpipe::ParameterLayer>(describe(read_config(args), input),
+                                                        context.device);
+    libpipe::Rng rng(context.layer_seed());
+    libpipe::fill_normal(layer->param("weight").value, rng, kInitStd);
+    return layer;
+  }
+
+ private:
+  static libpipe::LayerDescription describe(const LMHeadConfig& config,
+                                         const libpipe::TensorType& input) {
+    const bool fits = input.dtype == libpipe::DType::float32 && input.shape.size() == 2 &&
+                      input.shape[1] == config.dim;
+    if (!fits) throw libpipe::ShapeError("float32[T, " + std::to_string(config.dim) + "]");
+    const std::int64_t tokens = input.shape[0];
+
+    libpipe::LayerDescription d;
+    d.output = {{tokens, config.vocab}, libpipe::DType::float32};
+    d.params.push_back({"weight", {config.vocab, config.dim}, /*tieable=*/true});
+    d.flops = linear_flops(tokens, config.dim, config.vocab);
+    // As for Linear: the weight gradient needs the input.
+    d.activation_bytes = tokens * config.dim * kElementBytes;
+    return d;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<libpipe::LayerFactory> make_lm_head_factory() {
+  return std::make_unique<LMHeadFactory>();
+}
+
+}  // namespace pipe_core

@@ -1,0 +1,101 @@
+// CausalSelfAttention: GPT-2's multi-head attention with a causal mask, one
+// fused qkv projection and an output projection (PyTorch layout, nanoGPT's
+// parameter names). The description and initialisation are written once here
+// and reused by TransformerBlock under the "attn." prefix.
+#include "transformer_layers.hpp"
+
+namespace pipe_transformer {
+
+AttentionConfig read_attention_config(const libpipe::Args& args) {
+  AttentionConfig config{args.get_positive_int("dim"), args.get_positive_int("heads"),
+                         args.get_int("n_layer", 1)};
+  if (config.dim % config.heads != 0)
+    throw libpipe::ArgError("heads", "heads = " + std::to_string(config.heads) +
+                                      " does not divide dim = " + std::to_string(config.dim) +
+                                      ": every head needs dim / heads channels");
+  if (config.n_layer < 1)
+    throw libpipe::ArgError("n_layer", "argument 'n_layer' must be at least 1, not " +
+                                        std::to_string(config.n_layer));
+  return config;
+}
+
+std::int64_t sequence_length(const libpipe::TensorType& input, std::int64_t dim) {
+  const bool fits = input.dtype == libpipe::DType::float32 && input.shape.size() == 2 &&
+                    input.shape[1] == dim;
+  if (!fits) throw libpipe::ShapeError("float32[T, " + std::to_string(dim) + "]");
+  return input.shape[0];
+}
+
+void describe_attention(const AttentionConfig& config, std::int64_t tokens,
+                        const std::string& prefix, libpipe::LayerDescription& description) {
+  const std::int64_t t = tokens;
+  const std::int64_t c = config.dim;
+  auto& params = description.params;
+  params.push_back({prefix + "qkv.weight", {3 * c, c}});
+  params.push_back({prefix + "qkv.bias", {3 * c}});
+  params.push_back({prefix + "proj.weight", {c, c}});
+  params.push_back({prefix + "proj.bias", {c}});
+
+  // The two projections, then q k^T and p v: each T * T * dim multiply-adds
+  // summed over the heads (2 FLOPs each, backward twice forward). The causal
+  // mask would halve these in a kernel that skips the masked half; like
+  // Megatron's estimate we count them whole. Softmax per score on top.
+  description.flops += linear_flops(t, c, 3 * c) + linear_flops(t, c, c) +
+                       3 * (2 * 2 * t * t * c) +
+                       kSoftmaxFlopsPerElement * config.heads * t * t;
+  // Saved for backward: the input (qkv weight gradient), q, k and v, the
+  // T x T probabilities of every head, and the heads' output before proj
+  // (proj weight gradient). No flash-style recomputation is assumed.
+  description.activation_bytes +=
+      (t * c + 3 * t * c + config.heads * t * t + t * c) * kElementBytes;
+}
+
+void init_attention(const AttentionConfig& config, const std::string& prefix,
+                    libpipe::ParameterLayer& layer, libpipe::Rng& rng) {
+  libpipe::fill_normal(layer.param(prefix + "qkv.weight").value, rng, kInitStd);
+  libpipe::fill_constant(layer.param(prefix + "qkv.bias").value, 0.0f);
+  libpipe::fill_normal(layer.param(prefix + "proj.weight").value, rng,
+                    residual_init_std(config.n_layer));
+  libpipe::fill_constant(layer.param(prefix + "proj.bias").value, 0.0f);
+}
+
+namespace {
+
+class CausalSelfAttentionFactory : public libpipe::LayerFactory {
+ public:
+  std::string summary() const override {
+    return "CausalSelfAttention(dim, heads, n_layer=1): y = proj(softmax(causal(q k^T / "
+           "sqrt(dim/heads))) v), q, k, v = qkv(x)";
+  }
+
+  libpipe::LayerDescription describe(const libpipe::Args& args,
+                                  const libpipe::TensorType& input) const override {
+    return describe(read_attention_config(args), input);
+  }
+
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
+                                      const libpipe::CreateContext& context) const override {
+    const AttentionConfig config = read_attention_config(args);
+    auto layer = std::make_unique<libpipe::ParameterLayer>(describe(config, input), context.device);
+    libpipe::Rng rng(context.layer_seed());
+    init_attention(config, "", *layer, rng);
+    return layer;
+  }
+
+ private:
+  static libpipe::LayerDescription describe(const AttentionConfig& config,
+                                         const libpipe::TensorType& input) {
+    libpipe::LayerDescription d;
+    d.output = input;
+    describe_attention(config, sequence_length(input, config.dim), "", d);
+    return d;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<libpipe::LayerFactory> make_causal_self_attention_factory() {
+  return std::make_unique<CausalSelfAttentionFactory>();
+}
+
+}  // namespace pipe_transformer

@@ -1,0 +1,185 @@
+// Model files and whole-model description: structure errors with file:line,
+// type/argument/shape errors naming the layer, tie groups, and the exact
+// parameter counts of the shipped models.
+#define BOOST_TEST_DYN_LINK
+#define BOOST_TEST_MODULE model
+#include <boost/test/unit_test.hpp>
+
+#include "pipe/describe.hpp"
+#include "pipe/model.hpp"
+#include "pipe/paths.hpp"
+#include "pipe/plugin_loader.hpp"
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const libpipe::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+struct Builtins {
+  libpipe::LayerRegistry registry;
+  Builtins() { libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}}); }
+};
+
+const std::string kHeader = "[model]\nname = \"t\"\ninput_shape = [16]\ninput_dtype = \"float32\"\n";  // lines 1-4
+
+std::string parse_error(const std::string& text) {
+  return error_of([&] { libpipe::parse_model(text, "m.toml"); });
+}
+
+std::string describe_error(const std::string& text) {
+  static Builtins builtins;
+  return error_of([&] { libpipe::describe_model(libpipe::parse_model(text, "m.toml"), builtins.registry); });
+}
+
+libpipe::ModelDescription describe_shipped(const std::string& name) {
+  static Builtins builtins;
+  return libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path(name)), builtins.registry);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(parses_layers_repeat_and_tie) {
+  auto m = libpipe::parse_model(kHeader +
+                                 "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = 8\ntie = \"w\"\n"
+                                 "[[layer]]\ntype = \"ReLU\"\nrepeat = 3\n",
+                             "m.toml");
+  BOOST_TEST(m.name == "t");
+  BOOST_TEST(m.input.shape == libpipe::Shape{16});
+  BOOST_TEST(m.input.dtype == libpipe::DType::float32);
+  BOOST_REQUIRE(m.layers.size() == 4u);
+  BOOST_TEST(m.layers[0].type == "Linear");
+  BOOST_TEST(m.layers[0].tie == "w");
+  BOOST_TEST(m.layers[0].where.str() == "m.toml:5");
+  BOOST_TEST(m.layers[0].args.get_int("out_features") == 8);
+  BOOST_TEST(m.layers[0].args.line_of("out_features") == 8);
+  BOOST_TEST(!m.layers[0].args.has("tie"));  // structural keys are not arguments
+  for (int i = 1; i < 4; ++i) {
+    BOOST_TEST(m.layers[i].type == "ReLU");
+    BOOST_TEST(m.layers[i].where.line == 10);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(toml_syntax_error_has_line_and_column) {
+  std::string e = parse_error(kHeader + "[[layer]]\ntype = \"Linear\nin_features = 16\n");
+  BOOST_TEST(e.rfind("m.toml:6:", 0) == 0u, e);
+  BOOST_TEST(e.find(": TOML syntax error: ") != std::string::npos, e);
+}
+
+BOOST_AUTO_TEST_CASE(structure_errors) {
+  BOOST_TEST(parse_error("[[layer]]\ntype = \"ReLU\"\n") ==
+             "m.toml: missing [model] table (it needs input_shape and input_dtype)");
+  BOOST_TEST(parse_error("[model]\ninput_shap = [4]\n") ==
+             "m.toml:2: [model]: unknown key 'input_shap' (did you mean 'input_shape'?)");
+  BOOST_TEST(parse_error("[model]\ninput_dtype = \"float32\"\n") ==
+             "m.toml:1: [model]: missing input_shape (the per-sample input shape, e.g. [64])");
+  BOOST_TEST(parse_error("[model]\ninput_shape = [4, 0]\ninput_dtype = \"float32\"\n") ==
+             "m.toml:2: [model]: input_shape must be a non-empty list of positive integers");
+  BOOST_TEST(parse_error("[model]\ninput_shape = [4]\ninput_dtype = \"float64\"\n") ==
+             "m.toml:3: [model]: unknown dtype 'float64' (expected float32, bfloat16 or int32)");
+  BOOST_TEST(parse_error(kHeader) == "m.toml: the model has no layers (add [[layer]] tables)");
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\nin_features = 3\n") == "m.toml:5: layer 0: missing 'type'");
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nrepeat = 0\n") ==
+             "m.toml:7: layer 0 (ReLU): 'repeat' must be an integer of at least 1");
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\ntie = 3\n") ==
+             "m.toml:7: layer 0 (ReLU): 'tie' must be a non-empty string");
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\n[[layer]]\ntype = \"X\"\nsub = { a = 1 }\n") ==
+             "m.toml:9: layer 1 (X): argument 'sub' cannot be a table");
+  BOOST_TEST(parse_error(kHeader + "[extra]\na = 1\n") ==
+             "m.toml:5: unknown top-level key 'extra' (a model file has [model] and [[layer]])");
+  BOOST_TEST(error_of([] { libpipe::load_model_file("/no/such/model.toml"); }) ==
+             "cannot open model file '/no/such/model.toml'");
+}
+
+BOOST_AUTO_TEST_CASE(layer_indices_count_repeats) {
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nrepeat = 3\n[[layer]]\nrepeat = 2\n") ==
+             "m.toml:8: layer 3: missing 'type'");
+}
+
+BOOST_AUTO_TEST_CASE(unknown_type_and_argument_errors) {
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"ReLU\"\n[[layer]]\ntype = \"Linaer\"\n") ==
+             "m.toml:7: layer 1: unknown layer type 'Linaer' (did you mean 'Linear'?)");
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"Linear\"\nin_features = 16\n") ==
+             "m.toml:5: layer 0 (Linear): missing argument 'out_features' (an integer)");
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = \"8\"\n") ==
+             "m.toml:8: layer 0 (Linear): argument 'out_features' must be an integer, not string");
+  BOOST_TEST(describe_error(kHeader +
+                            "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = 8\nout_feature = 8\n") ==
+             "m.toml:9: layer 0 (Linear): unknown argument 'out_feature' (did you mean 'out_features'?)");
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nslope = 0.1\n") ==
+             "m.toml:7: layer 0 (ReLU): unknown argument 'slope'");
+}
+
+BOOST_AUTO_TEST_CASE(broken_shape_chain_names_both_layers_and_shapes) {
+  std::string e = describe_error(kHeader +
+                                 "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = 8\n"
+                                 "[[layer]]\ntype = \"ReLU\"\n"
+                                 "[[layer]]\ntype = \"Linear\"\nin_features = 32\nout_features = 4\n");
+  BOOST_TEST(e.rfind("m.toml:11: layer 2 (Linear) expects input float32[", 0) == 0u, e);
+  BOOST_TEST(e.find("32] but layer 1 (ReLU) outputs float32[8]") != std::string::npos, e);
+
+  std::string first = describe_error(
+      "[model]\ninput_shape = [64]\ninput_dtype = \"int32\"\n[[layer]]\ntype = \"Linear\"\nin_features = 64\n"
+      "out_features = 8\n");
+  BOOST_TEST(first.rfind("m.toml:4: layer 0 (Linear) expects input float32[", 0) == 0u, first);
+  BOOST_TEST(first.find("but the model input is int32[64]") != std::string::npos, first);
+}
+
+BOOST_AUTO_TEST_CASE(tie_errors) {
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"ReLU\"\ntie = \"w\"\n") ==
+             "m.toml:5: layer 0 (ReLU) has tie = 'w' but no parameter it can share");
+  const std::string gpt = "[model]\ninput_shape = [8]\ninput_dtype = \"int32\"\n"
+                          "[[layer]]\ntype = \"Embedding\"\nvocab = 32\ndim = 16\npositions = 8\ntie = \"e\"\n"  // 4-9
+                          "[[layer]]\ntype = \"LMHead\"\nvocab = 31\ndim = 16\ntie = \"e\"\n";                   // 10
+  BOOST_TEST(describe_error(gpt) ==
+             "m.toml:10: layer 1 (LMHead) shares 'e' with shape [31, 16] but layer 0 (Embedding) shares it with "
+             "shape [32, 16]");
+}
+
+BOOST_AUTO_TEST_CASE(gpt_tiny_matches_the_baseline_model) {
+  auto d = describe_shipped("gpt-tiny");
+  BOOST_TEST(d.params == 834304);
+  BOOST_TEST(d.input.shape == libpipe::Shape{64});
+  BOOST_TEST(d.input.dtype == libpipe::DType::int32);
+  BOOST_TEST(d.output.shape.empty());  // the loss: a scalar per sample
+  BOOST_REQUIRE(d.ties.size() == 1u);
+  BOOST_TEST(d.ties[0].layers == (std::vector<int>{0, 6}));
+  BOOST_TEST(d.layers.front().type == "Embedding");
+  BOOST_TEST(d.layers[6].type == "LMHead");
+  BOOST_TEST(d.layers[6].unique_params == 0);  // its weight is the embedding's
+  std::int64_t flops = 0;
+  for (const auto& l : d.layers) flops += l.description.flops;
+  BOOST_TEST(flops == d.flops);
+  BOOST_TEST(d.flops > 6 * 834304 * 64 / 2);  // at least the GEMM work of 6 * params * tokens, roughly
+}
+
+BOOST_AUTO_TEST_CASE(gpt2_124m_has_the_published_count) {
+  auto d = describe_shipped("gpt2-124m");
+  BOOST_TEST(d.params == 124439808);
+  BOOST_TEST(d.layers.size() == 16u);  // embedding, 12 blocks, final norm, head, loss
+}
+
+BOOST_AUTO_TEST_CASE(every_shipped_model_describes) {
+  auto names = libpipe::builtin_model_names();
+  BOOST_TEST(names == (std::vector<std::string>{"gpt-small", "gpt-tiny", "gpt2-124m", "mlp"}));
+  for (const auto& name : names) {
+    auto d = describe_shipped(name);
+    BOOST_TEST(d.params > 0, name);
+    BOOST_TEST(d.output.shape.empty(), name);
+  }
+  auto small = describe_shipped("gpt-small");
+  BOOST_TEST(small.params >= 10'000'000);
+  BOOST_TEST(small.params < 100'000'000);
+}
+
+BOOST_AUTO_TEST_CASE(model_names_resolve_to_shipped_files) {
+  BOOST_TEST(libpipe::resolve_model_path("gpt-tiny") == libpipe::builtin_model_dir() + "/gpt-tiny.toml");
+  BOOST_TEST(libpipe::resolve_model_path("gpt-tiny.toml") == libpipe::builtin_model_dir() + "/gpt-tiny.toml");
+  BOOST_TEST(error_of([] { libpipe::resolve_model_path("gpt-huge"); }) ==
+             "model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, mlp)");
+}
