@@ -5,14 +5,6 @@
 // them (dlopen from the built-in plugin directory), so this also proves they
 // register every type.
 
-// POSIX declares a function ::pipe in <unistd.h>, which Boost.Test includes;
-// a function and the namespace libpipe cannot share the global scope. Declaring
-// the function under another name first (the include guard keeps it so) lets
-// both headers into this file.
-#define pipe posix_pipe
-#include <unistd.h>
-#undef pipe
-
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE layers
 #include <boost/test/unit_test.hpp>
