@@ -17,7 +17,7 @@ class ActivationFactory : public libpipe::LayerFactory {
   std::string summary() const override { return summary_; }
 
   libpipe::LayerDescription describe(const libpipe::Args&,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     if (input.dtype != libpipe::DType::float32) throw libpipe::ShapeError("float32[*]");
     const std::int64_t n = libpipe::numel(input.shape);
     libpipe::LayerDescription d;
@@ -29,8 +29,9 @@ class ActivationFactory : public libpipe::LayerFactory {
     return d;
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     return std::make_unique<libpipe::ParameterLayer>(describe(args, input), context.device);
   }
 

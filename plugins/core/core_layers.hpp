@@ -8,9 +8,8 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
-
 #include <pipe/layer.hpp>
+#include <string>
 
 namespace pipe_core {
 

@@ -26,14 +26,15 @@ class EmbeddingFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args& args,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     return describe(read_config(args), input);
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     auto layer = std::make_unique<libpipe::ParameterLayer>(describe(read_config(args), input),
-                                                        context.device);
+                                                           context.device);
     libpipe::Rng rng(context.layer_seed());
     // nanoGPT's choice for both tables (OpenAI's GPT-2 used 0.01 for wpe).
     libpipe::fill_normal(layer->param("wte").value, rng, kInitStd);
@@ -43,7 +44,7 @@ class EmbeddingFactory : public libpipe::LayerFactory {
 
  private:
   static libpipe::LayerDescription describe(const EmbeddingConfig& config,
-                                         const libpipe::TensorType& input) {
+                                            const libpipe::TensorType& input) {
     // The position table has `positions` rows, so longer sequences cannot be embedded.
     const bool fits = input.dtype == libpipe::DType::int32 && input.shape.size() == 1 &&
                       input.shape[0] >= 1 && input.shape[0] <= config.positions;

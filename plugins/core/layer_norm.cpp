@@ -1,9 +1,8 @@
 // LayerNorm over the last dimension of a float32 input, with a learned scale
 // and shift (PyTorch's nn.LayerNorm(C, eps), same parameter names). C comes
 // from the input, so the model file only names the type.
-#include <sstream>
-
 #include <pipe/init.hpp>
+#include <sstream>
 
 #include "core_layers.hpp"
 
@@ -29,7 +28,7 @@ class LayerNormFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args& args,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     read_eps(args);  // validated here so that a bad eps fails at planning time
     if (!is_float_with_last(input)) throw libpipe::ShapeError(float_type_with_last("C"));
     const std::int64_t channels = input.shape.back();
@@ -46,8 +45,9 @@ class LayerNormFactory : public libpipe::LayerFactory {
     return d;
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     auto layer = std::make_unique<libpipe::ParameterLayer>(describe(args, input), context.device);
     libpipe::fill_constant(layer->param("weight").value, 1.0f);
     libpipe::fill_constant(layer->param("bias").value, 0.0f);

@@ -25,12 +25,13 @@ class LinearFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args& args,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     return describe(read_config(args), input);
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     const LinearConfig config = read_config(args);
     auto layer = std::make_unique<libpipe::ParameterLayer>(describe(config, input), context.device);
     libpipe::Rng rng(context.layer_seed());
@@ -41,7 +42,7 @@ class LinearFactory : public libpipe::LayerFactory {
 
  private:
   static libpipe::LayerDescription describe(const LinearConfig& config,
-                                         const libpipe::TensorType& input) {
+                                            const libpipe::TensorType& input) {
     if (!is_float_with_last(input, config.in_features))
       throw libpipe::ShapeError(float_type_with_last(std::to_string(config.in_features)));
     const std::int64_t rows = libpipe::numel(input.shape) / config.in_features;

@@ -24,14 +24,15 @@ class LMHeadFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args& args,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     return describe(read_config(args), input);
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     auto layer = std::make_unique<libpipe::ParameterLayer>(describe(read_config(args), input),
-                                                        context.device);
+                                                           context.device);
     libpipe::Rng rng(context.layer_seed());
     libpipe::fill_normal(layer->param("weight").value, rng, kInitStd);
     return layer;
@@ -39,7 +40,7 @@ class LMHeadFactory : public libpipe::LayerFactory {
 
  private:
   static libpipe::LayerDescription describe(const LMHeadConfig& config,
-                                         const libpipe::TensorType& input) {
+                                            const libpipe::TensorType& input) {
     const bool fits = input.dtype == libpipe::DType::float32 && input.shape.size() == 2 &&
                       input.shape[1] == config.dim;
     if (!fits) throw libpipe::ShapeError("float32[T, " + std::to_string(config.dim) + "]");

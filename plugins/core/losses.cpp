@@ -18,7 +18,7 @@ class SoftmaxCrossEntropyFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args&,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     // Logits over the last dimension; every leading index has one label.
     if (!is_float_with_last(input)) throw libpipe::ShapeError(float_type_with_last("V"));
     const std::int64_t n = libpipe::numel(input.shape);
@@ -30,8 +30,9 @@ class SoftmaxCrossEntropyFactory : public libpipe::LayerFactory {
     return d;
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     return std::make_unique<libpipe::ParameterLayer>(describe(args, input), context.device);
   }
 };
@@ -43,7 +44,7 @@ class MSELossFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args&,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     if (input.dtype != libpipe::DType::float32) throw libpipe::ShapeError("float32[*]");
     const std::int64_t n = libpipe::numel(input.shape);
     libpipe::LayerDescription d;
@@ -54,8 +55,9 @@ class MSELossFactory : public libpipe::LayerFactory {
     return d;
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     return std::make_unique<libpipe::ParameterLayer>(describe(args, input), context.device);
   }
 };

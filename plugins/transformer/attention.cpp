@@ -11,17 +11,17 @@ AttentionConfig read_attention_config(const libpipe::Args& args) {
                          args.get_int("n_layer", 1)};
   if (config.dim % config.heads != 0)
     throw libpipe::ArgError("heads", "heads = " + std::to_string(config.heads) +
-                                      " does not divide dim = " + std::to_string(config.dim) +
-                                      ": every head needs dim / heads channels");
+                                         " does not divide dim = " + std::to_string(config.dim) +
+                                         ": every head needs dim / heads channels");
   if (config.n_layer < 1)
-    throw libpipe::ArgError("n_layer", "argument 'n_layer' must be at least 1, not " +
-                                        std::to_string(config.n_layer));
+    throw libpipe::ArgError(
+        "n_layer", "argument 'n_layer' must be at least 1, not " + std::to_string(config.n_layer));
   return config;
 }
 
 std::int64_t sequence_length(const libpipe::TensorType& input, std::int64_t dim) {
-  const bool fits = input.dtype == libpipe::DType::float32 && input.shape.size() == 2 &&
-                    input.shape[1] == dim;
+  const bool fits =
+      input.dtype == libpipe::DType::float32 && input.shape.size() == 2 && input.shape[1] == dim;
   if (!fits) throw libpipe::ShapeError("float32[T, " + std::to_string(dim) + "]");
   return input.shape[0];
 }
@@ -40,8 +40,7 @@ void describe_attention(const AttentionConfig& config, std::int64_t tokens,
   // summed over the heads (2 FLOPs each, backward twice forward). The causal
   // mask would halve these in a kernel that skips the masked half; like
   // Megatron's estimate we count them whole. Softmax per score on top.
-  description.flops += linear_flops(t, c, 3 * c) + linear_flops(t, c, c) +
-                       3 * (2 * 2 * t * t * c) +
+  description.flops += linear_flops(t, c, 3 * c) + linear_flops(t, c, c) + 3 * (2 * 2 * t * t * c) +
                        kSoftmaxFlopsPerElement * config.heads * t * t;
   // Saved for backward: the input (qkv weight gradient), q, k and v, the
   // T x T probabilities of every head, and the heads' output before proj
@@ -55,7 +54,7 @@ void init_attention(const AttentionConfig& config, const std::string& prefix,
   libpipe::fill_normal(layer.param(prefix + "qkv.weight").value, rng, kInitStd);
   libpipe::fill_constant(layer.param(prefix + "qkv.bias").value, 0.0f);
   libpipe::fill_normal(layer.param(prefix + "proj.weight").value, rng,
-                    residual_init_std(config.n_layer));
+                       residual_init_std(config.n_layer));
   libpipe::fill_constant(layer.param(prefix + "proj.bias").value, 0.0f);
 }
 
@@ -69,12 +68,13 @@ class CausalSelfAttentionFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args& args,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     return describe(read_attention_config(args), input);
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     const AttentionConfig config = read_attention_config(args);
     auto layer = std::make_unique<libpipe::ParameterLayer>(describe(config, input), context.device);
     libpipe::Rng rng(context.layer_seed());
@@ -84,7 +84,7 @@ class CausalSelfAttentionFactory : public libpipe::LayerFactory {
 
  private:
   static libpipe::LayerDescription describe(const AttentionConfig& config,
-                                         const libpipe::TensorType& input) {
+                                            const libpipe::TensorType& input) {
     libpipe::LayerDescription d;
     d.output = input;
     describe_attention(config, sequence_length(input, config.dim), "", d);

@@ -17,8 +17,8 @@ BlockConfig read_config(const libpipe::Args& args) {
   BlockConfig config{read_attention_config(args), 0};
   const std::int64_t ratio = args.get_int("mlp_ratio", 4);
   if (ratio < 1)
-    throw libpipe::ArgError("mlp_ratio", "argument 'mlp_ratio' must be at least 1, not " +
-                                          std::to_string(ratio));
+    throw libpipe::ArgError(
+        "mlp_ratio", "argument 'mlp_ratio' must be at least 1, not " + std::to_string(ratio));
   config.hidden = ratio * config.attention.dim;
   return config;
 }
@@ -31,12 +31,13 @@ class TransformerBlockFactory : public libpipe::LayerFactory {
   }
 
   libpipe::LayerDescription describe(const libpipe::Args& args,
-                                  const libpipe::TensorType& input) const override {
+                                     const libpipe::TensorType& input) const override {
     return describe(read_config(args), input);
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
-                                      const libpipe::CreateContext& context) const override {
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
+                                         const libpipe::TensorType& input,
+                                         const libpipe::CreateContext& context) const override {
     const BlockConfig config = read_config(args);
     auto layer = std::make_unique<libpipe::ParameterLayer>(describe(config, input), context.device);
     // One generator for the whole block, drawn in parameter order.
@@ -49,14 +50,14 @@ class TransformerBlockFactory : public libpipe::LayerFactory {
     libpipe::fill_normal(layer->param("mlp.fc.weight").value, rng, kInitStd);
     libpipe::fill_constant(layer->param("mlp.fc.bias").value, 0.0f);
     libpipe::fill_normal(layer->param("mlp.proj.weight").value, rng,
-                      residual_init_std(config.attention.n_layer));
+                         residual_init_std(config.attention.n_layer));
     libpipe::fill_constant(layer->param("mlp.proj.bias").value, 0.0f);
     return layer;
   }
 
  private:
   static libpipe::LayerDescription describe(const BlockConfig& config,
-                                         const libpipe::TensorType& input) {
+                                            const libpipe::TensorType& input) {
     const std::int64_t c = config.attention.dim;
     const std::int64_t h = config.hidden;
     const std::int64_t t = sequence_length(input, c);
@@ -81,8 +82,8 @@ class TransformerBlockFactory : public libpipe::LayerFactory {
     // Saved: both LayerNorms' inputs and row statistics, fc's input (ln2's
     // output), GELU's input and proj's input (GELU's output). The residual
     // adds keep nothing.
-    d.activation_bytes += 2 * layer_norm_activation_bytes(t, c) +
-                          (t * c + t * h + t * h) * kElementBytes;
+    d.activation_bytes +=
+        2 * layer_norm_activation_bytes(t, c) + (t * c + t * h + t * h) * kElementBytes;
     return d;
   }
 };

@@ -13,10 +13,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <string>
-
 #include <pipe/init.hpp>
 #include <pipe/layer.hpp>
+#include <string>
 
 namespace pipe_transformer {
 

@@ -7,9 +7,8 @@
 
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE layers
-#include <boost/test/unit_test.hpp>
-
 #include <algorithm>
+#include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -61,7 +60,7 @@ TensorType f32(Shape shape) { return {std::move(shape), DType::float32}; }
 TensorType i32(Shape shape) { return {std::move(shape), DType::int32}; }
 
 libpipe::LayerDescription describe(const std::string& type, const libpipe::Args& args,
-                                const TensorType& input) {
+                                   const TensorType& input) {
   return registry().get(type).describe(args, input);
 }
 
@@ -111,8 +110,8 @@ void check_arg_error(const std::string& type, const libpipe::Args& args, const T
 // Creates a layer and checks it holds exactly what describe() announced, and
 // that exactly those bytes were allocated.
 std::unique_ptr<libpipe::Layer> check_create(const std::string& type, const libpipe::Args& args,
-                                          const TensorType& input,
-                                          const libpipe::CreateContext& context = {}) {
+                                             const TensorType& input,
+                                             const libpipe::CreateContext& context = {}) {
   const libpipe::LayerDescription d = describe(type, args, input);
   const std::size_t before = libpipe::allocated_bytes(libpipe::Device::cpu);
   auto layer = registry().get(type).create(args, input, context);
@@ -124,7 +123,8 @@ std::unique_ptr<libpipe::Layer> check_create(const std::string& type, const libp
       BOOST_TEST(params[i].spec.name == d.params[i].name);
       BOOST_TEST(libpipe::shape_str(params[i].spec.shape) == libpipe::shape_str(d.params[i].shape));
       BOOST_TEST(params[i].spec.tieable == d.params[i].tieable);
-      BOOST_TEST(libpipe::shape_str(params[i].value.shape()) == libpipe::shape_str(d.params[i].shape));
+      BOOST_TEST(libpipe::shape_str(params[i].value.shape()) ==
+                 libpipe::shape_str(d.params[i].shape));
       BOOST_CHECK(params[i].value.dtype() == DType::float32);
       BOOST_CHECK(params[i].value.device() == libpipe::Device::cpu);
     }
@@ -205,9 +205,9 @@ libpipe::Args attention_args(std::int64_t dim, std::int64_t heads) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(plugins_register_every_type) {
-  for (const char* type : {"Linear", "ReLU", "GELU", "LayerNorm", "Embedding", "LMHead",
-                           "SoftmaxCrossEntropy", "MSELoss", "CausalSelfAttention",
-                           "TransformerBlock"}) {
+  for (const char* type :
+       {"Linear", "ReLU", "GELU", "LayerNorm", "Embedding", "LMHead", "SoftmaxCrossEntropy",
+        "MSELoss", "CausalSelfAttention", "TransformerBlock"}) {
     BOOST_TEST_CONTEXT(type) {
       const libpipe::LayerFactory* factory = registry().find(type);
       BOOST_TEST_REQUIRE(factory != nullptr);
@@ -252,8 +252,8 @@ BOOST_AUTO_TEST_CASE(linear_errors) {
   check_arg_error("Linear", make_args({{"in_features", I(512)}}), f32({512}), "out_features");
   check_arg_error("Linear", make_args({{"in_features", I(512)}, {"out_features", S("wide")}}),
                   f32({512}), "out_features");
-  check_arg_error("Linear", make_args({{"in_features", I(0)}, {"out_features", I(8)}}),
-                  f32({512}), "in_features");
+  check_arg_error("Linear", make_args({{"in_features", I(0)}, {"out_features", I(8)}}), f32({512}),
+                  "in_features");
   check_arg_error("Linear",
                   make_args({{"in_features", I(512)}, {"out_features", I(8)}, {"bias", I(1)}}),
                   f32({512}), "bias");
@@ -272,7 +272,8 @@ BOOST_AUTO_TEST_CASE(activations) {
       BOOST_TEST(libpipe::type_str(d.output) == "float32[2, 3, 4]");
       BOOST_TEST(d.params.empty());
       BOOST_TEST(d.activation_bytes == 24 * 4);
-      BOOST_TEST(libpipe::type_str(describe(type, {}, f32({})).output) == libpipe::type_str(f32({})));
+      BOOST_TEST(libpipe::type_str(describe(type, {}, f32({})).output) ==
+                 libpipe::type_str(f32({})));
       check_shape_error(type, {}, i32({8}), "float32[*]");
       check_create(type, {}, f32({16}));
     }
@@ -316,14 +317,16 @@ BOOST_AUTO_TEST_CASE(embedding) {
   BOOST_TEST(!spec(d, "wpe").tieable);
   BOOST_TEST(d.flops == 3 * 64 * 128);
   BOOST_TEST(d.activation_bytes == 64 * 4);
-  BOOST_TEST(libpipe::type_str(describe("Embedding", args, i32({16})).output) == "float32[16, 128]");
+  BOOST_TEST(libpipe::type_str(describe("Embedding", args, i32({16})).output) ==
+             "float32[16, 128]");
 
   check_shape_error("Embedding", args, i32({65}), "int32[T <= 64]");
   check_shape_error("Embedding", args, f32({64}), "int32[T <= 64]");
   check_shape_error("Embedding", args, i32({2, 32}), "int32[T <= 64]");
   check_arg_error("Embedding", make_args({{"vocab", I(256)}, {"dim", I(128)}}), i32({64}),
                   "positions");
-  check_arg_error("Embedding", make_args({{"vocab", F(256.0)}, {"dim", I(128)}, {"positions", I(64)}}),
+  check_arg_error("Embedding",
+                  make_args({{"vocab", F(256.0)}, {"dim", I(128)}, {"positions", I(64)}}),
                   i32({64}), "vocab");
 
   auto layer = check_create("Embedding", embedding_args(1024, 256, 256), i32({256}), {0, 7});
@@ -362,7 +365,8 @@ BOOST_AUTO_TEST_CASE(losses) {
   BOOST_TEST(ce.params.empty());
   BOOST_TEST(ce.flops == 6 * 64 * 256);
   BOOST_TEST(ce.activation_bytes == 64 * 256 * 4);
-  BOOST_TEST(libpipe::type_str(describe("SoftmaxCrossEntropy", {}, f32({10})).output) == "float32[]");
+  BOOST_TEST(libpipe::type_str(describe("SoftmaxCrossEntropy", {}, f32({10})).output) ==
+             "float32[]");
   check_shape_error("SoftmaxCrossEntropy", {}, i32({10}), "float32[*, V]");
   check_shape_error("SoftmaxCrossEntropy", {}, f32({}), "float32[*, V]");
   check_create("SoftmaxCrossEntropy", {}, f32({64, 256}));
@@ -383,7 +387,8 @@ BOOST_AUTO_TEST_CASE(attention_describe) {
   BOOST_TEST(param_names(d) ==
                  (std::vector<std::string>{"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}),
              boost::test_tools::per_element());
-  BOOST_TEST(libpipe::shape_str(spec(d, "qkv.weight").shape) == libpipe::shape_str(Shape{3 * c, c}));
+  BOOST_TEST(libpipe::shape_str(spec(d, "qkv.weight").shape) ==
+             libpipe::shape_str(Shape{3 * c, c}));
   BOOST_TEST(libpipe::shape_str(spec(d, "qkv.bias").shape) == libpipe::shape_str(Shape{3 * c}));
   BOOST_TEST(libpipe::shape_str(spec(d, "proj.weight").shape) == libpipe::shape_str(Shape{c, c}));
   BOOST_TEST(libpipe::shape_str(spec(d, "proj.bias").shape) == libpipe::shape_str(Shape{c}));
@@ -399,8 +404,9 @@ BOOST_AUTO_TEST_CASE(attention_errors) {
   check_shape_error("CausalSelfAttention", args, f32({2, 64, 128}), "float32[T, 128]");
   check_shape_error("CausalSelfAttention", args, i32({64, 128}), "float32[T, 128]");
   check_arg_error("CausalSelfAttention", make_args({{"dim", I(128)}}), f32({64, 128}), "heads");
-  check_arg_error("CausalSelfAttention", make_args({{"dim", I(128)}, {"heads", I(4)}, {"n_layer", I(0)}}),
-                  f32({64, 128}), "n_layer");
+  check_arg_error("CausalSelfAttention",
+                  make_args({{"dim", I(128)}, {"heads", I(4)}, {"n_layer", I(0)}}), f32({64, 128}),
+                  "n_layer");
 
   for (const char* type : {"CausalSelfAttention", "TransformerBlock"}) {
     BOOST_TEST_CONTEXT(type) {
@@ -436,12 +442,14 @@ BOOST_AUTO_TEST_CASE(transformer_block_describe) {
   BOOST_TEST(param_names(d) ==
                  (std::vector<std::string>{"ln1.weight", "ln1.bias", "attn.qkv.weight",
                                            "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-                                           "ln2.weight", "ln2.bias", "mlp.fc.weight",
-                                           "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias"}),
+                                           "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias",
+                                           "mlp.proj.weight", "mlp.proj.bias"}),
              boost::test_tools::per_element());
-  BOOST_TEST(libpipe::shape_str(spec(d, "mlp.fc.weight").shape) == libpipe::shape_str(Shape{4 * c, c}));
+  BOOST_TEST(libpipe::shape_str(spec(d, "mlp.fc.weight").shape) ==
+             libpipe::shape_str(Shape{4 * c, c}));
   BOOST_TEST(libpipe::shape_str(spec(d, "mlp.fc.bias").shape) == libpipe::shape_str(Shape{4 * c}));
-  BOOST_TEST(libpipe::shape_str(spec(d, "mlp.proj.weight").shape) == libpipe::shape_str(Shape{c, 4 * c}));
+  BOOST_TEST(libpipe::shape_str(spec(d, "mlp.proj.weight").shape) ==
+             libpipe::shape_str(Shape{c, 4 * c}));
   BOOST_TEST(libpipe::shape_str(spec(d, "mlp.proj.bias").shape) == libpipe::shape_str(Shape{c}));
   for (const auto& p : d.params) BOOST_TEST(!p.tieable);
 
@@ -454,7 +462,8 @@ BOOST_AUTO_TEST_CASE(transformer_block_describe) {
   auto narrow = attention_args(c, 4);
   narrow.set("mlp_ratio", I(2));
   const auto n = describe("TransformerBlock", narrow, f32({t, c}));
-  BOOST_TEST(libpipe::shape_str(spec(n, "mlp.fc.weight").shape) == libpipe::shape_str(Shape{2 * c, c}));
+  BOOST_TEST(libpipe::shape_str(spec(n, "mlp.fc.weight").shape) ==
+             libpipe::shape_str(Shape{2 * c, c}));
   BOOST_TEST(n.param_count() == 8 * c * c + 11 * c);
   narrow.set("mlp_ratio", I(0));
   check_arg_error("TransformerBlock", narrow, f32({t, c}), "mlp_ratio");
@@ -495,8 +504,8 @@ BOOST_AUTO_TEST_CASE(transformer_block_init) {
   args.set("n_layer", I(6));
   auto layer = check_create("TransformerBlock", args, f32({16, 256}), {4, 11});
   for (const char* name : {"ln1.weight", "ln2.weight"}) check_constant(*layer, name, 1.0f);
-  for (const char* name : {"ln1.bias", "ln2.bias", "attn.qkv.bias", "attn.proj.bias",
-                           "mlp.fc.bias", "mlp.proj.bias"})
+  for (const char* name :
+       {"ln1.bias", "ln2.bias", "attn.qkv.bias", "attn.proj.bias", "mlp.fc.bias", "mlp.proj.bias"})
     check_constant(*layer, name, 0.0f);
   check_normal(*layer, "attn.qkv.weight", 0.02);
   check_normal(*layer, "mlp.fc.weight", 0.02);
@@ -566,7 +575,8 @@ std::int64_t chain_params(TensorType input, const std::vector<ChainLayer>& layer
 
 std::vector<ChainLayer> gpt(std::int64_t vocab, std::int64_t positions, std::int64_t dim,
                             std::int64_t heads, std::int64_t blocks) {
-  std::vector<ChainLayer> layers = {{"Embedding", embedding_args(vocab, dim, positions), "embedding"}};
+  std::vector<ChainLayer> layers = {
+      {"Embedding", embedding_args(vocab, dim, positions), "embedding"}};
   auto block = attention_args(dim, heads);
   block.set("n_layer", I(blocks));
   for (std::int64_t i = 0; i < blocks; ++i) layers.push_back({"TransformerBlock", block});
@@ -581,8 +591,7 @@ std::vector<ChainLayer> gpt(std::int64_t vocab, std::int64_t positions, std::int
 BOOST_AUTO_TEST_CASE(shipped_model_parameter_counts) {
   BOOST_TEST(chain_params(i32({64}), gpt(256, 64, 128, 4, 4), "float32[]") == 834304);
   BOOST_TEST(chain_params(i32({256}), gpt(256, 256, 512, 8, 8), "float32[]") == 25482240);
-  BOOST_TEST(chain_params(i32({1024}), gpt(50257, 1024, 768, 12, 12), "float32[]") ==
-             124439808);
+  BOOST_TEST(chain_params(i32({1024}), gpt(50257, 1024, 768, 12, 12), "float32[]") == 124439808);
 
   const std::vector<std::int64_t> widths = {784, 1024, 512, 2048, 256, 1024, 128, 512, 10};
   std::vector<ChainLayer> mlp;
