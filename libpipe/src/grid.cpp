@@ -8,33 +8,10 @@
 #include <cstring>
 #include <string>
 
+#include "mpi_check.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
-
-namespace {
-
-// Throws rather than aborting so that the app decides how to end the job;
-// says where and on which rank, since an MPI failure is usually one rank's.
-void check_mpi(int rc, const char* call, const char* file, int line, int rank) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING] = {0};
-  int length = 0;
-  if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) {
-    std::strcpy(text, "unknown MPI error");
-  }
-  char host[MPI_MAX_PROCESSOR_NAME] = {0};
-  int host_length = 0;
-  if (MPI_Get_processor_name(host, &host_length) != MPI_SUCCESS) std::strcpy(host, "?");
-  const char* slash = std::strrchr(file, '/');
-  throw Error(std::string(call) + " failed at " + (slash ? slash + 1 : file) + ":" +
-              std::to_string(line) + " on rank " + std::to_string(rank) + " (" + host +
-              "): " + text + " (error code " + std::to_string(rc) + ")");
-}
-
-#define PIPE_MPI_CHECK(call, rank) check_mpi((call), #call, __FILE__, __LINE__, (rank))
-
-}  // namespace
 
 PipelineParallelGrid::PipelineParallelGrid(MPI_Comm world, const ProcessTopology& topology)
     : topology_(topology), world_(world) {
