@@ -22,19 +22,30 @@ function(pipe_cli_test name ranks status)
 endfunction()
 
 pipe_cli_test(help 1 0 "usage: mpirun -np N pipe-train" "Parallelism (world size = product of the axes):" -- --help)
+# The dry run's JSON lines (keys sorted): exact for chosen ranks. gpt-tiny by
+# parameters on 2 stages is Embedding + 2 blocks | 2 blocks + norm + head +
+# loss, the split DeepSpeed makes (FACTS.md); each rank allocates exactly its
+# own layers' parameters (437,504 and 429,568 floats).
 pipe_cli_test(dry_run_pipe2_data2 4 0
-  "dry run: model gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=2, 4 ranks"
-  [[{"coord":{"data":0,"pipe":0},"data":0,"data_parallel_group":[0,1],"model":0,"model_group":[0],"next":2,"pipe_group":[0,2],"prev":-1,"rank":0,"stage":0}]]
-  [[{"coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[2,3],"model":0,"model_group":[3],"next":-1,"pipe_group":[1,3],"prev":1,"rank":3,"stage":1}]]
+  "dry run: model gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=2, 4 ranks; partition parameters: [0,3,8]"
+  [[{"coord":{"data":0,"pipe":0},"data":0,"data_parallel_group":[0,1],"layer_range":[0,3],"layers":[{"index":0,"type":"Embedding"},{"index":1,"type":"TransformerBlock"},{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[0],"next":2,"parameter_bytes":1750016,"pipe_group":[0,2],"prev":-1,"rank":0,"stage":0,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[0,2],"stages":[0,1]}]}]]
+  [[{"coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[2,3],"layer_range":[3,8],"layers":[{"index":3,"type":"TransformerBlock"},{"index":4,"type":"TransformerBlock"},{"index":5,"type":"LayerNorm"},{"index":6,"type":"LMHead"},{"index":7,"type":"SoftmaxCrossEntropy"}],"model":0,"model_group":[3],"next":-1,"parameter_bytes":1718272,"pipe_group":[1,3],"prev":1,"rank":3,"stage":1,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[1,3],"stages":[0,1]}]}]]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --dry-run)
-pipe_cli_test(dry_run_default_data_parallel 4 0 "on pipe=4 x data=1, 4 ranks"
-  [["next":3,"pipe_group":[0,1,2,3],"prev":1,"rank":2,"stage":2}]] -- --stages 4 --dry-run)
+pipe_cli_test(dry_run_default_data_parallel 4 0 "on pipe=4 x data=1, 4 ranks; partition parameters: [0,2,3,4,8]"
+  [["layer_range":[3,4],"layers":[{"index":3,"type":"TransformerBlock"}],"model":0,"model_group":[2],"next":3,"parameter_bytes":793088,"pipe_group":[0,1,2,3],"prev":1,"rank":2,"stage":2,"tie_groups":[]}]]
+  -- --stages 4 --dry-run)
+pipe_cli_test(dry_run_type_regex 4 0 "partition type:block: [0,2,3,4,8]" -- --stages 4 --partition-method type:block --dry-run)
 pipe_cli_test(dry_run_custom_topology 8 0 "on data=2 x pipe=4, 8 ranks"
-  [[{"coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[1,5],"model":0,"model_group":[5],"next":6,"pipe_group":[4,5,6,7],"prev":4,"rank":5,"stage":1}]]
+  [[{"coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[1,5],"layer_range":[2,3],"layers":[{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[5],"next":6,"parameter_bytes":793088,"pipe_group":[4,5,6,7],"prev":4,"rank":5,"stage":1,"tie_groups":[]}]]
   -- --topology data=2,pipe=4 --dry-run)
 pipe_cli_test(dry_run_model_axis 8 0
-  [[{"coord":{"data":1,"model":0,"pipe":1},"data":1,"data_parallel_group":[4,6],"model":0,"model_group":[6,7],"next":-1,"pipe_group":[2,6],"prev":2,"rank":6,"stage":1}]]
+  [[{"coord":{"data":1,"model":0,"pipe":1},"data":1,"data_parallel_group":[4,6],"layer_range":[3,8],]]
+  [["model":0,"model_group":[6,7],"next":-1,"parameter_bytes":1718272,"pipe_group":[2,6],"prev":2,"rank":6,"stage":1,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[2,6],"stages":[0,1]}]}]]
   -- --topology pipe=2,data=2,model=2 --dry-run)
+pipe_cli_test(unknown_partition_method 2 1 "pipe-train: error: unknown partition method 'balanced'"
+  -- --stages 2 --partition-method balanced --dry-run)
+pipe_cli_test(too_few_matching_layers 4 1 "pipe-train: error: type:Embedding matches 1 layer"
+  -- --stages 4 --partition-method type:Embedding --dry-run)
 pipe_cli_test(describe_gpt2 1 0 "model gpt2-124m: input int32[1024], 16 layers, 124,439,808 parameters"
   -- --model gpt2-124m --describe)
 
@@ -74,3 +85,43 @@ pipe_cli_test(plugin_abi_mismatch 2 1 "was built for plugin ABI 999 but this lib
   -- --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/bad_abi --dry-run)
 pipe_cli_test(missing_plugin_dir 2 1 "pipe-train: error: plugin directory '/no/such/plugins' does not exist"
   -- --plugin-dir /no/such/plugins --dry-run)
+
+# pipe-plan: no MPI, no allocation.
+function(pipe_plan_test name status)
+  set(texts)
+  set(args)
+  set(in_args FALSE)
+  foreach(a IN LISTS ARGN)
+    if(a STREQUAL "--")
+      set(in_args TRUE)
+    elseif(in_args)
+      list(APPEND args ${a})
+    else()
+      list(APPEND texts ${a})
+    endif()
+  endforeach()
+  add_test(NAME plan.${name} COMMAND ${PIPE_EXPECT} ${status} ${texts} -- $<TARGET_FILE:pipe-plan> ${args})
+endfunction()
+
+pipe_plan_test(gpt_tiny_json 0 [=["params":834304,"parts":[0,3,8],"stage_details":]=]
+  [=["stage_weights":[437504.0,429568.0],"stages":2,"world_size":4}]=] [=["bottleneck":437504.0,"bottleneck_stage":0,]=]
+  -- --model gpt-tiny --stages 2 --data-parallel 2 --json)
+pipe_plan_test(gpt_tiny_table 0 "model gpt-tiny: 8 layers, 834,304 parameters; 2 stages x 1 data-parallel = 2 ranks"
+  "Embedding, TransformerBlock x2" "TransformerBlock x2, LayerNorm, LMHead, SoftmaxCrossEntropy"
+  "bottleneck: stage 0, weight 437,504; imbalance 0.9% (bottleneck / mean - 1)" -- --model gpt-tiny --stages 2)
+# DeepSpeed's uniform split of the same model: embedding + 3 blocks | 1 block + norm + head.
+pipe_plan_test(gpt_tiny_uniform 0 [=["parts":[0,4,8]]=] -- --model gpt-tiny --stages 2 --partition-method uniform --json)
+pipe_plan_test(gpt2_weighted_types 0 [=["parts":[0,1,5,9,16]]=] [=["stage_weights":[2.0,4.0,4.0,4.0]]=]
+  -- --model gpt2-124m --stages 4 --partition-method type:embed:2|block:1 --json)
+pipe_plan_test(weights_json 0 [=["method":"balanced","parts":[0,3,5],"stage_weights":[8.0,6.0],"stages":2}]=]
+  [[{"bottleneck":8.0,"bottleneck_stage":0,]] -- --weights 3,1,4,1,5 --stages 2 --json)
+pipe_plan_test(weights_table 0 "bottleneck: stage 0, weight 8; imbalance 14.3% (bottleneck / mean - 1)"
+  -- --weights 3,1,4,1,5 --stages 2)
+pipe_plan_test(weights_uniform 0 [=["parts":[0,3,5]]=] -- --weights 1,1,1,1,1 --stages 2 --partition-method uniform --json)
+pipe_plan_test(weights_not_a_number 1 "pipe-plan: error: --weights: 'x' (item 1) is not a number"
+  -- --weights 3,x --stages 2)
+pipe_plan_test(too_few_layers 1 "pipe-plan: error: cannot split 3 layers into 4 stages: every stage needs at least one layer"
+  -- --weights 1,1,1 --stages 4 --partition-method uniform)
+pipe_plan_test(broken_model 1
+  "pipe-plan: error: ${PIPE_TEST_DATA}/broken_chain.toml:16: layer 2 (Linear) expects input float32[*, 64] but layer 1 (ReLU) outputs float32[32]"
+  -- --model ${PIPE_TEST_DATA}/broken_chain.toml --stages 2)

@@ -16,7 +16,9 @@
 #include "pipe/error.hpp"
 #include "pipe/grid.hpp"
 #include "pipe/model.hpp"
+#include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
+#include "pipe/pipeline_module.hpp"
 #include "pipe/plugin_loader.hpp"
 #include "pipe/registry.hpp"
 #include "pipe/topology.hpp"
@@ -26,8 +28,9 @@ namespace {
 constexpr const char* kProgram = "pipe-train";
 constexpr const char* kVersion = "0.1.0";
 
-// One rank's place in the grid, as a JSON line.
-std::string grid_json(const libpipe::PipelineParallelGrid& grid) {
+// One rank's place in the grid and what it built, as a JSON line.
+std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineModule& module,
+                      std::size_t allocated_bytes) {
   const auto& topo = grid.topology();
   nlohmann::json coord = nlohmann::json::object();
   for (const auto& axis : topo.axes()) coord[axis] = topo.get_coord(grid.global_rank(), axis);
@@ -42,7 +45,16 @@ std::string grid_json(const libpipe::PipelineParallelGrid& grid) {
       {"pipe_group", grid.pipe_group()},
       {"data_parallel_group", grid.data_parallel_group()},
       {"model_group", grid.model_group()},
+      {"layer_range", {module.begin(), module.end()}},
+      {"parameter_bytes", allocated_bytes},
   };
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& l : module.layers()) layers.push_back({{"index", l.index}, {"type", l.type}});
+  j["layers"] = layers;
+  nlohmann::json ties = nlohmann::json::array();
+  for (const auto& t : module.tie_groups())
+    ties.push_back({{"key", t.key}, {"layers", t.layers}, {"stages", t.stages}, {"ranks", t.ranks}});
+  j["tie_groups"] = ties;
   return j.dump();
 }
 
@@ -98,16 +110,32 @@ int run(MPI_Comm world, int argc, char** argv) {
   };
   if (!libpipe::run_phase_on_all(world, build_grid, result)) return failed();
 
+  // Every rank plans the partition from descriptions alone; the module then
+  // checks that all ranks agree and builds only this stage's layers.
+  libpipe::PartitionPlan plan;
+  std::unique_ptr<libpipe::PipelineModule> module;
+  std::size_t allocated = 0;
+  auto plan_parts = [&] { plan = libpipe::plan_partition(description, options.partition_method, grid->num_stages()); };
+  if (!libpipe::run_phase_on_all(world, plan_parts, result)) return failed();
+  auto build_module = [&] {
+    const std::size_t before = libpipe::allocated_bytes(libpipe::Device::cpu);
+    module = std::make_unique<libpipe::PipelineModule>(model, description, registry, *grid, plan.parts,
+                                                       libpipe::ModuleOptions{options.seed, libpipe::Device::cpu});
+    allocated = libpipe::allocated_bytes(libpipe::Device::cpu) - before;
+  };
+  if (!libpipe::run_phase_on_all(world, build_module, result)) return failed();
+
   if (!options.dry_run) {
     result = {false, "training is not available yet (the engine is a later issue); use --dry-run, --describe or "
                      "--list-layers"};
     return failed();
   }
-  auto lines = libpipe::gather_strings(world, grid_json(*grid));
+  auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated));
   if (rank == 0) {
-    std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks\n", kProgram,
-                 description.name.c_str(), description.layers.size(), libpipe::with_commas(description.params).c_str(),
-                 grid->topology().str().c_str(), size);
+    std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s: %s\n",
+                 kProgram, description.name.c_str(), description.layers.size(),
+                 libpipe::with_commas(description.params).c_str(), grid->topology().str().c_str(), size,
+                 plan.method.c_str(), nlohmann::json(plan.parts).dump().c_str());
     for (const auto& line : lines) std::cout << line << "\n";
     std::cout.flush();
   }

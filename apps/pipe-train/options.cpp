@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "pipe/error.hpp"
+#include "pipe/partition_method.hpp"
 
 namespace po = boost::program_options;
 
@@ -28,13 +29,16 @@ po::options_description describe_flags(Options& o) {
      "data-parallel replicas (default: world size / stages); data is the innermost axis, as in DeepSpeed")
     ("topology", po::value(&o.topology)->value_name("AXES"),
      "custom axis order and sizes instead of --stages/--data-parallel, outermost first, "
-     "e.g. data=2,pipe=4 or pipe=2,data=2,model=2 (axes: pipe, data, model)");
+     "e.g. data=2,pipe=4 or pipe=2,data=2,model=2 (axes: pipe, data, model)")
+    ("partition-method", po::value(&o.partition_method)->value_name("METHOD")->default_value(o.partition_method),
+     libpipe::partition_methods_help().c_str());
 
   po::options_description actions("Actions");
   actions.add_options()
     ("describe", po::bool_switch(&o.describe), "print every layer's output, parameters, FLOPs and activation bytes, then exit")
     ("list-layers", po::bool_switch(&o.list_layers), "list the registered layer types and the plugins they came from, then exit")
-    ("dry-run", po::bool_switch(&o.dry_run), "check the model and build the process grid, print one JSON line per rank, then exit")
+    ("dry-run", po::bool_switch(&o.dry_run),
+     "check the model, build the process grid and this rank's layers, print one JSON line per rank, then exit")
     ("help,h", po::bool_switch(&o.help), "show this help")
     ("version", po::bool_switch(&o.version), "print the version");
 
@@ -51,8 +55,10 @@ std::string help_text() {
   s << "usage: mpirun -np N pipe-train [--model M] [--stages S] [--data-parallel D | --topology AXES] [options]\n\n"
        "Pipeline-parallel training: each rank builds only its stage's layers.\n"
        "Training itself lands with the engine; today pipe-train checks a model end to end\n"
-       "(--describe), lists layer types (--list-layers) and builds the MPI grid (--dry-run).\n"
-    << describe_flags(o) << "\nExample:\n  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --dry-run\n";
+       "(--describe), lists layer types (--list-layers) and builds the MPI grid and each\n"
+       "rank's layers (--dry-run).\n"
+    << describe_flags(o) << "\nExample:\n  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --dry-run\n"
+       "  pipe-plan --model gpt-tiny --stages 2      (the same partition, without MPI)\n";
   return s.str();
 }
 

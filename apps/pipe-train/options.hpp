@@ -15,6 +15,7 @@ struct Options {
   std::optional<int> stages;          // --stages
   std::optional<int> data_parallel;   // --data-parallel
   std::string topology;               // --topology, "" when not given
+  std::string partition_method = "parameters";
   std::vector<std::string> plugin_dirs;
   bool builtin_plugins = true;
   std::uint64_t seed = 1234;

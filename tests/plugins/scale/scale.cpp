@@ -11,7 +11,7 @@ class ScaleFactory : public libpipe::LayerFactory {
   std::string summary() const override { return "Scale(init=1.0): y = x * gain (per channel)"; }
   libpipe::LayerDescription describe(const libpipe::Args& args, const libpipe::TensorType& input) const override {
     args.get_float("init", 1.0);
-    if (input.dtype != libpipe::DType::float32 || input.shape.empty()) throw libpipe::ShapeError("float32[..., C]");
+    if (input.dtype != libpipe::DType::float32 || input.shape.empty()) throw libpipe::ShapeError("float32[*, C]");
     libpipe::LayerDescription d;
     d.output = input;
     d.params = {{"gain", {input.shape.back()}, false}};

@@ -1,0 +1,20 @@
+// pipe-bench's subcommands: each benchmark is a function taking its own
+// arguments (everything after the subcommand name) and the full command line,
+// which it prints so that every table says how to reproduce it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pipe_bench {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;  // one line for `pipe-bench --help`
+  int (*run)(const std::vector<std::string>& args, const std::string& command_line);
+};
+
+// The partitioner: time and correctness over 10^3..10^6 layers and 2..1024 stages.
+int run_partition(const std::vector<std::string>& args, const std::string& command_line);
+
+}  // namespace pipe_bench

@@ -1,0 +1,50 @@
+// pipe-bench: benchmarks of libpipe, one subcommand per part (partition now;
+// p2p, pipeline and training as they land). Each prints a table in the style
+// of nccl-tests, the command that reproduces it, and checks what it times.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "bench.hpp"
+
+namespace {
+
+// Add a benchmark here: name, one-line summary, entry point.
+const pipe_bench::Subcommand kSubcommands[] = {
+    {"partition", "partitioner time and optimality, 10^3..10^6 layers on 2..1024 stages", pipe_bench::run_partition},
+};
+
+std::string names() {
+  std::string out;
+  for (const auto& sub : kSubcommands) out += (out.empty() ? "" : ", ") + std::string(sub.name);
+  return out;
+}
+
+void print_help() {
+  std::printf("usage: pipe-bench BENCHMARK [options]   (pipe-bench BENCHMARK --help for its options)\n\nbenchmarks:\n");
+  for (const auto& sub : kSubcommands) std::printf("  %-12s %s\n", sub.name, sub.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string command_line;
+  for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  for (const auto& sub : kSubcommands) {
+    if (name != sub.name) continue;
+    try {
+      return sub.run(std::vector<std::string>(argv + 2, argv + argc), command_line);
+    } catch (const std::exception& e) {  // libpipe::Error, bad flags, ...: all one line
+      std::fprintf(stderr, "pipe-bench %s: error: %s\n", sub.name, e.what());
+    }
+    return 1;
+  }
+  std::fprintf(stderr, "pipe-bench: error: unknown benchmark '%s' (benchmarks: %s)\n", name.c_str(), names().c_str());
+  return 2;
+}

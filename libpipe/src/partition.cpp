@@ -1,0 +1,287 @@
+// The partitioner: uniform splits and bottleneck-optimal balanced splits.
+//
+// partition_balanced bisects on the bottleneck. For a candidate limit, a
+// greedy sweep that makes each stage as long as the limit allows decides in
+// O(S log n) whether S stages suffice; the smallest feasible limit is the
+// optimum. Candidates are integers when every weight is (exact), otherwise the
+// bit patterns of non-negative doubles, which order like their values, so the
+// bisection ends on the smallest representable feasible limit instead of
+// stopping at a tolerance.
+#include "pipe/partition.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "pipe/error.hpp"
+
+namespace libpipe {
+namespace {
+
+// Shortest text that reads back as the same double ("0.1", not "0.10000000000000001").
+std::string number_str(double value) {
+  char buffer[64];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buffer, sizeof buffer, "%.*g", precision, value);
+    if (std::strtod(buffer, nullptr) == value) break;
+  }
+  return buffer;
+}
+
+std::string layers_str(std::int64_t n) { return std::to_string(n) + (n == 1 ? " layer" : " layers"); }
+std::string stages_str(int s) { return std::to_string(s) + (s == 1 ? " stage" : " stages"); }
+
+void check_stage_count(int num_stages) {
+  if (num_stages < 1)
+    throw Error("the number of pipeline stages must be at least 1, got " + std::to_string(num_stages));
+}
+
+void check_layer_count(std::int64_t num_layers, int num_stages) {
+  if (num_layers > std::numeric_limits<int>::max())
+    throw Error("cannot partition " + std::to_string(num_layers) + " layers: at most " +
+                std::to_string(std::numeric_limits<int>::max()) + " are supported");
+  if (num_layers < num_stages)
+    throw Error("cannot split " + layers_str(num_layers) + " into " + stages_str(num_stages) +
+                ": every stage needs at least one layer");
+}
+
+void check_weights(const std::vector<double>& weights) {
+  for (std::size_t i = 0; i < weights.size(); ++i)
+    if (!std::isfinite(weights[i]) || weights[i] < 0)
+      throw Error("layer " + std::to_string(i) + " has weight " + number_str(weights[i]) +
+                  ": partition weights must be finite and non-negative");
+}
+
+// Sums of runs of weights, computed the same way for every caller so that the
+// partitioner's feasibility test and the reported stage weights agree bit for
+// bit. Built over the full weight list or over its positive entries only: the
+// zeros in between add exactly nothing in either arithmetic.
+class RunSums {
+ public:
+  explicit RunSums(const std::vector<double>& weights) {
+    // 2^63: the first double that no longer fits in int64.
+    constexpr double kInt64Limit = 9223372036854775808.0;
+    ints_.resize(weights.size() + 1);
+    ints_[0] = 0;
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      const double w = weights[i];
+      if (w != std::floor(w) || w >= kInt64Limit ||
+          static_cast<std::int64_t>(w) > std::numeric_limits<std::int64_t>::max() - ints_[i]) {
+        integral_ = false;
+        break;
+      }
+      ints_[i + 1] = ints_[i] + static_cast<std::int64_t>(w);
+    }
+    if (!integral_) {
+      ints_ = {};
+      reals_.resize(weights.size() + 1);
+      reals_[0] = 0.0L;
+      for (std::size_t i = 0; i < weights.size(); ++i) reals_[i + 1] = reals_[i] + weights[i];
+    }
+  }
+
+  bool integral() const { return integral_; }
+  // Items [a, b), exactly; only when integral().
+  std::int64_t int_sum(std::size_t a, std::size_t b) const { return ints_[b] - ints_[a]; }
+  // Items [a, b) as a double. Rounding is monotone, so this never decreases
+  // when the run grows at either end, which is all the greedy sweeps need.
+  double sum(std::size_t a, std::size_t b) const {
+    if (integral_) return static_cast<double>(int_sum(a, b));
+    return static_cast<double>(reals_[b] - reals_[a]);
+  }
+
+ private:
+  bool integral_ = true;
+  std::vector<std::int64_t> ints_;
+  std::vector<long double> reals_;
+};
+
+// Can `count` items be cut into at most `stages` non-empty runs whose sums
+// are all <= limit? Greedy from the left, each run as long as the limit
+// allows: no other cut reaches further with the same number of runs.
+template <class Sum, class Limit>
+bool fits(const Sum& sum, std::size_t count, int stages, Limit limit) {
+  std::size_t a = 0;
+  for (int used = 0; a < count; ++used) {
+    if (used == stages || sum(a, a + 1) > limit) return false;
+    // Largest b in (a, count] with sum(a, b) <= limit.
+    std::size_t lo = a + 1, hi = count;
+    while (lo < hi) {
+      std::size_t mid = lo + (hi - lo + 1) / 2;
+      if (sum(a, mid) <= limit)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    a = lo;
+  }
+  return true;
+}
+
+// The tie-break: with an optimal limit, cut from the right, starting every
+// run as far left as the limit allows while leaving one item for each stage
+// before it. By exchange, each start is <= the same start in any partition
+// that meets the limit, so this is the componentwise-leftmost optimum.
+// Returns the first item of stages 1..S-1.
+template <class Sum, class Limit>
+std::vector<std::size_t> cut_from_right(const Sum& sum, std::size_t count, int stages, Limit limit) {
+  std::vector<std::size_t> starts(static_cast<std::size_t>(stages), 0);
+  std::size_t end = count;
+  for (int s = stages - 1; s >= 1; --s) {
+    auto first = static_cast<std::size_t>(s);  // stages 0..s-1 need one item each
+    // Smallest a in [first, end-1] with sum(a, end) <= limit; sum(end-1, end)
+    // fits because a single item never outweighs the optimum.
+    std::size_t lo = first, hi = end - 1;
+    while (lo < hi) {
+      std::size_t mid = lo + (hi - lo) / 2;
+      if (sum(mid, end) <= limit)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    starts[static_cast<std::size_t>(s)] = lo;
+    end = lo;
+  }
+  if (sum(0, end) > limit) throw Error("internal error in partition_balanced: stage 0 exceeds the optimal bottleneck");
+  return starts;
+}
+
+std::uint64_t bits_of(double value) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+double double_of(std::uint64_t bits) {
+  double value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+}  // namespace
+
+Parts partition_uniform(std::int64_t num_layers, int num_stages) {
+  check_stage_count(num_stages);
+  check_layer_count(num_layers, num_stages);
+  const std::int64_t base = num_layers / num_stages, extra = num_layers % num_stages;
+  Parts parts(static_cast<std::size_t>(num_stages) + 1, 0);
+  for (int s = 0; s < num_stages; ++s)
+    parts[static_cast<std::size_t>(s) + 1] =
+        parts[static_cast<std::size_t>(s)] + static_cast<int>(base + (s < extra ? 1 : 0));
+  return parts;
+}
+
+Parts partition_balanced(const std::vector<double>& weights, int num_stages) {
+  check_stage_count(num_stages);
+  check_weights(weights);
+  const auto n = static_cast<std::int64_t>(weights.size());
+  check_layer_count(n, num_stages);
+
+  // Only the positive-weight layers take part in the search; the zeros are
+  // placed afterwards by the rule in the header. Without zeros (the usual
+  // case) the weights are used as they are.
+  const auto count_positive =
+      static_cast<std::size_t>(std::count_if(weights.begin(), weights.end(), [](double w) { return w > 0; }));
+  std::vector<int> positive;
+  std::vector<double> compressed;
+  if (count_positive < weights.size()) {
+    positive.reserve(count_positive);
+    compressed.reserve(count_positive);
+    for (std::size_t i = 0; i < weights.size(); ++i)
+      if (weights[i] > 0) {
+        positive.push_back(static_cast<int>(i));
+        compressed.push_back(weights[i]);
+      }
+  }
+  const std::vector<double>& items = count_positive < weights.size() ? compressed : weights;
+  const std::size_t count = items.size();
+  if (count < static_cast<std::size_t>(num_stages)) {
+    std::string have = count == 0   ? "no layer has weight"
+                       : count == 1 ? "only 1 layer has weight"
+                                    : "only " + std::to_string(count) + " layers have weight";
+    std::string stages = num_stages == 1 ? "there is 1 stage" : "there are " + std::to_string(num_stages) + " stages";
+    throw Error(have + " but " + stages + ": every stage needs at least one");
+  }
+
+  const RunSums sums(items);
+  std::vector<std::size_t> starts;
+  if (sums.integral()) {
+    auto sum = [&](std::size_t a, std::size_t b) { return sums.int_sum(a, b); };
+    // The optimum lies between the lower bound max(max weight, ceil(total/S))
+    // and the total.
+    const std::int64_t total = sum(0, count);
+    std::int64_t lo = total / num_stages + (total % num_stages != 0 ? 1 : 0);
+    for (std::size_t i = 0; i < count; ++i) lo = std::max(lo, sum(i, i + 1));
+    std::int64_t hi = total;
+    while (lo < hi) {
+      std::int64_t mid = lo + (hi - lo) / 2;
+      if (fits(sum, count, num_stages, mid))
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    starts = cut_from_right(sum, count, num_stages, lo);
+  } else {
+    auto sum = [&](std::size_t a, std::size_t b) { return sums.sum(a, b); };
+    // Non-negative doubles order like their bit patterns. The largest single
+    // item is a lower bound here too (a run never sums below any of its
+    // items, rounding included); the whole run is feasible.
+    double largest = 0;
+    for (std::size_t i = 0; i < count; ++i) largest = std::max(largest, sum(i, i + 1));
+    std::uint64_t lo = bits_of(largest), hi = bits_of(sum(0, count));
+    while (lo < hi) {
+      std::uint64_t mid = lo + (hi - lo) / 2;
+      if (fits(sum, count, num_stages, double_of(mid)))
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    starts = cut_from_right(sum, count, num_stages, double_of(lo));
+  }
+
+  Parts parts(static_cast<std::size_t>(num_stages) + 1, 0);
+  for (std::size_t s = 1; s < starts.size(); ++s)
+    parts[s] = positive.empty() ? static_cast<int>(starts[s]) : positive[starts[s]];
+  parts.back() = static_cast<int>(n);
+  return parts;
+}
+
+void validate_parts(const Parts& parts, std::int64_t num_layers) {
+  if (parts.size() < 2)
+    throw Error("a partition needs at least 2 boundaries (0 and the layer count " + std::to_string(num_layers) +
+                "), got " + std::to_string(parts.size()));
+  if (parts[0] != 0) throw Error("a partition must start at layer 0, but parts[0] = " + std::to_string(parts[0]));
+  for (std::size_t s = 0; s + 1 < parts.size(); ++s) {
+    const std::string here = "parts[" + std::to_string(s) + "] = ";
+    const std::string next = "parts[" + std::to_string(s + 1) + "] = ";
+    if (parts[s + 1] == parts[s])
+      throw Error("stage " + std::to_string(s) + " is empty: " + here + next + std::to_string(parts[s]));
+    if (parts[s + 1] < parts[s])
+      throw Error("partition boundaries must increase, but " + here + std::to_string(parts[s]) + " > " + next +
+                  std::to_string(parts[s + 1]));
+  }
+  if (parts.back() != num_layers)
+    throw Error("a partition of " + layers_str(num_layers) + " must end at " + std::to_string(num_layers) +
+                ", but parts[" + std::to_string(parts.size() - 1) + "] = " + std::to_string(parts.back()));
+}
+
+std::vector<double> stage_weights(const std::vector<double>& weights, const Parts& parts) {
+  check_weights(weights);
+  validate_parts(parts, static_cast<std::int64_t>(weights.size()));
+  const RunSums sums(weights);
+  std::vector<double> out;
+  out.reserve(parts.size() - 1);
+  for (std::size_t s = 0; s + 1 < parts.size(); ++s)
+    out.push_back(sums.sum(static_cast<std::size_t>(parts[s]), static_cast<std::size_t>(parts[s + 1])));
+  return out;
+}
+
+double bottleneck(const std::vector<double>& weights, const Parts& parts) {
+  auto w = stage_weights(weights, parts);
+  return *std::max_element(w.begin(), w.end());
+}
+
+}  // namespace libpipe
