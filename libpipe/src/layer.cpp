@@ -4,6 +4,7 @@
 
 #include "pipe/error.hpp"
 #include "pipe/init.hpp"
+#include "pipe/ops.hpp"
 
 namespace libpipe {
 
@@ -23,6 +24,16 @@ std::size_t Layer::parameter_bytes() {
   std::size_t n = 0;
   for (const auto& p : parameters()) n += p.value.bytes();
   return n;
+}
+
+void allocate_grads(Layer& layer) {
+  for (auto& p : layer.parameters())
+    if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), p.value.dtype(), p.value.device());
+}
+
+void zero_grads(Layer& layer) {
+  for (auto& p : layer.parameters())
+    if (p.grad.defined()) ops::fill(p.grad, 0.0f);
 }
 
 LayerFactory::~LayerFactory() = default;

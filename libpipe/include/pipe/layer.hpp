@@ -41,10 +41,25 @@ struct PIPE_API LayerDescription {
   std::int64_t param_count() const;
 };
 
-// A parameter of a created layer: its spec and its storage.
+// A parameter of a created layer: its spec, its storage and its gradient.
+// The gradient is allocated by allocate_grads (training only), so that
+// building a model for planning or inference costs the parameters alone.
 struct Parameter {
   ParamSpec spec;
   Tensor value;
+  Tensor grad;  // same shape; backward_weight accumulates into it
+};
+
+// What one micro-batch's forward left for its backward. The engine owns one
+// per layer and in-flight micro-batch and drops it after backward_weight.
+struct LayerContext {
+  // Tensors the layer kept, in an order only the layer knows. backward_input
+  // may append what backward_weight will need (e.g. gradients at internal
+  // GEMM outputs), since zero-bubble schedules run the two apart.
+  std::vector<Tensor> saved;
+  // Targets for a loss layer: int32 [B, ...] class ids for cross-entropy,
+  // float32 shaped like the input for MSE. Set by the engine before forward.
+  Tensor labels;
 };
 
 // Everything create() needs beyond the arguments and the input type.
@@ -57,13 +72,31 @@ struct PIPE_API CreateContext {
   std::uint64_t layer_seed() const;
 };
 
+// A created layer. Activations carry the micro-batch as their first
+// dimension: a layer described with input [T, C] takes x of shape [B, T, C].
+// Layers do their math through ops.hpp only, never BLAS or CUDA directly, so
+// one layer runs on every backend.
 class PIPE_API Layer {
  public:
   virtual ~Layer();
   virtual std::vector<Parameter>& parameters() = 0;
-  // Total bytes of parameter storage this layer holds.
+  // Total bytes of parameter storage this layer holds (not gradients).
   std::size_t parameter_bytes();
+
+  // y = f(x); keeps in ctx what backward needs (the engine keeps nothing else).
+  // A loss layer returns the per-sample loss, shape [B].
+  virtual Tensor forward(LayerContext& ctx, const Tensor& x) = 0;
+  // dx from dy (for a loss layer dy is [B]: d(total loss)/d(sample loss)).
+  virtual Tensor backward_input(LayerContext& ctx, const Tensor& dy) = 0;
+  // Adds this micro-batch's parameter gradients to each Parameter::grad.
+  // Called after backward_input on the same ctx, possibly much later.
+  virtual void backward_weight(LayerContext& ctx, const Tensor& dy) = 0;
 };
+
+// Allocates zero gradients for every parameter that has none.
+PIPE_API void allocate_grads(Layer& layer);
+// Sets every allocated gradient to zero.
+PIPE_API void zero_grads(Layer& layer);
 
 class PIPE_API LayerFactory {
  public:
@@ -79,8 +112,9 @@ class PIPE_API LayerFactory {
                                         const CreateContext& context) const = 0;
 };
 
-// A layer whose parameters are exactly those of its description, allocated
-// with Tensor::zeros; plugins fill in the initial values.
+// Base for layers whose parameters are exactly those of their description,
+// allocated with Tensor::zeros; plugins fill in the initial values and
+// implement the math.
 class PIPE_API ParameterLayer : public Layer {
  public:
   ParameterLayer(const LayerDescription& description, Device device);

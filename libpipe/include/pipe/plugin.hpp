@@ -16,7 +16,7 @@
 
 // Bumped whenever LayerFactory, Layer, LayerRegistry or anything they expose
 // changes layout or virtual functions.
-#define PIPE_PLUGIN_ABI 1
+#define PIPE_PLUGIN_ABI 2
 
 #define PIPE_PLUGIN_ENTRY_SYMBOL "pipe_plugin_init"
 

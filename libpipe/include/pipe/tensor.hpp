@@ -26,6 +26,8 @@ class PIPE_API Tensor {
   // Allocates zero-filled storage on `device`. Throws libpipe::Error when the
   // device has no backend in this build.
   static Tensor zeros(const Shape& shape, DType dtype, Device device = Device::cpu);
+  // Allocates without initialising (for outputs an op overwrites entirely).
+  static Tensor empty(const Shape& shape, DType dtype, Device device = Device::cpu);
   // Wraps memory owned by the caller; the caller keeps it alive.
   static Tensor borrow(void* data, const Shape& shape, DType dtype, Device device);
 
@@ -35,6 +37,15 @@ class PIPE_API Tensor {
   std::int64_t numel() const { return libpipe::numel(shape_); }
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
   bool defined() const { return data_ != nullptr; }
+  // The same storage under another shape with the same number of elements
+  // (e.g. [B, T, C] as [B*T, C] for a GEMM).
+  Tensor view(const Shape& shape) const;
+  // Typed device pointers for the backend (no host check: the backend of the
+  // tensor's device dereferences them). Throws when the dtype differs.
+  float* f32();
+  const float* f32() const;
+  std::int32_t* i32();
+  const std::int32_t* i32() const;
 
   void* data() { return data_.get(); }
   const void* data() const { return data_.get(); }
@@ -47,6 +58,8 @@ class PIPE_API Tensor {
 
  private:
   void check_host_access(std::size_t element_size) const;
+  void check_dtype(DType expected) const;
+  static Tensor allocate(const Shape& shape, DType dtype, Device device, bool zero);
 
   Shape shape_;
   DType dtype_ = DType::float32;
@@ -54,7 +67,7 @@ class PIPE_API Tensor {
   std::shared_ptr<void> data_;
 };
 
-// Bytes currently allocated by Tensor::zeros on each device (for tests and
+// Bytes currently allocated by Tensor::zeros and Tensor::empty on each device (for tests and
 // reports: a rank must allocate only its own layers).
 PIPE_API std::size_t allocated_bytes(Device device);
 

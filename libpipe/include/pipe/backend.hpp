@@ -1,0 +1,112 @@
+// The backend: the op set written once per device. Everything above it
+// (layers, optimizer, engine) calls these through ops.hpp and never touches
+// BLAS or CUDA. Pointers are device pointers of the backend's device; all
+// matrices are row-major and contiguous unless a leading dimension is given.
+//
+// The CPU backend (OpenBLAS plus vectorisable loops) lives in src/cpu; the
+// CUDA backend implements the same interface.
+#pragma once
+
+#include <cstdint>
+
+#include "pipe/export.hpp"
+#include "pipe/tensor.hpp"
+
+namespace libpipe {
+
+class PIPE_API Backend {
+ public:
+  virtual ~Backend();
+  virtual Device device() const = 0;
+  virtual const char* name() const = 0;
+
+  // ---- memory
+  virtual void fill(float* y, float value, std::int64_t n) = 0;
+  virtual void copy(float* dst, const float* src, std::int64_t n) = 0;
+  virtual void copy_to_host(void* host, const void* src, std::size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host, std::size_t bytes) = 0;
+
+  // ---- GEMM: C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C
+  virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                    const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                    std::int64_t ldc) = 0;
+  // The same for `batch` independent products at fixed strides.
+  virtual void gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                                    float alpha, const float* a, std::int64_t lda, std::int64_t stride_a,
+                                    const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
+                                    std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) = 0;
+
+  // ---- elementwise
+  virtual void add(const float* a, const float* b, float* out, std::int64_t n) = 0;  // out = a + b
+  virtual void accumulate(float* y, const float* x, std::int64_t n) = 0;             // y += x
+  virtual void scale(float* y, float factor, std::int64_t n) = 0;                    // y *= factor
+  virtual void add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) = 0;  // y[r,c] += b[c]
+  virtual void bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) = 0;  // db[c] += sum_r dy
+  virtual void relu_forward(const float* x, float* y, std::int64_t n) = 0;
+  virtual void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) = 0;
+  // GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  virtual void gelu_forward(const float* x, float* y, std::int64_t n) = 0;
+  virtual void gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) = 0;
+  // y[r] = gelu(x[r] + bias), x overwritten with x + bias (kept for backward): the fused MLP up-projection epilogue.
+  virtual void bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) = 0;
+
+  // ---- LayerNorm over the last dimension (rows x cols); mean and rstd [rows] are saved for backward.
+  virtual void layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean,
+                                 float* rstd, std::int64_t rows, std::int64_t cols, float eps) = 0;
+  virtual void layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
+                                        const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) = 0;
+  // dweight += sum_r dy * xhat, dbias += sum_r dy
+  virtual void layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd,
+                                         float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) = 0;
+
+  // ---- causal multi-head attention. qkv [B, T, 3C] holds q, k, v side by side (each [B, T, C], head h on
+  // channels h*D..h*D+D-1, C = H*D). out [B, T, C]; probs [B, H, T, T] (softmax of the masked, 1/sqrt(D)-scaled
+  // scores; entries above the diagonal are 0) is saved for backward.
+  virtual void attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
+                                 std::int64_t heads, std::int64_t head_dim) = 0;
+  // dqkv [B, T, 3C] (overwritten) from dout [B, T, C].
+  virtual void attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv,
+                                  std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                  std::int64_t head_dim) = 0;
+
+  // ---- softmax cross-entropy over `vocab` classes for `rows` rows of logits, grouped per sample:
+  // sample b owns rows [b*rows_per_sample, (b+1)*rows_per_sample). loss[b] = mean over its rows of
+  // -log softmax(logits)[label]. Labels outside [0, vocab) are an error (libpipe::Error naming row and label).
+  virtual void cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss,
+                                     std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) = 0;
+  // dlogits = (softmax - onehot(label)) * dloss[b] / rows_per_sample
+  virtual void cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss,
+                                      float* dlogits, std::int64_t rows, std::int64_t vocab,
+                                      std::int64_t rows_per_sample) = 0;
+  // Mean squared error per sample over `per_sample` elements: loss[b] = mean (x - t)^2;
+  // dx = 2 (x - t) / per_sample * dloss[b].
+  virtual void mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
+                           std::int64_t per_sample) = 0;
+  virtual void mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
+                            std::int64_t per_sample) = 0;
+
+  // ---- GPT-2 embedding: out[b, t] = wte[token[b, t]] + wpe[t]. Tokens outside [0, vocab) are an error.
+  virtual void embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
+                                 std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) = 0;
+  // dwte[token] += dout (scatter-add), dwpe[t] += sum_b dout[b, t]
+  virtual void embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe,
+                                  std::int64_t batch, std::int64_t seq, std::int64_t dim) = 0;
+
+  // ---- optimizers (in place; weight decay decoupled for AdamW, L2 for SGD)
+  virtual void sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
+                            float momentum, float weight_decay) = 0;
+  // step counts from 1 (bias correction).
+  virtual void adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, std::int64_t step) = 0;
+  // sum of x^2 in double (for the global gradient norm).
+  virtual double sum_squares(const float* x, std::int64_t n) = 0;
+};
+
+// The backend of a device; throws libpipe::Error when this build has none.
+PIPE_API Backend& backend_for(Device device);
+
+// Threads the CPU backend may use per rank (default 1: ranks share the cores).
+PIPE_API void set_cpu_threads(int threads);
+PIPE_API int cpu_threads();
+
+}  // namespace libpipe

@@ -1,0 +1,67 @@
+// Tensor-level ops: what layers, optimizers and the engine call. Each checks
+// shapes, dtypes and devices (a mismatch is a libpipe::Error naming the op and
+// the shapes), allocates its outputs on the inputs' device, and runs on that
+// device's Backend. Shapes in comments; B = micro-batch, "..." = any leading
+// dimensions, flattened to rows.
+#pragma once
+
+#include "pipe/backend.hpp"
+#include "pipe/export.hpp"
+#include "pipe/tensor.hpp"
+
+namespace libpipe::ops {
+
+// ---- basics
+PIPE_API void fill(Tensor& t, float value);
+PIPE_API void scale(Tensor& t, float factor);
+PIPE_API Tensor add(const Tensor& a, const Tensor& b);  // same shapes
+PIPE_API void accumulate(Tensor& y, const Tensor& x);   // y += x, same numel
+PIPE_API Tensor clone(const Tensor& t);
+PIPE_API double sum_squares(const Tensor& t);
+
+// ---- linear: x [..., in], weight [out, in], bias [out] or undefined
+PIPE_API Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);  // [..., out]
+PIPE_API Tensor linear_backward_input(const Tensor& dy, const Tensor& weight);      // dx [..., in]
+// dweight += dy^T x, dbias += sum dy (dbias may be undefined)
+PIPE_API void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, Tensor& dbias);
+// gelu(x W^T + b), also returning the pre-activation h = x W^T + b for backward.
+PIPE_API Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& pre_activation);
+
+// ---- activations (any shape)
+PIPE_API Tensor relu(const Tensor& x);
+PIPE_API Tensor relu_backward(const Tensor& x, const Tensor& dy);
+PIPE_API Tensor gelu(const Tensor& x);
+PIPE_API Tensor gelu_backward(const Tensor& x, const Tensor& dy);
+
+// ---- LayerNorm over the last dimension C: x [..., C], weight/bias [C]; mean/rstd [rows] are outputs for backward.
+PIPE_API Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, Tensor& mean,
+                          Tensor& rstd);
+PIPE_API Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                         const Tensor& rstd);
+PIPE_API void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                                        Tensor& dweight, Tensor& dbias);
+
+// ---- causal self-attention core: qkv [B, T, 3C] -> out [B, T, C]; probs [B, H, T, T] is an output for backward.
+PIPE_API Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs);
+PIPE_API Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
+                                   std::int64_t heads);  // dqkv [B, T, 3C]
+
+// ---- losses: per-sample loss [B]
+// logits [B, ..., V], labels int32 [B, ...]: loss[b] = mean over the sample's rows of -log softmax[label]
+PIPE_API Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+PIPE_API Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss);
+// x, target [B, ...]: loss[b] = mean (x - target)^2
+PIPE_API Tensor mse(const Tensor& x, const Tensor& target);
+PIPE_API Tensor mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss);
+
+// ---- embedding: tokens int32 [B, T], wte [V, C], wpe [P, C] (T <= P) -> [B, T, C]
+PIPE_API Tensor embedding(const Tensor& tokens, const Tensor& wte, const Tensor& wpe);
+PIPE_API void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, Tensor& dwpe);
+
+// ---- optimizer updates (in place)
+PIPE_API void sgd_momentum(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, float lr, float momentum,
+                           float weight_decay);
+PIPE_API void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1, float beta2,
+                    float eps, float weight_decay, std::int64_t step);
+
+}  // namespace libpipe::ops
