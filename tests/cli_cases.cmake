@@ -66,7 +66,6 @@ pipe_cli_test(broken_shape_chain 2 1
 pipe_cli_test(unknown_model 2 1
   "pipe-train: error: model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, mlp)"
   -- --model gpt-huge --dry-run)
-pipe_cli_test(no_engine_yet 2 1 "pipe-train: error: training is not available yet" -- --stages 2)
 
 # Plugins through the command line and the environment.
 pipe_cli_test(user_plugin_from_dir 2 0 "model scaled-mlp: input float32[16], 4 layers, 708 parameters"

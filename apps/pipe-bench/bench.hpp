@@ -16,5 +16,7 @@ struct Subcommand {
 
 // The partitioner: time and correctness over 10^3..10^6 layers and 2..1024 stages.
 int run_partition(const std::vector<std::string>& args, const std::string& command_line);
+// One rank's training step over a shipped model: tokens/s, GFLOP/s, share of sgemm.
+int run_train(const std::vector<std::string>& args, const std::string& command_line);
 
 }  // namespace pipe_bench

@@ -13,6 +13,8 @@ namespace {
 // Add a benchmark here: name, one-line summary, entry point.
 const pipe_bench::Subcommand kSubcommands[] = {
     {"partition", "partitioner time and optimality, 10^3..10^6 layers on 2..1024 stages", pipe_bench::run_partition},
+    {"train", "one rank's forward + backward + AdamW step over a model: tokens/s, GFLOP/s, sgemm share",
+     pipe_bench::run_train},
 };
 
 std::string names() {

@@ -11,6 +11,10 @@
 
 #include "job_topology.hpp"
 #include "options.hpp"
+#include "pipe/backend.hpp"
+#include "pipe/data.hpp"
+#include "pipe/engine.hpp"
+#include "progress.hpp"
 #include "pipe/collective.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
@@ -62,6 +66,62 @@ void print_layer_list(const libpipe::LayerRegistry& registry) {
   for (const auto& name : registry.names())
     std::printf("%-22s %s\n%-22s   from %s\n", name.c_str(), registry.get(name).summary().c_str(), "",
                 registry.source_of(name).c_str());
+}
+
+// The training loop. Set-up errors are collective like every phase; an error
+// in the middle of a step may have left peers inside a transfer, so it aborts
+// the whole job with one line naming the rank and stage.
+int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::ModelDescription& description,
+          const libpipe::PipelineParallelGrid& grid, libpipe::PipelineModule& module,
+          const libpipe::PartitionPlan& plan) {
+  const int rank = grid.global_rank();
+  libpipe::PhaseResult result;
+  std::unique_ptr<libpipe::DataSource> data;
+  std::unique_ptr<libpipe::PipelineEngine> engine;
+  std::unique_ptr<pipe_train::Progress> progress;
+  const std::int64_t tokens_per_sample =
+      description.input.dtype == libpipe::DType::int32 ? libpipe::numel(description.input.shape) : 1;
+  auto set_up = [&] {
+    libpipe::set_cpu_threads(options.threads);
+    data = options.data.empty() ? libpipe::make_synthetic_data(description, options.seed)
+                                : libpipe::make_byte_text_data(options.data, description, options.seed);
+    engine = std::make_unique<libpipe::PipelineEngine>(module, grid, description, options.train);
+    if (rank == 0)
+      progress = std::make_unique<pipe_train::Progress>(options.steps, engine->global_batch() * tokens_per_sample,
+                                                        options.metrics);
+  };
+  if (!libpipe::run_phase_on_all(world, set_up, result)) {
+    libpipe::report_phase_failure(world, kProgram, result);
+    return 1;
+  }
+  if (rank == 0)
+    std::fprintf(stderr,
+                 "%s: training %s (%zu layers, %s parameters) on %s; partition %s %s; schedule %s, %d micro-batches "
+                 "x %d samples x %d replicas = %lld samples per step; data: %s\n",
+                 kProgram, description.name.c_str(), description.layers.size(),
+                 libpipe::with_commas(description.params).c_str(), grid.topology().str().c_str(), plan.method.c_str(),
+                 nlohmann::json(plan.parts).dump().c_str(), options.train.schedule.c_str(),
+                 options.train.micro_batches, options.train.micro_batch_size, grid.data_parallel_size(),
+                 static_cast<long long>(engine->global_batch()), data->describe().c_str());
+  if (engine->checkpoint_saved_bytes() > 0)
+    std::fprintf(stderr, "%s: rank %d (stage %d): activation checkpointing saves %s bytes per micro-batch\n",
+                 kProgram, rank, grid.stage_id(), libpipe::with_commas(engine->checkpoint_saved_bytes()).c_str());
+  try {
+    for (int step = 0; step < options.steps; ++step) {
+      libpipe::StepStats stats = engine->train_step(*data, step);
+      if (rank == 0) progress->step(stats);
+      if (options.eval_every > 0 && ((step + 1) % options.eval_every == 0 || step + 1 == options.steps)) {
+        double loss = engine->evaluate(*data, libpipe::Split::validation, 0, options.eval_batches);
+        if (rank == 0) progress->validation(step, loss);
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: rank %d (stage %d): error: %s\n", kProgram, rank, grid.stage_id(), e.what());
+    std::fflush(stderr);
+    MPI_Abort(world, 1);
+  }
+  if (rank == 0) progress->finish();
+  return 0;
 }
 
 int run(MPI_Comm world, int argc, char** argv) {
@@ -125,11 +185,7 @@ int run(MPI_Comm world, int argc, char** argv) {
   };
   if (!libpipe::run_phase_on_all(world, build_module, result)) return failed();
 
-  if (!options.dry_run) {
-    result = {false, "training is not available yet (the engine is a later issue); use --dry-run, --describe or "
-                     "--list-layers"};
-    return failed();
-  }
+  if (!options.dry_run) return train(world, options, description, *grid, *module, plan);
   auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated));
   if (rank == 0) {
     std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s: %s\n",

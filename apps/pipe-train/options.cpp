@@ -2,6 +2,8 @@
 #include "options.hpp"
 
 #include <boost/program_options.hpp>
+#include <algorithm>
+#include <fstream>
 #include <sstream>
 
 #include "pipe/error.hpp"
@@ -33,6 +35,48 @@ po::options_description describe_flags(Options& o) {
     ("partition-method", po::value(&o.partition_method)->value_name("METHOD")->default_value(o.partition_method),
      libpipe::partition_methods_help().c_str());
 
+  po::options_description training("Training");
+  libpipe::TrainOptions& t = o.train;
+  training.add_options()
+    ("steps", po::value(&o.steps)->value_name("N")->default_value(o.steps), "optimizer steps to run")
+    ("schedule", po::value(&t.schedule)->value_name("KIND")->default_value(t.schedule),
+     "pipeline schedule: 1f1b (DeepSpeed's TrainSchedule) or gpipe (fill-drain)")
+    ("micro-batches", po::value(&t.micro_batches)->value_name("M")->default_value(t.micro_batches),
+     "micro-batches per step and replica (gradient accumulation)")
+    ("micro-batch-size", po::value(&t.micro_batch_size)->value_name("B")->default_value(t.micro_batch_size),
+     "samples per micro-batch; the global batch is B x M x data-parallel")
+    ("optimizer", po::value(&t.optimizer.kind)->value_name("NAME")->default_value(t.optimizer.kind),
+     "adamw (betas 0.9/0.95, decoupled weight decay) or sgd (momentum)")
+    ("lr", po::value(&t.lr)->value_name("LR")->default_value(t.lr, "0.001"), "peak learning rate")
+    ("warmup-steps", po::value(&t.warmup_steps)->value_name("N")->default_value(t.warmup_steps),
+     "linear learning-rate warm-up from 0")
+    ("lr-decay-steps", po::value(&t.decay_steps)->value_name("N"),
+     "cosine decay to --min-lr over N steps after warm-up (default: the remaining steps; 0 = constant)")
+    ("min-lr", po::value(&t.min_lr)->value_name("LR")->default_value(t.min_lr, "0"), "learning rate at the end of the decay")
+    ("weight-decay", po::value(&t.optimizer.weight_decay)->value_name("W")->default_value(t.optimizer.weight_decay, "0.1"),
+     "weight decay on weights and embeddings (not biases or norms)")
+    ("momentum", po::value(&t.optimizer.momentum)->value_name("M")->default_value(t.optimizer.momentum, "0.9"),
+     "sgd momentum")
+    ("clip-grad-norm", po::value(&t.clip_grad_norm)->value_name("X")->default_value(t.clip_grad_norm, "1"),
+     "clip the global gradient norm (over all stages) to X; 0 disables")
+    ("activation-checkpoint-interval", po::value(&t.checkpoint_interval)->value_name("K")->default_value(0),
+     "keep only the input of every K layers and recompute them in backward (0: off); groups without "
+     "trainable parameters are not checkpointed, as in DeepSpeed")
+    ("checkpointable-layers", po::value<std::string>()->value_name("TYPE,..."),
+     "checkpoint groups made only of these layer types, whatever their parameters")
+    ("data", po::value(&o.data)->value_name("FILE"),
+     "byte-level language modelling on FILE (last 10% held out); default: the built-in synthetic data")
+    ("eval-every", po::value(&o.eval_every)->value_name("N")->default_value(o.eval_every),
+     "validation loss every N steps (0: off)")
+    ("eval-batches", po::value(&o.eval_batches)->value_name("M")->default_value(o.eval_batches),
+     "micro-batches per replica in a validation pass")
+    ("threads", po::value(&o.threads)->value_name("N")->default_value(o.threads),
+     "CPU backend threads per rank (default 1: ranks share the cores)")
+    ("metrics", po::value(&o.metrics)->value_name("FILE"),
+     "write one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_time_s) to FILE (rank 0)")
+    ("config", po::value(&o.config)->value_name("FILE"),
+     "read flags from FILE (lines 'name = value'); the command line wins");
+
   po::options_description actions("Actions");
   actions.add_options()
     ("describe", po::bool_switch(&o.describe), "print every layer's output, parameters, FLOPs and activation bytes, then exit")
@@ -43,7 +87,7 @@ po::options_description describe_flags(Options& o) {
     ("version", po::bool_switch(&o.version), "print the version");
 
   po::options_description all;
-  all.add(model).add(parallel).add(actions);
+  all.add(model).add(parallel).add(training).add(actions);
   return all;
 }
 
@@ -53,11 +97,11 @@ std::string help_text() {
   Options o;
   std::ostringstream s;
   s << "usage: mpirun -np N pipe-train [--model M] [--stages S] [--data-parallel D | --topology AXES] [options]\n\n"
-       "Pipeline-parallel training: each rank builds only its stage's layers.\n"
-       "Training itself lands with the engine; today pipe-train checks a model end to end\n"
-       "(--describe), lists layer types (--list-layers) and builds the MPI grid and each\n"
-       "rank's layers (--dry-run).\n"
-    << describe_flags(o) << "\nExample:\n  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --dry-run\n"
+       "Pipeline-parallel training: each rank builds only its stage's layers, micro-batches\n"
+       "stream through the stages on a 1F1B schedule, gradients of data-parallel replicas and\n"
+       "tied weights are reduced, and the optimizer steps. Loss falls on the built-in data.\n"
+    << describe_flags(o) << "\nExamples:\n  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:block\n"
+       "  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --dry-run\n"
        "  pipe-plan --model gpt-tiny --stages 2      (the same partition, without MPI)\n";
   return s.str();
 }
@@ -66,7 +110,14 @@ Options parse_options(int argc, char** argv) {
   Options o;
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(describe_flags(o)).run(), vm);
+    auto flags = describe_flags(o);
+    po::store(po::command_line_parser(argc, argv).options(flags).run(), vm);
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream file(path);
+      if (!file) throw libpipe::Error("--config " + path + ": cannot open the file");
+      po::store(po::parse_config_file(file, flags), vm);
+    }
     po::notify(vm);
   } catch (const po::error& e) {
     throw libpipe::Error(std::string(e.what()) + " (see --help)");
@@ -74,12 +125,37 @@ Options parse_options(int argc, char** argv) {
   if (vm.count("stages")) o.stages = vm["stages"].as<int>();
   if (vm.count("data-parallel")) o.data_parallel = vm["data-parallel"].as<int>();
   o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
+  o.train.decay_steps = vm.count("lr-decay-steps") ? vm["lr-decay-steps"].as<int>()
+                                                   : std::max(0, o.steps - o.train.warmup_steps);
+  o.train.checkpoint_interval = vm["activation-checkpoint-interval"].as<int>();
+  if (vm.count("checkpointable-layers")) {
+    std::stringstream list(vm["checkpointable-layers"].as<std::string>());
+    for (std::string type; std::getline(list, type, ',');)
+      if (!type.empty()) o.train.checkpointable_types.push_back(type);
+  }
 
   if (!o.topology.empty() && (o.stages || o.data_parallel))
     throw libpipe::Error("--topology cannot be combined with --stages or --data-parallel (the topology names every axis)");
   if (o.stages && *o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(*o.stages));
   if (o.data_parallel && *o.data_parallel < 1)
     throw libpipe::Error("--data-parallel must be at least 1, not " + std::to_string(*o.data_parallel));
+  auto at_least = [](int value, int min, const char* flag) {
+    if (value < min)
+      throw libpipe::Error(std::string(flag) + " must be at least " + std::to_string(min) + ", not " +
+                           std::to_string(value));
+  };
+  at_least(o.steps, 1, "--steps");
+  at_least(o.train.micro_batches, 1, "--micro-batches");
+  at_least(o.train.micro_batch_size, 1, "--micro-batch-size");
+  at_least(o.train.warmup_steps, 0, "--warmup-steps");
+  at_least(o.train.checkpoint_interval, 0, "--activation-checkpoint-interval");
+  at_least(o.eval_every, 0, "--eval-every");
+  at_least(o.eval_batches, 1, "--eval-batches");
+  at_least(o.threads, 1, "--threads");
+  if (!(o.train.lr > 0)) throw libpipe::Error("--lr must be positive");
+  if (o.train.clip_grad_norm < 0) throw libpipe::Error("--clip-grad-norm must be 0 (off) or positive");
+  if (o.train.optimizer.kind != "adamw" && o.train.optimizer.kind != "sgd")
+    throw libpipe::Error("unknown --optimizer '" + o.train.optimizer.kind + "' (expected adamw or sgd)");
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);
   if (actions > 1) throw libpipe::Error("choose one of --describe, --list-layers and --dry-run");
   return o;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "pipe/engine.hpp"
+
 namespace pipe_train {
 
 struct Options {
@@ -22,6 +24,16 @@ struct Options {
   bool describe = false;
   bool list_layers = false;
   bool dry_run = false;
+
+  // Training
+  libpipe::TrainOptions train;  // schedule, micro-batches, optimizer, lr schedule, clipping, checkpointing
+  int steps = 150;
+  std::string data;              // --data FILE, "" = the built-in synthetic data
+  int eval_every = 0;            // validation loss every N steps (0: off)
+  int eval_batches = 4;          // micro-batches per replica for a validation pass
+  int threads = 1;               // CPU backend threads per rank
+  std::string metrics;           // --metrics FILE (JSON lines), "" = none
+  std::string config;            // --config FILE
 };
 
 // Parses argv; throws libpipe::Error with a one-line message on bad or conflicting flags.

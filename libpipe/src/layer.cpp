@@ -40,7 +40,7 @@ LayerFactory::~LayerFactory() = default;
 
 ParameterLayer::ParameterLayer(const LayerDescription& description, Device device) {
   for (const auto& spec : description.params)
-    params_.push_back(Parameter{spec, Tensor::zeros(spec.shape, DType::float32, device)});
+    params_.push_back(Parameter{spec, Tensor::zeros(spec.shape, DType::float32, device), Tensor()});
 }
 
 Parameter& ParameterLayer::param(const std::string& name) {

@@ -1,15 +1,15 @@
 // Private to the core plugin: the factory constructors that plugin.cpp
-// registers, and the few conventions every core layer shares (GPT-2's
-// initialisation scale, the notation of expected input types, the per-element
-// cost constants). The transformer plugin keeps its own copy of the cost
-// constants it needs (it cannot link to this plugin); test_layers checks that
-// the two agree.
+// registers, the base class of every core layer (its run-time checks), and the
+// few conventions every core layer shares (GPT-2's initialisation scale, the
+// notation of expected input types, the per-element cost constants). The transformer plugin keeps its own copy of the
+// cost constants it needs (it cannot link to this plugin); test_layers checks that the two agree.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <pipe/layer.hpp>
 #include <string>
+#include <vector>
 
 namespace pipe_core {
 
@@ -21,6 +21,41 @@ std::unique_ptr<libpipe::LayerFactory> make_embedding_factory();
 std::unique_ptr<libpipe::LayerFactory> make_lm_head_factory();
 std::unique_ptr<libpipe::LayerFactory> make_softmax_cross_entropy_factory();
 std::unique_ptr<libpipe::LayerFactory> make_mse_loss_factory();
+
+// The base of every core layer: the parameters of its description, plus the
+// checks each of the three calls makes, written once so that every run-time
+// error names the layer type and both shapes the same way. Forward stores what
+// backward needs in ctx.saved, in an order each layer documents; the tensors
+// are references to the caller's storage, never copies.
+class CoreLayer : public libpipe::ParameterLayer {
+ public:
+  CoreLayer(std::string type, const libpipe::LayerDescription& description, const libpipe::TensorType& input,
+            libpipe::Device device);
+
+ protected:
+  const std::string& type() const { return type_; }
+  // An Error "<type>: <message>".
+  [[noreturn]] void fail(const std::string& message) const;
+  // Throws unless x is the described input with a micro-batch dimension in front.
+  void check_input(const libpipe::Tensor& x) const;
+  // Throws unless dy has the shape of this layer's output for a micro-batch of `batch`.
+  void check_output_grad(const libpipe::Tensor& dy, std::int64_t batch, const char* call) const;
+  // ctx.saved, which must hold exactly `count` tensors at this point of the
+  // forward / backward_input / backward_weight sequence; `call` names the caller.
+  std::vector<libpipe::Tensor>& saved(libpipe::LayerContext& ctx, std::size_t count, const char* call) const;
+  // The gradient of parameter `name`, which allocate_grads must have created.
+  libpipe::Tensor& grad(const std::string& name);
+
+ private:
+  std::string type_;
+  libpipe::TensorType input_;
+  libpipe::TensorType output_;
+};
+
+// "float32[B, 5, 8]": a per-sample type with the micro-batch dimension in front.
+std::string batched_type_str(const libpipe::TensorType& type);
+// "float32[2, 5, 8]"
+std::string tensor_type_str(const libpipe::Tensor& t);
 
 // GPT-2 (and nanoGPT) draw every weight matrix and embedding from N(0, 0.02);
 // biases start at 0, LayerNorm at the identity.
@@ -53,21 +88,16 @@ constexpr std::int64_t kMseFlopsPerElement = 5;
 // FLOPs of y = x W^T for `rows` rows: 2 per multiply-add forward, and twice the
 // forward for backward (input gradient and weight gradient are one GEMM each).
 // Bias additions are O(rows * out) and left out.
-inline std::int64_t linear_flops(std::int64_t rows, std::int64_t in, std::int64_t out) {
-  return 6 * rows * in * out;
-}
+inline std::int64_t linear_flops(std::int64_t rows, std::int64_t in, std::int64_t out) { return 6 * rows * in * out; }
 
 // Expected-type strings for ShapeError use PyTorch's notation: `*` is any
 // number of leading dimensions (none included), a letter a free size.
-inline std::string float_type_with_last(const std::string& last) {
-  return "float32[*, " + last + "]";
-}
+inline std::string float_type_with_last(const std::string& last) { return "float32[*, " + last + "]"; }
 
 // True when `input` is float32 with at least one dimension and, for
 // last >= 0, a last dimension of exactly `last`.
 inline bool is_float_with_last(const libpipe::TensorType& input, std::int64_t last = -1) {
-  return input.dtype == libpipe::DType::float32 && !input.shape.empty() &&
-         (last < 0 || input.shape.back() == last);
+  return input.dtype == libpipe::DType::float32 && !input.shape.empty() && (last < 0 || input.shape.back() == last);
 }
 
 }  // namespace pipe_core

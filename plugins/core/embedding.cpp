@@ -2,6 +2,7 @@
 // (GPT-2's wte + wpe). The token table is the layer's tieable parameter: under
 // a shared `tie` key it is the same tensor as the LM head's weight.
 #include <pipe/init.hpp>
+#include <pipe/ops.hpp>
 
 #include "core_layers.hpp"
 
@@ -15,26 +16,46 @@ struct EmbeddingConfig {
 };
 
 EmbeddingConfig read_config(const libpipe::Args& args) {
-  return {args.get_positive_int("vocab"), args.get_positive_int("dim"),
-          args.get_positive_int("positions")};
+  return {args.get_positive_int("vocab"), args.get_positive_int("dim"), args.get_positive_int("positions")};
 }
+
+// ctx.saved: {tokens}. Token ids have no gradient, so backward_input returns an
+// undefined tensor and all the work is backward_weight's scatter-add.
+class EmbeddingLayer : public CoreLayer {
+ public:
+  EmbeddingLayer(const libpipe::LayerDescription& description, const libpipe::TensorType& input, libpipe::Device device)
+      : CoreLayer("Embedding", description, input, device) {}
+
+  libpipe::Tensor forward(libpipe::LayerContext& ctx, const libpipe::Tensor& tokens) override {
+    check_input(tokens);
+    ctx.saved = {tokens};
+    return libpipe::ops::embedding(tokens, param("wte").value, param("wpe").value);
+  }
+
+  libpipe::Tensor backward_input(libpipe::LayerContext& ctx, const libpipe::Tensor& dy) override {
+    const auto& s = saved(ctx, 1, "backward_input");
+    check_output_grad(dy, s[0].shape()[0], "backward_input");
+    return libpipe::Tensor();
+  }
+
+  void backward_weight(libpipe::LayerContext& ctx, const libpipe::Tensor& dy) override {
+    const auto& s = saved(ctx, 1, "backward_weight");
+    check_output_grad(dy, s[0].shape()[0], "backward_weight");
+    libpipe::ops::embedding_backward(s[0], dy, grad("wte"), grad("wpe"));
+  }
+};
 
 class EmbeddingFactory : public libpipe::LayerFactory {
  public:
-  std::string summary() const override {
-    return "Embedding(vocab, dim, positions): y[t] = wte[x[t]] + wpe[t]";
-  }
+  std::string summary() const override { return "Embedding(vocab, dim, positions): y[t] = wte[x[t]] + wpe[t]"; }
 
-  libpipe::LayerDescription describe(const libpipe::Args& args,
-                                     const libpipe::TensorType& input) const override {
+  libpipe::LayerDescription describe(const libpipe::Args& args, const libpipe::TensorType& input) const override {
     return describe(read_config(args), input);
   }
 
-  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args,
-                                         const libpipe::TensorType& input,
+  std::unique_ptr<libpipe::Layer> create(const libpipe::Args& args, const libpipe::TensorType& input,
                                          const libpipe::CreateContext& context) const override {
-    auto layer = std::make_unique<libpipe::ParameterLayer>(describe(read_config(args), input),
-                                                           context.device);
+    auto layer = std::make_unique<EmbeddingLayer>(describe(read_config(args), input), input, context.device);
     libpipe::Rng rng(context.layer_seed());
     // nanoGPT's choice for both tables (OpenAI's GPT-2 used 0.01 for wpe).
     libpipe::fill_normal(layer->param("wte").value, rng, kInitStd);
@@ -43,11 +64,10 @@ class EmbeddingFactory : public libpipe::LayerFactory {
   }
 
  private:
-  static libpipe::LayerDescription describe(const EmbeddingConfig& config,
-                                            const libpipe::TensorType& input) {
+  static libpipe::LayerDescription describe(const EmbeddingConfig& config, const libpipe::TensorType& input) {
     // The position table has `positions` rows, so longer sequences cannot be embedded.
-    const bool fits = input.dtype == libpipe::DType::int32 && input.shape.size() == 1 &&
-                      input.shape[0] >= 1 && input.shape[0] <= config.positions;
+    const bool fits = input.dtype == libpipe::DType::int32 && input.shape.size() == 1 && input.shape[0] >= 1 &&
+                      input.shape[0] <= config.positions;
     if (!fits) throw libpipe::ShapeError("int32[T <= " + std::to_string(config.positions) + "]");
     const std::int64_t tokens = input.shape[0];
 
@@ -64,8 +84,6 @@ class EmbeddingFactory : public libpipe::LayerFactory {
 
 }  // namespace
 
-std::unique_ptr<libpipe::LayerFactory> make_embedding_factory() {
-  return std::make_unique<EmbeddingFactory>();
-}
+std::unique_ptr<libpipe::LayerFactory> make_embedding_factory() { return std::make_unique<EmbeddingFactory>(); }
 
 }  // namespace pipe_core

@@ -1,13 +1,14 @@
 // Private to the transformer plugin: the factory constructors plugin.cpp
-// registers, and the attention pieces TransformerBlock composes, so that the
-// block's description and initialisation reuse the standalone attention's
-// instead of restating them.
+// registers, the base class of its layers, and the attention pieces
+// TransformerBlock composes, so that the block's description, initialisation
+// and math reuse the standalone attention's instead of restating them.
 //
 // The plugin cannot link to the core plugin (each is dlopen'd on its own), so
 // the few cost formulas of core layers a block contains (Linear, LayerNorm,
 // GELU) are restated here. They must equal core_layers.hpp's; test_layers
 // checks that a block's figures are the sum of its parts described by both
-// plugins.
+// plugins. The run-time checks of TransformerLayer restate core's CoreLayer
+// for the same reason.
 #pragma once
 
 #include <cmath>
@@ -16,11 +17,40 @@
 #include <pipe/init.hpp>
 #include <pipe/layer.hpp>
 #include <string>
+#include <vector>
 
 namespace pipe_transformer {
 
 std::unique_ptr<libpipe::LayerFactory> make_causal_self_attention_factory();
 std::unique_ptr<libpipe::LayerFactory> make_transformer_block_factory();
+
+// The base of this plugin's layers: the parameters of the description plus the
+// checks each call makes, so that every run-time error names the layer type
+// and the shapes (the same messages as the core plugin's CoreLayer).
+class TransformerLayer : public libpipe::ParameterLayer {
+ public:
+  TransformerLayer(std::string type, const libpipe::LayerDescription& description, const libpipe::TensorType& input,
+                   libpipe::Device device);
+
+  // The gradient of parameter `name`, which allocate_grads must have created.
+  libpipe::Tensor& grad(const std::string& name);
+
+ protected:
+  // An Error "<type>: <message>".
+  [[noreturn]] void fail(const std::string& message) const;
+  // Throws unless x is the described input with a micro-batch dimension in front.
+  void check_input(const libpipe::Tensor& x) const;
+  // Throws unless dy has the output's shape for a micro-batch of `batch` (the
+  // output type of both layers is their input type).
+  void check_output_grad(const libpipe::Tensor& dy, std::int64_t batch, const char* call) const;
+  // ctx.saved, which must hold exactly `count` tensors at this point of the
+  // forward / backward_input / backward_weight sequence; `call` names the caller.
+  std::vector<libpipe::Tensor>& saved(libpipe::LayerContext& ctx, std::size_t count, const char* call) const;
+
+ private:
+  std::string type_;
+  libpipe::TensorType input_;
+};
 
 // GPT-2 initialisation: weights N(0, 0.02), biases 0, LayerNorm identity.
 constexpr float kInitStd = 0.02f;
@@ -37,9 +67,7 @@ constexpr std::int64_t kResidualFlopsPerElement = 2;
 constexpr std::int64_t kSoftmaxFlopsPerElement = 8;
 
 // y = x W^T for `rows` rows: 2 FLOPs per multiply-add, backward twice forward.
-inline std::int64_t linear_flops(std::int64_t rows, std::int64_t in, std::int64_t out) {
-  return 6 * rows * in * out;
-}
+inline std::int64_t linear_flops(std::int64_t rows, std::int64_t in, std::int64_t out) { return 6 * rows * in * out; }
 
 // Backward of a LayerNorm over `rows` rows of `channels` needs the input and
 // each row's mean and 1/std.
@@ -68,11 +96,26 @@ std::int64_t sequence_length(const libpipe::TensorType& input, std::int64_t dim)
 
 // Appends attention's parameters, named with `prefix` ("" standalone,
 // "attn." in a block), and adds its FLOPs and activation bytes for T tokens.
-void describe_attention(const AttentionConfig& config, std::int64_t tokens,
-                        const std::string& prefix, libpipe::LayerDescription& description);
+void describe_attention(const AttentionConfig& config, std::int64_t tokens, const std::string& prefix,
+                        libpipe::LayerDescription& description);
 
 // Initialises the parameters describe_attention announced under `prefix`.
-void init_attention(const AttentionConfig& config, const std::string& prefix,
-                    libpipe::ParameterLayer& layer, libpipe::Rng& rng);
+void init_attention(const AttentionConfig& config, const std::string& prefix, libpipe::ParameterLayer& layer,
+                    libpipe::Rng& rng);
+
+// The attention math under `prefix`, in three parts matching the layer API.
+// forward: y = proj(attention(qkv(x))), returning in qkv, probs and out (the
+// heads' output before proj) what backward needs besides x.
+libpipe::Tensor attention_forward(TransformerLayer& layer, const std::string& prefix, std::int64_t heads,
+                                  const libpipe::Tensor& x, libpipe::Tensor& qkv, libpipe::Tensor& probs,
+                                  libpipe::Tensor& out);
+// dx from dy, leaving in dqkv the gradient at the qkv projection's output,
+// which (with dy itself for proj) is all the weight gradients need.
+libpipe::Tensor attention_backward_input(TransformerLayer& layer, const std::string& prefix, std::int64_t heads,
+                                         const libpipe::Tensor& dy, const libpipe::Tensor& qkv,
+                                         const libpipe::Tensor& probs, libpipe::Tensor& dqkv);
+// The four weight-gradient GEMMs: proj from (dy, out), qkv from (dqkv, x).
+void attention_backward_weight(TransformerLayer& layer, const std::string& prefix, const libpipe::Tensor& dy,
+                               const libpipe::Tensor& out, const libpipe::Tensor& dqkv, const libpipe::Tensor& x);
 
 }  // namespace pipe_transformer

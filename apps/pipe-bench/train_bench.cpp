@@ -1,0 +1,242 @@
+// pipe-bench train: one rank's training step (forward, backward, AdamW) over a
+// whole shipped model on synthetic data, with tokens/s, model GFLOP/s and the
+// share of the backend's own sgemm rate measured in the same run. The loss is
+// checked in the same loop (finite, and falling over the timed steps since the
+// batch repeats), as nccl-tests check their buffers.
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "bench.hpp"
+#include "pipe/backend.hpp"
+#include "pipe/describe.hpp"
+#include "pipe/error.hpp"
+#include "pipe/init.hpp"
+#include "pipe/model.hpp"
+#include "pipe/ops.hpp"
+#include "pipe/optimizer.hpp"
+#include "pipe/paths.hpp"
+#include "pipe/plugin_loader.hpp"
+
+namespace po = boost::program_options;
+using Clock = std::chrono::steady_clock;
+
+namespace pipe_bench {
+namespace {
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// The backend's sgemm rate on a square 1024 problem: the ceiling the model's
+// GEMMs are measured against (FACTS.md: ~115-130 GFLOP/s per core here).
+double sgemm_gflops() {
+  const std::int64_t n = 1024;
+  auto a = libpipe::Tensor::zeros({n, n}, libpipe::DType::float32);
+  auto b = libpipe::Tensor::zeros({n, n}, libpipe::DType::float32);
+  auto c = libpipe::Tensor::zeros({n, n}, libpipe::DType::float32);
+  libpipe::ops::fill(a, 0.5f);
+  libpipe::ops::fill(b, 0.25f);
+  auto& backend = libpipe::backend_for(libpipe::Device::cpu);
+  backend.gemm(false, true, n, n, n, 1.0f, a.f32(), n, b.f32(), n, 0.0f, c.f32(), n);  // warm-up
+  int reps = 0;
+  auto t0 = Clock::now();
+  do {
+    backend.gemm(false, true, n, n, n, 1.0f, a.f32(), n, b.f32(), n, 0.0f, c.f32(), n);
+    ++reps;
+  } while (seconds_since(t0) < 1.0);
+  if (std::fabs(c.f32()[0] - 0.125f * n) > 1e-3f * n) throw libpipe::Error("sgemm reference computed a wrong value");
+  return 2.0 * n * n * n * reps / seconds_since(t0) / 1e9;
+}
+
+struct Model {
+  libpipe::ModelSpec spec;
+  libpipe::ModelDescription description;
+  std::vector<std::unique_ptr<libpipe::Layer>> layers;
+};
+
+// Random inputs and labels matching the model's input and its loss layer.
+void make_batch(const Model& m, std::int64_t batch, libpipe::Rng& rng, libpipe::Tensor& input,
+                libpipe::Tensor& labels) {
+  libpipe::Shape in_shape{batch};
+  for (auto d : m.description.input.shape) in_shape.push_back(d);
+  const auto& loss = m.description.layers.back();
+  libpipe::Shape logits{batch};
+  for (auto d : loss.input.shape) logits.push_back(d);
+  if (m.description.input.dtype == libpipe::DType::int32) {
+    // Token ids: the embedding's vocabulary is the first parameter's rows.
+    const std::int64_t vocab = m.description.layers.front().description.params.front().shape.front();
+    input = libpipe::Tensor::zeros(in_shape, libpipe::DType::int32);
+    for (std::int64_t i = 0; i < input.numel(); ++i) input.i32()[i] = static_cast<std::int32_t>(rng.next_u64() % vocab);
+  } else {
+    input = libpipe::Tensor::zeros(in_shape, libpipe::DType::float32);
+    for (std::int64_t i = 0; i < input.numel(); ++i) input.f32()[i] = static_cast<float>(rng.normal());
+  }
+  if (loss.type == "MSELoss") {
+    labels = libpipe::Tensor::zeros(logits, libpipe::DType::float32);
+    for (std::int64_t i = 0; i < labels.numel(); ++i) labels.f32()[i] = static_cast<float>(rng.normal());
+  } else {
+    const std::int64_t classes = logits.back();
+    logits.pop_back();
+    labels = libpipe::Tensor::zeros(logits, libpipe::DType::int32);
+    for (std::int64_t i = 0; i < labels.numel(); ++i) labels.i32()[i] = static_cast<std::int32_t>(rng.next_u64() % classes);
+  }
+}
+
+struct StepTimes {
+  double forward = 0, backward = 0, optimizer = 0;
+  double loss = 0;
+};
+
+StepTimes train_step(Model& m, libpipe::Optimizer& optimizer, const libpipe::Tensor& input,
+                     const libpipe::Tensor& labels, float lr) {
+  StepTimes t;
+  const std::int64_t batch = input.shape().front();
+  std::vector<libpipe::LayerContext> contexts(m.layers.size());
+  contexts.back().labels = labels;
+  auto t0 = Clock::now();
+  libpipe::Tensor x = input;
+  for (std::size_t i = 0; i < m.layers.size(); ++i) x = m.layers[i]->forward(contexts[i], x);
+  t.forward = seconds_since(t0);
+  libpipe::Tensor loss_host = x;  // [B] per-sample losses on the CPU backend
+  for (std::int64_t b = 0; b < batch; ++b) t.loss += loss_host.f32()[b] / static_cast<double>(batch);
+
+  t0 = Clock::now();
+  libpipe::Tensor dy = libpipe::Tensor::empty({batch}, libpipe::DType::float32);
+  libpipe::ops::fill(dy, 1.0f / static_cast<float>(batch));  // d(mean loss) / d(sample loss)
+  for (std::size_t i = m.layers.size(); i-- > 0;) {
+    libpipe::Tensor dx = m.layers[i]->backward_input(contexts[i], dy);
+    m.layers[i]->backward_weight(contexts[i], dy);
+    contexts[i] = libpipe::LayerContext{};  // free the saved activations as soon as possible
+    dy = dx;
+  }
+  t.backward = seconds_since(t0);
+
+  t0 = Clock::now();
+  optimizer.step(lr);
+  for (auto& layer : m.layers) libpipe::zero_grads(*layer);
+  t.optimizer = seconds_since(t0);
+  return t;
+}
+
+}  // namespace
+
+int run_train(const std::vector<std::string>& args, const std::string& command_line) {
+  std::string model_name = "gpt-tiny";
+  std::int64_t batch = 16;
+  int steps = 10, warmup = 2, threads = 1;
+  float lr = 1e-3f;
+  bool json = false;
+  po::options_description d("pipe-bench train options");
+  // clang-format off
+  d.add_options()
+    ("model", po::value(&model_name)->default_value(model_name), "model file or shipped model name")
+    ("batch", po::value(&batch)->default_value(batch), "samples per step (one micro-batch)")
+    ("steps", po::value(&steps)->default_value(steps), "timed steps")
+    ("warmup", po::value(&warmup)->default_value(warmup), "untimed steps first")
+    ("threads", po::value(&threads)->default_value(threads), "CPU backend threads (default 1, as one rank of many)")
+    ("lr", po::value(&lr)->default_value(lr), "AdamW learning rate")
+    ("json", po::bool_switch(&json), "print one JSON object")
+    ("help,h", "show this help");
+  // clang-format on
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(d).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << "usage: pipe-bench train [--model M] [--batch B] [--steps N] [--json]\n\n" << d;
+    return 0;
+  }
+  if (batch < 1 || steps < 1 || warmup < 0 || threads < 1)
+    throw libpipe::Error("--batch, --steps and --threads must be at least 1 and --warmup at least 0");
+  libpipe::set_cpu_threads(threads);
+
+  Model m;
+  libpipe::LayerRegistry registry;
+  libpipe::load_plugins(registry, libpipe::PluginSearch{true, true, {}});
+  m.spec = libpipe::load_model_file(libpipe::resolve_model_path(model_name));
+  m.description = libpipe::describe_model(m.spec, registry);
+  const auto& loss_type = m.description.layers.back().type;
+  if (loss_type != "SoftmaxCrossEntropy" && loss_type != "MSELoss")
+    throw libpipe::Error("pipe-bench train needs a model ending in a loss layer, not " + loss_type);
+  std::vector<libpipe::Layer*> raw;
+  for (std::size_t i = 0; i < m.spec.layers.size(); ++i) {
+    const auto& spec = m.spec.layers[i];
+    m.layers.push_back(registry.get(spec.type).create(spec.args, m.description.layers[i].input,
+                                                      libpipe::CreateContext{static_cast<int>(i), 1234}));
+    libpipe::allocate_grads(*m.layers.back());
+    raw.push_back(m.layers.back().get());
+  }
+  // One rank holds the whole model: a tied weight is one tensor here.
+  for (const auto& tie : m.description.ties) {
+    std::vector<libpipe::Layer*> members;
+    for (int i : tie.layers) members.push_back(raw[i]);
+    libpipe::share_tied_parameter(members);
+  }
+  libpipe::Optimizer optimizer(libpipe::OptimizerConfig{}, libpipe::parameters_of(raw));
+
+  libpipe::Rng rng(42);
+  libpipe::Tensor input, labels;
+  make_batch(m, batch, rng, input, labels);
+  for (int s = 0; s < warmup; ++s) train_step(m, optimizer, input, labels, lr);
+
+  StepTimes total;
+  double first_loss = 0, last_loss = 0;
+  bool finite = true;
+  auto t0 = Clock::now();
+  for (int s = 0; s < steps; ++s) {
+    StepTimes t = train_step(m, optimizer, input, labels, lr);
+    total.forward += t.forward;
+    total.backward += t.backward;
+    total.optimizer += t.optimizer;
+    finite = finite && std::isfinite(t.loss);
+    if (s == 0) first_loss = t.loss;
+    last_loss = t.loss;
+  }
+  const double elapsed = seconds_since(t0);
+  const double peak = sgemm_gflops();
+
+  const std::int64_t tokens_per_sample = m.description.input.dtype == libpipe::DType::int32
+                                             ? libpipe::numel(m.description.input.shape)
+                                             : 1;
+  const double tokens_per_s = static_cast<double>(batch * tokens_per_sample) * steps / elapsed;
+  const double gflops = static_cast<double>(m.description.flops) * batch * steps / elapsed / 1e9;
+  const bool ok = finite && (steps < 3 || last_loss < first_loss);
+
+  if (json) {
+    nlohmann::json j = {{"benchmark", "train"},
+                        {"model", m.description.name},
+                        {"params", m.description.params},
+                        {"batch", batch},
+                        {"steps", steps},
+                        {"threads", threads},
+                        {"step_ms", 1e3 * elapsed / steps},
+                        {"forward_ms", 1e3 * total.forward / steps},
+                        {"backward_ms", 1e3 * total.backward / steps},
+                        {"optimizer_ms", 1e3 * total.optimizer / steps},
+                        {"tokens_per_s", tokens_per_s},
+                        {"gflops", gflops},
+                        {"sgemm_gflops", peak},
+                        {"sgemm_share", gflops / peak},
+                        {"first_loss", first_loss},
+                        {"last_loss", last_loss},
+                        {"ok", ok},
+                        {"command", command_line}};
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("# %s\n", command_line.c_str());
+    std::printf("# one rank, %d thread(s); model FLOPs from describe (forward + backward), AdamW step included\n",
+                threads);
+    std::printf("# %10s %11s %6s %9s %9s %9s %9s %11s %9s %9s %7s %6s\n", "model", "params", "batch", "step(ms)",
+                "fwd(ms)", "bwd(ms)", "opt(ms)", "tokens/s", "GFLOP/s", "sgemm", "share", "check");
+    std::printf("  %10s %11s %6lld %9.2f %9.2f %9.2f %9.2f %11.0f %9.1f %9.1f %6.1f%% %6s\n",
+                m.description.name.c_str(), libpipe::with_commas(m.description.params).c_str(),
+                static_cast<long long>(batch), 1e3 * elapsed / steps, 1e3 * total.forward / steps,
+                1e3 * total.backward / steps, 1e3 * total.optimizer / steps, tokens_per_s, gflops, peak,
+                100 * gflops / peak, ok ? "OK" : "WRONG");
+    std::printf("# loss %.4f -> %.4f over the timed steps (same batch: it must fall)\n", first_loss, last_loss);
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace pipe_bench

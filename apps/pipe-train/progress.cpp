@@ -1,0 +1,70 @@
+// See progress.hpp.
+#include "progress.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "pipe/error.hpp"
+
+namespace pipe_train {
+
+Progress::Progress(int total_steps, std::int64_t tokens_per_step, const std::string& metrics_path)
+    : total_(total_steps), tokens_per_step_(tokens_per_step), terminal_(isatty(STDERR_FILENO) != 0) {
+  if (!metrics_path.empty()) {
+    metrics_.open(metrics_path, std::ios::trunc);
+    if (!metrics_) throw libpipe::Error("--metrics " + metrics_path + ": cannot open the file for writing");
+  }
+}
+
+void Progress::step(const libpipe::StepStats& s) {
+  elapsed_ += s.seconds;
+  if (done_ == 0) first_loss_ = s.loss;
+  last_loss_ = s.loss;
+  ++done_;
+  const double tokens_per_s = static_cast<double>(tokens_per_step_) / s.seconds;
+  if (metrics_.is_open()) {
+    metrics_ << nlohmann::json{{"step", s.step},      {"loss", s.loss},
+                               {"lr", s.lr},          {"grad_norm", s.grad_norm},
+                               {"tokens_per_s", tokens_per_s}, {"step_time_s", s.seconds}}
+                    .dump()
+             << "\n";
+    metrics_.flush();  // a crash must not lose the steps already done
+  }
+  const double mean_rate = static_cast<double>(tokens_per_step_) * done_ / elapsed_;
+  const int eta = static_cast<int>(std::lround(elapsed_ / done_ * (total_ - done_)));
+  if (terminal_) {
+    const int width = 24, filled = width * done_ / total_;
+    std::fprintf(stderr, "\rstep %d/%d [%s%s] loss %.4f  %.0f tokens/s  ETA %d:%02d ", done_, total_,
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), s.loss, mean_rate,
+                 eta / 60, eta % 60);
+    bar_open_ = true;
+  } else if (done_ == 1 || done_ == total_ || done_ % std::max(1, total_ / 20) == 0) {
+    std::fprintf(stderr, "step %d/%d loss %.4f grad_norm %.3f lr %.2e %.0f tokens/s ETA %d:%02d\n", done_, total_,
+                 s.loss, s.grad_norm, s.lr, mean_rate, eta / 60, eta % 60);
+  }
+  std::fflush(stderr);
+}
+
+void Progress::validation(std::int64_t step, double loss) {
+  if (bar_open_) std::fprintf(stderr, "\n");
+  bar_open_ = false;
+  std::fprintf(stderr, "step %lld validation loss %.4f\n", static_cast<long long>(step + 1), loss);
+  if (metrics_.is_open()) {
+    metrics_ << nlohmann::json{{"step", step}, {"val_loss", loss}}.dump() << "\n";
+    metrics_.flush();
+  }
+}
+
+std::string Progress::finish() {
+  if (bar_open_) std::fprintf(stderr, "\n");
+  char line[256];
+  std::snprintf(line, sizeof line, "trained %d steps in %.1f s: loss %.4f -> %.4f, %.0f tokens/s", done_, elapsed_,
+                first_loss_, last_loss_, static_cast<double>(tokens_per_step_) * done_ / elapsed_);
+  std::fprintf(stderr, "pipe-train: %s\n", line);
+  return line;
+}
+
+}  // namespace pipe_train

@@ -1,0 +1,58 @@
+// Optimizers over a set of parameters: AdamW (decoupled weight decay, PyTorch's
+// formula) and SGD with momentum. State (moments, momentum buffers) lives on
+// the parameters' device. Parameters that share storage (tied weights on one
+// stage) are stepped once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pipe/export.hpp"
+#include "pipe/layer.hpp"
+
+namespace libpipe {
+
+struct OptimizerConfig {
+  std::string kind = "adamw";  // "adamw" or "sgd"
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;  // GPT-2 / nanoGPT practice; PyTorch's default is 0.999
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+  float momentum = 0.9f;  // sgd
+};
+
+class PIPE_API Optimizer {
+ public:
+  // `params` must have gradients allocated. Weight decay applies to tensors
+  // of 2 or more dimensions (weights, embeddings), never to biases or norm
+  // gains: nanoGPT's rule.
+  Optimizer(const OptimizerConfig& config, const std::vector<Parameter*>& params);
+  // One update with learning rate `lr` from the parameters' current gradients.
+  void step(float lr);
+  std::int64_t steps() const { return steps_; }
+  const OptimizerConfig& config() const { return config_; }
+  // Number of distinct parameter tensors it updates.
+  std::size_t size() const { return slots_.size(); }
+
+ private:
+  struct Slot {
+    Parameter* param;
+    Tensor m;  // AdamW first moment, or SGD momentum buffer
+    Tensor v;  // AdamW second moment
+    bool decay;
+  };
+  OptimizerConfig config_;
+  std::vector<Slot> slots_;
+  std::int64_t steps_ = 0;
+};
+
+// Collects the parameters of `layers` (pointers stay valid while the layers live).
+PIPE_API std::vector<Parameter*> parameters_of(const std::vector<Layer*>& layers);
+
+// Makes the tieable parameter (value and gradient) of every layer in `tied`
+// share the storage of the first one's, so that on one stage a tied weight
+// is one tensor and its gradient sums both uses. Gradients must be allocated.
+PIPE_API void share_tied_parameter(const std::vector<Layer*>& tied);
+
+}  // namespace libpipe

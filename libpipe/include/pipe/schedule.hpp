@@ -1,0 +1,154 @@
+// Pipeline schedules as pure data: for one stage of an S-stage pipeline running
+// M micro-batches, the list of steps it executes, each a short list of typed
+// instructions (load, forward, backward-input, backward-weight, send/receive of
+// activations and gradients, reductions, optimizer step). No MPI here: the
+// engine interprets these, pipe-sim and the tests print and check them.
+//
+// The checker simulates all stages together before anything runs, so that a
+// schedule that would deadlock, mismatch messages or overwrite a live buffer is
+// an error with the stage, step and instruction, not a hang on a cluster.
+//
+// Layout of every step (the same rule for all kinds, so the engine needs one):
+//   1. sends of what the stage computed in the previous step (SA / SG),
+//   2. LoadMicroBatch of this step's micro-batch (first and last stages),
+//   3. receives this step's compute needs (RA before a forward, RG before a
+//      backward),
+//   4. the compute (F; or B then W),
+//   5. in the last step of a training schedule: RT, RD, OPT.
+// Which instruction lands in which step is DeepSpeed's (TrainSchedule,
+// InferenceSchedule). Within a step we put sends before receives, where
+// DeepSpeed's backward steps receive the gradient before sending the
+// activation: with non-blocking sends that takes one message round trip off
+// the critical path and can never deadlock (a send never waits).
+//
+// In every kind here each message is sent and received in the same step
+// index, so a step is atomic: an engine may complete (wait on) all of a step's
+// sends at the end of that step, after which every buffer is safe to reuse.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pipe/export.hpp"
+
+namespace libpipe {
+
+enum class OpKind {
+  LoadMicroBatch,   // L: read the micro-batch's input (first stage) or labels (last stage)
+  Forward,          // F
+  BackwardInput,    // B: gradient with respect to the stage's input
+  BackwardWeight,   // W: gradients of the stage's parameters (split from B for zero-bubble schedules)
+  SendActivation,   // SA: output activation to the next stage
+  RecvActivation,   // RA: input activation from the previous stage
+  SendGrad,         // SG: input gradient to the previous stage
+  RecvGrad,         // RG: output gradient from the next stage
+  ReduceTiedGrads,  // RT: all-reduce the gradients of tied weights across their tie group
+  ReduceGrads,      // RD: all-reduce gradients across data-parallel replicas
+  OptimizerStep,    // OPT
+};
+
+// One instruction. micro_batch and buffer are -1 for the step-wide ones (RT,
+// RD, OPT). buffer is the slot (0..num_buffers-1) of the stage's activation
+// and gradient storage that holds the micro-batch.
+struct Instruction {
+  OpKind kind;
+  int micro_batch = -1;
+  int buffer = -1;
+};
+PIPE_API bool operator==(const Instruction& a, const Instruction& b);
+inline bool operator!=(const Instruction& a, const Instruction& b) { return !(a == b); }
+
+// The instructions of one step, run in order.
+using Step = std::vector<Instruction>;
+
+// The whole schedule of one stage.
+struct Schedule {
+  std::string kind;       // one of schedule_kinds()
+  int stages = 0;         // S
+  int micro_batches = 0;  // M
+  int stage = 0;          // this stage, 0..S-1
+  int num_buffers = 0;    // buffer slots the stage must allocate
+  std::vector<Step> steps;
+};
+
+// The schedule of `stage`. Kinds:
+//  - "inference": forward only, M+S-1 steps, 2 buffers; the first stage never
+//    receives, the last never sends (DeepSpeed's InferenceSchedule).
+//  - "gpipe": fill-drain, all M forwards then all M backwards (in micro-batch
+//    order), 2(M+S-1) steps, M buffers (every micro-batch is live at once).
+//  - "1f1b": DeepSpeed's TrainSchedule: 2(M+S-1) steps; stage s runs
+//    min(S-s, M) warm-up forwards, then alternates one backward and one
+//    forward, then drains the remaining backwards; max(2, min(S-s, M)) buffers.
+// Steps of the training kinds alternate between stages by parity, so a step is
+// half a forward+backward slot and a stage idles in every other step of the
+// warm-up and cool-down. Training kinds end with RT, RD, OPT in the last step.
+// B and W of a micro-batch sit together (B then W) in one step.
+// Errors: unknown kind (the message lists the known ones), stages or
+// micro_batches < 1, stage outside 0..stages-1.
+PIPE_API Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage);
+
+// The known kinds, for --help and error messages.
+PIPE_API std::vector<std::string> schedule_kinds();
+
+// Whether the kind trains (has backwards and an optimizer step).
+PIPE_API bool is_training_schedule(const std::string& kind);
+
+// Compact text: "L3", "F3", "B3" (backward-input), "W3", "SA3"/"RA3" (send /
+// receive activation), "SG3"/"RG3" (send / receive gradient), "RT", "RD",
+// "OPT". The number is the micro-batch; buffers are not shown.
+PIPE_API std::string to_text(OpKind kind);
+PIPE_API std::string to_text(const Instruction& instruction);
+// Instructions separated by one space ("RA2 F2"); "" for an idle step.
+PIPE_API std::string to_text(const Step& step);
+
+// A step x stage table: a header line, then one line per step (the step index,
+// then one column per stage), idle steps shown as ".". Columns are left
+// aligned, two spaces apart, with no trailing spaces; every line ends in '\n'.
+// Stages may have different step counts (a broken schedule prints too); a
+// stage with no such step shows ".". per_stage[i] must be stage i.
+PIPE_API std::string format_grid(const std::vector<Schedule>& per_stage);
+
+// Simulates all stages together and throws libpipe::Error naming the step,
+// stage and instruction at the first problem found. per_stage holds one
+// Schedule per stage, in stage order, all of the same kind, S and M.
+//
+// Semantics simulated: each stage runs its steps in order and the
+// instructions of a step in order; a send never blocks (it is buffered); a
+// receive blocks until the matching send has been issued; messages between two
+// stages are received in the order they were sent (as MPI does for one source
+// and tag).
+//
+// Checked, in this order:
+//  1. each instruction on its own: micro-batch in 0..M-1 (or -1 for RT, RD,
+//     OPT), buffer in 0..num_buffers-1, a neighbour to talk to, only first and
+//     last stages load, no backward or reduction in an inference schedule;
+//  2. every send has its receive on the neighbour and vice versa, and the
+//     receives come in the order of the sends;
+//  3. running all stages: a Forward runs after its input is loaded / received
+//     (and, on the last stage, its labels loaded), a BackwardInput after its
+//     Forward and (but on the last stage) its gradient received, a
+//     BackwardWeight after its BackwardInput, a send after the compute that
+//     produces it; nothing runs twice; a micro-batch stays in one buffer, and a
+//     buffer is not reused while it holds a live micro-batch (one the stage
+//     still has instructions to run for); RT and RD after every W, OPT after
+//     both and last; the simulation progresses (else: deadlock, naming where
+//     each blocked stage waits and for which send);
+//  4. every micro-batch is forwarded (and backwarded) on every stage, and a
+//     training schedule has its RT, RD and OPT.
+PIPE_API void check_schedules(const std::vector<Schedule>& per_stage);
+
+// All stages' schedules, checked.
+PIPE_API std::vector<Schedule> make_checked_schedules(const std::string& kind, int stages, int micro_batches);
+
+// The most micro-batches the stage holds activations for at once: from a
+// micro-batch's Forward until its BackwardWeight (training) or until it is
+// sent on (inference; on the last stage, until its Forward ends). Under 1f1b
+// it is min(S - stage, M); under gpipe, M: the activation memory of the stage
+// in units of one micro-batch.
+PIPE_API int peak_in_flight(const Schedule& schedule);
+
+// The fraction of a step's time a stage idles when every stage costs the same
+// per micro-batch: (S-1)/(M+S-1) for gpipe, 1f1b and inference (FACTS.md).
+PIPE_API double theoretical_bubble(const std::string& kind, int stages, int micro_batches);
+
+}  // namespace libpipe

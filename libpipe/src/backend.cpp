@@ -1,0 +1,56 @@
+// Backend lookup by device and the CPU thread setting. The CPU backend is a
+// process-wide singleton; a CUDA build adds its backend here.
+#include "pipe/backend.hpp"
+
+#include <cblas.h>
+
+#include <atomic>
+#include <string>
+
+#include "cpu/cpu_backend.hpp"
+#include "pipe/error.hpp"
+
+namespace libpipe {
+namespace {
+
+// One thread per rank by default: MPI ranks on one machine already share its cores, and
+// OpenBLAS's own default (every core) would oversubscribe them.
+std::atomic<int> g_cpu_threads{1};
+
+}  // namespace
+
+Backend::~Backend() = default;
+
+namespace cpu {
+
+CpuBackend& cpu_backend() {
+  static CpuBackend* backend = [] {
+    // OPENBLAS_NUM_THREADS and OpenBLAS's all-cores default give way to ours.
+    openblas_set_num_threads(g_cpu_threads.load());
+    return new CpuBackend();  // never destroyed: tensors may be freed after static destruction
+  }();
+  return *backend;
+}
+
+}  // namespace cpu
+
+Backend& backend_for(Device device) {
+  switch (device) {
+    case Device::cpu:
+      return cpu::cpu_backend();
+    case Device::cuda:
+      throw Error("this build of libpipe has no CUDA backend");
+  }
+  throw Error("backend_for: unknown device " + std::to_string(static_cast<int>(device)));
+}
+
+void set_cpu_threads(int threads) {
+  if (threads < 1) throw Error("set_cpu_threads: thread count must be at least 1, got " + std::to_string(threads));
+  cpu::cpu_backend();  // so that its first-use default cannot later override this setting
+  g_cpu_threads = threads;
+  openblas_set_num_threads(threads);
+}
+
+int cpu_threads() { return g_cpu_threads.load(); }
+
+}  // namespace libpipe

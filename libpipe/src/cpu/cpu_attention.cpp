@@ -1,0 +1,108 @@
+// Causal multi-head attention on the CPU, one (sample, head) at a time.
+//
+// Per head the work is three or five small GEMMs over T x T and T x D blocks,
+// read in place from qkv at a leading dimension of 3C (no copies of Q, K, V).
+// The causal mask is exploited by blocks of rows: rows [r0, r1) only see keys
+// [0, r1), so for long sequences about half of the T x T work is skipped;
+// inside a block the entries above the diagonal are zeros of probs, which the
+// forward writes, so the same GEMMs stay exact.
+#include <cmath>
+#include <vector>
+
+#include "cpu_backend.hpp"
+#include "cpu_math.hpp"
+
+namespace libpipe::cpu {
+namespace {
+
+// Rows per block of the causal triangle: below this the whole T x T square in one GEMM is cheaper than
+// several calls (measured in pipe-bench ops).
+std::int64_t causal_block(std::int64_t seq) { return seq <= 128 ? seq : 64; }
+
+// Softmax of rows [r0, r1) of a T x T score block in place, row r over columns [0, r] and zeros in
+// (r, T): the causal mask.
+PIPE_CPU_KERNEL void causal_softmax_rows(float* p, std::int64_t r0, std::int64_t r1, std::int64_t T) {
+  for (std::int64_t r = r0; r < r1; ++r) {
+    float* row = p + r * T;
+    const std::int64_t len = r + 1;
+    const float m = row_max(row, len);
+    const float inv = 1.0f / exp_shift_sum(row, m, row, len);
+    for (std::int64_t j = 0; j < len; ++j) row[j] *= inv;
+    for (std::int64_t j = len; j < T; ++j) row[j] = 0.0f;
+  }
+}
+
+// dS = P * (dP - rowsum(dP * P)) in place of dP for rows [r0, r1), zeros above the diagonal up to column r1
+// (the block GEMMs read them).
+PIPE_CPU_KERNEL void softmax_backward_rows(const float* p, float* ds, std::int64_t r0, std::int64_t r1,
+                                           std::int64_t T) {
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const float* pr = p + r * T;
+    float* dsr = ds + r * T;
+    const std::int64_t len = r + 1;
+    const float pd = dot(pr, dsr, len);
+    for (std::int64_t j = 0; j < len; ++j) dsr[j] = pr[j] * (dsr[j] - pd);
+    for (std::int64_t j = len; j < r1; ++j) dsr[j] = 0.0f;
+  }
+}
+
+}  // namespace
+
+void CpuBackend::attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
+                                   std::int64_t heads, std::int64_t head_dim) {
+  const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
+  const std::int64_t bs = causal_block(T);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const float* q = qkv + b * T * ld + h * D;  // (T, D) at stride 3C
+      const float* k = q + C;
+      const float* v = q + 2 * C;
+      float* p = probs + (b * heads + h) * T * T;  // (T, T)
+      float* o = out + b * T * C + h * D;          // (T, D) at stride C
+      for (std::int64_t r0 = 0; r0 < T; r0 += bs) {
+        const std::int64_t r1 = std::min(T, r0 + bs), nr = r1 - r0;
+        gemm(false, true, nr, r1, D, scale, q + r0 * ld, ld, k, ld, 0.0f, p + r0 * T, T);  // scores
+        causal_softmax_rows(p, r0, r1, T);
+        gemm(false, false, nr, D, r1, 1.0f, p + r0 * T, T, v, ld, 0.0f, o + r0 * C, C);
+      }
+    }
+}
+
+// With P = softmax(S), S = scale Q K^T, O = P V:
+//   dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K, dK = scale dS^T Q.
+void CpuBackend::attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv,
+                                    std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
+  const std::int64_t bs = causal_block(T);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  // dS for one head; grows once per thread to the largest T seen.
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < static_cast<std::size_t>(T * T)) scratch.resize(static_cast<std::size_t>(T * T));
+  float* ds = scratch.data();
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const float* q = qkv + b * T * ld + h * D;
+      const float* k = q + C;
+      const float* v = q + 2 * C;
+      const float* p = probs + (b * heads + h) * T * T;
+      const float* dO = dout + b * T * C + h * D;
+      float* dq = dqkv + b * T * ld + h * D;
+      float* dk = dq + C;
+      float* dv = dq + 2 * C;
+      for (std::int64_t r0 = 0; r0 < T; r0 += bs) {
+        const std::int64_t r1 = std::min(T, r0 + bs), nr = r1 - r0;
+        gemm(false, true, nr, r1, D, 1.0f, dO + r0 * C, C, v, ld, 0.0f, ds + r0 * T, T);  // dP
+        softmax_backward_rows(p, ds, r0, r1, T);
+        gemm(false, false, nr, D, r1, scale, ds + r0 * T, T, k, ld, 0.0f, dq + r0 * ld, ld);
+      }
+      // Keys/values [c0, c1) are seen by queries [c0, T) only.
+      for (std::int64_t c0 = 0; c0 < T; c0 += bs) {
+        const std::int64_t c1 = std::min(T, c0 + bs), nc = c1 - c0, nq = T - c0;
+        gemm(true, false, nc, D, nq, scale, ds + c0 * T + c0, T, q + c0 * ld, ld, 0.0f, dk + c0 * ld, ld);
+        gemm(true, false, nc, D, nq, 1.0f, p + c0 * T + c0, T, dO + c0 * C, C, 0.0f, dv + c0 * ld, ld);
+      }
+    }
+}
+
+}  // namespace libpipe::cpu

@@ -1,0 +1,498 @@
+// The CPU backend's ops other than attention: OpenBLAS sgemm, and one or two
+// passes over memory for everything else. Outputs are written, never read
+// first (the op layer hands in Tensor::empty storage), except where the
+// interface says "+=".
+#include "cpu_backend.hpp"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "cpu_math.hpp"
+#include "pipe/error.hpp"
+
+namespace libpipe::cpu {
+namespace {
+
+std::string dims_str(std::int64_t m, std::int64_t n, std::int64_t k) {
+  return "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k);
+}
+
+// cblas takes int dimensions: refuse what would silently wrap.
+void check_gemm(const char* op, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                std::int64_t lda, std::int64_t ldb, std::int64_t ldc) {
+  const std::int64_t int_max = std::numeric_limits<int>::max();
+  if (m < 0 || n < 0 || k < 0 || m > int_max || n > int_max || k > int_max)
+    throw Error(std::string(op) + ": dimensions out of range (" + dims_str(m, n, k) + ")");
+  const std::int64_t need_a = std::max<std::int64_t>(1, trans_a ? m : k);
+  const std::int64_t need_b = std::max<std::int64_t>(1, trans_b ? k : n);
+  const std::int64_t need_c = std::max<std::int64_t>(1, n);
+  if (lda < need_a || ldb < need_b || ldc < need_c || lda > int_max || ldb > int_max || ldc > int_max)
+    throw Error(std::string(op) + ": leading dimensions lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
+                " ldc=" + std::to_string(ldc) + " too small for " + dims_str(m, n, k) + " (trans_a=" +
+                std::to_string(trans_a) + ", trans_b=" + std::to_string(trans_b) + ")");
+}
+
+// C = beta * C over an m x n block (k = 0: the product is empty, and BLAS's handling of it varies).
+void scale_block(float* c, std::int64_t ldc, std::int64_t m, std::int64_t n, float beta) {
+  for (std::int64_t i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    if (beta == 0.0f)
+      std::fill(row, row + n, 0.0f);
+    else
+      for (std::int64_t j = 0; j < n; ++j) row[j] *= beta;
+  }
+}
+
+void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) return scale_block(c, ldc, m, n, beta);
+  // OpenBLAS writes C without reading it when beta is 0, so uninitialised outputs are fine.
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+}  // namespace
+
+// ---- memory
+
+void CpuBackend::fill(float* y, float value, std::int64_t n) { std::fill(y, y + n, value); }
+
+void CpuBackend::copy(float* dst, const float* src, std::int64_t n) {
+  if (n > 0 && dst != src) std::memmove(dst, src, static_cast<std::size_t>(n) * sizeof(float));
+}
+
+void CpuBackend::copy_to_host(void* host, const void* src, std::size_t bytes) {
+  if (bytes > 0 && host != src) std::memmove(host, src, bytes);
+}
+
+void CpuBackend::copy_from_host(void* dst, const void* host, std::size_t bytes) {
+  if (bytes > 0 && dst != host) std::memmove(dst, host, bytes);
+}
+
+// ---- GEMM
+
+void CpuBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                      std::int64_t ldc) {
+  check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void CpuBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                                      float alpha, const float* a, std::int64_t lda, std::int64_t stride_a,
+                                      const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
+                                      std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) {
+  check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  if (batch < 0) throw Error("gemm_strided_batched: negative batch " + std::to_string(batch));
+  for (std::int64_t i = 0; i < batch; ++i)
+    sgemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
+          ldc);
+}
+
+// ---- elementwise
+//
+// Each loop is a PIPE_CPU_KERNEL free function (multiversioned for AVX2); the members only forward.
+
+namespace {
+
+PIPE_CPU_KERNEL void add_kernel(const float* a, const float* b, float* out, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+PIPE_CPU_KERNEL void accumulate_kernel(float* y, const float* x, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+PIPE_CPU_KERNEL void scale_kernel(float* y, float factor, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] *= factor;
+}
+
+PIPE_CPU_KERNEL void add_bias_kernel(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* row = y + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) row[c] += bias[c];
+  }
+}
+
+PIPE_CPU_KERNEL void bias_grad_kernel(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* row = dy + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) db[c] += row[c];
+  }
+}
+
+PIPE_CPU_KERNEL void relu_kernel(const float* x, float* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = maxf(x[i], 0.0f);
+}
+
+PIPE_CPU_KERNEL void relu_backward_kernel(const float* x, const float* dy, float* dx, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = dy[i];  // loaded unconditionally, so that the select vectorises
+    dx[i] = x[i] > 0.0f ? g : 0.0f;
+  }
+}
+
+PIPE_CPU_KERNEL void gelu_kernel(const float* x, float* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
+}
+
+PIPE_CPU_KERNEL void gelu_backward_kernel(const float* x, const float* dy, float* dx, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_grad(x[i]);
+}
+
+PIPE_CPU_KERNEL void bias_gelu_kernel(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float h = xr[c] + bias[c];
+      xr[c] = h;
+      yr[c] = gelu(h);
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::add(const float* a, const float* b, float* out, std::int64_t n) { add_kernel(a, b, out, n); }
+void CpuBackend::accumulate(float* y, const float* x, std::int64_t n) { accumulate_kernel(y, x, n); }
+void CpuBackend::scale(float* y, float factor, std::int64_t n) { scale_kernel(y, factor, n); }
+
+void CpuBackend::add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
+  add_bias_kernel(y, bias, rows, cols);
+}
+
+void CpuBackend::bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
+  bias_grad_kernel(dy, db, rows, cols);
+}
+
+void CpuBackend::relu_forward(const float* x, float* y, std::int64_t n) { relu_kernel(x, y, n); }
+
+void CpuBackend::relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
+  relu_backward_kernel(x, dy, dx, n);
+}
+
+void CpuBackend::gelu_forward(const float* x, float* y, std::int64_t n) { gelu_kernel(x, y, n); }
+
+void CpuBackend::gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
+  gelu_backward_kernel(x, dy, dx, n);
+}
+
+void CpuBackend::bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) {
+  bias_gelu_kernel(x, bias, y, rows, cols);
+}
+
+// ---- LayerNorm
+
+namespace {
+
+PIPE_CPU_KERNEL void layernorm_kernel(const float* x, const float* weight, const float* bias, float* y, float* mean,
+                                      float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    // Two passes (mean, then squared deviations): no cancellation when |mean| >> std. Both work on
+    // x - x[0], exact in float for nearby values, so that a large common offset (a residual stream far from
+    // zero) does not drown the deviations in the rounding of the mean.
+    const float pivot = xr[0];
+    const float dm = sum_minus(xr, pivot, cols) * inv_cols;  // mean - pivot
+    const float var = sum_sq_dev(xr, pivot, dm, cols) * inv_cols;
+    const float rs = 1.0f / std::sqrt(var + eps);
+    for (std::int64_t c = 0; c < cols; ++c) yr[c] = ((xr[c] - pivot) - dm) * rs * weight[c] + bias[c];
+    mean[r] = pivot + dm;
+    rstd[r] = rs;
+  }
+}
+
+// dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * weight
+PIPE_CPU_KERNEL void layernorm_backward_input_kernel(const float* dy, const float* x, const float* weight,
+                                                     const float* mean, const float* rstd, float* dx,
+                                                     std::int64_t rows, std::int64_t cols) {
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* dyr = dy + r * cols;
+    const float* xr = x + r * cols;
+    float* dxr = dx + r * cols;
+    const float m = mean[r];
+    const float rs = rstd[r];
+    float acc_g[kLanes] = {};
+    float acc_gx[kLanes] = {};
+    std::int64_t c = 0;
+    for (; c + kLanes <= cols; c += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const float g = dyr[c + j] * weight[c + j];
+        acc_g[j] += g;
+        acc_gx[j] += g * (xr[c + j] - m);
+      }
+    float sg = 0.0f, sgx = 0.0f;
+    for (; c < cols; ++c) {
+      const float g = dyr[c] * weight[c];
+      sg += g;
+      sgx += g * (xr[c] - m);
+    }
+    for (int j = 0; j < kLanes; ++j) {
+      sg += acc_g[j];
+      sgx += acc_gx[j];
+    }
+    const float mg = sg * inv_cols;
+    const float mgx = sgx * rs * inv_cols;
+    for (c = 0; c < cols; ++c) {
+      const float xhat = (xr[c] - m) * rs;
+      dxr[c] = rs * (dyr[c] * weight[c] - mg - xhat * mgx);
+    }
+  }
+}
+
+PIPE_CPU_KERNEL void layernorm_backward_weight_kernel(const float* dy, const float* x, const float* mean,
+                                                      const float* rstd, float* dweight, float* dbias,
+                                                      std::int64_t rows, std::int64_t cols) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* dyr = dy + r * cols;
+    const float* xr = x + r * cols;
+    const float m = mean[r];
+    const float rs = rstd[r];
+    for (std::int64_t c = 0; c < cols; ++c) {
+      dweight[c] += dyr[c] * ((xr[c] - m) * rs);
+      dbias[c] += dyr[c];
+    }
+  }
+}
+
+}  // namespace
+
+void CpuBackend::layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean,
+                                   float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
+  layernorm_kernel(x, weight, bias, y, mean, rstd, rows, cols, eps);
+}
+
+void CpuBackend::layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
+                                          const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) {
+  layernorm_backward_input_kernel(dy, x, weight, mean, rstd, dx, rows, cols);
+}
+
+void CpuBackend::layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd,
+                                           float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) {
+  layernorm_backward_weight_kernel(dy, x, mean, rstd, dweight, dbias, rows, cols);
+}
+
+// ---- losses
+
+namespace {
+
+void check_labels(const char* op, const std::int32_t* labels, std::int64_t rows, std::int64_t vocab) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    if (labels[r] < 0 || labels[r] >= vocab)
+      throw Error(std::string(op) + ": label " + std::to_string(labels[r]) + " at row " + std::to_string(r) +
+                  " is outside [0, " + std::to_string(vocab) + ")");
+}
+
+}  // namespace
+
+namespace {
+
+// Per row: one pass for the max, one for sum exp(z - max); loss = log(sum) - (z[label] - max).
+PIPE_CPU_KERNEL void cross_entropy_kernel(const float* logits, const std::int32_t* labels, float* loss,
+                                          std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+  for (std::int64_t b = 0; b < rows / rows_per_sample; ++b) {
+    double total = 0.0;
+    for (std::int64_t r = b * rows_per_sample; r < (b + 1) * rows_per_sample; ++r) {
+      const float* z = logits + r * vocab;
+      const float m = row_max(z, vocab);
+      const float s = sum_exp_shift(z, m, vocab);
+      total += std::log(static_cast<double>(s)) - static_cast<double>(z[labels[r]] - m);
+    }
+    loss[b] = static_cast<float>(total / static_cast<double>(rows_per_sample));
+  }
+}
+
+PIPE_CPU_KERNEL void cross_entropy_backward_kernel(const float* logits, const std::int32_t* labels,
+                                                   const float* dloss, float* dlogits, std::int64_t rows,
+                                                   std::int64_t vocab, std::int64_t rows_per_sample) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * vocab;
+    float* dz = dlogits + r * vocab;
+    const float g = dloss[r / rows_per_sample] / static_cast<float>(rows_per_sample);
+    const float m = row_max(z, vocab);
+    const float s = exp_shift_sum(z, m, dz, vocab);
+    const float f = g / s;
+    for (std::int64_t j = 0; j < vocab; ++j) dz[j] *= f;
+    dz[labels[r]] -= g;
+  }
+}
+
+PIPE_CPU_KERNEL void mse_kernel(const float* x, const float* target, float* loss, std::int64_t batch,
+                                std::int64_t per_sample) {
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const float* xb = x + b * per_sample;
+    const float* tb = target + b * per_sample;
+    double acc[4] = {};
+    std::int64_t i = 0;
+    for (; i + 4 <= per_sample; i += 4)
+      for (int j = 0; j < 4; ++j) {
+        const double d = static_cast<double>(xb[i + j]) - tb[i + j];
+        acc[j] += d * d;
+      }
+    double s = acc[0] + acc[1] + acc[2] + acc[3];
+    for (; i < per_sample; ++i) {
+      const double d = static_cast<double>(xb[i]) - tb[i];
+      s += d * d;
+    }
+    loss[b] = per_sample > 0 ? static_cast<float>(s / static_cast<double>(per_sample)) : 0.0f;
+  }
+}
+
+PIPE_CPU_KERNEL void mse_backward_kernel(const float* x, const float* target, const float* dloss, float* dx,
+                                         std::int64_t batch, std::int64_t per_sample) {
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const float f = 2.0f * dloss[b] / static_cast<float>(per_sample);
+    const std::int64_t o = b * per_sample;
+    for (std::int64_t i = 0; i < per_sample; ++i) dx[o + i] = (x[o + i] - target[o + i]) * f;
+  }
+}
+
+}  // namespace
+
+void CpuBackend::cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss,
+                                       std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+  check_labels("cross_entropy", labels, rows, vocab);
+  if (rows_per_sample > 0) cross_entropy_kernel(logits, labels, loss, rows, vocab, rows_per_sample);
+}
+
+// dlogits = (softmax - onehot(label)) * dloss[b] / rows_per_sample
+void CpuBackend::cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss,
+                                        float* dlogits, std::int64_t rows, std::int64_t vocab,
+                                        std::int64_t rows_per_sample) {
+  check_labels("cross_entropy_backward", labels, rows, vocab);
+  if (rows_per_sample > 0)
+    cross_entropy_backward_kernel(logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
+}
+
+void CpuBackend::mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
+                             std::int64_t per_sample) {
+  mse_kernel(x, target, loss, batch, per_sample);
+}
+
+void CpuBackend::mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
+                              std::int64_t per_sample) {
+  mse_backward_kernel(x, target, dloss, dx, batch, per_sample);
+}
+
+// ---- embedding
+
+namespace {
+
+PIPE_CPU_KERNEL void embedding_kernel(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
+                                      std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+  for (std::int64_t r = 0; r < batch * seq; ++r) {
+    const float* e = wte + static_cast<std::int64_t>(tokens[r]) * dim;
+    const float* p = wpe + (r % seq) * dim;
+    float* o = out + r * dim;
+    for (std::int64_t c = 0; c < dim; ++c) o[c] = e[c] + p[c];
+  }
+}
+
+PIPE_CPU_KERNEL void embedding_backward_kernel(const std::int32_t* tokens, const float* dout, float* dwte,
+                                               float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t t = 0; t < seq; ++t) {
+      const float* g = dout + (b * seq + t) * dim;
+      float* e = dwte + static_cast<std::int64_t>(tokens[b * seq + t]) * dim;
+      float* p = dwpe + t * dim;
+      for (std::int64_t c = 0; c < dim; ++c) {
+        e[c] += g[c];
+        p[c] += g[c];
+      }
+    }
+}
+
+}  // namespace
+
+void CpuBackend::embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
+                                   std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
+  const std::int64_t rows = batch * seq;
+  for (std::int64_t r = 0; r < rows; ++r)
+    if (tokens[r] < 0 || tokens[r] >= vocab)
+      throw Error("embedding: token " + std::to_string(tokens[r]) + " at row " + std::to_string(r) + " (sample " +
+                  std::to_string(r / seq) + ", position " + std::to_string(r % seq) + ") is outside [0, " +
+                  std::to_string(vocab) + ")");
+  embedding_kernel(tokens, wte, wpe, out, batch, seq, dim);
+}
+
+// dwte[token] += dout (scatter-add), dwpe[t] += sum_b dout[b, t]
+void CpuBackend::embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe,
+                                    std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+  embedding_backward_kernel(tokens, dout, dwte, dwpe, batch, seq, dim);
+}
+
+// ---- optimizers
+
+namespace {
+
+// PyTorch's SGD (dampening 0, not Nesterov); a zero buffer makes the first step plain SGD, as there.
+PIPE_CPU_KERNEL void sgd_kernel(float* param, const float* grad, float* buffer, std::int64_t n, float lr,
+                                float momentum, float weight_decay) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = grad[i] + weight_decay * param[i];
+    const float buf = momentum * buffer[i] + g;
+    buffer[i] = buf;
+    param[i] -= lr * buf;
+  }
+}
+
+// PyTorch's AdamW in one pass: decoupled decay, then the bias-corrected step lr * mhat / (sqrt(vhat) + eps),
+// with the corrections folded into two scalars.
+PIPE_CPU_KERNEL void adamw_kernel(float* param, const float* grad, float* m, float* v, std::int64_t n,
+                                  float beta1, float beta2, float eps, float decay, float step_size,
+                                  float inv_sqrt_bc2) {
+  const float one_minus_b1 = 1.0f - beta1;
+  const float one_minus_b2 = 1.0f - beta2;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    const float mi = beta1 * m[i] + one_minus_b1 * g;
+    const float vi = beta2 * v[i] + one_minus_b2 * (g * g);
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+  }
+}
+
+PIPE_CPU_KERNEL double sum_squares_kernel(const float* x, std::int64_t n) {
+  double acc[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const double d = x[i + j];
+      acc[j] += d * d;
+    }
+  double s = 0.0;
+  for (; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+  for (int j = 0; j < 8; ++j) s += acc[j];
+  return s;
+}
+
+}  // namespace
+
+void CpuBackend::sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
+                              float momentum, float weight_decay) {
+  sgd_kernel(param, grad, momentum_buffer, n, lr, momentum, weight_decay);
+}
+
+void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
+                       float beta2, float eps, float weight_decay, std::int64_t step) {
+  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  adamw_kernel(param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
+               static_cast<float>(1.0 / std::sqrt(bc2)));
+}
+
+double CpuBackend::sum_squares(const float* x, std::int64_t n) { return sum_squares_kernel(x, n); }
+
+}  // namespace libpipe::cpu

@@ -1,0 +1,420 @@
+// PipelineEngine (see engine.hpp): executes a stage's schedule.
+#include "pipe/engine.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "mpi_check.hpp"
+#include "pipe/error.hpp"
+#include "pipe/ops.hpp"
+
+namespace libpipe {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// A run of consecutive local layers that is either checkpointed (only its
+// input is kept; it is recomputed in backward) or not.
+struct Group {
+  int first = 0;  // local layer indices [first, last)
+  int last = 0;
+  bool checkpointed = false;
+};
+
+// Everything one in-flight micro-batch holds on this stage.
+struct MicroBatch {
+  Tensor input;     // the stage's input (loaded or received)
+  Tensor labels;    // last stage
+  Tensor output;    // the stage's output (sent on, or the per-sample loss)
+  Tensor grad_in;   // gradient received from the next stage
+  Tensor grad_out;  // gradient of the stage's input, sent back
+  std::vector<LayerContext> contexts;  // per local layer
+  std::vector<Tensor> group_inputs;    // per group, for recomputation
+  std::vector<Tensor> dys;             // per local layer: the gradient its backward got
+  MPI_Request recv = MPI_REQUEST_NULL;
+  bool weights_done = false;  // backward_weight ran
+  bool grad_sent = false;     // the input gradient went to the previous stage
+};
+
+Shape batched(std::int64_t b, const Shape& s) {
+  Shape out{b};
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+}  // namespace
+
+struct PipelineEngine::Impl {
+  PipelineModule& module;
+  const PipelineParallelGrid& grid;
+  const ModelDescription& description;
+  TrainOptions options;
+  Schedule train;
+  Schedule inference;
+  TensorType stage_input;   // per sample
+  TensorType stage_output;  // per sample
+  std::vector<Group> groups;
+  std::unique_ptr<Optimizer> optimizer;
+  std::map<int, MicroBatch> in_flight;
+  std::vector<std::pair<MPI_Request, Tensor>> pending_sends;
+  const DataSource* data = nullptr;
+  Split split = Split::train;
+  std::int64_t first_sample = 0;  // of this replica's share of the global batch
+  int micro_batches = 0;
+  bool training = true;
+  double loss_sum = 0;  // sum over this stage's micro-batches of their mean loss (last stage)
+
+  Impl(PipelineModule& m, const PipelineParallelGrid& g, const ModelDescription& d, const TrainOptions& o)
+      : module(m), grid(g), description(d), options(o) {}
+
+  int rank() const { return grid.global_rank(); }
+  bool first_stage() const { return grid.is_first_stage(); }
+  bool last_stage() const { return grid.is_last_stage(); }
+  std::int64_t batch() const { return options.micro_batch_size; }
+
+  MicroBatch& state(int mb) {
+    MicroBatch& s = in_flight[mb];
+    if (s.contexts.empty()) {
+      s.contexts.resize(module.layers().size());
+      s.dys.resize(module.layers().size());
+      s.group_inputs.resize(groups.size());
+    }
+    return s;
+  }
+
+  void load(int mb) {
+    if (!first_stage() && !last_stage()) return;
+    Batch b = data->samples(split, first_sample + static_cast<std::int64_t>(mb) * batch(), batch());
+    MicroBatch& s = state(mb);
+    if (first_stage()) s.input = b.input;
+    if (last_stage()) s.labels = b.labels;
+  }
+
+  void post_recv(Tensor& into, const TensorType& type, int source, int tag, MPI_Request& request) {
+    into = Tensor::empty(batched(batch(), type.shape), type.dtype);
+    PIPE_MPI_CHECK(MPI_Irecv(into.data(), static_cast<int>(into.bytes()), MPI_BYTE, source, tag, grid.pipe_comm(),
+                             &request),
+                   rank());
+  }
+
+  void send(const Tensor& t, int dest, int tag) {
+    MPI_Request request = MPI_REQUEST_NULL;
+    PIPE_MPI_CHECK(MPI_Isend(t.data(), static_cast<int>(t.bytes()), MPI_BYTE, dest, tag, grid.pipe_comm(), &request),
+                   rank());
+    pending_sends.emplace_back(request, t);  // keeps the tensor alive until the send completes
+  }
+
+  void wait(MPI_Request& request) { PIPE_MPI_CHECK(MPI_Wait(&request, MPI_STATUS_IGNORE), rank()); }
+
+  void wait_sends() {
+    for (auto& [request, tensor] : pending_sends) wait(request);
+    pending_sends.clear();
+  }
+
+  Layer& layer(int local) { return *module.layers()[local].layer; }
+  bool is_loss_layer(int local) const {
+    return module.layers()[local].index == static_cast<int>(description.layers.size()) - 1;
+  }
+
+  // Forward through layers [first, last) of this stage with the given contexts.
+  Tensor run_forward(MicroBatch& s, int first, int last, Tensor x, bool keep) {
+    for (int i = first; i < last; ++i) {
+      LayerContext scratch;
+      LayerContext& ctx = keep ? s.contexts[i] : scratch;
+      if (is_loss_layer(i)) ctx.labels = s.labels;
+      x = layer(i).forward(ctx, x);
+    }
+    return x;
+  }
+
+  void forward(int mb) {
+    MicroBatch& s = state(mb);
+    if (s.recv != MPI_REQUEST_NULL) wait(s.recv);
+    if (!s.input.defined()) throw Error("stage " + std::to_string(grid.stage_id()) + ": micro-batch " +
+                                        std::to_string(mb) + " has no input (a schedule without a load/receive)");
+    Tensor x = s.input;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const Group& group = groups[g];
+      // Checkpointed groups keep only their input when training; inference keeps nothing.
+      const bool keep = training && !group.checkpointed;
+      if (training && group.checkpointed) s.group_inputs[g] = x;
+      x = run_forward(s, group.first, group.last, x, keep);
+    }
+    s.output = x;
+    if (last_stage()) {
+      double sum = 0;
+      const float* loss = s.output.f32();  // [B] on the host (CPU backend)
+      for (std::int64_t b = 0; b < batch(); ++b) sum += loss[b];
+      loss_sum += sum / static_cast<double>(batch());
+    }
+  }
+
+  void backward_input(int mb) {
+    MicroBatch& s = state(mb);
+    Tensor dy;
+    if (last_stage()) {
+      // d(mean loss over the global batch) / d(one sample's loss).
+      dy = Tensor::empty({batch()}, DType::float32);
+      ops::fill(dy, 1.0f / static_cast<float>(batch() * micro_batches * grid.data_parallel_size()));
+    } else {
+      if (s.recv != MPI_REQUEST_NULL) wait(s.recv);
+      dy = s.grad_in;
+    }
+    for (std::size_t g = groups.size(); g-- > 0;) {
+      const Group& group = groups[g];
+      if (group.checkpointed) run_forward(s, group.first, group.last, s.group_inputs[g], true);
+      for (int i = group.last; i-- > group.first;) {
+        s.dys[i] = dy;
+        dy = layer(i).backward_input(s.contexts[i], dy);
+      }
+      s.group_inputs[g] = Tensor();
+    }
+    s.grad_out = dy;
+    s.output = Tensor();
+  }
+
+  void backward_weight(int mb) {
+    MicroBatch& s = state(mb);
+    for (int i = static_cast<int>(s.contexts.size()); i-- > 0;) layer(i).backward_weight(s.contexts[i], s.dys[i]);
+    s.weights_done = true;
+    release_if_done(mb);
+  }
+
+  // A micro-batch's state goes once its weights are done and its input
+  // gradient is on its way (the send keeps that tensor alive).
+  void release_if_done(int mb) {
+    MicroBatch& s = in_flight.at(mb);
+    if (s.weights_done && (s.grad_sent || first_stage())) in_flight.erase(mb);
+  }
+
+  void execute(const Instruction& in) {
+    const int mb = in.micro_batch;
+    const int prev = grid.stage_id() - 1, next = grid.stage_id() + 1;  // pipe-communicator ranks are stages
+    switch (in.kind) {
+      case OpKind::LoadMicroBatch: load(mb); break;
+      case OpKind::RecvActivation: {
+        MicroBatch& s = state(mb);
+        post_recv(s.input, stage_input, prev, 2 * mb, s.recv);
+        break;
+      }
+      case OpKind::Forward: forward(mb); break;
+      case OpKind::SendActivation: send(state(mb).output, next, 2 * mb); break;
+      case OpKind::RecvGrad: {
+        MicroBatch& s = state(mb);
+        post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv);
+        break;
+      }
+      case OpKind::BackwardInput: backward_input(mb); break;
+      case OpKind::BackwardWeight: backward_weight(mb); break;
+      case OpKind::SendGrad: {
+        MicroBatch& s = state(mb);
+        send(s.grad_out, prev, 2 * mb + 1);
+        s.grad_sent = true;
+        release_if_done(mb);
+        break;
+      }
+      // The step-wide reductions and the update run after the schedule (train_step).
+      case OpKind::ReduceTiedGrads:
+      case OpKind::ReduceGrads:
+      case OpKind::OptimizerStep: break;
+    }
+  }
+
+  void run(const Schedule& schedule) {
+    for (const Step& step : schedule.steps)
+      for (const Instruction& in : step) execute(in);
+    wait_sends();
+    in_flight.clear();
+  }
+
+  // Tied parameters: the gradient of a tied weight is the sum of its uses,
+  // summed local copies first (in layer order), then across the stages of the
+  // tie group; every copy gets the sum.
+  std::vector<std::vector<Parameter*>> tied_copies() {
+    std::vector<std::vector<Parameter*>> out;
+    for (const auto& tie : module.tie_groups()) {
+      std::vector<Parameter*> copies;
+      for (auto& l : module.layers())
+        for (int index : tie.local_layers)
+          if (l.index == index)
+            for (auto& p : l.layer->parameters())
+              if (p.spec.tieable) copies.push_back(&p);
+      out.push_back(copies);
+    }
+    return out;
+  }
+
+  void reduce_tied_grads() {
+    auto copies = tied_copies();
+    for (std::size_t t = 0; t < copies.size(); ++t) {
+      auto& c = copies[t];
+      for (std::size_t i = 1; i < c.size(); ++i) ops::accumulate(c[0]->grad, c[i]->grad);
+      const auto& tie = module.tie_groups()[t];
+      if (tie.ranks.size() > 1)
+        PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, c[0]->grad.data(), static_cast<int>(c[0]->grad.numel()), MPI_FLOAT,
+                                     MPI_SUM, tie.comm),
+                       rank());
+      for (std::size_t i = 1; i < c.size(); ++i)
+        backend_for(c[i]->grad.device()).copy(c[i]->grad.f32(), c[0]->grad.f32(), c[0]->grad.numel());
+    }
+  }
+
+  // Start-up: every copy of a tied weight takes the value of the group's first
+  // layer (its owner, on the lowest stage).
+  void broadcast_tied_weights() {
+    auto copies = tied_copies();
+    for (std::size_t t = 0; t < copies.size(); ++t) {
+      auto& c = copies[t];
+      const auto& tie = module.tie_groups()[t];
+      if (tie.ranks.size() > 1)
+        PIPE_MPI_CHECK(MPI_Bcast(c[0]->value.data(), static_cast<int>(c[0]->value.numel()), MPI_FLOAT, 0, tie.comm),
+                       rank());
+      for (std::size_t i = 1; i < c.size(); ++i)
+        backend_for(c[i]->value.device()).copy(c[i]->value.f32(), c[0]->value.f32(), c[0]->value.numel());
+    }
+  }
+
+  void reduce_data_parallel_grads() {
+    if (grid.data_parallel_size() == 1) return;
+    for (auto& l : module.layers())
+      for (auto& p : l.layer->parameters())
+        PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p.grad.data(), static_cast<int>(p.grad.numel()), MPI_FLOAT,
+                                     MPI_SUM, grid.data_parallel_comm()),
+                       rank());
+  }
+
+  // The global gradient norm, summed per global layer and then in layer order,
+  // so that it does not depend on how the layers are split. A tied weight
+  // counts once, on the tie group's first layer.
+  double grad_norm() {
+    std::vector<double> per_layer(description.layers.size(), 0.0);
+    std::vector<bool> tie_owner(description.layers.size(), true);
+    for (const auto& t : description.ties)
+      for (std::size_t i = 1; i < t.layers.size(); ++i) tie_owner[t.layers[i]] = false;
+    for (auto& l : module.layers())
+      for (auto& p : l.layer->parameters())
+        if (!p.spec.tieable || tie_owner[l.index]) per_layer[l.index] += ops::sum_squares(p.grad);
+    PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, per_layer.data(), static_cast<int>(per_layer.size()), MPI_DOUBLE,
+                                 MPI_SUM, grid.pipe_comm()),
+                   rank());
+    double total = 0;
+    for (double v : per_layer) total += v;
+    return std::sqrt(total);
+  }
+
+  // The step's mean loss, the same on every rank: the last stage of each
+  // replica holds its part; other ranks add exact zeros.
+  double global_loss(int micro_batches_per_replica) {
+    double mine = (last_stage() && grid.model_parallel_id() == 0) ? loss_sum : 0.0;
+    double total = 0;
+    PIPE_MPI_CHECK(MPI_Allreduce(&mine, &total, 1, MPI_DOUBLE, MPI_SUM, grid.world()), rank());
+    return total / (static_cast<double>(micro_batches_per_replica) * grid.data_parallel_size());
+  }
+};
+
+PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGrid& grid,
+                               const ModelDescription& description, const TrainOptions& options)
+    : impl_(std::make_unique<Impl>(module, grid, description, options)) {
+  Impl& e = *impl_;
+  if (options.micro_batches < 1 || options.micro_batch_size < 1)
+    throw Error("micro-batches and micro-batch size must be at least 1");
+  e.train = make_schedule(options.schedule, grid.num_stages(), options.micro_batches, grid.stage_id());
+  e.stage_input = description.layers[module.begin()].input;
+  e.stage_output = description.layers[module.end() - 1].description.output;
+  const std::string& loss_type = description.layers.back().type;
+  if (loss_type != "SoftmaxCrossEntropy" && loss_type != "MSELoss")
+    throw Error("training needs a model that ends in a loss layer (SoftmaxCrossEntropy or MSELoss), not " + loss_type);
+
+  // Checkpoint groups: every `interval` local layers, starting at the stage's first.
+  const int n = static_cast<int>(module.layers().size());
+  const int interval = options.checkpoint_interval > 0 ? options.checkpoint_interval : n;
+  for (int first = 0; first < n; first += interval) {
+    Group g{first, std::min(n, first + interval), false};
+    if (options.checkpoint_interval > 0) {
+      bool has_params = false, all_listed = true;
+      for (int i = g.first; i < g.last; ++i) {
+        has_params = has_params || !module.layers()[i].layer->parameters().empty();
+        bool listed = false;
+        for (const auto& t : options.checkpointable_types) listed = listed || t == module.layers()[i].type;
+        all_listed = all_listed && listed;
+      }
+      g.checkpointed = options.checkpointable_types.empty() ? has_params : all_listed;
+      if (g.checkpointed)
+        for (int i = g.first + 1; i < g.last; ++i)
+          checkpoint_saved_bytes_ += description.layers[module.layers()[i].index].description.activation_bytes;
+    }
+    e.groups.push_back(g);
+  }
+  // Saved bytes are per sample in describe; per micro-batch here.
+  checkpoint_saved_bytes_ *= options.micro_batch_size;
+
+  std::vector<Layer*> layers;
+  for (auto& l : module.layers()) {
+    allocate_grads(*l.layer);
+    layers.push_back(l.layer.get());
+  }
+  e.broadcast_tied_weights();
+  e.optimizer = std::make_unique<Optimizer>(options.optimizer, parameters_of(layers));
+}
+
+PipelineEngine::~PipelineEngine() = default;
+
+std::int64_t PipelineEngine::global_batch() const {
+  const Impl& e = *impl_;
+  return static_cast<std::int64_t>(e.options.micro_batches) * e.options.micro_batch_size * e.grid.data_parallel_size();
+}
+
+float PipelineEngine::learning_rate(std::int64_t step) const {
+  const TrainOptions& o = impl_->options;
+  if (step < o.warmup_steps) return o.lr * static_cast<float>(step + 1) / static_cast<float>(o.warmup_steps);
+  if (o.decay_steps <= 0) return o.lr;
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / o.decay_steps);
+  return static_cast<float>(o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(kPi * progress)));
+}
+
+StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) {
+  Impl& e = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
+  e.data = &data;
+  e.split = Split::train;
+  e.training = true;
+  e.micro_batches = e.options.micro_batches;
+  e.first_sample = step * global_batch() +
+                   static_cast<std::int64_t>(e.grid.data_parallel_id()) * e.micro_batches * e.batch();
+  e.loss_sum = 0;
+  e.run(e.train);
+
+  e.reduce_tied_grads();
+  e.reduce_data_parallel_grads();
+  StepStats stats;
+  stats.step = step;
+  stats.grad_norm = e.grad_norm();
+  if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
+    const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
+    for (auto& l : e.module.layers())
+      for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
+  }
+  stats.lr = learning_rate(step);
+  e.optimizer->step(stats.lr);
+  for (auto& l : e.module.layers()) zero_grads(*l.layer);
+  stats.loss = e.global_loss(e.micro_batches);
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return stats;
+}
+
+double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_t first_sample, int micro_batches) {
+  Impl& e = *impl_;
+  e.data = &data;
+  e.split = split;
+  e.training = false;
+  e.micro_batches = micro_batches;
+  e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
+  e.loss_sum = 0;
+  e.inference = make_schedule("inference", e.grid.num_stages(), micro_batches, e.grid.stage_id());
+  e.run(e.inference);
+  e.training = true;
+  return e.global_loss(micro_batches);
+}
+
+}  // namespace libpipe

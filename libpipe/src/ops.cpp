@@ -1,0 +1,526 @@
+// Tensor-level ops: check what the caller handed in (defined, dtype, one
+// device, shapes), allocate outputs with Tensor::empty on that device, and run
+// the device's Backend. Nothing here touches tensor memory, so the same code
+// serves every device. Errors name the op and the shapes involved.
+#include "pipe/ops.hpp"
+
+#include <initializer_list>
+#include <string>
+
+#include "pipe/error.hpp"
+
+namespace libpipe::ops {
+namespace {
+
+std::string type_of(const Tensor& t) { return type_str(TensorType{t.shape(), t.dtype()}); }
+
+void require_defined(const char* op, const char* name, const Tensor& t) {
+  if (!t.defined()) throw Error(std::string(op) + ": " + name + " is an undefined tensor");
+}
+
+void require_dtype(const char* op, const char* name, const Tensor& t, DType dtype) {
+  require_defined(op, name, t);
+  if (t.dtype() != dtype)
+    throw Error(std::string(op) + ": " + name + " is " + type_of(t) + ", expected " + dtype_name(dtype));
+}
+
+void require_f32(const char* op, const char* name, const Tensor& t) { require_dtype(op, name, t, DType::float32); }
+
+// At least `dims` dimensions; the last one must be non-zero when rows are formed from it.
+void require_rank(const char* op, const char* name, const Tensor& t, std::size_t dims) {
+  if (t.shape().size() < dims)
+    throw Error(std::string(op) + ": " + name + " " + type_of(t) + " needs at least " + std::to_string(dims) +
+                " dimension" + (dims == 1 ? "" : "s"));
+}
+
+// All tensors on the first one's device; returns its backend.
+Backend& backend_of(const char* op, std::initializer_list<std::pair<const char*, const Tensor*>> tensors) {
+  const auto& first = *tensors.begin();
+  const Device device = first.second->device();
+  for (const auto& [name, t] : tensors)
+    if (t->device() != device)
+      throw Error(std::string(op) + ": " + name + " is on " + device_name(t->device()) + " but " + first.first +
+                  " is on " + device_name(device));
+  return backend_for(device);
+}
+
+std::int64_t last_dim(const Tensor& t) { return t.shape().back(); }
+std::int64_t rows_of(const Tensor& t) {
+  const std::int64_t cols = last_dim(t);
+  return cols == 0 ? 0 : t.numel() / cols;
+}
+
+// shape with its last dimension replaced.
+Shape with_last(Shape shape, std::int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+void require_same_shape(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b) {
+  if (a.shape() != b.shape())
+    throw Error(std::string(op) + ": " + name_a + " " + type_of(a) + " and " + name_b + " " + type_of(b) +
+                " differ in shape");
+}
+
+void require_vector(const char* op, const char* name, const Tensor& t, std::int64_t n, const char* what) {
+  if (t.shape() != Shape{n})
+    throw Error(std::string(op) + ": " + name + " " + type_of(t) + " should be [" + std::to_string(n) + "] (" +
+                what + ")");
+}
+
+float* f32(Tensor& t) { return t.f32(); }
+const float* f32(const Tensor& t) { return t.f32(); }
+
+}  // namespace
+
+// ---- basics
+
+void fill(Tensor& t, float value) {
+  require_f32("fill", "t", t);
+  backend_of("fill", {{"t", &t}}).fill(f32(t), value, t.numel());
+}
+
+void scale(Tensor& t, float factor) {
+  require_f32("scale", "t", t);
+  backend_of("scale", {{"t", &t}}).scale(f32(t), factor, t.numel());
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  require_f32("add", "a", a);
+  require_f32("add", "b", b);
+  require_same_shape("add", "a", a, "b", b);
+  Backend& be = backend_of("add", {{"a", &a}, {"b", &b}});
+  Tensor out = Tensor::empty(a.shape(), DType::float32, a.device());
+  be.add(f32(a), f32(b), f32(out), a.numel());
+  return out;
+}
+
+void accumulate(Tensor& y, const Tensor& x) {
+  require_f32("accumulate", "y", y);
+  require_f32("accumulate", "x", x);
+  if (y.numel() != x.numel())
+    throw Error("accumulate: y " + type_of(y) + " and x " + type_of(x) + " differ in number of elements");
+  backend_of("accumulate", {{"y", &y}, {"x", &x}}).accumulate(f32(y), f32(x), y.numel());
+}
+
+Tensor clone(const Tensor& t) {
+  require_defined("clone", "t", t);
+  Backend& be = backend_of("clone", {{"t", &t}});
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  // A device-to-device copy of raw bytes, in 4-byte words (allocations are rounded up to whole words).
+  const auto words = static_cast<std::int64_t>((t.bytes() + sizeof(float) - 1) / sizeof(float));
+  be.copy(static_cast<float*>(out.data()), static_cast<const float*>(t.data()), words);
+  return out;
+}
+
+double sum_squares(const Tensor& t) {
+  require_f32("sum_squares", "t", t);
+  return backend_of("sum_squares", {{"t", &t}}).sum_squares(f32(t), t.numel());
+}
+
+// ---- linear
+
+namespace {
+
+// x [..., in] against weight [out, in]; returns rows.
+std::int64_t check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  require_f32(op, "x", x);
+  require_f32(op, "weight", weight);
+  require_rank(op, "x", x, 1);
+  if (weight.shape().size() != 2) throw Error(std::string(op) + ": weight " + type_of(weight) + " is not 2-D");
+  const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
+  if (last_dim(x) != in_f)
+    throw Error(std::string(op) + ": x " + type_of(x) + " does not match weight " + shape_str(weight.shape()) +
+                " (in_features " + std::to_string(in_f) + ")");
+  if (bias.defined()) {
+    require_f32(op, "bias", bias);
+    require_vector(op, "bias", bias, out_f, "out_features");
+  }
+  return rows_of(x);
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const std::int64_t rows = check_linear("linear", x, weight, bias);
+  const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
+  Backend& be = bias.defined() ? backend_of("linear", {{"x", &x}, {"weight", &weight}, {"bias", &bias}})
+                               : backend_of("linear", {{"x", &x}, {"weight", &weight}});
+  Tensor y = Tensor::empty(with_last(x.shape(), out_f), DType::float32, x.device());
+  be.gemm(false, true, rows, out_f, in_f, 1.0f, f32(x), in_f, f32(weight), in_f, 0.0f, f32(y), out_f);  // x W^T
+  if (bias.defined()) be.add_bias(f32(y), f32(bias), rows, out_f);
+  return y;
+}
+
+Tensor linear_backward_input(const Tensor& dy, const Tensor& weight) {
+  const char* op = "linear_backward_input";
+  require_f32(op, "dy", dy);
+  require_f32(op, "weight", weight);
+  require_rank(op, "dy", dy, 1);
+  if (weight.shape().size() != 2) throw Error(std::string(op) + ": weight " + type_of(weight) + " is not 2-D");
+  const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
+  if (last_dim(dy) != out_f)
+    throw Error(std::string(op) + ": dy " + type_of(dy) + " does not match weight " + shape_str(weight.shape()) +
+                " (out_features " + std::to_string(out_f) + ")");
+  Backend& be = backend_of(op, {{"dy", &dy}, {"weight", &weight}});
+  const std::int64_t rows = rows_of(dy);
+  Tensor dx = Tensor::empty(with_last(dy.shape(), in_f), DType::float32, dy.device());
+  be.gemm(false, false, rows, in_f, out_f, 1.0f, f32(dy), out_f, f32(weight), in_f, 0.0f, f32(dx), in_f);  // dy W
+  return dx;
+}
+
+void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, Tensor& dbias) {
+  const char* op = "linear_backward_weight";
+  require_f32(op, "dy", dy);
+  require_f32(op, "x", x);
+  require_f32(op, "dweight", dweight);
+  require_rank(op, "dy", dy, 1);
+  require_rank(op, "x", x, 1);
+  if (dweight.shape().size() != 2) throw Error(std::string(op) + ": dweight " + type_of(dweight) + " is not 2-D");
+  const std::int64_t out_f = dweight.shape()[0], in_f = dweight.shape()[1];
+  if (last_dim(dy) != out_f || last_dim(x) != in_f || rows_of(dy) != rows_of(x))
+    throw Error(std::string(op) + ": dy " + type_of(dy) + " and x " + type_of(x) + " do not match dweight " +
+                shape_str(dweight.shape()) + " (rows of dy and x must agree; dy [..., " + std::to_string(out_f) +
+                "], x [..., " + std::to_string(in_f) + "])");
+  if (dbias.defined()) {
+    require_f32(op, "dbias", dbias);
+    require_vector(op, "dbias", dbias, out_f, "out_features");
+  }
+  Backend& be = dbias.defined() ? backend_of(op, {{"dy", &dy}, {"x", &x}, {"dweight", &dweight}, {"dbias", &dbias}})
+                                : backend_of(op, {{"dy", &dy}, {"x", &x}, {"dweight", &dweight}});
+  const std::int64_t rows = rows_of(dy);
+  be.gemm(true, false, out_f, in_f, rows, 1.0f, f32(dy), out_f, f32(x), in_f, 1.0f, f32(dweight), in_f);  // += dy^T x
+  if (dbias.defined()) be.bias_grad(f32(dy), f32(dbias), rows, out_f);
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& pre_activation) {
+  const std::int64_t rows = check_linear("linear_gelu", x, weight, bias);
+  const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
+  Backend& be = bias.defined() ? backend_of("linear_gelu", {{"x", &x}, {"weight", &weight}, {"bias", &bias}})
+                               : backend_of("linear_gelu", {{"x", &x}, {"weight", &weight}});
+  const Shape out_shape = with_last(x.shape(), out_f);
+  Tensor h = Tensor::empty(out_shape, DType::float32, x.device());
+  Tensor y = Tensor::empty(out_shape, DType::float32, x.device());
+  be.gemm(false, true, rows, out_f, in_f, 1.0f, f32(x), in_f, f32(weight), in_f, 0.0f, f32(h), out_f);
+  if (bias.defined())
+    be.bias_gelu_forward(f32(h), f32(bias), f32(y), rows, out_f);  // h += b; y = gelu(h), one pass
+  else
+    be.gelu_forward(f32(h), f32(y), h.numel());
+  pre_activation = h;
+  return y;
+}
+
+// ---- activations
+
+Tensor relu(const Tensor& x) {
+  require_f32("relu", "x", x);
+  Backend& be = backend_of("relu", {{"x", &x}});
+  Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
+  be.relu_forward(f32(x), f32(y), x.numel());
+  return y;
+}
+
+Tensor relu_backward(const Tensor& x, const Tensor& dy) {
+  require_f32("relu_backward", "x", x);
+  require_f32("relu_backward", "dy", dy);
+  require_same_shape("relu_backward", "x", x, "dy", dy);
+  Backend& be = backend_of("relu_backward", {{"x", &x}, {"dy", &dy}});
+  Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
+  be.relu_backward(f32(x), f32(dy), f32(dx), x.numel());
+  return dx;
+}
+
+Tensor gelu(const Tensor& x) {
+  require_f32("gelu", "x", x);
+  Backend& be = backend_of("gelu", {{"x", &x}});
+  Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
+  be.gelu_forward(f32(x), f32(y), x.numel());
+  return y;
+}
+
+Tensor gelu_backward(const Tensor& x, const Tensor& dy) {
+  require_f32("gelu_backward", "x", x);
+  require_f32("gelu_backward", "dy", dy);
+  require_same_shape("gelu_backward", "x", x, "dy", dy);
+  Backend& be = backend_of("gelu_backward", {{"x", &x}, {"dy", &dy}});
+  Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
+  be.gelu_backward(f32(x), f32(dy), f32(dx), x.numel());
+  return dx;
+}
+
+// ---- LayerNorm
+
+namespace {
+
+void check_layernorm_x(const char* op, const Tensor& x) {
+  require_f32(op, "x", x);
+  require_rank(op, "x", x, 1);
+  if (last_dim(x) == 0) throw Error(std::string(op) + ": x " + type_of(x) + " has an empty last dimension");
+}
+
+void check_stats(const char* op, const Tensor& x, const Tensor& mean, const Tensor& rstd) {
+  require_f32(op, "mean", mean);
+  require_f32(op, "rstd", rstd);
+  const std::int64_t rows = rows_of(x);
+  if (mean.numel() != rows || rstd.numel() != rows)
+    throw Error(std::string(op) + ": mean " + type_of(mean) + " and rstd " + type_of(rstd) + " should have " +
+                std::to_string(rows) + " elements, one per row of x " + type_of(x));
+}
+
+}  // namespace
+
+Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, Tensor& mean, Tensor& rstd) {
+  const char* op = "layernorm";
+  check_layernorm_x(op, x);
+  const std::int64_t cols = last_dim(x), rows = rows_of(x);
+  require_f32(op, "weight", weight);
+  require_f32(op, "bias", bias);
+  require_vector(op, "weight", weight, cols, "the last dimension of x");
+  require_vector(op, "bias", bias, cols, "the last dimension of x");
+  Backend& be = backend_of(op, {{"x", &x}, {"weight", &weight}, {"bias", &bias}});
+  Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
+  mean = Tensor::empty({rows}, DType::float32, x.device());
+  rstd = Tensor::empty({rows}, DType::float32, x.device());
+  be.layernorm_forward(f32(x), f32(weight), f32(bias), f32(y), f32(mean), f32(rstd), rows, cols, eps);
+  return y;
+}
+
+Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                const Tensor& rstd) {
+  const char* op = "layernorm_backward_input";
+  check_layernorm_x(op, x);
+  require_f32(op, "dy", dy);
+  require_same_shape(op, "dy", dy, "x", x);
+  const std::int64_t cols = last_dim(x), rows = rows_of(x);
+  require_f32(op, "weight", weight);
+  require_vector(op, "weight", weight, cols, "the last dimension of x");
+  check_stats(op, x, mean, rstd);
+  Backend& be = backend_of(op, {{"dy", &dy}, {"x", &x}, {"weight", &weight}, {"mean", &mean}, {"rstd", &rstd}});
+  Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
+  be.layernorm_backward_input(f32(dy), f32(x), f32(weight), f32(mean), f32(rstd), f32(dx), rows, cols);
+  return dx;
+}
+
+void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                               Tensor& dweight, Tensor& dbias) {
+  const char* op = "layernorm_backward_weight";
+  check_layernorm_x(op, x);
+  require_f32(op, "dy", dy);
+  require_same_shape(op, "dy", dy, "x", x);
+  const std::int64_t cols = last_dim(x), rows = rows_of(x);
+  check_stats(op, x, mean, rstd);
+  require_f32(op, "dweight", dweight);
+  require_f32(op, "dbias", dbias);
+  require_vector(op, "dweight", dweight, cols, "the last dimension of x");
+  require_vector(op, "dbias", dbias, cols, "the last dimension of x");
+  Backend& be = backend_of(
+      op, {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"dweight", &dweight}, {"dbias", &dbias}});
+  be.layernorm_backward_weight(f32(dy), f32(x), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows, cols);
+}
+
+// ---- attention
+
+namespace {
+
+struct AttentionDims {
+  std::int64_t batch, seq, heads, head_dim;
+};
+
+AttentionDims check_qkv(const char* op, const Tensor& qkv, std::int64_t heads) {
+  require_f32(op, "qkv", qkv);
+  if (qkv.shape().size() != 3) throw Error(std::string(op) + ": qkv " + type_of(qkv) + " should be [B, T, 3C]");
+  const std::int64_t three_c = qkv.shape()[2];
+  if (heads <= 0 || three_c % 3 != 0 || (three_c / 3) % heads != 0 || three_c == 0)
+    throw Error(std::string(op) + ": qkv " + type_of(qkv) + " with " + std::to_string(heads) +
+                " heads: the last dimension must be 3C with C a positive multiple of heads");
+  return {qkv.shape()[0], qkv.shape()[1], heads, three_c / 3 / heads};
+}
+
+void check_probs(const char* op, const Tensor& probs, const AttentionDims& d) {
+  require_f32(op, "probs", probs);
+  const Shape want{d.batch, d.heads, d.seq, d.seq};
+  if (probs.shape() != want)
+    throw Error(std::string(op) + ": probs " + type_of(probs) + " should be " + shape_str(want) + " [B, H, T, T]");
+}
+
+}  // namespace
+
+Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs) {
+  const AttentionDims d = check_qkv("attention", qkv, heads);
+  Backend& be = backend_of("attention", {{"qkv", &qkv}});
+  const std::int64_t C = d.heads * d.head_dim;
+  Tensor out = Tensor::empty({d.batch, d.seq, C}, DType::float32, qkv.device());
+  probs = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, DType::float32, qkv.device());
+  be.attention_forward(f32(qkv), f32(out), f32(probs), d.batch, d.seq, d.heads, d.head_dim);
+  return out;
+}
+
+Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, std::int64_t heads) {
+  const char* op = "attention_backward";
+  const AttentionDims d = check_qkv(op, qkv, heads);
+  check_probs(op, probs, d);
+  require_f32(op, "dout", dout);
+  const Shape want{d.batch, d.seq, d.heads * d.head_dim};
+  if (dout.shape() != want)
+    throw Error(std::string(op) + ": dout " + type_of(dout) + " should be " + shape_str(want) + " for qkv " +
+                type_of(qkv));
+  Backend& be = backend_of(op, {{"dout", &dout}, {"qkv", &qkv}, {"probs", &probs}});
+  Tensor dqkv = Tensor::empty(qkv.shape(), DType::float32, qkv.device());
+  be.attention_backward(f32(dout), f32(qkv), f32(probs), f32(dqkv), d.batch, d.seq, d.heads, d.head_dim);
+  return dqkv;
+}
+
+// ---- losses
+
+namespace {
+
+struct CrossEntropyDims {
+  std::int64_t batch, rows, vocab, rows_per_sample;
+};
+
+CrossEntropyDims check_cross_entropy(const char* op, const Tensor& logits, const Tensor& labels) {
+  require_f32(op, "logits", logits);
+  require_dtype(op, "labels", labels, DType::int32);
+  require_rank(op, "logits", logits, 2);
+  const Shape& ls = logits.shape();
+  const Shape want(ls.begin(), ls.end() - 1);
+  if (labels.shape() != want)
+    throw Error(std::string(op) + ": labels " + type_of(labels) + " do not match logits " + type_of(logits) +
+                " (expected labels " + shape_str(want) + ")");
+  const std::int64_t vocab = ls.back();
+  if (vocab <= 0) throw Error(std::string(op) + ": logits " + type_of(logits) + " have no classes");
+  const std::int64_t batch = ls[0], rows = labels.numel();
+  return {batch, rows, vocab, batch == 0 ? 0 : rows / batch};
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  const CrossEntropyDims d = check_cross_entropy("cross_entropy", logits, labels);
+  Backend& be = backend_of("cross_entropy", {{"logits", &logits}, {"labels", &labels}});
+  Tensor loss = Tensor::empty({d.batch}, DType::float32, logits.device());
+  if (d.rows_per_sample == 0) {  // samples with no rows: the mean over nothing, taken as 0
+    be.fill(f32(loss), 0.0f, d.batch);
+    return loss;
+  }
+  be.cross_entropy_forward(f32(logits), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
+  return loss;
+}
+
+Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& dloss) {
+  const char* op = "cross_entropy_backward";
+  const CrossEntropyDims d = check_cross_entropy(op, logits, labels);
+  require_f32(op, "dloss", dloss);
+  require_vector(op, "dloss", dloss, d.batch, "one per sample of logits");
+  Backend& be = backend_of(op, {{"logits", &logits}, {"labels", &labels}, {"dloss", &dloss}});
+  Tensor dlogits = Tensor::empty(logits.shape(), DType::float32, logits.device());
+  if (d.rows_per_sample > 0)
+    be.cross_entropy_backward(f32(logits), labels.i32(), f32(dloss), f32(dlogits), d.rows, d.vocab,
+                              d.rows_per_sample);
+  return dlogits;
+}
+
+namespace {
+
+std::int64_t check_mse(const char* op, const Tensor& x, const Tensor& target) {
+  require_f32(op, "x", x);
+  require_f32(op, "target", target);
+  require_rank(op, "x", x, 1);
+  require_same_shape(op, "x", x, "target", target);
+  return x.shape()[0];
+}
+
+}  // namespace
+
+Tensor mse(const Tensor& x, const Tensor& target) {
+  const std::int64_t batch = check_mse("mse", x, target);
+  Backend& be = backend_of("mse", {{"x", &x}, {"target", &target}});
+  Tensor loss = Tensor::empty({batch}, DType::float32, x.device());
+  be.mse_forward(f32(x), f32(target), f32(loss), batch, batch == 0 ? 0 : x.numel() / batch);
+  return loss;
+}
+
+Tensor mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss) {
+  const char* op = "mse_backward";
+  const std::int64_t batch = check_mse(op, x, target);
+  require_f32(op, "dloss", dloss);
+  require_vector(op, "dloss", dloss, batch, "one per sample of x");
+  Backend& be = backend_of(op, {{"x", &x}, {"target", &target}, {"dloss", &dloss}});
+  Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
+  be.mse_backward(f32(x), f32(target), f32(dloss), f32(dx), batch, batch == 0 ? 0 : x.numel() / batch);
+  return dx;
+}
+
+// ---- embedding
+
+namespace {
+
+void check_embedding_tables(const char* op, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
+  require_dtype(op, "tokens", tokens, DType::int32);
+  if (tokens.shape().size() != 2) throw Error(std::string(op) + ": tokens " + type_of(tokens) + " should be [B, T]");
+  require_f32(op, "wte", wte);
+  require_f32(op, "wpe", wpe);
+  if (wte.shape().size() != 2 || wpe.shape().size() != 2 || wte.shape()[1] != wpe.shape()[1])
+    throw Error(std::string(op) + ": wte " + type_of(wte) + " and wpe " + type_of(wpe) +
+                " should be [V, C] and [P, C] with the same C");
+  if (tokens.shape()[1] > wpe.shape()[0])
+    throw Error(std::string(op) + ": tokens " + type_of(tokens) + " have " + std::to_string(tokens.shape()[1]) +
+                " positions but wpe " + type_of(wpe) + " holds only " + std::to_string(wpe.shape()[0]));
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
+  check_embedding_tables("embedding", tokens, wte, wpe);
+  Backend& be = backend_of("embedding", {{"tokens", &tokens}, {"wte", &wte}, {"wpe", &wpe}});
+  const std::int64_t batch = tokens.shape()[0], seq = tokens.shape()[1];
+  const std::int64_t vocab = wte.shape()[0], dim = wte.shape()[1];
+  Tensor out = Tensor::empty({batch, seq, dim}, DType::float32, tokens.device());
+  be.embedding_forward(tokens.i32(), f32(wte), f32(wpe), f32(out), batch, seq, dim, vocab);
+  return out;
+}
+
+void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, Tensor& dwpe) {
+  const char* op = "embedding_backward";
+  check_embedding_tables(op, tokens, dwte, dwpe);
+  require_f32(op, "dout", dout);
+  const std::int64_t batch = tokens.shape()[0], seq = tokens.shape()[1], dim = dwte.shape()[1];
+  const Shape want{batch, seq, dim};
+  if (dout.shape() != want)
+    throw Error(std::string(op) + ": dout " + type_of(dout) + " should be " + shape_str(want) + " for tokens " +
+                type_of(tokens) + " and dwte " + type_of(dwte));
+  Backend& be = backend_of(op, {{"tokens", &tokens}, {"dout", &dout}, {"dwte", &dwte}, {"dwpe", &dwpe}});
+  // Tokens were range-checked by the forward that produced dout.
+  be.embedding_backward(tokens.i32(), f32(dout), f32(dwte), f32(dwpe), batch, seq, dim);
+}
+
+// ---- optimizers
+
+void sgd_momentum(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, float lr, float momentum,
+                  float weight_decay) {
+  const char* op = "sgd_momentum";
+  require_f32(op, "param", param);
+  require_f32(op, "grad", grad);
+  require_f32(op, "momentum_buffer", momentum_buffer);
+  require_same_shape(op, "param", param, "grad", grad);
+  require_same_shape(op, "param", param, "momentum_buffer", momentum_buffer);
+  Backend& be = backend_of(op, {{"param", &param}, {"grad", &grad}, {"momentum_buffer", &momentum_buffer}});
+  be.sgd_momentum(f32(param), f32(grad), f32(momentum_buffer), param.numel(), lr, momentum, weight_decay);
+}
+
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1, float beta2, float eps,
+           float weight_decay, std::int64_t step) {
+  const char* op = "adamw";
+  require_f32(op, "param", param);
+  require_f32(op, "grad", grad);
+  require_f32(op, "m", m);
+  require_f32(op, "v", v);
+  require_same_shape(op, "param", param, "grad", grad);
+  require_same_shape(op, "param", param, "m", m);
+  require_same_shape(op, "param", param, "v", v);
+  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
+  Backend& be = backend_of(op, {{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}});
+  be.adamw(f32(param), f32(grad), f32(m), f32(v), param.numel(), lr, beta1, beta2, eps, weight_decay, step);
+}
+
+}  // namespace libpipe::ops
