@@ -126,7 +126,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
   std::string model_name = "gpt-tiny";
   std::int64_t batch = 16;
   int steps = 10, warmup = 2, threads = 1;
-  float lr = 1e-3f;
+  float lr = 1e-4f;  // small: the same batch repeats and its loss must fall at every model size
   bool json = false;
   po::options_description d("pipe-bench train options");
   // clang-format off

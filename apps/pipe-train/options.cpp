@@ -47,7 +47,7 @@ po::options_description describe_flags(Options& o) {
      "samples per micro-batch; the global batch is B x M x data-parallel")
     ("optimizer", po::value(&t.optimizer.kind)->value_name("NAME")->default_value(t.optimizer.kind),
      "adamw (betas 0.9/0.95, decoupled weight decay) or sgd (momentum)")
-    ("lr", po::value(&t.lr)->value_name("LR")->default_value(t.lr, "0.001"), "peak learning rate")
+    ("lr", po::value(&t.lr)->value_name("LR")->default_value(t.lr, "0.003"), "peak learning rate")
     ("warmup-steps", po::value(&t.warmup_steps)->value_name("N")->default_value(t.warmup_steps),
      "linear learning-rate warm-up from 0")
     ("lr-decay-steps", po::value(&t.decay_steps)->value_name("N"),

@@ -27,7 +27,7 @@ struct Options {
 
   // Training
   libpipe::TrainOptions train;  // schedule, micro-batches, optimizer, lr schedule, clipping, checkpointing
-  int steps = 150;
+  int steps = 100;
   std::string data;              // --data FILE, "" = the built-in synthetic data
   int eval_every = 0;            // validation loss every N steps (0: off)
   int eval_batches = 4;          // micro-batches per replica for a validation pass

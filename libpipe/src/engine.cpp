@@ -340,9 +340,13 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
         all_listed = all_listed && listed;
       }
       g.checkpointed = options.checkpointable_types.empty() ? has_params : all_listed;
-      if (g.checkpointed)
-        for (int i = g.first + 1; i < g.last; ++i)
+      // What the group's contexts would have held, less the input it keeps.
+      if (g.checkpointed) {
+        const LayerInfo& first = description.layers[module.layers()[g.first].index];
+        checkpoint_saved_bytes_ -= numel(first.input.shape) * static_cast<std::int64_t>(dtype_size(first.input.dtype));
+        for (int i = g.first; i < g.last; ++i)
           checkpoint_saved_bytes_ += description.layers[module.layers()[i].index].description.activation_bytes;
+      }
     }
     e.groups.push_back(g);
   }

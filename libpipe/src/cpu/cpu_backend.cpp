@@ -222,24 +222,18 @@ PIPE_CPU_KERNEL void layernorm_backward_input_kernel(const float* dy, const floa
     float* dxr = dx + r * cols;
     const float m = mean[r];
     const float rs = rstd[r];
-    float acc_g[kLanes] = {};
-    float acc_gx[kLanes] = {};
+    vf acc_g = {}, acc_gx = {};
     std::int64_t c = 0;
-    for (; c + kLanes <= cols; c += kLanes)
-      for (int j = 0; j < kLanes; ++j) {
-        const float g = dyr[c + j] * weight[c + j];
-        acc_g[j] += g;
-        acc_gx[j] += g * (xr[c + j] - m);
-      }
-    float sg = 0.0f, sgx = 0.0f;
+    for (; c + kWidth <= cols; c += kWidth) {
+      const vf g = load(dyr + c) * load(weight + c);
+      acc_g += g;
+      acc_gx += g * (load(xr + c) - m);
+    }
+    float sg = hsum(acc_g), sgx = hsum(acc_gx);
     for (; c < cols; ++c) {
       const float g = dyr[c] * weight[c];
       sg += g;
       sgx += g * (xr[c] - m);
-    }
-    for (int j = 0; j < kLanes; ++j) {
-      sg += acc_g[j];
-      sgx += acc_gx[j];
     }
     const float mg = sg * inv_cols;
     const float mgx = sgx * rs * inv_cols;
