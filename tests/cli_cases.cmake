@@ -124,3 +124,27 @@ pipe_plan_test(too_few_layers 1 "pipe-plan: error: cannot split 3 layers into 4 
 pipe_plan_test(broken_model 1
   "pipe-plan: error: ${PIPE_TEST_DATA}/broken_chain.toml:16: layer 2 (Linear) expects input float32[*, 64] but layer 1 (ReLU) outputs float32[32]"
   -- --model ${PIPE_TEST_DATA}/broken_chain.toml --stages 2)
+
+# Training flags end to end (the equivalence checks are in train_check.sh).
+pipe_cli_test(train_text_with_validation 2 0 "step 4 validation loss" "data: bytes of ${PIPE_TEST_DATA}/text.txt"
+  "pipe-train: trained 4 steps in"
+  -- --stages 2 --data ${PIPE_TEST_DATA}/text.txt --steps 4 --eval-every 4 --micro-batches 2 --micro-batch-size 4)
+pipe_cli_test(train_from_config_file 2 0 "on pipe=2 x data=1; partition type:TransformerBlock [0,3,8]"
+  "pipe-train: trained 2 steps in" -- --config ${PIPE_TEST_DATA}/train.cfg)
+pipe_cli_test(train_sgd_gpipe 2 0 "schedule gpipe, 2 micro-batches" "pipe-train: trained 2 steps in"
+  -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 2 --optimizer sgd --lr 0.01 --schedule gpipe)
+pipe_cli_test(profile_partition 2 0 "pipe-train: profile: forward + backward per layer" "2 ranks; partition profile: "
+  -- --stages 2 --partition-method profile --micro-batch-size 2 --dry-run)
+pipe_cli_test(data_file_missing 2 1 "pipe-train: error: --data /no/such/file.txt: cannot open the file"
+  -- --stages 2 --data /no/such/file.txt)
+pipe_cli_test(data_needs_token_model 2 1
+  "pipe-train: error: --data ${PIPE_TEST_DATA}/text.txt: byte-level text needs a token model (int32 input [T], cross-entropy); mlp takes float32[256]"
+  -- --stages 2 --model mlp --data ${PIPE_TEST_DATA}/text.txt)
+pipe_cli_test(unknown_schedule 2 1 "pipe-train: error: unknown pipeline schedule '1F1B' (did you mean '1f1b'?)"
+  -- --stages 2 --schedule 1F1B)
+pipe_cli_test(unknown_optimizer 2 1 "pipe-train: error: unknown --optimizer 'adam' (expected adamw or sgd)"
+  -- --optimizer adam)
+pipe_cli_test(bad_micro_batches 2 1 "pipe-train: error: --micro-batches must be at least 1, not 0" -- --micro-batches 0)
+pipe_cli_test(config_file_missing 1 1 "pipe-train: error: --config /no/such.cfg: cannot open the file" -- --config /no/such.cfg)
+pipe_cli_test(mlp_trains 3 0 "pipe-train: trained 3 steps in"
+  -- --model mlp --stages 3 --steps 3 --micro-batches 3 --micro-batch-size 4)

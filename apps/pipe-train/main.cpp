@@ -3,6 +3,8 @@
 // Every phase runs on all ranks and ends with an agreement on success (see
 // pipe/collective.hpp), so a bad flag, model or topology ends every rank with
 // one clear line instead of leaving some of them waiting.
+#include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -23,6 +25,7 @@
 #include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/pipeline_module.hpp"
+#include "pipe/profile.hpp"
 #include "pipe/plugin_loader.hpp"
 #include "pipe/registry.hpp"
 #include "pipe/topology.hpp"
@@ -60,6 +63,11 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
     ties.push_back({{"key", t.key}, {"layers", t.layers}, {"stages", t.stages}, {"ranks", t.ranks}});
   j["tie_groups"] = ties;
   return j.dump();
+}
+
+bool is_profile(std::string method) {
+  for (auto& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return method == "profile";
 }
 
 void print_layer_list(const libpipe::LayerRegistry& registry) {
@@ -175,7 +183,21 @@ int run(MPI_Comm world, int argc, char** argv) {
   libpipe::PartitionPlan plan;
   std::unique_ptr<libpipe::PipelineModule> module;
   std::size_t allocated = 0;
-  auto plan_parts = [&] { plan = libpipe::plan_partition(description, options.partition_method, grid->num_stages()); };
+  auto plan_parts = [&] {
+    // 'profile' times every layer on the real shapes first, spread over the
+    // ranks; the all-reduce inside gives every rank the same times.
+    std::vector<double> times;
+    if (is_profile(options.partition_method))
+      times = libpipe::profile_layer_times(model, description, registry, world, options.train.micro_batch_size);
+    plan = libpipe::plan_partition(description, options.partition_method, grid->num_stages(),
+                                   times.empty() ? nullptr : &times);
+    if (!times.empty() && rank == 0) {
+      std::string list;
+      for (double t : times) list += (list.empty() ? "" : ", ") + std::to_string(std::lround(t * 1e6));
+      std::fprintf(stderr, "%s: profile: forward + backward per layer (microseconds per micro-batch): %s\n",
+                   kProgram, list.c_str());
+    }
+  };
   if (!libpipe::run_phase_on_all(world, plan_parts, result)) return failed();
   auto build_module = [&] {
     const std::size_t before = libpipe::allocated_bytes(libpipe::Device::cpu);

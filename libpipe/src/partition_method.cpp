@@ -258,7 +258,8 @@ double PartitionPlan::imbalance() const {
   return *std::max_element(w.begin(), w.end()) / mean - 1;
 }
 
-PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages) {
+PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
+                             const std::vector<double>* measured_times) {
   if (num_stages < 1)
     throw Error("the number of pipeline stages must be at least 1, got " + std::to_string(num_stages));
   const std::size_t n = model.layers.size();
@@ -270,10 +271,10 @@ PartitionPlan plan_partition(const ModelDescription& model, const std::string& m
   const bool known = key == "uniform" || key == "parameters" || key == "flops" || key == "profile" ||
                      starts_with(key, "type:") || starts_with(key, "manual:");
   if (!known) throw Error("unknown partition method '" + method + "' (methods: " + kMethods + ")");
-  if (key == "profile")
+  if (key == "profile" && (!measured_times || measured_times->size() != n))
     throw Error(
-        "partition method 'profile' needs measured per-layer times, which come from the training engine: "
-        "not available yet (use parameters, flops or type:REGEX)");
+        "partition method 'profile' needs measured per-layer times (pipe-train measures them; pipe-plan cannot: "
+        "use parameters, flops or type:REGEX there)");
   if (n < static_cast<std::size_t>(num_stages))
     throw Error("cannot split " + model_name(model) + "'s " + layers_str(n) + " into " + std::to_string(num_stages) +
                 " stages: every stage needs at least one layer");
@@ -284,6 +285,9 @@ PartitionPlan plan_partition(const ModelDescription& model, const std::string& m
   } else if (key == "parameters") {
     plan.weights = parameter_weights(model);
     plan.parts = balanced(plan.weights, num_stages, only_layers(prefix, "trainable parameters"));
+  } else if (key == "profile") {
+    plan.weights = *measured_times;
+    plan.parts = balanced(plan.weights, num_stages, only_layers(prefix, "measured time"));
   } else if (key == "flops") {
     for (const auto& layer : model.layers) plan.weights.push_back(static_cast<double>(layer.description.flops));
     plan.parts = balanced(plan.weights, num_stages, only_layers(prefix, "FLOPs"));

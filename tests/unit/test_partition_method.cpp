@@ -225,8 +225,8 @@ BOOST_AUTO_TEST_CASE(method_errors) {
                     "unknown partition method 'manual' (methods: uniform, parameters, flops, type:REGEX, "
                     "type:REGEX:WEIGHT|..., manual:B1,B2,..., profile)");
   BOOST_CHECK_EQUAL(err("gpt-tiny", "profile", 2),
-                    "partition method 'profile' needs measured per-layer times, which come from the training engine: "
-                    "not available yet (use parameters, flops or type:REGEX)");
+                    "partition method 'profile' needs measured per-layer times (pipe-train measures them; pipe-plan "
+                    "cannot: use parameters, flops or type:REGEX there)");
   BOOST_CHECK_EQUAL(err("gpt-tiny", "parameters", 0), "the number of pipeline stages must be at least 1, got 0");
   BOOST_CHECK_EQUAL(err("gpt-tiny", "uniform", 9),
                     "cannot split gpt-tiny's 8 layers into 9 stages: every stage needs at least one layer");
@@ -322,4 +322,17 @@ BOOST_AUTO_TEST_CASE(a_model_without_a_name) {
       error_of([&] { libpipe::plan_partition(m, "parameters", 1); }),
       "partition method 'parameters': no layer has trainable parameters but there is 1 stage: every stage "
       "needs at least one");
+}
+
+BOOST_AUTO_TEST_CASE(profile_balances_measured_times) {
+  libpipe::LayerRegistry registry;
+  libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}});
+  auto d = libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path("gpt-tiny")), registry);
+  // Made-up times: the head and loss are slow, so the last stage takes fewer blocks.
+  std::vector<double> times = {1, 2, 2, 2, 2, 0.1, 5, 1};
+  auto plan = libpipe::plan_partition(d, "profile", 2, &times);
+  BOOST_TEST(plan.parts == (libpipe::Parts{0, 4, 8}));
+  BOOST_TEST(plan.weights == times);
+  std::vector<double> wrong_size = {1, 2};
+  BOOST_CHECK_THROW(libpipe::plan_partition(d, "profile", 2, &wrong_size), libpipe::Error);
 }

@@ -45,7 +45,10 @@ struct PIPE_API PartitionPlan {
 // Weights and boundaries for `method` on `num_stages` stages. Every error is
 // one line naming the method and what is wrong with it; no stage is ever
 // empty and no layer is ever dropped.
-PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages);
+// `measured_times` (seconds per layer, e.g. from profile_layer_times) is what
+// the 'profile' method balances; without it 'profile' is an error.
+PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
+                                      const std::vector<double>* measured_times = nullptr);
 
 // The methods, on one line: "uniform, parameters, flops, type:REGEX, ...".
 PIPE_API std::string partition_methods_help();

@@ -43,7 +43,7 @@ PIPE_INLINE vf load(const float* p) {
   std::memcpy(&v, p, sizeof v);  // unaligned load
   return v;
 }
-PIPE_INLINE void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+PIPE_INLINE void store(float* p, const vf& v) { std::memcpy(p, &v, sizeof v); }
 PIPE_INLINE vf splat(float a) { return vf{} + a; }
 
 // The last n < kWidth elements of a row, padded with `pad`, so that a row is all whole vectors. Fixed-size
@@ -53,7 +53,7 @@ PIPE_INLINE vf load_tail(const float* p, std::int64_t n, float pad) {
   for (int j = 0; j < kWidth; ++j) buf[j] = j < n ? p[j] : pad;
   return load(buf);
 }
-PIPE_INLINE void store_tail(float* p, vf v, std::int64_t n) {
+PIPE_INLINE void store_tail(float* p, const vf& v, std::int64_t n) {
   float buf[kWidth];
   store(buf, v);
   for (int j = 0; j < kWidth; ++j)
@@ -65,7 +65,7 @@ typedef float vf4 __attribute__((vector_size(4 * sizeof(float))));
 
 // Horizontal sum and max as a tree of halves (3 shuffles), not a chain of 15 dependent adds: rows here are
 // short (C = 128, causal rows of a few dozen), so the chain would cost as much as the row.
-PIPE_INLINE float hsum(vf v) {
+PIPE_INLINE float hsum(const vf& v) {
   const vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
   const vf4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
@@ -76,12 +76,12 @@ PIPE_INLINE float hsum(vf v) {
 // them GCC keeps IEEE NaN/-0 semantics with compare-and-blend chains, 2-6x slower in fast_exp).
 PIPE_INLINE float minf(float a, float b) { return a < b ? a : b; }
 PIPE_INLINE float maxf(float a, float b) { return a > b ? a : b; }
-PIPE_INLINE vf minf(vf a, vf b) { return a < b ? a : b; }
-PIPE_INLINE vf maxf(vf a, vf b) { return a > b ? a : b; }
-PIPE_INLINE vf8 maxf(vf8 a, vf8 b) { return a > b ? a : b; }
-PIPE_INLINE vf4 maxf(vf4 a, vf4 b) { return a > b ? a : b; }
+PIPE_INLINE vf minf(const vf& a, const vf& b) { return a < b ? a : b; }
+PIPE_INLINE vf maxf(const vf& a, const vf& b) { return a > b ? a : b; }
+PIPE_INLINE vf8 maxf(const vf8& a, const vf8& b) { return a > b ? a : b; }
+PIPE_INLINE vf4 maxf(const vf4& a, const vf4& b) { return a > b ? a : b; }
 
-PIPE_INLINE float hmax(vf v) {
+PIPE_INLINE float hmax(const vf& v) {
   const vf8 a = maxf(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
                      __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
   const vf4 b = maxf(__builtin_shufflevector(a, a, 0, 1, 2, 3), __builtin_shufflevector(a, a, 4, 5, 6, 7));
@@ -107,9 +107,9 @@ struct IntOf<vf> {
 // (The clamp before the integer tricks vectorises only with -fno-trapping-math,
 // which the CPU backend's files are built with; see libpipe/CMakeLists.txt.)
 template <class F>
-PIPE_INLINE F fast_exp(F x) {
+PIPE_INLINE F fast_exp(const F& x_in) {
   using I = typename IntOf<F>::type;
-  x = minf(maxf(x, F{} - 87.3f), F{} + 88.3f);
+  const F x = minf(maxf(x_in, F{} - 87.3f), F{} + 88.3f);
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
   const F r = x * 1.44269504088896341f + magic;
   const F n = r - magic;
