@@ -32,7 +32,8 @@ struct MicroBatch {
   std::vector<LayerContext> contexts;  // per local layer
   std::vector<Tensor> group_inputs;    // per group, for recomputation
   std::vector<Tensor> dys;             // per local layer: the gradient its backward got
-  MPI_Request recv = MPI_REQUEST_NULL;
+  MPI_Request recv_activation = MPI_REQUEST_NULL;
+  MPI_Request recv_grad = MPI_REQUEST_NULL;
   bool weights_done = false;  // backward_weight ran
   bool grad_sent = false;     // the input gradient went to the previous stage
 };
@@ -130,7 +131,7 @@ struct PipelineEngine::Impl {
 
   void forward(int mb) {
     MicroBatch& s = state(mb);
-    if (s.recv != MPI_REQUEST_NULL) wait(s.recv);
+    if (s.recv_activation != MPI_REQUEST_NULL) wait(s.recv_activation);
     if (!s.input.defined()) throw Error("stage " + std::to_string(grid.stage_id()) + ": micro-batch " +
                                         std::to_string(mb) + " has no input (a schedule without a load/receive)");
     Tensor x = s.input;
@@ -158,7 +159,7 @@ struct PipelineEngine::Impl {
       dy = Tensor::empty({batch()}, DType::float32);
       ops::fill(dy, 1.0f / static_cast<float>(batch() * micro_batches * grid.data_parallel_size()));
     } else {
-      if (s.recv != MPI_REQUEST_NULL) wait(s.recv);
+      if (s.recv_grad != MPI_REQUEST_NULL) wait(s.recv_grad);
       dy = s.grad_in;
     }
     for (std::size_t g = groups.size(); g-- > 0;) {
@@ -195,14 +196,14 @@ struct PipelineEngine::Impl {
       case OpKind::LoadMicroBatch: load(mb); break;
       case OpKind::RecvActivation: {
         MicroBatch& s = state(mb);
-        post_recv(s.input, stage_input, prev, 2 * mb, s.recv);
+        post_recv(s.input, stage_input, prev, 2 * mb, s.recv_activation);
         break;
       }
       case OpKind::Forward: forward(mb); break;
       case OpKind::SendActivation: send(state(mb).output, next, 2 * mb); break;
       case OpKind::RecvGrad: {
         MicroBatch& s = state(mb);
-        post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv);
+        post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv_grad);
         break;
       }
       case OpKind::BackwardInput: backward_input(mb); break;
@@ -221,9 +222,31 @@ struct PipelineEngine::Impl {
     }
   }
 
+  static bool is_recv(const Instruction& in) {
+    return in.kind == OpKind::RecvActivation || in.kind == OpKind::RecvGrad;
+  }
+
+  // Receives are posted one step ahead, so that a message arriving while this
+  // stage computes lands straight in its buffer; the wait is at the compute
+  // that needs it. Sends are non-blocking and completed at the end of the run.
   void run(const Schedule& schedule) {
-    for (const Step& step : schedule.steps)
-      for (const Instruction& in : step) execute(in);
+    const auto& steps = schedule.steps;
+    std::vector<std::vector<bool>> posted(steps.size());
+    for (std::size_t t = 0; t < steps.size(); ++t) posted[t].assign(steps[t].size(), false);
+    auto post_receives = [&](std::size_t t) {
+      if (t >= steps.size()) return;
+      for (std::size_t i = 0; i < steps[t].size(); ++i)
+        if (is_recv(steps[t][i]) && !posted[t][i]) {
+          execute(steps[t][i]);
+          posted[t][i] = true;
+        }
+    };
+    for (std::size_t t = 0; t < steps.size(); ++t) {
+      post_receives(t);
+      post_receives(t + 1);
+      for (std::size_t i = 0; i < steps[t].size(); ++i)
+        if (!is_recv(steps[t][i])) execute(steps[t][i]);
+    }
     wait_sends();
     in_flight.clear();
   }
