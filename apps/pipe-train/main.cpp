@@ -17,6 +17,7 @@
 #include "pipe/data.hpp"
 #include "pipe/engine.hpp"
 #include "progress.hpp"
+#include "report.hpp"
 #include "pipe/collective.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
@@ -115,6 +116,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Mod
     std::fprintf(stderr, "%s: rank %d (stage %d): activation checkpointing saves %s bytes per micro-batch\n",
                  kProgram, rank, grid.stage_id(), libpipe::with_commas(engine->checkpoint_saved_bytes()).c_str());
   try {
+    if (!options.trace.empty()) engine->start_trace();
     for (int step = 0; step < options.steps; ++step) {
       libpipe::StepStats stats = engine->train_step(*data, step);
       if (rank == 0) progress->step(stats);
@@ -129,7 +131,25 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Mod
     MPI_Abort(world, 1);
   }
   if (rank == 0) progress->finish();
-  return 0;
+  // The report and the trace: gathered to rank 0 (collective, so every rank
+  // takes part; a failure to write is rank 0's alone and reported by it).
+  auto summaries = libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, !options.trace.empty()));
+  int status = 0;
+  if (rank == 0) {
+    progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
+                                               options.train.micro_batches, progress->mean_tokens_per_s()));
+    if (!options.trace.empty()) {
+      try {
+        pipe_train::write_trace(options.trace, summaries);
+        std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
+        status = 1;
+      }
+    }
+  }
+  MPI_Bcast(&status, 1, MPI_INT, 0, world);
+  return status;
 }
 
 int run(MPI_Comm world, int argc, char** argv) {

@@ -74,6 +74,9 @@ po::options_description describe_flags(Options& o) {
      "CPU backend threads per rank (default 1: ranks share the cores)")
     ("metrics", po::value(&o.metrics)->value_name("FILE"),
      "write one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_time_s) to FILE (rank 0)")
+    ("trace", po::value(&o.trace)->value_name("FILE"),
+     "write a Chrome trace-event timeline of every rank (forward, backward, waits, reductions, optimizer) to FILE; "
+     "open it in Perfetto or chrome://tracing, or draw it with pipe-sim --from-trace")
     ("config", po::value(&o.config)->value_name("FILE"),
      "read flags from FILE (lines 'name = value'); the command line wins");
 

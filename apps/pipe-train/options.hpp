@@ -33,6 +33,7 @@ struct Options {
   int eval_batches = 4;          // micro-batches per replica for a validation pass
   int threads = 1;               // CPU backend threads per rank
   std::string metrics;           // --metrics FILE (JSON lines), "" = none
+  std::string trace;             // --trace FILE (Chrome trace-event JSON), "" = none
   std::string config;            // --config FILE
 };
 

@@ -68,3 +68,13 @@ std::string Progress::finish() {
 }
 
 }  // namespace pipe_train
+
+namespace pipe_train {
+
+void Progress::summary(const std::string& json_object) {
+  if (!metrics_.is_open()) return;
+  metrics_ << json_object << "\n";
+  metrics_.flush();
+}
+
+}  // namespace pipe_train

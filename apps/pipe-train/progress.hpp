@@ -18,6 +18,9 @@ class Progress {
   void validation(std::int64_t step, double loss);
   // Prints the summary line; returns it.
   std::string finish();
+  // Appends the run's summary object as the last --metrics line.
+  void summary(const std::string& json_object);
+  double mean_tokens_per_s() const { return static_cast<double>(tokens_per_step_) * done_ / elapsed_; }
 
  private:
   int total_;

@@ -1,6 +1,8 @@
 // PipelineEngine (see engine.hpp): executes a stage's schedule.
 #include "pipe/engine.hpp"
 
+#include "pipe/comm.hpp"
+
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -32,8 +34,8 @@ struct MicroBatch {
   std::vector<LayerContext> contexts;  // per local layer
   std::vector<Tensor> group_inputs;    // per group, for recomputation
   std::vector<Tensor> dys;             // per local layer: the gradient its backward got
-  MPI_Request recv_activation = MPI_REQUEST_NULL;
-  MPI_Request recv_grad = MPI_REQUEST_NULL;
+  CommRequest recv_activation;
+  CommRequest recv_grad;
   bool weights_done = false;  // backward_weight ran
   bool grad_sent = false;     // the input gradient went to the previous stage
 };
@@ -58,7 +60,16 @@ struct PipelineEngine::Impl {
   std::vector<Group> groups;
   std::unique_ptr<Optimizer> optimizer;
   std::map<int, MicroBatch> in_flight;
-  std::vector<std::pair<MPI_Request, Tensor>> pending_sends;
+  std::vector<std::pair<CommRequest, Tensor>> pending_sends;
+  std::unique_ptr<Comm> pipe_comm;  // point-to-point between stages (ranks = stage ids)
+  std::unique_ptr<Comm> data_comm;  // data-parallel replicas of this stage
+  std::vector<std::unique_ptr<Comm>> tie_comms;  // per local tie group
+  // Timing: every piece of work is measured; events are kept only when tracing.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point clock_start = Clock::now();
+  bool tracing = false;
+  std::vector<TraceEvent> events;
+  EngineTotals totals;
   const DataSource* data = nullptr;
   Split split = Split::train;
   std::int64_t first_sample = 0;  // of this replica's share of the global batch
@@ -70,6 +81,18 @@ struct PipelineEngine::Impl {
       : module(m), grid(g), description(d), options(o) {}
 
   int rank() const { return grid.global_rank(); }
+
+  double now() const { return std::chrono::duration<double>(Clock::now() - clock_start).count(); }
+
+  // Runs `work`, adds its duration to `bucket`, and records it when tracing.
+  template <typename F>
+  void timed(const char* kind, int mb, double& bucket, F&& work) {
+    const double start = now();
+    work();
+    const double end = now();
+    bucket += end - start;
+    if (tracing) events.push_back(TraceEvent{kind, mb, start, end});
+  }
   bool first_stage() const { return grid.is_first_stage(); }
   bool last_stage() const { return grid.is_last_stage(); }
   std::int64_t batch() const { return options.micro_batch_size; }
@@ -92,24 +115,23 @@ struct PipelineEngine::Impl {
     if (last_stage()) s.labels = b.labels;
   }
 
-  void post_recv(Tensor& into, const TensorType& type, int source, int tag, MPI_Request& request) {
+  void post_recv(Tensor& into, const TensorType& type, int source, int tag, CommRequest& request) {
     into = Tensor::empty(batched(batch(), type.shape), type.dtype);
-    PIPE_MPI_CHECK(MPI_Irecv(into.data(), static_cast<int>(into.bytes()), MPI_BYTE, source, tag, grid.pipe_comm(),
-                             &request),
-                   rank());
+    request = pipe_comm->irecv(into, source, tag);
   }
 
   void send(const Tensor& t, int dest, int tag) {
-    MPI_Request request = MPI_REQUEST_NULL;
-    PIPE_MPI_CHECK(MPI_Isend(t.data(), static_cast<int>(t.bytes()), MPI_BYTE, dest, tag, grid.pipe_comm(), &request),
-                   rank());
-    pending_sends.emplace_back(request, t);  // keeps the tensor alive until the send completes
+    pending_sends.emplace_back(pipe_comm->isend(t, dest, tag), t);  // keeps the tensor alive until completion
   }
 
-  void wait(MPI_Request& request) { PIPE_MPI_CHECK(MPI_Wait(&request, MPI_STATUS_IGNORE), rank()); }
+  void wait_recv(CommRequest& request, int mb) {
+    if (request.active()) timed("recv_wait", mb, totals.wait_s, [&] { pipe_comm->wait(request); });
+  }
 
   void wait_sends() {
-    for (auto& [request, tensor] : pending_sends) wait(request);
+    timed("send_wait", -1, totals.wait_s, [&] {
+      for (auto& [request, tensor] : pending_sends) pipe_comm->wait(request);
+    });
     pending_sends.clear();
   }
 
@@ -131,7 +153,6 @@ struct PipelineEngine::Impl {
 
   void forward(int mb) {
     MicroBatch& s = state(mb);
-    if (s.recv_activation != MPI_REQUEST_NULL) wait(s.recv_activation);
     if (!s.input.defined()) throw Error("stage " + std::to_string(grid.stage_id()) + ": micro-batch " +
                                         std::to_string(mb) + " has no input (a schedule without a load/receive)");
     Tensor x = s.input;
@@ -159,7 +180,6 @@ struct PipelineEngine::Impl {
       dy = Tensor::empty({batch()}, DType::float32);
       ops::fill(dy, 1.0f / static_cast<float>(batch() * micro_batches * grid.data_parallel_size()));
     } else {
-      if (s.recv_grad != MPI_REQUEST_NULL) wait(s.recv_grad);
       dy = s.grad_in;
     }
     for (std::size_t g = groups.size(); g-- > 0;) {
@@ -199,15 +219,22 @@ struct PipelineEngine::Impl {
         post_recv(s.input, stage_input, prev, 2 * mb, s.recv_activation);
         break;
       }
-      case OpKind::Forward: forward(mb); break;
+      case OpKind::Forward:
+        wait_recv(state(mb).recv_activation, mb);
+        timed("forward", mb, totals.compute_s, [&] { forward(mb); }); break;
       case OpKind::SendActivation: send(state(mb).output, next, 2 * mb); break;
       case OpKind::RecvGrad: {
         MicroBatch& s = state(mb);
         post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv_grad);
         break;
       }
-      case OpKind::BackwardInput: backward_input(mb); break;
-      case OpKind::BackwardWeight: backward_weight(mb); break;
+      case OpKind::BackwardInput:
+        wait_recv(state(mb).recv_grad, mb);
+        timed("backward_input", mb, totals.compute_s, [&] { backward_input(mb); });
+        break;
+      case OpKind::BackwardWeight:
+        timed("backward_weight", mb, totals.compute_s, [&] { backward_weight(mb); });
+        break;
       case OpKind::SendGrad: {
         MicroBatch& s = state(mb);
         send(s.grad_out, prev, 2 * mb + 1);
@@ -273,11 +300,7 @@ struct PipelineEngine::Impl {
     for (std::size_t t = 0; t < copies.size(); ++t) {
       auto& c = copies[t];
       for (std::size_t i = 1; i < c.size(); ++i) ops::accumulate(c[0]->grad, c[i]->grad);
-      const auto& tie = module.tie_groups()[t];
-      if (tie.ranks.size() > 1)
-        PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, c[0]->grad.data(), static_cast<int>(c[0]->grad.numel()), MPI_FLOAT,
-                                     MPI_SUM, tie.comm),
-                       rank());
+      tie_comms[t]->allreduce_sum(c[0]->grad);
       for (std::size_t i = 1; i < c.size(); ++i)
         backend_for(c[i]->grad.device()).copy(c[i]->grad.f32(), c[0]->grad.f32(), c[0]->grad.numel());
     }
@@ -289,10 +312,7 @@ struct PipelineEngine::Impl {
     auto copies = tied_copies();
     for (std::size_t t = 0; t < copies.size(); ++t) {
       auto& c = copies[t];
-      const auto& tie = module.tie_groups()[t];
-      if (tie.ranks.size() > 1)
-        PIPE_MPI_CHECK(MPI_Bcast(c[0]->value.data(), static_cast<int>(c[0]->value.numel()), MPI_FLOAT, 0, tie.comm),
-                       rank());
+      tie_comms[t]->broadcast(c[0]->value, 0);
       for (std::size_t i = 1; i < c.size(); ++i)
         backend_for(c[i]->value.device()).copy(c[i]->value.f32(), c[0]->value.f32(), c[0]->value.numel());
     }
@@ -301,10 +321,7 @@ struct PipelineEngine::Impl {
   void reduce_data_parallel_grads() {
     if (grid.data_parallel_size() == 1) return;
     for (auto& l : module.layers())
-      for (auto& p : l.layer->parameters())
-        PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p.grad.data(), static_cast<int>(p.grad.numel()), MPI_FLOAT,
-                                     MPI_SUM, grid.data_parallel_comm()),
-                       rank());
+      for (auto& p : l.layer->parameters()) data_comm->allreduce_sum(p.grad);
   }
 
   // The global gradient norm, summed per global layer and then in layer order,
@@ -376,6 +393,10 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   // Saved bytes are per sample in describe; per micro-batch here.
   checkpoint_saved_bytes_ *= options.micro_batch_size;
 
+  e.pipe_comm = make_mpi_comm(grid.pipe_comm());
+  e.data_comm = make_mpi_comm(grid.data_parallel_comm());
+  for (const auto& tie : module.tie_groups()) e.tie_comms.push_back(make_mpi_comm(tie.comm));
+
   std::vector<Layer*> layers;
   for (auto& l : module.layers()) {
     allocate_grads(*l.layer);
@@ -412,22 +433,49 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
   e.loss_sum = 0;
   e.run(e.train);
 
-  e.reduce_tied_grads();
-  e.reduce_data_parallel_grads();
   StepStats stats;
   stats.step = step;
-  stats.grad_norm = e.grad_norm();
-  if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
-    const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
-    for (auto& l : e.module.layers())
-      for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
-  }
+  e.timed("reduce_tied", -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
+  e.timed("reduce_grads", -1, e.totals.reduce_s, [&] {
+    e.reduce_data_parallel_grads();
+    stats.grad_norm = e.grad_norm();
+  });
   stats.lr = learning_rate(step);
-  e.optimizer->step(stats.lr);
-  for (auto& l : e.module.layers()) zero_grads(*l.layer);
+  e.timed("optimizer", -1, e.totals.optimizer_s, [&] {
+    if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
+      const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
+      for (auto& l : e.module.layers())
+        for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
+    }
+    e.optimizer->step(stats.lr);
+    for (auto& l : e.module.layers()) zero_grads(*l.layer);
+  });
   stats.loss = e.global_loss(e.micro_batches);
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  e.totals.step_s += stats.seconds;
+  ++e.totals.steps;
   return stats;
+}
+
+void PipelineEngine::start_trace() {
+  Impl& e = *impl_;
+  PIPE_MPI_CHECK(MPI_Barrier(e.grid.world()), e.rank());
+  e.clock_start = Impl::Clock::now();
+  e.tracing = true;
+  e.events.clear();
+}
+
+const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->events; }
+
+const EngineTotals& PipelineEngine::totals() const {
+  Impl& e = *impl_;
+  e.totals.bytes_sent = e.pipe_comm->stats().bytes_sent + e.data_comm->stats().bytes_sent;
+  e.totals.bytes_received = e.pipe_comm->stats().bytes_received + e.data_comm->stats().bytes_received;
+  for (const auto& c : e.tie_comms) {
+    e.totals.bytes_sent += c->stats().bytes_sent;
+    e.totals.bytes_received += c->stats().bytes_received;
+  }
+  return e.totals;
 }
 
 double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_t first_sample, int micro_batches) {

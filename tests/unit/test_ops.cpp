@@ -488,8 +488,11 @@ std::string attn_name(const AttnCase& c) {
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(attention_forward_matches_reference) {
-  for (const AttnCase& c : {AttnCase{1, 1, 1, 1}, AttnCase{2, 5, 3, 4}, AttnCase{1, 64, 4, 32},
-                            AttnCase{2, 130, 2, 8}, AttnCase{1, 300, 1, 16}}) {
+  // Head sizes that are multiples of 16 take the register-tiled path, others sgemm; T around and between
+  // multiples of the 16-wide vectors and the 4-row tiles.
+  for (const AttnCase& c : {AttnCase{1, 1, 1, 1}, AttnCase{2, 5, 3, 4}, AttnCase{1, 1, 2, 16}, AttnCase{2, 7, 1, 16},
+                            AttnCase{1, 64, 4, 32}, AttnCase{2, 37, 2, 32}, AttnCase{1, 50, 1, 64},
+                            AttnCase{1, 33, 1, 128}, AttnCase{2, 130, 2, 8}, AttnCase{1, 300, 1, 16}}) {
     const std::int64_t C = c.H * c.D;
     Tensor qkv = random_tensor({c.B, c.T, 3 * C}, -2, 2);
     Tensor probs;
@@ -505,8 +508,9 @@ BOOST_AUTO_TEST_CASE(attention_forward_matches_reference) {
 }
 
 BOOST_AUTO_TEST_CASE(attention_backward_matches_finite_differences) {
-  for (const AttnCase& c : {AttnCase{1, 1, 1, 2}, AttnCase{2, 5, 3, 4}, AttnCase{1, 17, 2, 8},
-                            AttnCase{1, 64, 2, 32}, AttnCase{1, 150, 1, 8}}) {
+  for (const AttnCase& c : {AttnCase{1, 1, 1, 2}, AttnCase{2, 5, 3, 4}, AttnCase{1, 17, 2, 8}, AttnCase{1, 1, 1, 16},
+                            AttnCase{2, 7, 2, 16}, AttnCase{1, 21, 1, 48}, AttnCase{1, 64, 2, 32},
+                            AttnCase{1, 150, 1, 8}, AttnCase{1, 70, 1, 16}}) {
     const std::int64_t C = c.H * c.D;
     Tensor qkv = random_tensor({c.B, c.T, 3 * C}, -1.5, 1.5), dout = random_tensor({c.B, c.T, C});
     Vec vqkv = to_vec(qkv), vdout = to_vec(dout);
@@ -533,7 +537,7 @@ BOOST_AUTO_TEST_CASE(attention_backward_matches_finite_differences) {
 }
 
 BOOST_AUTO_TEST_CASE(attention_is_causal) {
-  for (const AttnCase& c : {AttnCase{2, 9, 2, 4}, AttnCase{1, 200, 2, 16}}) {
+  for (const AttnCase& c : {AttnCase{2, 9, 2, 4}, AttnCase{2, 9, 2, 16}, AttnCase{1, 200, 2, 16}}) {
     const std::int64_t C = c.H * c.D, t0 = c.T / 2;
     Tensor qkv = random_tensor({c.B, c.T, 3 * C});
     Tensor probs, probs2;

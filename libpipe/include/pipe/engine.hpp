@@ -44,6 +44,28 @@ struct TrainOptions {
   std::vector<std::string> checkpointable_types;
 };
 
+// One timed piece of work on this rank, for traces (seconds since the
+// engine's clock start, which all ranks take right after a barrier).
+struct TraceEvent {
+  const char* kind;  // "forward", "backward_input", "backward_weight", "recv_wait", "send_wait",
+                     // "reduce_tied", "reduce_grads", "optimizer"
+  int micro_batch;   // -1 for step-wide work
+  double start;
+  double end;
+};
+
+// Where this rank's time went, summed over the steps run so far.
+struct EngineTotals {
+  double compute_s = 0;  // forward + backward (incl. recomputation)
+  double wait_s = 0;     // blocked on receives and sends
+  double reduce_s = 0;   // tied and data-parallel reductions, gradient norm
+  double optimizer_s = 0;
+  double step_s = 0;     // wall time of the steps
+  std::int64_t steps = 0;
+  std::int64_t bytes_sent = 0;
+  std::int64_t bytes_received = 0;
+};
+
 struct StepStats {
   std::int64_t step = 0;
   double loss = 0;       // mean over the global batch, the same on every rank
@@ -66,6 +88,11 @@ class PIPE_API PipelineEngine {
   double evaluate(const DataSource& data, Split split, std::int64_t first_sample, int micro_batches);
 
   float learning_rate(std::int64_t step) const;
+  // Records a TraceEvent for every piece of work from now on (collective:
+  // a barrier aligns the ranks' clocks).
+  void start_trace();
+  const std::vector<TraceEvent>& trace() const;
+  const EngineTotals& totals() const;
   std::int64_t global_batch() const;  // samples per step over all replicas
   // Bytes of activations checkpointing saves per micro-batch on this stage.
   std::int64_t checkpoint_saved_bytes() const { return checkpoint_saved_bytes_; }

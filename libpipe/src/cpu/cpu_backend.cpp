@@ -222,12 +222,13 @@ PIPE_CPU_KERNEL void layernorm_backward_input_kernel(const float* dy, const floa
     float* dxr = dx + r * cols;
     const float m = mean[r];
     const float rs = rstd[r];
+    const vf mv = splat(m);
     vf acc_g = {}, acc_gx = {};
     std::int64_t c = 0;
     for (; c + kWidth <= cols; c += kWidth) {
       const vf g = load(dyr + c) * load(weight + c);
       acc_g += g;
-      acc_gx += g * (load(xr + c) - m);
+      acc_gx += g * (load(xr + c) - mv);
     }
     float sg = hsum(acc_g), sgx = hsum(acc_gx);
     for (; c < cols; ++c) {

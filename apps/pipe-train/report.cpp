@@ -1,0 +1,103 @@
+// See report.hpp.
+#include "report.hpp"
+
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "pipe/describe.hpp"
+#include "pipe/error.hpp"
+#include "pipe/schedule.hpp"
+
+using nlohmann::json;
+
+namespace pipe_train {
+
+std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineEngine& engine,
+                              bool with_events) {
+  const auto& t = engine.totals();
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  json j = {{"rank", grid.global_rank()},          {"stage", grid.stage_id()},
+            {"replica", grid.data_parallel_id()},  {"compute_s", t.compute_s},
+            {"wait_s", t.wait_s},                  {"reduce_s", t.reduce_s},
+            {"optimizer_s", t.optimizer_s},        {"step_s", t.step_s},
+            {"bytes_sent", t.bytes_sent},          {"bytes_received", t.bytes_received},
+            {"peak_rss_bytes", static_cast<std::int64_t>(usage.ru_maxrss) * 1024}};
+  if (with_events) {
+    json events = json::array();
+    for (const auto& e : engine.trace()) events.push_back({e.kind, e.micro_batch, e.start, e.end});
+    j["events"] = events;
+  }
+  return j.dump();
+}
+
+std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
+                         int micro_batches, double tokens_per_s) {
+  const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches);
+  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %8s %14s %14s %10s\n", "rank", "stage", "replica",
+               "compute s", "wait s", "reduce s", "optim s", "bubble", "theory", "sent", "received", "peak RSS");
+  json ranks = json::array();
+  double worst = 0;
+  for (const auto& text : rank_summaries) {
+    json r = json::parse(text);
+    r.erase("events");
+    const double step_s = r["step_s"], compute_s = r["compute_s"];
+    // The share of the step this rank did not spend computing: pipeline
+    // bubble, communication waits, reductions and the optimizer together.
+    const double bubble = step_s > 0 ? 1.0 - compute_s / step_s : 0.0;
+    r["bubble"] = bubble;
+    worst = std::max(worst, bubble);
+    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %7.1f%% %14s %14s %8.0f MB\n",
+                 r["rank"].get<int>(), r["stage"].get<int>(), r["replica"].get<int>(), compute_s,
+                 r["wait_s"].get<double>(), r["reduce_s"].get<double>(), r["optimizer_s"].get<double>(), 100 * bubble,
+                 100 * theory, libpipe::with_commas(r["bytes_sent"]).c_str(),
+                 libpipe::with_commas(r["bytes_received"]).c_str(), r["peak_rss_bytes"].get<double>() / 1e6);
+    ranks.push_back(r);
+  }
+  std::fprintf(stderr, "bubble = 1 - compute / step time per rank (waits, reductions and the optimizer count as idle); "
+                       "theory = (S-1)/(M+S-1) for %s\n", schedule.c_str());
+  return json{{"summary", true},       {"tokens_per_s", tokens_per_s}, {"theoretical_bubble", theory},
+              {"max_bubble", worst},   {"ranks", ranks}}
+      .dump();
+}
+
+void write_trace(const std::string& path, const std::vector<std::string>& rank_summaries) {
+  json events = json::array();
+  events.push_back({{"ph", "M"}, {"pid", 0}, {"name", "process_name"}, {"args", {{"name", "pipe-train"}}}});
+  for (const auto& text : rank_summaries) {
+    json r = json::parse(text);
+    const int rank = r["rank"];
+    const std::string row = "stage " + std::to_string(r["stage"].get<int>()) + " replica " +
+                            std::to_string(r["replica"].get<int>()) + " (rank " + std::to_string(rank) + ")";
+    events.push_back({{"ph", "M"}, {"pid", 0}, {"tid", rank}, {"name", "thread_name"}, {"args", {{"name", row}}}});
+    events.push_back(
+        {{"ph", "M"}, {"pid", 0}, {"tid", rank}, {"name", "thread_sort_index"}, {"args", {{"sort_index", rank}}}});
+    for (const auto& e : r["events"]) {
+      const std::string kind = e[0];
+      const int mb = e[1];
+      const double start = e[2], end = e[3];
+      events.push_back({{"ph", "X"},
+                        {"pid", 0},
+                        {"tid", rank},
+                        {"cat", kind},
+                        {"name", mb >= 0 ? kind + " " + std::to_string(mb) : kind},
+                        {"ts", start * 1e6},
+                        {"dur", (end - start) * 1e6},
+                        {"args", {{"micro_batch", mb}}}});
+    }
+  }
+  const std::string temporary = path + ".partial";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    if (!out) throw libpipe::Error("--trace " + path + ": cannot write the file");
+    out << json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+    if (!out) throw libpipe::Error("--trace " + path + ": write failed");
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0)
+    throw libpipe::Error("--trace " + path + ": cannot rename the finished file into place");
+}
+
+}  // namespace pipe_train

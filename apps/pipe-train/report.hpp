@@ -1,0 +1,28 @@
+// The end-of-run report and the trace: every rank describes its time (and,
+// with --trace, its events) as JSON; rank 0 gathers them, prints a table per
+// rank with the measured bubble beside the schedule's theoretical one, and
+// writes the Chrome trace-event file (open it in Perfetto or chrome://tracing).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pipe/engine.hpp"
+#include "pipe/grid.hpp"
+
+namespace pipe_train {
+
+// This rank's totals (and events when `with_events`) as one JSON object.
+std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineEngine& engine,
+                              bool with_events);
+
+// Rank 0: prints the table to stderr and returns the run's summary as one
+// JSON object (for the last --metrics line).
+std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
+                         int micro_batches, double tokens_per_s);
+
+// Rank 0: writes the gathered events as a Chrome trace (atomically: a
+// temporary file renamed into place). Throws libpipe::Error on I/O failure.
+void write_trace(const std::string& path, const std::vector<std::string>& rank_summaries);
+
+}  // namespace pipe_train

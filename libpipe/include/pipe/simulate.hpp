@@ -1,0 +1,54 @@
+// Simulating a pipeline schedule in time: every stage runs its schedule
+// (make_schedule) with per-stage compute costs, receives wait for the matching
+// send, and the result is the makespan, each stage's busy time, the bubble and
+// a timeline to draw. This is how pipe-sim predicts a step before any cluster
+// runs it, and how the bubble formulas of FACTS.md are checked.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pipe/export.hpp"
+#include "pipe/timeline.hpp"
+
+namespace libpipe {
+
+// Time one stage spends on one micro-batch, in any unit (seconds, or
+// abstract units): F, B (gradient of the input) and W (gradient of the
+// weights; 0 when B includes it).
+struct StageCosts {
+  double forward = 1;
+  double backward_input = 2;
+  double backward_weight = 0;
+};
+
+struct SimResult {
+  std::string kind;
+  int stages = 0;
+  int micro_batches = 0;
+  double makespan = 0;            // when the last stage finishes its last instruction
+  std::vector<double> busy;       // per stage: time spent computing (F, B, W)
+  double bubble = 0;              // 1 - sum(busy) / (stages x makespan): the idle share
+  double theoretical_bubble = 0;  // (S-1)/(M+S-1), for comparison
+  Timeline timeline;              // rows "stage 0".."stage S-1": F, B, W blocks and waits (Recv)
+};
+
+// Runs `kind`'s schedule for all stages. costs holds one entry per stage, or
+// one entry used for every stage. Semantics (those of check_schedules):
+// each stage runs its instructions in schedule order, one at a time; a
+// compute instruction takes its cost; a send takes no time and never blocks;
+// a receive completes at max(now, time the matching send was issued +
+// p2p_latency), the wait becoming a Recv block; loads and the step-wide
+// reductions and optimizer step take no time. Messages on one link are
+// matched in order, as MPI does. Blocks of zero length are left out.
+//
+// For equal costs on every stage the bubble is the closed form
+// (S-1)/(M+S-1) for gpipe, 1f1b and inference, whatever F, B and W are.
+// Time and memory are linear in the number of instructions: 1,024 stages x
+// 4,096 micro-batches take a few seconds.
+// Errors: those of make_schedule; costs neither 1 nor `stages` long;
+// a negative or non-finite cost or latency.
+PIPE_API SimResult simulate(const std::string& kind, int stages, int micro_batches,
+                            const std::vector<StageCosts>& costs, double p2p_latency = 0);
+
+}  // namespace libpipe
