@@ -25,6 +25,7 @@ namespace cpu {
 
 CpuBackend& cpu_backend() {
   static CpuBackend* backend = [] {
+    cpu_isa();  // a bad PIPE_CPU_ISA is reported here, not in the middle of an op
     // OPENBLAS_NUM_THREADS and OpenBLAS's all-cores default give way to ours.
     openblas_set_num_threads(g_cpu_threads.load());
     return new CpuBackend();  // never destroyed: tensors may be freed after static destruction

@@ -11,6 +11,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <tuple>
 
 #include "pipe/error.hpp"
 
@@ -278,6 +279,7 @@ class SvgWriter {
   void draw_legend(std::string& out) const {
     double x = left_, y = legend_y_;
     for (int k : legend_) {
+      if (k == kMixed && mixed_spans_ == 0) continue;
       const std::string name = kLegendName[k];
       const double w = 22 + 6.2 * name.size() + 18;
       if (x + w > width_ && x > left_) {
@@ -290,13 +292,18 @@ class SvgWriter {
     }
   }
 
-  // Sub-pixel blocks of the current row, gathered per pixel column.
-  struct Columns {
-    long col = std::numeric_limits<long>::min();  // the column being filled
-    double cover[kNumBlockKinds] = {};
-    int run_class = -1;  // the run of equal columns not yet drawn, -1 for none
-    long run_first = 0, run_last = 0;
+  // The small blocks of one row, gathered into cells of cell_px_ pixels on a
+  // grid from the plot's left edge, and the run of alike cells not yet drawn.
+  struct Merge {
+    long cell = std::numeric_limits<long>::min();  // the cell being filled, or the last one
+    bool open = false;                             // whether `cell` has blocks not yet classified
+    double cover[kNumBlockKinds] = {};             // pixels of each kind in it
+    double lo = 0, hi = 0;                         // extent of its blocks
+    double floor = -std::numeric_limits<double>::infinity();  // end of the last wide block
+    int run_class = kIdle;
+    double run_x0 = 0, run_x1 = 0, run_busy = 0;
   };
+  static constexpr int kIdle = -1;
 
   void draw_row(std::string& out, std::size_t i) {
     const TimelineRow& row = tl_.rows[i];
@@ -315,20 +322,24 @@ class SvgWriter {
       std::stable_sort(order.begin(), order.end(),
                        [&](std::size_t a, std::size_t b) { return row.blocks[a].start < row.blocks[b].start; });
     }
-    Columns c;
+    Merge m;
     for (std::size_t j = 0; j < row.blocks.size(); ++j) {
       const Block& b = row.blocks[sorted ? j : order[j]];
-      if (!(b.end > b.start) && !(b.end == b.start)) continue;  // NaN or reversed: nothing to draw
+      if (!(b.end >= b.start)) continue;  // NaN or reversed: nothing to draw
       const double x0 = x_of(b.start), x1 = x_of(b.end);
-      if (x1 - x0 >= 1) {
-        flush(out, c, by);
+      if (x1 - x0 >= threshold_px_) {
+        end_cell(out, m, by, x0);
+        draw_run(out, m, by);
         draw_block(out, row, b, x0, x1, by);
+        m = Merge{};
+        m.floor = x1;
       } else {
         ++small_blocks_;
-        add_small(out, c, x0, x1, b.kind, by);
+        add_small(out, m, x0, x1, b.kind, by);
       }
     }
-    flush(out, c, by);
+    end_cell(out, m, by, std::numeric_limits<double>::infinity());
+    draw_run(out, m, by);
   }
 
   void draw_block(std::string& out, const TimelineRow& row, const Block& b, double x0, double x1, double by) {
@@ -351,61 +362,79 @@ class SvgWriter {
              num(by + bar_h_ / 2) + "\">" + xml(text) + "</text>\n";
   }
 
-  void add_small(std::string& out, Columns& c, double x0, double x1, BlockKind kind, double by) {
-    const long first = static_cast<long>(std::floor(x0));
-    const long last = std::max(first, static_cast<long>(std::ceil(x1)) - 1);
-    for (long col = first; col <= last; ++col) {
-      const double cover = std::min(x1, col + 1.0) - std::max(x0, static_cast<double>(col));
-      if (col > c.col) {
-        end_column(out, c, by);
-        c.col = col;
+  void add_small(std::string& out, Merge& m, double x0, double x1, BlockKind kind, double by) {
+    const long first = static_cast<long>(std::floor((x0 - left_) / cell_px_));
+    const long last = std::max(first, static_cast<long>(std::ceil((x1 - left_) / cell_px_)) - 1);
+    for (long cell = first; cell <= last; ++cell) {
+      const double c0 = left_ + static_cast<double>(cell) * cell_px_, c1 = c0 + cell_px_;
+      const double a = std::max(x0, c0), z = std::min(x1, c1);
+      if (!(m.open && cell <= m.cell)) {
+        end_cell(out, m, by, std::numeric_limits<double>::infinity());
+        // Cells skipped over are empty: they end the run unless it is idle.
+        if (m.cell != std::numeric_limits<long>::min() && cell > m.cell + 1) draw_run(out, m, by);
+        m.cell = cell;
+        m.open = true;
+        m.lo = a;
+        m.hi = z;
       }
-      // Overlapping blocks (nested trace events) may reach back into a finished
-      // column; they count towards the current one.
-      if (cover > 0) c.cover[static_cast<int>(kind)] += cover;
+      // Overlapping blocks (nested trace events) may reach back into an earlier
+      // cell; they count towards the current one.
+      if (z > a) m.cover[static_cast<int>(kind)] += z - a;
+      m.lo = std::min(m.lo, a);
+      m.hi = std::max(m.hi, z);
     }
   }
 
-  // Classifies the current column and extends or draws the pending run.
-  void end_column(std::string& out, Columns& c, double by) {
-    if (c.col == std::numeric_limits<long>::min()) return;
-    double total = 0, best = 0;
+  // Classifies the current cell and extends the run or draws it and starts
+  // another. A cell that would change the run's class only changes it when it
+  // is clearly of another class (hysteresis): a steady pattern whose shares sit
+  // near a threshold would otherwise flip at every cell.
+  void end_cell(std::string& out, Merge& m, double by, double ceiling) {
+    if (!m.open) return;
+    const double c0 = std::max(left_ + static_cast<double>(m.cell) * cell_px_, m.floor);
+    const double c1 = std::min(c0 + cell_px_, ceiling);
+    double compute = 0, best = 0;
     int best_kind = 0;
-    double compute = 0;
     for (int k = 0; k < kNumBlockKinds; ++k) {
-      total += c.cover[k];
-      if (c.cover[k] > best) {
-        best = c.cover[k];
+      if (k == static_cast<int>(BlockKind::Recv)) continue;  // waiting is not work
+      compute += m.cover[k];
+      if (m.cover[k] > best) {
+        best = m.cover[k];
         best_kind = k;
       }
-      if (k != static_cast<int>(BlockKind::Recv)) compute += c.cover[k];
-      c.cover[k] = 0;
     }
-    int cls = -1;
-    if (total >= 0.5) cls = best >= total * (2.0 / 3) ? best_kind : compute >= total * (2.0 / 3) ? kMixed : -1;
-    if (cls == c.run_class && c.col == c.run_last + 1) {
-      c.run_last = c.col;
-      return;
+    const double busy = compute / std::max(c1 - c0, 1e-9);
+    const double share = compute > 0 ? best / compute : 0;
+    auto share_of = [&](int k) { return compute > 0 ? m.cover[k] / compute : 0; };
+    const int strict = busy < 0.2 ? kIdle : share >= 0.75 ? best_kind : kMixed;
+    bool keep = strict == m.run_class;
+    if (!keep && m.run_class == kIdle) keep = busy < 0.3;
+    if (!keep && m.run_class == kMixed) keep = busy >= 0.1 && share < 0.85;
+    if (!keep && m.run_class >= 0 && m.run_class < kNumBlockKinds) keep = busy >= 0.1 && share_of(m.run_class) >= 0.6;
+    if (!keep) {
+      draw_run(out, m, by);
+      m.run_class = strict;
+      m.run_x0 = m.lo;
+      m.run_busy = 0;
     }
-    draw_run(out, c, by);
-    c.run_class = cls;
-    c.run_first = c.run_last = c.col;
+    m.run_x1 = m.hi;
+    m.run_busy += compute;
+    for (double& c : m.cover) c = 0;
+    m.open = false;
   }
 
-  void draw_run(std::string& out, Columns& c, double by) {
-    if (c.run_class >= 0) {
-      out += "<rect x=\"" + num(static_cast<double>(c.run_first)) + "\" y=\"" + num(by) + "\" width=\"" +
-             num(static_cast<double>(c.run_last - c.run_first + 1)) + "\" height=\"" + num(bar_h_) + "\" fill=\"" +
-             hex(kKindColour[c.run_class]) + "\"/>\n";
+  // Draws the run as one rect, as opaque as the share of it spent computing.
+  void draw_run(std::string& out, Merge& m, double by) {
+    if (m.run_class != kIdle && m.run_x1 > m.run_x0) {
+      const double w = m.run_x1 - m.run_x0;
+      const double opacity = std::clamp(m.run_busy / w, 0.15, 1.0);
+      out += "<rect x=\"" + num(m.run_x0) + "\" y=\"" + num(by) + "\" width=\"" + num(w) + "\" height=\"" +
+             num(bar_h_) + "\" fill=\"" + hex(kKindColour[m.run_class]) + "\"" +
+             (opacity < 0.95 ? " fill-opacity=\"" + num(opacity) + "\"" : std::string()) + "/>\n";
       ++spans_;
+      if (m.run_class == kMixed) ++mixed_spans_;
     }
-    c.run_class = -1;
-  }
-
-  void flush(std::string& out, Columns& c, double by) {
-    end_column(out, c, by);
-    draw_run(out, c, by);
-    c = Columns{};
+    m.run_class = kIdle;
   }
 
   const Timeline& tl_;
@@ -416,7 +445,8 @@ class SvgWriter {
   std::size_t name_every_ = 1;
   bool tooltips_ = true;
   std::vector<int> legend_;
-  std::size_t small_blocks_ = 0, spans_ = 0;
+  double threshold_px_ = 1, cell_px_ = 3;  // blocks under threshold_px_ are merged in cells
+  std::size_t small_blocks_ = 0, spans_ = 0, mixed_spans_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -626,7 +656,7 @@ Timeline timeline_from_chrome_trace(const std::string& json_text) {
     if (!e.is_object() || !e.contains("ph") || !e["ph"].is_string()) continue;
     const std::string ph = e["ph"].get<std::string>();
     if (ph == "M") {
-      const std::string what = e.value("name", "");
+      const std::string what = e.contains("name") && e["name"].is_string() ? e["name"].get<std::string>() : "";
       const std::string pid = e.contains("pid") ? id_text(e["pid"]) : "0";
       const std::string tid = e.contains("tid") ? id_text(e["tid"]) : "0";
       const json args = e.contains("args") && e["args"].is_object() ? e["args"] : json::object();

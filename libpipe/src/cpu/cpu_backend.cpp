@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -59,6 +60,47 @@ void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int6
 
 }  // namespace
 
+// ---- instruction sets
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx512:
+      return "avx512";
+    case Isa::avx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
+}
+
+Isa cpu_isa() {
+  // A throw leaves the static unset, so every later use reports the same error.
+  static const Isa isa = [] {
+    Isa best = Isa::baseline;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4"))
+      best = Isa::avx512;
+    else if (__builtin_cpu_supports("x86-64-v3"))
+      best = Isa::avx2;
+#endif
+    const char* env = std::getenv("PIPE_CPU_ISA");
+    if (env == nullptr || *env == '\0') return best;
+    const std::string want(env);
+    Isa asked = Isa::baseline;
+    if (want == "avx512")
+      asked = Isa::avx512;
+    else if (want == "avx2")
+      asked = Isa::avx2;
+    else if (want != "baseline")
+      throw Error("PIPE_CPU_ISA=" + want + " is not one of avx512, avx2, baseline");
+    if (static_cast<int>(asked) > static_cast<int>(best))
+      throw Error("PIPE_CPU_ISA=" + want + " but this CPU (or build) supports at most " + isa_name(best));
+    return asked;
+  }();
+  return isa;
+}
+
 // ---- memory
 
 void CpuBackend::fill(float* y, float value, std::int64_t n) { std::fill(y, y + n, value); }
@@ -97,56 +139,76 @@ void CpuBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m
 
 // ---- elementwise
 //
-// Each loop is a PIPE_CPU_KERNEL free function (multiversioned for AVX2); the members only forward.
+// Each loop is a kernel template compiled per instruction set (PIPE_ISA_DISPATCH, cpu_math.hpp); the members
+// only forward to name_any, which runs the one of this CPU.
 
 namespace {
 
-PIPE_CPU_KERNEL void add_kernel(const float* a, const float* b, float* out, std::int64_t n) {
+template <int W>
+PIPE_INLINE void add_kernel(const float* a, const float* b, float* out, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
+PIPE_ISA_DISPATCH(add_kernel, (const float* a, const float* b, float* out, std::int64_t n), (a, b, out, n))
 
-PIPE_CPU_KERNEL void accumulate_kernel(float* y, const float* x, std::int64_t n) {
+template <int W>
+PIPE_INLINE void accumulate_kernel(float* y, const float* x, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
+PIPE_ISA_DISPATCH(accumulate_kernel, (float* y, const float* x, std::int64_t n), (y, x, n))
 
-PIPE_CPU_KERNEL void scale_kernel(float* y, float factor, std::int64_t n) {
+template <int W>
+PIPE_INLINE void scale_kernel(float* y, float factor, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] *= factor;
 }
+PIPE_ISA_DISPATCH(scale_kernel, (float* y, float factor, std::int64_t n), (y, factor, n))
 
-PIPE_CPU_KERNEL void add_bias_kernel(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
+template <int W>
+PIPE_INLINE void add_bias_kernel(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     float* row = y + r * cols;
     for (std::int64_t c = 0; c < cols; ++c) row[c] += bias[c];
   }
 }
+PIPE_ISA_DISPATCH(add_bias_kernel, (float* y, const float* bias, std::int64_t rows, std::int64_t cols), (y, bias, rows, cols))
 
-PIPE_CPU_KERNEL void bias_grad_kernel(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
+template <int W>
+PIPE_INLINE void bias_grad_kernel(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* row = dy + r * cols;
     for (std::int64_t c = 0; c < cols; ++c) db[c] += row[c];
   }
 }
+PIPE_ISA_DISPATCH(bias_grad_kernel, (const float* dy, float* db, std::int64_t rows, std::int64_t cols), (dy, db, rows, cols))
 
-PIPE_CPU_KERNEL void relu_kernel(const float* x, float* y, std::int64_t n) {
+template <int W>
+PIPE_INLINE void relu_kernel(const float* x, float* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = maxf(x[i], 0.0f);
 }
+PIPE_ISA_DISPATCH(relu_kernel, (const float* x, float* y, std::int64_t n), (x, y, n))
 
-PIPE_CPU_KERNEL void relu_backward_kernel(const float* x, const float* dy, float* dx, std::int64_t n) {
+template <int W>
+PIPE_INLINE void relu_backward_kernel(const float* x, const float* dy, float* dx, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = dy[i];  // loaded unconditionally, so that the select vectorises
     dx[i] = x[i] > 0.0f ? g : 0.0f;
   }
 }
+PIPE_ISA_DISPATCH(relu_backward_kernel, (const float* x, const float* dy, float* dx, std::int64_t n), (x, dy, dx, n))
 
-PIPE_CPU_KERNEL void gelu_kernel(const float* x, float* y, std::int64_t n) {
+template <int W>
+PIPE_INLINE void gelu_kernel(const float* x, float* y, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] = gelu(x[i]);
 }
+PIPE_ISA_DISPATCH(gelu_kernel, (const float* x, float* y, std::int64_t n), (x, y, n))
 
-PIPE_CPU_KERNEL void gelu_backward_kernel(const float* x, const float* dy, float* dx, std::int64_t n) {
+template <int W>
+PIPE_INLINE void gelu_backward_kernel(const float* x, const float* dy, float* dx, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) dx[i] = dy[i] * gelu_grad(x[i]);
 }
+PIPE_ISA_DISPATCH(gelu_backward_kernel, (const float* x, const float* dy, float* dx, std::int64_t n), (x, dy, dx, n))
 
-PIPE_CPU_KERNEL void bias_gelu_kernel(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) {
+template <int W>
+PIPE_INLINE void bias_gelu_kernel(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * cols;
     float* yr = y + r * cols;
@@ -157,42 +219,44 @@ PIPE_CPU_KERNEL void bias_gelu_kernel(float* x, const float* bias, float* y, std
     }
   }
 }
+PIPE_ISA_DISPATCH(bias_gelu_kernel, (float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols), (x, bias, y, rows, cols))
 
 }  // namespace
 
-void CpuBackend::add(const float* a, const float* b, float* out, std::int64_t n) { add_kernel(a, b, out, n); }
-void CpuBackend::accumulate(float* y, const float* x, std::int64_t n) { accumulate_kernel(y, x, n); }
-void CpuBackend::scale(float* y, float factor, std::int64_t n) { scale_kernel(y, factor, n); }
+void CpuBackend::add(const float* a, const float* b, float* out, std::int64_t n) { add_kernel_any(a, b, out, n); }
+void CpuBackend::accumulate(float* y, const float* x, std::int64_t n) { accumulate_kernel_any(y, x, n); }
+void CpuBackend::scale(float* y, float factor, std::int64_t n) { scale_kernel_any(y, factor, n); }
 
 void CpuBackend::add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
-  add_bias_kernel(y, bias, rows, cols);
+  add_bias_kernel_any(y, bias, rows, cols);
 }
 
 void CpuBackend::bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
-  bias_grad_kernel(dy, db, rows, cols);
+  bias_grad_kernel_any(dy, db, rows, cols);
 }
 
-void CpuBackend::relu_forward(const float* x, float* y, std::int64_t n) { relu_kernel(x, y, n); }
+void CpuBackend::relu_forward(const float* x, float* y, std::int64_t n) { relu_kernel_any(x, y, n); }
 
 void CpuBackend::relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
-  relu_backward_kernel(x, dy, dx, n);
+  relu_backward_kernel_any(x, dy, dx, n);
 }
 
-void CpuBackend::gelu_forward(const float* x, float* y, std::int64_t n) { gelu_kernel(x, y, n); }
+void CpuBackend::gelu_forward(const float* x, float* y, std::int64_t n) { gelu_kernel_any(x, y, n); }
 
 void CpuBackend::gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
-  gelu_backward_kernel(x, dy, dx, n);
+  gelu_backward_kernel_any(x, dy, dx, n);
 }
 
 void CpuBackend::bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) {
-  bias_gelu_kernel(x, bias, y, rows, cols);
+  bias_gelu_kernel_any(x, bias, y, rows, cols);
 }
 
 // ---- LayerNorm
 
 namespace {
 
-PIPE_CPU_KERNEL void layernorm_kernel(const float* x, const float* weight, const float* bias, float* y, float* mean,
+template <int W>
+PIPE_INLINE void layernorm_kernel(const float* x, const float* weight, const float* bias, float* y, float* mean,
                                       float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -202,17 +266,19 @@ PIPE_CPU_KERNEL void layernorm_kernel(const float* x, const float* weight, const
     // x - x[0], exact in float for nearby values, so that a large common offset (a residual stream far from
     // zero) does not drown the deviations in the rounding of the mean.
     const float pivot = xr[0];
-    const float dm = sum_minus(xr, pivot, cols) * inv_cols;  // mean - pivot
-    const float var = sum_sq_dev(xr, pivot, dm, cols) * inv_cols;
+    const float dm = sum_minus<W>(xr, pivot, cols) * inv_cols;  // mean - pivot
+    const float var = sum_sq_dev<W>(xr, pivot, dm, cols) * inv_cols;
     const float rs = 1.0f / std::sqrt(var + eps);
     for (std::int64_t c = 0; c < cols; ++c) yr[c] = ((xr[c] - pivot) - dm) * rs * weight[c] + bias[c];
     mean[r] = pivot + dm;
     rstd[r] = rs;
   }
 }
+PIPE_ISA_DISPATCH(layernorm_kernel, (const float* x, const float* weight, const float* bias, float* y, float* mean, float* rstd, std::int64_t rows, std::int64_t cols, float eps), (x, weight, bias, y, mean, rstd, rows, cols, eps))
 
 // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * weight
-PIPE_CPU_KERNEL void layernorm_backward_input_kernel(const float* dy, const float* x, const float* weight,
+template <int W>
+PIPE_INLINE void layernorm_backward_input_kernel(const float* dy, const float* x, const float* weight,
                                                      const float* mean, const float* rstd, float* dx,
                                                      std::int64_t rows, std::int64_t cols) {
   const float inv_cols = 1.0f / static_cast<float>(cols);
@@ -222,13 +288,13 @@ PIPE_CPU_KERNEL void layernorm_backward_input_kernel(const float* dy, const floa
     float* dxr = dx + r * cols;
     const float m = mean[r];
     const float rs = rstd[r];
-    const vf mv = splat(m);
-    vf acc_g = {}, acc_gx = {};
+    const vf<W> mv = splat<W>(m);
+    vf<W> acc_g = {}, acc_gx = {};
     std::int64_t c = 0;
-    for (; c + kWidth <= cols; c += kWidth) {
-      const vf g = load(dyr + c) * load(weight + c);
+    for (; c + W <= cols; c += W) {
+      const vf<W> g = load<W>(dyr + c) * load<W>(weight + c);
       acc_g += g;
-      acc_gx += g * (load(xr + c) - mv);
+      acc_gx += g * (load<W>(xr + c) - mv);
     }
     float sg = hsum(acc_g), sgx = hsum(acc_gx);
     for (; c < cols; ++c) {
@@ -244,8 +310,10 @@ PIPE_CPU_KERNEL void layernorm_backward_input_kernel(const float* dy, const floa
     }
   }
 }
+PIPE_ISA_DISPATCH(layernorm_backward_input_kernel, (const float* dy, const float* x, const float* weight, const float* mean, const float* rstd, float* dx, std::int64_t rows, std::int64_t cols), (dy, x, weight, mean, rstd, dx, rows, cols))
 
-PIPE_CPU_KERNEL void layernorm_backward_weight_kernel(const float* dy, const float* x, const float* mean,
+template <int W>
+PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* x, const float* mean,
                                                       const float* rstd, float* dweight, float* dbias,
                                                       std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -259,22 +327,23 @@ PIPE_CPU_KERNEL void layernorm_backward_weight_kernel(const float* dy, const flo
     }
   }
 }
+PIPE_ISA_DISPATCH(layernorm_backward_weight_kernel, (const float* dy, const float* x, const float* mean, const float* rstd, float* dweight, float* dbias, std::int64_t rows, std::int64_t cols), (dy, x, mean, rstd, dweight, dbias, rows, cols))
 
 }  // namespace
 
 void CpuBackend::layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean,
                                    float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
-  layernorm_kernel(x, weight, bias, y, mean, rstd, rows, cols, eps);
+  layernorm_kernel_any(x, weight, bias, y, mean, rstd, rows, cols, eps);
 }
 
 void CpuBackend::layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
                                           const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) {
-  layernorm_backward_input_kernel(dy, x, weight, mean, rstd, dx, rows, cols);
+  layernorm_backward_input_kernel_any(dy, x, weight, mean, rstd, dx, rows, cols);
 }
 
 void CpuBackend::layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd,
                                            float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) {
-  layernorm_backward_weight_kernel(dy, x, mean, rstd, dweight, dbias, rows, cols);
+  layernorm_backward_weight_kernel_any(dy, x, mean, rstd, dweight, dbias, rows, cols);
 }
 
 // ---- losses
@@ -293,36 +362,41 @@ void check_labels(const char* op, const std::int32_t* labels, std::int64_t rows,
 namespace {
 
 // Per row: one pass for the max, one for sum exp(z - max); loss = log(sum) - (z[label] - max).
-PIPE_CPU_KERNEL void cross_entropy_kernel(const float* logits, const std::int32_t* labels, float* loss,
+template <int W>
+PIPE_INLINE void cross_entropy_kernel(const float* logits, const std::int32_t* labels, float* loss,
                                           std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
   for (std::int64_t b = 0; b < rows / rows_per_sample; ++b) {
     double total = 0.0;
     for (std::int64_t r = b * rows_per_sample; r < (b + 1) * rows_per_sample; ++r) {
       const float* z = logits + r * vocab;
-      const float m = row_max(z, vocab);
-      const float s = sum_exp_shift(z, m, vocab);
+      const float m = row_max<W>(z, vocab);
+      const float s = sum_exp_shift<W>(z, m, vocab);
       total += std::log(static_cast<double>(s)) - static_cast<double>(z[labels[r]] - m);
     }
     loss[b] = static_cast<float>(total / static_cast<double>(rows_per_sample));
   }
 }
+PIPE_ISA_DISPATCH(cross_entropy_kernel, (const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample), (logits, labels, loss, rows, vocab, rows_per_sample))
 
-PIPE_CPU_KERNEL void cross_entropy_backward_kernel(const float* logits, const std::int32_t* labels,
+template <int W>
+PIPE_INLINE void cross_entropy_backward_kernel(const float* logits, const std::int32_t* labels,
                                                    const float* dloss, float* dlogits, std::int64_t rows,
                                                    std::int64_t vocab, std::int64_t rows_per_sample) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* z = logits + r * vocab;
     float* dz = dlogits + r * vocab;
     const float g = dloss[r / rows_per_sample] / static_cast<float>(rows_per_sample);
-    const float m = row_max(z, vocab);
-    const float s = exp_shift_sum(z, m, dz, vocab);
+    const float m = row_max<W>(z, vocab);
+    const float s = exp_shift_sum<W>(z, m, dz, vocab);
     const float f = g / s;
     for (std::int64_t j = 0; j < vocab; ++j) dz[j] *= f;
     dz[labels[r]] -= g;
   }
 }
+PIPE_ISA_DISPATCH(cross_entropy_backward_kernel, (const float* logits, const std::int32_t* labels, const float* dloss, float* dlogits, std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample), (logits, labels, dloss, dlogits, rows, vocab, rows_per_sample))
 
-PIPE_CPU_KERNEL void mse_kernel(const float* x, const float* target, float* loss, std::int64_t batch,
+template <int W>
+PIPE_INLINE void mse_kernel(const float* x, const float* target, float* loss, std::int64_t batch,
                                 std::int64_t per_sample) {
   for (std::int64_t b = 0; b < batch; ++b) {
     const float* xb = x + b * per_sample;
@@ -342,8 +416,10 @@ PIPE_CPU_KERNEL void mse_kernel(const float* x, const float* target, float* loss
     loss[b] = per_sample > 0 ? static_cast<float>(s / static_cast<double>(per_sample)) : 0.0f;
   }
 }
+PIPE_ISA_DISPATCH(mse_kernel, (const float* x, const float* target, float* loss, std::int64_t batch, std::int64_t per_sample), (x, target, loss, batch, per_sample))
 
-PIPE_CPU_KERNEL void mse_backward_kernel(const float* x, const float* target, const float* dloss, float* dx,
+template <int W>
+PIPE_INLINE void mse_backward_kernel(const float* x, const float* target, const float* dloss, float* dx,
                                          std::int64_t batch, std::int64_t per_sample) {
   for (std::int64_t b = 0; b < batch; ++b) {
     const float f = 2.0f * dloss[b] / static_cast<float>(per_sample);
@@ -351,13 +427,14 @@ PIPE_CPU_KERNEL void mse_backward_kernel(const float* x, const float* target, co
     for (std::int64_t i = 0; i < per_sample; ++i) dx[o + i] = (x[o + i] - target[o + i]) * f;
   }
 }
+PIPE_ISA_DISPATCH(mse_backward_kernel, (const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch, std::int64_t per_sample), (x, target, dloss, dx, batch, per_sample))
 
 }  // namespace
 
 void CpuBackend::cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss,
                                        std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
   check_labels("cross_entropy", labels, rows, vocab);
-  if (rows_per_sample > 0) cross_entropy_kernel(logits, labels, loss, rows, vocab, rows_per_sample);
+  if (rows_per_sample > 0) cross_entropy_kernel_any(logits, labels, loss, rows, vocab, rows_per_sample);
 }
 
 // dlogits = (softmax - onehot(label)) * dloss[b] / rows_per_sample
@@ -366,24 +443,25 @@ void CpuBackend::cross_entropy_backward(const float* logits, const std::int32_t*
                                         std::int64_t rows_per_sample) {
   check_labels("cross_entropy_backward", labels, rows, vocab);
   if (rows_per_sample > 0)
-    cross_entropy_backward_kernel(logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
+    cross_entropy_backward_kernel_any(logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
 }
 
 void CpuBackend::mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
                              std::int64_t per_sample) {
-  mse_kernel(x, target, loss, batch, per_sample);
+  mse_kernel_any(x, target, loss, batch, per_sample);
 }
 
 void CpuBackend::mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
                               std::int64_t per_sample) {
-  mse_backward_kernel(x, target, dloss, dx, batch, per_sample);
+  mse_backward_kernel_any(x, target, dloss, dx, batch, per_sample);
 }
 
 // ---- embedding
 
 namespace {
 
-PIPE_CPU_KERNEL void embedding_kernel(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
+template <int W>
+PIPE_INLINE void embedding_kernel(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
                                       std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   for (std::int64_t r = 0; r < batch * seq; ++r) {
     const float* e = wte + static_cast<std::int64_t>(tokens[r]) * dim;
@@ -392,8 +470,10 @@ PIPE_CPU_KERNEL void embedding_kernel(const std::int32_t* tokens, const float* w
     for (std::int64_t c = 0; c < dim; ++c) o[c] = e[c] + p[c];
   }
 }
+PIPE_ISA_DISPATCH(embedding_kernel, (const std::int32_t* tokens, const float* wte, const float* wpe, float* out, std::int64_t batch, std::int64_t seq, std::int64_t dim), (tokens, wte, wpe, out, batch, seq, dim))
 
-PIPE_CPU_KERNEL void embedding_backward_kernel(const std::int32_t* tokens, const float* dout, float* dwte,
+template <int W>
+PIPE_INLINE void embedding_backward_kernel(const std::int32_t* tokens, const float* dout, float* dwte,
                                                float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t t = 0; t < seq; ++t) {
@@ -406,6 +486,7 @@ PIPE_CPU_KERNEL void embedding_backward_kernel(const std::int32_t* tokens, const
       }
     }
 }
+PIPE_ISA_DISPATCH(embedding_backward_kernel, (const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim), (tokens, dout, dwte, dwpe, batch, seq, dim))
 
 }  // namespace
 
@@ -417,13 +498,13 @@ void CpuBackend::embedding_forward(const std::int32_t* tokens, const float* wte,
       throw Error("embedding: token " + std::to_string(tokens[r]) + " at row " + std::to_string(r) + " (sample " +
                   std::to_string(r / seq) + ", position " + std::to_string(r % seq) + ") is outside [0, " +
                   std::to_string(vocab) + ")");
-  embedding_kernel(tokens, wte, wpe, out, batch, seq, dim);
+  embedding_kernel_any(tokens, wte, wpe, out, batch, seq, dim);
 }
 
 // dwte[token] += dout (scatter-add), dwpe[t] += sum_b dout[b, t]
 void CpuBackend::embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe,
                                     std::int64_t batch, std::int64_t seq, std::int64_t dim) {
-  embedding_backward_kernel(tokens, dout, dwte, dwpe, batch, seq, dim);
+  embedding_backward_kernel_any(tokens, dout, dwte, dwpe, batch, seq, dim);
 }
 
 // ---- optimizers
@@ -431,7 +512,8 @@ void CpuBackend::embedding_backward(const std::int32_t* tokens, const float* dou
 namespace {
 
 // PyTorch's SGD (dampening 0, not Nesterov); a zero buffer makes the first step plain SGD, as there.
-PIPE_CPU_KERNEL void sgd_kernel(float* param, const float* grad, float* buffer, std::int64_t n, float lr,
+template <int W>
+PIPE_INLINE void sgd_kernel(float* param, const float* grad, float* buffer, std::int64_t n, float lr,
                                 float momentum, float weight_decay) {
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = grad[i] + weight_decay * param[i];
@@ -440,10 +522,12 @@ PIPE_CPU_KERNEL void sgd_kernel(float* param, const float* grad, float* buffer, 
     param[i] -= lr * buf;
   }
 }
+PIPE_ISA_DISPATCH(sgd_kernel, (float* param, const float* grad, float* buffer, std::int64_t n, float lr, float momentum, float weight_decay), (param, grad, buffer, n, lr, momentum, weight_decay))
 
 // PyTorch's AdamW in one pass: decoupled decay, then the bias-corrected step lr * mhat / (sqrt(vhat) + eps),
 // with the corrections folded into two scalars.
-PIPE_CPU_KERNEL void adamw_kernel(float* param, const float* grad, float* m, float* v, std::int64_t n,
+template <int W>
+PIPE_INLINE void adamw_kernel(float* param, const float* grad, float* m, float* v, std::int64_t n,
                                   float beta1, float beta2, float eps, float decay, float step_size,
                                   float inv_sqrt_bc2) {
   const float one_minus_b1 = 1.0f - beta1;
@@ -457,8 +541,10 @@ PIPE_CPU_KERNEL void adamw_kernel(float* param, const float* grad, float* m, flo
     param[i] = param[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
   }
 }
+PIPE_ISA_DISPATCH(adamw_kernel, (float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2, float eps, float decay, float step_size, float inv_sqrt_bc2), (param, grad, m, v, n, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2))
 
-PIPE_CPU_KERNEL double sum_squares_kernel(const float* x, std::int64_t n) {
+template <int W>
+PIPE_INLINE void sum_squares_kernel(const float* x, std::int64_t n, double* out) {
   double acc[8] = {};
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -469,14 +555,15 @@ PIPE_CPU_KERNEL double sum_squares_kernel(const float* x, std::int64_t n) {
   double s = 0.0;
   for (; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
   for (int j = 0; j < 8; ++j) s += acc[j];
-  return s;
+  *out = s;
 }
+PIPE_ISA_DISPATCH(sum_squares_kernel, (const float* x, std::int64_t n, double* out), (x, n, out))
 
 }  // namespace
 
 void CpuBackend::sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
                               float momentum, float weight_decay) {
-  sgd_kernel(param, grad, momentum_buffer, n, lr, momentum, weight_decay);
+  sgd_kernel_any(param, grad, momentum_buffer, n, lr, momentum, weight_decay);
 }
 
 void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
@@ -488,6 +575,10 @@ void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, std:
                static_cast<float>(1.0 / std::sqrt(bc2)));
 }
 
-double CpuBackend::sum_squares(const float* x, std::int64_t n) { return sum_squares_kernel(x, n); }
+double CpuBackend::sum_squares(const float* x, std::int64_t n) {
+  double s = 0.0;
+  sum_squares_kernel_any(x, n, &s);
+  return s;
+}
 
 }  // namespace libpipe::cpu

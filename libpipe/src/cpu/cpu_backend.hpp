@@ -73,4 +73,13 @@ class CpuBackend final : public Backend {
 // The one CPU backend of the process.
 CpuBackend& cpu_backend();
 
+// The instruction sets the kernels are compiled for (cpu_math.hpp).
+enum class Isa { baseline, avx2, avx512 };
+
+// The one the kernels run with: the best this CPU supports, or PIPE_CPU_ISA (avx512, avx2 or baseline; to
+// test every path on one machine). Decided at first use; throws libpipe::Error for a value that is unknown or
+// beyond this CPU.
+Isa cpu_isa();
+const char* isa_name(Isa isa);
+
 }  // namespace libpipe::cpu

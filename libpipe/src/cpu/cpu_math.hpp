@@ -1,124 +1,211 @@
-// Building blocks of the CPU backend's loops. Elementwise loops are left to
-// GCC's vectoriser (they need only branch-free, libm-free bodies: fast_exp
-// and gelu below); reductions over one row (LayerNorm statistics, softmax,
-// cross-entropy) are written with GCC vector extensions, 16 floats at a time,
-// because the vectoriser will not reorder a float sum and its own attempts on
-// hand-split partial sums were slower than scalar code. The vector type is
-// lowered to whatever the clone targets: one AVX-512 register, two AVX2 ones
-// or four SSE ones.
+// Building blocks of the CPU backend's loops, and how they are compiled for
+// the machine at hand.
+//
+// Every kernel is a template on the vector width W (floats per vector) and is
+// compiled three times: for AVX-512 (x86-64-v4, W = 16), AVX2 + FMA
+// (x86-64-v3, W = 8) and the x86-64 baseline (SSE2, W = 4). The process picks
+// one at first use from what the CPU supports (PIPE_CPU_ISA=avx512|avx2|
+// baseline overrides it, to test every path on one machine). No -march: one
+// binary suits every x86-64 machine, yet runs at full width on each. Measured
+// on the project's machines: GELU over 512k floats 740 us baseline, 245 us
+// AVX2, 128 us AVX-512.
+//
+// Elementwise loops are left to GCC's vectoriser (they only need branch-free,
+// libm-free bodies: fast_exp and gelu below). Reductions over a row (LayerNorm
+// statistics, softmax, cross-entropy) and the attention tiles are written with
+// GCC vector extensions, because the vectoriser will not reorder a float sum.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-// Hot loops are compiled three times, for AVX-512 (x86-64-v4), AVX2 + FMA (x86-64-v3) and the baseline,
-// and the loader picks one per machine (GCC function multiversioning): fast on today's servers without
-// -march=native, which would tie the binary to the build machine's CPU. Measured on the project's machines
-// (pipe-bench ops): GELU over 512k floats 600 us baseline, 245 us v3, 128 us v4.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && !defined(PIPE_NO_CLONES)
-#define PIPE_CPU_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PIPE_CPU_KERNEL
-#endif
+#include "cpu_backend.hpp"
 
-// Helpers are forced inline: a helper left out of line is compiled once, for the baseline, and every clone
-// would call that slow copy.
+// Helpers and kernel bodies are forced inline into the per-ISA entry points: a body left out of line would be
+// compiled once, for the baseline, and every entry point would call that slow copy.
 #define PIPE_INLINE inline __attribute__((always_inline))
 
-// 64-byte vectors are passed in memory when a function taking one is not inlined into an AVX-512 clone
-// (GCC's -Wpsabi note, raised where they are inlined); all of these are forced inline, so the note says
-// nothing here. Left off for the rest of the including file (only the CPU backend's files include this).
+// Vectors wider than the baseline's are passed in memory between functions compiled for the baseline
+// (GCC's -Wpsabi note, raised where they are inlined). Everything here is inlined into code compiled for the
+// vectors' ISA, so the note says nothing; it stays off in the including file (only the CPU backend's files).
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace libpipe::cpu {
 
-// ---- 16-float vectors
+// ---- instruction sets (Isa and cpu_isa() are in cpu_backend.hpp)
 
-constexpr int kWidth = 16;
-typedef float vf __attribute__((vector_size(kWidth * sizeof(float))));
-typedef std::int32_t vi __attribute__((vector_size(kWidth * sizeof(std::int32_t))));
+// Defines name##_avx512 / _avx2 / _baseline, each compiling name<W> for its ISA, and name##_any that calls the
+// one of this CPU. `params` and `args` are the parenthesised parameter and argument lists.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PIPE_ISA_DISPATCH(name, params, args)                                            \
+  __attribute__((target("arch=x86-64-v4"))) void name##_avx512 params { name<16> args; } \
+  __attribute__((target("arch=x86-64-v3"))) void name##_avx2 params { name<8> args; }    \
+  void name##_baseline params { name<4> args; }                                          \
+  void name##_any params {                                                               \
+    switch (cpu_isa()) {                                                                 \
+      case Isa::avx512:                                                                  \
+        return name##_avx512 args;                                                       \
+      case Isa::avx2:                                                                    \
+        return name##_avx2 args;                                                         \
+      default:                                                                           \
+        return name##_baseline args;                                                     \
+    }                                                                                    \
+  }
+#else  // other compilers and CPUs: the generic 4-wide vectors (SSE, NEON)
+#define PIPE_ISA_DISPATCH(name, params, args) \
+  void name##_any params { name<4> args; }
+#endif
 
-PIPE_INLINE vf load(const float* p) {
-  vf v;
+// ---- vectors of W floats
+
+template <int W>
+struct Simd;
+
+template <>
+struct Simd<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef std::int32_t i __attribute__((vector_size(64)));
+  // Lane 0 shuffled to all lanes: GCC 12 makes this one broadcast, but `f{a, a, ...}` or `f{} + a` a masked
+  // insert per lane (which made the attention tiles 3x slower than sgemm).
+  static PIPE_INLINE f splat(float a) {
+    const f v = {a};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
+  static PIPE_INLINE i isplat(std::int32_t a) {
+    const i v = {a};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
+  static PIPE_INLINE i iota() { return i{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
+};
+
+template <>
+struct Simd<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef std::int32_t i __attribute__((vector_size(32)));
+  static PIPE_INLINE f splat(float a) {
+    const f v = {a};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
+  static PIPE_INLINE i isplat(std::int32_t a) {
+    const i v = {a};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
+  static PIPE_INLINE i iota() { return i{0, 1, 2, 3, 4, 5, 6, 7}; }
+};
+
+template <>
+struct Simd<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef std::int32_t i __attribute__((vector_size(16)));
+  static PIPE_INLINE f splat(float a) {
+    const f v = {a};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0);
+  }
+  static PIPE_INLINE i isplat(std::int32_t a) {
+    const i v = {a};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0);
+  }
+  static PIPE_INLINE i iota() { return i{0, 1, 2, 3}; }
+};
+
+template <int W>
+using vf = typename Simd<W>::f;
+template <int W>
+using vi = typename Simd<W>::i;
+
+template <int W>
+PIPE_INLINE vf<W> splat(float a) {
+  return Simd<W>::splat(a);
+}
+
+template <int W>
+PIPE_INLINE vf<W> load(const float* p) {
+  vf<W> v;
   std::memcpy(&v, p, sizeof v);  // unaligned load
   return v;
 }
-PIPE_INLINE void store(float* p, const vf& v) { std::memcpy(p, &v, sizeof v); }
-// Lane 0 shuffled to all lanes: GCC 12 makes this one broadcast, but `vf{a, a, ...}` or `vf{} + a` sixteen
-// masked lane inserts (which made the attention tiles 3x slower than sgemm).
-PIPE_INLINE vf splat(float a) {
-  const vf v = {a};
-  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-}
-PIPE_INLINE vi isplat(std::int32_t a) {
-  const vi v = {a};
-  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+
+template <int W>
+PIPE_INLINE void store(float* p, const vf<W>& v) {
+  std::memcpy(p, &v, sizeof v);
 }
 
-// The last n < kWidth elements of a row, padded with `pad`, so that a row is all whole vectors. Fixed-size
-// loops rather than memcpy: a library call per row would cost more than the row.
-PIPE_INLINE vf load_tail(const float* p, std::int64_t n, float pad) {
-  float buf[kWidth];
-  for (int j = 0; j < kWidth; ++j) buf[j] = j < n ? p[j] : pad;
-  return load(buf);
+// The last n < W elements of a row, padded with `pad`, so that a row is all whole vectors. Fixed-size loops
+// rather than memcpy: a library call per row would cost more than the row.
+template <int W>
+PIPE_INLINE vf<W> load_tail(const float* p, std::int64_t n, float pad) {
+  float buf[W];
+  for (int j = 0; j < W; ++j) buf[j] = j < n ? p[j] : pad;
+  return load<W>(buf);
 }
-PIPE_INLINE void store_tail(float* p, const vf& v, std::int64_t n) {
-  float buf[kWidth];
-  store(buf, v);
-  for (int j = 0; j < kWidth; ++j)
+
+template <int W>
+PIPE_INLINE void store_tail(float* p, const vf<W>& v, std::int64_t n) {
+  float buf[W];
+  store<W>(buf, v);
+  for (int j = 0; j < W; ++j)
     if (j < n) p[j] = buf[j];
 }
 
-typedef float vf8 __attribute__((vector_size(8 * sizeof(float))));
-typedef float vf4 __attribute__((vector_size(4 * sizeof(float))));
-
-// Horizontal sum and max as a tree of halves (3 shuffles), not a chain of 15 dependent adds: rows here are
-// short (C = 128, causal rows of a few dozen), so the chain would cost as much as the row.
-PIPE_INLINE float hsum(const vf& v) {
-  const vf8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const vf4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return (b[0] + b[2]) + (b[1] + b[3]);
+// Branch-free min/max: minps/maxps under the CPU files' -ffinite-math-only -fno-signed-zeros (without them
+// GCC keeps IEEE NaN/-0 semantics with compare-and-blend chains, 2-6x slower in fast_exp).
+template <class V>
+PIPE_INLINE V minf(const V& a, const V& b) {
+  return a < b ? a : b;
+}
+template <class V>
+PIPE_INLINE V maxf(const V& a, const V& b) {
+  return a > b ? a : b;
 }
 
-// Branch-free min/max: minps/maxps under the CPU files' -ffinite-math-only -fno-signed-zeros (without
-// them GCC keeps IEEE NaN/-0 semantics with compare-and-blend chains, 2-6x slower in fast_exp).
-PIPE_INLINE float minf(float a, float b) { return a < b ? a : b; }
-PIPE_INLINE float maxf(float a, float b) { return a > b ? a : b; }
-PIPE_INLINE vf minf(const vf& a, const vf& b) { return a < b ? a : b; }
-PIPE_INLINE vf maxf(const vf& a, const vf& b) { return a > b ? a : b; }
-PIPE_INLINE vf8 maxf(const vf8& a, const vf8& b) { return a > b ? a : b; }
-PIPE_INLINE vf4 maxf(const vf4& a, const vf4& b) { return a > b ? a : b; }
-
-PIPE_INLINE float hmax(const vf& v) {
-  const vf8 a = maxf(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
-                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
-  const vf4 b = maxf(__builtin_shufflevector(a, a, 0, 1, 2, 3), __builtin_shufflevector(a, a, 4, 5, 6, 7));
-  return maxf(maxf(b[0], b[2]), maxf(b[1], b[3]));
+// Horizontal sum and max as a tree of halves (log2 W shuffles), not a chain of W - 1 dependent adds: rows here
+// are short (C = 128, causal rows of a few dozen), so the chain would cost as much as the row.
+PIPE_INLINE float hsum(const Simd<4>::f& v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+PIPE_INLINE float hsum(const Simd<8>::f& v) {
+  return hsum(Simd<4>::f(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7)));
+}
+PIPE_INLINE float hsum(const Simd<16>::f& v) {
+  return hsum(Simd<8>::f(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                         __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)));
+}
+PIPE_INLINE float hmax(const Simd<4>::f& v) { return maxf(maxf(v[0], v[2]), maxf(v[1], v[3])); }
+PIPE_INLINE float hmax(const Simd<8>::f& v) {
+  return hmax(Simd<4>::f(maxf<Simd<4>::f>(__builtin_shufflevector(v, v, 0, 1, 2, 3),
+                                          __builtin_shufflevector(v, v, 4, 5, 6, 7))));
+}
+PIPE_INLINE float hmax(const Simd<16>::f& v) {
+  return hmax(Simd<8>::f(maxf<Simd<8>::f>(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
+                                          __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15))));
 }
 
 // ---- exp and GELU, for one float or a vector of them
 
 template <class F>
-struct IntOf;
-template <>
-struct IntOf<float> {
-  using type = std::int32_t;
+struct IntOf {
+  typedef std::int32_t type;  // float
 };
 template <>
-struct IntOf<vf> {
-  using type = vi;
+struct IntOf<Simd<16>::f> {
+  typedef Simd<16>::i type;
+};
+template <>
+struct IntOf<Simd<8>::f> {
+  typedef Simd<8>::i type;
+};
+template <>
+struct IntOf<Simd<4>::f> {
+  typedef Simd<4>::i type;
 };
 
-// exp(x) to about 2 ulp on [-87.3, 88.3], clamped outside (so exp of a very
-// negative number is ~1e-38, not 0: harmless in sums, and never a denormal).
-// Cody-Waite reduction x = n ln2 + f, |f| <= ln2/2, Cephes' polynomial for e^f.
-// (The clamp before the integer tricks vectorises only with -fno-trapping-math,
-// which the CPU backend's files are built with; see libpipe/CMakeLists.txt.)
+// exp(x) to about 2 ulp on [-87.3, 88.3], clamped outside (so exp of a very negative number is ~1e-38, not 0:
+// harmless in sums, and never a denormal). Cody-Waite reduction x = n ln2 + f, |f| <= ln2/2, Cephes'
+// polynomial for e^f. (The clamp before the integer tricks vectorises only with -fno-trapping-math, which the
+// CPU backend's files are built with; see libpipe/CMakeLists.txt.) Constants are scalars: GCC folds their
+// broadcast, unlike that of run-time scalars (see Simd<16>::splat).
 template <class F>
 PIPE_INLINE F fast_exp(const F& x_in) {
   using I = typename IntOf<F>::type;
-  const F x = minf(maxf(x_in, F{} - 87.3f), F{} + 88.3f);
+  const F x = minf<F>(maxf<F>(x_in, F{} - 87.3f), F{} + 88.3f);
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits
   const F r = x * 1.44269504088896341f + magic;
   const F n = r - magic;
@@ -135,8 +222,8 @@ PIPE_INLINE F fast_exp(const F& x_in) {
   return p * __builtin_bit_cast(F, (ni + 127) << 23);
 }
 
-// GELU, tanh form, written as x * sigmoid(2u) = 0.5 x (1 + tanh u) with
-// u = sqrt(2/pi) (x + 0.044715 x^3): one exp and one division, exact at both tails.
+// GELU, tanh form, written as x * sigmoid(2u) = 0.5 x (1 + tanh u) with u = sqrt(2/pi) (x + 0.044715 x^3):
+// one exp and one division, exact at both tails.
 constexpr float kGeluS = 0.7978845608028654f;  // sqrt(2/pi)
 constexpr float kGeluC = 0.044715f;
 
@@ -157,92 +244,90 @@ PIPE_INLINE float gelu_grad(float x) {
 
 // ---- reductions over one row (n >= 1)
 
+template <int W>
 PIPE_INLINE float row_max(const float* x, std::int64_t n) {
-  vf acc = splat(x[0]);
+  vf<W> acc = splat<W>(x[0]);
   std::int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) acc = maxf(acc, load(x + i));
-  if (i < n) acc = maxf(acc, load_tail(x + i, n - i, x[0]));
+  for (; i + W <= n; i += W) acc = maxf(acc, load<W>(x + i));
+  if (i < n) acc = maxf(acc, load_tail<W>(x + i, n - i, x[0]));
   return hmax(acc);
 }
 
-PIPE_INLINE float dot(const float* x, const float* y, std::int64_t n) {
-  vf acc = {};
-  std::int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) acc += load(x + i) * load(y + i);
-  if (i < n) acc += load_tail(x + i, n - i, 0.0f) * load_tail(y + i, n - i, 0.0f);
-  return hsum(acc);
-}
-
 // sum (x - c)
+template <int W>
 PIPE_INLINE float sum_minus(const float* x, float c, std::int64_t n) {
-  const vf cv = splat(c);
-  vf acc = {};
+  const vf<W> cv = splat<W>(c);
+  vf<W> acc = {};
   std::int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) acc += load(x + i) - cv;
-  if (i < n) acc += load_tail(x + i, n - i, c) - c;
+  for (; i + W <= n; i += W) acc += load<W>(x + i) - cv;
+  if (i < n) acc += load_tail<W>(x + i, n - i, c) - cv;
   return hsum(acc);
 }
 
 // sum ((x - a) - b)^2
+template <int W>
 PIPE_INLINE float sum_sq_dev(const float* x, float a, float b, std::int64_t n) {
-  const vf av = splat(a), bv = splat(b);
-  vf acc = {};
+  const vf<W> av = splat<W>(a), bv = splat<W>(b);
+  vf<W> acc = {};
   std::int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) {
-    const vf d = (load(x + i) - av) - bv;
+  for (; i + W <= n; i += W) {
+    const vf<W> d = (load<W>(x + i) - av) - bv;
     acc += d * d;
   }
   if (i < n) {
-    float d[kWidth];  // exact zeros in the padding
-    for (int j = 0; j < kWidth; ++j) d[j] = j < n - i ? (x[i + j] - a) - b : 0.0f;
-    const vf v = load(d);
+    float d[W];  // exact zeros in the padding
+    for (int j = 0; j < W; ++j) d[j] = j < n - i ? (x[i + j] - a) - b : 0.0f;
+    const vf<W> v = load<W>(d);
     acc += v * v;
   }
   return hsum(acc);
 }
 
-// x[i] - m for the last n < kWidth elements, padded with -1000 (whose exp is ~1e-38: nothing next to the
-// row maximum's 1, whatever the magnitude of m).
-PIPE_INLINE vf shifted_tail(const float* x, float m, std::int64_t n) {
-  float buf[kWidth];
-  for (int j = 0; j < kWidth; ++j) buf[j] = j < n ? x[j] - m : -1000.0f;
-  return load(buf);
+// x[i] - m for the last n < W elements, padded with -1000 (whose exp is ~1e-38: nothing next to the row
+// maximum's 1, whatever the magnitude of m).
+template <int W>
+PIPE_INLINE vf<W> shifted_tail(const float* x, float m, std::int64_t n) {
+  float buf[W];
+  for (int j = 0; j < W; ++j) buf[j] = j < n ? x[j] - m : -1000.0f;
+  return load<W>(buf);
 }
 
-// y[i] = exp(x[i] - m) and returns their sum (the softmax numerator and denominator in one pass).
-// y may be x.
+// y[i] = exp(x[i] - m) and returns their sum (the softmax numerator and denominator in one pass). y may be x.
+template <int W>
 PIPE_INLINE float exp_shift_sum(const float* x, float m, float* y, std::int64_t n) {
-  const vf mv = splat(m);
-  vf acc = {};
+  const vf<W> mv = splat<W>(m);
+  vf<W> acc = {};
   std::int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) {
-    const vf e = fast_exp(load(x + i) - mv);
-    store(y + i, e);
+  for (; i + W <= n; i += W) {
+    const vf<W> e = fast_exp(load<W>(x + i) - mv);
+    store<W>(y + i, e);
     acc += e;
   }
   if (i < n) {
-    const vf e = fast_exp(shifted_tail(x + i, m, n - i));
-    store_tail(y + i, e, n - i);
+    const vf<W> e = fast_exp(shifted_tail<W>(x + i, m, n - i));
+    store_tail<W>(y + i, e, n - i);
     acc += e;
   }
   return hsum(acc);
 }
 
 // sum exp(x[i] - m) without storing.
+template <int W>
 PIPE_INLINE float sum_exp_shift(const float* x, float m, std::int64_t n) {
-  const vf mv = splat(m);
-  vf acc = {};
+  const vf<W> mv = splat<W>(m);
+  vf<W> acc = {};
   std::int64_t i = 0;
-  for (; i + kWidth <= n; i += kWidth) acc += fast_exp(load(x + i) - mv);
-  if (i < n) acc += fast_exp(shifted_tail(x + i, m, n - i));
+  for (; i + W <= n; i += W) acc += fast_exp(load<W>(x + i) - mv);
+  if (i < n) acc += fast_exp(shifted_tail<W>(x + i, m, n - i));
   return hsum(acc);
 }
 
 // y[i] *= s
+template <int W>
 PIPE_INLINE void scale_row(float* y, float s, std::int64_t n) {
+  const vf<W> sv = splat<W>(s);
   std::int64_t i = 0;
-  const vf sv = splat(s);
-  for (; i + kWidth <= n; i += kWidth) store(y + i, load(y + i) * sv);
+  for (; i + W <= n; i += W) store<W>(y + i, load<W>(y + i) * sv);
   for (; i < n; ++i) y[i] *= s;
 }
 
