@@ -46,7 +46,7 @@ std::string num(double v) {
 // Times in tooltips and tick labels: 6 significant digits.
 std::string short_num(double v) {
   char b[32];
-  std::snprintf(b, sizeof b, "%.6g", v);
+  std::snprintf(b, sizeof b, "%.6g", v == 0 ? 0.0 : v);  // no "-0"
   return b;
 }
 
@@ -154,11 +154,13 @@ class SvgWriter {
         "<!-- A pipeline timeline drawn by libpipe (pipe/timeline.hpp): one row per stage or rank, one rect per "
         "block; rects are used for nothing else. -->\n";
     if (small_blocks_ > 0)
-      out += "<!-- " + std::to_string(small_blocks_) +
-             " blocks narrower than a pixel are not drawn one by one: in each row, the pixel columns they cover "
-             "take the colour of the kind filling at least two thirds of the column (else mixed), columns less "
-             "than half covered stay empty, and runs of equal columns are merged into " +
-             std::to_string(spans_) + " rects. -->\n";
+      out += "<!-- " + std::to_string(small_blocks_) + " blocks narrower than " + num(threshold_px_) +
+             (threshold_px_ == 1 ? " pixel" : " pixels") +
+             " are not drawn one by one: each row is cut in cells of " + num(cell_px_) +
+             " pixels; a cell takes the colour of the kind doing three quarters of its work (else mixed), runs of "
+             "alike cells become one rect (" + std::to_string(spans_) +
+             " in all), as opaque as the share of the run spent working, and cells less than a fifth busy stay "
+             "empty. -->\n";
     out +=
         "<style>text{font-family:sans-serif;fill:#222}.t{font-size:16px;font-weight:bold}.n{font-size:" +
         num(name_font_) +
@@ -198,11 +200,22 @@ class SvgWriter {
     plot_h_ = rows * pitch_;
     width_ = left_ + plot_w_ + 24;
 
-    // Tooltips only when few blocks are drawn one by one.
-    std::size_t wide = 0;
+    // Blocks drawn one by one: those a pixel wide or more, or the widest
+    // max_rects of them when there are more (each costs ~50 bytes); the rest
+    // are merged in cells twice as wide as the widest of them.
+    std::vector<double> widths;
     for (const auto& r : tl_.rows)
       for (const auto& b : r.blocks)
-        if ((b.end - b.start) * scale_ >= 1) ++wide;
+        if ((b.end - b.start) * scale_ >= 1) widths.push_back((b.end - b.start) * scale_);
+    threshold_px_ = 1;
+    if (widths.size() > opt_.max_rects) {
+      const std::size_t k = std::max<std::size_t>(opt_.max_rects, 1);
+      std::nth_element(widths.begin(), widths.begin() + (widths.size() - k), widths.end());
+      threshold_px_ = std::nextafter(widths[widths.size() - k], std::numeric_limits<double>::infinity());
+    }
+    cell_px_ = std::max(3.0, 2 * threshold_px_);
+    std::size_t wide = 0;
+    for (double w : widths) wide += w >= threshold_px_;
     tooltips_ = wide <= opt_.max_tooltips;
 
     // The legend: the kinds present (mixed is only known after drawing, so
@@ -211,7 +224,7 @@ class SvgWriter {
     for (const auto& r : tl_.rows)
       for (const auto& b : r.blocks) {
         present[static_cast<int>(b.kind)] = true;
-        if ((b.end - b.start) * scale_ < 1) present[kMixed] = true;
+        if ((b.end - b.start) * scale_ < threshold_px_) present[kMixed] = true;
       }
     for (int k = 0; k <= kNumBlockKinds; ++k)
       if (present[k]) legend_.push_back(k);

@@ -85,6 +85,9 @@ struct SvgOptions {
   // fit in max_plot_height.
   int row_height = 22;
   int max_plot_height = 2048;
+  // At most this many blocks are drawn one by one (about 50 bytes each): when
+  // more are a pixel wide, only the widest are, and the others are merged.
+  std::size_t max_rects = 100000;
   // A <title> tooltip on each block, when there are at most this many blocks
   // drawn one by one (tooltips double the size of a large file).
   std::size_t max_tooltips = 20000;
@@ -93,13 +96,17 @@ struct SvgOptions {
 // An SVG picture: one row per timeline row with its name on the left, one
 // rectangle per block coloured by kind and shaded per micro-batch (lighter
 // and darker in a cycle of four, so neighbours differ), the micro-batch number
-// written inside when the block is wide enough, a time axis with round ticks,
-// a legend and a title. Blocks narrower than a pixel are not drawn one by
-// one: each row's pixel columns covered by them are coloured by the kind that
-// fills most of the column ("mixed" when no kind dominates) and runs of equal
-// columns become one rectangle; a comment in the SVG says how many blocks were
-// merged. So 1,024 rows x 4,096 micro-batches make a file of a few MB, not GB.
-// The text is well-formed XML with every string escaped.
+// (or the label) written inside when the block is wide enough, a time axis
+// with round ticks, a legend and a title. Blocks are the only <rect>s.
+//
+// Blocks narrower than a pixel (or, past max_rects, than the widest ones)
+// are not drawn one by one: each row is cut into cells of a few pixels, a
+// cell takes the colour of the kind doing three quarters of its work ("mixed"
+// otherwise), runs of alike cells become one rectangle as opaque as the share
+// of the run spent working, and a comment in the SVG says how many blocks were
+// merged. So 1,024 rows x 4,096 micro-batches make a file of about a
+// megabyte, not gigabytes. The text is well-formed XML with every string
+// escaped.
 PIPE_API std::string render_svg(const Timeline& timeline, const SvgOptions& options = {});
 
 // Reads a Chrome trace-event JSON: an object with "traceEvents" or a bare
