@@ -3,22 +3,24 @@
 set(PIPE_EXPECT ${CMAKE_CURRENT_SOURCE_DIR}/expect.sh)
 set(PIPE_TEST_DATA ${CMAKE_CURRENT_SOURCE_DIR}/data)
 
+# pipe_expect_test(NAME STATUS "text" ... -- COMMAND ...): COMMAND must exit
+# with STATUS and print each text exactly once (tests/expect.sh).
+function(pipe_expect_test name status)
+  list(FIND ARGN "--" split)
+  list(SUBLIST ARGN 0 ${split} texts)
+  math(EXPR first "${split} + 1")
+  list(SUBLIST ARGN ${first} -1 command)
+  add_test(NAME ${name} COMMAND ${PIPE_EXPECT} ${status} ${texts} -- ${command})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 120 PROCESSORS 2)
+endfunction()
+
+# pipe-train under mpirun with RANKS ranks.
 function(pipe_cli_test name ranks status)
-  set(texts)
-  set(args)
-  set(in_args FALSE)
-  foreach(a IN LISTS ARGN)
-    if(a STREQUAL "--")
-      set(in_args TRUE)
-    elseif(in_args)
-      list(APPEND args ${a})
-    else()
-      list(APPEND texts ${a})
-    endif()
-  endforeach()
-  add_test(NAME cli.${name}
-    COMMAND ${PIPE_EXPECT} ${status} ${texts} -- ${PIPE_MPIRUN} -np ${ranks} $<TARGET_FILE:pipe-train> ${args})
-  set_tests_properties(cli.${name} PROPERTIES TIMEOUT 120 PROCESSORS 2)
+  list(FIND ARGN "--" split)
+  list(SUBLIST ARGN 0 ${split} texts)
+  math(EXPR first "${split} + 1")
+  list(SUBLIST ARGN ${first} -1 args)
+  pipe_expect_test(cli.${name} ${status} ${texts} -- ${PIPE_MPIRUN} -np ${ranks} $<TARGET_FILE:pipe-train> ${args})
 endfunction()
 
 pipe_cli_test(help 1 0 "usage: mpirun -np N pipe-train" "Parallelism (world size = product of the axes):" -- --help)
@@ -70,10 +72,8 @@ pipe_cli_test(unknown_model 2 1
 # Plugins through the command line and the environment.
 pipe_cli_test(user_plugin_from_dir 2 0 "model scaled-mlp: input float32[16], 4 layers, 708 parameters"
   -- --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/scale --model ${PIPE_TEST_DATA}/scaled_mlp.toml --describe)
-add_test(NAME cli.user_plugin_from_env
-  COMMAND ${PIPE_EXPECT} 0 "from ${PIPE_TEST_PLUGIN_DIR}/scale/scale.so" "Scale(init=1.0)" --
-    env PIPE_PLUGIN_PATH=${PIPE_TEST_PLUGIN_DIR}/scale ${PIPE_MPIRUN} -np 2 $<TARGET_FILE:pipe-train> --list-layers)
-set_tests_properties(cli.user_plugin_from_env PROPERTIES TIMEOUT 120 PROCESSORS 2)
+pipe_expect_test(cli.user_plugin_from_env 0 "from ${PIPE_TEST_PLUGIN_DIR}/scale/scale.so" "Scale(init=1.0)" --
+  env PIPE_PLUGIN_PATH=${PIPE_TEST_PLUGIN_DIR}/scale ${PIPE_MPIRUN} -np 2 $<TARGET_FILE:pipe-train> --list-layers)
 pipe_cli_test(user_type_without_its_plugin 2 1
   "pipe-train: error: ${PIPE_TEST_DATA}/scaled_mlp.toml:12: layer 1: unknown layer type 'Scale'"
   -- --model ${PIPE_TEST_DATA}/scaled_mlp.toml --dry-run)
@@ -87,19 +87,11 @@ pipe_cli_test(missing_plugin_dir 2 1 "pipe-train: error: plugin directory '/no/s
 
 # pipe-plan: no MPI, no allocation.
 function(pipe_plan_test name status)
-  set(texts)
-  set(args)
-  set(in_args FALSE)
-  foreach(a IN LISTS ARGN)
-    if(a STREQUAL "--")
-      set(in_args TRUE)
-    elseif(in_args)
-      list(APPEND args ${a})
-    else()
-      list(APPEND texts ${a})
-    endif()
-  endforeach()
-  add_test(NAME plan.${name} COMMAND ${PIPE_EXPECT} ${status} ${texts} -- $<TARGET_FILE:pipe-plan> ${args})
+  list(FIND ARGN "--" split)
+  list(SUBLIST ARGN 0 ${split} texts)
+  math(EXPR first "${split} + 1")
+  list(SUBLIST ARGN ${first} -1 args)
+  pipe_expect_test(plan.${name} ${status} ${texts} -- $<TARGET_FILE:pipe-plan> ${args})
 endfunction()
 
 pipe_plan_test(gpt_tiny_json 0 [=["params":834304,"parts":[0,3,8],"stage_details":]=]

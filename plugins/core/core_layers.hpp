@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <pipe/checked_layer.hpp>
 #include <pipe/layer.hpp>
 #include <string>
 #include <vector>
@@ -27,35 +28,11 @@ std::unique_ptr<libpipe::LayerFactory> make_mse_loss_factory();
 // error names the layer type and both shapes the same way. Forward stores what
 // backward needs in ctx.saved, in an order each layer documents; the tensors
 // are references to the caller's storage, never copies.
-class CoreLayer : public libpipe::ParameterLayer {
- public:
-  CoreLayer(std::string type, const libpipe::LayerDescription& description, const libpipe::TensorType& input,
-            libpipe::Device device);
+// The core layers' base: the SDK's run-time checks.
+using CoreLayer = libpipe::CheckedLayer;
 
- protected:
-  const std::string& type() const { return type_; }
-  // An Error "<type>: <message>".
-  [[noreturn]] void fail(const std::string& message) const;
-  // Throws unless x is the described input with a micro-batch dimension in front.
-  void check_input(const libpipe::Tensor& x) const;
-  // Throws unless dy has the shape of this layer's output for a micro-batch of `batch`.
-  void check_output_grad(const libpipe::Tensor& dy, std::int64_t batch, const char* call) const;
-  // ctx.saved, which must hold exactly `count` tensors at this point of the
-  // forward / backward_input / backward_weight sequence; `call` names the caller.
-  std::vector<libpipe::Tensor>& saved(libpipe::LayerContext& ctx, std::size_t count, const char* call) const;
-  // The gradient of parameter `name`, which allocate_grads must have created.
-  libpipe::Tensor& grad(const std::string& name);
-
- private:
-  std::string type_;
-  libpipe::TensorType input_;
-  libpipe::TensorType output_;
-};
-
-// "float32[B, 5, 8]": a per-sample type with the micro-batch dimension in front.
-std::string batched_type_str(const libpipe::TensorType& type);
-// "float32[2, 5, 8]"
-std::string tensor_type_str(const libpipe::Tensor& t);
+using libpipe::batched_type_str;
+using libpipe::tensor_type_str;
 
 // GPT-2 (and nanoGPT) draw every weight matrix and embedding from N(0, 0.02);
 // biases start at 0, LayerNorm at the identity.

@@ -7,13 +7,13 @@
 // the few cost formulas of core layers a block contains (Linear, LayerNorm,
 // GELU) are restated here. They must equal core_layers.hpp's; test_layers
 // checks that a block's figures are the sum of its parts described by both
-// plugins. The run-time checks of TransformerLayer restate core's CoreLayer
-// for the same reason.
+// plugins. The run-time checks come from the SDK (libpipe::CheckedLayer).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <pipe/checked_layer.hpp>
 #include <pipe/init.hpp>
 #include <pipe/layer.hpp>
 #include <string>
@@ -26,31 +26,8 @@ std::unique_ptr<libpipe::LayerFactory> make_transformer_block_factory();
 
 // The base of this plugin's layers: the parameters of the description plus the
 // checks each call makes, so that every run-time error names the layer type
-// and the shapes (the same messages as the core plugin's CoreLayer).
-class TransformerLayer : public libpipe::ParameterLayer {
- public:
-  TransformerLayer(std::string type, const libpipe::LayerDescription& description, const libpipe::TensorType& input,
-                   libpipe::Device device);
-
-  // The gradient of parameter `name`, which allocate_grads must have created.
-  libpipe::Tensor& grad(const std::string& name);
-
- protected:
-  // An Error "<type>: <message>".
-  [[noreturn]] void fail(const std::string& message) const;
-  // Throws unless x is the described input with a micro-batch dimension in front.
-  void check_input(const libpipe::Tensor& x) const;
-  // Throws unless dy has the output's shape for a micro-batch of `batch` (the
-  // output type of both layers is their input type).
-  void check_output_grad(const libpipe::Tensor& dy, std::int64_t batch, const char* call) const;
-  // ctx.saved, which must hold exactly `count` tensors at this point of the
-  // forward / backward_input / backward_weight sequence; `call` names the caller.
-  std::vector<libpipe::Tensor>& saved(libpipe::LayerContext& ctx, std::size_t count, const char* call) const;
-
- private:
-  std::string type_;
-  libpipe::TensorType input_;
-};
+// and the shapes.
+using TransformerLayer = libpipe::CheckedLayer;
 
 // GPT-2 initialisation: weights N(0, 0.02), biases 0, LayerNorm identity.
 constexpr float kInitStd = 0.02f;
