@@ -140,3 +140,11 @@ pipe_cli_test(bad_micro_batches 2 1 "pipe-train: error: --micro-batches must be 
 pipe_cli_test(config_file_missing 1 1 "pipe-train: error: --config /no/such.cfg: cannot open the file" -- --config /no/such.cfg)
 pipe_cli_test(mlp_trains 3 0 "pipe-train: trained 3 steps in"
   -- --model mlp --stages 3 --steps 3 --micro-batches 3 --micro-batch-size 4)
+
+# --trace: a real run's timeline is valid Chrome trace JSON with a row per
+# rank (pipe-sim parses it back and draws it), and the end-of-run report.
+string(JOIN " " PIPE_MPIRUN_LINE ${PIPE_MPIRUN})
+set(PIPE_TRACE ${CMAKE_CURRENT_BINARY_DIR}/cli-trace.json)
+pipe_expect_test(cli.trace_and_report 0 "trace ${PIPE_TRACE}: 4 rows" "pipe-train: trace written to ${PIPE_TRACE}"
+  "theory = (S-1)/(M+S-1) for 1f1b" "wrote ${PIPE_TRACE}.svg" --
+  sh -c "${PIPE_MPIRUN_LINE} -np 4 $<TARGET_FILE:pipe-train> --stages 2 --steps 2 --micro-batches 4 --micro-batch-size 2 --trace ${PIPE_TRACE} && $<TARGET_FILE:pipe-sim> --from-trace ${PIPE_TRACE} --svg ${PIPE_TRACE}.svg")

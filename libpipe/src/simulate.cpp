@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 
 #include "pipe/error.hpp"
@@ -27,7 +28,9 @@ enum SimOp : std::uint32_t { kF, kB, kW, kSA, kRA, kSG, kRG };
 constexpr int kOpShift = 29;
 constexpr std::uint32_t kMbMask = (1u << kOpShift) - 1;
 
-std::uint32_t pack(SimOp op, int mb) { return (static_cast<std::uint32_t>(op) << kOpShift) | static_cast<std::uint32_t>(mb); }
+std::uint32_t pack(SimOp op, int mb) {
+  return (static_cast<std::uint32_t>(op) << kOpShift) | static_cast<std::uint32_t>(mb);
+}
 SimOp op_of(std::uint32_t code) { return static_cast<SimOp>(code >> kOpShift); }
 int mb_of(std::uint32_t code) { return static_cast<int>(code & kMbMask); }
 
@@ -84,8 +87,10 @@ std::string plural(long long n, const char* one, const char* many) {
 }
 
 void require_cost(double v, const std::string& what) {
-  if (!std::isfinite(v) || v < 0)
-    throw Error("simulate: " + what + " must be a finite number >= 0, got " + std::to_string(v));
+  if (std::isfinite(v) && v >= 0) return;
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  throw Error("simulate: " + what + " must be a finite number >= 0, got " + b);
 }
 
 }  // namespace
@@ -98,8 +103,8 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   if (M > static_cast<int>(kMbMask))
     throw Error("simulate: at most " + std::to_string(kMbMask) + " micro-batches, got " + std::to_string(M));
   if (costs.size() != 1 && costs.size() != static_cast<std::size_t>(S))
-    throw Error("simulate: " + plural(static_cast<long long>(costs.size()), "cost entry", "cost entries") +
-                " for " + plural(S, "stage", "stages") + " (give one per stage, or one for all)");
+    throw Error("simulate: " + plural(static_cast<long long>(costs.size()), "cost entry", "cost entries") + " for " +
+                plural(S, "stage", "stages") + " (give one per stage, or one for all)");
   for (std::size_t i = 0; i < costs.size(); ++i) {
     const std::string where = costs.size() == 1 ? "" : " of stage " + std::to_string(i);
     require_cost(costs[i].forward, "the forward cost" + where);

@@ -100,9 +100,19 @@ const Rgb kKindColour[kNumBlockKinds + 1] = {
 };
 constexpr int kMixed = kNumBlockKinds;
 
+// clang-format off
 const char* kLegendName[kNumBlockKinds + 1] = {
-    "forward (F)", "backward input (B)", "backward weight (W)", "send", "recv / wait", "reduce", "optimizer", "other",
-    "mixed (blocks under a pixel)"};
+    "forward (F)",
+    "backward input (B)",
+    "backward weight (W)",
+    "send",
+    "recv / wait",
+    "reduce",
+    "optimizer",
+    "other",
+    "mixed (blocks under a pixel)",
+};
+// clang-format on
 
 // Neighbouring micro-batches get different shades: a cycle of four, mixing
 // the colour with white or black.
@@ -155,21 +165,19 @@ class SvgWriter {
         "block; rects are used for nothing else. -->\n";
     if (small_blocks_ > 0)
       out += "<!-- " + std::to_string(small_blocks_) + " blocks narrower than " + num(threshold_px_) +
-             (threshold_px_ == 1 ? " pixel" : " pixels") +
-             " are not drawn one by one: each row is cut in cells of " + num(cell_px_) +
+             (threshold_px_ == 1 ? " pixel" : " pixels") + " are not drawn one by one: each row is cut in cells of " +
+             num(cell_px_) +
              " pixels; a cell takes the colour of the kind doing three quarters of its work (else mixed), runs of "
-             "alike cells become one rect (" + std::to_string(spans_) +
+             "alike cells become one rect (" +
+             std::to_string(spans_) +
              " in all), as opaque as the share of the run spent working, and cells less than a fifth busy stay "
              "empty. -->\n";
-    out +=
-        "<style>text{font-family:sans-serif;fill:#222}.t{font-size:16px;font-weight:bold}.n{font-size:" +
-        num(name_font_) +
-        "px;text-anchor:end;dominant-baseline:central}.m{font-size:" + num(mb_font_) +
-        "px;text-anchor:middle;dominant-baseline:central}.w{fill:#fff}.a{font-size:11px;text-anchor:middle}"
-        ".l{font-size:11px;dominant-baseline:central}</style>\n";
+    out += "<style>text{font-family:sans-serif;fill:#222}.t{font-size:16px;font-weight:bold}.n{font-size:" +
+           num(name_font_) + "px;text-anchor:end;dominant-baseline:central}.m{font-size:" + num(mb_font_) +
+           "px;text-anchor:middle;dominant-baseline:central}.w{fill:#fff}.a{font-size:11px;text-anchor:middle}"
+           ".l{font-size:11px;dominant-baseline:central}</style>\n";
     out += "<path d=\"M0 0H" + num(width_) + "V" + num(height_) + "H0Z\" fill=\"#fff\"/>\n";
-    out += "<text class=\"t\" x=\"" + num(left_) + "\" y=\"24\">" +
-           xml(opt_.title.empty() ? "Pipeline timeline" : opt_.title) + "</text>\n";
+    out += "<text class=\"t\" x=\"" + num(left_) + "\" y=\"24\">" + xml(title()) + "</text>\n";
     out += body;
     out += "</svg>\n";
     return out;
@@ -177,6 +185,10 @@ class SvgWriter {
 
  private:
   void layout() {
+    for (const auto& r : tl_.rows)
+      for (const auto& b : r.blocks)
+        if (!std::isfinite(b.start) || !std::isfinite(b.end))
+          throw Error("render_svg: row '" + r.name + "' has a block with a time that is not a finite number");
     t0_ = tl_.block_count() ? tl_.start() : 0;
     t1_ = tl_.block_count() ? tl_.end() : 1;
     if (!(t1_ > t0_)) t1_ = t0_ + 1;
@@ -184,7 +196,10 @@ class SvgWriter {
     for (const auto& r : tl_.rows) longest = std::max(longest, r.name.size());
     left_ = std::clamp(static_cast<double>(longest) * 6.5 + 16, 60.0, 260.0);
 
-    plot_w_ = opt_.width > 0 ? opt_.width : auto_width();
+    // The title (16px bold, about 9.5px a character) must fit: an automatic
+    // width grows the plot for it, a given one only the picture.
+    const double title_w = 9.5 * static_cast<double>(title().size());
+    plot_w_ = opt_.width > 0 ? opt_.width : std::max(auto_width(), title_w - left_);
     scale_ = plot_w_ / (t1_ - t0_);
 
     const double rows = static_cast<double>(std::max<std::size_t>(tl_.rows.size(), 1));
@@ -198,7 +213,7 @@ class SvgWriter {
 
     top_ = 40;
     plot_h_ = rows * pitch_;
-    width_ = left_ + plot_w_ + 24;
+    width_ = std::max(left_ + plot_w_, left_ + title_w) + 24;
 
     // Blocks drawn one by one: those a pixel wide or more, or the widest
     // max_rects of them when there are more (each costs ~50 bytes); the rest
@@ -218,8 +233,9 @@ class SvgWriter {
     for (double w : widths) wide += w >= threshold_px_;
     tooltips_ = wide <= opt_.max_tooltips;
 
-    // The legend: the kinds present (mixed is only known after drawing, so
-    // it always gets its place when any block is under a pixel).
+    // The legend: the kinds present. Whether merging yields mixed runs is
+    // only known after drawing, so mixed is counted here whenever blocks are
+    // merged, and drawn only when used.
     std::vector<bool> present(kNumBlockKinds + 1, false);
     for (const auto& r : tl_.rows)
       for (const auto& b : r.blocks) {
@@ -254,10 +270,12 @@ class SvgWriter {
     if (d.empty()) return opt_.min_width;
     std::nth_element(d.begin(), d.begin() + d.size() / 2, d.end());
     const double w = (t1_ - t0_) / d[d.size() / 2] * 24;
-    return std::clamp(w, static_cast<double>(opt_.min_width), static_cast<double>(std::max(opt_.min_width, opt_.max_width)));
+    return std::clamp(w, static_cast<double>(opt_.min_width),
+                      static_cast<double>(std::max(opt_.min_width, opt_.max_width)));
   }
 
   double x_of(double t) const { return left_ + (t - t0_) * scale_; }
+  std::string title() const { return opt_.title.empty() ? "Pipeline timeline" : opt_.title; }
 
   void draw_axis(std::string& out) const {
     // Seconds get a friendlier unit when the span is short.
@@ -274,7 +292,8 @@ class SvgWriter {
     const double y = top_ + plot_h_;
     const double step = tick_step(span, std::max(2, static_cast<int>(plot_w_ / 110)));
     std::string grid, ticks;
-    for (double k = std::ceil(t0_ / step - 1e-9);; k += 1) {
+    const double first = std::ceil(t0_ / step - 1e-9);
+    for (double k = first; k < first + 1000; k += 1) {  // about plot_w_ / 110 ticks; the bound is a guard
       const double t = k * step;
       if (t > t1_ + 1e-9 * span) break;
       const double x = x_of(t);
@@ -308,10 +327,10 @@ class SvgWriter {
   // The small blocks of one row, gathered into cells of cell_px_ pixels on a
   // grid from the plot's left edge, and the run of alike cells not yet drawn.
   struct Merge {
-    long cell = std::numeric_limits<long>::min();  // the cell being filled, or the last one
-    bool open = false;                             // whether `cell` has blocks not yet classified
-    double cover[kNumBlockKinds] = {};             // pixels of each kind in it
-    double lo = 0, hi = 0;                         // extent of its blocks
+    long cell = std::numeric_limits<long>::min();             // the cell being filled, or the last one
+    bool open = false;                                        // whether `cell` has blocks not yet classified
+    double cover[kNumBlockKinds] = {};                        // pixels of each kind in it
+    double lo = 0, hi = 0;                                    // extent of its blocks
     double floor = -std::numeric_limits<double>::infinity();  // end of the last wide block
     int run_class = kIdle;
     double run_x0 = 0, run_x1 = 0, run_busy = 0;
@@ -340,7 +359,7 @@ class SvgWriter {
       const Block& b = row.blocks[sorted ? j : order[j]];
       if (!(b.end >= b.start)) continue;  // NaN or reversed: nothing to draw
       const double x0 = x_of(b.start), x1 = x_of(b.end);
-      if (x1 - x0 >= threshold_px_) {
+      if ((b.end - b.start) * scale_ >= threshold_px_) {  // the measure layout() chose the threshold by
         end_cell(out, m, by, x0);
         draw_run(out, m, by);
         draw_block(out, row, b, x0, x1, by);
@@ -356,20 +375,22 @@ class SvgWriter {
   }
 
   void draw_block(std::string& out, const TimelineRow& row, const Block& b, double x0, double x1, double by) {
-    const Rgb colour = shade(kKindColour[static_cast<int>(b.kind)], b.micro_batch);
+    // Waiting is drawn plain: it is idle time, and numbers on it would read as work.
+    const bool wait = b.kind == BlockKind::Recv;
+    const Rgb colour = shade(kKindColour[static_cast<int>(b.kind)], wait ? -1 : b.micro_batch);
     out += "<rect x=\"" + num(x0) + "\" y=\"" + num(by) + "\" width=\"" + num(x1 - x0) + "\" height=\"" + num(bar_h_) +
            "\" fill=\"" + hex(colour) + "\"";
     const std::string& label = tl_.label(b);
     if (tooltips_) {
       std::string what = label.empty() ? block_kind_name(b.kind) : label;
       if (b.micro_batch >= 0) what += ", micro-batch " + std::to_string(b.micro_batch);
-      out += "><title>" + xml(row.name + ": " + what + ", " + short_num(b.start) + " to " + short_num(b.end) + " " +
-                              tl_.time_unit) +
+      out += "><title>" +
+             xml(row.name + ": " + what + ", " + short_num(b.start) + " to " + short_num(b.end) + " " + tl_.time_unit) +
              "</title></rect>\n";
     } else {
       out += "/>\n";
     }
-    const std::string text = b.micro_batch >= 0 ? std::to_string(b.micro_batch) : label;
+    const std::string text = wait ? "" : b.micro_batch >= 0 ? std::to_string(b.micro_batch) : label;
     if (!text.empty() && bar_h_ >= 9 && x1 - x0 >= text.size() * mb_font_ * 0.62 + 4)
       out += "<text class=\"m" + std::string(dark(colour) ? " w" : "") + "\" x=\"" + num((x0 + x1) / 2) + "\" y=\"" +
              num(by + bar_h_ / 2) + "\">" + xml(text) + "</text>\n";
@@ -475,9 +496,7 @@ struct TraceRow {
 };
 
 std::string id_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
-double id_number(const json& v) {
-  return v.is_number() ? v.get<double>() : std::numeric_limits<double>::infinity();
-}
+double id_number(const json& v) { return v.is_number() ? v.get<double>() : std::numeric_limits<double>::infinity(); }
 
 std::string event_where(std::size_t i, const json& e) {
   std::string s = "chrome trace: event " + std::to_string(i);
@@ -573,6 +592,7 @@ BlockKind parse_block_kind(const std::string& name) {
       {"isend", BlockKind::Send},
       {"send_activation", BlockKind::Send},
       {"send_grad", BlockKind::Send},
+      {"send_wait", BlockKind::Send},
       {"recv", BlockKind::Recv},
       {"irecv", BlockKind::Recv},
       {"receive", BlockKind::Recv},
@@ -586,6 +606,7 @@ BlockKind parse_block_kind(const std::string& name) {
       {"all_reduce", BlockKind::Reduce},
       {"reduce_grads", BlockKind::Reduce},
       {"reduce_tied_grads", BlockKind::Reduce},
+      {"reduce_tied", BlockKind::Reduce},
       {"optimizer", BlockKind::Optimizer},
       {"optimizer_step", BlockKind::Optimizer},
       {"opt", BlockKind::Optimizer},
@@ -736,16 +757,18 @@ Timeline timeline_from_chrome_trace(const std::string& json_text) {
     TimelineRow out;
     auto pn = process_name.find(r.pid);
     auto tn = thread_key_name.find(r.pid + '\n' + r.tid);
+    // The process name goes in front of a thread name only when it tells
+    // processes apart (pipe-train writes one process with a thread per rank).
     const bool alone = rows_in_process[r.pid] == 1;
-    if (pn != process_name.end() && tn != thread_key_name.end())
-      out.name = alone ? pn->second : pn->second + ": " + tn->second;
-    else if (tn != thread_key_name.end())
-      out.name = tn->second;
+    const bool many_processes = rows_in_process.size() > 1;
+    if (tn != thread_key_name.end())
+      out.name = many_processes && pn != process_name.end() ? pn->second + ": " + tn->second : tn->second;
     else if (pn != process_name.end())
       out.name = alone ? pn->second : pn->second + ": tid " + r.tid;
     else
       out.name = alone ? "pid " + r.pid : "pid " + r.pid + " tid " + r.tid;
-    std::stable_sort(r.blocks.begin(), r.blocks.end(), [](const Block& a, const Block& b) { return a.start < b.start; });
+    std::stable_sort(r.blocks.begin(), r.blocks.end(),
+                     [](const Block& a, const Block& b) { return a.start < b.start; });
     out.blocks = std::move(r.blocks);
     for (Block& b : out.blocks) {
       b.start = (b.start - t_min) * 1e-6;
@@ -753,7 +776,11 @@ Timeline timeline_from_chrome_trace(const std::string& json_text) {
     }
     tl.rows.push_back(std::move(out));
   }
+  // Our own traces of simulations in abstract units say so (to_chrome_trace).
   tl.time_unit = "s";
+  if (doc.is_object() && doc.contains("otherData") && doc["otherData"].is_object() &&
+      doc["otherData"].contains("time_unit") && doc["otherData"]["time_unit"].is_string())
+    tl.time_unit = doc["otherData"]["time_unit"].get<std::string>();
   return tl;
 }
 

@@ -36,7 +36,9 @@ constexpr int kNumBlockKinds = static_cast<int>(BlockKind::Other) + 1;
 // write.
 PIPE_API std::string block_kind_name(BlockKind kind);
 // The inverse, case-insensitive, with the usual aliases ("fwd", "backward",
-// "bwd", "wait", "recv/wait", "allreduce", "opt", ...); anything else is Other.
+// "bwd", "wait", "recv/wait", "allreduce", "opt", ...) and the categories of
+// pipe-train --trace ("recv_wait", "send_wait", "reduce_tied",
+// "reduce_grads"); anything else is Other.
 PIPE_API BlockKind parse_block_kind(const std::string& name);
 
 struct Block {
@@ -112,19 +114,23 @@ PIPE_API std::string render_svg(const Timeline& timeline, const SvgOptions& opti
 // Reads a Chrome trace-event JSON: an object with "traceEvents" or a bare
 // array of events. "X" (complete) events with ts and dur in microseconds, and
 // "B"/"E" pairs, become blocks: one row per (pid, tid), the kind from "cat"
-// (parse_block_kind; from "name" when there is no cat), the micro-batch from
-// args.micro_batch, the label from "name". "M" metadata events thread_name and
-// process_name (args.name) name the rows, and thread_sort_index /
+// (parse_block_kind; from "name" when the cat says nothing), the micro-batch
+// from args.micro_batch, the label from "name". "M" metadata events
+// thread_name and process_name (args.name) name the rows ("process: thread"
+// when the trace has several processes), and thread_sort_index /
 // process_sort_index order them (else by pid, then tid). Times become seconds
-// from the earliest event. Other phases are ignored. Errors (invalid JSON, an
-// event without a numeric ts, an unmatched "E") are one line naming the event.
+// from the earliest block (or in otherData.time_unit, which to_chrome_trace
+// writes). Other phases, and an "E" without its "B", are ignored, as
+// chrome://tracing does. Errors (invalid JSON, no event list, an event
+// without a numeric ts) are one line naming the event.
 PIPE_API Timeline timeline_from_chrome_trace(const std::string& json_text);
 
 // The timeline as a Chrome trace (the inverse of timeline_from_chrome_trace):
 // row i is pid 0, tid i, named by a thread_name event; each block an "X"
 // event with cat = block_kind_name, its label (or kind and micro-batch) as
 // name, and args.micro_batch. Times are taken as seconds and written in
-// microseconds, so chrome://tracing and Perfetto can open a simulation.
+// microseconds, so chrome://tracing and Perfetto can open a simulation; the
+// time unit is kept in otherData.time_unit for the way back.
 PIPE_API std::string to_chrome_trace(const Timeline& timeline);
 
 }  // namespace libpipe

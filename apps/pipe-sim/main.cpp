@@ -1,0 +1,390 @@
+// pipe-sim: a pipeline step predicted before anything runs. It simulates a
+// schedule (1f1b, gpipe, inference) on S stages and M micro-batches with
+// per-stage costs (uniform, listed, or from a model's FLOPs through the same
+// partition as pipe-plan) and prints the step x stage grid, the makespan and
+// the bubble beside the closed form; --svg draws the timeline, --trace writes
+// it as a Chrome trace. --from-trace draws a real run's Chrome trace with the
+// same renderer, so prediction and measurement can be put side by side.
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "pipe/describe.hpp"
+#include "pipe/error.hpp"
+#include "pipe/model.hpp"
+#include "pipe/partition_method.hpp"
+#include "pipe/paths.hpp"
+#include "pipe/plugin_loader.hpp"
+#include "pipe/schedule.hpp"
+#include "pipe/simulate.hpp"
+#include "pipe/timeline.hpp"
+
+namespace po = boost::program_options;
+using nlohmann::json;
+
+namespace {
+
+struct Options {
+  int stages = 4;
+  int micro_batches = 8;
+  std::string schedule = "1f1b";
+  double forward = 1, backward = 2, weight = 0;
+  std::string costs;  // --costs F1:B1[:W1],...
+  std::string model;  // --model: costs from FLOPs
+  std::string method = "parameters";
+  double gflops = 100;
+  int micro_batch_size = 16;
+  double latency = 0;
+  std::vector<std::string> plugin_dirs;
+  std::string svg, trace, from_trace, title;
+  bool json = false, grid = false;
+};
+
+po::options_description flags(Options& o) {
+  po::options_description d("Options");
+  // clang-format off
+  d.add_options()
+    ("stages", po::value(&o.stages)->value_name("S")->default_value(o.stages),
+     "pipeline stages (with --costs and no --stages: one per entry)")
+    ("micro-batches", po::value(&o.micro_batches)->value_name("M")->default_value(o.micro_batches),
+     "micro-batches per step")
+    ("schedule", po::value(&o.schedule)->value_name("KIND")->default_value(o.schedule), "1f1b, gpipe or inference")
+    ("forward", po::value(&o.forward)->value_name("F")->default_value(o.forward), "forward time per micro-batch, every stage")
+    ("backward", po::value(&o.backward)->value_name("B")->default_value(o.backward),
+     "backward (input gradient) time per micro-batch, every stage")
+    ("weight", po::value(&o.weight)->value_name("W")->default_value(o.weight),
+     "weight-gradient time per micro-batch, every stage (0: included in --backward)")
+    ("costs", po::value(&o.costs)->value_name("F:B[:W],..."), "per-stage times instead, one entry per stage")
+    ("model", po::value(&o.model)->value_name("FILE|NAME"),
+     "times from this model's FLOPs, split as pipe-plan splits it: forward = 1/3, backward = 2/3 of a stage's "
+     "FLOPs x --micro-batch-size / --gflops, in seconds")
+    ("partition-method", po::value(&o.method)->value_name("METHOD")->default_value(o.method),
+     "with --model: how layers are split (as pipe-plan and pipe-train)")
+    ("gflops", po::value(&o.gflops)->value_name("R")->default_value(o.gflops), "with --model: assumed GFLOP/s per stage")
+    ("micro-batch-size", po::value(&o.micro_batch_size)->value_name("B")->default_value(o.micro_batch_size),
+     "with --model: samples per micro-batch")
+    ("plugin-dir", po::value(&o.plugin_dirs)->value_name("DIR")->composing(), "with --model: load layer plugins from DIR")
+    ("no-builtin-plugins", po::bool_switch(), "with --model: do not load the project's own layer plugins")
+    ("latency", po::value(&o.latency)->value_name("T")->default_value(o.latency),
+     "point-to-point latency added to every message, in the unit of the costs")
+    ("svg", po::value(&o.svg)->value_name("FILE"), "draw the timeline into FILE (SVG)")
+    ("trace", po::value(&o.trace)->value_name("FILE"), "write the simulated timeline as a Chrome trace (JSON)")
+    ("from-trace", po::value(&o.from_trace)->value_name("FILE"),
+     "instead of simulating, read a Chrome trace (e.g. a real run's) and report and draw it")
+    ("title", po::value(&o.title)->value_name("TEXT"), "title of the SVG")
+    ("grid", po::bool_switch(&o.grid), "print the step x stage grid (printed anyway when it is small)")
+    ("json", po::bool_switch(&o.json), "print one JSON object instead of text")
+    ("help,h", "show this help");
+  // clang-format on
+  return d;
+}
+
+bool given(const po::variables_map& vm, const char* name) { return vm.count(name) && !vm[name].defaulted(); }
+
+// "1.5" -> 1.5; anything else is an error naming the flag and item.
+double parse_number(const std::string& text, const std::string& what) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size()) throw libpipe::Error(what + ": '" + text + "' is not a number");
+  return v;
+}
+
+std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
+  std::vector<libpipe::StageCosts> out;
+  std::stringstream items(text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const std::string what = "--costs entry " + std::to_string(out.size()) + " ('" + item + "')";
+    std::vector<std::string> parts;
+    std::stringstream fields(item);
+    std::string f;
+    while (std::getline(fields, f, ':')) parts.push_back(f);
+    if (parts.size() < 2 || parts.size() > 3) throw libpipe::Error(what + " is not F:B or F:B:W");
+    libpipe::StageCosts c;
+    c.forward = parse_number(parts[0], what);
+    c.backward_input = parse_number(parts[1], what);
+    c.backward_weight = parts.size() == 3 ? parse_number(parts[2], what) : 0;
+    out.push_back(c);
+  }
+  if (out.empty()) throw libpipe::Error("--costs: the list is empty");
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw libpipe::Error("cannot read " + path + ": " + std::strerror(errno));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  if (out) out << text;
+  if (!out) throw libpipe::Error("cannot write " + path + ": " + std::strerror(errno));
+}
+
+// A time with its unit: seconds as s/ms/us by magnitude, abstract units as
+// they are.
+std::string time_text(double v, const std::string& unit) {
+  char b[48];
+  if (unit == "units") {
+    std::snprintf(b, sizeof b, "%.6g unit%s", v, v == 1 ? "" : "s");
+  } else if (unit != "s") {
+    std::snprintf(b, sizeof b, "%.6g %s", v, unit.c_str());
+  } else if (v != 0 && std::fabs(v) < 1e-3) {
+    std::snprintf(b, sizeof b, "%.4g us", v * 1e6);
+  } else if (v != 0 && std::fabs(v) < 1) {
+    std::snprintf(b, sizeof b, "%.4g ms", v * 1e3);
+  } else {
+    std::snprintf(b, sizeof b, "%.4g s", v);
+  }
+  return b;
+}
+
+std::string percent(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%%", 100 * v);
+  return b;
+}
+
+// Where the costs come from, for the report and the JSON.
+struct CostSource {
+  std::vector<libpipe::StageCosts> costs;
+  std::string unit = "units";
+  std::string text;  // one line
+  json extra = json::object();
+};
+
+CostSource costs_from_model(const Options& o, bool builtin_plugins) {
+  if (!(o.gflops > 0) || !std::isfinite(o.gflops))
+    throw libpipe::Error("--gflops must be a positive number, not " + std::to_string(o.gflops));
+  if (o.micro_batch_size < 1)
+    throw libpipe::Error("--micro-batch-size must be at least 1, not " + std::to_string(o.micro_batch_size));
+  libpipe::LayerRegistry registry;
+  libpipe::load_plugins(registry, libpipe::PluginSearch{builtin_plugins, true, o.plugin_dirs});
+  auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
+  auto d = libpipe::describe_model(model, registry);
+  auto plan = libpipe::plan_partition(d, o.method, o.stages);
+  CostSource c;
+  c.unit = "s";
+  char gflops[32];
+  std::snprintf(gflops, sizeof gflops, "%g", o.gflops);
+  json stage_flops = json::array();
+  for (int s = 0; s < o.stages; ++s) {
+    std::int64_t flops = 0;  // forward + backward, per sample
+    for (int i = plan.parts[s]; i < plan.parts[s + 1]; ++i) flops += d.layers[i].description.flops;
+    stage_flops.push_back(flops);
+    const double seconds = static_cast<double>(flops) * o.micro_batch_size / (o.gflops * 1e9);
+    c.costs.push_back({seconds / 3, seconds * 2 / 3, 0});
+  }
+  c.text = "costs from model " + d.name + " (" + libpipe::with_commas(d.params) + " parameters) split by " +
+           plan.method + ", micro-batch size " + std::to_string(o.micro_batch_size) + ", at " + gflops + " GFLOP/s";
+  c.extra = {{"model", d.name},    {"partition_method", plan.method},        {"parts", plan.parts},
+             {"gflops", o.gflops}, {"micro_batch_size", o.micro_batch_size}, {"stage_flops_per_sample", stage_flops}};
+  return c;
+}
+
+int run_simulation(Options& o, const po::variables_map& vm) {
+  if (o.micro_batches < 1)
+    throw libpipe::Error("--micro-batches must be at least 1, not " + std::to_string(o.micro_batches));
+  (void)libpipe::is_training_schedule(o.schedule);  // an unknown kind fails here, before any model is loaded
+  const bool uniform_flags = given(vm, "forward") || given(vm, "backward") || given(vm, "weight");
+  if (!o.costs.empty() && !o.model.empty()) throw libpipe::Error("--costs and --model both give the costs; use one");
+  if (uniform_flags && (!o.costs.empty() || !o.model.empty()))
+    throw libpipe::Error(std::string("--forward, --backward and --weight set uniform costs; they cannot go with ") +
+                         (o.costs.empty() ? "--model" : "--costs"));
+  if (o.json && o.grid) throw libpipe::Error("--grid prints text; it cannot go with --json");
+
+  CostSource src;
+  if (!o.costs.empty()) {
+    src.costs = parse_costs(o.costs);
+    if (!given(vm, "stages")) o.stages = static_cast<int>(src.costs.size());
+    if (static_cast<int>(src.costs.size()) != o.stages)
+      throw libpipe::Error("--costs has " + std::to_string(src.costs.size()) + " entries for " +
+                           std::to_string(o.stages) + " stages (one F:B[:W] entry per stage)");
+    src.text = "costs per stage from --costs";
+  }
+  if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
+  if (!o.model.empty()) {
+    src = costs_from_model(o, !vm["no-builtin-plugins"].as<bool>());
+  } else if (o.costs.empty()) {
+    src.costs = {{o.forward, o.backward, o.weight}};
+    char b[160];
+    if (libpipe::is_training_schedule(o.schedule))
+      std::snprintf(b, sizeof b, "uniform costs per micro-batch: forward %g, backward %g, weight %g", o.forward,
+                    o.backward, o.weight);
+    else
+      std::snprintf(b, sizeof b, "uniform cost per micro-batch: forward %g", o.forward);
+    src.text = b;
+  }
+
+  libpipe::SimResult r = libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs, o.latency);
+  r.timeline.time_unit = src.unit;
+  const std::string& unit = src.unit;
+
+  char head[200];
+  std::snprintf(head, sizeof head, "%s, %d stage%s, %d micro-batch%s", o.schedule.c_str(), o.stages,
+                o.stages == 1 ? "" : "s", o.micro_batches, o.micro_batches == 1 ? "" : "es");
+  if (!o.svg.empty()) {
+    libpipe::SvgOptions svg;
+    svg.title = o.title.empty() ? std::string(head) + ": makespan " + time_text(r.makespan, unit) + ", bubble " +
+                                      percent(r.bubble) + " (theory " + percent(r.theoretical_bubble) + ")"
+                                : o.title;
+    write_file(o.svg, libpipe::render_svg(r.timeline, svg));
+  }
+  if (!o.trace.empty()) write_file(o.trace, libpipe::to_chrome_trace(r.timeline));
+
+  if (o.json) {
+    json costs = json::array();
+    for (const auto& c : src.costs)
+      costs.push_back(
+          {{"forward", c.forward}, {"backward_input", c.backward_input}, {"backward_weight", c.backward_weight}});
+    json j = {{"schedule", o.schedule}, {"stages", o.stages}, {"micro_batches", o.micro_batches},
+              {"makespan", r.makespan}, {"bubble", r.bubble}, {"theoretical_bubble", r.theoretical_bubble},
+              {"busy", r.busy},         {"costs", costs},     {"latency", o.latency},
+              {"time_unit", unit}};
+    j.update(src.extra);
+    if (!o.svg.empty()) j["svg"] = o.svg;
+    if (!o.trace.empty()) j["trace"] = o.trace;
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+
+  const int steps = 2 * (o.micro_batches + o.stages - 1);
+  if (o.grid || (o.stages <= 8 && steps <= 64)) {
+    std::vector<libpipe::Schedule> all;
+    for (int s = 0; s < o.stages; ++s) all.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s));
+    std::cout << libpipe::format_grid(all) << "\n";
+  }
+  std::cout << "pipe-sim: " << head << "; " << src.text << "\n";
+  if (src.costs.size() > 1 && o.stages <= 32) {
+    // Abstract units go in the header, seconds in each cell (as s, ms or us).
+    const bool abstract = unit == "units";
+    auto cell = [&](double v) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.6g", v);
+      return abstract ? std::string(b) : time_text(v, unit);
+    };
+    std::printf("%-6s %12s %12s %12s %12s%s\n", "stage", "forward", "backward", "weight", "busy",
+                abstract ? "  (time units)" : "");
+    for (int s = 0; s < o.stages; ++s) {
+      const auto& c = src.costs[s];
+      std::printf("%-6d %12s %12s %12s %12s\n", s, cell(c.forward).c_str(), cell(c.backward_input).c_str(),
+                  cell(c.backward_weight).c_str(), cell(r.busy[s]).c_str());
+    }
+  }
+  if (src.costs.size() > 1) {
+    int slow = 0;
+    auto slot = [&](int s) {
+      return src.costs[s].forward + src.costs[s].backward_input + src.costs[s].backward_weight;
+    };
+    for (int s = 1; s < o.stages; ++s)
+      if (slot(s) > slot(slow)) slow = s;
+    std::cout << "slowest stage: " << slow << ", " << time_text(slot(slow), unit)
+              << " per micro-batch (the makespan is at least M times that)\n";
+  }
+  std::cout << "makespan: " << time_text(r.makespan, unit) << "\n";
+  std::cout << "bubble: " << percent(r.bubble)
+            << " (theoretical (S-1)/(M+S-1) for equal stages: " << percent(r.theoretical_bubble) << ")\n";
+  if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
+  if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";
+  return 0;
+}
+
+// Per row, the time spent in F, B or W (overlapping events counted once).
+double compute_time(const libpipe::TimelineRow& row) {
+  std::vector<std::pair<double, double>> spans;
+  for (const auto& b : row.blocks)
+    if (b.kind == libpipe::BlockKind::Forward || b.kind == libpipe::BlockKind::BackwardInput ||
+        b.kind == libpipe::BlockKind::BackwardWeight)
+      spans.emplace_back(b.start, b.end);
+  std::sort(spans.begin(), spans.end());
+  double total = 0, lo = 0, hi = -1;
+  for (const auto& [a, z] : spans) {
+    if (a > hi) {
+      if (hi > lo) total += hi - lo;
+      lo = a;
+      hi = z;
+    } else {
+      hi = std::max(hi, z);
+    }
+  }
+  if (hi > lo) total += hi - lo;
+  return total;
+}
+
+int run_from_trace(const Options& o, const po::variables_map& vm) {
+  for (const char* flag : {"costs", "model", "forward", "backward", "weight", "latency", "trace", "grid"})
+    if (given(vm, flag))
+      throw libpipe::Error(std::string("--from-trace draws a recorded run; --") + flag + " is for simulations");
+  libpipe::Timeline tl = libpipe::timeline_from_chrome_trace(read_file(o.from_trace));
+  const double span = tl.end() - tl.start();
+  double busy = 0;
+  json rows = json::array();
+  for (const auto& row : tl.rows) {
+    const double c = compute_time(row);
+    busy += c;
+    rows.push_back({{"name", row.name}, {"blocks", row.blocks.size()}, {"compute", c}});
+  }
+  const double bubble = span > 0 && !tl.rows.empty() ? 1 - busy / (span * static_cast<double>(tl.rows.size())) : 0;
+  if (!o.svg.empty()) {
+    libpipe::SvgOptions svg;
+    svg.title = o.title.empty() ? "trace " + o.from_trace : o.title;
+    write_file(o.svg, libpipe::render_svg(tl, svg));
+  }
+  if (o.json) {
+    json j = {{"trace", o.from_trace}, {"rows", rows},     {"blocks", tl.block_count()},
+              {"span", span},          {"bubble", bubble}, {"time_unit", tl.time_unit}};
+    if (!o.svg.empty()) j["svg"] = o.svg;
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::cout << "trace " << o.from_trace << ": " << tl.rows.size() << " rows, " << tl.block_count() << " blocks over "
+            << time_text(span, tl.time_unit) << "\n";
+  std::cout << "bubble: " << percent(bubble) << " (share of rows x span not in forward or backward)\n";
+  if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  try {
+    po::variables_map vm;
+    auto description = flags(o);
+    try {
+      po::store(po::command_line_parser(argc, argv).options(description).run(), vm);
+      po::notify(vm);
+    } catch (const po::error& e) {
+      throw libpipe::Error(std::string(e.what()) + " (see --help)");
+    }
+    if (vm.count("help")) {
+      std::cout << "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|inference]\n"
+                   "                [--forward F --backward B --weight W | --costs F:B,F:B,... | --model M]\n"
+                   "                [--svg FILE] [--trace FILE] [--grid] [--json]\n"
+                   "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"
+                   "Simulates a pipeline schedule and reports the makespan and the bubble (or draws a recorded\n"
+                   "Chrome trace).\n\n"
+                << description;
+      return 0;
+    }
+    return o.from_trace.empty() ? run_simulation(o, vm) : run_from_trace(o, vm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pipe-sim: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,87 @@
+# pipe-sim end to end: exit status and text through tests/expect.sh (each text
+# exactly once in the output). Included from tests/CMakeLists.txt.
+#   pipe_sim_test(NAME STATUS "text" ... -- pipe-sim args ...)
+set(PIPE_SIM_OUT ${CMAKE_CURRENT_BINARY_DIR}/sim)
+file(MAKE_DIRECTORY ${PIPE_SIM_OUT})
+
+function(pipe_sim_test name status)
+  set(texts)
+  set(args)
+  set(in_args FALSE)
+  foreach(a IN LISTS ARGN)
+    if(a STREQUAL "--")
+      set(in_args TRUE)
+    elseif(in_args)
+      list(APPEND args ${a})
+    else()
+      list(APPEND texts ${a})
+    endif()
+  endforeach()
+  add_test(NAME sim.${name} COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/expect.sh ${status} ${texts} -- $<TARGET_FILE:pipe-sim> ${args})
+  set_tests_properties(sim.${name} PROPERTIES TIMEOUT 90)
+endfunction()
+
+pipe_sim_test(help 0 "usage: pipe-sim --stages S --micro-batches M" -- --help)
+
+# Uniform costs: makespan (M+S-1)(F+B) = 11 x 3 and the closed-form bubble 3/11, in JSON and in text.
+pipe_sim_test(json_uniform_1f1b 0 [["bubble":0.2727272727]] [["theoretical_bubble":0.2727272727]] [["makespan":33.0]]
+  [["stages":4]] [["micro_batches":8]] [["schedule":"1f1b"]] [=["busy":[24.0,24.0,24.0,24.0]]=]
+  -- --stages 4 --micro-batches 8 --json)
+pipe_sim_test(text_uniform_1f1b 0 "makespan: 33 units" "bubble: 27.27% (theoretical (S-1)/(M+S-1) for equal stages: 27.27%)"
+  "step  stage 0" "21    RG7 B7 W7 RT RD OPT  SG7 RT RD OPT  RT RD OPT      RT RD OPT"
+  -- --stages 4 --micro-batches 8 --forward 1 --backward 2 --weight 0)
+pipe_sim_test(json_gpipe 0 [["bubble":0.1794871794]] [["makespan":78.0]] [["schedule":"gpipe"]]
+  -- --stages 8 --micro-batches 32 --schedule gpipe --forward 0.5 --backward 1.5 --json)
+pipe_sim_test(json_inference 0 [["bubble":0.2727272727]] [["makespan":22.0]]
+  -- --stages 4 --micro-batches 8 --schedule inference --forward 2 --json)
+# No grid for a large pipeline unless asked.
+pipe_sim_test(no_grid_when_large 0 "makespan: 237 units" --absent "step  stage 0"
+  -- --stages 16 --micro-batches 64)
+
+# A slow stage: 16 micro-batches at 9 units on stage 1 are 144 of the 147.
+pipe_sim_test(costs_slow_stage 0 "slowest stage: 1, 9 units per micro-batch" "makespan: 147 units"
+  "1                 3            6            0          144"
+  -- --costs 1:2,3:6,1:2 --micro-batches 16)
+pipe_sim_test(latency 0 [["makespan":7.0]] -- --stages 2 --micro-batches 1 --latency 0.5 --json)
+# Costs from a model's FLOPs, split as pipe-plan splits it.
+pipe_sim_test(model_gpt_tiny 0 [["model":"gpt-tiny"]] [=["parts":[0,3,8]]=] [=["stage_flops_per_sample":[164847616,177569792]]=]
+  [["time_unit":"s"]] -- --model gpt-tiny --stages 2 --micro-batches 8 --json)
+
+# The SVG of 64 stages x 128 micro-batches, then a check that it is complete.
+pipe_sim_test(svg_64x128 0 "wrote ${PIPE_SIM_OUT}/sim_64x128.svg"
+  -- --stages 64 --micro-batches 128 --svg ${PIPE_SIM_OUT}/sim_64x128.svg)
+set_tests_properties(sim.svg_64x128 PROPERTIES FIXTURES_SETUP sim_svg)
+add_test(NAME sim.svg_64x128_complete COMMAND sh -c "test -s \"$1\" && head -c 4 \"$1\" | grep -qx '<svg' && test \"$(tail -n 1 \"$1\")\" = '</svg>'"
+  sh ${PIPE_SIM_OUT}/sim_64x128.svg)
+set_tests_properties(sim.svg_64x128_complete PROPERTIES FIXTURES_REQUIRED sim_svg)
+
+# The promised scale, through the CLI (no timing assert; expect.sh's 60 s limit).
+pipe_sim_test(scale_1024x4096 0 [["bubble":0.19984371947]] [["stages":1024]]
+  -- --stages 1024 --micro-batches 4096 --svg ${PIPE_SIM_OUT}/sim_1024x4096.svg --json)
+
+# A simulation written as a Chrome trace and read back: same rows and bubble.
+pipe_sim_test(trace_write 0 "wrote ${PIPE_SIM_OUT}/sim_4x8.trace.json"
+  -- --stages 4 --micro-batches 8 --trace ${PIPE_SIM_OUT}/sim_4x8.trace.json)
+set_tests_properties(sim.trace_write PROPERTIES FIXTURES_SETUP sim_trace)
+pipe_sim_test(trace_read 0 "trace ${PIPE_SIM_OUT}/sim_4x8.trace.json: 4 rows, 76 blocks over 33 units"
+  "bubble: 27.27% (share of rows x span not in forward or backward)" "wrote ${PIPE_SIM_OUT}/sim_4x8.trace.svg"
+  -- --from-trace ${PIPE_SIM_OUT}/sim_4x8.trace.json --svg ${PIPE_SIM_OUT}/sim_4x8.trace.svg)
+set_tests_properties(sim.trace_read PROPERTIES FIXTURES_REQUIRED sim_trace)
+
+# Bad input: one line, exit 1.
+pipe_sim_test(zero_stages 1 "pipe-sim: error: --stages must be at least 1, not 0" -- --stages 0)
+pipe_sim_test(zero_micro_batches 1 "pipe-sim: error: --micro-batches must be at least 1, not 0" -- --micro-batches 0)
+pipe_sim_test(unknown_schedule 1 "pipe-sim: error: unknown pipeline schedule 'zb-h1'" "known schedules: inference, gpipe, 1f1b"
+  -- --schedule zb-h1)
+pipe_sim_test(unknown_flag 1 "pipe-sim: error: unrecognised option '--bubbles' (see --help)" -- --bubbles)
+pipe_sim_test(bad_costs 1 "pipe-sim: error: --costs entry 1 ('3') is not F:B or F:B:W" -- --costs 1:2,3)
+pipe_sim_test(costs_count 1 "pipe-sim: error: --costs has 2 entries for 3 stages (one F:B[:W] entry per stage)"
+  -- --stages 3 --costs 1:2,1:2)
+pipe_sim_test(negative_cost 1 "pipe-sim: error: simulate: the forward cost must be a finite number >= 0, got -1"
+  -- --forward -1)
+pipe_sim_test(costs_and_model 1 "pipe-sim: error: --costs and --model both give the costs; use one"
+  -- --costs 1:2 --model gpt-tiny)
+pipe_sim_test(missing_trace 1 "pipe-sim: error: cannot read ${PIPE_SIM_OUT}/no-such.json: No such file or directory"
+  -- --from-trace ${PIPE_SIM_OUT}/no-such.json)
+pipe_sim_test(trace_with_costs 1 "pipe-sim: error: --from-trace draws a recorded run; --costs is for simulations"
+  -- --from-trace ${PIPE_SIM_OUT}/no-such.json --costs 1:2)

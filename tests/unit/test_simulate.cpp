@@ -1,0 +1,422 @@
+// The pipeline simulator against the closed forms (bubble (S-1)/(M+S-1),
+// makespan (M+S-1)(F+B)) over many shapes and cost ratios, against its own
+// semantics (dependencies, latency, a slow stage), and at the scale it is
+// promised (1,024 stages x 4,096 micro-batches); the SVG renderer for
+// well-formed XML, one <rect> per block and a small file at that scale; the
+// Chrome trace reader on a hand-written trace and the writer in a round trip.
+#define BOOST_TEST_DYN_LINK
+#define BOOST_TEST_MODULE simulate
+#include <algorithm>
+#include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <cmath>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "pipe/error.hpp"
+#include "pipe/simulate.hpp"
+#include "pipe/timeline.hpp"
+
+// BlockKind in BOOST_TEST messages, by name (found by ADL).
+namespace libpipe {
+std::ostream& operator<<(std::ostream& out, BlockKind kind) { return out << block_kind_name(kind); }
+}  // namespace libpipe
+
+using libpipe::Block;
+using libpipe::BlockKind;
+using libpipe::StageCosts;
+using libpipe::Timeline;
+
+namespace {
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const libpipe::Error& e) {
+    return e.what();
+  }
+  return "<no libpipe::Error thrown>";
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::size_t count(const std::string& text, const std::string& part) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + part.size())) ++n;
+  return n;
+}
+
+// A small XML well-formedness check: every tag closed in order, comments and
+// attribute values skipped over, and every '&' the start of an entity. Returns
+// "" when the text is well formed, else what is wrong and where.
+std::string xml_problem(const std::string& x) {
+  std::vector<std::string> open;
+  std::size_t i = 0;
+  while (i < x.size()) {
+    if (x[i] == '&') {
+      const std::size_t semi = x.find(';', i);
+      const std::string entity = semi == std::string::npos ? "" : x.substr(i, semi - i + 1);
+      if (entity != "&amp;" && entity != "&lt;" && entity != "&gt;" && entity != "&quot;" && entity != "&apos;")
+        return "bare '&' at " + std::to_string(i);
+      i = semi + 1;
+      continue;
+    }
+    if (x[i] != '<') {
+      ++i;
+      continue;
+    }
+    if (x.compare(i, 4, "<!--") == 0) {
+      const std::size_t end = x.find("-->", i + 4);
+      if (end == std::string::npos) return "unclosed comment at " + std::to_string(i);
+      if (x.substr(i + 4, end - i - 4).find("--") != std::string::npos) return "'--' inside a comment";
+      i = end + 3;
+      continue;
+    }
+    const bool closing = i + 1 < x.size() && x[i + 1] == '/';
+    std::size_t j = i + (closing ? 2 : 1);
+    std::string name;
+    while (j < x.size() && (std::isalnum(static_cast<unsigned char>(x[j])) || x[j] == '-' || x[j] == ':'))
+      name += x[j++];
+    if (name.empty()) return "a '<' that starts no tag at " + std::to_string(i);
+    char quote = 0;
+    while (j < x.size() && (quote || x[j] != '>')) {
+      if (quote && x[j] == quote)
+        quote = 0;
+      else if (!quote && (x[j] == '"' || x[j] == '\''))
+        quote = x[j];
+      else if (!quote && x[j] == '<')
+        return "'<' inside tag <" + name + "> at " + std::to_string(j);
+      ++j;
+    }
+    if (j >= x.size()) return "tag <" + name + "> never ends";
+    const bool self_closing = x[j - 1] == '/';
+    if (closing) {
+      if (open.empty() || open.back() != name)
+        return "</" + name + "> closes " + (open.empty() ? std::string("nothing") : "<" + open.back() + ">");
+      open.pop_back();
+    } else if (!self_closing) {
+      open.push_back(name);
+    }
+    i = j + 1;
+  }
+  if (!open.empty()) return "<" + open.back() + "> is never closed";
+  return "";
+}
+
+// Blocks of one kind in a row, in order.
+std::vector<Block> of_kind(const libpipe::TimelineRow& row, BlockKind kind) {
+  std::vector<Block> r;
+  for (const Block& b : row.blocks)
+    if (b.kind == kind) r.push_back(b);
+  return r;
+}
+
+const char* const kTrainingKinds[] = {"1f1b", "gpipe"};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(uniform_costs_give_the_closed_form_bubble) {
+  // Equal stages: the bubble is (S-1)/(M+S-1) whatever the F:B:W ratio.
+  const StageCosts ratios[] = {{1, 1, 0}, {1, 2, 0}, {1, 1, 1}, {2, 3, 1}, {0.5, 1.5, 0.25}};
+  int cases = 0;
+  for (const char* kind : kTrainingKinds)
+    for (const StageCosts& c : ratios)
+      for (int S = 1; S <= 16; ++S)
+        for (int M = 1; M <= 32; ++M) {
+          const auto r = libpipe::simulate(kind, S, M, {c});
+          const double closed = static_cast<double>(S - 1) / (M + S - 1);
+          BOOST_TEST_CONTEXT(kind << " S=" << S << " M=" << M << " F:B:W=" << c.forward << ":" << c.backward_input
+                                  << ":" << c.backward_weight) {
+            BOOST_TEST(std::fabs(r.bubble - closed) < 1e-9);
+            BOOST_TEST(std::fabs(r.theoretical_bubble - closed) < 1e-12);
+          }
+          ++cases;
+        }
+  for (int S = 1; S <= 16; ++S)
+    for (int M = 1; M <= 32; ++M) {
+      const auto r = libpipe::simulate("inference", S, M, {{1.5, 0, 0}});
+      BOOST_TEST(std::fabs(r.bubble - static_cast<double>(S - 1) / (M + S - 1)) < 1e-9,
+                 "inference S=" << S << " M=" << M);
+    }
+  BOOST_TEST(cases == 2 * 5 * 16 * 32);
+}
+
+BOOST_AUTO_TEST_CASE(uniform_makespan_is_m_plus_s_minus_1_slots) {
+  for (const char* kind : kTrainingKinds)
+    for (int S : {1, 2, 3, 4, 7, 8, 16})
+      for (int M : {1, 2, 3, 8, 13, 64}) {
+        for (const StageCosts& c : {StageCosts{1, 1, 0}, StageCosts{1, 2, 0}, StageCosts{2, 3, 1}}) {
+          const auto r = libpipe::simulate(kind, S, M, {c});
+          const double slot = c.forward + c.backward_input + c.backward_weight;
+          BOOST_TEST(r.makespan == (M + S - 1) * slot, kind << " S=" << S << " M=" << M);
+          for (int s = 0; s < S; ++s) BOOST_TEST(r.busy[s] == M * slot);
+        }
+      }
+  const auto inference = libpipe::simulate("inference", 4, 8, {{2, 5, 5}});
+  BOOST_TEST(inference.makespan == (8 + 4 - 1) * 2.0);
+  BOOST_TEST(inference.busy[3] == 8 * 2.0);
+}
+
+BOOST_AUTO_TEST_CASE(a_slow_stage_dominates) {
+  // Stage 2 of 5 costs three times the others: the pipeline runs at its pace.
+  std::vector<StageCosts> costs(5, StageCosts{1, 2, 0});
+  costs[2] = {3, 6, 0};
+  for (const char* kind : kTrainingKinds)
+    for (int M : {1, 4, 16, 64}) {
+      const auto r = libpipe::simulate(kind, 5, M, costs);
+      BOOST_TEST_CONTEXT(kind << " M=" << M) {
+        BOOST_TEST(r.makespan >= M * 9.0);
+        // Monotone: no faster than if every stage were as slow as the slowest.
+        BOOST_TEST(r.makespan <= (M + 5 - 1) * 9.0);
+        BOOST_TEST(r.busy[2] == M * 9.0);
+        BOOST_TEST(r.busy[0] == M * 3.0);
+        // One micro-batch runs through the stages one after the other: (S-1)/S either way.
+        if (M > 1) BOOST_TEST(r.bubble > r.theoretical_bubble);
+        if (M == 1) BOOST_TEST(std::fabs(r.bubble - 0.8) < 1e-12);
+      }
+    }
+  // With many micro-batches the slow stage is nearly always busy.
+  const auto r = libpipe::simulate("1f1b", 5, 256, costs);
+  BOOST_TEST(r.busy[2] / r.makespan > 0.95);
+}
+
+BOOST_AUTO_TEST_CASE(latency_is_paid_on_every_hop) {
+  // 2 stages, 1 micro-batch: F on stage 0, message, F and B on stage 1,
+  // message, B on stage 0.
+  const auto r = libpipe::simulate("1f1b", 2, 1, {{1, 2, 0}}, 0.5);
+  BOOST_TEST(r.makespan == 1 + 0.5 + 1 + 2 + 0.5 + 2);
+  // One stage sends nothing.
+  BOOST_TEST(libpipe::simulate("1f1b", 1, 4, {{1, 2, 0}}, 10).makespan == 12);
+  // Latency never shortens a step.
+  for (const char* kind : {"1f1b", "gpipe", "inference"})
+    BOOST_TEST(libpipe::simulate(kind, 6, 9, {{1, 2, 0}}, 0.3).makespan >
+               libpipe::simulate(kind, 6, 9, {{1, 2, 0}}).makespan);
+}
+
+BOOST_AUTO_TEST_CASE(the_timeline_honours_the_dependencies) {
+  for (const char* kind : {"1f1b", "gpipe", "inference"}) {
+    const int S = 5, M = 7;
+    const auto r = libpipe::simulate(kind, S, M, {{1, 2, 0.5}}, 0.25);
+    const Timeline& t = r.timeline;
+    BOOST_TEST_REQUIRE(t.rows.size() == static_cast<std::size_t>(S));
+    std::vector<std::vector<Block>> fwd(S), bwd(S);
+    for (int s = 0; s < S; ++s) {
+      BOOST_TEST(t.rows[s].name == "stage " + std::to_string(s));
+      const auto& blocks = t.rows[s].blocks;
+      for (std::size_t i = 1; i < blocks.size(); ++i)
+        BOOST_TEST(blocks[i].start >= blocks[i - 1].end);  // one at a time
+      fwd[s] = of_kind(t.rows[s], BlockKind::Forward);
+      bwd[s] = of_kind(t.rows[s], BlockKind::BackwardInput);
+      BOOST_TEST(fwd[s].size() == static_cast<std::size_t>(M));
+      BOOST_TEST(bwd[s].size() == (std::string(kind) == "inference" ? 0u : static_cast<std::size_t>(M)));
+    }
+    for (int s = 1; s < S; ++s)
+      for (const Block& f : fwd[s]) {
+        const auto prev = std::find_if(fwd[s - 1].begin(), fwd[s - 1].end(),
+                                       [&](const Block& b) { return b.micro_batch == f.micro_batch; });
+        BOOST_TEST_REQUIRE(bool(prev != fwd[s - 1].end()));
+        BOOST_TEST(f.start >= prev->end + 0.25, kind << " F" << f.micro_batch << " on stage " << s);
+      }
+    for (int s = 0; s + 1 < S && !bwd[s].empty(); ++s)
+      for (const Block& b : bwd[s]) {
+        const auto next = std::find_if(bwd[s + 1].begin(), bwd[s + 1].end(),
+                                       [&](const Block& x) { return x.micro_batch == b.micro_batch; });
+        BOOST_TEST_REQUIRE(bool(next != bwd[s + 1].end()));
+        // The gradient leaves after B and W of the next stage.
+        BOOST_TEST(b.start >= next->end + 0.5 + 0.25, kind << " B" << b.micro_batch << " on stage " << s);
+      }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(errors_are_one_clear_line) {
+  BOOST_TEST(contains(error_of([] { libpipe::simulate("zb", 2, 2, {{}}); }), "unknown pipeline schedule 'zb'"));
+  BOOST_TEST(error_of([] { libpipe::simulate("1f1b", 0, 2, {{}}); }) ==
+             "a pipeline schedule needs at least 1 stage, got 0");
+  BOOST_TEST(error_of([] {
+               libpipe::simulate("1f1b", 3, 2, {{}, {}});
+             }) == "simulate: 2 cost entries for 3 stages (give one per stage, or one for all)");
+  BOOST_TEST(error_of([] {
+               libpipe::simulate("1f1b", 2, 2, {{1, 2, 0}, {1, -2, 0}});
+             }) == "simulate: the backward-input cost of stage 1 must be a finite number >= 0, got -2");
+  BOOST_TEST(contains(error_of([] { libpipe::simulate("gpipe", 2, 2, {{}}, -1); }), "point-to-point latency"));
+}
+
+BOOST_AUTO_TEST_CASE(svg_is_well_formed_with_one_rect_per_block) {
+  const auto r = libpipe::simulate("1f1b", 4, 8, {{1, 2, 0}});
+  libpipe::SvgOptions o;
+  o.title = "1f1b <4 x 8> & \"friends\"";
+  const std::string svg = libpipe::render_svg(r.timeline, o);
+  BOOST_TEST(svg.rfind("<svg", 0) == 0);
+  BOOST_TEST(xml_problem(svg) == "");
+  BOOST_TEST(svg.substr(svg.size() - 7) == "</svg>\n");
+  BOOST_TEST(count(svg, "<rect") == r.timeline.block_count());
+  BOOST_TEST(contains(svg, "1f1b &lt;4 x 8&gt; &amp; &quot;friends&quot;"));
+  BOOST_TEST(contains(svg, "forward (F)"));     // the legend
+  BOOST_TEST(contains(svg, "time (units)"));    // the axis
+  BOOST_TEST(!contains(svg, "narrower than"));  // nothing merged
+  BOOST_TEST(contains(svg, ">7</text>"));       // micro-batch numbers inside blocks
+}
+
+BOOST_AUTO_TEST_CASE(svg_escapes_names_and_labels) {
+  Timeline t;
+  t.rows.push_back({"rank <0> & 'co'", {}});
+  t.rows[0].blocks.push_back(Block{0, 1, BlockKind::Reduce, -1, t.add_label("all<reduce> \x01&")});
+  t.rows[0].blocks.push_back(Block{1, 3, BlockKind::Forward, 12, 0});
+  const std::string svg = libpipe::render_svg(t);
+  BOOST_TEST(xml_problem(svg) == "");
+  BOOST_TEST(contains(svg, "rank &lt;0&gt; &amp; &apos;co&apos;"));
+  BOOST_TEST(contains(svg, "all&lt;reduce&gt; &amp;"));
+  BOOST_TEST(count(svg, "<rect") == 2u);
+  // An empty timeline still draws; a time that is not a number does not.
+  BOOST_TEST(xml_problem(libpipe::render_svg(Timeline{})) == "");
+  t.rows[0].blocks.push_back(Block{3, HUGE_VAL, BlockKind::Other, -1, 0});
+  BOOST_TEST(error_of([&] { libpipe::render_svg(t); }) ==
+             "render_svg: row 'rank <0> & 'co'' has a block with a time that is not a finite number");
+}
+
+BOOST_AUTO_TEST_CASE(the_big_case_runs_and_draws_small) {
+  // 1,024 stages x 4,096 micro-batches: ~29 million instructions. No timing
+  // assert (machines differ); the time is printed with --log_level=message.
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = libpipe::simulate("1f1b", 1024, 4096, {{1, 2, 0}});
+  const double sim_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  BOOST_TEST(std::fabs(r.bubble - 1023.0 / (4096 + 1023)) < 1e-9);
+  BOOST_TEST(r.makespan == (4096 + 1023) * 3.0);
+  BOOST_TEST(r.timeline.rows.size() == 1024u);
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::string svg = libpipe::render_svg(r.timeline);
+  const double svg_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  BOOST_TEST_MESSAGE("1024 x 4096: simulate " << sim_s << " s, " << r.timeline.block_count() << " blocks; svg " << svg_s
+                                              << " s, " << svg.size() << " bytes");
+  BOOST_TEST(svg.size() < 8u * 1024 * 1024);
+  BOOST_TEST(contains(svg, "narrower than"));  // says what was merged
+  BOOST_TEST(xml_problem(svg) == "");
+}
+
+BOOST_AUTO_TEST_CASE(many_wide_blocks_stay_within_the_rect_budget) {
+  // 256 rows of 400 blocks each a few pixels wide: ten times max_rects.
+  Timeline t;
+  for (int s = 0; s < 256; ++s) {
+    t.rows.push_back({"r" + std::to_string(s), {}});
+    for (int m = 0; m < 400; ++m) t.rows.back().blocks.push_back(Block{m * 1.0, m + 0.75, BlockKind::Forward, m, 0});
+  }
+  libpipe::SvgOptions o;
+  o.width = 2000;
+  o.max_rects = 10000;
+  const std::string svg = libpipe::render_svg(t, o);
+  BOOST_TEST(xml_problem(svg) == "");
+  // At most max_rects drawn one by one, plus a merged run before each and at the end of each row.
+  BOOST_TEST(count(svg, "<rect") <= 2 * 10000u + 256u);
+  BOOST_TEST(contains(svg, "narrower than"));
+}
+
+BOOST_AUTO_TEST_CASE(chrome_trace_reads_rows_names_and_blocks) {
+  const std::string trace = R"({"traceEvents": [
+    {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "rank 1"}},
+    {"ph": "M", "name": "process_name", "pid": 0, "args": {"name": "rank 0"}},
+    {"ph": "M", "name": "thread_name", "pid": 0, "tid": 7, "args": {"name": "comm"}},
+    {"ph": "X", "name": "F0", "cat": "forward", "pid": 1, "tid": 0, "ts": 1100, "dur": 100, "args": {"micro_batch": 0}},
+    {"ph": "X", "name": "F0", "cat": "forward", "pid": 0, "tid": 0, "ts": 1000, "dur": 100, "args": {"micro_batch": 0}},
+    {"ph": "X", "name": "send", "cat": "send", "pid": 0, "tid": 7, "ts": 1100, "dur": 5, "args": {"micro_batch": 0}},
+    {"ph": "X", "name": "B0", "cat": "backward_input", "pid": 1, "tid": 0, "ts": 1200, "dur": 200,
+     "args": {"micro_batch": 0}},
+    {"ph": "B", "name": "wait", "pid": 0, "tid": 0, "ts": 1100},
+    {"ph": "E", "pid": 0, "tid": 0, "ts": 1405},
+    {"ph": "X", "name": "optimizer", "pid": 0, "tid": 0, "ts": 1600, "dur": 50},
+    {"ph": "i", "name": "marker", "pid": 0, "tid": 0, "ts": 1500},
+    {"ph": "C", "name": "memory", "pid": 0, "ts": 1500, "args": {"bytes": 5}}
+  ], "displayTimeUnit": "ms"})";
+  const Timeline t = libpipe::timeline_from_chrome_trace(trace);
+  BOOST_TEST_REQUIRE(t.rows.size() == 3u);
+  BOOST_TEST(t.rows[0].name == "rank 0: tid 0");  // pid 0 has two threads, only one named
+  BOOST_TEST(t.rows[1].name == "rank 0: comm");
+  BOOST_TEST(t.rows[2].name == "rank 1");
+  BOOST_TEST(t.block_count() == 6u);
+  BOOST_TEST(t.time_unit == "s");
+  const auto& r0 = t.rows[0].blocks;
+  BOOST_TEST_REQUIRE(r0.size() == 3u);
+  BOOST_TEST(r0[0].kind == BlockKind::Forward);
+  BOOST_TEST(r0[0].start == 0.0);
+  BOOST_TEST(std::fabs(r0[0].end - 100e-6) < 1e-15);
+  BOOST_TEST(r0[0].micro_batch == 0);
+  BOOST_TEST(t.label(r0[0]) == "F0");
+  BOOST_TEST(r0[1].kind == BlockKind::Recv);  // from the name: no cat
+  BOOST_TEST(std::fabs(r0[1].end - 405e-6) < 1e-15);
+  BOOST_TEST(r0[2].kind == BlockKind::Optimizer);
+  BOOST_TEST(r0[2].micro_batch == -1);
+  BOOST_TEST(t.rows[1].blocks[0].kind == BlockKind::Send);
+  BOOST_TEST(t.rows[2].blocks[1].kind == BlockKind::BackwardInput);
+  BOOST_TEST(std::fabs(t.end() - 650e-6) < 1e-15);
+  BOOST_TEST(xml_problem(libpipe::render_svg(t)) == "");
+
+  // pipe-train --trace: one process, a thread per rank, its categories.
+  const Timeline run = libpipe::timeline_from_chrome_trace(R"json({"traceEvents": [
+    {"ph": "M", "pid": 0, "name": "process_name", "args": {"name": "pipe-train"}},
+    {"ph": "M", "pid": 0, "tid": 1, "name": "thread_name", "args": {"name": "stage 1 replica 0 (rank 1)"}},
+    {"ph": "M", "pid": 0, "tid": 0, "name": "thread_name", "args": {"name": "stage 0 replica 0 (rank 0)"}},
+    {"ph": "X", "pid": 0, "tid": 1, "cat": "recv_wait", "name": "recv_wait 0", "ts": 0, "dur": 9,
+     "args": {"micro_batch": 0}},
+    {"ph": "X", "pid": 0, "tid": 0, "cat": "send_wait", "name": "send_wait 0", "ts": 8, "dur": 1,
+     "args": {"micro_batch": 0}},
+    {"ph": "X", "pid": 0, "tid": 0, "cat": "reduce_tied", "name": "reduce_tied", "ts": 20, "dur": 2,
+     "args": {"micro_batch": -1}}], "displayTimeUnit": "ms"})json");
+  BOOST_TEST_REQUIRE(run.rows.size() == 2u);
+  BOOST_TEST(run.rows[0].name == "stage 0 replica 0 (rank 0)");
+  BOOST_TEST(run.rows[1].name == "stage 1 replica 0 (rank 1)");
+  BOOST_TEST(run.rows[0].blocks[0].kind == BlockKind::Send);
+  BOOST_TEST(run.rows[0].blocks[1].kind == BlockKind::Reduce);
+  BOOST_TEST(run.rows[0].blocks[1].micro_batch == -1);
+  BOOST_TEST(run.rows[1].blocks[0].kind == BlockKind::Recv);
+
+  // A bare array; rows ordered by sort index, then pid.
+  const Timeline bare = libpipe::timeline_from_chrome_trace(R"([
+    {"ph": "M", "name": "thread_sort_index", "pid": 3, "tid": 1, "args": {"sort_index": -1}},
+    {"ph": "X", "name": "forward", "pid": 3, "tid": 2, "ts": 5, "dur": 1},
+    {"ph": "X", "name": "backward", "pid": 3, "tid": 1, "ts": 6, "dur": 2}])");
+  BOOST_TEST_REQUIRE(bare.rows.size() == 2u);
+  BOOST_TEST(bare.rows[0].name == "pid 3 tid 1");
+  BOOST_TEST(bare.rows[0].blocks[0].kind == BlockKind::BackwardInput);
+  BOOST_TEST(bare.rows[1].blocks[0].kind == BlockKind::Forward);
+}
+
+BOOST_AUTO_TEST_CASE(chrome_trace_errors) {
+  BOOST_TEST(contains(error_of([] { libpipe::timeline_from_chrome_trace("{\"traceEvents\": [}"); }),
+                      "chrome trace: invalid JSON: "));
+  BOOST_TEST(error_of([] { libpipe::timeline_from_chrome_trace("{\"events\": []}"); }) ==
+             "chrome trace: expected an array of events or an object with a \"traceEvents\" array");
+  BOOST_TEST(error_of([] { libpipe::timeline_from_chrome_trace(R"([{"ph": "X", "name": "F1", "dur": 3}])"); }) ==
+             "chrome trace: event 0 ('F1') has no numeric \"ts\"");
+  const std::string msg = error_of([] { libpipe::timeline_from_chrome_trace("[1, 2"); });
+  BOOST_TEST(msg.find('\n') == std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(chrome_trace_round_trip) {
+  const auto r = libpipe::simulate("gpipe", 3, 4, {{1, 2, 0.5}}, 0.25);
+  const Timeline back = libpipe::timeline_from_chrome_trace(libpipe::to_chrome_trace(r.timeline));
+  BOOST_TEST_REQUIRE(back.rows.size() == r.timeline.rows.size());
+  for (std::size_t s = 0; s < back.rows.size(); ++s) {
+    BOOST_TEST(back.rows[s].name == r.timeline.rows[s].name);
+    BOOST_TEST_REQUIRE(back.rows[s].blocks.size() == r.timeline.rows[s].blocks.size());
+    for (std::size_t i = 0; i < back.rows[s].blocks.size(); ++i) {
+      const Block &a = r.timeline.rows[s].blocks[i], &b = back.rows[s].blocks[i];
+      BOOST_TEST(a.kind == b.kind);
+      BOOST_TEST(a.micro_batch == b.micro_batch);
+      BOOST_TEST(std::fabs(a.start - b.start) < 1e-9);
+      BOOST_TEST(std::fabs(a.end - b.end) < 1e-9);
+    }
+  }
+  BOOST_TEST(back.label(back.rows[0].blocks[0]) == "F0");
+  BOOST_TEST(back.time_unit == "units");
+}
+
+BOOST_AUTO_TEST_CASE(block_kind_names) {
+  for (int k = 0; k < libpipe::kNumBlockKinds; ++k) {
+    const auto kind = static_cast<BlockKind>(k);
+    BOOST_TEST(static_cast<int>(libpipe::parse_block_kind(libpipe::block_kind_name(kind))) == k);
+  }
+  BOOST_TEST(static_cast<int>(libpipe::parse_block_kind("Recv/Wait")) == static_cast<int>(BlockKind::Recv));
+  BOOST_TEST(static_cast<int>(libpipe::parse_block_kind("all-reduce")) == static_cast<int>(BlockKind::Reduce));
+  BOOST_TEST(static_cast<int>(libpipe::parse_block_kind("matmul")) == static_cast<int>(BlockKind::Other));
+}
