@@ -32,7 +32,7 @@ namespace pipe_bench {
 
 int run_pipeline(const std::vector<std::string>& args, const std::string& command_line) {
   std::string model_name = "gpt-tiny", method = "type:TransformerBlock";
-  int micro_batch_size = 4, steps = 3;
+  int micro_batch_size = 16, steps = 3;  // 16: the batch of FACTS.md's DeepSpeed figures
   bool json = false;
   po::options_description d("pipe-bench pipeline options (run with mpirun -np 4)");
   // clang-format off
