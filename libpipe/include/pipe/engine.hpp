@@ -47,7 +47,7 @@ struct TrainOptions {
 // One timed piece of work on this rank, for traces (seconds since the
 // engine's clock start, which all ranks take right after a barrier).
 struct TraceEvent {
-  const char* kind;  // "forward", "backward_input", "backward_weight", "recv_wait", "send_wait",
+  const char* kind;  // "forward", "backward_input", "backward_weight", "recv_wait", "send", "send_wait",
                      // "reduce_tied", "reduce_grads", "optimizer"
   int micro_batch;   // -1 for step-wide work
   double start;
