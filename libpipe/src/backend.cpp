@@ -3,8 +3,10 @@
 #include "pipe/backend.hpp"
 
 #include <cblas.h>
+#include <malloc.h>
 
 #include <atomic>
+#include <limits>
 #include <string>
 
 #include "cpu/cpu_backend.hpp"
@@ -22,10 +24,27 @@ std::atomic<int> g_cpu_threads{1};
 Backend::~Backend() = default;
 
 namespace cpu {
+namespace {
+
+// Tensors come and go by the tens of megabytes per training step. By default glibc serves blocks of a few MB
+// with mmap and hands freed memory back to the OS, so the next step's tensors fault their pages in again, one
+// 4 KB page fault each: measured on one core, a forward linear [1024, 128] x [128, 512] took 1399 us instead
+// of 1087, gelu_backward over 512k floats 412 us instead of 170. Keep freed memory for reuse instead (blocks
+// up to 32 MB, glibc's largest setting, come from the heap; the heap is never trimmed). The process keeps its
+// peak heap, which a training run reaches in its first step anyway.
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#endif
+}
+
+}  // namespace
 
 CpuBackend& cpu_backend() {
   static CpuBackend* backend = [] {
     cpu_isa();  // a bad PIPE_CPU_ISA is reported here, not in the middle of an op
+    keep_freed_memory();
     // OPENBLAS_NUM_THREADS and OpenBLAS's all-cores default give way to ours.
     openblas_set_num_threads(g_cpu_threads.load());
     return new CpuBackend();  // never destroyed: tensors may be freed after static destruction

@@ -64,8 +64,8 @@ void require_same_shape(const char* op, const char* name_a, const Tensor& a, con
 
 void require_vector(const char* op, const char* name, const Tensor& t, std::int64_t n, const char* what) {
   if (t.shape() != Shape{n})
-    throw Error(std::string(op) + ": " + name + " " + type_of(t) + " should be [" + std::to_string(n) + "] (" +
-                what + ")");
+    throw Error(std::string(op) + ": " + name + " " + type_of(t) + " should be [" + std::to_string(n) + "] (" + what +
+                ")");
 }
 
 float* f32(Tensor& t) { return t.f32(); }
@@ -415,8 +415,7 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const 
   Backend& be = backend_of(op, {{"logits", &logits}, {"labels", &labels}, {"dloss", &dloss}});
   Tensor dlogits = Tensor::empty(logits.shape(), DType::float32, logits.device());
   if (d.rows_per_sample > 0)
-    be.cross_entropy_backward(f32(logits), labels.i32(), f32(dloss), f32(dlogits), d.rows, d.vocab,
-                              d.rows_per_sample);
+    be.cross_entropy_backward(f32(logits), labels.i32(), f32(dloss), f32(dlogits), d.rows, d.vocab, d.rows_per_sample);
   return dlogits;
 }
 

@@ -7,7 +7,6 @@
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE ops
 #include <boost/test/unit_test.hpp>
-
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -315,7 +314,8 @@ BOOST_AUTO_TEST_CASE(gemm_all_transposes_and_strides) {
         for (std::int64_t i = 0; i < m; ++i)
           for (std::int64_t j = 0; j < n; ++j) {
             double s = 0;
-            for (std::int64_t p = 0; p < k; ++p) s += (ta ? va[p * lda + i] : va[i * lda + p]) * (tb ? vb[j * ldb + p] : vb[p * ldb + j]);
+            for (std::int64_t p = 0; p < k; ++p)
+              s += (ta ? va[p * lda + i] : va[i * lda + p]) * (tb ? vb[j * ldb + p] : vb[p * ldb + j]);
             want[i * ldc + j] = 1.5 * s - 0.5 * vc[i * ldc + j];
           }
         be.gemm(ta, tb, m, n, k, 1.5f, a.f32(), lda, b.f32(), ldb, -0.5f, c.f32(), ldc);
@@ -385,7 +385,8 @@ BOOST_AUTO_TEST_CASE(linear_forward_and_backward) {
     Vec dw0 = to_vec(dw), db0 = cs.bias ? to_vec(db) : Vec();
     ops::linear_backward_weight(dy, x, dw, db);
     // Subtracting the starting values leaves this micro-batch's gradient.
-    check_grad(ops::add(dw, from_vec({out, in}, neg(dw0))), loss_w, vw, 1e-5, 1e-4, "linear_backward_weight dweight (+=)");
+    check_grad(ops::add(dw, from_vec({out, in}, neg(dw0))), loss_w, vw, 1e-5, 1e-4,
+               "linear_backward_weight dweight (+=)");
     if (cs.bias) {
       Vec want_db = numeric_grad(loss_b, vb);
       for (std::size_t i = 0; i < want_db.size(); ++i) want_db[i] += db0[i];
@@ -468,8 +469,7 @@ BOOST_AUTO_TEST_CASE(layernorm_large_mean) {
   Tensor w = from_vec({cols}, Vec(cols, 1.0)), b = from_vec({cols}, Vec(cols, 0.0));
   Tensor mean, rstd;
   Tensor y = ops::layernorm(x, w, b, 1e-12f, mean, rstd);
-  check_close(y, ref_layernorm(to_vec(x), to_vec(w), to_vec(b), rows, cols, 1e-12), 2e-3, 2e-3,
-              "layernorm mean 1000");
+  check_close(y, ref_layernorm(to_vec(x), to_vec(w), to_vec(b), rows, cols, 1e-12), 2e-3, 2e-3, "layernorm mean 1000");
 }
 
 // ---------------------------------------------------------------- attention
@@ -508,9 +508,9 @@ BOOST_AUTO_TEST_CASE(attention_forward_matches_reference) {
 }
 
 BOOST_AUTO_TEST_CASE(attention_backward_matches_finite_differences) {
-  for (const AttnCase& c : {AttnCase{1, 1, 1, 2}, AttnCase{2, 5, 3, 4}, AttnCase{1, 17, 2, 8}, AttnCase{1, 1, 1, 16},
-                            AttnCase{2, 7, 2, 16}, AttnCase{1, 21, 1, 48}, AttnCase{1, 64, 2, 32},
-                            AttnCase{1, 150, 1, 8}, AttnCase{1, 70, 1, 16}}) {
+  for (const AttnCase& c :
+       {AttnCase{1, 1, 1, 2}, AttnCase{2, 5, 3, 4}, AttnCase{1, 17, 2, 8}, AttnCase{1, 1, 1, 16}, AttnCase{2, 7, 2, 16},
+        AttnCase{1, 21, 1, 48}, AttnCase{1, 64, 2, 32}, AttnCase{1, 150, 1, 8}, AttnCase{1, 70, 1, 16}}) {
     const std::int64_t C = c.H * c.D;
     Tensor qkv = random_tensor({c.B, c.T, 3 * C}, -1.5, 1.5), dout = random_tensor({c.B, c.T, C});
     Vec vqkv = to_vec(qkv), vdout = to_vec(dout);
@@ -527,7 +527,8 @@ BOOST_AUTO_TEST_CASE(attention_backward_matches_finite_differences) {
     std::vector<std::size_t> idx;
     if (vqkv.size() > 2000) {
       idx = sample_indices(vqkv.size(), 150);
-      for (std::size_t i = 0; i < static_cast<std::size_t>(3 * C); ++i) idx.push_back(i), idx.push_back(vqkv.size() - 1 - i);
+      for (std::size_t i = 0; i < static_cast<std::size_t>(3 * C); ++i)
+        idx.push_back(i), idx.push_back(vqkv.size() - 1 - i);
     }
     Vec num = numeric_grad(loss, vqkv, idx);
     Vec got = to_vec(dqkv);
@@ -740,12 +741,15 @@ BOOST_AUTO_TEST_CASE(errors_name_op_and_shapes) {
   Tensor x = random_tensor({4, 16}), w = random_tensor({8, 32}), b = random_tensor({8});
   BOOST_TEST(error_of([&] { ops::linear(x, w, b); }) ==
              "linear: x float32[4, 16] does not match weight [8, 32] (in_features 32)");
-  BOOST_TEST(error_of([&] { ops::linear(random_tensor({4, 32}), w, random_tensor({7})); }) ==
-             "linear: bias float32[7] should be [8] (out_features)");
-  BOOST_TEST(error_of([&] { ops::linear_backward_input(random_tensor({4, 7}), w); }) ==
-             "linear_backward_input: dy float32[4, 7] does not match weight [8, 32] (out_features 8)");
-  BOOST_TEST(error_of([&] { ops::add(random_tensor({2, 3}), random_tensor({3, 2})); }) ==
-             "add: a float32[2, 3] and b float32[3, 2] differ in shape");
+  BOOST_TEST(error_of([&] {
+               ops::linear(random_tensor({4, 32}), w, random_tensor({7}));
+             }) == "linear: bias float32[7] should be [8] (out_features)");
+  BOOST_TEST(error_of([&] {
+               ops::linear_backward_input(random_tensor({4, 7}), w);
+             }) == "linear_backward_input: dy float32[4, 7] does not match weight [8, 32] (out_features 8)");
+  BOOST_TEST(error_of([&] {
+               ops::add(random_tensor({2, 3}), random_tensor({3, 2}));
+             }) == "add: a float32[2, 3] and b float32[3, 2] differ in shape");
   Tensor labels = random_labels({4}, 3);
   BOOST_TEST(error_of([&] { ops::add(labels, labels); }) == "add: a is int32[4], expected float32");
 
@@ -753,22 +757,26 @@ BOOST_AUTO_TEST_CASE(errors_name_op_and_shapes) {
   Tensor logits = random_tensor({2, 3, 5});
   Tensor bad = random_labels({2, 3}, 5);
   bad.host_data<std::int32_t>()[4] = 5;
-  BOOST_TEST(error_of([&] { ops::cross_entropy(logits, bad); }) ==
-             "cross_entropy: label 5 at row 4 is outside [0, 5)");
+  BOOST_TEST(error_of([&] { ops::cross_entropy(logits, bad); }) == "cross_entropy: label 5 at row 4 is outside [0, 5)");
   bad.host_data<std::int32_t>()[4] = -1;
   BOOST_TEST(error_of([&] { ops::cross_entropy_backward(logits, bad, random_tensor({2})); }) ==
              "cross_entropy_backward: label -1 at row 4 is outside [0, 5)");
-  BOOST_TEST(error_of([&] { ops::cross_entropy(logits, random_labels({3, 2}, 5)); }) ==
-             "cross_entropy: labels int32[3, 2] do not match logits float32[2, 3, 5] (expected labels [2, 3])");
+  BOOST_TEST(error_of([&] {
+               ops::cross_entropy(logits, random_labels({3, 2}, 5));
+             }) == "cross_entropy: labels int32[3, 2] do not match logits float32[2, 3, 5] (expected labels [2, 3])");
   Tensor tokens = random_labels({2, 3}, 7);
   tokens.host_data<std::int32_t>()[5] = 7;
-  BOOST_TEST(error_of([&] { ops::embedding(tokens, random_tensor({7, 4}), random_tensor({3, 4})); }) ==
-             "embedding: token 7 at row 5 (sample 1, position 2) is outside [0, 7)");
-  BOOST_TEST(error_of([&] { ops::embedding(random_labels({2, 4}, 7), random_tensor({7, 4}), random_tensor({3, 4})); }) ==
-             "embedding: tokens int32[2, 4] have 4 positions but wpe float32[3, 4] holds only 3");
+  BOOST_TEST(error_of([&] {
+               ops::embedding(tokens, random_tensor({7, 4}), random_tensor({3, 4}));
+             }) == "embedding: token 7 at row 5 (sample 1, position 2) is outside [0, 7)");
+  BOOST_TEST(error_of([&] {
+               ops::embedding(random_labels({2, 4}, 7), random_tensor({7, 4}), random_tensor({3, 4}));
+             }) == "embedding: tokens int32[2, 4] have 4 positions but wpe float32[3, 4] holds only 3");
 
   Tensor probs;
-  BOOST_TEST(error_of([&] { ops::attention(random_tensor({2, 3, 12}), 3, probs); }) ==
+  BOOST_TEST(error_of([&] {
+               ops::attention(random_tensor({2, 3, 12}), 3, probs);
+             }) ==
              "attention: qkv float32[2, 3, 12] with 3 heads: the last dimension must be 3C with C a positive multiple "
              "of heads");
   Tensor mean, rstd;

@@ -2,13 +2,14 @@
 // in place from qkv at a leading dimension of 3C (no copies of Q, K, V).
 //
 // Two paths. When the head size is a multiple of 16 (GPT's 32, 64, 128) the
-// products are register-tiled loops over 16-float vectors (AVX-512 or AVX2 by
-// clone) that touch only the causal triangle: tiles of 4 query rows whose key
-// range stops at their last row. At GPT-sized heads they beat small sgemm
-// calls, whose packing does not pay on 64 x 64 x 32 products: measured on one
-// core (B=16 T=64 H=4 D=32) forward 354 -> 218 us, backward 575 -> 246 us;
-// T=256 D=64 backward 16.3 -> 11.3 ms; never slower at T=1024. Other head
-// sizes take sgemm over blocks of rows: rows [r0, r1) only see keys [0, r1).
+// products are register-tiled loops over vectors (16, 8 or 4 floats: AVX-512,
+// AVX2 or SSE, see cpu_math.hpp) that touch only the causal triangle: tiles of
+// 4 query rows whose key range stops at their last row. At GPT-sized heads
+// they beat small sgemm calls, whose packing does not pay on 64 x 64 x 32
+// products. Measured on one core, B=16 T=64 H=4 D=32, forward / backward:
+// sgemm path 354 / 575 us; tiles 195 / 232 us (AVX-512), 339 / 393 us (AVX2).
+// T=256 D=64: backward 16.3 -> 11.3 ms; T=1024: never slower. Other head sizes
+// take sgemm over blocks of rows: rows [r0, r1) only see keys [0, r1).
 //
 // Either way, entries of probs above the diagonal are exact zeros (the
 // forward writes them), so products over whole blocks or vectors stay exact.
@@ -22,100 +23,99 @@
 namespace libpipe::cpu {
 namespace {
 
-// Rows per block of the causal triangle. Smaller blocks skip more of the masked half but make more, smaller
-// sgemm calls; measured with OpenBLAS on one core (QK^T + PV, all heads): T=64 D=32 32 rows 291 us against
-// 336 us in one square; T=128 32 rows best; T >= 256 64 rows best (T=1024 D=64: 104 ms against 168 ms).
+// Rows per block of the causal triangle on the sgemm path. Smaller blocks skip more of the masked half but
+// make more, smaller sgemm calls; measured with OpenBLAS on one core (QK^T + PV, all heads): T=64 D=32 32 rows
+// 291 us against 336 us in one square; T=128 32 rows best; T >= 256 64 rows best (T=1024 D=64: 104 ms against
+// 168 ms).
 std::int64_t causal_block(std::int64_t seq) { return seq <= 128 ? 32 : 64; }
 
-// The causal rows are handled in whole vectors, masked by lane index (iota + j < len) rather than by
-// writing sentinels into the row first: scalar stores followed by a vector load of the same bytes stall
-// store forwarding, and that stall cost more than the softmax itself (230 -> 60 us for 64 heads at T=64).
-// A vector that would run past the end of a row (T not a multiple of 16) falls back to scalar code.
+// ---- causal softmax and its backward, row by row
+//
+// The causal rows are handled in whole vectors, masked by lane index (iota + j < len) rather than by writing
+// sentinels into the row first: scalar stores followed by a vector load of the same bytes stall store
+// forwarding, and that stall cost more than the softmax itself (230 -> 60 us for 64 heads at T=64). A vector
+// that would run past the end of a row (T not a multiple of W) falls back to scalar code.
 
-PIPE_INLINE vi lane_index() {
-  vi idx;
-  for (int j = 0; j < kWidth; ++j) idx[j] = j;
-  return idx;
-}
-
-// Softmax of rows [r0, r1) of a T x T score block in place, row r over columns [0, r] and zeros in
-// (r, T): the causal mask.
-PIPE_INLINE void softmax_rows(float* p, std::int64_t r0, std::int64_t r1, std::int64_t T) {
-  const vi idx = lane_index();
+// Softmax of rows [r0, r1) of a T x T score block in place, row r over columns [0, r] and zeros in (r, T):
+// the causal mask.
+template <int W>
+PIPE_INLINE void causal_softmax_rows(float* p, std::int64_t r0, std::int64_t r1, std::int64_t T) {
+  const vi<W> idx = Simd<W>::iota();
+  const vf<W> masked = splat<W>(-1e30f);
   for (std::int64_t r = r0; r < r1; ++r) {
     float* row = p + r * T;
     const std::int64_t len = r + 1;
-    const vi live_len = isplat(static_cast<std::int32_t>(len));
-    // Chunks [0, vend) are whole vectors inside the row; [vend, len) is the scalar rest.
+    const vi<W> live_len = isplat<W>(static_cast<std::int32_t>(len));
+    // Columns [0, vend) are whole vectors inside the row; [vend, len) is the scalar rest.
     std::int64_t vend = 0;
-    while (vend < len && vend + kWidth <= T) vend += kWidth;
-    const std::int64_t send = std::max(vend, len);
-    vf vmax = splat(-1e30f);
-    for (std::int64_t j = 0; j < vend; j += kWidth) {
-      const vi live = (idx + isplat(static_cast<std::int32_t>(j))) < live_len;
-      vmax = maxf(vmax, live ? load(row + j) : splat(-1e30f));
+    while (vend < len && vend + W <= T) vend += W;
+    vf<W> vmax = masked;
+    for (std::int64_t j = 0; j < vend; j += W) {
+      const vi<W> live = (idx + isplat<W>(static_cast<std::int32_t>(j))) < live_len;
+      vmax = maxf(vmax, live ? load<W>(row + j) : masked);
     }
     float m = hmax(vmax);
     for (std::int64_t j = vend; j < len; ++j) m = maxf(m, row[j]);
-    const vf mv = splat(m);
-    vf vsum = {};
-    for (std::int64_t j = 0; j < vend; j += kWidth) {
-      const vi live = (idx + isplat(static_cast<std::int32_t>(j))) < live_len;
-      const vf e = live ? fast_exp(load(row + j) - mv) : vf{};
-      store(row + j, e);
+    const vf<W> mv = splat<W>(m);
+    vf<W> vsum = {};
+    for (std::int64_t j = 0; j < vend; j += W) {
+      const vi<W> live = (idx + isplat<W>(static_cast<std::int32_t>(j))) < live_len;
+      const vf<W> e = live ? fast_exp(load<W>(row + j) - mv) : vf<W>{};
+      store<W>(row + j, e);
       vsum += e;
     }
     float sum = hsum(vsum);
     for (std::int64_t j = vend; j < len; ++j) sum += (row[j] = fast_exp(row[j] - m));
     const float inv = 1.0f / sum;
-    for (std::int64_t j = 0; j < vend; j += kWidth) store(row + j, load(row + j) * splat(inv));
+    const vf<W> inv_v = splat<W>(inv);
+    for (std::int64_t j = 0; j < vend; j += W) store<W>(row + j, load<W>(row + j) * inv_v);
     for (std::int64_t j = vend; j < len; ++j) row[j] *= inv;
-    std::int64_t j = send;
-    for (; j + kWidth <= T; j += kWidth) store(row + j, vf{});
+    std::int64_t j = std::max(vend, len);
+    for (; j + W <= T; j += W) store<W>(row + j, vf<W>{});
     for (; j < T; ++j) row[j] = 0.0f;
   }
 }
+PIPE_ISA_DISPATCH(causal_softmax_rows, (float* p, std::int64_t r0, std::int64_t r1, std::int64_t T), (p, r0, r1, T))
 
 // dS = P * (dP - rowsum(dP * P)) in place of dP for rows [r0, r1), zeros above the diagonal up to column r1
-// (the block GEMMs read them). P is exactly 0 above the diagonal, so whole vectors over it add nothing.
-PIPE_INLINE void softmax_backward_rows_inline(const float* p, float* ds, std::int64_t r0, std::int64_t r1,
-                                           std::int64_t T) {
+// (the products that follow read them). P is exactly 0 above the diagonal, so whole vectors over it add nothing.
+template <int W>
+PIPE_INLINE void softmax_backward_rows(const float* p, float* ds, std::int64_t r0, std::int64_t r1, std::int64_t T) {
   for (std::int64_t r = r0; r < r1; ++r) {
     const float* pr = p + r * T;
     float* dsr = ds + r * T;
     const std::int64_t len = r + 1;
-    std::int64_t vend = 0;  // whole vectors within the block's r1 columns, which the dP GEMM wrote
-    while (vend < len && vend + kWidth <= r1) vend += kWidth;
-    vf acc = {};
-    for (std::int64_t j = 0; j < vend; j += kWidth) acc += load(pr + j) * load(dsr + j);
+    std::int64_t vend = 0;  // whole vectors within the block's r1 columns, which the dP product wrote
+    while (vend < len && vend + W <= r1) vend += W;
+    vf<W> acc = {};
+    for (std::int64_t j = 0; j < vend; j += W) acc += load<W>(pr + j) * load<W>(dsr + j);
     float pd = hsum(acc);
     for (std::int64_t j = vend; j < len; ++j) pd += pr[j] * dsr[j];
-    const vf pdv = splat(pd);
-    for (std::int64_t j = 0; j < vend; j += kWidth) store(dsr + j, load(pr + j) * (load(dsr + j) - pdv));
+    const vf<W> pdv = splat<W>(pd);
+    for (std::int64_t j = 0; j < vend; j += W) store<W>(dsr + j, load<W>(pr + j) * (load<W>(dsr + j) - pdv));
     std::int64_t j = vend;
     for (; j < len; ++j) dsr[j] = pr[j] * (dsr[j] - pd);
-    for (; j + kWidth <= r1; j += kWidth) store(dsr + j, vf{});
+    for (; j + W <= r1; j += W) store<W>(dsr + j, vf<W>{});
     for (; j < r1; ++j) dsr[j] = 0.0f;
   }
+  (void)T;
 }
-
-// Multiversioned entry points of the row functions for the sgemm path.
-PIPE_CPU_KERNEL void causal_softmax_rows(float* p, std::int64_t r0, std::int64_t r1, std::int64_t T) {
-  softmax_rows(p, r0, r1, T);
-}
-PIPE_CPU_KERNEL void softmax_backward_rows(const float* p, float* ds, std::int64_t r0, std::int64_t r1,
-                                           std::int64_t T) {
-  softmax_backward_rows_inline(p, ds, r0, r1, T);
-}
+PIPE_ISA_DISPATCH(softmax_backward_rows, (const float* p, float* ds, std::int64_t r0, std::int64_t r1, std::int64_t T),
+                  (p, ds, r0, r1, T))
 
 // ---- the register-tiled path (head size a multiple of 16)
+//
+// Tiles of kTileRows rows by up to kMaxVectors<W> vectors of accumulators: 4 x 4 = 16 of the 32 AVX-512
+// registers, 4 x 2 = 8 of the 16 AVX2 (or SSE) ones, leaving room for the operands.
 
-constexpr int kTileRows = 4;  // rows per tile: 4 rows x 4 vectors = 16 accumulators
+constexpr int kTileRows = 4;
+template <int W>
+constexpr int kMaxVectors = W == 16 ? 4 : 2;
 
 std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
 // dst[d][j] = src[j][d] for j < T (rows of src at stride ld), zero columns up to Tp: one head's keys (or
-// values) transposed, so that a row of scores is a sum of contiguous rows of 16 keys each.
+// values) transposed, so that a row of scores is a sum of contiguous rows of keys.
 PIPE_INLINE void pack_transposed(const float* src, std::int64_t ld, std::int64_t T, std::int64_t D, float* dst,
                                  std::int64_t Tp) {
   for (std::int64_t j = 0; j < T; ++j)
@@ -124,162 +124,203 @@ PIPE_INLINE void pack_transposed(const float* src, std::int64_t ld, std::int64_t
     for (std::int64_t j = T; j < Tp; ++j) dst[d * Tp + j] = 0.0f;
 }
 
-// c[r][0, 16 NC) = alpha sum_d a[r][d] bt[d][0, 16 NC) for RB rows, stored up to column `cols` (the row's end):
-// scores Q K^T, or dP = dO V^T.
-template <int RB, int NC>
+// c[r][0, W NC) = alpha sum_d a[r][d] bt[d][0, W NC) for RB rows, stored up to column `cols` (the row's
+// end): scores Q K^T, or dP = dO V^T.
+template <int W, int RB, int NC>
 PIPE_INLINE void tile_abt(const float* a, std::int64_t lda, const float* bt, std::int64_t ldbt, std::int64_t D,
                           float alpha, float* c, std::int64_t ldc, std::int64_t cols) {
-  vf acc[RB][NC] = {};
+  vf<W> acc[RB][NC] = {};
   for (std::int64_t d = 0; d < D; ++d) {
-    vf b[NC];
-    for (int k = 0; k < NC; ++k) b[k] = load(bt + d * ldbt + k * kWidth);
+    vf<W> b[NC];
+    for (int k = 0; k < NC; ++k) b[k] = load<W>(bt + d * ldbt + k * W);
     for (int r = 0; r < RB; ++r) {
-      const vf av = splat(a[r * lda + d]);
+      const vf<W> av = splat<W>(a[r * lda + d]);
       for (int k = 0; k < NC; ++k) acc[r][k] += av * b[k];
     }
   }
+  const vf<W> alpha_v = splat<W>(alpha);
   for (int r = 0; r < RB; ++r)
     for (int k = 0; k < NC; ++k) {
-      const std::int64_t c0 = k * kWidth;
-      if (c0 + kWidth <= cols)
-        store(c + r * ldc + c0, acc[r][k] * splat(alpha));
+      const std::int64_t c0 = k * W;
+      if (c0 + W <= cols)
+        store<W>(c + r * ldc + c0, acc[r][k] * alpha_v);
       else if (c0 < cols)
-        store_tail(c + r * ldc + c0, acc[r][k] * splat(alpha), cols - c0);
+        store_tail<W>(c + r * ldc + c0, acc[r][k] * alpha_v, cols - c0);
     }
 }
 
-// c[r][0, 16 NV) = alpha sum_{j < jn} p[r][j] b[j][0, 16 NV) for RB rows: O = P V, dQ = dS K. Entries of p
+// c[r][0, W NV) = alpha sum_{j < jn} p[r][j] b[j][0, W NV) for RB rows: O = P V, dQ = dS K. Entries of p
 // above the diagonal are zeros, so one key range [0, jn) serves all RB rows.
-template <int RB, int NV>
+template <int W, int RB, int NV>
 PIPE_INLINE void tile_ab(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t jn,
                          float alpha, float* c, std::int64_t ldc) {
-  vf acc[RB][NV] = {};
+  vf<W> acc[RB][NV] = {};
   for (std::int64_t j = 0; j < jn; ++j) {
-    vf bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = load(b + j * ldb + v * kWidth);
+    vf<W> bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load<W>(b + j * ldb + v * W);
     for (int r = 0; r < RB; ++r) {
-      const vf pv = splat(p[r * ldp + j]);
+      const vf<W> pv = splat<W>(p[r * ldp + j]);
       for (int v = 0; v < NV; ++v) acc[r][v] += pv * bv[v];
     }
   }
+  const vf<W> alpha_v = splat<W>(alpha);
   for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < NV; ++v) store(c + r * ldc + v * kWidth, acc[r][v] * splat(alpha));
+    for (int v = 0; v < NV; ++v) store<W>(c + r * ldc + v * W, acc[r][v] * alpha_v);
 }
 
-// c[r][0, 16 NV) = alpha sum_{i in [i0, i1)} p[i][r] b[i][0, 16 NV) for RB columns r of p: dK = dS^T Q,
+// c[r][0, W NV) = alpha sum_{i in [i0, i1)} p[i][r] b[i][0, W NV) for RB columns r of p: dK = dS^T Q,
 // dV = P^T dO. Key j is seen by queries i >= j only, and p is zero above the diagonal, so [j0, T) serves all.
-template <int RB, int NV>
+template <int W, int RB, int NV>
 PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t i0,
                           std::int64_t i1, float alpha, float* c, std::int64_t ldc) {
-  vf acc[RB][NV] = {};
+  vf<W> acc[RB][NV] = {};
   for (std::int64_t i = i0; i < i1; ++i) {
-    vf bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = load(b + i * ldb + v * kWidth);
+    vf<W> bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = load<W>(b + i * ldb + v * W);
     for (int r = 0; r < RB; ++r) {
-      const vf pv = splat(p[i * ldp + r]);
+      const vf<W> pv = splat<W>(p[i * ldp + r]);
       for (int v = 0; v < NV; ++v) acc[r][v] += pv * bv[v];
     }
   }
+  const vf<W> alpha_v = splat<W>(alpha);
   for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < NV; ++v) store(c + r * ldc + v * kWidth, acc[r][v] * splat(alpha));
+    for (int v = 0; v < NV; ++v) store<W>(c + r * ldc + v * W, acc[r][v] * alpha_v);
 }
 
-// The runtime tile widths (1..4 vectors) and row counts (4 or 1) to the templates.
-template <int RB>
+// The run-time widths (1 .. kMaxVectors vectors) to the templates.
+template <int W, int RB>
 PIPE_INLINE void abt_rows(const float* a, std::int64_t lda, const float* bt, std::int64_t ldbt, std::int64_t D,
-                          float alpha, float* c, std::int64_t ldc, std::int64_t nchunks, std::int64_t cols) {
-  for (std::int64_t k0 = 0; k0 < nchunks; k0 += 4) {
-    const std::int64_t off = k0 * kWidth;
-    switch (std::min<std::int64_t>(4, nchunks - k0)) {
-      case 4: tile_abt<RB, 4>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off); break;
-      case 3: tile_abt<RB, 3>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off); break;
-      case 2: tile_abt<RB, 2>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off); break;
-      default: tile_abt<RB, 1>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off); break;
+                          float alpha, float* c, std::int64_t ldc, std::int64_t nvec, std::int64_t cols) {
+  constexpr int kMax = kMaxVectors<W>;
+  for (std::int64_t k0 = 0; k0 < nvec; k0 += kMax) {
+    const std::int64_t off = k0 * W;
+    switch (std::min<std::int64_t>(kMax, nvec - k0)) {
+      case 4:
+        tile_abt<W, RB, (kMax >= 4 ? 4 : 1)>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        break;
+      case 3:
+        tile_abt<W, RB, (kMax >= 3 ? 3 : 1)>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        break;
+      case 2:
+        tile_abt<W, RB, 2>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        break;
+      default:
+        tile_abt<W, RB, 1>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        break;
     }
   }
 }
 
 // Causal A B^T into the rows of c (T x T): row block [i0, i0 + rb) needs keys [0, i0 + rb).
+template <int W>
 PIPE_INLINE void causal_abt(const float* a, std::int64_t lda, const float* bt, std::int64_t Tp, std::int64_t T,
                             std::int64_t D, float alpha, float* c) {
   std::int64_t i0 = 0;
-  for (; i0 + kTileRows <= T; i0 += kTileRows) {
-    const std::int64_t nchunks = (i0 + kTileRows + kWidth - 1) / kWidth;
-    abt_rows<kTileRows>(a + i0 * lda, lda, bt, Tp, D, alpha, c + i0 * T, T, nchunks, T);
-  }
-  for (; i0 < T; ++i0)
-    abt_rows<1>(a + i0 * lda, lda, bt, Tp, D, alpha, c + i0 * T, T, (i0 + kWidth) / kWidth, T);
+  for (; i0 + kTileRows <= T; i0 += kTileRows)
+    abt_rows<W, kTileRows>(a + i0 * lda, lda, bt, Tp, D, alpha, c + i0 * T, T, (i0 + kTileRows + W - 1) / W, T);
+  for (; i0 < T; ++i0) abt_rows<W, 1>(a + i0 * lda, lda, bt, Tp, D, alpha, c + i0 * T, T, (i0 + W) / W, T);
 }
 
-template <int RB>
+template <int W, int RB>
 PIPE_INLINE void ab_rows(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t jn,
                          std::int64_t D, float alpha, float* c, std::int64_t ldc) {
-  for (std::int64_t d0 = 0; d0 < D; d0 += 4 * kWidth) {
-    switch (std::min<std::int64_t>(4, (D - d0) / kWidth)) {
-      case 4: tile_ab<RB, 4>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc); break;
-      case 3: tile_ab<RB, 3>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc); break;
-      case 2: tile_ab<RB, 2>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc); break;
-      default: tile_ab<RB, 1>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc); break;
+  constexpr int kMax = kMaxVectors<W>;
+  for (std::int64_t d0 = 0; d0 < D; d0 += kMax * W) {
+    switch (std::min<std::int64_t>(kMax, (D - d0) / W)) {
+      case 4:
+        tile_ab<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        break;
+      case 3:
+        tile_ab<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        break;
+      case 2:
+        tile_ab<W, RB, 2>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        break;
+      default:
+        tile_ab<W, RB, 1>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        break;
     }
   }
 }
 
 // Causal P B (P T x T, lower triangular) into c (T x D at stride ldc).
+template <int W>
 PIPE_INLINE void causal_ab(const float* p, const float* b, std::int64_t ldb, std::int64_t T, std::int64_t D,
                            float alpha, float* c, std::int64_t ldc) {
   std::int64_t i0 = 0;
   for (; i0 + kTileRows <= T; i0 += kTileRows)
-    ab_rows<kTileRows>(p + i0 * T, T, b, ldb, i0 + kTileRows, D, alpha, c + i0 * ldc, ldc);
-  for (; i0 < T; ++i0) ab_rows<1>(p + i0 * T, T, b, ldb, i0 + 1, D, alpha, c + i0 * ldc, ldc);
+    ab_rows<W, kTileRows>(p + i0 * T, T, b, ldb, i0 + kTileRows, D, alpha, c + i0 * ldc, ldc);
+  for (; i0 < T; ++i0) ab_rows<W, 1>(p + i0 * T, T, b, ldb, i0 + 1, D, alpha, c + i0 * ldc, ldc);
 }
 
-template <int RB>
+template <int W, int RB>
 PIPE_INLINE void atb_rows(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t i0,
                           std::int64_t i1, std::int64_t D, float alpha, float* c, std::int64_t ldc) {
-  for (std::int64_t d0 = 0; d0 < D; d0 += 4 * kWidth) {
-    switch (std::min<std::int64_t>(4, (D - d0) / kWidth)) {
-      case 4: tile_atb<RB, 4>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc); break;
-      case 3: tile_atb<RB, 3>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc); break;
-      case 2: tile_atb<RB, 2>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc); break;
-      default: tile_atb<RB, 1>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc); break;
+  constexpr int kMax = kMaxVectors<W>;
+  for (std::int64_t d0 = 0; d0 < D; d0 += kMax * W) {
+    switch (std::min<std::int64_t>(kMax, (D - d0) / W)) {
+      case 4:
+        tile_atb<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        break;
+      case 3:
+        tile_atb<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        break;
+      case 2:
+        tile_atb<W, RB, 2>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        break;
+      default:
+        tile_atb<W, RB, 1>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        break;
     }
   }
 }
 
 // Causal P^T B (P T x T, lower triangular) into c (T x D at stride ldc): row j of c sums rows i >= j of B.
+template <int W>
 PIPE_INLINE void causal_atb(const float* p, const float* b, std::int64_t ldb, std::int64_t T, std::int64_t D,
                             float alpha, float* c, std::int64_t ldc) {
   std::int64_t j0 = 0;
   for (; j0 + kTileRows <= T; j0 += kTileRows)
-    atb_rows<kTileRows>(p + j0, T, b, ldb, j0, T, D, alpha, c + j0 * ldc, ldc);
-  for (; j0 < T; ++j0) atb_rows<1>(p + j0, T, b, ldb, j0, T, D, alpha, c + j0 * ldc, ldc);
+    atb_rows<W, kTileRows>(p + j0, T, b, ldb, j0, T, D, alpha, c + j0 * ldc, ldc);
+  for (; j0 < T; ++j0) atb_rows<W, 1>(p + j0, T, b, ldb, j0, T, D, alpha, c + j0 * ldc, ldc);
 }
 
-// One head's forward: S = scale Q K^T, P = causal softmax(S) (into probs), O = P V.
-PIPE_CPU_KERNEL void head_forward(const float* q, const float* k, const float* v, std::int64_t ld, float* p,
-                                  float* o, std::int64_t ldo, std::int64_t T, std::int64_t D, float scale,
-                                  float* kt) {
-  const std::int64_t Tp = round_up(T, kWidth);
+// One head's forward: S = scale Q K^T, P = causal softmax(S) (into probs), O = P V; kt (D x Tp) is scratch.
+template <int W>
+PIPE_INLINE void head_forward(const float* q, const float* k, const float* v, std::int64_t ld, float* p, float* o,
+                              std::int64_t ldo, std::int64_t T, std::int64_t D, float scale, float* kt) {
+  const std::int64_t Tp = round_up(T, W);
   pack_transposed(k, ld, T, D, kt, Tp);
-  causal_abt(q, ld, kt, Tp, T, D, scale, p);
-  softmax_rows(p, 0, T, T);
-  causal_ab(p, v, ld, T, D, 1.0f, o, ldo);
+  causal_abt<W>(q, ld, kt, Tp, T, D, scale, p);
+  causal_softmax_rows<W>(p, 0, T, T);
+  causal_ab<W>(p, v, ld, T, D, 1.0f, o, ldo);
 }
+PIPE_ISA_DISPATCH(head_forward,
+                  (const float* q, const float* k, const float* v, std::int64_t ld, float* p, float* o,
+                   std::int64_t ldo, std::int64_t T, std::int64_t D, float scale, float* kt),
+                  (q, k, v, ld, p, o, ldo, T, D, scale, kt))
 
 // One head's backward; ds (T x T) and vt (D x Tp) are scratch.
-PIPE_CPU_KERNEL void head_backward(const float* q, const float* k, const float* v, std::int64_t ld, const float* p,
-                                   const float* dO, std::int64_t ldo, float* dq, float* dk, float* dv,
-                                   std::int64_t T, std::int64_t D, float scale, float* ds, float* vt) {
-  const std::int64_t Tp = round_up(T, kWidth);
+template <int W>
+PIPE_INLINE void head_backward(const float* q, const float* k, const float* v, std::int64_t ld, const float* p,
+                               const float* dO, std::int64_t ldo, float* dq, float* dk, float* dv, std::int64_t T,
+                               std::int64_t D, float scale, float* ds, float* vt) {
+  const std::int64_t Tp = round_up(T, W);
   pack_transposed(v, ld, T, D, vt, Tp);
-  causal_abt(dO, ldo, vt, Tp, T, D, 1.0f, ds);  // dP
-  softmax_backward_rows_inline(p, ds, 0, T, T);
-  causal_ab(ds, k, ld, T, D, scale, dq, ld);
-  causal_atb(ds, q, ld, T, D, scale, dk, ld);
-  causal_atb(p, dO, ldo, T, D, 1.0f, dv, ld);
+  causal_abt<W>(dO, ldo, vt, Tp, T, D, 1.0f, ds);  // dP
+  softmax_backward_rows<W>(p, ds, 0, T, T);
+  causal_ab<W>(ds, k, ld, T, D, scale, dq, ld);
+  causal_atb<W>(ds, q, ld, T, D, scale, dk, ld);
+  causal_atb<W>(p, dO, ldo, T, D, 1.0f, dv, ld);
 }
+PIPE_ISA_DISPATCH(head_backward,
+                  (const float* q, const float* k, const float* v, std::int64_t ld, const float* p, const float* dO,
+                   std::int64_t ldo, float* dq, float* dk, float* dv, std::int64_t T, std::int64_t D, float scale,
+                   float* ds, float* vt),
+                  (q, k, v, ld, p, dO, ldo, dq, dk, dv, T, D, scale, ds, vt))
 
-bool tiled(std::int64_t head_dim) { return head_dim % kWidth == 0; }
+// Multiples of 16 suit every width (16, 8, 4).
+bool tiled(std::int64_t head_dim) { return head_dim % 16 == 0; }
 
 // Scratch per thread, grown to the largest size seen.
 float* scratch(std::vector<float>& buffer, std::int64_t n) {
@@ -294,7 +335,7 @@ void CpuBackend::attention_forward(const float* qkv, float* out, float* probs, s
   const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   thread_local std::vector<float> kt_buffer;
-  float* kt = tiled(D) ? scratch(kt_buffer, D * round_up(T, kWidth)) : nullptr;
+  float* kt = tiled(D) ? scratch(kt_buffer, D * round_up(T, 16)) : nullptr;
   const std::int64_t bs = causal_block(T);
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t h = 0; h < heads; ++h) {
@@ -304,13 +345,13 @@ void CpuBackend::attention_forward(const float* qkv, float* out, float* probs, s
       float* p = probs + (b * heads + h) * T * T;  // (T, T)
       float* o = out + b * T * C + h * D;          // (T, D) at stride C
       if (kt) {
-        head_forward(q, k, v, ld, p, o, C, T, D, scale, kt);
+        head_forward_any(q, k, v, ld, p, o, C, T, D, scale, kt);
         continue;
       }
       for (std::int64_t r0 = 0; r0 < T; r0 += bs) {
         const std::int64_t r1 = std::min(T, r0 + bs), nr = r1 - r0;
         gemm(false, true, nr, r1, D, scale, q + r0 * ld, ld, k, ld, 0.0f, p + r0 * T, T);  // scores
-        causal_softmax_rows(p, r0, r1, T);
+        causal_softmax_rows_any(p, r0, r1, T);
         gemm(false, false, nr, D, r1, 1.0f, p + r0 * T, T, v, ld, 0.0f, o + r0 * C, C);
       }
     }
@@ -324,7 +365,7 @@ void CpuBackend::attention_backward(const float* dout, const float* qkv, const f
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   thread_local std::vector<float> ds_buffer, vt_buffer;
   float* ds = scratch(ds_buffer, T * T);  // dS for one head
-  float* vt = tiled(D) ? scratch(vt_buffer, D * round_up(T, kWidth)) : nullptr;
+  float* vt = tiled(D) ? scratch(vt_buffer, D * round_up(T, 16)) : nullptr;
   const std::int64_t bs = causal_block(T);
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t h = 0; h < heads; ++h) {
@@ -337,13 +378,13 @@ void CpuBackend::attention_backward(const float* dout, const float* qkv, const f
       float* dk = dq + C;
       float* dv = dq + 2 * C;
       if (vt) {
-        head_backward(q, k, v, ld, p, dO, C, dq, dk, dv, T, D, scale, ds, vt);
+        head_backward_any(q, k, v, ld, p, dO, C, dq, dk, dv, T, D, scale, ds, vt);
         continue;
       }
       for (std::int64_t r0 = 0; r0 < T; r0 += bs) {
         const std::int64_t r1 = std::min(T, r0 + bs), nr = r1 - r0;
         gemm(false, true, nr, r1, D, 1.0f, dO + r0 * C, C, v, ld, 0.0f, ds + r0 * T, T);  // dP
-        softmax_backward_rows(p, ds, r0, r1, T);
+        softmax_backward_rows_any(p, ds, r0, r1, T);
         gemm(false, false, nr, D, r1, scale, ds + r0 * T, T, k, ld, 0.0f, dq + r0 * ld, ld);
       }
       // Keys/values [c0, c1) are seen by queries [c0, T) only.

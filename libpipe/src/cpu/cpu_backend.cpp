@@ -33,8 +33,8 @@ void check_gemm(const char* op, bool trans_a, bool trans_b, std::int64_t m, std:
   const std::int64_t need_c = std::max<std::int64_t>(1, n);
   if (lda < need_a || ldb < need_b || ldc < need_c || lda > int_max || ldb > int_max || ldc > int_max)
     throw Error(std::string(op) + ": leading dimensions lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
-                " ldc=" + std::to_string(ldc) + " too small for " + dims_str(m, n, k) + " (trans_a=" +
-                std::to_string(trans_a) + ", trans_b=" + std::to_string(trans_b) + ")");
+                " ldc=" + std::to_string(ldc) + " too small for " + dims_str(m, n, k) +
+                " (trans_a=" + std::to_string(trans_a) + ", trans_b=" + std::to_string(trans_b) + ")");
 }
 
 // C = beta * C over an m x n block (k = 0: the product is empty, and BLAS's handling of it varies).
@@ -133,8 +133,7 @@ void CpuBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m
   check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (batch < 0) throw Error("gemm_strided_batched: negative batch " + std::to_string(batch));
   for (std::int64_t i = 0; i < batch; ++i)
-    sgemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
-          ldc);
+    sgemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
 }
 
 // ---- elementwise
@@ -169,7 +168,8 @@ PIPE_INLINE void add_bias_kernel(float* y, const float* bias, std::int64_t rows,
     for (std::int64_t c = 0; c < cols; ++c) row[c] += bias[c];
   }
 }
-PIPE_ISA_DISPATCH(add_bias_kernel, (float* y, const float* bias, std::int64_t rows, std::int64_t cols), (y, bias, rows, cols))
+PIPE_ISA_DISPATCH(add_bias_kernel, (float* y, const float* bias, std::int64_t rows, std::int64_t cols),
+                  (y, bias, rows, cols))
 
 template <int W>
 PIPE_INLINE void bias_grad_kernel(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
@@ -178,7 +178,8 @@ PIPE_INLINE void bias_grad_kernel(const float* dy, float* db, std::int64_t rows,
     for (std::int64_t c = 0; c < cols; ++c) db[c] += row[c];
   }
 }
-PIPE_ISA_DISPATCH(bias_grad_kernel, (const float* dy, float* db, std::int64_t rows, std::int64_t cols), (dy, db, rows, cols))
+PIPE_ISA_DISPATCH(bias_grad_kernel, (const float* dy, float* db, std::int64_t rows, std::int64_t cols),
+                  (dy, db, rows, cols))
 
 template <int W>
 PIPE_INLINE void relu_kernel(const float* x, float* y, std::int64_t n) {
@@ -219,7 +220,8 @@ PIPE_INLINE void bias_gelu_kernel(float* x, const float* bias, float* y, std::in
     }
   }
 }
-PIPE_ISA_DISPATCH(bias_gelu_kernel, (float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols), (x, bias, y, rows, cols))
+PIPE_ISA_DISPATCH(bias_gelu_kernel, (float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols),
+                  (x, bias, y, rows, cols))
 
 }  // namespace
 
@@ -257,7 +259,7 @@ namespace {
 
 template <int W>
 PIPE_INLINE void layernorm_kernel(const float* x, const float* weight, const float* bias, float* y, float* mean,
-                                      float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
+                                  float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
@@ -274,13 +276,16 @@ PIPE_INLINE void layernorm_kernel(const float* x, const float* weight, const flo
     rstd[r] = rs;
   }
 }
-PIPE_ISA_DISPATCH(layernorm_kernel, (const float* x, const float* weight, const float* bias, float* y, float* mean, float* rstd, std::int64_t rows, std::int64_t cols, float eps), (x, weight, bias, y, mean, rstd, rows, cols, eps))
+PIPE_ISA_DISPATCH(layernorm_kernel,
+                  (const float* x, const float* weight, const float* bias, float* y, float* mean, float* rstd,
+                   std::int64_t rows, std::int64_t cols, float eps),
+                  (x, weight, bias, y, mean, rstd, rows, cols, eps))
 
 // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * weight
 template <int W>
 PIPE_INLINE void layernorm_backward_input_kernel(const float* dy, const float* x, const float* weight,
-                                                     const float* mean, const float* rstd, float* dx,
-                                                     std::int64_t rows, std::int64_t cols) {
+                                                 const float* mean, const float* rstd, float* dx, std::int64_t rows,
+                                                 std::int64_t cols) {
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* dyr = dy + r * cols;
@@ -310,12 +315,14 @@ PIPE_INLINE void layernorm_backward_input_kernel(const float* dy, const float* x
     }
   }
 }
-PIPE_ISA_DISPATCH(layernorm_backward_input_kernel, (const float* dy, const float* x, const float* weight, const float* mean, const float* rstd, float* dx, std::int64_t rows, std::int64_t cols), (dy, x, weight, mean, rstd, dx, rows, cols))
+PIPE_ISA_DISPATCH(layernorm_backward_input_kernel,
+                  (const float* dy, const float* x, const float* weight, const float* mean, const float* rstd,
+                   float* dx, std::int64_t rows, std::int64_t cols),
+                  (dy, x, weight, mean, rstd, dx, rows, cols))
 
 template <int W>
-PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* x, const float* mean,
-                                                      const float* rstd, float* dweight, float* dbias,
-                                                      std::int64_t rows, std::int64_t cols) {
+PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* x, const float* mean, const float* rstd,
+                                                  float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* dyr = dy + r * cols;
     const float* xr = x + r * cols;
@@ -327,7 +334,10 @@ PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* 
     }
   }
 }
-PIPE_ISA_DISPATCH(layernorm_backward_weight_kernel, (const float* dy, const float* x, const float* mean, const float* rstd, float* dweight, float* dbias, std::int64_t rows, std::int64_t cols), (dy, x, mean, rstd, dweight, dbias, rows, cols))
+PIPE_ISA_DISPATCH(layernorm_backward_weight_kernel,
+                  (const float* dy, const float* x, const float* mean, const float* rstd, float* dweight, float* dbias,
+                   std::int64_t rows, std::int64_t cols),
+                  (dy, x, mean, rstd, dweight, dbias, rows, cols))
 
 }  // namespace
 
@@ -363,8 +373,8 @@ namespace {
 
 // Per row: one pass for the max, one for sum exp(z - max); loss = log(sum) - (z[label] - max).
 template <int W>
-PIPE_INLINE void cross_entropy_kernel(const float* logits, const std::int32_t* labels, float* loss,
-                                          std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+PIPE_INLINE void cross_entropy_kernel(const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                      std::int64_t vocab, std::int64_t rows_per_sample) {
   for (std::int64_t b = 0; b < rows / rows_per_sample; ++b) {
     double total = 0.0;
     for (std::int64_t r = b * rows_per_sample; r < (b + 1) * rows_per_sample; ++r) {
@@ -376,12 +386,15 @@ PIPE_INLINE void cross_entropy_kernel(const float* logits, const std::int32_t* l
     loss[b] = static_cast<float>(total / static_cast<double>(rows_per_sample));
   }
 }
-PIPE_ISA_DISPATCH(cross_entropy_kernel, (const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample), (logits, labels, loss, rows, vocab, rows_per_sample))
+PIPE_ISA_DISPATCH(cross_entropy_kernel,
+                  (const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows, std::int64_t vocab,
+                   std::int64_t rows_per_sample),
+                  (logits, labels, loss, rows, vocab, rows_per_sample))
 
 template <int W>
-PIPE_INLINE void cross_entropy_backward_kernel(const float* logits, const std::int32_t* labels,
-                                                   const float* dloss, float* dlogits, std::int64_t rows,
-                                                   std::int64_t vocab, std::int64_t rows_per_sample) {
+PIPE_INLINE void cross_entropy_backward_kernel(const float* logits, const std::int32_t* labels, const float* dloss,
+                                               float* dlogits, std::int64_t rows, std::int64_t vocab,
+                                               std::int64_t rows_per_sample) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* z = logits + r * vocab;
     float* dz = dlogits + r * vocab;
@@ -393,11 +406,14 @@ PIPE_INLINE void cross_entropy_backward_kernel(const float* logits, const std::i
     dz[labels[r]] -= g;
   }
 }
-PIPE_ISA_DISPATCH(cross_entropy_backward_kernel, (const float* logits, const std::int32_t* labels, const float* dloss, float* dlogits, std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample), (logits, labels, dloss, dlogits, rows, vocab, rows_per_sample))
+PIPE_ISA_DISPATCH(cross_entropy_backward_kernel,
+                  (const float* logits, const std::int32_t* labels, const float* dloss, float* dlogits,
+                   std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample),
+                  (logits, labels, dloss, dlogits, rows, vocab, rows_per_sample))
 
 template <int W>
 PIPE_INLINE void mse_kernel(const float* x, const float* target, float* loss, std::int64_t batch,
-                                std::int64_t per_sample) {
+                            std::int64_t per_sample) {
   for (std::int64_t b = 0; b < batch; ++b) {
     const float* xb = x + b * per_sample;
     const float* tb = target + b * per_sample;
@@ -416,23 +432,28 @@ PIPE_INLINE void mse_kernel(const float* x, const float* target, float* loss, st
     loss[b] = per_sample > 0 ? static_cast<float>(s / static_cast<double>(per_sample)) : 0.0f;
   }
 }
-PIPE_ISA_DISPATCH(mse_kernel, (const float* x, const float* target, float* loss, std::int64_t batch, std::int64_t per_sample), (x, target, loss, batch, per_sample))
+PIPE_ISA_DISPATCH(mse_kernel,
+                  (const float* x, const float* target, float* loss, std::int64_t batch, std::int64_t per_sample),
+                  (x, target, loss, batch, per_sample))
 
 template <int W>
 PIPE_INLINE void mse_backward_kernel(const float* x, const float* target, const float* dloss, float* dx,
-                                         std::int64_t batch, std::int64_t per_sample) {
+                                     std::int64_t batch, std::int64_t per_sample) {
   for (std::int64_t b = 0; b < batch; ++b) {
     const float f = 2.0f * dloss[b] / static_cast<float>(per_sample);
     const std::int64_t o = b * per_sample;
     for (std::int64_t i = 0; i < per_sample; ++i) dx[o + i] = (x[o + i] - target[o + i]) * f;
   }
 }
-PIPE_ISA_DISPATCH(mse_backward_kernel, (const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch, std::int64_t per_sample), (x, target, dloss, dx, batch, per_sample))
+PIPE_ISA_DISPATCH(mse_backward_kernel,
+                  (const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
+                   std::int64_t per_sample),
+                  (x, target, dloss, dx, batch, per_sample))
 
 }  // namespace
 
-void CpuBackend::cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss,
-                                       std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+void CpuBackend::cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                       std::int64_t vocab, std::int64_t rows_per_sample) {
   check_labels("cross_entropy", labels, rows, vocab);
   if (rows_per_sample > 0) cross_entropy_kernel_any(logits, labels, loss, rows, vocab, rows_per_sample);
 }
@@ -462,7 +483,7 @@ namespace {
 
 template <int W>
 PIPE_INLINE void embedding_kernel(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
-                                      std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+                                  std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   for (std::int64_t r = 0; r < batch * seq; ++r) {
     const float* e = wte + static_cast<std::int64_t>(tokens[r]) * dim;
     const float* p = wpe + (r % seq) * dim;
@@ -470,11 +491,14 @@ PIPE_INLINE void embedding_kernel(const std::int32_t* tokens, const float* wte, 
     for (std::int64_t c = 0; c < dim; ++c) o[c] = e[c] + p[c];
   }
 }
-PIPE_ISA_DISPATCH(embedding_kernel, (const std::int32_t* tokens, const float* wte, const float* wpe, float* out, std::int64_t batch, std::int64_t seq, std::int64_t dim), (tokens, wte, wpe, out, batch, seq, dim))
+PIPE_ISA_DISPATCH(embedding_kernel,
+                  (const std::int32_t* tokens, const float* wte, const float* wpe, float* out, std::int64_t batch,
+                   std::int64_t seq, std::int64_t dim),
+                  (tokens, wte, wpe, out, batch, seq, dim))
 
 template <int W>
-PIPE_INLINE void embedding_backward_kernel(const std::int32_t* tokens, const float* dout, float* dwte,
-                                               float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+PIPE_INLINE void embedding_backward_kernel(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe,
+                                           std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t t = 0; t < seq; ++t) {
       const float* g = dout + (b * seq + t) * dim;
@@ -486,7 +510,10 @@ PIPE_INLINE void embedding_backward_kernel(const std::int32_t* tokens, const flo
       }
     }
 }
-PIPE_ISA_DISPATCH(embedding_backward_kernel, (const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim), (tokens, dout, dwte, dwpe, batch, seq, dim))
+PIPE_ISA_DISPATCH(embedding_backward_kernel,
+                  (const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe, std::int64_t batch,
+                   std::int64_t seq, std::int64_t dim),
+                  (tokens, dout, dwte, dwpe, batch, seq, dim))
 
 }  // namespace
 
@@ -513,8 +540,8 @@ namespace {
 
 // PyTorch's SGD (dampening 0, not Nesterov); a zero buffer makes the first step plain SGD, as there.
 template <int W>
-PIPE_INLINE void sgd_kernel(float* param, const float* grad, float* buffer, std::int64_t n, float lr,
-                                float momentum, float weight_decay) {
+PIPE_INLINE void sgd_kernel(float* param, const float* grad, float* buffer, std::int64_t n, float lr, float momentum,
+                            float weight_decay) {
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = grad[i] + weight_decay * param[i];
     const float buf = momentum * buffer[i] + g;
@@ -522,14 +549,16 @@ PIPE_INLINE void sgd_kernel(float* param, const float* grad, float* buffer, std:
     param[i] -= lr * buf;
   }
 }
-PIPE_ISA_DISPATCH(sgd_kernel, (float* param, const float* grad, float* buffer, std::int64_t n, float lr, float momentum, float weight_decay), (param, grad, buffer, n, lr, momentum, weight_decay))
+PIPE_ISA_DISPATCH(sgd_kernel,
+                  (float* param, const float* grad, float* buffer, std::int64_t n, float lr, float momentum,
+                   float weight_decay),
+                  (param, grad, buffer, n, lr, momentum, weight_decay))
 
 // PyTorch's AdamW in one pass: decoupled decay, then the bias-corrected step lr * mhat / (sqrt(vhat) + eps),
 // with the corrections folded into two scalars.
 template <int W>
-PIPE_INLINE void adamw_kernel(float* param, const float* grad, float* m, float* v, std::int64_t n,
-                                  float beta1, float beta2, float eps, float decay, float step_size,
-                                  float inv_sqrt_bc2) {
+PIPE_INLINE void adamw_kernel(float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1,
+                              float beta2, float eps, float decay, float step_size, float inv_sqrt_bc2) {
   const float one_minus_b1 = 1.0f - beta1;
   const float one_minus_b2 = 1.0f - beta2;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -541,7 +570,10 @@ PIPE_INLINE void adamw_kernel(float* param, const float* grad, float* m, float* 
     param[i] = param[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
   }
 }
-PIPE_ISA_DISPATCH(adamw_kernel, (float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2, float eps, float decay, float step_size, float inv_sqrt_bc2), (param, grad, m, v, n, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2))
+PIPE_ISA_DISPATCH(adamw_kernel,
+                  (float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1, float beta2,
+                   float eps, float decay, float step_size, float inv_sqrt_bc2),
+                  (param, grad, m, v, n, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2))
 
 template <int W>
 PIPE_INLINE void sum_squares_kernel(const float* x, std::int64_t n, double* out) {
@@ -571,8 +603,8 @@ void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, std:
   if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  adamw_kernel(param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
-               static_cast<float>(1.0 / std::sqrt(bc2)));
+  adamw_kernel_any(param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
+                   static_cast<float>(1.0 / std::sqrt(bc2)));
 }
 
 double CpuBackend::sum_squares(const float* x, std::int64_t n) {

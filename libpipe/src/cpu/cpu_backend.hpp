@@ -40,8 +40,8 @@ class CpuBackend final : public Backend {
                          std::int64_t rows, std::int64_t cols, float eps) override;
   void layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
                                 const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) override;
-  void layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd,
-                                 float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) override;
+  void layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd, float* dweight,
+                                 float* dbias, std::int64_t rows, std::int64_t cols) override;
 
   // In cpu_attention.cpp.
   void attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
@@ -58,8 +58,8 @@ class CpuBackend final : public Backend {
   void mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
                     std::int64_t per_sample) override;
 
-  void embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
-                         std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) override;
+  void embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out, std::int64_t batch,
+                         std::int64_t seq, std::int64_t dim, std::int64_t vocab) override;
   void embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe, std::int64_t batch,
                           std::int64_t seq, std::int64_t dim) override;
 

@@ -65,16 +65,6 @@ template <>
 struct Simd<16> {
   typedef float f __attribute__((vector_size(64)));
   typedef std::int32_t i __attribute__((vector_size(64)));
-  // Lane 0 shuffled to all lanes: GCC 12 makes this one broadcast, but `f{a, a, ...}` or `f{} + a` a masked
-  // insert per lane (which made the attention tiles 3x slower than sgemm).
-  static PIPE_INLINE f splat(float a) {
-    const f v = {a};
-    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  }
-  static PIPE_INLINE i isplat(std::int32_t a) {
-    const i v = {a};
-    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  }
   static PIPE_INLINE i iota() { return i{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
 };
 
@@ -82,14 +72,6 @@ template <>
 struct Simd<8> {
   typedef float f __attribute__((vector_size(32)));
   typedef std::int32_t i __attribute__((vector_size(32)));
-  static PIPE_INLINE f splat(float a) {
-    const f v = {a};
-    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
-  }
-  static PIPE_INLINE i isplat(std::int32_t a) {
-    const i v = {a};
-    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
-  }
   static PIPE_INLINE i iota() { return i{0, 1, 2, 3, 4, 5, 6, 7}; }
 };
 
@@ -97,14 +79,6 @@ template <>
 struct Simd<4> {
   typedef float f __attribute__((vector_size(16)));
   typedef std::int32_t i __attribute__((vector_size(16)));
-  static PIPE_INLINE f splat(float a) {
-    const f v = {a};
-    return __builtin_shufflevector(v, v, 0, 0, 0, 0);
-  }
-  static PIPE_INLINE i isplat(std::int32_t a) {
-    const i v = {a};
-    return __builtin_shufflevector(v, v, 0, 0, 0, 0);
-  }
   static PIPE_INLINE i iota() { return i{0, 1, 2, 3}; }
 };
 
@@ -113,9 +87,43 @@ using vf = typename Simd<W>::f;
 template <int W>
 using vi = typename Simd<W>::i;
 
+// A scalar in every lane. Lane 0 shuffled to all lanes, in free functions: GCC 12 makes that one broadcast,
+// but the same code in a static member, `f{a, a, ...}` or `f{} + a` inside the tiles a masked insert per lane
+// (which made the attention tiles 3x slower than sgemm). Check with objdump after changing these.
 template <int W>
-PIPE_INLINE vf<W> splat(float a) {
-  return Simd<W>::splat(a);
+PIPE_INLINE vf<W> splat(float a);
+template <>
+PIPE_INLINE vf<16> splat<16>(float a) {
+  const vf<16> v = {a};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+template <>
+PIPE_INLINE vf<8> splat<8>(float a) {
+  const vf<8> v = {a};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+template <>
+PIPE_INLINE vf<4> splat<4>(float a) {
+  const vf<4> v = {a};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0);
+}
+
+template <int W>
+PIPE_INLINE vi<W> isplat(std::int32_t a);
+template <>
+PIPE_INLINE vi<16> isplat<16>(std::int32_t a) {
+  const vi<16> v = {a};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+template <>
+PIPE_INLINE vi<8> isplat<8>(std::int32_t a) {
+  const vi<8> v = {a};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+template <>
+PIPE_INLINE vi<4> isplat<4>(std::int32_t a) {
+  const vi<4> v = {a};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0);
 }
 
 template <int W>
@@ -170,8 +178,8 @@ PIPE_INLINE float hsum(const Simd<16>::f& v) {
 }
 PIPE_INLINE float hmax(const Simd<4>::f& v) { return maxf(maxf(v[0], v[2]), maxf(v[1], v[3])); }
 PIPE_INLINE float hmax(const Simd<8>::f& v) {
-  return hmax(Simd<4>::f(maxf<Simd<4>::f>(__builtin_shufflevector(v, v, 0, 1, 2, 3),
-                                          __builtin_shufflevector(v, v, 4, 5, 6, 7))));
+  return hmax(Simd<4>::f(
+      maxf<Simd<4>::f>(__builtin_shufflevector(v, v, 0, 1, 2, 3), __builtin_shufflevector(v, v, 4, 5, 6, 7))));
 }
 PIPE_INLINE float hmax(const Simd<16>::f& v) {
   return hmax(Simd<8>::f(maxf<Simd<8>::f>(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
@@ -201,7 +209,7 @@ struct IntOf<Simd<4>::f> {
 // harmless in sums, and never a denormal). Cody-Waite reduction x = n ln2 + f, |f| <= ln2/2, Cephes'
 // polynomial for e^f. (The clamp before the integer tricks vectorises only with -fno-trapping-math, which the
 // CPU backend's files are built with; see libpipe/CMakeLists.txt.) Constants are scalars: GCC folds their
-// broadcast, unlike that of run-time scalars (see Simd<16>::splat).
+// broadcast, unlike that of run-time scalars (see splat).
 template <class F>
 PIPE_INLINE F fast_exp(const F& x_in) {
   using I = typename IntOf<F>::type;
