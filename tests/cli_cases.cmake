@@ -148,3 +148,17 @@ set(PIPE_TRACE ${CMAKE_CURRENT_BINARY_DIR}/cli-trace.json)
 pipe_expect_test(cli.trace_and_report 0 "trace ${PIPE_TRACE}: 4 rows" "pipe-train: trace written to ${PIPE_TRACE}"
   "theory = (S-1)/(M+S-1) for 1f1b" "wrote ${PIPE_TRACE}.svg" --
   sh -c "${PIPE_MPIRUN_LINE} -np 4 $<TARGET_FILE:pipe-train> --stages 2 --steps 2 --micro-batches 4 --micro-batch-size 2 --trace ${PIPE_TRACE} && $<TARGET_FILE:pipe-sim> --from-trace ${PIPE_TRACE} --svg ${PIPE_TRACE}.svg")
+
+# Flags that cannot work together or cannot be honoured fail before any step.
+pipe_cli_test(inference_cannot_train 2 1
+  "pipe-train: error: schedule 'inference' cannot train (it has no backward); use 1f1b or gpipe"
+  -- --stages 2 --schedule inference --steps 1)
+pipe_cli_test(trace_unwritable 2 1 "pipe-train: rank 0: error: --trace /no/such/dir/t.json: cannot write the file"
+  -- --stages 2 --steps 1 --trace /no/such/dir/t.json)
+pipe_cli_test(bad_min_lr 1 1 "pipe-train: error: --min-lr must be between 0 and --lr" -- --lr 0.001 --min-lr 0.01)
+pipe_cli_test(checkpointable_unknown_type 2 1
+  "pipe-train: error: --checkpointable-layers: unknown layer type 'TransformerBlok' (did you mean 'TransformerBlock'?)"
+  -- --stages 2 --steps 1 --activation-checkpoint-interval 2 --checkpointable-layers TransformerBlok)
+pipe_cli_test(checkpointable_needs_interval 1 1
+  "pipe-train: error: --checkpointable-layers needs --activation-checkpoint-interval"
+  -- --checkpointable-layers TransformerBlock)

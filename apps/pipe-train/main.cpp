@@ -80,9 +80,9 @@ void print_layer_list(const libpipe::LayerRegistry& registry) {
 // The training loop. Set-up errors are collective like every phase; an error
 // in the middle of a step may have left peers inside a transfer, so it aborts
 // the whole job with one line naming the rank and stage.
-int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::ModelDescription& description,
-          const libpipe::PipelineParallelGrid& grid, libpipe::PipelineModule& module,
-          const libpipe::PartitionPlan& plan) {
+int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::LayerRegistry& registry,
+          const libpipe::ModelDescription& description, const libpipe::PipelineParallelGrid& grid,
+          libpipe::PipelineModule& module, const libpipe::PartitionPlan& plan) {
   const int rank = grid.global_rank();
   libpipe::PhaseResult result;
   std::unique_ptr<libpipe::DataSource> data;
@@ -90,16 +90,26 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Mod
   std::unique_ptr<pipe_train::Progress> progress;
   const std::int64_t tokens_per_sample =
       description.input.dtype == libpipe::DType::int32 ? libpipe::numel(description.input.shape) : 1;
-  auto set_up = [&] {
+  // Local set-up first (each rank alone: data, files), then the engine, whose
+  // constructor is collective; each phase ends with every rank agreeing.
+  auto set_up_local = [&] {
     libpipe::set_cpu_threads(options.threads);
+    for (const auto& type : options.train.checkpointable_types)
+      if (!registry.find(type))
+        throw libpipe::Error("--checkpointable-layers: unknown layer type '" + type + "'" +
+                             (registry.closest(type).empty() ? "" : " (did you mean '" + registry.closest(type) + "'?)"));
     data = options.data.empty() ? libpipe::make_synthetic_data(description, options.seed)
                                 : libpipe::make_byte_text_data(options.data, description, options.seed);
+    if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace);
+  };
+  auto set_up_engine = [&] {
     engine = std::make_unique<libpipe::PipelineEngine>(module, grid, description, options.train);
     if (rank == 0)
       progress = std::make_unique<pipe_train::Progress>(options.steps, engine->global_batch() * tokens_per_sample,
                                                         options.metrics);
   };
-  if (!libpipe::run_phase_on_all(world, set_up, result)) {
+  if (!libpipe::run_phase_on_all(world, set_up_local, result) ||
+      !libpipe::run_phase_on_all(world, set_up_engine, result)) {
     libpipe::report_phase_failure(world, kProgram, result);
     return 1;
   }
@@ -227,7 +237,7 @@ int run(MPI_Comm world, int argc, char** argv) {
   };
   if (!libpipe::run_phase_on_all(world, build_module, result)) return failed();
 
-  if (!options.dry_run) return train(world, options, description, *grid, *module, plan);
+  if (!options.dry_run) return train(world, options, registry, description, *grid, *module, plan);
   auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated));
   if (rank == 0) {
     std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s: %s\n",
@@ -244,6 +254,9 @@ int run(MPI_Comm world, int argc, char** argv) {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  // MPI failures come back as codes that libpipe turns into one-line errors
+  // (file:line, rank, host) instead of aborting inside MPI.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int rc = run(MPI_COMM_WORLD, argc, argv);
   MPI_Finalize();
   return rc;

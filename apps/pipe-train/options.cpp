@@ -3,6 +3,7 @@
 
 #include <boost/program_options.hpp>
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -40,7 +41,7 @@ po::options_description describe_flags(Options& o) {
   training.add_options()
     ("steps", po::value(&o.steps)->value_name("N")->default_value(o.steps), "optimizer steps to run")
     ("schedule", po::value(&t.schedule)->value_name("KIND")->default_value(t.schedule),
-     "pipeline schedule: 1f1b (DeepSpeed's TrainSchedule) or gpipe (fill-drain)")
+     "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule) or gpipe (fill-drain)")
     ("micro-batches", po::value(&t.micro_batches)->value_name("M")->default_value(t.micro_batches),
      "micro-batches per step and replica (gradient accumulation)")
     ("micro-batch-size", po::value(&t.micro_batch_size)->value_name("B")->default_value(t.micro_batch_size),
@@ -155,8 +156,20 @@ Options parse_options(int argc, char** argv) {
   at_least(o.eval_every, 0, "--eval-every");
   at_least(o.eval_batches, 1, "--eval-batches");
   at_least(o.threads, 1, "--threads");
-  if (!(o.train.lr > 0)) throw libpipe::Error("--lr must be positive");
-  if (o.train.clip_grad_norm < 0) throw libpipe::Error("--clip-grad-norm must be 0 (off) or positive");
+  const auto& t = o.train;
+  if (!(t.lr > 0) || !std::isfinite(t.lr)) throw libpipe::Error("--lr must be a positive number");
+  if (!(t.min_lr >= 0 && t.min_lr <= t.lr)) throw libpipe::Error("--min-lr must be between 0 and --lr");
+  at_least(t.decay_steps, 0, "--lr-decay-steps");
+  if (!(t.optimizer.weight_decay >= 0) || !std::isfinite(t.optimizer.weight_decay))
+    throw libpipe::Error("--weight-decay must be 0 or positive");
+  if (!(t.optimizer.momentum >= 0 && t.optimizer.momentum < 1))
+    throw libpipe::Error("--momentum must be in [0, 1)");
+  if (!(t.clip_grad_norm >= 0) || !std::isfinite(t.clip_grad_norm))
+    throw libpipe::Error("--clip-grad-norm must be 0 (off) or a positive number");
+  if (!t.checkpointable_types.empty() && t.checkpoint_interval == 0)
+    throw libpipe::Error("--checkpointable-layers needs --activation-checkpoint-interval");
+  if (vm.count("eval-batches") && !vm["eval-batches"].defaulted() && o.eval_every == 0)
+    throw libpipe::Error("--eval-batches needs --eval-every");
   if (o.train.optimizer.kind != "adamw" && o.train.optimizer.kind != "sgd")
     throw libpipe::Error("unknown --optimizer '" + o.train.optimizer.kind + "' (expected adamw or sgd)");
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);

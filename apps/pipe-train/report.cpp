@@ -64,6 +64,15 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
       .dump();
 }
 
+void check_writable(const std::string& path) {
+  const std::string probe = path + ".partial";
+  {
+    std::ofstream out(probe, std::ios::trunc);
+    if (!out) throw libpipe::Error("--trace " + path + ": cannot write the file");
+  }
+  std::remove(probe.c_str());
+}
+
 void write_trace(const std::string& path, const std::vector<std::string>& rank_summaries) {
   json events = json::array();
   events.push_back({{"ph", "M"}, {"pid", 0}, {"name", "process_name"}, {"args", {{"name", "pipe-train"}}}});

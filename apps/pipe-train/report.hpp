@@ -21,6 +21,10 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
                          int micro_batches, double tokens_per_s);
 
+// Throws libpipe::Error unless `path` can be written (checked before training,
+// so a bad --trace path does not waste a run).
+void check_writable(const std::string& path);
+
 // Rank 0: writes the gathered events as a Chrome trace (atomically: a
 // temporary file renamed into place). Throws libpipe::Error on I/O failure.
 void write_trace(const std::string& path, const std::vector<std::string>& rank_summaries);

@@ -40,6 +40,13 @@ class MpiComm : public Comm {
     if (r.active()) PIPE_MPI_CHECK(MPI_Wait(&r.mpi, MPI_STATUS_IGNORE), world_rank_);
   }
 
+  bool test(CommRequest& r) override {
+    if (!r.active()) return true;
+    int done = 0;
+    PIPE_MPI_CHECK(MPI_Test(&r.mpi, &done, MPI_STATUS_IGNORE), world_rank_);
+    return done != 0;
+  }
+
   void allreduce_sum(Tensor& t) override {
     check_host(t, "all-reduce");
     if (size_ == 1) return;

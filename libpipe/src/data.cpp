@@ -69,6 +69,9 @@ class SyntheticData : public DataSource {
         throw Error("synthetic token data needs input [T] and logits [T, V]; the model has input " +
                     type_str(io_.input) + " and logits " + type_str(io_.loss_input));
     } else {
+      if (io_.cross_entropy && io_.loss_input.shape.size() != 1)
+        throw Error("synthetic data for a float model with cross-entropy needs logits [C] (one class per sample); "
+                    "the model's logits are " + type_str(io_.loss_input) + " (use --data or MSELoss)");
       // The teacher: a fixed random map from the input features to the targets.
       in_features_ = numel(io_.input.shape);
       out_features_ = io_.cross_entropy ? io_.classes : numel(io_.loss_input.shape);

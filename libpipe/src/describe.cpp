@@ -74,7 +74,12 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
     if (!spec.tie.empty()) {
       const ParamSpec* shared = nullptr;
       for (const auto& p : info.description.params)
-        if (p.tieable) shared = &p;
+        if (p.tieable) {
+          if (shared)
+            fail(spec.where, layer_name(info) + " marks two parameters tieable ('" + shared->name + "' and '" + p.name +
+                                 "'); a layer can share one (a bug in the plugin)");
+          shared = &p;
+        }
       if (!shared)
         fail(spec.where, layer_name(info) + " has tie = '" + spec.tie + "' but no parameter it can share");
       auto [it, first] = tie_index.emplace(spec.tie, out.ties.size());

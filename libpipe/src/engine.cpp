@@ -131,6 +131,15 @@ struct PipelineEngine::Impl {
     if (request.active()) timed("recv_wait", mb, totals.wait_s, [&] { pipe_comm->wait(request); });
   }
 
+  // Drops the sends that have completed, so that a long run does not keep
+  // every activation it ever sent (1F1B's memory bound must hold).
+  void release_completed_sends() {
+    std::size_t kept = 0;
+    for (auto& entry : pending_sends)
+      if (!pipe_comm->test(entry.first)) pending_sends[kept++] = std::move(entry);
+    pending_sends.resize(kept);
+  }
+
   void wait_sends() {
     timed("send_wait", -1, totals.wait_s, [&] {
       for (auto& [request, tensor] : pending_sends) pipe_comm->wait(request);
@@ -172,6 +181,7 @@ struct PipelineEngine::Impl {
       const float* loss = s.output.f32();  // [B] on the host (CPU backend)
       for (std::int64_t b = 0; b < batch(); ++b) sum += loss[b];
       loss_sum += sum / static_cast<double>(batch());
+      if (!training) in_flight.erase(mb);
     }
   }
 
@@ -225,7 +235,10 @@ struct PipelineEngine::Impl {
       case OpKind::Forward:
         wait_recv(state(mb).recv_activation, mb);
         timed("forward", mb, totals.compute_s, [&] { forward(mb); }); break;
-      case OpKind::SendActivation: send(state(mb).output, next, 2 * mb, mb); break;
+      case OpKind::SendActivation:
+        send(state(mb).output, next, 2 * mb, mb);
+        if (!training) in_flight.erase(mb);  // inference keeps nothing once it is sent on
+        break;
       case OpKind::RecvGrad: {
         MicroBatch& s = state(mb);
         post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv_grad);
@@ -276,6 +289,7 @@ struct PipelineEngine::Impl {
       post_receives(t + 1);
       for (std::size_t i = 0; i < steps[t].size(); ++i)
         if (!is_recv(steps[t][i])) execute(steps[t][i]);
+      release_completed_sends();
     }
     wait_sends();
     in_flight.clear();
@@ -362,6 +376,16 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   Impl& e = *impl_;
   if (options.micro_batches < 1 || options.micro_batch_size < 1)
     throw Error("micro-batches and micro-batch size must be at least 1");
+  if (!is_training_schedule(options.schedule))
+    throw Error("schedule '" + options.schedule + "' cannot train (it has no backward); use 1f1b or gpipe");
+  // Tags are 2 per micro-batch; MPI guarantees at least 32767 of them.
+  int* tag_ub = nullptr;
+  int has_tag_ub = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_tag_ub);
+  const long long max_tag = has_tag_ub && tag_ub ? *tag_ub : 32767;
+  if (2LL * options.micro_batches + 1 > max_tag)
+    throw Error(std::to_string(options.micro_batches) + " micro-batches need message tags up to " +
+                std::to_string(2LL * options.micro_batches + 1) + " but this MPI allows " + std::to_string(max_tag));
   e.train = make_schedule(options.schedule, grid.num_stages(), options.micro_batches, grid.stage_id());
   e.stage_input = description.layers[module.begin()].input;
   e.stage_output = description.layers[module.end() - 1].description.output;
@@ -400,12 +424,14 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   e.data_comm = make_mpi_comm(grid.data_parallel_comm());
   for (const auto& tie : module.tie_groups()) e.tie_comms.push_back(make_mpi_comm(tie.comm));
 
+  // Collective first: a rank that fails a local allocation below must not
+  // leave its peers inside this broadcast.
+  e.broadcast_tied_weights();
   std::vector<Layer*> layers;
   for (auto& l : module.layers()) {
     allocate_grads(*l.layer);
     layers.push_back(l.layer.get());
   }
-  e.broadcast_tied_weights();
   e.optimizer = std::make_unique<Optimizer>(options.optimizer, parameters_of(layers));
 }
 
@@ -490,7 +516,11 @@ double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_
   e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
   e.loss_sum = 0;
   e.inference = make_schedule("inference", e.grid.num_stages(), micro_batches, e.grid.stage_id());
+  // Evaluation is not part of the training steps' time accounting.
+  const EngineTotals before = e.totals;
   e.run(e.inference);
+  e.totals.compute_s = before.compute_s;
+  e.totals.wait_s = before.wait_s;
   e.training = true;
   return e.global_loss(micro_batches);
 }

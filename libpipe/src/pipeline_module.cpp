@@ -15,6 +15,19 @@ std::string parts_str(const int* parts, std::size_t n) {
   return s + "]";
 }
 
+// A fingerprint of everything about the model that the ranks must agree on
+// before any collective that depends on it (the tie-group splits): layer
+// types and types in and out, parameter counts, tie keys. FNV-1a, 63 bits.
+long long model_fingerprint(const ModelDescription& d) {
+  std::string text;
+  for (const auto& l : d.layers)
+    text += l.type + "|" + type_str(l.input) + "|" + type_str(l.description.output) + "|" +
+            std::to_string(l.description.param_count()) + "|" + l.tie + ";";
+  unsigned long long h = 1469598103934665603ULL;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+  return static_cast<long long>(h >> 1);
+}
+
 int stage_of(const Parts& parts, int layer) {
   return static_cast<int>(std::upper_bound(parts.begin(), parts.end(), layer) - parts.begin()) - 1;
 }
@@ -31,7 +44,7 @@ PipelineModule::PipelineModule(const ModelSpec& model, const ModelDescription& d
                 " stages but the grid has " + std::to_string(stages));
   // Collective steps first, local ones last: a rank failing to create a
   // layer must not leave the others waiting in a collective.
-  check_parts_agree(grid);
+  check_ranks_agree(description, grid);
   validate_parts(parts_, static_cast<std::int64_t>(description.layers.size()));
   build_tie_groups(description, grid);
 
@@ -85,7 +98,16 @@ std::size_t PipelineModule::parameter_bytes() const {
 // Every rank planned the partition on its own; a difference (another model
 // file, plugin or flag on one node) would deadlock the pipeline later, so it
 // is an error now, the same on every rank.
-void PipelineModule::check_parts_agree(const PipelineParallelGrid& grid) const {
+void PipelineModule::check_ranks_agree(const ModelDescription& description, const PipelineParallelGrid& grid) const {
+  const long long mine = model_fingerprint(description);
+  std::vector<long long> models(grid.world_size());
+  PIPE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_LONG_LONG, models.data(), 1, MPI_LONG_LONG, grid.world()),
+                 grid.global_rank());
+  for (int r = 1; r < grid.world_size(); ++r)
+    if (models[r] != models[0])
+      throw Error("the ranks disagree on the model: rank " + std::to_string(r) +
+                  " described different layers, shapes or ties than rank 0 (do all ranks see the same model file, "
+                  "plugins and flags?)");
   const int n = static_cast<int>(parts_.size());
   std::vector<int> all(static_cast<std::size_t>(n) * grid.world_size());
   PIPE_MPI_CHECK(MPI_Allgather(parts_.data(), n, MPI_INT, all.data(), n, MPI_INT, grid.world()), grid.global_rank());

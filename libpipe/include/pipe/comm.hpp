@@ -34,6 +34,8 @@ class PIPE_API Comm {
   virtual CommRequest isend(const Tensor& t, int peer, int tag) = 0;
   virtual CommRequest irecv(Tensor& t, int peer, int tag) = 0;
   virtual void wait(CommRequest& request) = 0;
+  // True (and the request completed) when the transfer is done; never blocks.
+  virtual bool test(CommRequest& request) = 0;
   virtual void allreduce_sum(Tensor& t) = 0;  // float32
   virtual void broadcast(Tensor& t, int root) = 0;
   const CommStats& stats() const { return stats_; }

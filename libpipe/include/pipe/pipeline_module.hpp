@@ -48,7 +48,8 @@ struct ModuleOptions {
 class PIPE_API PipelineModule {
  public:
   // Collective over grid.world(). Throws libpipe::Error on every rank when the
-  // ranks disagree on `parts` or it does not fit the grid's stage count.
+  // ranks disagree on the model or on `parts`, or `parts` does not fit the
+  // grid's stage count.
   PipelineModule(const ModelSpec& model, const ModelDescription& description, const LayerRegistry& registry,
                  const PipelineParallelGrid& grid, const Parts& parts, const ModuleOptions& options = {});
   ~PipelineModule();
@@ -67,7 +68,7 @@ class PIPE_API PipelineModule {
   const std::vector<LocalTieGroup>& tie_groups() const { return ties_; }
 
  private:
-  void check_parts_agree(const PipelineParallelGrid& grid) const;
+  void check_ranks_agree(const ModelDescription& description, const PipelineParallelGrid& grid) const;
   void build_tie_groups(const ModelDescription& description, const PipelineParallelGrid& grid);
   void create_local_layers(const ModelSpec& model, const ModelDescription& description,
                            const LayerRegistry& registry, const ModuleOptions& options);
