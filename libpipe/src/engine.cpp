@@ -3,6 +3,7 @@
 
 #include "pipe/comm.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -121,7 +122,7 @@ struct PipelineEngine::Impl {
   }
 
   void send(const Tensor& t, int dest, int tag, int mb) {
-    // Posting is all a send costs here; its completion is waited for at the end of the run.
+    // Posting is all a send costs here; it is released once complete (release_completed_sends).
     timed("send", mb, totals.wait_s, [&] {
       pending_sends.emplace_back(pipe_comm->isend(t, dest, tag), t);  // keeps the tensor alive until completion
     });
@@ -134,10 +135,9 @@ struct PipelineEngine::Impl {
   // Drops the sends that have completed, so that a long run does not keep
   // every activation it ever sent (1F1B's memory bound must hold).
   void release_completed_sends() {
-    std::size_t kept = 0;
-    for (auto& entry : pending_sends)
-      if (!pipe_comm->test(entry.first)) pending_sends[kept++] = std::move(entry);
-    pending_sends.resize(kept);
+    pending_sends.erase(std::remove_if(pending_sends.begin(), pending_sends.end(),
+                                       [&](auto& entry) { return pipe_comm->test(entry.first); }),
+                        pending_sends.end());
   }
 
   void wait_sends() {
