@@ -76,6 +76,7 @@ struct PipelineEngine::Impl {
   std::int64_t first_sample = 0;  // of this replica's share of the global batch
   int micro_batches = 0;
   bool training = true;
+  bool weights_with_input = false;  // checkpointing: weight gradients taken group by group in backward_input
   double loss_sum = 0;  // sum over this stage's micro-batches of their mean loss (last stage)
 
   Impl(PipelineModule& m, const PipelineParallelGrid& g, const ModelDescription& d, const TrainOptions& o)
@@ -203,6 +204,17 @@ struct PipelineEngine::Impl {
         dy = layer(i).backward_input(s.contexts[i], dy);
       }
       s.group_inputs[g] = Tensor();
+      // With checkpointing, a recomputed group's weight gradients are taken
+      // at once and its contexts freed, so that the peak holds one group's
+      // activations, not the whole stage's (the per-parameter accumulation
+      // order is unchanged: results are bit-identical).
+      if (weights_with_input) {
+        for (int i = group.last; i-- > group.first;) {
+          layer(i).backward_weight(s.contexts[i], s.dys[i]);
+          s.contexts[i] = LayerContext{};
+          s.dys[i] = Tensor();
+        }
+      }
     }
     s.grad_out = dy;
     s.output = Tensor();
@@ -210,7 +222,8 @@ struct PipelineEngine::Impl {
 
   void backward_weight(int mb) {
     MicroBatch& s = state(mb);
-    for (int i = static_cast<int>(s.contexts.size()); i-- > 0;) layer(i).backward_weight(s.contexts[i], s.dys[i]);
+    if (!weights_with_input)
+      for (int i = static_cast<int>(s.contexts.size()); i-- > 0;) layer(i).backward_weight(s.contexts[i], s.dys[i]);
     s.weights_done = true;
     release_if_done(mb);
   }
@@ -415,6 +428,7 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
           checkpoint_saved_bytes_ += description.layers[module.layers()[i].index].description.activation_bytes;
       }
     }
+    e.weights_with_input = e.weights_with_input || g.checkpointed;
     e.groups.push_back(g);
   }
   // Saved bytes are per sample in describe; per micro-batch here.
