@@ -12,6 +12,9 @@
 //    layers in this replica (a real all-reduce of world ranks).
 // module_check --expect-disagreement MODEL STAGES: rank 1 offers a different
 // partition; every rank must throw the same "disagree" error.
+// module_check --expect-model-disagreement MODEL STAGES OTHER: rank 1 loads
+// OTHER instead of MODEL (same partition); every rank must refuse it before
+// any collective that depends on the model (no hang).
 #include <mpi.h>
 
 #include <climits>
@@ -118,7 +121,8 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   bool disagreement = argc > 1 && std::strcmp(argv[1], "--expect-disagreement") == 0;
-  int arg = disagreement ? 2 : 1;
+  bool model_disagreement = argc > 1 && std::strcmp(argv[1], "--expect-model-disagreement") == 0;
+  int arg = (disagreement || model_disagreement) ? 2 : 1;
   if (argc < arg + 2) {
     if (g_rank == 0) std::fprintf(stderr, "usage: module_check MODEL STAGES METHOD_A METHOD_B\n");
     MPI_Finalize();
@@ -132,7 +136,23 @@ int main(int argc, char** argv) {
     int stages = std::stoi(argv[arg + 1]);
     libpipe::PipelineParallelGrid grid(MPI_COMM_WORLD, libpipe::PipeDataParallelTopology(stages, size / stages));
 
-    if (disagreement) {
+    if (model_disagreement) {
+      if (argc < arg + 3) throw libpipe::Error("need the other model");
+      auto other = libpipe::load_model_file(libpipe::resolve_model_path(argv[arg + 2]));
+      auto other_d = libpipe::describe_model(other, registry);
+      auto parts = libpipe::partition_uniform(static_cast<std::int64_t>(d.layers.size()), stages);
+      try {
+        if (g_rank == 1)
+          libpipe::PipelineModule module(other, other_d, registry, grid, parts);
+        else
+          libpipe::PipelineModule module(model, d, registry, grid, parts);
+        expect(false, "different models were accepted");
+      } catch (const libpipe::Error& e) {
+        expect(std::string(e.what()).find("the ranks disagree on the model: rank 1") == 0,
+               std::string("unexpected error: ") + e.what());
+        if (g_rank == 0) std::printf("%s\n", e.what());
+      }
+    } else if (disagreement) {
       auto parts = libpipe::partition_uniform(static_cast<std::int64_t>(d.layers.size()), stages);
       if (g_rank == 1) parts[1] += 1;
       try {
