@@ -399,7 +399,9 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   if (2LL * options.micro_batches + 1 > max_tag)
     throw Error(std::to_string(options.micro_batches) + " micro-batches need message tags up to " +
                 std::to_string(2LL * options.micro_batches + 1) + " but this MPI allows " + std::to_string(max_tag));
-  e.train = make_schedule(options.schedule, grid.num_stages(), options.micro_batches, grid.stage_id());
+  // Every rank proves the whole set of schedules (all stages together: every
+  // send meets its receive, nothing deadlocks) before it runs its own.
+  e.train = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches)[grid.stage_id()];
   e.stage_input = description.layers[module.begin()].input;
   e.stage_output = description.layers[module.end() - 1].description.output;
   const std::string& loss_type = description.layers.back().type;
@@ -529,7 +531,7 @@ double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_
   e.micro_batches = micro_batches;
   e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
   e.loss_sum = 0;
-  e.inference = make_schedule("inference", e.grid.num_stages(), micro_batches, e.grid.stage_id());
+  e.inference = make_checked_schedules("inference", e.grid.num_stages(), micro_batches)[e.grid.stage_id()];
   // Evaluation is not part of the training steps' time accounting.
   const EngineTotals before = e.totals;
   e.run(e.inference);
