@@ -7,12 +7,15 @@
 #   checkpointing   activation checkpointing every 1 and 2 layers changes nothing (bit-identical)
 #   schedules       gpipe and 1f1b give bit-identical losses
 #   learns          the default job on the built-in data at least halves the loss
+#   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
+#   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
 set -u
 check=$1 train=$2; shift 2
 mpirun=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-small=(--model gpt-tiny --steps 20 --micro-batches 4 --micro-batch-size 4 --seed 7)
+base=(--model gpt-tiny --micro-batches 4 --micro-batch-size 4 --seed 7)
+small=("${base[@]}" --steps 20)
 
 run() {  # run NAME RANKS ARGS...: the job's metrics in $work/NAME.json
   local name=$1 ranks=$2; shift 2
@@ -56,5 +59,42 @@ case $check in
     first=$(series default loss | head -1) last=$(series default loss | tail -1)
     awk -v f="$first" -v l="$last" 'BEGIN { printf "loss %.4f -> %.4f\n", f, l; exit !(l <= f / 2) }' ||
       { echo "FAIL: the loss did not halve"; exit 1; } ;;
+  resume)
+    run straight 2 "${small[@]}" --stages 2
+    run first 2 "${base[@]}" --stages 2 --steps 10 --save "$work/ck" --save-every 5
+    grep -q "^step-00000010$" "$work/ck/latest" || { echo "FAIL: latest does not name step 10"; exit 1; }
+    for s in 1 4; do
+      run "then$s" "$s" "${small[@]}" --stages "$s" --load "$work/ck"
+      cat "$work/first.json" "$work/then$s.json" | grep -v summary > "$work/joined$s.json"
+      same straight "joined$s"
+    done
+    run older 3 "${small[@]}" --stages 3 --load "$work/ck/step-00000005"
+    [ "$(series older loss | wc -l)" -eq 15 ] || { echo "FAIL: resuming from step 5 did not run 15 steps"; exit 1; } ;;
+  checkpoint-errors)
+    run saved 2 "${base[@]}" --stages 2 --steps 2 --save "$work/ck"
+    ck="$work/ck/step-00000002"
+    expect_error() {  # expect_error TEXT ARGS...: pipe-train fails, printing TEXT once
+      local text=$1; shift
+      out=$(timeout -k 5 120 "${mpirun[@]}" -np 2 "$train" --micro-batches 4 --micro-batch-size 4 --stages 2 "$@" 2>&1) &&
+        { echo "FAIL: accepted: $*"; exit 1; }
+      [ "$(grep -cF -- "$text" <<<"$out")" -eq 1 ] || { echo "FAIL: expected once: $text"; echo "$out"; exit 1; }
+      echo "refused: $text"
+    }
+    cp -r "$work/ck" "$work/flipped"
+    printf 'X' | dd of="$work/flipped/step-00000002/layer-00003.safetensors" bs=1 seek=200 conv=notrunc 2>/dev/null
+    expect_error "layer-00003.safetensors: checksum mismatch (the file is corrupt or was changed)" --model gpt-tiny --load "$work/flipped"
+    cp -r "$work/ck" "$work/truncated"
+    truncate -s 100 "$work/truncated/step-00000002/layer-00005.safetensors"
+    expect_error "layer-00005.safetensors: checksum mismatch" --model gpt-tiny --load "$work/truncated"
+    cp -r "$work/ck" "$work/missing"
+    rm "$work/missing/step-00000002/layer-00001.safetensors"
+    expect_error "checkpoint: cannot read $work/missing/step-00000002/layer-00001.safetensors" --model gpt-tiny --load "$work/missing"
+    expect_error "is of another model ('gpt-tiny', 8 layers)" --model mlp --load "$work/ck"
+    expect_error "was saved with optimizer 'adamw'; this run uses 'sgd'" --model gpt-tiny --optimizer sgd --load "$work/ck"
+    expect_error "no checkpoint there (neither manifest.json nor latest)" --model gpt-tiny --load "$work/nothing"
+    # A save that cannot complete fails the job and leaves the previous checkpoint the latest.
+    touch "$work/ck/step-00000004"  # a file where the next checkpoint's directory must go
+    expect_error "pipe-train: rank 0 (stage 0): error:" --model gpt-tiny --steps 4 --load "$work/ck" --save "$work/ck"
+    grep -q "^step-00000002$" "$work/ck/latest" || { echo "FAIL: latest moved"; exit 1; } ;;
   *) echo "unknown check $check"; exit 2 ;;
 esac

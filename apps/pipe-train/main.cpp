@@ -14,6 +14,7 @@
 #include "job_topology.hpp"
 #include "options.hpp"
 #include "pipe/backend.hpp"
+#include "pipe/checkpoint.hpp"
 #include "pipe/data.hpp"
 #include "pipe/engine.hpp"
 #include "progress.hpp"
@@ -108,11 +109,30 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       progress = std::make_unique<pipe_train::Progress>(options.steps, engine->global_batch() * tokens_per_sample,
                                                         options.metrics);
   };
+  std::int64_t first_step = 0;
+  auto resume = [&] {
+    if (!options.load.empty())
+      first_step = libpipe::load_checkpoint(options.load, module, engine->optimizer(), description);
+  };
   if (!libpipe::run_phase_on_all(world, set_up_local, result) ||
-      !libpipe::run_phase_on_all(world, set_up_engine, result)) {
+      !libpipe::run_phase_on_all(world, set_up_engine, result) || !libpipe::run_phase_on_all(world, resume, result)) {
     libpipe::report_phase_failure(world, kProgram, result);
     return 1;
   }
+  if (rank == 0 && !options.load.empty())
+    std::fprintf(stderr, "%s: resumed from %s at step %lld\n", kProgram, options.load.c_str(),
+                 static_cast<long long>(first_step));
+  const std::string settings =
+      nlohmann::json{{"schedule", options.train.schedule}, {"micro_batches", options.train.micro_batches},
+                     {"micro_batch_size", options.train.micro_batch_size}, {"optimizer", options.train.optimizer.kind},
+                     {"lr", options.train.lr}, {"seed", options.seed}, {"steps", options.steps},
+                     {"data", options.data}}
+          .dump();
+  auto checkpoint = [&](std::int64_t next_step) {
+    std::string where = libpipe::save_checkpoint(options.save, next_step, module, engine->optimizer(), grid,
+                                                 description, settings);
+    if (rank == 0) std::fprintf(stderr, "%s: checkpoint saved to %s\n", kProgram, where.c_str());
+  };
   if (rank == 0)
     std::fprintf(stderr,
                  "%s: training %s (%zu layers, %s parameters) on %s; partition %s %s; schedule %s, %d micro-batches "
@@ -127,9 +147,12 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                  kProgram, rank, grid.stage_id(), libpipe::with_commas(engine->checkpoint_saved_bytes()).c_str());
   try {
     if (!options.trace.empty()) engine->start_trace();
-    for (int step = 0; step < options.steps; ++step) {
+    for (std::int64_t step = first_step; step < options.steps; ++step) {
       libpipe::StepStats stats = engine->train_step(*data, step);
       if (rank == 0) progress->step(stats);
+      const bool last = step + 1 == options.steps;
+      if (!options.save.empty() && (last || (options.save_every > 0 && (step + 1) % options.save_every == 0)))
+        checkpoint(step + 1);
       if (options.eval_every > 0 && ((step + 1) % options.eval_every == 0 || step + 1 == options.steps)) {
         double loss = engine->evaluate(*data, libpipe::Split::validation, 0, options.eval_batches);
         if (rank == 0) progress->validation(step, loss);

@@ -75,6 +75,14 @@ po::options_description describe_flags(Options& o) {
      "CPU backend threads per rank (default 1: ranks share the cores)")
     ("metrics", po::value(&o.metrics)->value_name("FILE"),
      "write one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_time_s) to FILE (rank 0)")
+    ("save", po::value(&o.save)->value_name("DIR"),
+     "save checkpoints to DIR (one safetensors file per layer plus optimizer state, a manifest with checksums; "
+     "DIR/latest names the newest complete one)")
+    ("save-every", po::value(&o.save_every)->value_name("N")->default_value(o.save_every),
+     "checkpoint every N steps (0: only at the end); needs --save")
+    ("load", po::value(&o.load)->value_name("DIR"),
+     "resume from the checkpoint in DIR (its latest, or DIR itself), under any stage count or data-parallel "
+     "degree; --steps stays the total")
     ("trace", po::value(&o.trace)->value_name("FILE"),
      "write a Chrome trace-event timeline of every rank (forward, backward, waits, reductions, optimizer) to FILE; "
      "open it in Perfetto or chrome://tracing, or draw it with pipe-sim --from-trace")
@@ -168,6 +176,8 @@ Options parse_options(int argc, char** argv) {
     throw libpipe::Error("--clip-grad-norm must be 0 (off) or a positive number");
   if (!t.checkpointable_types.empty() && t.checkpoint_interval == 0)
     throw libpipe::Error("--checkpointable-layers needs --activation-checkpoint-interval");
+  at_least(o.save_every, 0, "--save-every");
+  if (o.save_every > 0 && o.save.empty()) throw libpipe::Error("--save-every needs --save");
   if (vm.count("eval-batches") && !vm["eval-batches"].defaulted() && o.eval_every == 0)
     throw libpipe::Error("--eval-batches needs --eval-every");
   if (o.train.optimizer.kind != "adamw" && o.train.optimizer.kind != "sgd")

@@ -34,6 +34,9 @@ struct Options {
   int threads = 1;               // CPU backend threads per rank
   std::string metrics;           // --metrics FILE (JSON lines), "" = none
   std::string trace;             // --trace FILE (Chrome trace-event JSON), "" = none
+  std::string save;              // --save DIR, "" = no checkpoints
+  int save_every = 0;            // checkpoint every N steps (0: only at the end)
+  std::string load;              // --load DIR, "" = start fresh
   std::string config;            // --config FILE
 };
 

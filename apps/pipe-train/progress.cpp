@@ -33,16 +33,18 @@ void Progress::step(const libpipe::StepStats& s) {
              << "\n";
     metrics_.flush();  // a crash must not lose the steps already done
   }
+  // Steps are numbered from the run's start, so a resumed run continues the count.
+  const int shown = static_cast<int>(s.step) + 1;
   const double mean_rate = static_cast<double>(tokens_per_step_) * done_ / elapsed_;
-  const int eta = static_cast<int>(std::lround(elapsed_ / done_ * (total_ - done_)));
+  const int eta = static_cast<int>(std::lround(elapsed_ / done_ * (total_ - shown)));
   if (terminal_) {
-    const int width = 24, filled = width * done_ / total_;
-    std::fprintf(stderr, "\rstep %d/%d [%s%s] loss %.4f  %.0f tokens/s  ETA %d:%02d ", done_, total_,
+    const int width = 24, filled = width * shown / total_;
+    std::fprintf(stderr, "\rstep %d/%d [%s%s] loss %.4f  %.0f tokens/s  ETA %d:%02d ", shown, total_,
                  std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), s.loss, mean_rate,
                  eta / 60, eta % 60);
     bar_open_ = true;
-  } else if (done_ == 1 || done_ == total_ || done_ % std::max(1, total_ / 20) == 0) {
-    std::fprintf(stderr, "step %d/%d loss %.4f grad_norm %.3f lr %.2e %.0f tokens/s ETA %d:%02d\n", done_, total_,
+  } else if (done_ == 1 || shown == total_ || shown % std::max(1, total_ / 20) == 0) {
+    std::fprintf(stderr, "step %d/%d loss %.4f grad_norm %.3f lr %.2e %.0f tokens/s ETA %d:%02d\n", shown, total_,
                  s.loss, s.grad_norm, s.lr, mean_rate, eta / 60, eta % 60);
   }
   std::fflush(stderr);

@@ -107,6 +107,16 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
   return out;
 }
 
+std::uint64_t model_fingerprint(const ModelDescription& d) {
+  std::string text;
+  for (const auto& l : d.layers)
+    text += l.type + "|" + type_str(l.input) + "|" + type_str(l.description.output) + "|" +
+            std::to_string(l.description.param_count()) + "|" + l.tie + ";";
+  std::uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
 std::string with_commas(std::int64_t value) {
   std::string digits = std::to_string(value < 0 ? -value : value);
   std::string out;

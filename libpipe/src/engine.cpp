@@ -512,6 +512,8 @@ void PipelineEngine::start_trace() {
 
 const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->events; }
 
+Optimizer& PipelineEngine::optimizer() { return *impl_->optimizer; }
+
 const EngineTotals& PipelineEngine::totals() const {
   Impl& e = *impl_;
   e.totals.bytes_sent = e.pipe_comm->stats().bytes_sent + e.data_comm->stats().bytes_sent;

@@ -33,6 +33,12 @@ void Optimizer::step(float lr) {
   }
 }
 
+Optimizer::State Optimizer::state_of(const Parameter& param) {
+  for (auto& s : slots_)
+    if (s.param->value.data() == param.value.data()) return State{&s.m, s.v.defined() ? &s.v : nullptr};
+  throw Error("the optimizer does not update parameter '" + param.spec.name + "'");
+}
+
 std::vector<Parameter*> parameters_of(const std::vector<Layer*>& layers) {
   std::vector<Parameter*> out;
   for (Layer* layer : layers)

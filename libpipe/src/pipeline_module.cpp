@@ -15,19 +15,6 @@ std::string parts_str(const int* parts, std::size_t n) {
   return s + "]";
 }
 
-// A fingerprint of everything about the model that the ranks must agree on
-// before any collective that depends on it (the tie-group splits): layer
-// types and types in and out, parameter counts, tie keys. FNV-1a, 63 bits.
-long long model_fingerprint(const ModelDescription& d) {
-  std::string text;
-  for (const auto& l : d.layers)
-    text += l.type + "|" + type_str(l.input) + "|" + type_str(l.description.output) + "|" +
-            std::to_string(l.description.param_count()) + "|" + l.tie + ";";
-  unsigned long long h = 1469598103934665603ULL;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
-  return static_cast<long long>(h >> 1);
-}
-
 int stage_of(const Parts& parts, int layer) {
   return static_cast<int>(std::upper_bound(parts.begin(), parts.end(), layer) - parts.begin()) - 1;
 }
@@ -99,7 +86,7 @@ std::size_t PipelineModule::parameter_bytes() const {
 // file, plugin or flag on one node) would deadlock the pipeline later, so it
 // is an error now, the same on every rank.
 void PipelineModule::check_ranks_agree(const ModelDescription& description, const PipelineParallelGrid& grid) const {
-  const long long mine = model_fingerprint(description);
+  const long long mine = static_cast<long long>(model_fingerprint(description) >> 1);
   std::vector<long long> models(grid.world_size());
   PIPE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_LONG_LONG, models.data(), 1, MPI_LONG_LONG, grid.world()),
                  grid.global_rank());

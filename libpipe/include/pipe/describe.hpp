@@ -50,6 +50,11 @@ struct ModelDescription {
 // chain both layers and both types.
 PIPE_API ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& registry);
 
+// A fingerprint (FNV-1a, 64 bits) of everything about the model that ranks
+// and checkpoints must agree on: layer types, types in and out, parameter
+// counts, tie keys.
+PIPE_API std::uint64_t model_fingerprint(const ModelDescription& description);
+
 // A human-readable table of the description (one row per layer, then totals).
 PIPE_API std::string format_description(const ModelDescription& description);
 

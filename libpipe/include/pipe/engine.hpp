@@ -93,6 +93,7 @@ class PIPE_API PipelineEngine {
   void start_trace();
   const std::vector<TraceEvent>& trace() const;
   const EngineTotals& totals() const;
+  Optimizer& optimizer();
   std::int64_t global_batch() const;  // samples per step over all replicas
   // Bytes of activations checkpointing saves per micro-batch on this stage.
   std::int64_t checkpoint_saved_bytes() const { return checkpoint_saved_bytes_; }

@@ -35,6 +35,17 @@ class PIPE_API Optimizer {
   // Number of distinct parameter tensors it updates.
   std::size_t size() const { return slots_.size(); }
 
+  // The state kept for `param` (checkpoints): AdamW's first and second
+  // moments, or SGD's momentum buffer in `first` (second undefined). Throws
+  // for a parameter this optimizer does not update.
+  struct State {
+    Tensor* first;
+    Tensor* second;
+  };
+  State state_of(const Parameter& param);
+  // Restores the step count (AdamW's bias correction depends on it).
+  void set_steps(std::int64_t steps) { steps_ = steps; }
+
  private:
   struct Slot {
     Parameter* param;
