@@ -4,8 +4,10 @@
 // pipe/collective.hpp), so a bad flag, model or topology ends every rank with
 // one clear line instead of leaving some of them waiting.
 #include <cctype>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <mpi.h>
@@ -35,6 +37,15 @@
 namespace {
 
 constexpr const char* kProgram = "pipe-train";
+
+// Exit statuses (documented in --help and the README).
+constexpr int kExitStopped = 3;    // SIGTERM/SIGINT: stopped at a step boundary
+constexpr int kExitNonFinite = 4;  // a non-finite loss or gradient
+
+// Set by SIGTERM/SIGINT; the ranks agree on it at every step boundary, so a
+// signal to any rank stops them all after the same step.
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int signal) { g_stop_signal = signal; }
 constexpr const char* kVersion = "0.1.0";
 
 // One rank's place in the grid and what it built, as a JSON line.
@@ -145,29 +156,53 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   if (engine->checkpoint_saved_bytes() > 0)
     std::fprintf(stderr, "%s: rank %d (stage %d): activation checkpointing saves %s bytes per micro-batch\n",
                  kProgram, rank, grid.stage_id(), libpipe::with_commas(engine->checkpoint_saved_bytes()).c_str());
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  int status = 0;
   try {
     if (!options.trace.empty()) engine->start_trace();
     for (std::int64_t step = first_step; step < options.steps; ++step) {
       libpipe::StepStats stats = engine->train_step(*data, step);
       if (rank == 0) progress->step(stats);
+      if (rank == 0 && stats.skipped)
+        std::fprintf(stderr, "%s: step %lld: non-finite loss or gradient, update skipped\n", kProgram,
+                     static_cast<long long>(step + 1));
       const bool last = step + 1 == options.steps;
-      if (!options.save.empty() && (last || (options.save_every > 0 && (step + 1) % options.save_every == 0)))
-        checkpoint(step + 1);
-      if (options.eval_every > 0 && ((step + 1) % options.eval_every == 0 || step + 1 == options.steps)) {
+      int stop = g_stop_signal;
+      MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world);
+      const bool save_now =
+          !options.save.empty() && (last || stop || (options.save_every > 0 && (step + 1) % options.save_every == 0));
+      if (save_now) checkpoint(step + 1);
+      if (stop) {
+        if (rank == 0)
+          std::fprintf(stderr, "%s: stopped by %s after step %lld%s\n", kProgram, strsignal(stop),
+                       static_cast<long long>(step + 1), options.save.empty() ? " (no --save: nothing saved)" : "");
+        status = kExitStopped;
+        break;
+      }
+      if (options.eval_every > 0 && ((step + 1) % options.eval_every == 0 || last)) {
         double loss = engine->evaluate(*data, libpipe::Split::validation, 0, options.eval_batches);
         if (rank == 0) progress->validation(step, loss);
       }
     }
+  } catch (const libpipe::NonFiniteError& e) {
+    // Every rank took the same decision on the same global figures.
+    if (rank == 0) std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
+    status = kExitNonFinite;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: rank %d (stage %d): error: %s\n", kProgram, rank, grid.stage_id(), e.what());
     std::fflush(stderr);
     MPI_Abort(world, 1);
   }
+  if (rank == 0 && engine->totals().skipped_steps > 0)
+    std::fprintf(stderr, "%s: %lld non-finite steps skipped\n", kProgram,
+                 static_cast<long long>(engine->totals().skipped_steps));
   if (rank == 0) progress->finish();
   // The report and the trace: gathered to rank 0 (collective, so every rank
   // takes part; a failure to write is rank 0's alone and reported by it).
   auto summaries = libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, !options.trace.empty()));
-  int status = 0;
   if (rank == 0) {
     progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
                                                options.train.micro_batches, progress->mean_tokens_per_s()));
@@ -181,7 +216,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       }
     }
   }
-  MPI_Bcast(&status, 1, MPI_INT, 0, world);
+  MPI_Bcast(&status, 1, MPI_INT, 0, world);  // rank 0 alone may have failed to write the trace
   return status;
 }
 

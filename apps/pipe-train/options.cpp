@@ -83,6 +83,8 @@ po::options_description describe_flags(Options& o) {
     ("load", po::value(&o.load)->value_name("DIR"),
      "resume from the checkpoint in DIR (its latest, or DIR itself), under any stage count or data-parallel "
      "degree; --steps stays the total")
+    ("skip-nonfinite", po::bool_switch(&t.skip_nonfinite),
+     "skip (and count) steps whose loss or gradient is not finite instead of stopping with exit status 4")
     ("trace", po::value(&o.trace)->value_name("FILE"),
      "write a Chrome trace-event timeline of every rank (forward, backward, waits, reductions, optimizer) to FILE; "
      "open it in Perfetto or chrome://tracing, or draw it with pipe-sim --from-trace")
@@ -111,7 +113,10 @@ std::string help_text() {
   s << "usage: mpirun -np N pipe-train [--model M] [--stages S] [--data-parallel D | --topology AXES] [options]\n\n"
        "Pipeline-parallel training: each rank builds only its stage's layers, micro-batches\n"
        "stream through the stages on a 1F1B schedule, gradients of data-parallel replicas and\n"
-       "tied weights are reduced, and the optimizer steps. Loss falls on the built-in data.\n"
+       "tied weights are reduced, and the optimizer steps. Loss falls on the built-in data.\n\n"
+       "Exit status: 0 done; 1 error (one line says what and where); 3 stopped by SIGTERM or SIGINT\n"
+       "at a step boundary (a checkpoint is saved first when --save is set); 4 a non-finite loss\n"
+       "or gradient (see --skip-nonfinite).\n"
     << describe_flags(o) << "\nExamples:\n  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:block\n"
        "  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --dry-run\n"
        "  pipe-plan --model gpt-tiny --stages 2      (the same partition, without MPI)\n";

@@ -357,7 +357,8 @@ struct PipelineEngine::Impl {
   // The global gradient norm, summed per global layer and then in layer order,
   // so that it does not depend on how the layers are split. A tied weight
   // counts once, on the tie group's first layer.
-  double grad_norm() {
+  // Also names the first global layer whose gradient is not finite (-1 if none).
+  double grad_norm(int& nonfinite_layer) {
     std::vector<double> per_layer(description.layers.size(), 0.0);
     std::vector<bool> tie_owner(description.layers.size(), true);
     for (const auto& t : description.ties)
@@ -369,7 +370,11 @@ struct PipelineEngine::Impl {
                                  MPI_SUM, grid.pipe_comm()),
                    rank());
     double total = 0;
-    for (double v : per_layer) total += v;
+    nonfinite_layer = -1;
+    for (std::size_t i = 0; i < per_layer.size(); ++i) {
+      total += per_layer[i];
+      if (nonfinite_layer < 0 && !std::isfinite(per_layer[i])) nonfinite_layer = static_cast<int>(i);
+    }
     return std::sqrt(total);
   }
 
@@ -480,22 +485,44 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
 
   StepStats stats;
   stats.step = step;
+  int nonfinite_layer = -1;
   e.timed("reduce_tied", -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
   e.timed("reduce_grads", -1, e.totals.reduce_s, [&] {
     e.reduce_data_parallel_grads();
-    stats.grad_norm = e.grad_norm();
-  });
-  stats.lr = learning_rate(step);
-  e.timed("optimizer", -1, e.totals.optimizer_s, [&] {
-    if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
-      const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
-      for (auto& l : e.module.layers())
-        for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
-    }
-    e.optimizer->step(stats.lr);
-    for (auto& l : e.module.layers()) zero_grads(*l.layer);
+    stats.grad_norm = e.grad_norm(nonfinite_layer);
   });
   stats.loss = e.global_loss(e.micro_batches);
+  stats.lr = learning_rate(step);
+  // Every rank holds the same loss and per-layer norms, so every rank takes
+  // the same decision here.
+  if (!std::isfinite(stats.loss) || nonfinite_layer >= 0) {
+    if (!e.options.skip_nonfinite) {
+      std::string where = "a non-finite loss";
+      if (nonfinite_layer >= 0) {
+        const auto& parts = e.module.parts();
+        const int stage = static_cast<int>(std::upper_bound(parts.begin(), parts.end(), nonfinite_layer) -
+                                           parts.begin()) - 1;
+        where = "a non-finite gradient in layer " + std::to_string(nonfinite_layer) + " (" +
+                e.description.layers[nonfinite_layer].type + ") on stage " + std::to_string(stage);
+      }
+      throw NonFiniteError("step " + std::to_string(step + 1) + " produced " + where + " (loss " +
+                           std::to_string(stats.loss) + "); lower --lr, keep --clip-grad-norm, or pass "
+                           "--skip-nonfinite to skip such steps");
+    }
+    for (auto& l : e.module.layers()) zero_grads(*l.layer);
+    stats.skipped = true;
+    ++e.totals.skipped_steps;
+  } else {
+    e.timed("optimizer", -1, e.totals.optimizer_s, [&] {
+      if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
+        const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
+        for (auto& l : e.module.layers())
+          for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
+      }
+      e.optimizer->step(stats.lr);
+      for (auto& l : e.module.layers()) zero_grads(*l.layer);
+    });
+  }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   e.totals.step_s += stats.seconds;
   ++e.totals.steps;

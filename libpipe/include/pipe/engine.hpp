@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pipe/data.hpp"
+#include "pipe/error.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/export.hpp"
 #include "pipe/grid.hpp"
@@ -42,6 +43,15 @@ struct TrainOptions {
   // types are all in `checkpointable_types`.
   int checkpoint_interval = 0;
   std::vector<std::string> checkpointable_types;
+  // A non-finite loss or gradient norm stops the run (NonFiniteError on every
+  // rank) unless this is set: then the step's update is skipped and counted.
+  bool skip_nonfinite = false;
+};
+
+// A step produced a non-finite loss or gradient; thrown identically on every rank.
+class PIPE_API NonFiniteError : public Error {
+ public:
+  using Error::Error;
 };
 
 // One timed piece of work on this rank, for traces (seconds since the
@@ -62,6 +72,7 @@ struct EngineTotals {
   double optimizer_s = 0;
   double step_s = 0;     // wall time of the steps
   std::int64_t steps = 0;
+  std::int64_t skipped_steps = 0;  // non-finite steps skipped
   std::int64_t bytes_sent = 0;
   std::int64_t bytes_received = 0;
 };
@@ -72,6 +83,7 @@ struct StepStats {
   double grad_norm = 0;  // before clipping
   float lr = 0;
   double seconds = 0;
+  bool skipped = false;  // non-finite: no update was applied (--skip-nonfinite)
 };
 
 class PIPE_API PipelineEngine {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# fault_check.sh CHECK PIPE_TRAIN MPIRUN [MPIRUN ARGS...]
+#
+# Real pipe-train jobs under mpirun, hurt on purpose:
+#   sigkill    one rank killed with SIGKILL mid-run: the whole job ends within 10 s
+#   sigterm    SIGTERM to one rank: every rank stops after the same step, a checkpoint is saved,
+#              the job exits with status 3, and the checkpoint resumes
+#   nonfinite  a learning rate that overflows: exit status 4 with the step and the layer named;
+#              with --skip-nonfinite the steps are skipped and counted, exit 0
+set -u
+check=$1 train=$2; shift 2
+mpirun=("$@")
+work=$(mktemp -d)
+marker="--seed 4242$$"  # finds this test's ranks among other processes
+trap 'pkill -KILL -f -- "$marker" 2>/dev/null; rm -rf "$work"' EXIT
+args=(--model gpt-tiny --stages 3 --micro-batches 2 --micro-batch-size 2 --seed "4242$$")
+
+start_job() {  # start_job LOG ARGS...: the job in the background; sets job_pid
+  ( "${mpirun[@]}" -np 3 "$train" "${args[@]}" "${@:2}" >"$work/$1" 2>&1; echo "status=$?" >>"$work/$1" ) &
+  job_pid=$!
+}
+a_rank() {  # the pid of one rank, once training runs
+  for _ in $(seq 1 100); do
+    grep -q "^step " "$work/$1" 2>/dev/null && { pgrep -f -- "$marker" | grep -v "^$job_pid$" | tail -1; return; }
+    sleep 0.2
+  done
+}
+status_of() { sed -n 's/^status=//p' "$work/$1"; }
+
+case $check in
+  sigkill)
+    start_job kill.log --steps 100000
+    pid=$(a_rank kill.log); [ -n "$pid" ] || { echo "FAIL: the job never started"; cat "$work/kill.log"; exit 1; }
+    t0=$(date +%s%N); kill -KILL "$pid"
+    wait "$job_pid"
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    pgrep -f -- "$marker" >/dev/null && { echo "FAIL: ranks left running"; exit 1; }
+    echo "job ended ${ms} ms after SIGKILL of rank pid $pid (status $(status_of kill.log))"
+    [ "$ms" -le 10000 ] || { echo "FAIL: more than 10 s"; exit 1; } ;;
+  sigterm)
+    start_job term.log --steps 100000 --save "$work/ck"
+    pid=$(a_rank term.log); [ -n "$pid" ] || { echo "FAIL: the job never started"; cat "$work/term.log"; exit 1; }
+    kill -TERM "$pid"
+    wait "$job_pid"
+    cat "$work/term.log" | grep -E "stopped|checkpoint saved"
+    [ "$(status_of term.log)" = 3 ] || { echo "FAIL: exit status $(status_of term.log), expected 3"; exit 1; }
+    grep -q "pipe-train: stopped by Terminated after step" "$work/term.log" || { echo "FAIL: no stop line"; exit 1; }
+    step=$(sed -n 's/.*stopped by Terminated after step \([0-9]*\).*/\1/p' "$work/term.log")
+    grep -q "^step-$(printf %08d "$step")$" "$work/ck/latest" || { echo "FAIL: latest is not step $step"; exit 1; }
+    "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps $((step + 2)) --load "$work/ck" >"$work/resume.log" 2>&1 ||
+      { echo "FAIL: the saved checkpoint does not resume"; cat "$work/resume.log"; exit 1; }
+    grep -q "resumed from $work/ck at step $step" "$work/resume.log" || { echo "FAIL: no resume"; exit 1; } ;;
+  nonfinite)
+    "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --lr 1e30 --clip-grad-norm 0 >"$work/nan.log" 2>&1
+    status=$?
+    cat "$work/nan.log" | grep "error"
+    [ "$status" = 4 ] || { echo "FAIL: exit status $status, expected 4"; exit 1; }
+    [ "$(grep -c "pipe-train: error: step 2 produced a non-finite gradient in layer 0 (Embedding) on stage 0" "$work/nan.log")" = 1 ] ||
+      { echo "FAIL: message"; cat "$work/nan.log"; exit 1; }
+    "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --lr 1e30 --clip-grad-norm 0 --skip-nonfinite >"$work/skip.log" 2>&1 ||
+      { echo "FAIL: --skip-nonfinite exited non-zero"; cat "$work/skip.log"; exit 1; }
+    grep -q "pipe-train: 4 non-finite steps skipped" "$work/skip.log" || { echo "FAIL: skips not counted"; cat "$work/skip.log"; exit 1; } ;;
+  *) echo "unknown check $check"; exit 2 ;;
+esac
