@@ -5,6 +5,7 @@
 #   sigkill    one rank killed with SIGKILL mid-run: the whole job ends within 10 s
 #   sigterm    SIGTERM to one rank: every rank stops after the same step, a checkpoint is saved,
 #              the job exits with status 3, and the checkpoint resumes
+#   timeout    one rank stopped (SIGSTOP) with --comm-timeout 3: the job ends, naming what was waited on
 #   nonfinite  a learning rate that overflows: exit status 4 with the step and the layer named;
 #              with --skip-nonfinite the steps are skipped and counted, exit 0
 set -u
@@ -21,7 +22,11 @@ start_job() {  # start_job LOG ARGS...: the job in the background; sets job_pid
 }
 a_rank() {  # the pid of one rank, once training runs
   for _ in $(seq 1 100); do
-    grep -q "^step " "$work/$1" 2>/dev/null && { pgrep -f -- "$marker" | grep -v "^$job_pid$" | tail -1; return; }
+    if grep -q "^step " "$work/$1" 2>/dev/null; then
+      # A rank: a pipe-train process of this job (not mpirun, whose command line matches too).
+      for p in $(pgrep -f -- "$marker"); do [ "$(cat /proc/$p/comm 2>/dev/null)" = pipe-train ] && echo "$p"; done | tail -1
+      return
+    fi
     sleep 0.2
   done
 }
@@ -44,12 +49,25 @@ case $check in
     wait "$job_pid"
     cat "$work/term.log" | grep -E "stopped|checkpoint saved"
     [ "$(status_of term.log)" = 3 ] || { echo "FAIL: exit status $(status_of term.log), expected 3"; exit 1; }
-    grep -q "pipe-train: stopped by Terminated after step" "$work/term.log" || { echo "FAIL: no stop line"; exit 1; }
-    step=$(sed -n 's/.*stopped by Terminated after step \([0-9]*\).*/\1/p' "$work/term.log")
+    grep -q "pipe-train: stopped by SIGTERM or SIGINT after step" "$work/term.log" || { echo "FAIL: no stop line"; exit 1; }
+    step=$(sed -n 's/.*stopped by SIGTERM or SIGINT after step \([0-9]*\).*/\1/p' "$work/term.log")
     grep -q "^step-$(printf %08d "$step")$" "$work/ck/latest" || { echo "FAIL: latest is not step $step"; exit 1; }
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps $((step + 2)) --load "$work/ck" >"$work/resume.log" 2>&1 ||
       { echo "FAIL: the saved checkpoint does not resume"; cat "$work/resume.log"; exit 1; }
     grep -q "resumed from $work/ck at step $step" "$work/resume.log" || { echo "FAIL: no resume"; exit 1; } ;;
+  timeout)
+    start_job hang.log --steps 100000 --comm-timeout 3
+    pid=$(a_rank hang.log); [ -n "$pid" ] || { echo "FAIL: the job never started"; cat "$work/hang.log"; exit 1; }
+    t0=$(date +%s%N); kill -STOP "$pid"
+    for _ in $(seq 1 60); do grep -q "^status=" "$work/hang.log" && break; sleep 0.5; done
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    kill -KILL "$pid" 2>/dev/null
+    wait "$job_pid"
+    grep "comm-timeout" "$work/hang.log" | head -3
+    grep -q "^status=" "$work/hang.log" || { echo "FAIL: still hanging after 30 s"; exit 1; }
+    grep -q "error: --comm-timeout: waited more than 3 s for .* (rank [0-9]*)" "$work/hang.log" ||
+      { echo "FAIL: no timeout message"; cat "$work/hang.log"; exit 1; }
+    echo "job ended ${ms} ms after a rank stopped" ;;
   nonfinite)
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --lr 1e30 --clip-grad-norm 0 >"$work/nan.log" 2>&1
     status=$?

@@ -170,14 +170,13 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
         std::fprintf(stderr, "%s: step %lld: non-finite loss or gradient, update skipped\n", kProgram,
                      static_cast<long long>(step + 1));
       const bool last = step + 1 == options.steps;
-      int stop = g_stop_signal;
-      MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, world);
+      const bool stop = engine->any_rank(g_stop_signal != 0);
       const bool save_now =
           !options.save.empty() && (last || stop || (options.save_every > 0 && (step + 1) % options.save_every == 0));
       if (save_now) checkpoint(step + 1);
       if (stop) {
         if (rank == 0)
-          std::fprintf(stderr, "%s: stopped by %s after step %lld%s\n", kProgram, strsignal(stop),
+          std::fprintf(stderr, "%s: stopped by SIGTERM or SIGINT after step %lld%s\n", kProgram,
                        static_cast<long long>(step + 1), options.save.empty() ? " (no --save: nothing saved)" : "");
         status = kExitStopped;
         break;

@@ -83,6 +83,9 @@ po::options_description describe_flags(Options& o) {
     ("load", po::value(&o.load)->value_name("DIR"),
      "resume from the checkpoint in DIR (its latest, or DIR itself), under any stage count or data-parallel "
      "degree; --steps stays the total")
+    ("comm-timeout", po::value(&t.comm_timeout)->value_name("SECONDS")->default_value(0.0, "0"),
+     "abort the job when a receive or collective waits longer than this, naming the peer stage or group "
+     "it waited on (0: wait forever)")
     ("skip-nonfinite", po::bool_switch(&t.skip_nonfinite),
      "skip (and count) steps whose loss or gradient is not finite instead of stopping with exit status 4")
     ("trace", po::value(&o.trace)->value_name("FILE"),
@@ -182,6 +185,8 @@ Options parse_options(int argc, char** argv) {
   if (!t.checkpointable_types.empty() && t.checkpoint_interval == 0)
     throw libpipe::Error("--checkpointable-layers needs --activation-checkpoint-interval");
   at_least(o.save_every, 0, "--save-every");
+  if (!(t.comm_timeout >= 0) || !std::isfinite(t.comm_timeout))
+    throw libpipe::Error("--comm-timeout must be 0 (off) or a number of seconds");
   if (o.save_every > 0 && o.save.empty()) throw libpipe::Error("--save-every needs --save");
   if (vm.count("eval-batches") && !vm["eval-batches"].defaulted() && o.eval_every == 0)
     throw libpipe::Error("--eval-batches needs --eval-every");

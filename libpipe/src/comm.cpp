@@ -1,6 +1,10 @@
 // The MPI implementation of Comm (see comm.hpp).
 #include "pipe/comm.hpp"
 
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
 #include "mpi_check.hpp"
 #include "pipe/error.hpp"
 
@@ -12,7 +16,7 @@ namespace {
 
 class MpiComm : public Comm {
  public:
-  explicit MpiComm(MPI_Comm comm) : comm_(comm) {
+  MpiComm(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
@@ -37,7 +41,20 @@ class MpiComm : public Comm {
   }
 
   void wait(CommRequest& r) override {
-    if (r.active()) PIPE_MPI_CHECK(MPI_Wait(&r.mpi, MPI_STATUS_IGNORE), world_rank_);
+    if (!r.active()) return;
+    if (timeout_ <= 0) {
+      PIPE_MPI_CHECK(MPI_Wait(&r.mpi, MPI_STATUS_IGNORE), world_rank_);
+      return;
+    }
+    // Poll with a short sleep so that a peer that died or hangs is noticed.
+    const double start = MPI_Wtime();
+    for (int polls = 0; !test(r); ++polls) {
+      if (MPI_Wtime() - start > timeout_)
+        throw Error("--comm-timeout: waited more than " + seconds_str(timeout_) + " s for " +
+                    (r.what.empty() ? std::string("a transfer") : r.what) + (name_.empty() ? "" : " in " + name_) +
+                    " (rank " + std::to_string(world_rank_) + ")");
+      if (polls > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
   }
 
   bool test(CommRequest& r) override {
@@ -51,16 +68,31 @@ class MpiComm : public Comm {
     check_host(t, "all-reduce");
     if (size_ == 1) return;
     if (t.numel() > INT32_MAX) throw Error("all-reduce of more than 2^31 elements is not supported");
-    PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, comm_),
+    CommRequest r;
+    r.what = "an all-reduce of " + std::to_string(t.numel()) + " gradients";
+    PIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, comm_,
+                                  &r.mpi),
                    world_rank_);
+    wait(r);
     stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
+  }
+
+  void allreduce_sum(double* values, int n) override {
+    if (size_ == 1) return;
+    CommRequest r;
+    r.what = "an all-reduce of " + std::to_string(n) + " values";
+    PIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, comm_, &r.mpi), world_rank_);
+    wait(r);
   }
 
   void broadcast(Tensor& t, int root) override {
     check_host(t, "broadcast");
     if (size_ == 1) return;
-    PIPE_MPI_CHECK(MPI_Bcast(t.data(), count(t), MPI_BYTE, root, comm_), world_rank_);
+    CommRequest r;
+    r.what = "a broadcast from group rank " + std::to_string(root);
+    PIPE_MPI_CHECK(MPI_Ibcast(t.data(), count(t), MPI_BYTE, root, comm_, &r.mpi), world_rank_);
+    wait(r);
     (rank_ == root ? stats_.bytes_sent : stats_.bytes_received) += static_cast<std::int64_t>(t.bytes());
   }
 
@@ -75,12 +107,21 @@ class MpiComm : public Comm {
       throw Error(std::string("the MPI communicator cannot ") + what + " a tensor on device " + device_name(t.device()));
   }
 
+  static std::string seconds_str(double s) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof buffer, "%g", s);
+    return buffer;
+  }
+
   MPI_Comm comm_;
+  std::string name_;
   int rank_ = 0, size_ = 1, world_rank_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<Comm> make_mpi_comm(MPI_Comm comm) { return std::make_unique<MpiComm>(comm); }
+std::unique_ptr<Comm> make_mpi_comm(MPI_Comm comm, const std::string& name) {
+  return std::make_unique<MpiComm>(comm, name);
+}
 
 }  // namespace libpipe

@@ -64,6 +64,7 @@ struct PipelineEngine::Impl {
   std::vector<std::pair<CommRequest, Tensor>> pending_sends;
   std::unique_ptr<Comm> pipe_comm;  // point-to-point between stages (ranks = stage ids)
   std::unique_ptr<Comm> data_comm;  // data-parallel replicas of this stage
+  std::unique_ptr<Comm> world_comm;  // every rank (the step's loss)
   std::vector<std::unique_ptr<Comm>> tie_comms;  // per local tie group
   // Timing: every piece of work is measured; events are kept only when tracing.
   using Clock = std::chrono::steady_clock;
@@ -120,12 +121,19 @@ struct PipelineEngine::Impl {
   void post_recv(Tensor& into, const TensorType& type, int source, int tag, CommRequest& request) {
     into = Tensor::empty(batched(batch(), type.shape), type.dtype);
     request = pipe_comm->irecv(into, source, tag);
+    request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " +
+                   std::to_string(tag / 2) + " from stage " + std::to_string(source) + " (rank " +
+                   std::to_string(grid.stage_to_global(source)) + ")";
   }
 
   void send(const Tensor& t, int dest, int tag, int mb) {
     // Posting is all a send costs here; it is released once complete (release_completed_sends).
     timed("send", mb, totals.wait_s, [&] {
-      pending_sends.emplace_back(pipe_comm->isend(t, dest, tag), t);  // keeps the tensor alive until completion
+      CommRequest request = pipe_comm->isend(t, dest, tag);
+      request.what = std::string("the delivery of ") + (tag % 2 ? "the gradient" : "the activation") +
+                     " of micro-batch " + std::to_string(mb) + " to stage " + std::to_string(dest) + " (rank " +
+                     std::to_string(grid.stage_to_global(dest)) + ")";
+      pending_sends.emplace_back(std::move(request), t);  // keeps the tensor alive until completion
     });
   }
 
@@ -366,9 +374,7 @@ struct PipelineEngine::Impl {
     for (auto& l : module.layers())
       for (auto& p : l.layer->parameters())
         if (!p.spec.tieable || tie_owner[l.index]) per_layer[l.index] += ops::sum_squares(p.grad);
-    PIPE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, per_layer.data(), static_cast<int>(per_layer.size()), MPI_DOUBLE,
-                                 MPI_SUM, grid.pipe_comm()),
-                   rank());
+    pipe_comm->allreduce_sum(per_layer.data(), static_cast<int>(per_layer.size()));
     double total = 0;
     nonfinite_layer = -1;
     for (std::size_t i = 0; i < per_layer.size(); ++i) {
@@ -381,9 +387,8 @@ struct PipelineEngine::Impl {
   // The step's mean loss, the same on every rank: the last stage of each
   // replica holds its part; other ranks add exact zeros.
   double global_loss(int micro_batches_per_replica) {
-    double mine = (last_stage() && grid.model_parallel_id() == 0) ? loss_sum : 0.0;
-    double total = 0;
-    PIPE_MPI_CHECK(MPI_Allreduce(&mine, &total, 1, MPI_DOUBLE, MPI_SUM, grid.world()), rank());
+    double total = (last_stage() && grid.model_parallel_id() == 0) ? loss_sum : 0.0;
+    world_comm->allreduce_sum(&total, 1);
     return total / (static_cast<double>(micro_batches_per_replica) * grid.data_parallel_size());
   }
 };
@@ -441,9 +446,14 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   // Saved bytes are per sample in describe; per micro-batch here.
   checkpoint_saved_bytes_ *= options.micro_batch_size;
 
-  e.pipe_comm = make_mpi_comm(grid.pipe_comm());
-  e.data_comm = make_mpi_comm(grid.data_parallel_comm());
-  for (const auto& tie : module.tie_groups()) e.tie_comms.push_back(make_mpi_comm(tie.comm));
+  const std::string stage = std::to_string(grid.stage_id());
+  e.pipe_comm = make_mpi_comm(grid.pipe_comm(), "the pipeline of replica " + std::to_string(grid.data_parallel_id()));
+  e.data_comm = make_mpi_comm(grid.data_parallel_comm(), "the data-parallel group of stage " + stage);
+  e.world_comm = make_mpi_comm(grid.world(), "the whole job");
+  for (const auto& tie : module.tie_groups())
+    e.tie_comms.push_back(make_mpi_comm(tie.comm, "the tie group '" + tie.key + "'"));
+  for (Comm* c : {e.pipe_comm.get(), e.data_comm.get(), e.world_comm.get()}) c->set_timeout(options.comm_timeout);
+  for (auto& c : e.tie_comms) c->set_timeout(options.comm_timeout);
 
   // Collective first: a rank that fails a local allocation below must not
   // leave its peers inside this broadcast.
@@ -540,6 +550,12 @@ void PipelineEngine::start_trace() {
 const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->events; }
 
 Optimizer& PipelineEngine::optimizer() { return *impl_->optimizer; }
+
+bool PipelineEngine::any_rank(bool flag) {
+  double count = flag ? 1.0 : 0.0;  // a sum of 0/1 in double is exact
+  impl_->world_comm->allreduce_sum(&count, 1);
+  return count > 0;
+}
 
 const EngineTotals& PipelineEngine::totals() const {
   Impl& e = *impl_;

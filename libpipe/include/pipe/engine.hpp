@@ -46,6 +46,9 @@ struct TrainOptions {
   // A non-finite loss or gradient norm stops the run (NonFiniteError on every
   // rank) unless this is set: then the step's update is skipped and counted.
   bool skip_nonfinite = false;
+  // A receive or collective waiting longer than this many seconds aborts with
+  // a message naming the peer stage or group it waited on (0: wait forever).
+  double comm_timeout = 0;
 };
 
 // A step produced a non-finite loss or gradient; thrown identically on every rank.
@@ -106,6 +109,9 @@ class PIPE_API PipelineEngine {
   const std::vector<TraceEvent>& trace() const;
   const EngineTotals& totals() const;
   Optimizer& optimizer();
+  // True when `flag` is set on any rank (collective, honours the comm
+  // timeout): how the ranks agree on a stop request at a step boundary.
+  bool any_rank(bool flag);
   std::int64_t global_batch() const;  // samples per step over all replicas
   // Bytes of activations checkpointing saves per micro-batch on this stage.
   std::int64_t checkpoint_saved_bytes() const { return checkpoint_saved_bytes_; }
