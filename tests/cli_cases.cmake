@@ -162,3 +162,36 @@ pipe_cli_test(checkpointable_unknown_type 2 1
 pipe_cli_test(checkpointable_needs_interval 1 1
   "pipe-train: error: --checkpointable-layers needs --activation-checkpoint-interval"
   -- --checkpointable-layers TransformerBlock)
+
+# More bad input, one case per mistake a user makes; every rank must end.
+pipe_cli_test(invalid_regex 2 1
+  "pipe-train: error: partition method 'type:(': invalid regex '(': Unmatched marking parenthesis ( or \\( at position 1"
+  -- --stages 2 --partition-method "type:(" --dry-run)
+pipe_cli_test(regex_matches_nothing 2 1
+  "pipe-train: error: partition method 'type:conv': regex 'conv' matches no layer (layer types in gpt-tiny: Embedding, TransformerBlock, LayerNorm, LMHead, SoftmaxCrossEntropy)"
+  -- --stages 2 --partition-method type:conv --dry-run)
+pipe_cli_test(manual_out_of_range 2 1
+  "pipe-train: error: partition method 'manual:99': boundary 99 is out of range: the first layer of stage 1 must be between 1 and 7 (the model has 8 layers)"
+  -- --stages 2 --partition-method manual:99 --dry-run)
+pipe_cli_test(fewer_layers_than_stages 9 1
+  "pipe-train: error: cannot split gpt-tiny's 8 layers into 9 stages: every stage needs at least one layer"
+  -- --stages 9 --dry-run)
+pipe_cli_test(toml_syntax_error 2 1
+  "pipe-train: error: ${PIPE_TEST_DATA}/bad_syntax.toml:4:1: TOML syntax error: "
+  -- --stages 2 --model ${PIPE_TEST_DATA}/bad_syntax.toml --dry-run)
+pipe_cli_test(plugin_without_entry_point 2 1
+  "pipe-train: error: plugin ${PIPE_TEST_PLUGIN_DIR}/no_entry/no_entry.so has no entry point 'pipe_plugin_init' (define one with PIPE_PLUGIN from <pipe/plugin.hpp>)"
+  -- --stages 2 --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/no_entry --dry-run)
+pipe_cli_test(plugin_not_a_library 2 1 "pipe-train: error: cannot load plugin ${PIPE_TEST_PLUGIN_DIR}/not_elf/broken.so: "
+  -- --stages 2 --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/not_elf --dry-run)
+pipe_cli_test(empty_data_file 2 1
+  "pipe-train: error: --data ${PIPE_TEST_DATA}/empty.txt: the file has 0 bytes; it needs at least 130 (two windows of sequence length + 1)"
+  -- --stages 2 --data ${PIPE_TEST_DATA}/empty.txt --steps 1)
+pipe_cli_test(bad_topology_axis 2 1 "pipe-train: error: " -- --topology pipe=2,tensor=1 --dry-run)
+pipe_cli_test(save_every_needs_save 1 1 "pipe-train: error: --save-every needs --save" -- --save-every 5)
+pipe_cli_test(bad_comm_timeout 1 1 "pipe-train: error: --comm-timeout must be 0 (off) or a number of seconds"
+  -- --comm-timeout -1)
+# MPMD launch: a rank started with other flags is refused before it can disagree later.
+pipe_expect_test(cli.ranks_with_other_flags 1
+  "pipe-train: error: rank 1 was started with other flags or other layer plugins than rank 0; every rank must run the same command with the same plugins"
+  -- ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train> --describe : -np 1 $<TARGET_FILE:pipe-train> --describe --seed 5)

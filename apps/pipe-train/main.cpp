@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <mpi.h>
@@ -242,6 +243,25 @@ int run(MPI_Comm world, int argc, char** argv) {
     libpipe::load_plugins(registry, libpipe::PluginSearch{options.builtin_plugins, true, options.plugin_dirs});
   };
   if (!libpipe::run_phase_on_all(world, load, result)) return failed();
+  // Every rank must run the same job: the same flags and the same layer types
+  // from the same plugin files (compared by name, so install paths may differ).
+  auto same_job = [&] {
+    std::string text;
+    for (int i = 1; i < argc; ++i) text += std::string(argv[i]) + '\0';
+    for (const auto& name : registry.names())
+      text += name + "@" + std::filesystem::path(registry.source_of(name)).filename().string() + '\0';
+    std::uint64_t h = 1469598103934665603ULL;
+    for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+    const long long mine = static_cast<long long>(h >> 1);
+    std::vector<long long> all(size);
+    MPI_Allgather(&mine, 1, MPI_LONG_LONG, all.data(), 1, MPI_LONG_LONG, world);
+    for (int r = 1; r < size; ++r)
+      if (all[r] != all[0])
+        throw libpipe::Error("rank " + std::to_string(r) +
+                             " was started with other flags or other layer plugins than rank 0; every rank must "
+                             "run the same command with the same plugins");
+  };
+  if (!libpipe::run_phase_on_all(world, same_job, result)) return failed();
   if (options.list_layers) {
     if (rank == 0) print_layer_list(registry);
     return 0;
