@@ -119,7 +119,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     engine = std::make_unique<libpipe::PipelineEngine>(module, grid, description, options.train);
     if (rank == 0)
       progress = std::make_unique<pipe_train::Progress>(options.steps, engine->global_batch() * tokens_per_sample,
-                                                        options.metrics);
+                                                        options.metrics, !options.load.empty());
   };
   std::int64_t first_step = 0;
   auto resume = [&] {

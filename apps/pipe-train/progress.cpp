@@ -11,10 +11,10 @@
 
 namespace pipe_train {
 
-Progress::Progress(int total_steps, std::int64_t tokens_per_step, const std::string& metrics_path)
+Progress::Progress(int total_steps, std::int64_t tokens_per_step, const std::string& metrics_path, bool append)
     : total_(total_steps), tokens_per_step_(tokens_per_step), terminal_(isatty(STDERR_FILENO) != 0) {
   if (!metrics_path.empty()) {
-    metrics_.open(metrics_path, std::ios::trunc);
+    metrics_.open(metrics_path, append ? std::ios::app : std::ios::trunc);
     if (!metrics_) throw libpipe::Error("--metrics " + metrics_path + ": cannot open the file for writing");
   }
 }

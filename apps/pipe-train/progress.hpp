@@ -12,8 +12,9 @@ namespace pipe_train {
 
 class Progress {
  public:
-  // `metrics_path` may be "" (no metrics file). Throws libpipe::Error when it cannot be written.
-  Progress(int total_steps, std::int64_t tokens_per_step, const std::string& metrics_path);
+  // `metrics_path` may be "" (no metrics file); a resumed run appends to it.
+  // Throws libpipe::Error when it cannot be written.
+  Progress(int total_steps, std::int64_t tokens_per_step, const std::string& metrics_path, bool append);
   void step(const libpipe::StepStats& stats);
   void validation(std::int64_t step, double loss);
   // Prints the summary line; returns it.
