@@ -549,6 +549,12 @@ void PipelineEngine::start_trace() {
 
 const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->events; }
 
+double PipelineEngine::clock() const { return impl_->now(); }
+
+void PipelineEngine::record(const char* kind, double start, double end) {
+  if (impl_->tracing) impl_->events.push_back(TraceEvent{kind, -1, start, end});
+}
+
 Optimizer& PipelineEngine::optimizer() { return *impl_->optimizer; }
 
 bool PipelineEngine::any_rank(bool flag) {

@@ -61,7 +61,7 @@ class PIPE_API NonFiniteError : public Error {
 // engine's clock start, which all ranks take right after a barrier).
 struct TraceEvent {
   const char* kind;  // "forward", "backward_input", "backward_weight", "recv_wait", "send", "send_wait",
-                     // "reduce_tied", "reduce_grads", "optimizer"
+                     // "reduce_tied", "reduce_grads", "optimizer", "checkpoint"
   int micro_batch;   // -1 for step-wide work
   double start;
   double end;
@@ -107,6 +107,9 @@ class PIPE_API PipelineEngine {
   // a barrier aligns the ranks' clocks).
   void start_trace();
   const std::vector<TraceEvent>& trace() const;
+  // Work done outside the engine (checkpoint I/O) on the same clock and trace.
+  double clock() const;
+  void record(const char* kind, double start, double end);
   const EngineTotals& totals() const;
   Optimizer& optimizer();
   // True when `flag` is set on any rank (collective, honours the comm
