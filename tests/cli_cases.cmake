@@ -195,3 +195,10 @@ pipe_cli_test(bad_comm_timeout 1 1 "pipe-train: error: --comm-timeout must be 0 
 pipe_expect_test(cli.ranks_with_other_flags 1
   "pipe-train: error: rank 1 was started with other flags or other layer plugins than rank 0; every rank must run the same command with the same plugins"
   -- ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train> --describe : -np 1 $<TARGET_FILE:pipe-train> --describe --seed 5)
+
+# Found by fuzzing: absurd sizes and Boost's own placeholders.
+pipe_cli_test(huge_layer 1 1
+  "pipe-train: error: ${PIPE_TEST_DATA}/huge_layer.toml:5: layer 0 (Linear): shape [4611686018427387904, 16] is too large (more than 2^50 elements) or negative"
+  -- --model ${PIPE_TEST_DATA}/huge_layer.toml --dry-run)
+pipe_cli_test(placeholder_in_flag 1 1
+  "pipe-train: error: argument 2: '%value%' contains a %name% placeholder, which is not allowed" -- --stages %value%)

@@ -92,6 +92,11 @@ case $check in
     expect_error "is of another model ('gpt-tiny', 8 layers)" --model mlp --load "$work/ck"
     expect_error "was saved with optimizer 'adamw'; this run uses 'sgd'" --model gpt-tiny --optimizer sgd --load "$work/ck"
     expect_error "no checkpoint there (neither manifest.json nor latest)" --model gpt-tiny --load "$work/nothing"
+    # Malformed manifests (found by fuzzing) are refused with a line naming the manifest.
+    for bad in "$(dirname "$0")"/data/bad-manifests/*.json; do
+      rm -rf "$work/bad" && mkdir -p "$work/bad" && cp "$bad" "$work/bad/manifest.json"
+      expect_error "checkpoint $work/bad/manifest.json: " --model gpt-tiny --load "$work/bad"
+    done
     # A save that cannot complete fails the job and leaves the previous checkpoint the latest.
     touch "$work/ck/step-00000004"  # a file where the next checkpoint's directory must go
     expect_error "pipe-train: rank 0 (stage 0): error:" --model gpt-tiny --steps 4 --load "$work/ck" --save "$work/ck"

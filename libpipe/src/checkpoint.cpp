@@ -173,6 +173,23 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
   } catch (const json::exception& e) {
     throw Error("checkpoint " + manifest_path + ": not a valid manifest (" + e.what() + ")");
   }
+  // The manifest's structure is checked once, here, so that nothing below can
+  // meet a value of the wrong type (found by fuzzing).
+  auto integer = [&](const char* key) {
+    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_number_integer() ||
+        manifest[key].get<std::int64_t>() < 0)
+      throw Error("checkpoint " + manifest_path + ": '" + key + "' must be a non-negative integer");
+  };
+  auto text = [&](const char* key) {
+    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_string())
+      throw Error("checkpoint " + manifest_path + ": '" + key + "' must be a string");
+  };
+  for (const char* key : {"format", "model", "model_fingerprint", "optimizer"}) text(key);
+  for (const char* key : {"version", "layers", "step", "optimizer_steps"}) integer(key);
+  if (!manifest.contains("files") || !manifest["files"].is_object())
+    throw Error("checkpoint " + manifest_path + ": 'files' must be an object");
+  for (const auto& [name, sum] : manifest["files"].items())
+    if (!sum.is_string()) throw Error("checkpoint " + manifest_path + ": the checksum of " + name + " is not a string");
   if (manifest.value("format", "") != kFormat || manifest.value("version", 0) != kVersion)
     throw Error("checkpoint " + manifest_path + ": not a libpipe checkpoint of format version " +
                 std::to_string(kVersion));

@@ -69,7 +69,12 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
       fail(spec.where, message);
     }
     info.description = describe_one(*factory, spec, info, i ? &out.layers.back() : nullptr);
-    info.unique_params = info.description.param_count();
+    try {
+      info.unique_params = info.description.param_count();
+      numel(info.description.output.shape);  // absurd sizes are errors here, not wraps later
+    } catch (const Error& e) {
+      fail(spec.where, layer_name(info) + ": " + e.what());
+    }
 
     if (!spec.tie.empty()) {
       const ParamSpec* shared = nullptr;

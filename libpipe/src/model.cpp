@@ -17,7 +17,7 @@ namespace {
 
 // A generous bound that still stops a typo like repeat = 1000000000 from
 // exhausting memory before anything else is checked.
-constexpr std::int64_t kMaxLayers = 10'000'000;
+constexpr std::int64_t kMaxLayers = 1'000'000;
 
 const std::vector<std::string> kModelKeys = {"name", "description", "input_shape", "input_dtype"};
 

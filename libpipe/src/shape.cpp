@@ -32,8 +32,15 @@ std::size_t dtype_size(DType dtype) {
 }
 
 std::int64_t numel(const Shape& shape) {
+  // Sizes come from model files: an absurd one must be an error, not a wrap
+  // to a small number that later under-allocates (found by fuzzing).
+  constexpr std::int64_t kMaxElements = std::int64_t{1} << 50;
   std::int64_t n = 1;
-  for (auto d : shape) n *= d;
+  for (auto d : shape) {
+    if (d < 0 || (d > 0 && n > kMaxElements / d))
+      throw Error("shape " + shape_str(shape) + " is too large (more than 2^50 elements) or negative");
+    n *= d;
+  }
   return n;
 }
 
