@@ -3,10 +3,16 @@
 // which it prints so that every table says how to reproduce it.
 #pragma once
 
+#include <boost/program_options.hpp>
 #include <string>
 #include <vector>
 
 namespace pipe_bench {
+
+// Parses a subcommand's flags into `vm`; on --help prints `usage` and the
+// flags and returns false. Bad flags throw (main prints one line).
+bool parse_flags(const std::vector<std::string>& args, const boost::program_options::options_description& flags,
+                 const std::string& usage, boost::program_options::variables_map& vm);
 
 struct Subcommand {
   const char* name;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
@@ -121,12 +122,9 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
     ("help,h", "show this help");
   // clang-format on
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << "usage: pipe-bench ops [--model gpt-tiny|gpt-small] [--batch B] [--min-time S] [--json]\n\n" << d;
+  if (!parse_flags(args, d, "usage: pipe-bench ops [--model gpt-tiny|gpt-small] [--batch B] [--min-time S] [--json]",
+                   vm))
     return 0;
-  }
   Shapes s = preset(model);
   if (vm.count("batch")) s.batch = batch;
   if (s.batch < 1 || min_seconds <= 0) throw libpipe::Error("pipe-bench ops: --batch and --min-time must be positive");

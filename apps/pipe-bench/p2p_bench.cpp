@@ -61,12 +61,7 @@ int run_p2p(const std::vector<std::string>& args, const std::string& command_lin
   d.add_options()("json", po::bool_switch(&json), "print one JSON object")(
       "max-bytes", po::value(&max_bytes)->default_value(max_bytes), "largest message")("help,h", "show this help");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << "usage: mpirun -np 2 pipe-bench p2p [--json]\n\n" << d;
-    return 0;
-  }
+  if (!parse_flags(args, d, "usage: mpirun -np 2 pipe-bench p2p [--json]", vm)) return 0;
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) MPI_Init(nullptr, nullptr);
@@ -120,18 +115,26 @@ int run_p2p(const std::vector<std::string>& args, const std::string& command_lin
     total_wrong += wrong;
     if (rank == 0) {
       const double raw_bw = bytes / raw / 1e9, lib_bw = bytes / lib / 1e9;
-      rows.push_back({{"bytes", bytes}, {"iters", iters}, {"raw_us", raw * 1e6}, {"raw_gbps", raw_bw},
-                      {"libpipe_us", lib * 1e6}, {"libpipe_gbps", lib_bw}, {"ratio", lib_bw / raw_bw},
+      rows.push_back({{"bytes", bytes},
+                      {"iters", iters},
+                      {"raw_us", raw * 1e6},
+                      {"raw_gbps", raw_bw},
+                      {"libpipe_us", lib * 1e6},
+                      {"libpipe_gbps", lib_bw},
+                      {"ratio", lib_bw / raw_bw},
                       {"wrong", wrong}});
       if (!json)
-        std::printf("  %12zu %8d %12.2f %10.2f %12.2f %10.2f %7.2f %7lld\n", bytes, iters, raw * 1e6, raw_bw,
-                    lib * 1e6, lib_bw, lib_bw / raw_bw, static_cast<long long>(wrong));
+        std::printf("  %12zu %8d %12.2f %10.2f %12.2f %10.2f %7.2f %7lld\n", bytes, iters, raw * 1e6, raw_bw, lib * 1e6,
+                    lib_bw, lib_bw / raw_bw, static_cast<long long>(wrong));
     }
   }
   if (rank == 0) {
     if (json)
-      std::cout << nlohmann::json{{"benchmark", "p2p"}, {"rows", rows}, {"wrong", total_wrong},
-                                  {"command", command_line}}.dump()
+      std::cout << nlohmann::json{{"benchmark", "p2p"},
+                                  {"rows", rows},
+                                  {"wrong", total_wrong},
+                                  {"command", command_line}}
+                       .dump()
                 << "\n";
     else
       std::printf("# #wrong total: %lld; ratio = libpipe bandwidth / raw MPI bandwidth\n",

@@ -45,12 +45,7 @@ int run_pipeline(const std::vector<std::string>& args, const std::string& comman
     ("help,h", "show this help");
   // clang-format on
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << "usage: mpirun -np 4 pipe-bench pipeline [--json]\n\n" << d;
-    return 0;
-  }
+  if (!parse_flags(args, d, "usage: mpirun -np 4 pipe-bench pipeline [--json]", vm)) return 0;
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) MPI_Init(nullptr, nullptr);
@@ -114,9 +109,14 @@ int run_pipeline(const std::vector<std::string>& args, const std::string& comman
         const double tokens = static_cast<double>(micro) * micro_batch_size * tokens_per_sample / step_s;
         const char* note = stages > cores ? "oversub" : "";
         wrong += !ok;
-        rows.push_back({{"stages", stages}, {"micro_batches", micro}, {"step_ms", step_s * 1e3},
-                        {"tokens_per_s", tokens}, {"bubble", bubble}, {"theoretical_bubble", theory},
-                        {"oversubscribed", stages > cores}, {"ok", ok}});
+        rows.push_back({{"stages", stages},
+                        {"micro_batches", micro},
+                        {"step_ms", step_s * 1e3},
+                        {"tokens_per_s", tokens},
+                        {"bubble", bubble},
+                        {"theoretical_bubble", theory},
+                        {"oversubscribed", stages > cores},
+                        {"ok", ok}});
         if (!json)
           std::printf("  %6d %6d %12.2f %12.0f %9.1f%% %9.1f%% %10s %7s\n", stages, micro, step_s * 1e3, tokens,
                       100 * bubble, 100 * theory, note, ok ? "OK" : "WRONG");
@@ -126,12 +126,16 @@ int run_pipeline(const std::vector<std::string>& args, const std::string& comman
   }
   if (rank == 0) {
     if (json)
-      std::cout << nlohmann::json{{"benchmark", "pipeline"}, {"rows", rows}, {"wrong", wrong},
-                                  {"command", command_line}}.dump()
+      std::cout << nlohmann::json{{"benchmark", "pipeline"},
+                                  {"rows", rows},
+                                  {"wrong", wrong},
+                                  {"command", command_line}}
+                       .dump()
                 << "\n";
     else
-      std::printf("# bubble: measured share of the step not computing (waits, reductions, optimizer included); "
-                  "oversub: more stages than cores\n");
+      std::printf(
+          "# bubble: measured share of the step not computing (waits, reductions, optimizer included); "
+          "oversub: more stages than cores\n");
   }
   MPI_Bcast(&wrong, 1, MPI_INT, 0, MPI_COMM_WORLD);
   MPI_Finalize();

@@ -80,7 +80,8 @@ void make_batch(const Model& m, std::int64_t batch, libpipe::Rng& rng, libpipe::
     const std::int64_t classes = logits.back();
     logits.pop_back();
     labels = libpipe::Tensor::zeros(logits, libpipe::DType::int32);
-    for (std::int64_t i = 0; i < labels.numel(); ++i) labels.i32()[i] = static_cast<std::int32_t>(rng.next_u64() % classes);
+    for (std::int64_t i = 0; i < labels.numel(); ++i)
+      labels.i32()[i] = static_cast<std::int32_t>(rng.next_u64() % classes);
   }
 }
 
@@ -141,12 +142,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
     ("help,h", "show this help");
   // clang-format on
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << "usage: pipe-bench train [--model M] [--batch B] [--steps N] [--json]\n\n" << d;
-    return 0;
-  }
+  if (!parse_flags(args, d, "usage: pipe-bench train [--model M] [--batch B] [--steps N] [--json]", vm)) return 0;
   if (batch < 1 || steps < 1 || warmup < 0 || threads < 1)
     throw libpipe::Error("--batch, --steps and --threads must be at least 1 and --warmup at least 0");
   libpipe::set_cpu_threads(threads);
@@ -196,9 +192,8 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
   const double elapsed = seconds_since(t0);
   const double peak = sgemm_gflops();
 
-  const std::int64_t tokens_per_sample = m.description.input.dtype == libpipe::DType::int32
-                                             ? libpipe::numel(m.description.input.shape)
-                                             : 1;
+  const std::int64_t tokens_per_sample =
+      m.description.input.dtype == libpipe::DType::int32 ? libpipe::numel(m.description.input.shape) : 1;
   const double tokens_per_s = static_cast<double>(batch * tokens_per_sample) * steps / elapsed;
   const double gflops = static_cast<double>(m.description.flops) * batch * steps / elapsed / 1e9;
   const bool ok = finite && (steps < 3 || last_loss < first_loss);
