@@ -3,6 +3,7 @@
 // the Chrome trace reader and writer.
 #include "pipe/timeline.hpp"
 
+#include <climits>
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -533,8 +534,15 @@ int micro_batch_of(const json& e) {
   if (args == e.end() || !args->is_object()) return -1;
   auto mb = args->find("micro_batch");
   if (mb == args->end()) return -1;
-  if (mb->is_number_integer()) return mb->get<int>();
-  if (mb->is_number()) return static_cast<int>(mb->get<double>());
+  // Out-of-range numbers mean "no micro-batch", never an undefined conversion.
+  if (mb->is_number_integer()) {
+    const auto v = mb->get<std::int64_t>();
+    return v >= 0 && v <= INT_MAX ? static_cast<int>(v) : -1;
+  }
+  if (mb->is_number()) {
+    const double v = mb->get<double>();
+    return v >= 0 && v <= INT_MAX ? static_cast<int>(v) : -1;
+  }
   if (mb->is_string()) {
     try {
       return std::stoi(mb->get<std::string>());
