@@ -1,5 +1,5 @@
 // Backend lookup by device and the CPU thread setting. The CPU backend is a
-// process-wide singleton; a CUDA build adds its backend here.
+// process-wide singleton; the CUDA one comes from src/cuda (device_hooks.hpp).
 #include "pipe/backend.hpp"
 
 #include <cblas.h>
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cpu/cpu_backend.hpp"
+#include "device_hooks.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
@@ -59,7 +60,7 @@ Backend& backend_for(Device device) {
     case Device::cpu:
       return cpu::cpu_backend();
     case Device::cuda:
-      throw Error("this build of libpipe has no CUDA backend");
+      return detail::cuda_backend();
   }
   throw Error("backend_for: unknown device " + std::to_string(static_cast<int>(device)));
 }

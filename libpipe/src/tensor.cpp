@@ -1,11 +1,12 @@
-// Tensor storage. The CPU allocator lives here; the CUDA backend adds its own
-// allocator behind the same Tensor::zeros when it lands.
+// Tensor storage. The CPU allocator lives here; other devices' memory comes
+// from their allocator through device_hooks.hpp.
 #include "pipe/tensor.hpp"
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 
+#include "device_hooks.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
@@ -40,13 +41,12 @@ Device parse_device(const std::string& name) {
 Tensor Tensor::allocate(const Shape& shape, DType dtype, Device device, bool zero) {
   for (auto d : shape)
     if (d < 0) throw Error("negative dimension in tensor shape " + shape_str(shape));
-  if (device != Device::cpu)
-    throw Error(std::string("device '") + device_name(device) + "' has no backend in this build of libpipe");
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;
-  t.data_ = allocate_cpu(t.bytes(), zero);
+  t.data_ = device == Device::cpu ? allocate_cpu(t.bytes(), zero)
+                                  : detail::allocate_device_memory(device, t.bytes(), zero);
   return t;
 }
 
@@ -99,6 +99,8 @@ void Tensor::check_host_access(std::size_t element_size) const {
     throw Error(std::string("host access with the wrong element size to a ") + dtype_name(dtype_) + " tensor");
 }
 
-std::size_t allocated_bytes(Device device) { return device == Device::cpu ? g_cpu_bytes.load() : 0; }
+std::size_t allocated_bytes(Device device) {
+  return device == Device::cpu ? g_cpu_bytes.load() : detail::device_allocated_bytes(device);
+}
 
 }  // namespace libpipe

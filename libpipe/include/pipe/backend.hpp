@@ -19,10 +19,14 @@ class PIPE_API Backend {
   virtual ~Backend();
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
+  // Waits until every op issued so far has finished (ops may run asynchronously on a device stream):
+  // for timings and before the host reads what an op wrote through other means than copy_to_host.
+  virtual void synchronize() {}
 
   // ---- memory
   virtual void fill(float* y, float value, std::int64_t n) = 0;
   virtual void copy(float* dst, const float* src, std::int64_t n) = 0;
+  // Both copies return when the copy is complete (host memory may be reused at once).
   virtual void copy_to_host(void* host, const void* src, std::size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* host, std::size_t bytes) = 0;
 

@@ -1,0 +1,44 @@
+// Launchers for the layer kernels (layernorm.cu, attention.cu, losses.cu,
+// embedding.cu). Each has the semantics of the Backend method of the same
+// name (pipe/backend.hpp) and runs asynchronously on ctx.stream, except where
+// noted. Pointers are device pointers.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/cuda_context.hpp"
+
+namespace libpipe::cuda {
+
+void layernorm_forward(const CudaContext& ctx, const float* x, const float* weight, const float* bias, float* y,
+                       float* mean, float* rstd, std::int64_t rows, std::int64_t cols, float eps);
+void layernorm_backward_input(const CudaContext& ctx, const float* dy, const float* x, const float* weight,
+                              const float* mean, const float* rstd, float* dx, std::int64_t rows, std::int64_t cols);
+// Accumulates into dweight and dbias.
+void layernorm_backward_weight(const CudaContext& ctx, const float* dy, const float* x, const float* mean,
+                               const float* rstd, float* dweight, float* dbias, std::int64_t rows, std::int64_t cols);
+
+void attention_forward(const CudaContext& ctx, const float* qkv, float* out, float* probs, std::int64_t batch,
+                       std::int64_t seq, std::int64_t heads, std::int64_t head_dim);
+void attention_backward(const CudaContext& ctx, const float* dout, const float* qkv, const float* probs, float* dqkv,
+                        std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim);
+
+// These check labels / tokens on the device and wait for the check (one small copy back), then throw
+// libpipe::Error with the CPU backend's exact message when one is out of range.
+void cross_entropy_forward(const CudaContext& ctx, const float* logits, const std::int32_t* labels, float* loss,
+                           std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample);
+void cross_entropy_backward(const CudaContext& ctx, const float* logits, const std::int32_t* labels,
+                            const float* dloss, float* dlogits, std::int64_t rows, std::int64_t vocab,
+                            std::int64_t rows_per_sample);
+void embedding_forward(const CudaContext& ctx, const std::int32_t* tokens, const float* wte, const float* wpe,
+                       float* out, std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab);
+// Accumulates into dwte and dwpe.
+void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, const float* dout, float* dwte,
+                        float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim);
+
+void mse_forward(const CudaContext& ctx, const float* x, const float* target, float* loss, std::int64_t batch,
+                 std::int64_t per_sample);
+void mse_backward(const CudaContext& ctx, const float* x, const float* target, const float* dloss, float* dx,
+                  std::int64_t batch, std::int64_t per_sample);
+
+}  // namespace libpipe::cuda
