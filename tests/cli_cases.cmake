@@ -27,23 +27,24 @@ pipe_cli_test(help 1 0 "usage: mpirun -np N pipe-train" "Parallelism (world size
 # The dry run's JSON lines (keys sorted): exact for chosen ranks. gpt-tiny by
 # parameters on 2 stages is Embedding + 2 blocks | 2 blocks + norm + head +
 # loss, the split DeepSpeed makes (FACTS.md); each rank allocates exactly its
-# own layers' parameters (437,504 and 429,568 floats).
+# own layers' parameters (437,504 and 429,568 floats). --device cpu: the same
+# lines on a machine with GPUs.
 pipe_cli_test(dry_run_pipe2_data2 4 0
   "dry run: model gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=2, 4 ranks; partition parameters: [0,3,8]"
-  [[{"coord":{"data":0,"pipe":0},"data":0,"data_parallel_group":[0,1],"layer_range":[0,3],"layers":[{"index":0,"type":"Embedding"},{"index":1,"type":"TransformerBlock"},{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[0],"next":2,"parameter_bytes":1750016,"pipe_group":[0,2],"prev":-1,"rank":0,"stage":0,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[0,2],"stages":[0,1]}]}]]
-  [[{"coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[2,3],"layer_range":[3,8],"layers":[{"index":3,"type":"TransformerBlock"},{"index":4,"type":"TransformerBlock"},{"index":5,"type":"LayerNorm"},{"index":6,"type":"LMHead"},{"index":7,"type":"SoftmaxCrossEntropy"}],"model":0,"model_group":[3],"next":-1,"parameter_bytes":1718272,"pipe_group":[1,3],"prev":1,"rank":3,"stage":1,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[1,3],"stages":[0,1]}]}]]
-  -- --model gpt-tiny --stages 2 --data-parallel 2 --dry-run)
+  [[{"comm":"mpi","coord":{"data":0,"pipe":0},"data":0,"data_parallel_group":[0,1],"device":"cpu","layer_range":[0,3],"layers":[{"index":0,"type":"Embedding"},{"index":1,"type":"TransformerBlock"},{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[0],"next":2,"parameter_bytes":1750016,"pipe_group":[0,2],"prev":-1,"rank":0,"stage":0,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[0,2],"stages":[0,1]}]}]]
+  [[{"comm":"mpi","coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[2,3],"device":"cpu","layer_range":[3,8],"layers":[{"index":3,"type":"TransformerBlock"},{"index":4,"type":"TransformerBlock"},{"index":5,"type":"LayerNorm"},{"index":6,"type":"LMHead"},{"index":7,"type":"SoftmaxCrossEntropy"}],"model":0,"model_group":[3],"next":-1,"parameter_bytes":1718272,"pipe_group":[1,3],"prev":1,"rank":3,"stage":1,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[1,3],"stages":[0,1]}]}]]
+  -- --model gpt-tiny --stages 2 --data-parallel 2 --device cpu --dry-run)
 pipe_cli_test(dry_run_default_data_parallel 4 0 "on pipe=4 x data=1, 4 ranks; partition parameters: [0,2,3,4,8]"
   [["layer_range":[3,4],"layers":[{"index":3,"type":"TransformerBlock"}],"model":0,"model_group":[2],"next":3,"parameter_bytes":793088,"pipe_group":[0,1,2,3],"prev":1,"rank":2,"stage":2,"tie_groups":[]}]]
   -- --stages 4 --dry-run)
 pipe_cli_test(dry_run_type_regex 4 0 "partition type:block: [0,2,3,4,8]" -- --stages 4 --partition-method type:block --dry-run)
 pipe_cli_test(dry_run_custom_topology 8 0 "on data=2 x pipe=4, 8 ranks"
-  [[{"coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[1,5],"layer_range":[2,3],"layers":[{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[5],"next":6,"parameter_bytes":793088,"pipe_group":[4,5,6,7],"prev":4,"rank":5,"stage":1,"tie_groups":[]}]]
-  -- --topology data=2,pipe=4 --dry-run)
+  [[{"comm":"mpi","coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[1,5],"device":"cpu","layer_range":[2,3],"layers":[{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[5],"next":6,"parameter_bytes":793088,"pipe_group":[4,5,6,7],"prev":4,"rank":5,"stage":1,"tie_groups":[]}]]
+  -- --topology data=2,pipe=4 --device cpu --dry-run)
 pipe_cli_test(dry_run_model_axis 8 0
-  [[{"coord":{"data":1,"model":0,"pipe":1},"data":1,"data_parallel_group":[4,6],"layer_range":[3,8],]]
+  [[{"comm":"mpi","coord":{"data":1,"model":0,"pipe":1},"data":1,"data_parallel_group":[4,6],"device":"cpu","layer_range":[3,8],]]
   [["model":0,"model_group":[6,7],"next":-1,"parameter_bytes":1718272,"pipe_group":[2,6],"prev":2,"rank":6,"stage":1,"tie_groups":[{"key":"embedding","layers":[0,6],"ranks":[2,6],"stages":[0,1]}]}]]
-  -- --topology pipe=2,data=2,model=2 --dry-run)
+  -- --topology pipe=2,data=2,model=2 --device cpu --dry-run)
 pipe_cli_test(unknown_partition_method 2 1 "pipe-train: error: unknown partition method 'balanced'"
   -- --stages 2 --partition-method balanced --dry-run)
 pipe_cli_test(too_few_matching_layers 4 1 "pipe-train: error: type:Embedding matches 1 layer"
@@ -202,3 +203,34 @@ pipe_cli_test(huge_layer 1 1
   -- --model ${PIPE_TEST_DATA}/huge_layer.toml --dry-run)
 pipe_cli_test(placeholder_in_flag 1 1
   "pipe-train: error: argument 2: '%value%' contains a %name% placeholder, which is not allowed" -- --stages %value%)
+
+# Devices. Without a visible GPU (CUDA_VISIBLE_DEVICES empty hides them on any
+# machine) the default is the CPU and MPI, and asking for a GPU is one line
+# from every rank. Its reason is libpipe's: exact in a build without CUDA; in a
+# CUDA build it is the runtime's word for this machine, so only the start is fixed.
+if(PIPE_CUDA)
+  set(PIPE_NO_GPU_LINE "pipe-train: error: --device cuda: ")
+else()
+  set(PIPE_NO_GPU_LINE "pipe-train: error: --device cuda: this build of libpipe has no CUDA backend (rebuild with the CUDA toolkit installed, or -DPIPE_WITH_CUDA=ON)")
+endif()
+pipe_expect_test(cli.device_cuda_without_gpu 1 "${PIPE_NO_GPU_LINE}" --
+  env CUDA_VISIBLE_DEVICES= ${PIPE_MPIRUN} -np 2 $<TARGET_FILE:pipe-train> --stages 2 --device cuda --dry-run)
+pipe_expect_test(cli.device_default_without_gpu 0
+  [[{"comm":"mpi","coord":{"data":0,"pipe":1},"data":0,"data_parallel_group":[1],"device":"cpu","layer_range":[3,8],]]
+  -- env CUDA_VISIBLE_DEVICES= ${PIPE_MPIRUN} -np 2 $<TARGET_FILE:pipe-train> --stages 2 --dry-run)
+pipe_cli_test(unknown_device 2 1 "pipe-train: error: unknown --device 'tpu' (expected cpu or cuda)" -- --device tpu)
+pipe_cli_test(unknown_comm 2 1 "pipe-train: error: unknown --comm 'gloo' (expected auto, nccl or mpi)" -- --comm gloo)
+pipe_cli_test(unknown_dtype 2 1 "pipe-train: error: unknown --dtype 'fp16' (expected fp32, tf32 or bf16)" -- --dtype fp16)
+pipe_cli_test(nccl_on_cpu 2 1
+  "pipe-train: error: --comm nccl needs --device cuda (NCCL moves GPU memory; on the CPU use --comm mpi)"
+  -- --stages 2 --device cpu --comm nccl --dry-run)
+pipe_cli_test(dtype_on_cpu 2 1 "pipe-train: error: --dtype bf16 needs --device cuda (the CPU computes in fp32)"
+  -- --stages 2 --device cpu --dtype bf16 --dry-run)
+pipe_expect_test(cli.nccl_without_gpu 1 "pipe-train: error: --comm nccl needs a GPU and there is none: " --
+  env CUDA_VISIBLE_DEVICES= ${PIPE_MPIRUN} -np 2 $<TARGET_FILE:pipe-train> --stages 2 --comm nccl --dry-run)
+set(PIPE_DEVICE_CFG ${CMAKE_CURRENT_BINARY_DIR}/cli-device.cfg)
+pipe_expect_test(cli.device_from_config 1 "pipe-train: error: unknown --device 'tpu' (expected cpu or cuda)" --
+  sh -c "printf 'device = tpu\\n' > ${PIPE_DEVICE_CFG} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_DEVICE_CFG}")
+# The end-of-run report names each rank's device and the comm.
+pipe_cli_test(report_names_device 2 0 "peak RSS  device" "comm: mpi (how activations, gradients and tied weights"
+  -- --stages 2 --steps 1 --micro-batches 2 --micro-batch-size 2 --device cpu --comm mpi --dtype fp32)

@@ -9,6 +9,9 @@
 #   nonfinite  a learning rate that overflows: exit status 4 with the step and the layer named;
 #              with --skip-nonfinite the steps are skipped and counted, exit 0
 set -u
+# CPU checks: GPUs hidden, so that pipe-train's default device is the CPU on any machine
+# (tests/gpu_train_check.sh checks the GPU).
+export CUDA_VISIBLE_DEVICES=
 check=$1 train=$2; shift 2
 mpirun=("$@")
 work=$(mktemp -d)

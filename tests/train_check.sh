@@ -10,6 +10,9 @@
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
 set -u
+# CPU checks: GPUs hidden, so that pipe-train's default device is the CPU on any machine
+# (tests/gpu_train_check.sh checks the GPU).
+export CUDA_VISIBLE_DEVICES=
 check=$1 train=$2; shift 2
 mpirun=("$@")
 work=$(mktemp -d)

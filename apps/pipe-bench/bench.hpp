@@ -30,5 +30,7 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
 int run_p2p(const std::vector<std::string>& args, const std::string& command_line);
 // Under mpirun -np 4: step time and measured bubble for 1, 2, 4 stages and 1..32 micro-batches.
 int run_pipeline(const std::vector<std::string>& args, const std::string& command_line);
+// The backend's GEMMs at a model's training shapes on --device cpu|cuda and --dtype fp32|tf32|bf16: TFLOP/s and % of peak.
+int run_gemm(const std::vector<std::string>& args, const std::string& command_line);
 
 }  // namespace pipe_bench

@@ -36,6 +36,8 @@ const pipe_bench::Subcommand kSubcommands[] = {
      pipe_bench::run_p2p},
     {"pipeline", "under mpirun -np 4: step time and measured bubble, 1/2/4 stages x 1..32 micro-batches",
      pipe_bench::run_pipeline},
+    {"gemm", "backend GEMMs at a model's training shapes on cpu or cuda (fp32/tf32/bf16): TFLOP/s, % of peak",
+     pipe_bench::run_gemm},
 };
 
 std::string names() {

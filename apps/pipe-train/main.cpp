@@ -14,6 +14,7 @@
 #include <mpi.h>
 #include <nlohmann/json.hpp>
 
+#include "device_choice.hpp"
 #include "job_topology.hpp"
 #include "options.hpp"
 #include "pipe/backend.hpp"
@@ -51,7 +52,7 @@ constexpr const char* kVersion = "0.1.0";
 
 // One rank's place in the grid and what it built, as a JSON line.
 std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineModule& module,
-                      std::size_t allocated_bytes) {
+                      std::size_t allocated_bytes, const pipe_train::DeviceChoice& where) {
   const auto& topo = grid.topology();
   nlohmann::json coord = nlohmann::json::object();
   for (const auto& axis : topo.axes()) coord[axis] = topo.get_coord(grid.global_rank(), axis);
@@ -68,6 +69,8 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
       {"model_group", grid.model_group()},
       {"layer_range", {module.begin(), module.end()}},
       {"parameter_bytes", allocated_bytes},
+      {"device", where.description},
+      {"comm", libpipe::comm_kind_name(where.comm)},
   };
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : module.layers()) layers.push_back({{"index", l.index}, {"type", l.type}});
@@ -95,7 +98,7 @@ void print_layer_list(const libpipe::LayerRegistry& registry) {
 // the whole job with one line naming the rank and stage.
 int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::LayerRegistry& registry,
           const libpipe::ModelDescription& description, const libpipe::PipelineParallelGrid& grid,
-          libpipe::PipelineModule& module, const libpipe::PartitionPlan& plan) {
+          libpipe::PipelineModule& module, const libpipe::PartitionPlan& plan, const pipe_train::DeviceChoice& where) {
   const int rank = grid.global_rank();
   libpipe::PhaseResult result;
   std::unique_ptr<libpipe::DataSource> data;
@@ -204,10 +207,12 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   if (rank == 0) progress->finish();
   // The report and the trace: gathered to rank 0 (collective, so every rank
   // takes part; a failure to write is rank 0's alone and reported by it).
-  auto summaries = libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, !options.trace.empty()));
+  auto summaries =
+      libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, where, !options.trace.empty()));
   if (rank == 0) {
     progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
-                                               options.train.micro_batches, progress->mean_tokens_per_s()));
+                                               options.train.micro_batches, progress->mean_tokens_per_s(),
+                                               libpipe::comm_kind_name(where.comm)));
     if (!options.trace.empty()) {
       try {
         pipe_train::write_trace(options.trace, summaries);
@@ -218,7 +223,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       }
     }
   }
-  MPI_Bcast(&status, 1, MPI_INT, 0, world);  // rank 0 alone may have failed to write the trace
+  status = libpipe::broadcast_int(world, status, 0, "the exit status");  // rank 0 alone may have failed the trace
   return status;
 }
 
@@ -239,6 +244,8 @@ int run(MPI_Comm world, int argc, char** argv) {
     if (rank == 0) std::cout << (options.help ? pipe_train::help_text() : std::string(kProgram) + " " + kVersion + "\n");
     return 0;
   }
+  // From here on no collective waits longer than --comm-timeout (setup, checkpoint saves, the final report).
+  libpipe::set_collective_timeout(options.train.comm_timeout);
 
   libpipe::LayerRegistry registry;
   auto load = [&] {
@@ -256,7 +263,7 @@ int run(MPI_Comm world, int argc, char** argv) {
     for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
     const long long mine = static_cast<long long>(h >> 1);
     std::vector<long long> all(size);
-    MPI_Allgather(&mine, 1, MPI_LONG_LONG, all.data(), 1, MPI_LONG_LONG, world);
+    libpipe::allgather(world, &mine, all.data(), 1, MPI_LONG_LONG, "the hash of its flags and plugins");
     for (int r = 1; r < size; ++r)
       if (all[r] != all[0])
         throw libpipe::Error("rank " + std::to_string(r) +
@@ -281,6 +288,12 @@ int run(MPI_Comm world, int argc, char** argv) {
     return 0;
   }
 
+  // Before anything is made on a device: each rank binds its GPU here.
+  pipe_train::DeviceChoice where;
+  if (!libpipe::run_phase_on_all(world, [&] { where = pipe_train::choose_device(world, options); }, result))
+    return failed();
+  options.train.comm = where.comm;
+
   std::unique_ptr<libpipe::PipelineParallelGrid> grid;
   auto build_grid = [&] {
     grid = std::make_unique<libpipe::PipelineParallelGrid>(world, pipe_train::job_topology(options, size));
@@ -297,7 +310,8 @@ int run(MPI_Comm world, int argc, char** argv) {
     // ranks; the all-reduce inside gives every rank the same times.
     std::vector<double> times;
     if (is_profile(options.partition_method))
-      times = libpipe::profile_layer_times(model, description, registry, world, options.train.micro_batch_size);
+      times = libpipe::profile_layer_times(model, description, registry, world, options.train.micro_batch_size,
+                                           where.device);
     plan = libpipe::plan_partition(description, options.partition_method, grid->num_stages(),
                                    times.empty() ? nullptr : &times);
     if (!times.empty() && rank == 0) {
@@ -309,15 +323,15 @@ int run(MPI_Comm world, int argc, char** argv) {
   };
   if (!libpipe::run_phase_on_all(world, plan_parts, result)) return failed();
   auto build_module = [&] {
-    const std::size_t before = libpipe::allocated_bytes(libpipe::Device::cpu);
+    const std::size_t before = libpipe::allocated_bytes(where.device);
     module = std::make_unique<libpipe::PipelineModule>(model, description, registry, *grid, plan.parts,
-                                                       libpipe::ModuleOptions{options.seed, libpipe::Device::cpu});
-    allocated = libpipe::allocated_bytes(libpipe::Device::cpu) - before;
+                                                       libpipe::ModuleOptions{options.seed, where.device});
+    allocated = libpipe::allocated_bytes(where.device) - before;
   };
   if (!libpipe::run_phase_on_all(world, build_module, result)) return failed();
 
-  if (!options.dry_run) return train(world, options, registry, description, *grid, *module, plan);
-  auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated));
+  if (!options.dry_run) return train(world, options, registry, description, *grid, *module, plan, where);
+  auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated, where));
   if (rank == 0) {
     std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s: %s\n",
                  kProgram, description.name.c_str(), description.layers.size(),
@@ -336,7 +350,15 @@ int main(int argc, char** argv) {
   // MPI failures come back as codes that libpipe turns into one-line errors
   // (file:line, rank, host) instead of aborting inside MPI.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-  int rc = run(MPI_COMM_WORLD, argc, argv);
+  int rc = 1;
+  try {
+    rc = run(MPI_COMM_WORLD, argc, argv);
+  } catch (const std::exception& e) {
+    // A collective timed out (or failed) outside a phase: the other ranks may be anywhere, so end them all.
+    std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
   MPI_Finalize();
   return rc;
 }

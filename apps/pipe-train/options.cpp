@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 
 #include "pipe/error.hpp"
@@ -36,6 +37,19 @@ po::options_description describe_flags(Options& o) {
      "e.g. data=2,pipe=4 or pipe=2,data=2,model=2 (axes: pipe, data, model)")
     ("partition-method", po::value(&o.partition_method)->value_name("METHOD")->default_value(o.partition_method),
      libpipe::partition_methods_help().c_str());
+
+  po::options_description device("Device");
+  device.add_options()
+    ("device", po::value(&o.device)->value_name("cpu|cuda"),
+     "where each rank computes (default: cuda when this machine has a GPU, else cpu); on cuda each rank takes "
+     "one GPU, chosen by its rank on the node")
+    ("comm", po::value(&o.comm)->value_name("auto|nccl|mpi")->default_value(o.comm),
+     "how activations, gradients and tied weights move between ranks: nccl (GPU to GPU), mpi (host memory; GPU "
+     "tensors are staged through it), auto (nccl on cuda unless ranks on a node share a GPU, which NCCL refuses; "
+     "mpi on cpu)")
+    ("dtype", po::value(&o.dtype)->value_name("fp32|tf32|bf16")->default_value(o.dtype),
+     "GEMM math on the GPU: tf32 and bf16 use the tensor cores (weights, activations and sums stay fp32); "
+     "the CPU computes in fp32 only");
 
   po::options_description training("Training");
   libpipe::TrainOptions& t = o.train;
@@ -105,7 +119,7 @@ po::options_description describe_flags(Options& o) {
     ("version", po::bool_switch(&o.version), "print the version");
 
   po::options_description all;
-  all.add(model).add(parallel).add(training).add(actions);
+  all.add(model).add(parallel).add(device).add(training).add(actions);
   return all;
 }
 
@@ -214,6 +228,15 @@ Options parse_options(int argc, char** argv) {
     throw libpipe::Error("--eval-batches needs --eval-every");
   if (o.train.optimizer.kind != "adamw" && o.train.optimizer.kind != "sgd")
     throw libpipe::Error("unknown --optimizer '" + o.train.optimizer.kind + "' (expected adamw or sgd)");
+  auto one_of = [](const std::string& value, std::initializer_list<const char*> known, const char* flag,
+                   const char* expected) {
+    for (const char* k : known)
+      if (value == k) return;
+    throw libpipe::Error(std::string("unknown ") + flag + " '" + value + "' (expected " + expected + ")");
+  };
+  if (vm.count("device")) one_of(o.device, {"cpu", "cuda"}, "--device", "cpu or cuda");
+  one_of(o.comm, {"auto", "nccl", "mpi"}, "--comm", "auto, nccl or mpi");
+  one_of(o.dtype, {"fp32", "tf32", "bf16"}, "--dtype", "fp32, tf32 or bf16");
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);
   if (actions > 1) throw libpipe::Error("choose one of --describe, --list-layers and --dry-run");
   return o;

@@ -16,7 +16,7 @@ using nlohmann::json;
 namespace pipe_train {
 
 std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineEngine& engine,
-                              bool with_events) {
+                              const DeviceChoice& where, bool with_events) {
   const auto& t = engine.totals();
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
@@ -25,7 +25,8 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
             {"wait_s", t.wait_s},                  {"reduce_s", t.reduce_s},
             {"optimizer_s", t.optimizer_s},        {"step_s", t.step_s},
             {"bytes_sent", t.bytes_sent},          {"bytes_received", t.bytes_received},
-            {"peak_rss_bytes", static_cast<std::int64_t>(usage.ru_maxrss) * 1024}};
+            {"peak_rss_bytes", static_cast<std::int64_t>(usage.ru_maxrss) * 1024},
+            {"device", where.description},         {"comm", libpipe::comm_kind_name(where.comm)}};
   if (with_events) {
     json events = json::array();
     for (const auto& e : engine.trace()) events.push_back({e.kind, e.micro_batch, e.start, e.end});
@@ -35,10 +36,11 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
 }
 
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
-                         int micro_batches, double tokens_per_s) {
+                         int micro_batches, double tokens_per_s, const std::string& comm) {
   const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches);
-  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %8s %14s %14s %10s\n", "rank", "stage", "replica",
-               "compute s", "wait s", "reduce s", "optim s", "bubble", "theory", "sent", "received", "peak RSS");
+  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %8s %14s %14s %10s  %s\n", "rank", "stage", "replica",
+               "compute s", "wait s", "reduce s", "optim s", "bubble", "theory", "sent", "received", "peak RSS",
+               "device");
   json ranks = json::array();
   double worst = 0;
   for (const auto& text : rank_summaries) {
@@ -50,15 +52,17 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
     const double bubble = step_s > 0 ? 1.0 - compute_s / step_s : 0.0;
     r["bubble"] = bubble;
     worst = std::max(worst, bubble);
-    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %7.1f%% %14s %14s %8.0f MB\n",
+    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %7.1f%% %14s %14s %8.0f MB  %s\n",
                  r["rank"].get<int>(), r["stage"].get<int>(), r["replica"].get<int>(), compute_s,
                  r["wait_s"].get<double>(), r["reduce_s"].get<double>(), r["optimizer_s"].get<double>(), 100 * bubble,
                  100 * theory, libpipe::with_commas(r["bytes_sent"]).c_str(),
-                 libpipe::with_commas(r["bytes_received"]).c_str(), r["peak_rss_bytes"].get<double>() / 1e6);
+                 libpipe::with_commas(r["bytes_received"]).c_str(), r["peak_rss_bytes"].get<double>() / 1e6,
+                 r["device"].get<std::string>().c_str());
     ranks.push_back(r);
   }
   std::fprintf(stderr, "bubble = 1 - compute / step time per rank (waits, reductions and the optimizer count as idle); "
                        "theory = (S-1)/(M+S-1) for %s\n", schedule.c_str());
+  std::fprintf(stderr, "comm: %s (how activations, gradients and tied weights moved between ranks)\n", comm.c_str());
   return json{{"summary", true},       {"tokens_per_s", tokens_per_s}, {"theoretical_bubble", theory},
               {"max_bubble", worst},   {"ranks", ranks}}
       .dump();

@@ -7,19 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "device_choice.hpp"
 #include "pipe/engine.hpp"
 #include "pipe/grid.hpp"
 
 namespace pipe_train {
 
-// This rank's totals (and events when `with_events`) as one JSON object.
+// This rank's totals and device (and events when `with_events`) as one JSON object.
 std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineEngine& engine,
-                              bool with_events);
+                              const DeviceChoice& where, bool with_events);
 
 // Rank 0: prints the table to stderr and returns the run's summary as one
-// JSON object (for the last --metrics line).
+// JSON object (for the last --metrics line). `comm` names the Comm kind.
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
-                         int micro_batches, double tokens_per_s);
+                         int micro_batches, double tokens_per_s, const std::string& comm);
 
 // Throws libpipe::Error unless `path` can be written (checked before training,
 // so a bad --trace path does not waste a run).

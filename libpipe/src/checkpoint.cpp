@@ -92,6 +92,14 @@ bool stores(const Parameter& p, int layer, const std::vector<int>& owner) {
   return !p.spec.tieable || owner[layer] < 0 || owner[layer] == layer;
 }
 
+// What the file gets: the tensor itself on the host, a host copy of a device tensor.
+Tensor host_copy(const Tensor& t) {
+  if (t.device() == Device::cpu) return t;
+  Tensor host = Tensor::empty(t.shape(), t.dtype());
+  backend_for(t.device()).copy_to_host(host.data(), t.data(), t.bytes());
+  return host;
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& dir, std::int64_t next_step, PipelineModule& module,
@@ -111,14 +119,16 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   auto write_layers = [&] {
     if (!writer) return;
     for (auto& local : module.layers()) {
-      std::vector<std::pair<std::string, const Tensor*>> tensors;
+      std::vector<std::pair<std::string, Tensor>> held;
       for (auto& p : local.layer->parameters()) {
         if (!stores(p, local.index, owner)) continue;
-        tensors.emplace_back(p.spec.name, &p.value);
+        held.emplace_back(p.spec.name, host_copy(p.value));
         Optimizer::State state = optimizer.state_of(p);
-        tensors.emplace_back("opt.m." + p.spec.name, state.first);
-        if (state.second) tensors.emplace_back("opt.v." + p.spec.name, state.second);
+        held.emplace_back("opt.m." + p.spec.name, host_copy(*state.first));
+        if (state.second) held.emplace_back("opt.v." + p.spec.name, host_copy(*state.second));
       }
+      std::vector<std::pair<std::string, const Tensor*>> tensors;
+      for (const auto& [name, tensor] : held) tensors.emplace_back(name, &tensor);
       const std::string name = layer_file(local.index);
       auto bytes = serialize_safetensors(
           tensors, {{"layer", std::to_string(local.index)}, {"type", local.type}}, (target / name).string());
@@ -152,7 +162,7 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
     const std::string latest = step_name(next_step) + "\n";
     write_atomically((fs::path(dir) / "latest").string(), latest.data(), latest.size());
   }
-  PIPE_MPI_CHECK(MPI_Barrier(grid.world()), grid.global_rank());
+  barrier(grid.world(), "the end of the checkpoint save");
   return target.string();
 }
 

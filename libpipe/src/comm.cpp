@@ -1,4 +1,6 @@
-// The MPI implementation of Comm (see comm.hpp).
+// The MPI implementation of Comm (see comm.hpp). Device tensors are staged
+// through host memory: a send copies to the host and sends from there, a
+// receive lands in host memory and is copied to the device when it completes.
 #include "pipe/comm.hpp"
 
 #include <chrono>
@@ -6,13 +8,52 @@
 #include <thread>
 
 #include "mpi_check.hpp"
+#include "pipe/backend.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
 
 Comm::~Comm() = default;
+CommRequestState::~CommRequestState() = default;
+
+std::string Comm::timeout_message(const CommRequest& r, const std::string& group, int world_rank) const {
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%g", timeout_);
+  return std::string("--comm-timeout: waited more than ") + seconds + " s for " +
+         (r.what.empty() ? std::string("a transfer") : r.what) + (group.empty() ? "" : " in " + group) + " (rank " +
+         std::to_string(world_rank) + ")";
+}
+
+const char* comm_kind_name(CommKind kind) { return kind == CommKind::nccl ? "nccl" : "mpi"; }
+
+std::unique_ptr<Comm> make_comm(CommKind kind, MPI_Comm comm, const std::string& name) {
+  return kind == CommKind::nccl ? make_nccl_comm(comm, name) : make_mpi_comm(comm, name);
+}
 
 namespace {
+
+// Host memory standing in for a device tensor during an MPI transfer; a
+// receive's copy goes to `device` once MPI is done with it.
+struct HostStaging : CommRequestState {
+  std::unique_ptr<unsigned char[]> host;
+  Tensor device;  // a receive's destination (undefined for a send)
+
+  explicit HostStaging(std::size_t bytes) : host(new unsigned char[bytes ? bytes : 1]) {}
+  void to_device(Tensor& t) { backend_for(t.device()).copy_from_host(t.data(), host.get(), t.bytes()); }
+};
+
+// The host memory MPI works on for `t`: none for a host tensor; for a device
+// tensor, a staging buffer, holding a copy of `t` when `copy`.
+std::shared_ptr<HostStaging> stage(const Tensor& t, bool copy) {
+  if (t.device() == Device::cpu) return nullptr;
+  auto staging = std::make_shared<HostStaging>(t.bytes());
+  if (copy) backend_for(t.device()).copy_to_host(staging->host.get(), t.data(), t.bytes());
+  return staging;
+}
+
+void* buffer(const std::shared_ptr<HostStaging>& staging, const Tensor& t) {
+  return staging ? staging->host.get() : const_cast<void*>(t.data());
+}
 
 class MpiComm : public Comm {
  public:
@@ -25,17 +66,20 @@ class MpiComm : public Comm {
   int size() const override { return size_; }
 
   CommRequest isend(const Tensor& t, int peer, int tag) override {
-    check_host(t, "send");
     CommRequest r;
-    PIPE_MPI_CHECK(MPI_Isend(t.data(), count(t), MPI_BYTE, peer, tag, comm_, &r.mpi), world_rank_);
+    auto staging = stage(t, true);
+    PIPE_MPI_CHECK(MPI_Isend(buffer(staging, t), count(t), MPI_BYTE, peer, tag, comm_, &r.mpi), world_rank_);
+    r.state = std::move(staging);  // kept until the send completes
     stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
     return r;
   }
 
   CommRequest irecv(Tensor& t, int peer, int tag) override {
-    check_host(t, "receive");
     CommRequest r;
-    PIPE_MPI_CHECK(MPI_Irecv(t.data(), count(t), MPI_BYTE, peer, tag, comm_, &r.mpi), world_rank_);
+    auto staging = stage(t, false);
+    if (staging) staging->device = t;
+    PIPE_MPI_CHECK(MPI_Irecv(buffer(staging, t), count(t), MPI_BYTE, peer, tag, comm_, &r.mpi), world_rank_);
+    r.state = std::move(staging);
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
     return r;
   }
@@ -44,36 +88,40 @@ class MpiComm : public Comm {
     if (!r.active()) return;
     if (timeout_ <= 0) {
       PIPE_MPI_CHECK(MPI_Wait(&r.mpi, MPI_STATUS_IGNORE), world_rank_);
+      finish(r);
       return;
     }
     // Poll with a short sleep so that a peer that died or hangs is noticed.
     const double start = MPI_Wtime();
     for (int polls = 0; !test(r); ++polls) {
-      if (MPI_Wtime() - start > timeout_)
-        throw Error("--comm-timeout: waited more than " + seconds_str(timeout_) + " s for " +
-                    (r.what.empty() ? std::string("a transfer") : r.what) + (name_.empty() ? "" : " in " + name_) +
-                    " (rank " + std::to_string(world_rank_) + ")");
+      if (MPI_Wtime() - start > timeout_) throw Error(timeout_message(r, name_, world_rank_));
       if (polls > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
 
   bool test(CommRequest& r) override {
     if (!r.active()) return true;
-    int done = 0;
-    PIPE_MPI_CHECK(MPI_Test(&r.mpi, &done, MPI_STATUS_IGNORE), world_rank_);
-    return done != 0;
+    if (r.mpi != MPI_REQUEST_NULL) {
+      int done = 0;
+      PIPE_MPI_CHECK(MPI_Test(&r.mpi, &done, MPI_STATUS_IGNORE), world_rank_);
+      if (!done) return false;
+    }
+    finish(r);
+    return true;
   }
 
   void allreduce_sum(Tensor& t) override {
-    check_host(t, "all-reduce");
+    check_float(t, "all-reduce");
     if (size_ == 1) return;
     if (t.numel() > INT32_MAX) throw Error("all-reduce of more than 2^31 elements is not supported");
+    auto staging = stage(t, true);
     CommRequest r;
     r.what = "an all-reduce of " + std::to_string(t.numel()) + " gradients";
-    PIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data(), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM, comm_,
-                                  &r.mpi),
+    PIPE_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer(staging, t), static_cast<int>(t.numel()), MPI_FLOAT, MPI_SUM,
+                                  comm_, &r.mpi),
                    world_rank_);
     wait(r);
+    if (staging) staging->to_device(t);
     stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
   }
@@ -87,30 +135,33 @@ class MpiComm : public Comm {
   }
 
   void broadcast(Tensor& t, int root) override {
-    check_host(t, "broadcast");
     if (size_ == 1) return;
+    auto staging = stage(t, rank_ == root);
     CommRequest r;
     r.what = "a broadcast from group rank " + std::to_string(root);
-    PIPE_MPI_CHECK(MPI_Ibcast(t.data(), count(t), MPI_BYTE, root, comm_, &r.mpi), world_rank_);
+    PIPE_MPI_CHECK(MPI_Ibcast(buffer(staging, t), count(t), MPI_BYTE, root, comm_, &r.mpi), world_rank_);
     wait(r);
+    if (staging && rank_ != root) staging->to_device(t);
     (rank_ == root ? stats_.bytes_sent : stats_.bytes_received) += static_cast<std::int64_t>(t.bytes());
   }
 
  private:
+  // The MPI part is done: a staged receive's data goes to the device.
+  static void finish(CommRequest& r) {
+    if (!r.state) return;
+    auto* staging = static_cast<HostStaging*>(r.state.get());
+    std::shared_ptr<CommRequestState> state = std::move(r.state);  // inactive even if the copy throws
+    if (staging->device.defined()) staging->to_device(staging->device);
+  }
+
   static int count(const Tensor& t) {
     if (t.bytes() > static_cast<std::size_t>(INT32_MAX))
       throw Error("a transfer of " + std::to_string(t.bytes()) + " bytes is larger than MPI's 2 GiB message limit");
     return static_cast<int>(t.bytes());
   }
-  static void check_host(const Tensor& t, const char* what) {
-    if (t.device() != Device::cpu)
-      throw Error(std::string("the MPI communicator cannot ") + what + " a tensor on device " + device_name(t.device()));
-  }
-
-  static std::string seconds_str(double s) {
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%g", s);
-    return buffer;
+  static void check_float(const Tensor& t, const char* what) {
+    if (t.dtype() != DType::float32)
+      throw Error(std::string("the MPI communicator cannot ") + what + " a " + dtype_name(t.dtype()) + " tensor");
   }
 
   MPI_Comm comm_;

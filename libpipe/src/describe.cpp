@@ -103,9 +103,16 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
     }
 
     current = info.description.output;
-    out.params += info.unique_params;
-    out.flops += info.description.flops;
-    out.activation_bytes += info.description.activation_bytes;
+    // Up to 10^6 layers of up to 2^50 elements each: the totals are counted
+    // with overflow checks too (found by fuzzing).
+    try {
+      out.params = (Count(out.params) + info.unique_params).value();
+      out.flops = (Count(out.flops) + info.description.flops).value();
+      out.activation_bytes = (Count(out.activation_bytes) + info.description.activation_bytes).value();
+    } catch (const Error&) {
+      fail(spec.where, "the model's total parameters, FLOPs or activation bytes up to " + layer_name(info) +
+                           " overflow 64 bits: the model is too large");
+    }
     out.layers.push_back(std::move(info));
   }
   out.output = current;

@@ -17,5 +17,8 @@ std::shared_ptr<void> allocate_device_memory(Device device, std::size_t bytes, b
 std::size_t device_allocated_bytes(Device device);
 // The process's CUDA backend (bound to the GPU select_cuda_device chose, device 0 by default).
 Backend& cuda_backend();
+// The cudaStream_t the CUDA backend runs every op on, as void* (this header stays free of CUDA's):
+// NCCL transfers are ordered against it with events.
+void* cuda_compute_stream();
 
 }  // namespace libpipe::detail

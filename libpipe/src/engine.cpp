@@ -1,7 +1,9 @@
 // PipelineEngine (see engine.hpp): executes a stage's schedule.
+//
+// Everything runs on the module's device: batches (host tensors from the
+// DataSource) are copied there, and the host reads device results only
+// through copies (the per-sample losses, once per step).
 #include "pipe/engine.hpp"
-
-#include "pipe/comm.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +11,7 @@
 #include <map>
 
 #include "mpi_check.hpp"
+#include "pipe/collective.hpp"
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
 
@@ -54,6 +57,8 @@ struct PipelineEngine::Impl {
   const PipelineParallelGrid& grid;
   const ModelDescription& description;
   TrainOptions options;
+  Device device;
+  Backend& backend;  // of `device`
   Schedule train;
   Schedule inference;
   TensorType stage_input;   // per sample
@@ -78,20 +83,28 @@ struct PipelineEngine::Impl {
   int micro_batches = 0;
   bool training = true;
   bool weights_with_input = false;  // checkpointing: weight gradients taken group by group in backward_input
-  double loss_sum = 0;  // sum over this stage's micro-batches of their mean loss (last stage)
+  // Last stage: the per-sample losses [B] of the micro-batches run, in the
+  // order they ran; read (one copy each) and summed after the schedule, so a
+  // device never stalls the host in the middle of a step.
+  std::vector<Tensor> losses;
 
   Impl(PipelineModule& m, const PipelineParallelGrid& g, const ModelDescription& d, const TrainOptions& o)
-      : module(m), grid(g), description(d), options(o) {}
+      : module(m), grid(g), description(d), options(o), device(m.device()), backend(backend_for(m.device())) {}
 
   int rank() const { return grid.global_rank(); }
 
   double now() const { return std::chrono::duration<double>(Clock::now() - clock_start).count(); }
 
   // Runs `work`, adds its duration to `bucket`, and records it when tracing.
+  // A device runs ops asynchronously: it is synchronized around the work, so
+  // that the time is the work's own (the CPU backend's ops are synchronous).
   template <typename F>
   void timed(const char* kind, int mb, double& bucket, F&& work) {
+    const bool sync = device != Device::cpu;
+    if (sync) backend.synchronize();
     const double start = now();
     work();
+    if (sync) backend.synchronize();
     const double end = now();
     bucket += end - start;
     if (tracing) events.push_back(TraceEvent{kind, mb, start, end});
@@ -110,16 +123,24 @@ struct PipelineEngine::Impl {
     return s;
   }
 
+  // A host tensor on the module's device.
+  Tensor to_device(const Tensor& host) const {
+    if (device == Device::cpu) return host;
+    Tensor t = Tensor::empty(host.shape(), host.dtype(), device);
+    backend.copy_from_host(t.data(), host.data(), host.bytes());
+    return t;
+  }
+
   void load(int mb) {
     if (!first_stage() && !last_stage()) return;
     Batch b = data->samples(split, first_sample + static_cast<std::int64_t>(mb) * batch(), batch());
     MicroBatch& s = state(mb);
-    if (first_stage()) s.input = b.input;
-    if (last_stage()) s.labels = b.labels;
+    if (first_stage()) s.input = to_device(b.input);
+    if (last_stage()) s.labels = to_device(b.labels);
   }
 
   void post_recv(Tensor& into, const TensorType& type, int source, int tag, CommRequest& request) {
-    into = Tensor::empty(batched(batch(), type.shape), type.dtype);
+    into = Tensor::empty(batched(batch(), type.shape), type.dtype, device);
     request = pipe_comm->irecv(into, source, tag);
     request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " +
                    std::to_string(tag / 2) + " from stage " + std::to_string(source) + " (rank " +
@@ -186,12 +207,24 @@ struct PipelineEngine::Impl {
     }
     s.output = x;
     if (last_stage()) {
-      double sum = 0;
-      const float* loss = s.output.f32();  // [B] on the host (CPU backend)
-      for (std::int64_t b = 0; b < batch(); ++b) sum += loss[b];
-      loss_sum += sum / static_cast<double>(batch());
+      losses.push_back(s.output);
       if (!training) in_flight.erase(mb);
     }
+  }
+
+  // The sum over the micro-batches run of their mean loss (last stage; 0 elsewhere).
+  double loss_sum() {
+    double total = 0;
+    std::vector<float> loss;
+    for (const Tensor& t : losses) {
+      loss.resize(static_cast<std::size_t>(t.numel()));  // [B]
+      backend.copy_to_host(loss.data(), t.data(), t.bytes());
+      double sum = 0;
+      for (float l : loss) sum += l;
+      total += sum / static_cast<double>(batch());
+    }
+    losses.clear();
+    return total;
   }
 
   void backward_input(int mb) {
@@ -199,7 +232,7 @@ struct PipelineEngine::Impl {
     Tensor dy;
     if (last_stage()) {
       // d(mean loss over the global batch) / d(one sample's loss).
-      dy = Tensor::empty({batch()}, DType::float32);
+      dy = Tensor::empty({batch()}, DType::float32, device);
       ops::fill(dy, 1.0f / static_cast<float>(batch() * micro_batches * grid.data_parallel_size()));
     } else {
       dy = s.grad_in;
@@ -290,10 +323,17 @@ struct PipelineEngine::Impl {
     return in.kind == OpKind::RecvActivation || in.kind == OpKind::RecvGrad;
   }
 
+  static bool is_send(const Instruction& in) {
+    return in.kind == OpKind::SendActivation || in.kind == OpKind::SendGrad;
+  }
+
   // Receives are posted one step ahead, so that a message arriving while this
   // stage computes lands straight in its buffer; the wait is at the compute
   // that needs it. Sends are non-blocking and completed at the end of the run.
+  // A Comm that matches messages by order (NCCL) gets each step's sends and
+  // receives instead, together in one batch (see Comm::begin_batch).
   void run(const Schedule& schedule) {
+    if (!pipe_comm->receives_ahead()) return run_in_step_batches(schedule);
     const auto& steps = schedule.steps;
     std::vector<std::vector<bool>> posted(steps.size());
     for (std::size_t t = 0; t < steps.size(); ++t) posted[t].assign(steps[t].size(), false);
@@ -310,6 +350,20 @@ struct PipelineEngine::Impl {
       post_receives(t + 1);
       for (std::size_t i = 0; i < steps[t].size(); ++i)
         if (!is_recv(steps[t][i])) execute(steps[t][i]);
+      release_completed_sends();
+    }
+    wait_sends();
+    in_flight.clear();
+  }
+
+  void run_in_step_batches(const Schedule& schedule) {
+    for (const Step& step : schedule.steps) {
+      pipe_comm->begin_batch();
+      for (const Instruction& in : step)
+        if (is_send(in) || is_recv(in)) execute(in);
+      pipe_comm->end_batch();
+      for (const Instruction& in : step)
+        if (!is_send(in) && !is_recv(in)) execute(in);
       release_completed_sends();
     }
     wait_sends();
@@ -371,9 +425,17 @@ struct PipelineEngine::Impl {
     std::vector<bool> tie_owner(description.layers.size(), true);
     for (const auto& t : description.ties)
       for (std::size_t i = 1; i < t.layers.size(); ++i) tie_owner[t.layers[i]] = false;
+    // Summed in one call, so that a GPU is waited for once per step, not once per parameter.
+    std::vector<const Tensor*> grads;
+    std::vector<int> layer_of;
     for (auto& l : module.layers())
       for (auto& p : l.layer->parameters())
-        if (!p.spec.tieable || tie_owner[l.index]) per_layer[l.index] += ops::sum_squares(p.grad);
+        if (!p.spec.tieable || tie_owner[l.index]) {
+          grads.push_back(&p.grad);
+          layer_of.push_back(l.index);
+        }
+    const std::vector<double> squares = ops::sum_squares_each(grads);
+    for (std::size_t i = 0; i < squares.size(); ++i) per_layer[layer_of[i]] += squares[i];
     pipe_comm->allreduce_sum(per_layer.data(), static_cast<int>(per_layer.size()));
     double total = 0;
     nonfinite_layer = -1;
@@ -387,7 +449,8 @@ struct PipelineEngine::Impl {
   // The step's mean loss, the same on every rank: the last stage of each
   // replica holds its part; other ranks add exact zeros.
   double global_loss(int micro_batches_per_replica) {
-    double total = (last_stage() && grid.model_parallel_id() == 0) ? loss_sum : 0.0;
+    const double sum = loss_sum();
+    double total = (last_stage() && grid.model_parallel_id() == 0) ? sum : 0.0;
     world_comm->allreduce_sum(&total, 1);
     return total / (static_cast<double>(micro_batches_per_replica) * grid.data_parallel_size());
   }
@@ -447,11 +510,13 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   checkpoint_saved_bytes_ *= options.micro_batch_size;
 
   const std::string stage = std::to_string(grid.stage_id());
-  e.pipe_comm = make_mpi_comm(grid.pipe_comm(), "the pipeline of replica " + std::to_string(grid.data_parallel_id()));
-  e.data_comm = make_mpi_comm(grid.data_parallel_comm(), "the data-parallel group of stage " + stage);
-  e.world_comm = make_mpi_comm(grid.world(), "the whole job");
+  // In the same order on every rank: making an NCCL comm is collective.
+  const CommKind kind = options.comm;
+  e.pipe_comm = make_comm(kind, grid.pipe_comm(), "the pipeline of replica " + std::to_string(grid.data_parallel_id()));
+  e.data_comm = make_comm(kind, grid.data_parallel_comm(), "the data-parallel group of stage " + stage);
+  e.world_comm = make_mpi_comm(grid.world(), "the whole job");  // host values only
   for (const auto& tie : module.tie_groups())
-    e.tie_comms.push_back(make_mpi_comm(tie.comm, "the tie group '" + tie.key + "'"));
+    e.tie_comms.push_back(make_comm(kind, tie.comm, "the tie group '" + tie.key + "'"));
   for (Comm* c : {e.pipe_comm.get(), e.data_comm.get(), e.world_comm.get()}) c->set_timeout(options.comm_timeout);
   for (auto& c : e.tie_comms) c->set_timeout(options.comm_timeout);
 
@@ -490,7 +555,7 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
   e.micro_batches = e.options.micro_batches;
   e.first_sample = step * global_batch() +
                    static_cast<std::int64_t>(e.grid.data_parallel_id()) * e.micro_batches * e.batch();
-  e.loss_sum = 0;
+  e.losses.clear();
   e.run(e.train);
 
   StepStats stats;
@@ -541,7 +606,7 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
 
 void PipelineEngine::start_trace() {
   Impl& e = *impl_;
-  PIPE_MPI_CHECK(MPI_Barrier(e.grid.world()), e.rank());
+  barrier(e.grid.world(), "the clock alignment");
   e.clock_start = Impl::Clock::now();
   e.tracing = true;
   e.events.clear();
@@ -581,7 +646,7 @@ double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_
   e.training = false;
   e.micro_batches = micro_batches;
   e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
-  e.loss_sum = 0;
+  e.losses.clear();
   e.inference = make_checked_schedules("inference", e.grid.num_stages(), micro_batches)[e.grid.stage_id()];
   // Evaluation is not part of the training steps' time accounting.
   const EngineTotals before = e.totals;

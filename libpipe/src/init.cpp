@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "pipe/backend.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
@@ -39,11 +40,18 @@ double Rng::normal() {
 }
 
 void fill_normal(Tensor& tensor, Rng& rng, float stddev) {
-  float* p = tensor.host_data<float>();
-  for (std::int64_t i = 0, n = tensor.numel(); i < n; ++i) p[i] = static_cast<float>(rng.normal() * stddev);
+  Tensor host = tensor.device() == Device::cpu ? tensor : Tensor::empty(tensor.shape(), tensor.dtype());
+  float* p = host.host_data<float>();
+  for (std::int64_t i = 0, n = host.numel(); i < n; ++i) p[i] = static_cast<float>(rng.normal() * stddev);
+  if (tensor.device() != Device::cpu)
+    backend_for(tensor.device()).copy_from_host(tensor.data(), host.data(), host.bytes());
 }
 
 void fill_constant(Tensor& tensor, float value) {
+  if (tensor.device() != Device::cpu) {
+    backend_for(tensor.device()).fill(tensor.f32(), value, tensor.numel());
+    return;
+  }
   float* p = tensor.host_data<float>();
   for (std::int64_t i = 0, n = tensor.numel(); i < n; ++i) p[i] = value;
 }

@@ -9,9 +9,9 @@
 namespace libpipe {
 
 std::int64_t LayerDescription::param_count() const {
-  std::int64_t n = 0;
+  Count n = 0;
   for (const auto& p : params) n += numel(p.shape);
-  return n;
+  return n.value();
 }
 
 std::uint64_t CreateContext::layer_seed() const {

@@ -118,6 +118,23 @@ double sum_squares(const Tensor& t) {
   return backend_of("sum_squares", {{"t", &t}}).sum_squares(f32(t), t.numel());
 }
 
+std::vector<double> sum_squares_each(const std::vector<const Tensor*>& ts) {
+  std::vector<double> out(ts.size(), 0.0);
+  if (ts.empty()) return out;
+  std::vector<const float*> x;
+  std::vector<std::int64_t> n;
+  for (const Tensor* t : ts) {
+    require_f32("sum_squares_each", "t", *t);
+    if (t->device() != ts[0]->device())
+      throw Error(std::string("sum_squares_each: tensors on ") + device_name(ts[0]->device()) + " and " +
+                  device_name(t->device()));
+    x.push_back(f32(*t));
+    n.push_back(t->numel());
+  }
+  backend_for(ts[0]->device()).sum_squares_each(x.data(), n.data(), static_cast<int>(ts.size()), out.data());
+  return out;
+}
+
 // ---- linear
 
 namespace {

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "mpi_check.hpp"
+#include "pipe/collective.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
@@ -24,7 +25,7 @@ int stage_of(const Parts& parts, int layer) {
 PipelineModule::PipelineModule(const ModelSpec& model, const ModelDescription& description,
                                const LayerRegistry& registry, const PipelineParallelGrid& grid, const Parts& parts,
                                const ModuleOptions& options)
-    : stage_id_(grid.stage_id()), parts_(parts) {
+    : stage_id_(grid.stage_id()), device_(options.device), parts_(parts) {
   const int stages = grid.num_stages();
   if (static_cast<int>(parts_.size()) != stages + 1)
     throw Error("the partition has " + std::to_string(static_cast<int>(parts_.size()) - 1) +
@@ -88,8 +89,7 @@ std::size_t PipelineModule::parameter_bytes() const {
 void PipelineModule::check_ranks_agree(const ModelDescription& description, const PipelineParallelGrid& grid) const {
   const long long mine = static_cast<long long>(model_fingerprint(description) >> 1);
   std::vector<long long> models(grid.world_size());
-  PIPE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_LONG_LONG, models.data(), 1, MPI_LONG_LONG, grid.world()),
-                 grid.global_rank());
+  allgather(grid.world(), &mine, models.data(), 1, MPI_LONG_LONG, "its model's fingerprint");
   for (int r = 1; r < grid.world_size(); ++r)
     if (models[r] != models[0])
       throw Error("the ranks disagree on the model: rank " + std::to_string(r) +
@@ -97,7 +97,7 @@ void PipelineModule::check_ranks_agree(const ModelDescription& description, cons
                   "plugins and flags?)");
   const int n = static_cast<int>(parts_.size());
   std::vector<int> all(static_cast<std::size_t>(n) * grid.world_size());
-  PIPE_MPI_CHECK(MPI_Allgather(parts_.data(), n, MPI_INT, all.data(), n, MPI_INT, grid.world()), grid.global_rank());
+  allgather(grid.world(), parts_.data(), all.data(), n, MPI_INT, "its partition");
   for (int r = 1; r < grid.world_size(); ++r)
     if (!std::equal(all.begin(), all.begin() + n, all.begin() + static_cast<std::ptrdiff_t>(r) * n))
       throw Error("the ranks disagree on the partition: rank 0 has " + parts_str(all.data(), n) + " but rank " +

@@ -44,6 +44,24 @@ std::int64_t numel(const Shape& shape) {
   return n;
 }
 
+namespace {
+[[noreturn]] void count_overflow() {
+  throw Error("its sizes are too large: a count of elements, FLOPs or bytes overflows 64 bits");
+}
+}  // namespace
+
+Count operator+(Count a, Count b) {
+  std::int64_t r = 0;
+  if (__builtin_add_overflow(a.value(), b.value(), &r)) count_overflow();
+  return r;
+}
+
+Count operator*(Count a, Count b) {
+  std::int64_t r = 0;
+  if (__builtin_mul_overflow(a.value(), b.value(), &r)) count_overflow();
+  return r;
+}
+
 std::string shape_str(const Shape& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {

@@ -64,8 +64,11 @@ constexpr std::int64_t kMseFlopsPerElement = 5;
 
 // FLOPs of y = x W^T for `rows` rows: 2 per multiply-add forward, and twice the
 // forward for backward (input gradient and weight gradient are one GEMM each).
-// Bias additions are O(rows * out) and left out.
-inline std::int64_t linear_flops(std::int64_t rows, std::int64_t in, std::int64_t out) { return 6 * rows * in * out; }
+// Bias additions are O(rows * out) and left out. Sizes come from model files:
+// counted with libpipe::Count, so that an absurd one is an error, not an overflow.
+inline std::int64_t linear_flops(libpipe::Count rows, libpipe::Count in, libpipe::Count out) {
+  return (libpipe::Count(6) * rows * in * out).value();
+}
 
 // Expected-type strings for ShapeError use PyTorch's notation: `*` is any
 // number of leading dimensions (none included), a letter a free size.

@@ -77,6 +77,7 @@ class LinearFactory : public libpipe::LayerFactory {
     d.output.shape.back() = config.out_features;
     d.params.push_back({"weight", {config.out_features, config.in_features}});
     if (config.bias) d.params.push_back({"bias", {config.out_features}});
+    (void)d.param_count();  // an absurd weight shape is named before the FLOPs overflow
     d.flops = linear_flops(rows, config.in_features, config.out_features);
     // The weight gradient needs the input; the input gradient needs only W.
     d.activation_bytes = libpipe::numel(input.shape) * kElementBytes;

@@ -72,9 +72,10 @@ class LMHeadFactory : public libpipe::LayerFactory {
     libpipe::LayerDescription d;
     d.output = {{tokens, config.vocab}, libpipe::DType::float32};
     d.params.push_back({"weight", {config.vocab, config.dim}, /*tieable=*/true});
+    (void)d.param_count();  // an absurd weight shape is named before the FLOPs overflow
     d.flops = linear_flops(tokens, config.dim, config.vocab);
     // As for Linear: the weight gradient needs the input.
-    d.activation_bytes = tokens * config.dim * kElementBytes;
+    d.activation_bytes = (libpipe::Count(tokens) * config.dim * kElementBytes).value();
     return d;
   }
 };

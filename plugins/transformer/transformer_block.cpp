@@ -25,7 +25,7 @@ BlockConfig read_config(const libpipe::Args& args) {
   const std::int64_t ratio = args.get_int("mlp_ratio", 4);
   if (ratio < 1)
     throw libpipe::ArgError("mlp_ratio", "argument 'mlp_ratio' must be at least 1, not " + std::to_string(ratio));
-  config.hidden = ratio * config.attention.dim;
+  config.hidden = (Count(ratio) * config.attention.dim).value();
   return config;
 }
 
@@ -158,13 +158,13 @@ class TransformerBlockFactory : public libpipe::LayerFactory {
   static libpipe::LayerDescription describe(const BlockConfig& config, const libpipe::TensorType& input) {
     const std::int64_t c = config.attention.dim;
     const std::int64_t h = config.hidden;
-    const std::int64_t t = sequence_length(input, c);
+    const Count t = sequence_length(input, c);
 
     libpipe::LayerDescription d;
     d.output = input;
     d.params.push_back({"ln1.weight", {c}});
     d.params.push_back({"ln1.bias", {c}});
-    describe_attention(config.attention, t, "attn.", d);
+    describe_attention(config.attention, t.value(), "attn.", d);
     d.params.push_back({"ln2.weight", {c}});
     d.params.push_back({"ln2.bias", {c}});
     d.params.push_back({"mlp.fc.weight", {h, c}});
@@ -174,12 +174,15 @@ class TransformerBlockFactory : public libpipe::LayerFactory {
 
     // The sum of the parts as the core plugin describes them: two LayerNorms,
     // attention (added above), fc, GELU, proj, and the two residual adds.
-    d.flops += 2 * kLayerNormFlopsPerElement * t * c + linear_flops(t, c, h) + kGeluFlopsPerElement * t * h +
-               linear_flops(t, h, c) + 2 * kResidualFlopsPerElement * t * c;
+    d.flops = (d.flops + Count(2 * kLayerNormFlopsPerElement) * t * c + linear_flops(t, c, h) +
+               Count(kGeluFlopsPerElement) * t * h + linear_flops(t, h, c) + Count(2 * kResidualFlopsPerElement) * t * c)
+                  .value();
     // Saved: both LayerNorms' inputs and row statistics, fc's input (ln2's
     // output), GELU's input and proj's input (GELU's output). The residual
     // adds keep nothing.
-    d.activation_bytes += 2 * layer_norm_activation_bytes(t, c) + (t * c + t * h + t * h) * kElementBytes;
+    d.activation_bytes = (d.activation_bytes + Count(2) * layer_norm_activation_bytes(t, c) +
+                          (t * c + t * h + t * h) * kElementBytes)
+                             .value();
     return d;
   }
 };

@@ -43,13 +43,17 @@ constexpr std::int64_t kResidualFlopsPerElement = 2;
 // divide (fwd 5); the row dot product, subtract, multiply (bwd 3).
 constexpr std::int64_t kSoftmaxFlopsPerElement = 8;
 
+// Sizes come from model files: the cost formulas count with libpipe::Count,
+// so that an absurd size is an error naming the layer, not an overflow.
+using libpipe::Count;
+
 // y = x W^T for `rows` rows: 2 FLOPs per multiply-add, backward twice forward.
-inline std::int64_t linear_flops(std::int64_t rows, std::int64_t in, std::int64_t out) { return 6 * rows * in * out; }
+inline Count linear_flops(Count rows, Count in, Count out) { return Count(6) * rows * in * out; }
 
 // Backward of a LayerNorm over `rows` rows of `channels` needs the input and
 // each row's mean and 1/std.
-inline std::int64_t layer_norm_activation_bytes(std::int64_t rows, std::int64_t channels) {
-  return (rows * channels + 2 * rows) * kElementBytes;
+inline Count layer_norm_activation_bytes(Count rows, Count channels) {
+  return (rows * channels + Count(2) * rows) * kElementBytes;
 }
 
 // GPT-2 scales the init of the projections that write into the residual

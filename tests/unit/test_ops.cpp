@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pipe/backend.hpp"
+#include "pipe/cuda.hpp"
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
 #include "pipe/tensor.hpp"
@@ -258,7 +259,10 @@ std::vector<int> labels_of(const Tensor& t) {
 
 BOOST_AUTO_TEST_CASE(backend_lookup_and_threads) {
   BOOST_TEST(std::string(libpipe::backend_for(Device::cpu).name()) == "cpu");
-  BOOST_TEST(error_of([] { libpipe::backend_for(Device::cuda); }) == "this build of libpipe has no CUDA backend");
+  // Without a usable GPU (no CUDA in this build, no driver, no device) asking for one says why, in one line.
+  if (libpipe::cuda_device_count() == 0)
+    BOOST_TEST(error_of([] { libpipe::backend_for(Device::cuda); }) ==
+               "device 'cuda': " + libpipe::cuda_unavailable_reason());
   BOOST_TEST(libpipe::cpu_threads() == 1);
   libpipe::set_cpu_threads(2);
   BOOST_TEST(libpipe::cpu_threads() == 2);
@@ -300,6 +304,15 @@ BOOST_AUTO_TEST_CASE(sum_squares_in_double) {
   Tensor t = random_tensor({37, 3});
   Vec tv = to_vec(t);
   BOOST_TEST(std::fabs(ops::sum_squares(t) - dot(tv, tv)) < 1e-12);
+  // Several at once: each exactly what sum_squares gives alone (the engine's gradient norm relies on it).
+  Tensor empty = Tensor::zeros({0}, DType::float32);
+  Tensor big = from_vec({n}, v);
+  const std::vector<double> each = ops::sum_squares_each({&t, &empty, &big});
+  BOOST_TEST(each.size() == 3u);
+  BOOST_TEST(each[0] == ops::sum_squares(t));
+  BOOST_TEST(each[1] == 0.0);
+  BOOST_TEST(each[2] == ops::sum_squares(big));
+  BOOST_TEST(ops::sum_squares_each({}).empty());
 }
 
 BOOST_AUTO_TEST_CASE(gemm_all_transposes_and_strides) {

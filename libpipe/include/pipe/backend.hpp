@@ -104,6 +104,11 @@ class PIPE_API Backend {
                      float beta2, float eps, float weight_decay, std::int64_t step) = 0;
   // sum of x^2 in double (for the global gradient norm).
   virtual double sum_squares(const float* x, std::int64_t n) = 0;
+  // out[i] = sum_squares(x[i], n[i]) for `count` arrays, each summed exactly as sum_squares does. A device
+  // backend overrides it to wait once for all of them instead of once per array (one per parameter).
+  virtual void sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) {
+    for (int i = 0; i < count; ++i) out[i] = sum_squares(x[i], n[i]);
+  }
 };
 
 // The backend of a device; throws libpipe::Error when this build has none.

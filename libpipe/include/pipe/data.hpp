@@ -15,6 +15,7 @@
 
 namespace libpipe {
 
+// Host tensors, whatever the device trained on: the engine copies them there.
 struct Batch {
   Tensor input;   // [B, input shape...] of the model's input dtype
   Tensor labels;  // int32 [B, ...] class ids, or float32 targets for MSE

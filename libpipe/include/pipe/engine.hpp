@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "pipe/comm.hpp"
 #include "pipe/data.hpp"
 #include "pipe/error.hpp"
 #include "pipe/describe.hpp"
@@ -49,6 +50,10 @@ struct TrainOptions {
   // A receive or collective waiting longer than this many seconds aborts with
   // a message naming the peer stage or group it waited on (0: wait forever).
   double comm_timeout = 0;
+  // How activations, gradients and tied weights move between ranks: MPI
+  // (host memory; device tensors staged through it) or NCCL (GPU memory, one
+  // GPU per rank). Host values (losses, norms) always go through MPI.
+  CommKind comm = CommKind::mpi;
 };
 
 // A step produced a non-finite loss or gradient; thrown identically on every rank.

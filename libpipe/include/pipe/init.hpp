@@ -26,7 +26,8 @@ class PIPE_API Rng {
 // Mixes two 64-bit values into one seed (splitmix64 finaliser).
 PIPE_API std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b);
 
-// Fill a float32 CPU tensor. (The CUDA backend initialises on the host and copies.)
+// Fill a float32 tensor on any device; random values are drawn on the host
+// (then copied), so initial weights do not depend on the device.
 PIPE_API void fill_normal(Tensor& tensor, Rng& rng, float stddev);
 PIPE_API void fill_constant(Tensor& tensor, float value);
 

@@ -5,6 +5,8 @@
 // dimensions, flattened to rows.
 #pragma once
 
+#include <vector>
+
 #include "pipe/backend.hpp"
 #include "pipe/export.hpp"
 #include "pipe/tensor.hpp"
@@ -18,6 +20,8 @@ PIPE_API Tensor add(const Tensor& a, const Tensor& b);  // same shapes
 PIPE_API void accumulate(Tensor& y, const Tensor& x);   // y += x, same numel
 PIPE_API Tensor clone(const Tensor& t);
 PIPE_API double sum_squares(const Tensor& t);
+// sum_squares of each tensor (all float32, on one device), with a single wait on a device.
+PIPE_API std::vector<double> sum_squares_each(const std::vector<const Tensor*>& ts);
 
 // ---- linear: x [..., in], weight [out, in], bias [out] or undefined
 PIPE_API Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);  // [..., out]

@@ -57,6 +57,8 @@ class PIPE_API PipelineModule {
   PipelineModule& operator=(const PipelineModule&) = delete;
 
   int stage_id() const { return stage_id_; }
+  // Where the layers' parameters live (ModuleOptions::device); the engine moves data there.
+  Device device() const { return device_; }
   const Parts& parts() const { return parts_; }
   int begin() const { return parts_[stage_id_]; }  // first local layer
   int end() const { return parts_[stage_id_ + 1]; }  // one past the last
@@ -75,6 +77,7 @@ class PIPE_API PipelineModule {
   void free_comms() noexcept;
 
   int stage_id_ = 0;
+  Device device_ = Device::cpu;
   Parts parts_;
   std::vector<LocalLayer> layers_;
   std::vector<LocalTieGroup> ties_;

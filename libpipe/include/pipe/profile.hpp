@@ -17,10 +17,11 @@
 namespace libpipe {
 
 // Seconds per layer for one micro-batch of `micro_batch_size` samples:
-// forward, backward_input and backward_weight, the best of `repeats` runs
-// after one warm-up. Collective over `comm`.
+// forward, backward_input and backward_weight on `device` (the one training
+// will use), the best of `repeats` runs after one warm-up. Collective over `comm`.
 PIPE_API std::vector<double> profile_layer_times(const ModelSpec& model, const ModelDescription& description,
                                                  const LayerRegistry& registry, MPI_Comm comm,
-                                                 std::int64_t micro_batch_size, int repeats = 3);
+                                                 std::int64_t micro_batch_size, Device device = Device::cpu,
+                                                 int repeats = 3);
 
 }  // namespace libpipe

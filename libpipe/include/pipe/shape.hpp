@@ -25,6 +25,24 @@ PIPE_API std::int64_t numel(const Shape& shape);
 // "[64, 128]"
 PIPE_API std::string shape_str(const Shape& shape);
 
+// A count of elements, FLOPs or bytes whose + and * throw libpipe::Error
+// instead of overflowing int64. Every size a layer factory's describe computes
+// with comes from a model file, so an absurd one must be an error naming the
+// layer, not undefined behaviour (found by fuzzing): start each product with a
+// Count, e.g. Count(6) * rows * in * out, and take .value() at the end.
+class Count {
+ public:
+  constexpr Count(std::int64_t v = 0) noexcept : v_(v) {}  // implicit, so that 2 * count works
+  constexpr std::int64_t value() const noexcept { return v_; }
+  Count& operator+=(Count b);
+
+ private:
+  std::int64_t v_;
+};
+PIPE_API Count operator+(Count a, Count b);
+PIPE_API Count operator*(Count a, Count b);
+inline Count& Count::operator+=(Count b) { return *this = *this + b; }
+
 // A shape together with its element type: what one layer hands to the next.
 struct TensorType {
   Shape shape;

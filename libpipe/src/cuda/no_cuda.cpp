@@ -4,6 +4,7 @@
 
 #include "device_hooks.hpp"
 #include "pipe/backend.hpp"
+#include "pipe/comm.hpp"
 #include "pipe/cuda.hpp"
 #include "pipe/error.hpp"
 
@@ -31,7 +32,13 @@ std::shared_ptr<void> allocate_device_memory(Device device, std::size_t, bool) {
   throw Error(std::string("device '") + device_name(device) + "': " + kNotBuilt);
 }
 std::size_t device_allocated_bytes(Device) { return 0; }
-Backend& cuda_backend() { throw Error(kNotBuilt); }
+Backend& cuda_backend() { throw Error(std::string("device 'cuda': ") + kNotBuilt); }
+void* cuda_compute_stream() { throw Error(kNotBuilt); }
 }  // namespace detail
+
+std::unique_ptr<Comm> make_nccl_comm(MPI_Comm, const std::string&) {
+  throw Error("this build of libpipe has no NCCL (rebuild with the CUDA toolkit and NCCL installed, or "
+              "-DPIPE_WITH_CUDA=ON)");
+}
 
 }  // namespace libpipe

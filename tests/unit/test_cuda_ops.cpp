@@ -1,0 +1,813 @@
+// The CUDA backend against the CPU backend: every Backend op runs the same
+// random inputs through backend_for(Device::cpu) (itself checked against
+// double-precision references and finite differences in test_ops) and
+// backend_for(Device::cuda), and the results must agree within a tolerance
+// chosen per op and, for the GEMMs, per GEMM math (fp32, tf32, bf16). Odd
+// sizes (n not a multiple of 4, rows = 1, cols = 1, misaligned pointers),
+// size 0, accumulation into non-zero outputs, the error messages of bad
+// labels and tokens, and the caching allocator's bookkeeping are covered too.
+// The largest difference of every op is printed at the end (and per check
+// with --log_level=message), so that the first GPU run shows the margins.
+//
+// Without a GPU (or in a build without the CUDA backend) the program prints
+// "SKIPPED: <reason>" and exits 77, which CTest reports as skipped
+// (SKIP_RETURN_CODE 77), never as a pass. `test_cuda_ops --probe` only
+// reports whether a GPU is usable (exit 0, or 77 as above): the GPU scripts
+// ask it before they start. With PIPE_CUDA_OPS_HARNESS=1 the "GPU" side is
+// the CPU backend again: every case then runs here, in every build, which
+// checks the test itself (buffer sizes, offsets, degenerate sizes, the error
+// comparisons) though not the GPU (CTest: unit.cuda_ops_harness).
+#define BOOST_TEST_DYN_LINK
+#define BOOST_TEST_MODULE cuda_ops
+#define BOOST_TEST_NO_MAIN
+#include <algorithm>
+#include <array>
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "pipe/backend.hpp"
+#include "pipe/cuda.hpp"
+#include "pipe/error.hpp"
+#include "pipe/ops.hpp"
+#include "pipe/tensor.hpp"
+
+using libpipe::Backend;
+using libpipe::Device;
+using libpipe::DType;
+using libpipe::GemmMath;
+using libpipe::Tensor;
+
+namespace {
+
+using Floats = std::vector<float>;
+using Ints = std::vector<std::int32_t>;
+
+// The device under test: cuda; the CPU itself under PIPE_CUDA_OPS_HARNESS=1 (see main).
+Device& tested() {
+  static Device device = Device::cuda;
+  return device;
+}
+Backend& cpu() { return libpipe::backend_for(Device::cpu); }
+Backend& gpu() { return libpipe::backend_for(tested()); }
+
+std::mt19937& rng() {
+  static std::mt19937 gen(20241129);
+  return gen;
+}
+
+Floats randoms(std::int64_t n, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Floats v(static_cast<std::size_t>(n));
+  for (float& x : v) x = dist(rng());
+  return v;
+}
+
+Ints random_ints(std::int64_t n, int lo, int hi) {
+  std::uniform_int_distribution<int> dist(lo, hi);
+  Ints v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = dist(rng());
+  return v;
+}
+
+// A CUDA tensor holding a copy of host data. At least one element is allocated, so that ops of size 0 still get a
+// valid pointer (what the layers pass for empty tensors is a valid pointer, too).
+template <typename T>
+Tensor upload(const std::vector<T>& host) {
+  const DType dtype = std::is_same<T, float>::value ? DType::float32 : DType::int32;
+  Tensor t = Tensor::empty({std::max<std::int64_t>(1, static_cast<std::int64_t>(host.size()))}, dtype, tested());
+  gpu().copy_from_host(t.data(), host.data(), host.size() * sizeof(T));
+  return t;
+}
+
+Floats download(const Tensor& t, std::size_t n) {
+  Floats host(n);
+  gpu().copy_to_host(host.data(), t.data(), n * sizeof(float));
+  return host;
+}
+
+float* dev(Tensor& t) { return t.f32(); }
+const std::int32_t* dev_i(Tensor& t) { return t.i32(); }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const libpipe::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// ---------------------------------------------------------------- tolerances
+//
+// A GPU result g passes against the CPU result c when, element by element,
+//     |g - c| <= rtol * (|c| + floor * max|c|)
+// rtol bounds the relative error of large elements; the floor (a fraction of the largest |c| of the output) gives
+// elements near zero an absolute allowance at the output's own scale: results of sums that cancel, or of a
+// function near a zero crossing, carry an error of the size of their terms, not of their own size. floor = 1 is a
+// normwise comparison (the usual one for GEMMs and reductions).
+struct Tol {
+  double rtol, floor;
+};
+
+// Copies, fills, a + b, y += x, y *= s, y + bias, max(x, 0) and its mask: one IEEE operation per element, the same
+// on both devices, so the results must be bit-identical (denormals do not occur in these inputs).
+constexpr Tol kExact{0.0, 0.0};
+// Elementwise ops through exp / tanh / division (GELU and its derivative): the CPU's fast_exp (about 2 ulp) and the
+// CUDA build's --use_fast_math intrinsics (__expf: 2 + 1.16|x| ulp; approximate division and rsqrt) differ by a few
+// ulp, about 1e-6 relative; 1e-5 leaves a margin of ten. The floor of 1% of the largest value covers GELU's
+// derivative near its zero at x = -0.75, where an error of a few ulp of the terms is large against the result.
+constexpr Tol kElementwise{1e-5, 0.01};
+// Row ops (LayerNorm, softmax cross-entropy, MSE, the optimizers): the same intrinsics plus a row's mean, variance,
+// max and sum reduced in another order; fp32 sums of n terms differ by about sqrt(n) * 6e-8 of their magnitude
+// (2e-6 for n = 768), and FMA contraction on the GPU moves single roundings by an ulp. 1e-5 with a floor of 10% of
+// the output's scale (LayerNorm outputs cancel when the bias is added, the optimizers' moments are small).
+constexpr Tol kRow{1e-5, 0.1};
+// Reductions over many terms of both signs (bias_grad, LayerNorm's weight gradient, the embedding's scatter-add
+// with atomics, sum_squares): the result may cancel to near zero while its error stays at eps times the terms, so
+// the comparison is normwise at 1e-5 (the reduction orders differ; the error is ~sqrt(n) eps ~ 1e-6 for these n).
+constexpr Tol kReduce{1e-5, 1.0};
+
+// GEMMs, normwise (floor 1) against OpenBLAS's fp32 sgemm, with inputs uniform in [-1, 1]:
+// - fp32: cuBLAS without tensor-core math accumulates in fp32 in another order (and may split k); the error is
+//   about sqrt(k) * eps of the terms, 1e-7..1e-6 of max|C| for k <= 300: 1e-5.
+// - tf32: each input is rounded (or truncated, depending on the kernel) to a 10-bit mantissa, a relative error of
+//   up to 2^-11 (2^-10 truncated) per input, so about 8e-4 per product; summed over k products of random sign the
+//   error is ~8e-4 of the typical |C| and its largest over the outputs ~4e-4..1e-3 of max|C|: 2e-3.
+// - bf16: an 8-bit mantissa, 2^-9 per input rounding, ~3e-3 per product and of max|C| after the sum; 2e-2 keeps
+//   the margin of the tf32 case, and a wrong result (a transposed operand, a wrong leading dimension, a dropped
+//   beta) is off by O(1) in any case.
+Tol gemm_tol(GemmMath math) {
+  switch (math) {
+    case GemmMath::fp32: return {1e-5, 1.0};
+    case GemmMath::tf32: return {2e-3, 1.0};
+    case GemmMath::bf16: return {2e-2, 1.0};
+  }
+  return {0, 0};
+}
+// Attention runs its scores and outputs through GEMMs (at the backend's GEMM math when they are cuBLAS's) plus a
+// softmax: the GEMM tolerance. Its backward chains two products per gradient (dP = dO V^T, then dS K and dS^T Q,
+// with dS = P (dP - rowsum(P dP)) cancelling): twice that.
+Tol attention_tol(GemmMath math, bool backward) {
+  Tol t = gemm_tol(math);
+  if (math == GemmMath::fp32) t.rtol = 2e-5;  // softmax intrinsics on top of the GEMMs' reordering
+  if (backward) t.rtol *= 2;
+  return t;
+}
+
+const GemmMath kMaths[] = {GemmMath::fp32, GemmMath::tf32, GemmMath::bf16};
+
+// ---------------------------------------------------------------- comparison and the summary
+
+struct Worst {
+  double max_diff = 0;      // largest |gpu - cpu|
+  double max_rel = 0;       // largest |gpu - cpu| / max|cpu| (normwise)
+  double of_tolerance = 0;  // largest |gpu - cpu| / bound
+  Tol tol{0, 0};
+  int checks = 0;
+};
+
+std::map<std::string, Worst>& summary() {
+  static std::map<std::string, Worst> s;
+  return s;
+}
+
+// Compares a GPU output with the CPU's; `op` groups the summary line, `what` says which case.
+void compare(const std::string& op, const std::string& what, const Floats& c, const Floats& g, Tol tol) {
+  BOOST_TEST_REQUIRE(c.size() == g.size(), op << " " << what << ": size " << c.size() << " vs " << g.size());
+  double scale = 0;
+  for (float x : c)
+    if (std::isfinite(x)) scale = std::max(scale, static_cast<double>(std::fabs(x)));
+  // An output that is all zero on the CPU (a loss over one class, a LayerNorm gradient over one column) has no
+  // scale of its own: the inputs' (about 1) stands in, so the GPU may be off by rtol * floor there, not by 0.
+  if (scale == 0) scale = 1;
+  double max_diff = 0, worst = 0;
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < c.size(); ++i) {
+    if (std::isnan(c[i]) && std::isnan(g[i])) continue;  // e.g. padding that neither may touch
+    const double diff = std::fabs(static_cast<double>(g[i]) - c[i]);
+    const double bound = tol.rtol * (std::fabs(c[i]) + tol.floor * scale);
+    const double ratio = !std::isfinite(diff) ? 1e300 : diff == 0 ? 0.0 : bound > 0 ? diff / bound : 1e300;
+    if (std::isfinite(diff)) max_diff = std::max(max_diff, diff);
+    if (ratio > worst) worst = ratio, at = i;
+  }
+  const double rel = max_diff / scale;
+  BOOST_TEST_MESSAGE(op << " " << what << ": max |diff| " << max_diff << ", normwise " << rel << ", "
+                        << worst << " of the tolerance");
+  if (!c.empty())  // the message reads c[at] and g[at] whether or not the check fails
+    BOOST_TEST(worst <= 1.0, op << " " << what << ": element " << at << " is " << g[at] << " on cuda, " << c[at]
+                                << " on cpu (max |diff| " << max_diff << ", normwise " << rel << ", rtol "
+                                << tol.rtol << ", floor " << tol.floor << ")");
+  Worst& w = summary()[op];
+  w.max_diff = std::max(w.max_diff, max_diff);
+  w.max_rel = std::max(w.max_rel, rel);
+  w.of_tolerance = std::max(w.of_tolerance, std::min(worst, 1e9));
+  if (w.checks == 0 || tol.rtol > w.tol.rtol) w.tol = tol;  // the loosest used (exact cases are part of most ops)
+  ++w.checks;
+}
+
+void compare(const std::string& op, const std::string& what, const Floats& c, const Tensor& g, Tol tol) {
+  compare(op, what, c, download(g, c.size()), tol);
+}
+
+// The table of largest differences, printed once at the end of the run.
+struct PrintSummary {
+  ~PrintSummary() {
+    if (summary().empty()) return;
+    std::printf("\n%-36s %7s %12s %12s %9s %10s %7s\n", "op (cuda vs cpu)", "checks", "max |diff|", "normwise",
+                "rtol", "floor", "of tol");
+    for (const auto& [op, w] : summary())
+      std::printf("%-36s %7d %12.3g %12.3g %9.1g %10.2g %6.0f%%\n", op.c_str(), w.checks, w.max_diff, w.max_rel,
+                  w.tol.rtol, w.tol.floor, 100 * w.of_tolerance);
+    std::fflush(stdout);
+  }
+};
+BOOST_TEST_GLOBAL_FIXTURE(PrintSummary);
+
+// Keeps the GEMM math at fp32 outside the cases that change it.
+struct MathGuard {
+  explicit MathGuard(GemmMath math) { libpipe::set_cuda_gemm_math(math); }
+  ~MathGuard() { libpipe::set_cuda_gemm_math(GemmMath::fp32); }
+};
+
+std::string math_name(GemmMath m) { return libpipe::gemm_math_name(m); }
+std::string dims(std::initializer_list<std::int64_t> v) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : "x") + std::to_string(x);
+  return s;
+}
+
+// Element counts: size 0, tiny, not a multiple of 4 (vector kernels' tails), and larger than one block of threads.
+const std::int64_t kSizes[] = {0, 1, 3, 5, 1000, 4097, 65537};
+// (rows, cols) for row-wise ops: rows = 0, rows = 1, cols = 1, odd, GPT-2's width, wider than a block.
+const std::array<std::int64_t, 2> kRowShapes[] = {{0, 8}, {1, 1}, {1, 7}, {7, 1}, {33, 37}, {64, 768}, {3, 4097}};
+
+}  // namespace
+
+// ---------------------------------------------------------------- memory
+
+BOOST_AUTO_TEST_CASE(host_copies_round_trip_exactly) {
+  for (std::int64_t n : kSizes) {
+    const Floats h = randoms(n);
+    Tensor t = upload(h);
+    BOOST_TEST((download(t, h.size()) == h), "float round trip of " << n);
+    const Ints hi = random_ints(n, -1000000, 1000000);
+    Tensor ti = upload(hi);
+    Ints back(hi.size());
+    gpu().copy_to_host(back.data(), ti.data(), back.size() * sizeof(std::int32_t));
+    BOOST_TEST((back == hi), "int32 round trip of " << n);
+  }
+  // A copy at an odd byte offset and length.
+  std::vector<unsigned char> bytes(1001);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 7 + 3);
+  Tensor t = Tensor::empty({300}, DType::float32, tested());
+  gpu().copy_from_host(static_cast<unsigned char*>(t.data()) + 3, bytes.data(), bytes.size());
+  std::vector<unsigned char> back(bytes.size());
+  gpu().copy_to_host(back.data(), static_cast<unsigned char*>(t.data()) + 3, back.size());
+  BOOST_TEST((back == bytes));
+}
+
+BOOST_AUTO_TEST_CASE(zeros_are_zero_even_from_the_cache) {
+  // A block handed back to the caching allocator dirty must come out of Tensor::zeros zeroed.
+  for (std::int64_t n : {1, 1000, 1 << 20}) {
+    {
+      Tensor dirty = Tensor::empty({n}, DType::float32, tested());
+      gpu().fill(dirty.f32(), 7.0f, n);
+      gpu().synchronize();
+    }
+    Tensor z = Tensor::zeros({n}, DType::float32, tested());
+    const Floats h = download(z, static_cast<std::size_t>(n));
+    BOOST_TEST(std::all_of(h.begin(), h.end(), [](float x) { return x == 0.0f; }), "zeros of " << n);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(fill_and_copy_with_misaligned_pointers) {
+  for (std::int64_t n : kSizes)
+    for (std::int64_t off : {0, 1, 3}) {
+      // A guard element on each side: neither op may write outside [off, off + n).
+      const std::int64_t total = n + off + 1;
+      Floats c = randoms(total), src = randoms(total);
+      Tensor g = upload(c), gsrc = upload(src);
+      cpu().fill(c.data() + off, -2.5f, n);
+      gpu().fill(dev(g) + off, -2.5f, n);
+      compare("fill", dims({n}) + "+" + std::to_string(off), c, g, kExact);
+      cpu().copy(c.data() + off, src.data() + (off ? 0 : 1), n);
+      gpu().copy(dev(g) + off, dev(gsrc) + (off ? 0 : 1), n);
+      compare("copy", dims({n}) + "+" + std::to_string(off), c, g, kExact);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(caching_allocator_returns_to_its_start) {
+  gpu().synchronize();
+  const std::size_t start = libpipe::allocated_bytes(tested());
+  std::size_t requested = 0;
+  {
+    std::vector<Tensor> live;
+    std::uniform_int_distribution<std::int64_t> size(1, 1 << 18);
+    for (int round = 0; round < 20; ++round) {
+      for (int i = 0; i < 50; ++i) {
+        const std::int64_t n = i % 10 == 0 ? (std::int64_t(1) << 22) + i : size(rng());  // some 16 MiB blocks
+        live.push_back(i % 2 ? Tensor::zeros({n}, DType::float32, tested())
+                             : Tensor::empty({n}, DType::float32, tested()));
+        if (round == 19) requested += static_cast<std::size_t>(n) * sizeof(float);
+      }
+      if (round < 19) live.erase(live.begin(), live.begin() + static_cast<std::ptrdiff_t>(live.size() * 3 / 4));
+    }
+    BOOST_TEST(libpipe::allocated_bytes(tested()) >= start + requested,
+               "allocated_bytes counts at least what is live");
+    for (std::size_t i = 0; i < live.size(); i += 7) gpu().fill(live[i].f32(), 1.0f, live[i].numel());
+  }
+  gpu().synchronize();
+  BOOST_TEST(libpipe::allocated_bytes(tested()) == start);
+  // Views share the storage: freeing the base first does not free the block under the view.
+  {
+    Tensor base = Tensor::zeros({64, 64}, DType::float32, tested());
+    Tensor view = base.view({4096});
+    base = Tensor();
+    gpu().fill(view.f32(), 3.0f, 4096);
+    const Floats h = download(view, 4096);
+    BOOST_TEST(h[4095] == 3.0f);
+    BOOST_TEST(libpipe::allocated_bytes(tested()) > start);
+  }
+  gpu().synchronize();
+  BOOST_TEST(libpipe::allocated_bytes(tested()) == start);
+}
+
+// ---------------------------------------------------------------- elementwise
+
+BOOST_AUTO_TEST_CASE(elementwise_ops) {
+  for (std::int64_t n : kSizes)
+    for (std::int64_t off : {0, 1}) {
+      const std::string what = dims({n}) + "+" + std::to_string(off);
+      const std::int64_t total = n + off + 1;
+      const Floats a = randoms(total), b = randoms(total, -3.0f, 3.0f);
+      Tensor ga = upload(a), gb = upload(b);
+      Floats out = randoms(total);
+      Tensor gout = upload(out);
+      cpu().add(a.data() + off, b.data() + off, out.data() + off, n);
+      gpu().add(dev(ga) + off, dev(gb) + off, dev(gout) + off, n);
+      compare("add", what, out, gout, kExact);
+
+      Floats y = a;
+      Tensor gy = upload(y);
+      cpu().accumulate(y.data() + off, b.data() + off, n);
+      gpu().accumulate(dev(gy) + off, dev(gb) + off, n);
+      compare("accumulate", what, y, gy, kExact);
+      cpu().scale(y.data() + off, -0.375f, n);
+      gpu().scale(dev(gy) + off, -0.375f, n);
+      compare("scale", what, y, gy, kExact);
+
+      cpu().relu_forward(b.data() + off, out.data() + off, n);
+      gpu().relu_forward(dev(gb) + off, dev(gout) + off, n);
+      compare("relu_forward", what, out, gout, kExact);
+      cpu().relu_backward(b.data() + off, a.data() + off, out.data() + off, n);
+      gpu().relu_backward(dev(gb) + off, dev(ga) + off, dev(gout) + off, n);
+      compare("relu_backward", what, out, gout, kExact);
+
+      cpu().gelu_forward(b.data() + off, out.data() + off, n);
+      gpu().gelu_forward(dev(gb) + off, dev(gout) + off, n);
+      compare("gelu_forward", what, out, gout, kElementwise);
+      cpu().gelu_backward(b.data() + off, a.data() + off, out.data() + off, n);
+      gpu().gelu_backward(dev(gb) + off, dev(ga) + off, dev(gout) + off, n);
+      compare("gelu_backward", what, out, gout, kElementwise);
+    }
+  // GELU's tails: large |x| (exp overflow in a naive form) must give x and 0, and their derivatives 1 and 0.
+  const Floats x = {-60.0f, -12.0f, -5.0f, 0.0f, 5.0f, 12.0f, 60.0f}, dy(x.size(), 1.0f);
+  Floats y(x.size());
+  Tensor gx = upload(x), gdy = upload(dy), gyy = upload(y);
+  cpu().gelu_forward(x.data(), y.data(), 7);
+  gpu().gelu_forward(dev(gx), dev(gyy), 7);
+  compare("gelu_forward", "tails", y, gyy, kElementwise);
+  cpu().gelu_backward(x.data(), dy.data(), y.data(), 7);
+  gpu().gelu_backward(dev(gx), dev(gdy), dev(gyy), 7);
+  compare("gelu_backward", "tails", y, gyy, kElementwise);
+}
+
+BOOST_AUTO_TEST_CASE(bias_ops) {
+  for (auto [rows, cols] : kRowShapes) {
+    const std::string what = dims({rows, cols});
+    Floats y = randoms(rows * cols), bias = randoms(cols, -2.0f, 2.0f);
+    Tensor gy = upload(y), gbias = upload(bias);
+    cpu().add_bias(y.data(), bias.data(), rows, cols);
+    gpu().add_bias(dev(gy), dev(gbias), rows, cols);
+    compare("add_bias", what, y, gy, kExact);
+
+    // bias_grad accumulates: db starts non-zero.
+    Floats db = randoms(cols);
+    Tensor gdb = upload(db);
+    cpu().bias_grad(y.data(), db.data(), rows, cols);
+    gpu().bias_grad(dev(gy), dev(gdb), rows, cols);
+    compare("bias_grad", what, db, gdb, kReduce);
+
+    Floats x = randoms(rows * cols, -3.0f, 3.0f), out = randoms(rows * cols);
+    Tensor gx = upload(x), gout = upload(out);
+    cpu().bias_gelu_forward(x.data(), bias.data(), out.data(), rows, cols);
+    gpu().bias_gelu_forward(dev(gx), dev(gbias), dev(gout), rows, cols);
+    compare("bias_gelu_forward (x + bias)", what, x, gx, kExact);
+    compare("bias_gelu_forward (gelu)", what, out, gout, kElementwise);
+  }
+}
+
+// ---------------------------------------------------------------- GEMMs
+
+namespace {
+
+struct GemmCase {
+  std::int64_t m, n, k;
+};
+
+// One gemm call on both devices with padded leading dimensions; C starts random (beta != 0) or NaN (beta == 0:
+// C must not be read). The whole C buffer is compared, padding included: neither side may write there.
+void gemm_both(GemmMath math, bool ta, bool tb, GemmCase s, float alpha, float beta, std::int64_t pad) {
+  const std::int64_t rows_a = ta ? s.k : s.m, cols_a = ta ? s.m : s.k;
+  const std::int64_t rows_b = tb ? s.n : s.k, cols_b = tb ? s.k : s.n;
+  const std::int64_t lda = std::max<std::int64_t>(1, cols_a + pad), ldb = std::max<std::int64_t>(1, cols_b + 2 * pad),
+                     ldc = std::max<std::int64_t>(1, s.n + pad + 1);
+  const Floats a = randoms(rows_a * lda), b = randoms(rows_b * ldb);
+  Floats c = beta == 0.0f ? Floats(static_cast<std::size_t>(s.m * ldc), std::numeric_limits<float>::quiet_NaN())
+                          : randoms(s.m * ldc);
+  Tensor ga = upload(a), gb = upload(b), gc = upload(c);
+  cpu().gemm(ta, tb, s.m, s.n, s.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+  gpu().gemm(ta, tb, s.m, s.n, s.k, alpha, dev(ga), lda, dev(gb), ldb, beta, dev(gc), ldc);
+  const bool exact = s.k == 0 || s.m == 0 || s.n == 0;  // C = beta * C or untouched: one rounding at most
+  compare("gemm [" + math_name(math) + "]",
+          std::string(ta ? "T" : "N") + (tb ? "T" : "N") + " " + dims({s.m, s.n, s.k}) + " alpha " +
+              std::to_string(alpha) + " beta " + std::to_string(beta),
+          c, gc, exact ? kExact : gemm_tol(math));
+  if (beta == 0.0f) {  // every element of the product is finite: C was not read
+    const Floats h = download(gc, c.size());
+    bool finite = true;
+    for (std::int64_t i = 0; i < s.m; ++i)
+      for (std::int64_t j = 0; j < s.n; ++j) finite = finite && std::isfinite(h[i * ldc + j]);
+    BOOST_TEST(finite, "gemm with beta = 0 read C (NaN in the result)");
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(gemm_all_transposes_maths_and_leading_dimensions) {
+  const GemmCase shapes[] = {{1, 1, 1},    {3, 5, 7},    {1, 200, 33}, {37, 29, 53},
+                             {128, 1, 257}, {64, 96, 128}, {130, 70, 300}, {256, 192, 64}};
+  for (GemmMath math : kMaths) {
+    MathGuard guard(math);
+    BOOST_TEST((libpipe::cuda_gemm_math() == math));
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        for (const GemmCase& s : shapes) gemm_both(math, ta, tb, s, 0.75f, 0.5f, 3);
+        gemm_both(math, ta, tb, {33, 17, 65}, 1.0f, 0.0f, 1);   // beta = 0: C not read
+        gemm_both(math, ta, tb, {16, 32, 48}, -1.5f, 1.0f, 0);  // tight leading dimensions, accumulate
+        // Degenerate sizes: k = 0 leaves beta * C, m = 0 and n = 0 touch nothing.
+        gemm_both(math, ta, tb, {5, 6, 0}, 1.0f, 0.5f, 2);
+        gemm_both(math, ta, tb, {0, 6, 4}, 1.0f, 0.5f, 2);
+        gemm_both(math, ta, tb, {5, 0, 4}, 1.0f, 0.5f, 2);
+      }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(gemm_strided_batched_all_transposes_and_maths) {
+  struct Case {
+    GemmCase s;
+    std::int64_t batch;
+  };
+  const Case cases[] = {{{17, 19, 23}, 3}, {{64, 64, 16}, 8}, {{37, 16, 37}, 5}, {{1, 1, 1}, 2}, {{8, 8, 8}, 0}};
+  for (GemmMath math : kMaths) {
+    MathGuard guard(math);
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (const Case& cs : cases) {
+          const GemmCase& s = cs.s;
+          const std::int64_t lda = (ta ? s.m : s.k) + 2, ldb = (tb ? s.k : s.n) + 1, ldc = s.n + 3;
+          // Strides larger than one matrix: the gaps must stay untouched.
+          const std::int64_t sa = (ta ? s.k : s.m) * lda + 5, sb = (tb ? s.n : s.k) * ldb + 3, sc = s.m * ldc + 7;
+          const std::int64_t nb = std::max<std::int64_t>(1, cs.batch);
+          const Floats a = randoms(sa * nb), b = randoms(sb * nb);
+          Floats c = randoms(sc * nb);
+          Tensor ga = upload(a), gb = upload(b), gc = upload(c);
+          cpu().gemm_strided_batched(ta, tb, s.m, s.n, s.k, 0.5f, a.data(), lda, sa, b.data(), ldb, sb, -1.0f,
+                                     c.data(), ldc, sc, cs.batch);
+          gpu().gemm_strided_batched(ta, tb, s.m, s.n, s.k, 0.5f, dev(ga), lda, sa, dev(gb), ldb, sb, -1.0f,
+                                     dev(gc), ldc, sc, cs.batch);
+          compare("gemm_strided_batched [" + math_name(math) + "]",
+                  std::string(ta ? "T" : "N") + (tb ? "T" : "N") + " " + dims({s.m, s.n, s.k}) + " x" +
+                      std::to_string(cs.batch),
+                  c, gc, cs.batch == 0 ? kExact : gemm_tol(math));
+        }
+  }
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+BOOST_AUTO_TEST_CASE(layernorm_forward_and_backward) {
+  const float eps = 1e-5f;
+  for (auto [rows, cols] : kRowShapes) {
+    const std::string what = dims({rows, cols});
+    // An offset mean (+3) as activations have: a one-pass variance would cancel.
+    const Floats x = randoms(rows * cols, 2.0f, 4.0f), w = randoms(cols, 0.5f, 1.5f), b = randoms(cols);
+    Floats y(static_cast<std::size_t>(rows * cols)), mean(static_cast<std::size_t>(rows)),
+        rstd(static_cast<std::size_t>(rows));
+    Tensor gx = upload(x), gw = upload(w), gb = upload(b), gy = upload(y), gmean = upload(mean), grstd = upload(rstd);
+    cpu().layernorm_forward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, cols, eps);
+    gpu().layernorm_forward(dev(gx), dev(gw), dev(gb), dev(gy), dev(gmean), dev(grstd), rows, cols, eps);
+    compare("layernorm_forward (y)", what, y, gy, kRow);
+    compare("layernorm_forward (mean)", what, mean, gmean, kRow);
+    compare("layernorm_forward (rstd)", what, rstd, grstd, kRow);
+
+    // The backward ops get the CPU's mean and rstd on both sides, so that each op is compared on its own.
+    Tensor cmean = upload(mean), crstd = upload(rstd);
+    const Floats dy = randoms(rows * cols);
+    Floats dx = randoms(rows * cols);
+    Tensor gdy = upload(dy), gdx = upload(dx);
+    cpu().layernorm_backward_input(dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), rows, cols);
+    gpu().layernorm_backward_input(dev(gdy), dev(gx), dev(gw), dev(cmean), dev(crstd), dev(gdx), rows, cols);
+    compare("layernorm_backward_input", what, dx, gdx, kRow);
+
+    Floats dw = randoms(cols), dbias = randoms(cols);  // accumulates
+    Tensor gdw = upload(dw), gdbias = upload(dbias);
+    cpu().layernorm_backward_weight(dy.data(), x.data(), mean.data(), rstd.data(), dw.data(), dbias.data(), rows,
+                                    cols);
+    gpu().layernorm_backward_weight(dev(gdy), dev(gx), dev(cmean), dev(crstd), dev(gdw), dev(gdbias), rows, cols);
+    compare("layernorm_backward_weight (dweight)", what, dw, gdw, kReduce);
+    compare("layernorm_backward_weight (dbias)", what, dbias, gdbias, kReduce);
+  }
+}
+
+// ---------------------------------------------------------------- attention
+
+BOOST_AUTO_TEST_CASE(attention_forward_and_backward) {
+  struct Case {
+    std::int64_t batch, seq, heads, head_dim;
+  };
+  // GPT-tiny's head (D = 32 in 4 heads of 128 would do too), an odd T, T = 1, GPT-2's head size.
+  const Case cases[] = {{2, 64, 4, 16}, {2, 37, 4, 16}, {1, 1, 2, 8}, {3, 5, 3, 7}, {1, 128, 2, 64}};
+  for (GemmMath math : kMaths) {
+    MathGuard guard(math);
+    for (const Case& cs : cases) {
+      const std::int64_t B = cs.batch, T = cs.seq, H = cs.heads, D = cs.head_dim, C = H * D;
+      const std::string what = "B" + std::to_string(B) + " T" + std::to_string(T) + " H" + std::to_string(H) + " D" +
+                               std::to_string(D) + " [" + math_name(math) + "]";
+      const Floats qkv = randoms(B * T * 3 * C);
+      Floats out(static_cast<std::size_t>(B * T * C)), probs(static_cast<std::size_t>(B * H * T * T), -1.0f);
+      Tensor gqkv = upload(qkv), gout = upload(out), gprobs = upload(probs);
+      cpu().attention_forward(qkv.data(), out.data(), probs.data(), B, T, H, D);
+      gpu().attention_forward(dev(gqkv), dev(gout), dev(gprobs), B, T, H, D);
+      compare("attention_forward (out) [" + math_name(math) + "]", what, out, gout, attention_tol(math, false));
+      compare("attention_forward (probs) [" + math_name(math) + "]", what, probs, gprobs, attention_tol(math, false));
+      // Above the diagonal the probabilities are exactly 0 on both.
+      const Floats gp = download(gprobs, probs.size());
+      bool masked = true;
+      for (std::int64_t r = 0; r < B * H; ++r)
+        for (std::int64_t i = 0; i < T; ++i)
+          for (std::int64_t j = i + 1; j < T; ++j) masked = masked && gp[(r * T + i) * T + j] == 0.0f;
+      BOOST_TEST(masked, what << ": probabilities above the diagonal are not 0");
+
+      const Floats dout = randoms(B * T * C);
+      Floats dqkv = randoms(B * T * 3 * C);  // overwritten
+      Tensor gdout = upload(dout), gdqkv = upload(dqkv), cprobs = upload(probs);
+      cpu().attention_backward(dout.data(), qkv.data(), probs.data(), dqkv.data(), B, T, H, D);
+      gpu().attention_backward(dev(gdout), dev(gqkv), dev(cprobs), dev(gdqkv), B, T, H, D);
+      compare("attention_backward [" + math_name(math) + "]", what, dqkv, gdqkv, attention_tol(math, true));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- losses
+
+BOOST_AUTO_TEST_CASE(cross_entropy_forward_and_backward) {
+  struct Case {
+    std::int64_t rows, vocab, per_sample;
+  };
+  const Case cases[] = {{0, 5, 1}, {1, 1, 1}, {6, 5, 2}, {12, 37, 4}, {64, 256, 64}, {16, 50257, 8}, {3, 4099, 1}};
+  for (const Case& cs : cases) {
+    const std::string what = dims({cs.rows, cs.vocab}) + "/" + std::to_string(cs.per_sample);
+    const std::int64_t samples = cs.rows / cs.per_sample;
+    const Floats logits = randoms(cs.rows * cs.vocab, -4.0f, 4.0f), dloss = randoms(samples, 0.1f, 2.0f);
+    const Ints labels = random_ints(cs.rows, 0, static_cast<int>(cs.vocab) - 1);
+    Floats loss = randoms(samples), dlogits = randoms(cs.rows * cs.vocab);
+    Tensor glogits = upload(logits), gdloss = upload(dloss), glabels = upload(labels), gloss = upload(loss),
+           gdlogits = upload(dlogits);
+    cpu().cross_entropy_forward(logits.data(), labels.data(), loss.data(), cs.rows, cs.vocab, cs.per_sample);
+    gpu().cross_entropy_forward(dev(glogits), dev_i(glabels), dev(gloss), cs.rows, cs.vocab, cs.per_sample);
+    compare("cross_entropy_forward", what, loss, gloss, kRow);
+    cpu().cross_entropy_backward(logits.data(), labels.data(), dloss.data(), dlogits.data(), cs.rows, cs.vocab,
+                                 cs.per_sample);
+    gpu().cross_entropy_backward(dev(glogits), dev_i(glabels), dev(gdloss), dev(gdlogits), cs.rows, cs.vocab,
+                                 cs.per_sample);
+    compare("cross_entropy_backward", what, dlogits, gdlogits, kRow);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(out_of_range_labels_and_tokens_give_the_cpu_message) {
+  const std::int64_t rows = 12, vocab = 7, per_sample = 4;
+  const Floats logits = randoms(rows * vocab), dloss = randoms(rows / per_sample);
+  Floats loss(3), dlogits(static_cast<std::size_t>(rows * vocab));
+  Tensor glogits = upload(logits), gdloss = upload(dloss), gloss = upload(loss), gdlogits = upload(dlogits);
+  for (auto [bad_row, bad_value] : {std::pair<int, int>{5, 7}, {0, -1}, {11, 1000}}) {
+    Ints labels = random_ints(rows, 0, vocab - 1);
+    labels[bad_row] = bad_value;
+    if (bad_row + 1 < rows) labels[rows - 1] = -5;  // a second bad label further on: the first one is named
+    Tensor glabels = upload(labels);
+    const std::string want_fwd = error_of(
+        [&] { cpu().cross_entropy_forward(logits.data(), labels.data(), loss.data(), rows, vocab, per_sample); });
+    BOOST_TEST(want_fwd != "(no error)");
+    BOOST_TEST(error_of([&] {
+                 gpu().cross_entropy_forward(dev(glogits), dev_i(glabels), dev(gloss), rows, vocab, per_sample);
+                 gpu().synchronize();
+               }) == want_fwd);
+    const std::string want_bwd = error_of([&] {
+      cpu().cross_entropy_backward(logits.data(), labels.data(), dloss.data(), dlogits.data(), rows, vocab,
+                                   per_sample);
+    });
+    BOOST_TEST(want_bwd != "(no error)");
+    BOOST_TEST(error_of([&] {
+                 gpu().cross_entropy_backward(dev(glogits), dev_i(glabels), dev(gdloss), dev(gdlogits), rows, vocab,
+                                              per_sample);
+                 gpu().synchronize();
+               }) == want_bwd);
+  }
+  // Tokens: the same for the embedding.
+  const std::int64_t B = 2, T = 5, Cd = 4, V = 9;
+  const Floats wte = randoms(V * Cd), wpe = randoms(T * Cd);
+  Floats out(static_cast<std::size_t>(B * T * Cd));
+  Tensor gwte = upload(wte), gwpe = upload(wpe), gout = upload(out);
+  for (int bad : {9, -1, 1 << 30}) {
+    Ints tokens = random_ints(B * T, 0, V - 1);
+    tokens[7] = bad;
+    Tensor gtokens = upload(tokens);
+    const std::string want =
+        error_of([&] { cpu().embedding_forward(tokens.data(), wte.data(), wpe.data(), out.data(), B, T, Cd, V); });
+    BOOST_TEST(want != "(no error)");
+    BOOST_TEST(error_of([&] {
+                 gpu().embedding_forward(dev_i(gtokens), dev(gwte), dev(gwpe), dev(gout), B, T, Cd, V);
+                 gpu().synchronize();
+               }) == want);
+  }
+  // The backend still works after the errors.
+  Floats a = randoms(100), y(100);
+  Tensor ga = upload(a), gy = upload(y);
+  cpu().scale(a.data(), 2.0f, 100);
+  gpu().scale(dev(ga), 2.0f, 100);
+  gpu().synchronize();
+  compare("scale", "after errors", a, ga, kExact);
+}
+
+BOOST_AUTO_TEST_CASE(mse_forward_and_backward) {
+  for (auto [batch, per] : {std::array<std::int64_t, 2>{0, 4}, {1, 1}, {3, 37}, {4, 4097}, {16, 10}}) {
+    const std::string what = dims({batch, per});
+    const Floats x = randoms(batch * per), t = randoms(batch * per), dloss = randoms(batch, 0.1f, 2.0f);
+    Floats loss = randoms(batch), dx = randoms(batch * per);
+    Tensor gx = upload(x), gt = upload(t), gdloss = upload(dloss), gloss = upload(loss), gdx = upload(dx);
+    cpu().mse_forward(x.data(), t.data(), loss.data(), batch, per);
+    gpu().mse_forward(dev(gx), dev(gt), dev(gloss), batch, per);
+    compare("mse_forward", what, loss, gloss, kRow);
+    cpu().mse_backward(x.data(), t.data(), dloss.data(), dx.data(), batch, per);
+    gpu().mse_backward(dev(gx), dev(gt), dev(gdloss), dev(gdx), batch, per);
+    compare("mse_backward", what, dx, gdx, kRow);
+  }
+}
+
+// ---------------------------------------------------------------- embedding
+
+BOOST_AUTO_TEST_CASE(embedding_forward_and_backward) {
+  struct Case {
+    std::int64_t batch, seq, dim, vocab;
+  };
+  // Small vocabularies against many tokens: the scatter-add sees many collisions (atomics on the GPU).
+  const Case cases[] = {{0, 4, 8, 16}, {1, 1, 1, 1}, {3, 37, 5, 11}, {2, 64, 128, 256}, {4, 256, 768, 50}};
+  for (const Case& cs : cases) {
+    const std::int64_t B = cs.batch, T = cs.seq, Cd = cs.dim, V = cs.vocab;
+    const std::string what = "B" + std::to_string(B) + " T" + std::to_string(T) + " C" + std::to_string(Cd) + " V" +
+                             std::to_string(V);
+    const Ints tokens = random_ints(B * T, 0, static_cast<int>(V) - 1);
+    const Floats wte = randoms(V * Cd), wpe = randoms(T * Cd);
+    Floats out = randoms(B * T * Cd);
+    Tensor gtokens = upload(tokens), gwte = upload(wte), gwpe = upload(wpe), gout = upload(out);
+    cpu().embedding_forward(tokens.data(), wte.data(), wpe.data(), out.data(), B, T, Cd, V);
+    gpu().embedding_forward(dev_i(gtokens), dev(gwte), dev(gwpe), dev(gout), B, T, Cd, V);
+    compare("embedding_forward", what, out, gout, kExact);
+
+    const Floats dout = randoms(B * T * Cd);
+    Floats dwte = randoms(V * Cd), dwpe = randoms(T * Cd);  // accumulates
+    Tensor gdout = upload(dout), gdwte = upload(dwte), gdwpe = upload(dwpe);
+    cpu().embedding_backward(tokens.data(), dout.data(), dwte.data(), dwpe.data(), B, T, Cd);
+    gpu().embedding_backward(dev_i(gtokens), dev(gdout), dev(gdwte), dev(gdwpe), B, T, Cd);
+    compare("embedding_backward (dwte)", what, dwte, gdwte, kReduce);
+    compare("embedding_backward (dwpe)", what, dwpe, gdwpe, kReduce);
+  }
+}
+
+// ---------------------------------------------------------------- optimizers and the gradient norm
+
+BOOST_AUTO_TEST_CASE(optimizers_over_three_steps) {
+  for (std::int64_t n : kSizes) {
+    const std::string what = dims({n});
+    {
+      Floats p = randoms(n), buf(static_cast<std::size_t>(n), 0.0f);
+      Tensor gp = upload(p), gbuf = upload(buf);
+      for (int step = 0; step < 3; ++step) {
+        const Floats g = randoms(n);
+        Tensor gg = upload(g);
+        cpu().sgd_momentum(p.data(), g.data(), buf.data(), n, 0.1f, 0.9f, 0.01f);
+        gpu().sgd_momentum(dev(gp), dev(gg), dev(gbuf), n, 0.1f, 0.9f, 0.01f);
+      }
+      compare("sgd_momentum (param)", what, p, gp, kRow);
+      compare("sgd_momentum (momentum)", what, buf, gbuf, kRow);
+    }
+    {
+      Floats p = randoms(n), m(static_cast<std::size_t>(n), 0.0f), v(static_cast<std::size_t>(n), 0.0f);
+      Tensor gp = upload(p), gm = upload(m), gv = upload(v);
+      for (int step = 1; step <= 3; ++step) {
+        const Floats g = randoms(n, -0.1f, 0.1f);
+        Tensor gg = upload(g);
+        cpu().adamw(p.data(), g.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+        gpu().adamw(dev(gp), dev(gg), dev(gm), dev(gv), n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+      }
+      compare("adamw (param)", what, p, gp, kRow);
+      compare("adamw (m)", what, m, gm, kRow);
+      compare("adamw (v)", what, v, gv, kRow);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(sum_squares_in_double) {
+  for (std::int64_t n : kSizes) {
+    const Floats x = randoms(n);
+    Tensor gx = upload(x);
+    const double c = cpu().sum_squares(x.data(), n), g = gpu().sum_squares(dev(gx), n);
+    compare("sum_squares", dims({n}), Floats{static_cast<float>(c)}, Floats{static_cast<float>(g)}, kReduce);
+    if (n == 0) BOOST_TEST(g == 0.0);
+  }
+  // 1 + n * 2^-24: a float accumulator would drop every small term; the GPU must sum in double (or compensate).
+  const std::int64_t n = 100001;
+  Floats x(static_cast<std::size_t>(n), std::ldexp(1.0f, -12));
+  x[0] = 1.0f;
+  Tensor gx = upload(x);
+  const double want = 1.0 + static_cast<double>(n - 1) * std::ldexp(1.0, -24);
+  BOOST_TEST(std::fabs(gpu().sum_squares(dev(gx), n) - want) < 1e-9);
+  // Several arrays in one call (one wait): each equal to its own sum_squares, bit for bit, empty ones 0.
+  const Floats y = randoms(4099);
+  Tensor gy = upload(y);
+  const float* xs[] = {dev(gx), dev(gy), dev(gy) + 1, dev(gy)};
+  const std::int64_t ns[] = {n, 4099, 4098, 0};
+  double each[4] = {-1, -1, -1, -1};
+  gpu().sum_squares_each(xs, ns, 4, each);
+  for (int i = 0; i < 4; ++i) BOOST_TEST(each[i] == gpu().sum_squares(xs[i], ns[i]));
+}
+
+// ---------------------------------------------------------------- the op layer on CUDA tensors
+
+BOOST_AUTO_TEST_CASE(ops_layer_runs_on_cuda_tensors) {
+  // libpipe::ops dispatches on the tensors' device: a linear layer through ops on CUDA tensors matches the CPU.
+  const std::int64_t R = 24, in = 40, out = 56;
+  const Floats x = randoms(R * in), w = randoms(out * in, -0.1f, 0.1f), b = randoms(out);
+  auto host = [](const Floats& v, const libpipe::Shape& shape) {
+    Tensor t = Tensor::empty(shape, DType::float32);
+    std::memcpy(t.data(), v.data(), v.size() * sizeof(float));
+    return t;
+  };
+  auto on_gpu = [](const Floats& v, const libpipe::Shape& shape) {
+    Tensor t = Tensor::empty(shape, DType::float32, tested());
+    gpu().copy_from_host(t.data(), v.data(), v.size() * sizeof(float));
+    return t;
+  };
+  Tensor yc = libpipe::ops::linear(host(x, {R, in}), host(w, {out, in}), host(b, {out}));
+  Tensor yg = libpipe::ops::linear(on_gpu(x, {R, in}), on_gpu(w, {out, in}), on_gpu(b, {out}));
+  BOOST_TEST((yg.device() == tested()));
+  Floats yc_h(static_cast<std::size_t>(R * out));
+  std::memcpy(yc_h.data(), yc.data(), yc_h.size() * sizeof(float));
+  compare("ops::linear", dims({R, in, out}), yc_h, yg, gemm_tol(GemmMath::fp32));
+}
+
+int main(int argc, char** argv) {
+  const bool probe = argc > 1 && std::string(argv[1]) == "--probe";
+  const char* harness = std::getenv("PIPE_CUDA_OPS_HARNESS");
+  if (!probe && harness && std::string(harness) == "1") {
+    std::printf("cuda_ops harness: the CPU backend on both sides (checks the test, not a GPU)\n");
+    tested() = Device::cpu;
+    return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
+  }
+  if (libpipe::cuda_device_count() == 0) {
+    std::printf("SKIPPED: %s\n", libpipe::cuda_unavailable_reason().c_str());
+    return 77;
+  }
+  libpipe::select_cuda_device(0);
+  if (probe) {
+    std::printf("cuda devices: %d (this process: %s)\n", libpipe::cuda_device_count(),
+                libpipe::cuda_device_description().c_str());
+    return 0;
+  }
+  std::printf("cuda_ops on %s (%d device(s) visible)\n", libpipe::cuda_device_description().c_str(),
+              libpipe::cuda_device_count());
+  libpipe::set_cuda_gemm_math(GemmMath::fp32);
+  return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
+}
