@@ -3,16 +3,17 @@
 // which it prints so that every table says how to reproduce it.
 #pragma once
 
+#include "parse_flags.hpp"
+
 #include <boost/program_options.hpp>
 #include <string>
 #include <vector>
 
 namespace pipe_bench {
 
-// Parses a subcommand's flags into `vm`; on --help prints `usage` and the
-// flags and returns false. Bad flags throw (main prints one line).
-bool parse_flags(const std::vector<std::string>& args, const boost::program_options::options_description& flags,
-                 const std::string& usage, boost::program_options::variables_map& vm);
+// Parses a subcommand's flags (apps/common/parse_flags.hpp): --help prints and returns false; bad flags throw
+// (main prints one line).
+using pipe_apps::parse_flags;
 
 struct Subcommand {
   const char* name;

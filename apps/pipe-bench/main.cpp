@@ -9,20 +9,6 @@
 
 #include "bench.hpp"
 
-namespace pipe_bench {
-
-bool parse_flags(const std::vector<std::string>& args, const boost::program_options::options_description& flags,
-                 const std::string& usage, boost::program_options::variables_map& vm) {
-  namespace po = boost::program_options;
-  po::store(po::command_line_parser(args).options(flags).run(), vm);
-  po::notify(vm);
-  if (!vm.count("help")) return true;
-  std::cout << usage << "\n\n" << flags;
-  return false;
-}
-
-}  // namespace pipe_bench
-
 namespace {
 
 // Add a benchmark here: name, one-line summary, entry point.

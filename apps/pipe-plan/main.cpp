@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "pipe/describe.hpp"
+#include "parse_flags.hpp"
 #include "pipe/error.hpp"
 #include "pipe/model.hpp"
 #include "pipe/partition.hpp"
@@ -194,20 +195,13 @@ int main(int argc, char** argv) {
   Options o;
   try {
     po::variables_map vm;
-    auto description = flags(o);
-    try {
-      po::store(po::command_line_parser(argc, argv).options(description).run(), vm);
-      po::notify(vm);
-    } catch (const po::error& e) {
-      throw libpipe::Error(std::string(e.what()) + " (see --help)");
-    }
-    if (vm.count("help")) {
-      std::cout << "usage: pipe-plan --model M --stages S [--data-parallel D] [--partition-method X] [--json]\n"
-                   "       pipe-plan --weights 3,1,4,1,5 --stages 2 [--json]\n\n"
-                   "Plans a pipeline partition without MPI and without allocating parameters.\n\n"
-                << description;
+    if (!pipe_apps::parse_flags(argc, argv, flags(o),
+                                "usage: pipe-plan --model M --stages S [--data-parallel D] [--partition-method X] "
+                                "[--json]\n"
+                                "       pipe-plan --weights 3,1,4,1,5 --stages 2 [--json]\n\n"
+                                "Plans a pipeline partition without MPI and without allocating parameters.",
+                                vm))
       return 0;
-    }
     o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
     if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
     if (o.data_parallel < 1)

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "pipe/describe.hpp"
+#include "parse_flags.hpp"
 #include "pipe/error.hpp"
 #include "pipe/model.hpp"
 #include "pipe/partition_method.hpp"
@@ -365,23 +366,16 @@ int main(int argc, char** argv) {
   Options o;
   try {
     po::variables_map vm;
-    auto description = flags(o);
-    try {
-      po::store(po::command_line_parser(argc, argv).options(description).run(), vm);
-      po::notify(vm);
-    } catch (const po::error& e) {
-      throw libpipe::Error(std::string(e.what()) + " (see --help)");
-    }
-    if (vm.count("help")) {
-      std::cout << "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|inference]\n"
-                   "                [--forward F --backward B --weight W | --costs F:B,F:B,... | --model M]\n"
-                   "                [--svg FILE] [--trace FILE] [--grid] [--json]\n"
-                   "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"
-                   "Simulates a pipeline schedule and reports the makespan and the bubble (or draws a recorded\n"
-                   "Chrome trace).\n\n"
-                << description;
+    if (!pipe_apps::parse_flags(argc, argv, flags(o),
+                                "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|inference]\n"
+                                "                [--forward F --backward B --weight W | --costs F:B,F:B,... | "
+                                "--model M]\n"
+                                "                [--svg FILE] [--trace FILE] [--grid] [--json]\n"
+                                "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"
+                                "Simulates a pipeline schedule and reports the makespan and the bubble (or draws a "
+                                "recorded\nChrome trace).",
+                                vm))
       return 0;
-    }
     return o.from_trace.empty() ? run_simulation(o, vm) : run_from_trace(o, vm);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pipe-sim: error: %s\n", e.what());

@@ -13,29 +13,11 @@
 #include <string>
 
 #include "cpu_math.hpp"
+#include "gemm_check.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe::cpu {
 namespace {
-
-std::string dims_str(std::int64_t m, std::int64_t n, std::int64_t k) {
-  return "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k);
-}
-
-// cblas takes int dimensions: refuse what would silently wrap.
-void check_gemm(const char* op, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
-                std::int64_t lda, std::int64_t ldb, std::int64_t ldc) {
-  const std::int64_t int_max = std::numeric_limits<int>::max();
-  if (m < 0 || n < 0 || k < 0 || m > int_max || n > int_max || k > int_max)
-    throw Error(std::string(op) + ": dimensions out of range (" + dims_str(m, n, k) + ")");
-  const std::int64_t need_a = std::max<std::int64_t>(1, trans_a ? m : k);
-  const std::int64_t need_b = std::max<std::int64_t>(1, trans_b ? k : n);
-  const std::int64_t need_c = std::max<std::int64_t>(1, n);
-  if (lda < need_a || ldb < need_b || ldc < need_c || lda > int_max || ldb > int_max || ldc > int_max)
-    throw Error(std::string(op) + ": leading dimensions lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
-                " ldc=" + std::to_string(ldc) + " too small for " + dims_str(m, n, k) +
-                " (trans_a=" + std::to_string(trans_a) + ", trans_b=" + std::to_string(trans_b) + ")");
-}
 
 // C = beta * C over an m x n block (k = 0: the product is empty, and BLAS's handling of it varies).
 void scale_block(float* c, std::int64_t ldc, std::int64_t m, std::int64_t n, float beta) {
@@ -122,7 +104,7 @@ void CpuBackend::copy_from_host(void* dst, const void* host, std::size_t bytes) 
 void CpuBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
-  check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -130,7 +112,7 @@ void CpuBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m
                                       float alpha, const float* a, std::int64_t lda, std::int64_t stride_a,
                                       const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
                                       std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) {
-  check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  detail::check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (batch < 0) throw Error("gemm_strided_batched: negative batch " + std::to_string(batch));
   for (std::int64_t i = 0; i < batch; ++i)
     sgemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);

@@ -13,6 +13,7 @@
 #include "cuda/cuda_kernels.hpp"
 #include "cuda/nn_kernels.hpp"
 #include "pipe/cuda.hpp"
+#include "gemm_check.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe::cuda {
@@ -22,25 +23,6 @@ namespace {
 CudaAllocator* g_scratch_allocator = nullptr;
 
 std::shared_ptr<void> scratch_memory(std::size_t bytes) { return g_scratch_allocator->allocate(bytes, false); }
-
-std::string dims_str(std::int64_t m, std::int64_t n, std::int64_t k) {
-  return "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k);
-}
-
-// cuBLAS takes int dimensions: refuse what would silently wrap (the CPU backend's check and messages).
-void check_gemm(const char* op, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
-                std::int64_t lda, std::int64_t ldb, std::int64_t ldc) {
-  const std::int64_t int_max = std::numeric_limits<int>::max();
-  if (m < 0 || n < 0 || k < 0 || m > int_max || n > int_max || k > int_max)
-    throw Error(std::string(op) + ": dimensions out of range (" + dims_str(m, n, k) + ")");
-  const std::int64_t need_a = std::max<std::int64_t>(1, trans_a ? m : k);
-  const std::int64_t need_b = std::max<std::int64_t>(1, trans_b ? k : n);
-  const std::int64_t need_c = std::max<std::int64_t>(1, n);
-  if (lda < need_a || ldb < need_b || ldc < need_c || lda > int_max || ldb > int_max || ldc > int_max)
-    throw Error(std::string(op) + ": leading dimensions lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
-                " ldc=" + std::to_string(ldc) + " too small for " + dims_str(m, n, k) +
-                " (trans_a=" + std::to_string(trans_a) + ", trans_b=" + std::to_string(trans_b) + ")");
-}
 
 cublasOperation_t op_of(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
@@ -144,7 +126,7 @@ void CudaBackend::copy_from_host(void* dst, const void* host, std::size_t bytes)
 void CudaBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                        const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                        std::int64_t ldc) {
-  check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
   bind();
   if (k == 0) {  // an empty product: C = beta C, as on the CPU (BLAS libraries differ here)
@@ -161,7 +143,7 @@ void CudaBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t 
                                        float alpha, const float* a, std::int64_t lda, std::int64_t stride_a,
                                        const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
                                        std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) {
-  check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  detail::check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (batch < 0) throw Error("gemm_strided_batched: negative batch " + std::to_string(batch));
   if (m == 0 || n == 0 || batch == 0) return;
   bind();
