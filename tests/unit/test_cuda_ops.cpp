@@ -42,6 +42,7 @@
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
 #include "pipe/tensor.hpp"
+#include "test_util.hpp"
 
 using libpipe::Backend;
 using libpipe::Device;
@@ -100,14 +101,7 @@ Floats download(const Tensor& t, std::size_t n) {
 float* dev(Tensor& t) { return t.f32(); }
 const std::int32_t* dev_i(Tensor& t) { return t.i32(); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using pipe_test::error_of;
 
 // ---------------------------------------------------------------- tolerances
 //

@@ -9,17 +9,11 @@
 #include "pipe/model.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/plugin_loader.hpp"
+#include "test_util.hpp"
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using pipe_test::error_of;
 
 struct Builtins {
   libpipe::LayerRegistry registry;

@@ -19,6 +19,7 @@
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
 #include "pipe/tensor.hpp"
+#include "test_util.hpp"
 
 using libpipe::Device;
 using libpipe::DType;
@@ -150,14 +151,7 @@ double dot(const Vec& a, const Vec& b) {
   return s;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using pipe_test::error_of;
 
 // ---- double-precision references
 

@@ -17,23 +17,14 @@
 
 #include "pipe/error.hpp"
 #include "pipe/partition.hpp"
+#include "test_util.hpp"
 
 using libpipe::Parts;
 using Weights = std::vector<double>;
 
 namespace {
 
-// The message of the libpipe::Error that f throws; a marker when it throws
-// nothing, so that BOOST_CHECK_EQUAL shows what was expected.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "<no libpipe::Error thrown>";
-}
+using pipe_test::error_of;
 
 std::vector<int> sizes_of(const Parts& parts) {
   std::vector<int> sizes;

@@ -20,21 +20,14 @@
 #include "pipe/paths.hpp"
 #include "pipe/plugin_loader.hpp"
 #include "pipe/registry.hpp"
+#include "test_util.hpp"
 
 using libpipe::PartitionPlan;
 using libpipe::Parts;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "<no libpipe::Error thrown>";
-}
+using pipe_test::error_of;
 
 // The shipped models, described once with the built-in plugins.
 const libpipe::ModelDescription& model(const std::string& name) {

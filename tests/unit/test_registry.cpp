@@ -10,19 +10,13 @@
 #include "pipe/plugin.hpp"
 #include "pipe/plugin_loader.hpp"
 #include "pipe/registry.hpp"
+#include "test_util.hpp"
 
 namespace {
 
 const std::string kPlugins = PIPE_TEST_PLUGIN_DIR;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using pipe_test::error_of;
 
 libpipe::PluginSearch only(std::vector<std::string> dirs, bool builtin = false) {
   return libpipe::PluginSearch{builtin, false, std::move(dirs)};

@@ -23,6 +23,7 @@
 #include "pipe/error.hpp"
 #include "pipe/safetensors.hpp"
 #include "pipe/tensor.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -31,14 +32,7 @@ using libpipe::DType;
 using libpipe::Shape;
 using libpipe::Tensor;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using pipe_test::error_of;
 
 // A private directory per test process, removed at exit.
 struct TempDir {

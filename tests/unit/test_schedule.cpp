@@ -15,6 +15,7 @@
 
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
+#include "test_util.hpp"
 
 using libpipe::Instruction;
 using libpipe::OpKind;
@@ -23,17 +24,7 @@ using Lines = std::vector<std::string>;
 
 namespace {
 
-// The message of the libpipe::Error that f throws; a marker when it throws
-// nothing, so that BOOST_CHECK_EQUAL shows what was expected.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "<no libpipe::Error thrown>";
-}
+using pipe_test::error_of;
 
 std::vector<Schedule> all_stages(const std::string& kind, int S, int M) {
   std::vector<Schedule> v;

@@ -17,6 +17,7 @@
 #include "pipe/error.hpp"
 #include "pipe/simulate.hpp"
 #include "pipe/timeline.hpp"
+#include "test_util.hpp"
 
 // BlockKind in BOOST_TEST messages, by name (found by ADL).
 namespace libpipe {
@@ -30,15 +31,7 @@ using libpipe::Timeline;
 
 namespace {
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "<no libpipe::Error thrown>";
-}
+using pipe_test::error_of;
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 

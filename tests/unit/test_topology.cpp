@@ -11,6 +11,7 @@
 
 #include "pipe/error.hpp"
 #include "pipe/topology.hpp"
+#include "test_util.hpp"
 
 using libpipe::ProcessTopology;
 using Ranks = std::vector<int>;
@@ -18,18 +19,7 @@ using Lists = std::vector<std::vector<int>>;
 
 namespace {
 
-// The message of the libpipe::Error that f throws; a marker when it throws
-// nothing, so that BOOST_CHECK_EQUAL shows what was expected. Any other
-// exception escapes and fails the test case.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const libpipe::Error& e) {
-    return e.what();
-  }
-  return "<no libpipe::Error thrown>";
-}
+using pipe_test::error_of;
 
 }  // namespace
 
