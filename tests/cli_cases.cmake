@@ -11,7 +11,8 @@ function(pipe_expect_test name status)
   math(EXPR first "${split} + 1")
   list(SUBLIST ARGN ${first} -1 command)
   add_test(NAME ${name} COMMAND ${PIPE_EXPECT} ${status} ${texts} -- ${command})
-  set_tests_properties(${name} PROPERTIES TIMEOUT 120 PROCESSORS 2)
+  # CPU cases even on a GPU machine (pipe-train defaults to cuda where it sees a GPU).
+  set_tests_properties(${name} PROPERTIES TIMEOUT 120 PROCESSORS 2 ENVIRONMENT "CUDA_VISIBLE_DEVICES=")
 endfunction()
 
 # pipe-train under mpirun with RANKS ranks.

@@ -80,11 +80,16 @@ close() {
 # differs A B: some loss differs (the runs did not compute the same thing)
 differs() { ! diff -q <(series "$1" loss) <(series "$2" loss) >/dev/null; }
 
+# The --comm mpi runs put both ranks on one GPU (the first visible), so that staging through the host of a
+# shared GPU is what they check, however many GPUs the machine has.
+shared_gpu=${CUDA_VISIBLE_DEVICES:-0}
+shared_gpu=${shared_gpu%%,*}
+
 status=0
 case $check in
   stages)
     run gpu1 1 --stages 1 --device cuda --dtype fp32
-    run gpu2_mpi 2 --stages 2 --device cuda --dtype fp32 --comm mpi
+    CUDA_VISIBLE_DEVICES=$shared_gpu run gpu2_mpi 2 --stages 2 --device cuda --dtype fp32 --comm mpi
     close gpu1 gpu2_mpi loss 1e-6 1e-4 || status=1
     close gpu1 gpu2_mpi grad_norm 1e-5 - || status=1
     if [ "$gpus" -ge 2 ]; then
@@ -96,7 +101,7 @@ case $check in
     fi ;;
   bf16)
     run bf1 1 --stages 1 --device cuda --dtype bf16
-    run bf2_mpi 2 --stages 2 --device cuda --dtype bf16 --comm mpi
+    CUDA_VISIBLE_DEVICES=$shared_gpu run bf2_mpi 2 --stages 2 --device cuda --dtype bf16 --comm mpi
     close bf1 bf2_mpi loss 1e-5 1e-2 || status=1
     if [ "$gpus" -ge 2 ]; then
       run bf2_nccl 2 --stages 2 --device cuda --dtype bf16 --comm nccl

@@ -356,6 +356,7 @@ struct PipelineEngine::Impl {
     in_flight.clear();
   }
 
+  // The schedules were checked (check_messages_within_steps) when the engine was made.
   void run_in_step_batches(const Schedule& schedule) {
     for (const Step& step : schedule.steps) {
       pipe_comm->begin_batch();
@@ -474,7 +475,9 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
                 std::to_string(2LL * options.micro_batches + 1) + " but this MPI allows " + std::to_string(max_tag));
   // Every rank proves the whole set of schedules (all stages together: every
   // send meets its receive, nothing deadlocks) before it runs its own.
-  e.train = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches)[grid.stage_id()];
+  const std::vector<Schedule> all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches);
+  if (options.comm == CommKind::nccl) check_messages_within_steps(all);  // NCCL runs them in step batches
+  e.train = all[grid.stage_id()];
   e.stage_input = description.layers[module.begin()].input;
   e.stage_output = description.layers[module.end() - 1].description.output;
   const std::string& loss_type = description.layers.back().type;
@@ -647,7 +650,9 @@ double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_
   e.micro_batches = micro_batches;
   e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
   e.losses.clear();
-  e.inference = make_checked_schedules("inference", e.grid.num_stages(), micro_batches)[e.grid.stage_id()];
+  const std::vector<Schedule> all = make_checked_schedules("inference", e.grid.num_stages(), micro_batches);
+  if (e.options.comm == CommKind::nccl) check_messages_within_steps(all);
+  e.inference = all[e.grid.stage_id()];
   // Evaluation is not part of the training steps' time accounting.
   const EngineTotals before = e.totals;
   e.run(e.inference);

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <deque>
+#include <map>
 #include <optional>
+#include <tuple>
 
 #include "pipe/error.hpp"
 #include "suggest.hpp"
@@ -618,6 +620,30 @@ std::string format_grid(const std::vector<Schedule>& per_stage) {
 }
 
 void check_schedules(const std::vector<Schedule>& per_stage) { Checker(per_stage).run(); }
+
+void check_messages_within_steps(const std::vector<Schedule>& per_stage) {
+  // (sender, receiver, micro-batch, gradient?) -> step, for each side.
+  std::map<std::tuple<int, int, int, int>, std::size_t> sent, received;
+  const int stages = static_cast<int>(per_stage.size());
+  for (int s = 0; s < stages; ++s)
+    for (std::size_t t = 0; t < per_stage[s].steps.size(); ++t)
+      for (const Instruction& i : per_stage[s].steps[t]) {
+        if (i.kind == OpKind::SendActivation) sent[{s, s + 1, i.micro_batch, 0}] = t;
+        if (i.kind == OpKind::SendGrad) sent[{s, s - 1, i.micro_batch, 1}] = t;
+        if (i.kind == OpKind::RecvActivation) received[{s - 1, s, i.micro_batch, 0}] = t;
+        if (i.kind == OpKind::RecvGrad) received[{s + 1, s, i.micro_batch, 1}] = t;
+      }
+  for (const auto& [message, step] : sent) {
+    const auto it = received.find(message);
+    if (it != received.end() && it->second == step) continue;
+    const auto& [from, to, mb, gradient] = message;
+    throw Error(std::string("schedule: the ") + (gradient ? "gradient" : "activation") + " of micro-batch " +
+                std::to_string(mb) + " is sent by stage " + std::to_string(from) + " at step " +
+                std::to_string(step) + " but received by stage " + std::to_string(to) +
+                (it == received.end() ? " never" : " at step " + std::to_string(it->second)) +
+                ", so it cannot go in one step's batch of transfers (NCCL)");
+  }
+}
 
 std::vector<Schedule> make_checked_schedules(const std::string& kind, int stages, int micro_batches) {
   require_kind(kind);

@@ -302,8 +302,33 @@ BOOST_AUTO_TEST_CASE(messages_stay_within_a_step) {
               if (i.kind == OpKind::RecvGrad) received[{s + 1, s, i.micro_batch, 1}] = t;
             }
           }
-        BOOST_TEST_CONTEXT(kind << " S=" << S << " M=" << M) { BOOST_CHECK(sent == received); }
+        BOOST_TEST_CONTEXT(kind << " S=" << S << " M=" << M) {
+          BOOST_CHECK(sent == received);
+          BOOST_CHECK_NO_THROW(libpipe::check_messages_within_steps(v));
+        }
       }
+}
+
+// A receive moved to a later step than its send: still a valid schedule for MPI (receives are posted ahead), but
+// not for NCCL's step batches, and the check says which message.
+BOOST_AUTO_TEST_CASE(message_across_steps_is_refused_for_step_batches) {
+  auto v = all_stages("gpipe", 2, 1);
+  auto& steps = v[1].steps;
+  auto is_recv = [](const libpipe::Instruction& i) { return i.kind == OpKind::RecvActivation; };
+  std::size_t t = 0;
+  while (t < steps.size() && std::none_of(steps[t].begin(), steps[t].end(), is_recv)) ++t;
+  BOOST_TEST_REQUIRE(t < steps.size());
+  // Stage 1 starts one step later: an empty step first, then its receive leads the next one.
+  const auto at = std::find_if(steps[t].begin(), steps[t].end(), is_recv);
+  const auto recv = *at;
+  steps[t].erase(at);
+  steps.insert(steps.begin() + static_cast<std::ptrdiff_t>(t), libpipe::Step{});
+  steps[t + 1].insert(steps[t + 1].begin(), recv);
+  BOOST_CHECK_NO_THROW(libpipe::check_schedules(v));
+  BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_messages_within_steps(v); }),
+                    "schedule: the activation of micro-batch 0 is sent by stage 0 at step " + std::to_string(t) +
+                        " but received by stage 1 at step " + std::to_string(t + 1) +
+                        ", so it cannot go in one step's batch of transfers (NCCL)");
 }
 
 BOOST_AUTO_TEST_CASE(printer_for_1f1b_4_stages_8_micro_batches) {

@@ -4,7 +4,8 @@
 //  - MPI: host tensors directly; device tensors staged through host memory
 //    (any MPI, no GPU-aware build needed; the way for ranks that share a GPU);
 //  - NCCL: device tensors, on a communication stream of its own, ordered with
-//    the CUDA backend's compute stream by events (the host does not block).
+//    the CUDA backend's compute stream by events (wait() blocks the compute
+//    stream, not the host, unless a timeout is set).
 // Each Comm counts the bytes it sent and received, for reports.
 #pragma once
 

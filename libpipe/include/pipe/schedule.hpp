@@ -137,6 +137,13 @@ PIPE_API std::string format_grid(const std::vector<Schedule>& per_stage);
 //     training schedule has its RT, RD and OPT.
 PIPE_API void check_schedules(const std::vector<Schedule>& per_stage);
 
+// Whether every message is received in the same step index as it is sent,
+// which a Comm that issues each step's transfers as one batch (NCCL) needs:
+// a send left to a later step of its receiver would wait for ever. An
+// error names the first message that is not (the engine checks this before
+// running schedules in step batches); MPI, which posts receives ahead, does not need it.
+PIPE_API void check_messages_within_steps(const std::vector<Schedule>& per_stage);
+
 // All stages' schedules, checked.
 PIPE_API std::vector<Schedule> make_checked_schedules(const std::string& kind, int stages, int micro_batches);
 

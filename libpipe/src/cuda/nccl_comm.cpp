@@ -18,7 +18,9 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <exception>
 #include <thread>
 
 #include "cuda/cuda_check.hpp"
@@ -73,7 +75,18 @@ class NcclComm : public Comm {
     PIPE_MPI_CHECK(MPI_Bcast(&shared, sizeof shared, MPI_BYTE, 0, comm), world_rank_);
     if (rank_ == 0) check_nccl(made, "ncclGetUniqueId(&id)", __FILE__, __LINE__);
     if (!shared.ok) throw Error("ncclGetUniqueId failed on rank 0 of " + describe_group());
-    PIPE_NCCL_CHECK(ncclCommInitRank(&nccl_, size_, shared.id, rank_));
+    // ncclCommInitRank has no timeout: ranks whose peer failed here would wait in it for ever, so a failure
+    // ends the whole job now, with its one line.
+    const ncclResult_t init = ncclCommInitRank(&nccl_, size_, shared.id, rank_);
+    if (init != ncclSuccess) {
+      try {
+        check_nccl(init, "ncclCommInitRank", __FILE__, __LINE__);
+      } catch (const Error& e) {
+        std::fprintf(stderr, "pipe: error: %s\n", e.what());
+        std::fflush(stderr);
+      }
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     compute_ = static_cast<cudaStream_t>(detail::cuda_compute_stream());
     stream_ = comm_stream();
     PIPE_COMM_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
@@ -81,7 +94,8 @@ class NcclComm : public Comm {
 
   ~NcclComm() override {
     if (ready_) cudaEventDestroy(ready_);
-    if (nccl_) ncclCommDestroy(nccl_);
+    // Unwinding from an error: the peers may never finish their side, and ncclCommDestroy would wait for it.
+    if (nccl_) std::uncaught_exceptions() > 0 ? ncclCommAbort(nccl_) : ncclCommDestroy(nccl_);
   }
 
   int rank() const override { return rank_; }
@@ -181,7 +195,12 @@ class NcclComm : public Comm {
     if (!nccl_) throw Error("the NCCL communicator of " + describe_group() + " was aborted after an error");
     const bool own = !batch_;
     if (own) begin_batch();
-    calls();
+    try {
+      calls();
+    } catch (...) {
+      end_group_after_error();
+      throw;
+    }
     std::shared_ptr<CommRequestState> state = batch_;
     if (own) end_batch();
     return state;
@@ -221,6 +240,13 @@ class NcclComm : public Comm {
       }
       if (polls > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
+  }
+
+  // Closes an open batch whose calls failed, so that the real error is not hidden by "inside a batch" later.
+  void end_group_after_error() noexcept {
+    if (!batch_) return;
+    ncclGroupEnd();
+    batch_.reset();
   }
 
   void abort() noexcept {
