@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "mpi_check.hpp"
@@ -55,20 +57,31 @@ void* buffer(const std::shared_ptr<HostStaging>& staging, const Tensor& t) {
   return staging ? staging->host.get() : const_cast<void*>(t.data());
 }
 
+// PIPE_COMM_STEP_BATCHES=1: see make_mpi_comm in comm.hpp.
+bool step_batches_requested() {
+  const char* v = std::getenv("PIPE_COMM_STEP_BATCHES");
+  return v && std::string(v) == "1";
+}
+
 class MpiComm : public Comm {
  public:
-  MpiComm(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+  MpiComm(MPI_Comm comm, std::string name)
+      : comm_(comm), name_(std::move(name)), step_batches_(step_batches_requested()) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  bool receives_ahead() const override { return !step_batches_; }
 
   CommRequest isend(const Tensor& t, int peer, int tag) override {
     CommRequest r;
     auto staging = stage(t, true);
-    PIPE_MPI_CHECK(MPI_Isend(buffer(staging, t), count(t), MPI_BYTE, peer, tag, comm_, &r.mpi), world_rank_);
+    // Step batches: a synchronous send completes only once its receive is posted, as an NCCL send.
+    PIPE_MPI_CHECK((step_batches_ ? MPI_Issend : MPI_Isend)(buffer(staging, t), count(t), MPI_BYTE, peer, tag, comm_,
+                                                            &r.mpi),
+                   world_rank_);
     r.state = std::move(staging);  // kept until the send completes
     stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
     return r;
@@ -167,6 +180,7 @@ class MpiComm : public Comm {
   MPI_Comm comm_;
   std::string name_;
   int rank_ = 0, size_ = 1, world_rank_ = 0;
+  bool step_batches_ = false;  // PIPE_COMM_STEP_BATCHES: run the engine as with NCCL
 };
 
 }  // namespace

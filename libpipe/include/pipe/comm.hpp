@@ -86,6 +86,11 @@ class PIPE_API Comm {
   double timeout_ = 0;
 };
 
+// With PIPE_COMM_STEP_BATCHES=1 in the environment, MPI comms behave as NCCL's
+// do for the engine (receives_ahead() false, so each schedule step's transfers
+// go as one batch) and send synchronously (MPI_Issend): how the CPU tests run
+// the engine's NCCL path where there is no GPU.
+//
 // A Comm over an MPI communicator (not owned: it must outlive the Comm).
 // `name` describes the group in messages ("the data-parallel group of stage 1").
 // Errors are libpipe::Error naming the call, peer and rank.
