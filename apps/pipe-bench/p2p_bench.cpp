@@ -24,10 +24,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -90,31 +88,6 @@ void round_pattern(std::vector<unsigned char>& p, int round, std::size_t bytes) 
     const std::uint32_t x = (static_cast<std::uint32_t>(k) * 2654435761u) ^ seed ^ static_cast<std::uint32_t>(k >> 12);
     p[k] = static_cast<unsigned char>(1 + (x >> 24) % 255);
   }
-}
-
-// The physical GPU behind device `index` of this process: its entry in
-// CUDA_VISIBLE_DEVICES when that is set (a scheduler may give each rank its
-// own), else the index.
-std::string gpu_identity(int index) {
-  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
-    std::stringstream list(visible);
-    std::string entry;
-    for (int i = 0; std::getline(list, entry, ','); ++i)
-      if (i == index) return entry;
-  }
-  return std::to_string(index);
-}
-
-// Whether the two ranks would bind the same GPU of the same host (collective).
-bool ranks_share_a_gpu(int gpu) {
-  char host[MPI_MAX_PROCESSOR_NAME] = {0};
-  int length = 0;
-  MPI_Get_processor_name(host, &length);
-  const std::hash<std::string> hash;
-  std::uint64_t mine[2] = {hash(host), hash(gpu_identity(gpu))};
-  std::uint64_t all[4] = {0, 0, 0, 0};
-  MPI_Allgather(mine, 2, MPI_UINT64_T, all, 2, MPI_UINT64_T, MPI_COMM_WORLD);
-  return all[0] == all[2] && all[1] == all[3];
 }
 
 // Every rank passes its problem ("" when none); when any has one, the lowest
@@ -206,7 +179,7 @@ int run_p2p(const std::vector<std::string>& args, const std::string& command_lin
   std::vector<std::string> gpus;
   if (on_gpu) {
     const int local = libpipe::node_local_rank(MPI_COMM_WORLD);
-    const bool shared = ranks_share_a_gpu(local % libpipe::cuda_device_count());
+    const bool shared = libpipe::ranks_share_a_gpu(MPI_COMM_WORLD, local % libpipe::cuda_device_count());
     std::string problem;
     if (shared && setup.comm == libpipe::CommKind::nccl)
       problem =

@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <functional>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,37 +46,6 @@ int local_rank(MPI_Comm world) {
   return libpipe::node_local_rank(world);
 }
 
-// The physical GPU behind device `index` of this process: its entry in
-// CUDA_VISIBLE_DEVICES when that is set (schedulers give each rank its own),
-// else the index.
-std::string gpu_identity(int index) {
-  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
-    std::stringstream list(visible);
-    std::string entry;
-    for (int i = 0; std::getline(list, entry, ','); ++i)
-      if (i == index) return entry;
-  }
-  return std::to_string(index);
-}
-
-// Whether two ranks of the job bind the same GPU of the same host (collective;
-// every rank gets the same answer).
-bool ranks_share_a_gpu(MPI_Comm world, int gpu) {
-  char host[MPI_MAX_PROCESSOR_NAME] = {0};
-  int length = 0;
-  MPI_Get_processor_name(host, &length);
-  int size = 1;
-  MPI_Comm_size(world, &size);
-  const std::hash<std::string> hash;
-  std::uint64_t mine[2] = {hash(host), hash(gpu_identity(gpu))};
-  std::vector<std::uint64_t> all(2 * static_cast<std::size_t>(size));
-  libpipe::allgather(world, mine, all.data(), 2, MPI_UINT64_T, "its host and GPU");
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> bound;
-  for (int r = 0; r < size; ++r) bound.emplace_back(all[2 * r], all[2 * r + 1]);
-  std::sort(bound.begin(), bound.end());
-  return std::adjacent_find(bound.begin(), bound.end()) != bound.end();
-}
-
 }  // namespace
 
 DeviceChoice choose_device(MPI_Comm world, const Options& o) {
@@ -106,7 +73,7 @@ DeviceChoice choose_device(MPI_Comm world, const Options& o) {
   // Local rank r takes GPU r mod GPUs (select_cuda_device): ranks beyond a
   // node's GPU count share one, which NCCL refuses.
   const int local = local_rank(world);
-  const bool shared = ranks_share_a_gpu(world, local % libpipe::cuda_device_count());
+  const bool shared = libpipe::ranks_share_a_gpu(world, local % libpipe::cuda_device_count());
   if (o.comm == "nccl" && shared)
     throw Error(
         "--comm nccl needs one GPU per rank, but some ranks on a node share a GPU (more ranks than GPUs); use "

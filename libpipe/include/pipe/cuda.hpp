@@ -20,6 +20,10 @@ PIPE_API std::string cuda_unavailable_reason();
 
 // The rank of this process among the ranks of `comm` on the same node (MPI_Comm_split_type shared memory).
 PIPE_API int node_local_rank(MPI_Comm comm);
+// Whether two ranks of `comm` would bind the same physical GPU of the same host, GPU `gpu` being this rank's
+// device index (its entry in CUDA_VISIBLE_DEVICES names the physical GPU when that is set: schedulers may give
+// each rank its own). NCCL refuses such ranks. Collective; every rank gets the same answer.
+PIPE_API bool ranks_share_a_gpu(MPI_Comm comm, int gpu);
 // Binds this process to GPU local_rank % cuda_device_count() and returns its index. Throws
 // libpipe::Error when there is no GPU. Call before the first CUDA tensor is made.
 PIPE_API int select_cuda_device(int local_rank);
