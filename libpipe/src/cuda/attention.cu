@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
 
@@ -143,7 +144,7 @@ void split_heads(const CudaContext& ctx, const float* src, std::int64_t ld, Part
     split_heads_kernel<4><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, ld, dst, parts, B, T, H, D);
   else
     split_heads_kernel<1><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, ld, dst, parts, B, T, H, D);
-  nn::check_launch("split_heads_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("split_heads_kernel");
 }
 
 void merge_heads(const CudaContext& ctx, ConstParts src, int parts, float* dst, std::int64_t ld, std::int64_t B,
@@ -153,7 +154,7 @@ void merge_heads(const CudaContext& ctx, ConstParts src, int parts, float* dst, 
     merge_heads_kernel<4><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, parts, dst, ld, B, T, H, D);
   else
     merge_heads_kernel<1><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, parts, dst, ld, B, T, H, D);
-  nn::check_launch("merge_heads_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("merge_heads_kernel");
 }
 
 // Head-major scratch: `count` tensors of n floats each, each starting on a 256-byte boundary.
@@ -199,7 +200,7 @@ void attention_forward(const CudaContext& ctx, const float* qkv, float* out, flo
   // scores[bh] = Q K^T (T x T), straight into probs; the softmax scales and masks in place.
   ctx.backend->gemm_strided_batched(false, true, T, T, D, 1.0f, q, D, T * D, k, D, T * D, 0.0f, probs, T, T * T, bh);
   causal_softmax_kernel<<<warp_row_blocks(bh * T), kThreads, 0, ctx.stream>>>(probs, bh * T, T, scale);
-  nn::check_launch("causal_softmax_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("causal_softmax_kernel");
 
   // out_h[bh] = P V (T x D), into q's slot, then back to [B, T, C].
   float* out_h = q;
@@ -241,7 +242,7 @@ void attention_backward(const CudaContext& ctx, const float* dout, const float* 
   ctx.backend->gemm_strided_batched(true, false, T, D, T, 1.0f, probs, T, T * T, dO, D, T * D, 0.0f, dv, D, T * D,
                                     bh);
   causal_softmax_backward_kernel<<<warp_row_blocks(bh * T), kThreads, 0, ctx.stream>>>(probs, ds, bh * T, T, scale);
-  nn::check_launch("causal_softmax_backward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("causal_softmax_backward_kernel");
   // dQ[bh] = dS K (T x D), into dO's slot; the last reader of k.
   float* dq = dO;
   ctx.backend->gemm_strided_batched(false, false, T, D, T, 1.0f, ds, T, T * T, k, D, T * D, 0.0f, dq, D, T * D, bh);

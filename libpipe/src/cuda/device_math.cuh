@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "cuda/cuda_check.hpp"
 #include "cuda/cuda_context.hpp"
 #include "pipe/error.hpp"
 
@@ -20,16 +21,6 @@ constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // ---- host side
-
-inline void check_cuda(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw Error(std::string("CUDA: ") + what + " failed: " + cudaGetErrorString(err));
-}
-
-// After every launch: a bad configuration (or an earlier asynchronous fault) surfaces here, named.
-inline void check_launch(const char* kernel) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw Error(std::string("CUDA kernel ") + kernel + " failed: " + cudaGetErrorString(err));
-}
 
 inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
@@ -59,14 +50,13 @@ inline std::size_t round_up_256(std::size_t bytes) { return (bytes + 255) / 256 
 class RowFlag {
  public:
   explicit RowFlag(const CudaContext& ctx) : ctx_(ctx), mem_(scratch(ctx, sizeof(unsigned long long))) {
-    check_cuda(cudaMemsetAsync(get(), 0xff, sizeof(unsigned long long), ctx.stream), "cudaMemsetAsync (range flag)");
+    PIPE_CUDA_CHECK(cudaMemsetAsync(get(), 0xff, sizeof(unsigned long long), ctx.stream));
   }
   unsigned long long* get() const { return static_cast<unsigned long long*>(mem_.get()); }
   std::int64_t read() const {
     unsigned long long host = ~0ull;
-    check_cuda(cudaMemcpyAsync(&host, get(), sizeof(host), cudaMemcpyDeviceToHost, ctx_.stream),
-               "cudaMemcpyAsync (range flag)");
-    check_cuda(cudaStreamSynchronize(ctx_.stream), "cudaStreamSynchronize (range flag)");
+    PIPE_CUDA_CHECK(cudaMemcpyAsync(&host, get(), sizeof(host), cudaMemcpyDeviceToHost, ctx_.stream));
+    PIPE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
     return host == ~0ull ? -1 : static_cast<std::int64_t>(host);
   }
 
@@ -78,8 +68,8 @@ class RowFlag {
 // One int32 from device memory (the offending label or token, for the error message).
 inline std::int32_t read_int(const CudaContext& ctx, const std::int32_t* p) {
   std::int32_t host = 0;
-  check_cuda(cudaMemcpyAsync(&host, p, sizeof(host), cudaMemcpyDeviceToHost, ctx.stream), "cudaMemcpyAsync");
-  check_cuda(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize");
+  PIPE_CUDA_CHECK(cudaMemcpyAsync(&host, p, sizeof(host), cudaMemcpyDeviceToHost, ctx.stream));
+  PIPE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
   return host;
 }
 

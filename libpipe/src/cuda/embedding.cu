@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
 
@@ -138,7 +139,7 @@ void embedding_forward(const CudaContext& ctx, const std::int32_t* tokens, const
   else
     embedding_forward_kernel<1>
         <<<grid, kThreads, 0, ctx.stream>>>(tokens, wte, wpe, out, rows, seq, dim, vocab, bad.get());
-  nn::check_launch("embedding_forward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("embedding_forward_kernel");
   const std::int64_t r = bad.read();
   if (r >= 0) {
     const std::int32_t token = nn::read_int(ctx, tokens + r);
@@ -163,16 +164,15 @@ void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, cons
                                                                                            dim);
   else
     wpe_grad_kernel<1><<<nn::grid_for(ctx, n_pos, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch, seq, dim);
-  nn::check_launch("wpe_grad_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("wpe_grad_kernel");
 
   // dwte: sort (token, row) pairs by token, stably, then one warp per run.
   const int n = static_cast<int>(rows);
   std::size_t sort_bytes = 0;
-  nn::check_cuda(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const std::int32_t*>(nullptr),
+  PIPE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const std::int32_t*>(nullptr),
                                                  static_cast<std::int32_t*>(nullptr),
                                                  static_cast<const std::int32_t*>(nullptr),
-                                                 static_cast<std::int32_t*>(nullptr), n, 0, 32, ctx.stream),
-                 "cub::DeviceRadixSort::SortPairs (size query)");
+                                                 static_cast<std::int32_t*>(nullptr), n, 0, 32, ctx.stream));
   const std::size_t ints = nn::round_up_256(static_cast<std::size_t>(rows) * sizeof(std::int32_t));
   std::shared_ptr<void> mem = nn::scratch(ctx, 3 * ints + sort_bytes);
   char* base = static_cast<char*>(mem.get());
@@ -182,10 +182,9 @@ void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, cons
   void* sort_temp = base + 3 * ints;
 
   iota_kernel<<<nn::grid_for(ctx, rows, kThreads), kThreads, 0, ctx.stream>>>(row_ids, rows);
-  nn::check_launch("iota_kernel");
-  nn::check_cuda(cub::DeviceRadixSort::SortPairs(sort_temp, sort_bytes, tokens, sorted_tokens, row_ids, sorted_rows,
-                                                 n, 0, 32, ctx.stream),
-                 "cub::DeviceRadixSort::SortPairs");
+  PIPE_CUDA_CHECK_LAUNCH("iota_kernel");
+  PIPE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_temp, sort_bytes, tokens, sorted_tokens, row_ids, sorted_rows,
+                                                 n, 0, 32, ctx.stream));
 
   const std::int64_t chunk = static_cast<std::int64_t>(kWarp) * (vec ? 4 : 1);
   const std::int64_t chunks = nn::ceil_div(dim, chunk);
@@ -195,7 +194,7 @@ void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, cons
     wte_grad_kernel<4><<<grid, kThreads, 0, ctx.stream>>>(sorted_tokens, sorted_rows, dout, dwte, rows, dim);
   else
     wte_grad_kernel<1><<<grid, kThreads, 0, ctx.stream>>>(sorted_tokens, sorted_rows, dout, dwte, rows, dim);
-  nn::check_launch("wte_grad_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("wte_grad_kernel");
 }
 
 }  // namespace libpipe::cuda

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
 
@@ -184,7 +185,7 @@ void layernorm_forward(const CudaContext& ctx, const float* x, const float* weig
   else
     layernorm_forward_kernel<1><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(x, weight, bias, y, mean, rstd, rows,
                                                                                cols, eps);
-  nn::check_launch("layernorm_forward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
 void layernorm_backward_input(const CudaContext& ctx, const float* dy, const float* x, const float* weight,
@@ -198,7 +199,7 @@ void layernorm_backward_input(const CudaContext& ctx, const float* dy, const flo
   else
     layernorm_backward_input_kernel<1>
         <<<row_blocks(rows), kThreads, 0, ctx.stream>>>(dy, x, weight, mean, rstd, dx, rows, cols);
-  nn::check_launch("layernorm_backward_input_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("layernorm_backward_input_kernel");
 }
 
 void layernorm_backward_weight(const CudaContext& ctx, const float* dy, const float* x, const float* mean,
@@ -216,10 +217,10 @@ void layernorm_backward_weight(const CudaContext& ctx, const float* dy, const fl
   const dim3 block(kColTile, kRowLanes);
   layernorm_weight_partial_kernel<<<grid, block, 0, ctx.stream>>>(dy, x, mean, rstd, partial, rows, cols,
                                                                  rows_per_chunk);
-  nn::check_launch("layernorm_weight_partial_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("layernorm_weight_partial_kernel");
   layernorm_weight_finish_kernel<<<nn::grid_for(ctx, cols, kThreads), kThreads, 0, ctx.stream>>>(
       partial, dweight, dbias, cols, chunks);
-  nn::check_launch("layernorm_weight_finish_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("layernorm_weight_finish_kernel");
 }
 
 }  // namespace libpipe::cuda

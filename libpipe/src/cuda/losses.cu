@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
 
@@ -207,13 +208,13 @@ void cross_entropy_forward(const CudaContext& ctx, const float* logits, const st
   else
     cross_entropy_forward_kernel<kBlockThreads><<<groups_grid<kBlockThreads>(rows), kBlockThreads, 0, ctx.stream>>>(
         logits, labels, row_loss, rows, vocab, bad.get());
-  nn::check_launch("cross_entropy_forward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("cross_entropy_forward_kernel");
   // Fewer rows than one sample: no loss to write (the CPU writes none either), and a grid of 0 blocks would be
   // an invalid launch. The labels are still checked.
   if (batch > 0) {
     sample_mean_kernel<<<groups_grid<kWarp>(batch), kWarpThreads, 0, ctx.stream>>>(row_loss, loss, batch,
                                                                                    rows_per_sample);
-    nn::check_launch("sample_mean_kernel");
+    PIPE_CUDA_CHECK_LAUNCH("sample_mean_kernel");
   }
   const std::int64_t row = bad.read();
   if (row >= 0) throw_bad_label(ctx, "cross_entropy", labels, row, vocab);
@@ -231,7 +232,7 @@ void cross_entropy_backward(const CudaContext& ctx, const float* logits, const s
     cross_entropy_backward_kernel<kBlockThreads>
         <<<groups_grid<kBlockThreads>(rows), kBlockThreads, 0, ctx.stream>>>(logits, labels, dloss, dlogits, rows,
                                                                              vocab, rows_per_sample, bad.get());
-  nn::check_launch("cross_entropy_backward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("cross_entropy_backward_kernel");
   const std::int64_t row = bad.read();
   if (row >= 0) throw_bad_label(ctx, "cross_entropy_backward", labels, row, vocab);
 }
@@ -248,7 +249,7 @@ void mse_forward(const CudaContext& ctx, const float* x, const float* target, fl
   else
     mse_forward_kernel<kBlockThreads>
         <<<groups_grid<kBlockThreads>(batch), kBlockThreads, 0, ctx.stream>>>(x, target, loss, batch, per_sample);
-  nn::check_launch("mse_forward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("mse_forward_kernel");
 }
 
 void mse_backward(const CudaContext& ctx, const float* x, const float* target, const float* dloss, float* dx,
@@ -257,7 +258,7 @@ void mse_backward(const CudaContext& ctx, const float* x, const float* target, c
   if (batch <= 0 || per_sample <= 0) return;
   mse_backward_kernel<<<nn::grid_for(ctx, n, kWarpThreads), kWarpThreads, 0, ctx.stream>>>(x, target, dloss, dx, n,
                                                                                          per_sample);
-  nn::check_launch("mse_backward_kernel");
+  PIPE_CUDA_CHECK_LAUNCH("mse_backward_kernel");
 }
 
 }  // namespace libpipe::cuda
