@@ -13,6 +13,7 @@
 #include "mpi_check.hpp"
 #include "pipe/collective.hpp"
 #include "pipe/error.hpp"
+#include "pipe/ops.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/safetensors.hpp"
 
@@ -93,12 +94,7 @@ bool stores(const Parameter& p, int layer, const std::vector<int>& owner) {
 }
 
 // What the file gets: the tensor itself on the host, a host copy of a device tensor.
-Tensor host_copy(const Tensor& t) {
-  if (t.device() == Device::cpu) return t;
-  Tensor host = Tensor::empty(t.shape(), t.dtype());
-  backend_for(t.device()).copy_to_host(host.data(), t.data(), t.bytes());
-  return host;
-}
+Tensor host_copy(const Tensor& t) { return ops::to_device(t, Device::cpu); }
 
 }  // namespace
 

@@ -124,12 +124,7 @@ struct PipelineEngine::Impl {
   }
 
   // A host tensor on the module's device.
-  Tensor to_device(const Tensor& host) const {
-    if (device == Device::cpu) return host;
-    Tensor t = Tensor::empty(host.shape(), host.dtype(), device);
-    backend.copy_from_host(t.data(), host.data(), host.bytes());
-    return t;
-  }
+  Tensor to_device(const Tensor& host) const { return ops::to_device(host, device); }
 
   void load(int mb) {
     if (!first_stage() && !last_stage()) return;

@@ -113,6 +113,18 @@ Tensor clone(const Tensor& t) {
   return out;
 }
 
+Tensor to_device(const Tensor& t, Device device) {
+  if (t.device() == device) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), device);
+  if (device == Device::cpu)
+    backend_for(t.device()).copy_to_host(out.data(), t.data(), t.bytes());
+  else if (t.device() == Device::cpu)
+    backend_for(device).copy_from_host(out.data(), t.data(), t.bytes());
+  else
+    throw Error(std::string("to_device: no copy from ") + device_name(t.device()) + " to " + device_name(device));
+  return out;
+}
+
 double sum_squares(const Tensor& t) {
   require_f32("sum_squares", "t", t);
   return backend_of("sum_squares", {{"t", &t}}).sum_squares(f32(t), t.numel());

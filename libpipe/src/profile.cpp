@@ -26,10 +26,7 @@ Tensor sample_input(const TensorType& type, std::int64_t batch, Rng& rng, Device
   Tensor t = Tensor::zeros(batched(batch, type.shape), type.dtype);
   if (type.dtype == DType::float32)
     for (std::int64_t i = 0; i < t.numel(); ++i) t.host_data<float>()[i] = static_cast<float>(0.1 * rng.normal());
-  if (device == Device::cpu) return t;
-  Tensor on_device = Tensor::empty(t.shape(), t.dtype(), device);
-  backend_for(device).copy_from_host(on_device.data(), t.data(), t.bytes());
-  return on_device;
+  return ops::to_device(t, device);
 }
 
 double time_layer(const ModelSpec& model, const ModelDescription& description, const LayerRegistry& registry,

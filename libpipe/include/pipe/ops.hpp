@@ -19,6 +19,8 @@ PIPE_API void scale(Tensor& t, float factor);
 PIPE_API Tensor add(const Tensor& a, const Tensor& b);  // same shapes
 PIPE_API void accumulate(Tensor& y, const Tensor& x);   // y += x, same numel
 PIPE_API Tensor clone(const Tensor& t);
+// `t` on `device`: t itself when it is already there, else a copy (between the host and a device).
+PIPE_API Tensor to_device(const Tensor& t, Device device);
 PIPE_API double sum_squares(const Tensor& t);
 // sum_squares of each tensor (all float32, on one device), with a single wait on a device.
 PIPE_API std::vector<double> sum_squares_each(const std::vector<const Tensor*>& ts);
