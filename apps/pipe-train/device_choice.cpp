@@ -30,7 +30,8 @@ Device requested_device(const Options& o) {
                                             : " needs --device cuda (" + std::string(why) + ")"));
     };
     if (o.comm == "nccl") throw needs_gpu("--comm nccl", "NCCL moves GPU memory; on the CPU use --comm mpi");
-    if (o.dtype != "fp32") throw needs_gpu("--dtype " + o.dtype, "the CPU computes in fp32");
+    // bf16 storage runs on the CPU too (its rounding is the GPU's); TF32 is a tensor-core format.
+    if (o.dtype == "tf32") throw needs_gpu("--dtype tf32", "TF32 is the tensor cores' format; the CPU has fp32 and bf16");
   }
   return device;
 }

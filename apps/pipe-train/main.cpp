@@ -293,6 +293,7 @@ int run(MPI_Comm world, int argc, char** argv) {
   if (!libpipe::run_phase_on_all(world, [&] { where = pipe_train::choose_device(world, options); }, result))
     return failed();
   options.train.comm = where.comm;
+  options.train.dtype = options.dtype == "bf16" ? libpipe::DType::bfloat16 : libpipe::DType::float32;
 
   std::unique_ptr<libpipe::PipelineParallelGrid> grid;
   auto build_grid = [&] {

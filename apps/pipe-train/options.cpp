@@ -48,8 +48,9 @@ po::options_description describe_flags(Options& o) {
      "tensors are staged through it), auto (nccl on cuda unless ranks on a node share a GPU, which NCCL refuses; "
      "mpi on cpu)")
     ("dtype", po::value(&o.dtype)->value_name("fp32|tf32|bf16")->default_value(o.dtype),
-     "GEMM math on the GPU: tf32 and bf16 use the tensor cores (weights, activations and sums stay fp32); "
-     "the CPU computes in fp32 only");
+     "precision: fp32; tf32 (fp32 storage, TF32 tensor-core GEMMs, GPU only); bf16 (mixed precision: bf16 "
+     "parameters and activations, fp32 master weights, gradients, optimizer state and loss; on the CPU it is "
+     "emulated, with the GPU's rounding)");
 
   po::options_description training("Training");
   libpipe::TrainOptions& t = o.train;

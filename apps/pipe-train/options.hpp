@@ -28,7 +28,7 @@ struct Options {
   // Device (device_choice.hpp resolves them against the machine)
   std::string device;          // --device cpu|cuda, "" = cuda when a GPU is visible, else cpu
   std::string comm = "auto";   // --comm auto|nccl|mpi
-  std::string dtype = "fp32";  // --dtype fp32|tf32|bf16: the GPU's GEMM math
+  std::string dtype = "fp32";  // --dtype fp32|tf32|bf16: storage and GEMM math
 
   // Training
   libpipe::TrainOptions train;  // schedule, micro-batches, optimizer, lr schedule, clipping, checkpointing

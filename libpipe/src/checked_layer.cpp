@@ -8,7 +8,6 @@
 
 namespace libpipe {
 
-
 std::string batched_type_str(const TensorType& type) {
   std::string s = std::string(dtype_name(type.dtype)) + "[B";
   for (auto d : type.shape) s += ", " + std::to_string(d);
@@ -26,9 +25,19 @@ CheckedLayer::CheckedLayer(std::string type, const LayerDescription& description
 
 void CheckedLayer::fail(const std::string& message) const { throw Error(type_ + ": " + message); }
 
+namespace {
+
+// Under mixed precision a float32 activation is stored as bfloat16; describe() speaks of float32 either way.
+bool same_storage_class(DType actual, DType described) {
+  return actual == described || (described == DType::float32 && actual == DType::bfloat16);
+}
+
+}  // namespace
+
 void CheckedLayer::check_input(const Tensor& x) const {
   const auto& shape = x.shape();
-  const bool fits = x.defined() && x.dtype() == input_.dtype && shape.size() == input_.shape.size() + 1 &&
+  const bool fits = x.defined() && same_storage_class(x.dtype(), input_.dtype) &&
+                    shape.size() == input_.shape.size() + 1 &&
                     std::equal(input_.shape.begin(), input_.shape.end(), shape.begin() + 1);
   if (!fits) fail("input " + tensor_type_str(x) + " does not match the described input " + batched_type_str(input_));
 }
@@ -36,7 +45,7 @@ void CheckedLayer::check_input(const Tensor& x) const {
 void CheckedLayer::check_output_grad(const Tensor& dy, std::int64_t batch, const char* call) const {
   Shape expected{batch};
   expected.insert(expected.end(), output_.shape.begin(), output_.shape.end());
-  if (!dy.defined() || dy.dtype() != DType::float32 || dy.shape() != expected)
+  if (!dy.defined() || !same_storage_class(dy.dtype(), DType::float32) || dy.shape() != expected)
     fail(std::string(call) + " got dy " + tensor_type_str(dy) + " but the output is " +
          type_str({expected, DType::float32}));
 }

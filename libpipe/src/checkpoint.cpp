@@ -118,7 +118,7 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
       std::vector<std::pair<std::string, Tensor>> held;
       for (auto& p : local.layer->parameters()) {
         if (!stores(p, local.index, owner)) continue;
-        held.emplace_back(p.spec.name, host_copy(p.value));
+        held.emplace_back(p.spec.name, host_copy(master_of(p)));  // float32 under mixed precision too
         Optimizer::State state = optimizer.state_of(p);
         held.emplace_back("opt.m." + p.spec.name, host_copy(*state.first));
         if (state.second) held.emplace_back("opt.v." + p.spec.name, host_copy(*state.second));
@@ -244,7 +244,8 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
           if (spec.tieable) key = spec.name;
       }
       const auto& tensors = tensors_of(source);
-      restore(p.value, tensors, key, source);
+      restore(master_of(p), tensors, key, source);
+      refresh_from_master(p);
       Optimizer::State state = optimizer.state_of(p);
       restore(*state.first, tensors, "opt.m." + key, source);
       if (state.second) restore(*state.second, tensors, "opt.v." + key, source);

@@ -125,17 +125,22 @@ struct PipelineEngine::Impl {
 
   // A host tensor on the module's device.
   Tensor to_device(const Tensor& host) const { return ops::to_device(host, device); }
+  // Under mixed precision float32 activations and gradients travel and are kept in bfloat16; token ids stay int32.
+  DType activation_dtype(DType described) const {
+    return described == DType::float32 ? options.dtype : described;
+  }
+  Tensor activation(const Tensor& t) const { return ops::to_dtype(t, activation_dtype(t.dtype())); }
 
   void load(int mb) {
     if (!first_stage() && !last_stage()) return;
     Batch b = data->samples(split, first_sample + static_cast<std::int64_t>(mb) * batch(), batch());
     MicroBatch& s = state(mb);
-    if (first_stage()) s.input = to_device(b.input);
+    if (first_stage()) s.input = activation(to_device(b.input));
     if (last_stage()) s.labels = to_device(b.labels);
   }
 
   void post_recv(Tensor& into, const TensorType& type, int source, int tag, CommRequest& request) {
-    into = Tensor::empty(batched(batch(), type.shape), type.dtype, device);
+    into = Tensor::empty(batched(batch(), type.shape), activation_dtype(type.dtype), device);
     request = pipe_comm->irecv(into, source, tag);
     request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " +
                    std::to_string(tag / 2) + " from stage " + std::to_string(source) + " (rank " +
@@ -521,8 +526,12 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   // Collective first: a rank that fails a local allocation below must not
   // leave its peers inside this broadcast.
   e.broadcast_tied_weights();
+  if (options.dtype != DType::float32 && options.dtype != DType::bfloat16)
+    throw Error(std::string("training stores parameters and activations in float32 or bfloat16, not ") +
+                dtype_name(options.dtype));
   std::vector<Layer*> layers;
   for (auto& l : module.layers()) {
+    if (options.dtype == DType::bfloat16) store_parameters_in_bf16(*l.layer);
     allocate_grads(*l.layer);
     layers.push_back(l.layer.get());
   }

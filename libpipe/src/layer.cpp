@@ -22,14 +22,29 @@ Layer::~Layer() = default;
 
 std::size_t Layer::parameter_bytes() {
   std::size_t n = 0;
-  for (const auto& p : parameters()) n += p.value.bytes();
+  for (const auto& p : parameters()) n += p.value.bytes() + (p.master.defined() ? p.master.bytes() : 0);
   return n;
 }
 
 void allocate_grads(Layer& layer) {
   for (auto& p : layer.parameters())
-    if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), p.value.dtype(), p.value.device());
+    if (!p.grad.defined()) p.grad = Tensor::zeros(p.value.shape(), DType::float32, p.value.device());
 }
+
+void store_parameters_in_bf16(Layer& layer) {
+  for (auto& p : layer.parameters()) {
+    if (p.master.defined() || p.value.dtype() != DType::float32) continue;
+    p.master = p.value;
+    p.value = ops::to_dtype(p.master, DType::bfloat16);
+  }
+}
+
+void refresh_from_master(Parameter& param) {
+  if (param.master.defined()) ops::convert_into(param.value, param.master);
+}
+
+Tensor& master_of(Parameter& param) { return param.master.defined() ? param.master : param.value; }
+const Tensor& master_of(const Parameter& param) { return param.master.defined() ? param.master : param.value; }
 
 void zero_grads(Layer& layer) {
   for (auto& p : layer.parameters())
@@ -40,7 +55,7 @@ LayerFactory::~LayerFactory() = default;
 
 ParameterLayer::ParameterLayer(const LayerDescription& description, Device device) {
   for (const auto& spec : description.params)
-    params_.push_back(Parameter{spec, Tensor::zeros(spec.shape, DType::float32, device), Tensor()});
+    params_.push_back(Parameter{spec, Tensor::zeros(spec.shape, DType::float32, device), Tensor(), Tensor()});
 }
 
 Parameter& ParameterLayer::param(const std::string& name) {

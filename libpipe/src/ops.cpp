@@ -2,6 +2,13 @@
 // device, shapes), allocate outputs with Tensor::empty on that device, and run
 // the device's Backend. Nothing here touches tensor memory, so the same code
 // serves every device. Errors name the op and the shapes involved.
+//
+// Mixed precision: activations and parameters may be float32 or bfloat16. The
+// math is float32 throughout: GEMMs take bfloat16 operands natively
+// (Backend::gemm_typed, fp32 accumulation); the other ops widen bfloat16
+// inputs to float32 temporaries and round their outputs back to the dtype of
+// the activation they came from. Loss values, LayerNorm statistics and
+// parameter gradients are always float32.
 #include "pipe/ops.hpp"
 
 #include <initializer_list>
@@ -25,6 +32,18 @@ void require_dtype(const char* op, const char* name, const Tensor& t, DType dtyp
 }
 
 void require_f32(const char* op, const char* name, const Tensor& t) { require_dtype(op, name, t, DType::float32); }
+
+bool is_float(DType d) { return d == DType::float32 || d == DType::bfloat16; }
+
+// float32 or bfloat16 (an activation or parameter under mixed precision).
+void require_float(const char* op, const char* name, const Tensor& t) {
+  require_defined(op, name, t);
+  if (!is_float(t.dtype()))
+    throw Error(std::string(op) + ": " + name + " is " + type_of(t) + ", expected float32 or bfloat16");
+}
+
+// The float32 values of a float32 or bfloat16 tensor: itself, or a widened copy.
+Tensor wide(const Tensor& t) { return to_dtype(t, DType::float32); }
 
 // At least `dims` dimensions; the last one must be non-zero when rows are formed from it.
 void require_rank(const char* op, const char* name, const Tensor& t, std::size_t dims) {
@@ -76,31 +95,71 @@ const float* f32(const Tensor& t) { return t.f32(); }
 // ---- basics
 
 void fill(Tensor& t, float value) {
-  require_f32("fill", "t", t);
-  backend_of("fill", {{"t", &t}}).fill(f32(t), value, t.numel());
+  require_float("fill", "t", t);
+  Backend& be = backend_of("fill", {{"t", &t}});
+  if (t.dtype() == DType::float32) return be.fill(f32(t), value, t.numel());
+  Tensor w = Tensor::empty(t.shape(), DType::float32, t.device());
+  be.fill(f32(w), value, t.numel());
+  convert_into(t, w);
 }
 
 void scale(Tensor& t, float factor) {
-  require_f32("scale", "t", t);
-  backend_of("scale", {{"t", &t}}).scale(f32(t), factor, t.numel());
+  require_float("scale", "t", t);
+  Backend& be = backend_of("scale", {{"t", &t}});
+  if (t.dtype() == DType::float32) return be.scale(f32(t), factor, t.numel());
+  Tensor w = wide(t);
+  be.scale(f32(w), factor, t.numel());
+  convert_into(t, w);
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  require_f32("add", "a", a);
-  require_f32("add", "b", b);
+  require_float("add", "a", a);
+  require_float("add", "b", b);
   require_same_shape("add", "a", a, "b", b);
   Backend& be = backend_of("add", {{"a", &a}, {"b", &b}});
   Tensor out = Tensor::empty(a.shape(), DType::float32, a.device());
-  be.add(f32(a), f32(b), f32(out), a.numel());
-  return out;
+  be.add(f32(wide(a)), f32(wide(b)), f32(out), a.numel());
+  return to_dtype(out, a.dtype());
 }
 
 void accumulate(Tensor& y, const Tensor& x) {
-  require_f32("accumulate", "y", y);
-  require_f32("accumulate", "x", x);
+  require_float("accumulate", "y", y);
+  require_float("accumulate", "x", x);
   if (y.numel() != x.numel())
     throw Error("accumulate: y " + type_of(y) + " and x " + type_of(x) + " differ in number of elements");
-  backend_of("accumulate", {{"y", &y}, {"x", &x}}).accumulate(f32(y), f32(x), y.numel());
+  Backend& be = backend_of("accumulate", {{"y", &y}, {"x", &x}});
+  if (y.dtype() == DType::float32) return be.accumulate(f32(y), f32(wide(x)), y.numel());
+  Tensor w = wide(y);
+  be.accumulate(f32(w), f32(wide(x)), y.numel());
+  convert_into(y, w);
+}
+
+Tensor to_dtype(const Tensor& t, DType dtype) {
+  require_defined("to_dtype", "t", t);
+  if (t.dtype() == dtype) return t;
+  Tensor out = Tensor::empty(t.shape(), dtype, t.device());
+  convert_into(out, t);
+  return out;
+}
+
+void convert_into(Tensor& dst, const Tensor& src) {
+  require_float("convert_into", "dst", dst);
+  require_float("convert_into", "src", src);
+  if (dst.numel() != src.numel())
+    throw Error("convert_into: dst " + type_of(dst) + " and src " + type_of(src) + " differ in number of elements");
+  Backend& be = backend_of("convert_into", {{"dst", &dst}, {"src", &src}});
+  const std::int64_t n = src.numel();
+  if (src.dtype() == DType::float32 && dst.dtype() == DType::float32) {
+    be.copy(f32(dst), f32(src), n);
+  } else if (src.dtype() == dst.dtype()) {  // bfloat16 to bfloat16, exactly, through float32
+    Tensor w = Tensor::empty(src.shape(), DType::float32, src.device());
+    be.from_bf16(src.bf16(), f32(w), n);
+    be.to_bf16(f32(w), dst.bf16(), n);
+  } else if (dst.dtype() == DType::bfloat16) {
+    be.to_bf16(f32(src), dst.bf16(), n);
+  } else {
+    be.from_bf16(src.bf16(), f32(dst), n);
+  }
 }
 
 Tensor clone(const Tensor& t) {
@@ -153,8 +212,8 @@ namespace {
 
 // x [..., in] against weight [out, in]; returns rows.
 std::int64_t check_linear(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  require_f32(op, "x", x);
-  require_f32(op, "weight", weight);
+  require_float(op, "x", x);
+  require_float(op, "weight", weight);
   require_rank(op, "x", x, 1);
   if (weight.shape().size() != 2) throw Error(std::string(op) + ": weight " + type_of(weight) + " is not 2-D");
   const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
@@ -162,10 +221,20 @@ std::int64_t check_linear(const char* op, const Tensor& x, const Tensor& weight,
     throw Error(std::string(op) + ": x " + type_of(x) + " does not match weight " + shape_str(weight.shape()) +
                 " (in_features " + std::to_string(in_f) + ")");
   if (bias.defined()) {
-    require_f32(op, "bias", bias);
+    require_float(op, "bias", bias);
     require_vector(op, "bias", bias, out_f, "out_features");
   }
   return rows_of(x);
+}
+
+// h = x W^T in float32 (the GEMM's own output type when x is float32, a float32 temporary for the epilogue
+// otherwise).
+Tensor linear_product(Backend& be, const Tensor& x, const Tensor& weight, std::int64_t rows) {
+  const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
+  Tensor h = Tensor::empty(with_last(x.shape(), out_f), DType::float32, x.device());
+  be.gemm_typed(false, true, rows, out_f, in_f, 1.0f, x.data(), x.dtype(), in_f, weight.data(), weight.dtype(), in_f,
+                0.0f, h.data(), DType::float32, out_f);
+  return h;
 }
 
 }  // namespace
@@ -175,16 +244,21 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
   Backend& be = bias.defined() ? backend_of("linear", {{"x", &x}, {"weight", &weight}, {"bias", &bias}})
                                : backend_of("linear", {{"x", &x}, {"weight", &weight}});
-  Tensor y = Tensor::empty(with_last(x.shape(), out_f), DType::float32, x.device());
-  be.gemm(false, true, rows, out_f, in_f, 1.0f, f32(x), in_f, f32(weight), in_f, 0.0f, f32(y), out_f);  // x W^T
-  if (bias.defined()) be.add_bias(f32(y), f32(bias), rows, out_f);
-  return y;
+  if (!bias.defined()) {  // x W^T, written in x's dtype by the GEMM itself
+    Tensor y = Tensor::empty(with_last(x.shape(), out_f), x.dtype(), x.device());
+    be.gemm_typed(false, true, rows, out_f, in_f, 1.0f, x.data(), x.dtype(), in_f, weight.data(), weight.dtype(), in_f,
+                  0.0f, y.data(), y.dtype(), out_f);
+    return y;
+  }
+  Tensor y = linear_product(be, x, weight, rows);
+  be.add_bias(f32(y), f32(wide(bias)), rows, out_f);
+  return to_dtype(y, x.dtype());
 }
 
 Tensor linear_backward_input(const Tensor& dy, const Tensor& weight) {
   const char* op = "linear_backward_input";
-  require_f32(op, "dy", dy);
-  require_f32(op, "weight", weight);
+  require_float(op, "dy", dy);
+  require_float(op, "weight", weight);
   require_rank(op, "dy", dy, 1);
   if (weight.shape().size() != 2) throw Error(std::string(op) + ": weight " + type_of(weight) + " is not 2-D");
   const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
@@ -193,15 +267,16 @@ Tensor linear_backward_input(const Tensor& dy, const Tensor& weight) {
                 " (out_features " + std::to_string(out_f) + ")");
   Backend& be = backend_of(op, {{"dy", &dy}, {"weight", &weight}});
   const std::int64_t rows = rows_of(dy);
-  Tensor dx = Tensor::empty(with_last(dy.shape(), in_f), DType::float32, dy.device());
-  be.gemm(false, false, rows, in_f, out_f, 1.0f, f32(dy), out_f, f32(weight), in_f, 0.0f, f32(dx), in_f);  // dy W
+  Tensor dx = Tensor::empty(with_last(dy.shape(), in_f), dy.dtype(), dy.device());
+  be.gemm_typed(false, false, rows, in_f, out_f, 1.0f, dy.data(), dy.dtype(), out_f, weight.data(), weight.dtype(),
+                in_f, 0.0f, dx.data(), dx.dtype(), in_f);  // dy W
   return dx;
 }
 
 void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, Tensor& dbias) {
   const char* op = "linear_backward_weight";
-  require_f32(op, "dy", dy);
-  require_f32(op, "x", x);
+  require_float(op, "dy", dy);
+  require_float(op, "x", x);
   require_f32(op, "dweight", dweight);
   require_rank(op, "dy", dy, 1);
   require_rank(op, "x", x, 1);
@@ -218,63 +293,62 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, 
   Backend& be = dbias.defined() ? backend_of(op, {{"dy", &dy}, {"x", &x}, {"dweight", &dweight}, {"dbias", &dbias}})
                                 : backend_of(op, {{"dy", &dy}, {"x", &x}, {"dweight", &dweight}});
   const std::int64_t rows = rows_of(dy);
-  be.gemm(true, false, out_f, in_f, rows, 1.0f, f32(dy), out_f, f32(x), in_f, 1.0f, f32(dweight), in_f);  // += dy^T x
-  if (dbias.defined()) be.bias_grad(f32(dy), f32(dbias), rows, out_f);
+  be.gemm_typed(true, false, out_f, in_f, rows, 1.0f, dy.data(), dy.dtype(), out_f, x.data(), x.dtype(), in_f, 1.0f,
+                dweight.data(), DType::float32, in_f);  // += dy^T x
+  if (dbias.defined()) be.bias_grad(f32(wide(dy)), f32(dbias), rows, out_f);
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& pre_activation) {
   const std::int64_t rows = check_linear("linear_gelu", x, weight, bias);
-  const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
+  const std::int64_t out_f = weight.shape()[0];
   Backend& be = bias.defined() ? backend_of("linear_gelu", {{"x", &x}, {"weight", &weight}, {"bias", &bias}})
                                : backend_of("linear_gelu", {{"x", &x}, {"weight", &weight}});
-  const Shape out_shape = with_last(x.shape(), out_f);
-  Tensor h = Tensor::empty(out_shape, DType::float32, x.device());
-  Tensor y = Tensor::empty(out_shape, DType::float32, x.device());
-  be.gemm(false, true, rows, out_f, in_f, 1.0f, f32(x), in_f, f32(weight), in_f, 0.0f, f32(h), out_f);
+  Tensor h = linear_product(be, x, weight, rows);
+  Tensor y = Tensor::empty(h.shape(), DType::float32, x.device());
   if (bias.defined())
-    be.bias_gelu_forward(f32(h), f32(bias), f32(y), rows, out_f);  // h += b; y = gelu(h), one pass
+    be.bias_gelu_forward(f32(h), f32(wide(bias)), f32(y), rows, out_f);  // h += b; y = gelu(h), one pass
   else
     be.gelu_forward(f32(h), f32(y), h.numel());
-  pre_activation = h;
-  return y;
+  pre_activation = to_dtype(h, x.dtype());
+  return to_dtype(y, x.dtype());
 }
 
 // ---- activations
 
 Tensor relu(const Tensor& x) {
-  require_f32("relu", "x", x);
+  require_float("relu", "x", x);
   Backend& be = backend_of("relu", {{"x", &x}});
   Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.relu_forward(f32(x), f32(y), x.numel());
-  return y;
+  be.relu_forward(f32(wide(x)), f32(y), x.numel());
+  return to_dtype(y, x.dtype());
 }
 
 Tensor relu_backward(const Tensor& x, const Tensor& dy) {
-  require_f32("relu_backward", "x", x);
-  require_f32("relu_backward", "dy", dy);
+  require_float("relu_backward", "x", x);
+  require_float("relu_backward", "dy", dy);
   require_same_shape("relu_backward", "x", x, "dy", dy);
   Backend& be = backend_of("relu_backward", {{"x", &x}, {"dy", &dy}});
   Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.relu_backward(f32(x), f32(dy), f32(dx), x.numel());
-  return dx;
+  be.relu_backward(f32(wide(x)), f32(wide(dy)), f32(dx), x.numel());
+  return to_dtype(dx, dy.dtype());
 }
 
 Tensor gelu(const Tensor& x) {
-  require_f32("gelu", "x", x);
+  require_float("gelu", "x", x);
   Backend& be = backend_of("gelu", {{"x", &x}});
   Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.gelu_forward(f32(x), f32(y), x.numel());
-  return y;
+  be.gelu_forward(f32(wide(x)), f32(y), x.numel());
+  return to_dtype(y, x.dtype());
 }
 
 Tensor gelu_backward(const Tensor& x, const Tensor& dy) {
-  require_f32("gelu_backward", "x", x);
-  require_f32("gelu_backward", "dy", dy);
+  require_float("gelu_backward", "x", x);
+  require_float("gelu_backward", "dy", dy);
   require_same_shape("gelu_backward", "x", x, "dy", dy);
   Backend& be = backend_of("gelu_backward", {{"x", &x}, {"dy", &dy}});
   Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.gelu_backward(f32(x), f32(dy), f32(dx), x.numel());
-  return dx;
+  be.gelu_backward(f32(wide(x)), f32(wide(dy)), f32(dx), x.numel());
+  return to_dtype(dx, dy.dtype());
 }
 
 // ---- LayerNorm
@@ -282,7 +356,7 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dy) {
 namespace {
 
 void check_layernorm_x(const char* op, const Tensor& x) {
-  require_f32(op, "x", x);
+  require_float(op, "x", x);
   require_rank(op, "x", x, 1);
   if (last_dim(x) == 0) throw Error(std::string(op) + ": x " + type_of(x) + " has an empty last dimension");
 }
@@ -302,39 +376,41 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, floa
   const char* op = "layernorm";
   check_layernorm_x(op, x);
   const std::int64_t cols = last_dim(x), rows = rows_of(x);
-  require_f32(op, "weight", weight);
-  require_f32(op, "bias", bias);
+  require_float(op, "weight", weight);
+  require_float(op, "bias", bias);
   require_vector(op, "weight", weight, cols, "the last dimension of x");
   require_vector(op, "bias", bias, cols, "the last dimension of x");
   Backend& be = backend_of(op, {{"x", &x}, {"weight", &weight}, {"bias", &bias}});
   Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
   mean = Tensor::empty({rows}, DType::float32, x.device());
   rstd = Tensor::empty({rows}, DType::float32, x.device());
-  be.layernorm_forward(f32(x), f32(weight), f32(bias), f32(y), f32(mean), f32(rstd), rows, cols, eps);
-  return y;
+  be.layernorm_forward(f32(wide(x)), f32(wide(weight)), f32(wide(bias)), f32(y), f32(mean), f32(rstd), rows, cols,
+                       eps);
+  return to_dtype(y, x.dtype());
 }
 
 Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                 const Tensor& rstd) {
   const char* op = "layernorm_backward_input";
   check_layernorm_x(op, x);
-  require_f32(op, "dy", dy);
+  require_float(op, "dy", dy);
   require_same_shape(op, "dy", dy, "x", x);
   const std::int64_t cols = last_dim(x), rows = rows_of(x);
-  require_f32(op, "weight", weight);
+  require_float(op, "weight", weight);
   require_vector(op, "weight", weight, cols, "the last dimension of x");
   check_stats(op, x, mean, rstd);
   Backend& be = backend_of(op, {{"dy", &dy}, {"x", &x}, {"weight", &weight}, {"mean", &mean}, {"rstd", &rstd}});
   Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.layernorm_backward_input(f32(dy), f32(x), f32(weight), f32(mean), f32(rstd), f32(dx), rows, cols);
-  return dx;
+  be.layernorm_backward_input(f32(wide(dy)), f32(wide(x)), f32(wide(weight)), f32(mean), f32(rstd), f32(dx), rows,
+                              cols);
+  return to_dtype(dx, dy.dtype());
 }
 
 void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                Tensor& dweight, Tensor& dbias) {
   const char* op = "layernorm_backward_weight";
   check_layernorm_x(op, x);
-  require_f32(op, "dy", dy);
+  require_float(op, "dy", dy);
   require_same_shape(op, "dy", dy, "x", x);
   const std::int64_t cols = last_dim(x), rows = rows_of(x);
   check_stats(op, x, mean, rstd);
@@ -344,7 +420,8 @@ void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& 
   require_vector(op, "dbias", dbias, cols, "the last dimension of x");
   Backend& be = backend_of(
       op, {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"dweight", &dweight}, {"dbias", &dbias}});
-  be.layernorm_backward_weight(f32(dy), f32(x), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows, cols);
+  be.layernorm_backward_weight(f32(wide(dy)), f32(wide(x)), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows,
+                               cols);
 }
 
 // ---- attention
@@ -356,7 +433,7 @@ struct AttentionDims {
 };
 
 AttentionDims check_qkv(const char* op, const Tensor& qkv, std::int64_t heads) {
-  require_f32(op, "qkv", qkv);
+  require_float(op, "qkv", qkv);
   if (qkv.shape().size() != 3) throw Error(std::string(op) + ": qkv " + type_of(qkv) + " should be [B, T, 3C]");
   const std::int64_t three_c = qkv.shape()[2];
   if (heads <= 0 || three_c % 3 != 0 || (three_c / 3) % heads != 0 || three_c == 0)
@@ -366,7 +443,7 @@ AttentionDims check_qkv(const char* op, const Tensor& qkv, std::int64_t heads) {
 }
 
 void check_probs(const char* op, const Tensor& probs, const AttentionDims& d) {
-  require_f32(op, "probs", probs);
+  require_float(op, "probs", probs);
   const Shape want{d.batch, d.heads, d.seq, d.seq};
   if (probs.shape() != want)
     throw Error(std::string(op) + ": probs " + type_of(probs) + " should be " + shape_str(want) + " [B, H, T, T]");
@@ -379,24 +456,26 @@ Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs) {
   Backend& be = backend_of("attention", {{"qkv", &qkv}});
   const std::int64_t C = d.heads * d.head_dim;
   Tensor out = Tensor::empty({d.batch, d.seq, C}, DType::float32, qkv.device());
-  probs = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, DType::float32, qkv.device());
-  be.attention_forward(f32(qkv), f32(out), f32(probs), d.batch, d.seq, d.heads, d.head_dim);
-  return out;
+  Tensor p = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, DType::float32, qkv.device());
+  be.attention_forward(f32(wide(qkv)), f32(out), f32(p), d.batch, d.seq, d.heads, d.head_dim);
+  probs = to_dtype(p, qkv.dtype());  // kept for backward in the activations' dtype
+  return to_dtype(out, qkv.dtype());
 }
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, std::int64_t heads) {
   const char* op = "attention_backward";
   const AttentionDims d = check_qkv(op, qkv, heads);
   check_probs(op, probs, d);
-  require_f32(op, "dout", dout);
+  require_float(op, "dout", dout);
   const Shape want{d.batch, d.seq, d.heads * d.head_dim};
   if (dout.shape() != want)
     throw Error(std::string(op) + ": dout " + type_of(dout) + " should be " + shape_str(want) + " for qkv " +
                 type_of(qkv));
   Backend& be = backend_of(op, {{"dout", &dout}, {"qkv", &qkv}, {"probs", &probs}});
   Tensor dqkv = Tensor::empty(qkv.shape(), DType::float32, qkv.device());
-  be.attention_backward(f32(dout), f32(qkv), f32(probs), f32(dqkv), d.batch, d.seq, d.heads, d.head_dim);
-  return dqkv;
+  be.attention_backward(f32(wide(dout)), f32(wide(qkv)), f32(wide(probs)), f32(dqkv), d.batch, d.seq, d.heads,
+                        d.head_dim);
+  return to_dtype(dqkv, dout.dtype());
 }
 
 // ---- losses
@@ -408,7 +487,7 @@ struct CrossEntropyDims {
 };
 
 CrossEntropyDims check_cross_entropy(const char* op, const Tensor& logits, const Tensor& labels) {
-  require_f32(op, "logits", logits);
+  require_float(op, "logits", logits);
   require_dtype(op, "labels", labels, DType::int32);
   require_rank(op, "logits", logits, 2);
   const Shape& ls = logits.shape();
@@ -432,7 +511,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     be.fill(f32(loss), 0.0f, d.batch);
     return loss;
   }
-  be.cross_entropy_forward(f32(logits), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
+  be.cross_entropy_forward(f32(wide(logits)), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
   return loss;
 }
 
@@ -444,15 +523,16 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const 
   Backend& be = backend_of(op, {{"logits", &logits}, {"labels", &labels}, {"dloss", &dloss}});
   Tensor dlogits = Tensor::empty(logits.shape(), DType::float32, logits.device());
   if (d.rows_per_sample > 0)
-    be.cross_entropy_backward(f32(logits), labels.i32(), f32(dloss), f32(dlogits), d.rows, d.vocab, d.rows_per_sample);
-  return dlogits;
+    be.cross_entropy_backward(f32(wide(logits)), labels.i32(), f32(dloss), f32(dlogits), d.rows, d.vocab,
+                              d.rows_per_sample);
+  return to_dtype(dlogits, logits.dtype());
 }
 
 namespace {
 
 std::int64_t check_mse(const char* op, const Tensor& x, const Tensor& target) {
-  require_f32(op, "x", x);
-  require_f32(op, "target", target);
+  require_float(op, "x", x);
+  require_float(op, "target", target);
   require_rank(op, "x", x, 1);
   require_same_shape(op, "x", x, "target", target);
   return x.shape()[0];
@@ -464,7 +544,7 @@ Tensor mse(const Tensor& x, const Tensor& target) {
   const std::int64_t batch = check_mse("mse", x, target);
   Backend& be = backend_of("mse", {{"x", &x}, {"target", &target}});
   Tensor loss = Tensor::empty({batch}, DType::float32, x.device());
-  be.mse_forward(f32(x), f32(target), f32(loss), batch, batch == 0 ? 0 : x.numel() / batch);
+  be.mse_forward(f32(wide(x)), f32(wide(target)), f32(loss), batch, batch == 0 ? 0 : x.numel() / batch);
   return loss;
 }
 
@@ -475,8 +555,8 @@ Tensor mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss) 
   require_vector(op, "dloss", dloss, batch, "one per sample of x");
   Backend& be = backend_of(op, {{"x", &x}, {"target", &target}, {"dloss", &dloss}});
   Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.mse_backward(f32(x), f32(target), f32(dloss), f32(dx), batch, batch == 0 ? 0 : x.numel() / batch);
-  return dx;
+  be.mse_backward(f32(wide(x)), f32(wide(target)), f32(dloss), f32(dx), batch, batch == 0 ? 0 : x.numel() / batch);
+  return to_dtype(dx, x.dtype());
 }
 
 // ---- embedding
@@ -486,8 +566,8 @@ namespace {
 void check_embedding_tables(const char* op, const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
   require_dtype(op, "tokens", tokens, DType::int32);
   if (tokens.shape().size() != 2) throw Error(std::string(op) + ": tokens " + type_of(tokens) + " should be [B, T]");
-  require_f32(op, "wte", wte);
-  require_f32(op, "wpe", wpe);
+  require_float(op, "wte", wte);
+  require_float(op, "wpe", wpe);
   if (wte.shape().size() != 2 || wpe.shape().size() != 2 || wte.shape()[1] != wpe.shape()[1])
     throw Error(std::string(op) + ": wte " + type_of(wte) + " and wpe " + type_of(wpe) +
                 " should be [V, C] and [P, C] with the same C");
@@ -504,14 +584,16 @@ Tensor embedding(const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
   const std::int64_t batch = tokens.shape()[0], seq = tokens.shape()[1];
   const std::int64_t vocab = wte.shape()[0], dim = wte.shape()[1];
   Tensor out = Tensor::empty({batch, seq, dim}, DType::float32, tokens.device());
-  be.embedding_forward(tokens.i32(), f32(wte), f32(wpe), f32(out), batch, seq, dim, vocab);
-  return out;
+  be.embedding_forward(tokens.i32(), f32(wide(wte)), f32(wide(wpe)), f32(out), batch, seq, dim, vocab);
+  return to_dtype(out, wte.dtype());  // the activations take the parameters' dtype
 }
 
 void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, Tensor& dwpe) {
   const char* op = "embedding_backward";
   check_embedding_tables(op, tokens, dwte, dwpe);
-  require_f32(op, "dout", dout);
+  require_f32(op, "dwte", dwte);
+  require_f32(op, "dwpe", dwpe);
+  require_float(op, "dout", dout);
   const std::int64_t batch = tokens.shape()[0], seq = tokens.shape()[1], dim = dwte.shape()[1];
   const Shape want{batch, seq, dim};
   if (dout.shape() != want)
@@ -519,7 +601,7 @@ void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, 
                 type_of(tokens) + " and dwte " + type_of(dwte));
   Backend& be = backend_of(op, {{"tokens", &tokens}, {"dout", &dout}, {"dwte", &dwte}, {"dwpe", &dwpe}});
   // Tokens were range-checked by the forward that produced dout.
-  be.embedding_backward(tokens.i32(), f32(dout), f32(dwte), f32(dwpe), batch, seq, dim);
+  be.embedding_backward(tokens.i32(), f32(wide(dout)), f32(dwte), f32(dwpe), batch, seq, dim);
 }
 
 // ---- optimizers

@@ -1,4 +1,6 @@
 // Optimizer state and steps (see optimizer.hpp); the math is in the backend.
+// Under mixed precision it updates the float32 master weights and rounds them
+// into the bfloat16 values the layers compute with.
 #include "pipe/optimizer.hpp"
 
 #include <set>
@@ -26,10 +28,12 @@ void Optimizer::step(float lr) {
   ++steps_;
   for (auto& s : slots_) {
     const float decay = s.decay ? config_.weight_decay : 0.0f;
+    Tensor& weights = master_of(*s.param);  // float32: the master under mixed precision
     if (config_.kind == "adamw")
-      ops::adamw(s.param->value, s.param->grad, s.m, s.v, lr, config_.beta1, config_.beta2, config_.eps, decay, steps_);
+      ops::adamw(weights, s.param->grad, s.m, s.v, lr, config_.beta1, config_.beta2, config_.eps, decay, steps_);
     else
-      ops::sgd_momentum(s.param->value, s.param->grad, s.m, lr, config_.momentum, decay);
+      ops::sgd_momentum(weights, s.param->grad, s.m, lr, config_.momentum, decay);
+    refresh_from_master(*s.param);
   }
 }
 

@@ -83,6 +83,15 @@ const std::int32_t* Tensor::i32() const {
   return static_cast<const std::int32_t*>(data_.get());
 }
 
+std::uint16_t* Tensor::bf16() {
+  check_dtype(DType::bfloat16);
+  return static_cast<std::uint16_t*>(data_.get());
+}
+const std::uint16_t* Tensor::bf16() const {
+  check_dtype(DType::bfloat16);
+  return static_cast<const std::uint16_t*>(data_.get());
+}
+
 Tensor Tensor::borrow(void* data, const Shape& shape, DType dtype, Device device) {
   Tensor t;
   t.shape_ = shape;

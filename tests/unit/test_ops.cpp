@@ -758,7 +758,7 @@ BOOST_AUTO_TEST_CASE(errors_name_op_and_shapes) {
                ops::add(random_tensor({2, 3}), random_tensor({3, 2}));
              }) == "add: a float32[2, 3] and b float32[3, 2] differ in shape");
   Tensor labels = random_labels({4}, 3);
-  BOOST_TEST(error_of([&] { ops::add(labels, labels); }) == "add: a is int32[4], expected float32");
+  BOOST_TEST(error_of([&] { ops::add(labels, labels); }) == "add: a is int32[4], expected float32 or bfloat16");
 
   // Bad labels and tokens name the row and the value.
   Tensor logits = random_tensor({2, 3, 5});

@@ -40,6 +40,16 @@ class PIPE_API Backend {
                                     const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
                                     std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) = 0;
 
+  // ---- bfloat16 storage (mixed precision, pipe/bfloat16.hpp): conversions rounding to nearest even, and a GEMM
+  // on typed operands, each float32 or bfloat16, accumulating in float32.
+  virtual void to_bf16(const float* x, std::uint16_t* y, std::int64_t n) = 0;
+  virtual void from_bf16(const std::uint16_t* x, float* y, std::int64_t n) = 0;
+  // The default widens bfloat16 operands to float32 temporaries, runs gemm() and rounds a bfloat16 C back, which
+  // is what the CPU does; a device backend overrides it with native bfloat16 GEMMs.
+  virtual void gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                          const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
+                          float beta, void* c, DType c_type, std::int64_t ldc);
+
   // ---- elementwise
   virtual void add(const float* a, const float* b, float* out, std::int64_t n) = 0;  // out = a + b
   virtual void accumulate(float* y, const float* x, std::int64_t n) = 0;             // y += x

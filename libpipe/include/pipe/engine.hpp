@@ -54,6 +54,10 @@ struct TrainOptions {
   // (host memory; device tensors staged through it) or NCCL (GPU memory, one
   // GPU per rank). Host values (losses, norms) always go through MPI.
   CommKind comm = CommKind::mpi;
+  // Storage of parameters, activations and their gradients: float32, or
+  // bfloat16 (mixed precision: float32 master weights, gradients, optimizer
+  // state, losses and reductions; the math is float32 either way).
+  DType dtype = DType::float32;
 };
 
 // A step produced a non-finite loss or gradient; thrown identically on every rank.

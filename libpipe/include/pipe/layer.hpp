@@ -46,8 +46,12 @@ struct PIPE_API LayerDescription {
 // building a model for planning or inference costs the parameters alone.
 struct Parameter {
   ParamSpec spec;
-  Tensor value;
-  Tensor grad;  // same shape; backward_weight accumulates into it
+  Tensor value;  // what the layer computes with: float32, or bfloat16 under mixed precision
+  Tensor grad;   // float32, same shape; backward_weight accumulates into it
+  // Mixed precision: the float32 master weights that the optimizer updates and
+  // checkpoints hold; value is their bfloat16 rounding. Undefined when value
+  // is float32 (value is then the master itself).
+  Tensor master;
 };
 
 // What one micro-batch's forward left for its backward. The engine owns one
@@ -80,7 +84,7 @@ class PIPE_API Layer {
  public:
   virtual ~Layer();
   virtual std::vector<Parameter>& parameters() = 0;
-  // Total bytes of parameter storage this layer holds (not gradients).
+  // Total bytes of parameter storage this layer holds, master weights included (not gradients).
   std::size_t parameter_bytes();
 
   // y = f(x); keeps in ctx what backward needs (the engine keeps nothing else).
@@ -97,6 +101,16 @@ class PIPE_API Layer {
 PIPE_API void allocate_grads(Layer& layer);
 // Sets every allocated gradient to zero.
 PIPE_API void zero_grads(Layer& layer);
+
+// Mixed precision: every float32 parameter of `layer` moves its values to its
+// master and computes with a bfloat16 copy (store_parameters_in_bf16). After
+// the master changes (an optimizer step, a checkpoint load) refresh_from_master
+// rounds it into value again.
+PIPE_API void store_parameters_in_bf16(Layer& layer);
+PIPE_API void refresh_from_master(Parameter& param);
+// The float32 values of a parameter: its master when it has one, else its value.
+PIPE_API Tensor& master_of(Parameter& param);
+PIPE_API const Tensor& master_of(const Parameter& param);
 
 class PIPE_API LayerFactory {
  public:

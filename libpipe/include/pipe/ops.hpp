@@ -21,6 +21,11 @@ PIPE_API void accumulate(Tensor& y, const Tensor& x);   // y += x, same numel
 PIPE_API Tensor clone(const Tensor& t);
 // `t` on `device`: t itself when it is already there, else a copy (between the host and a device).
 PIPE_API Tensor to_device(const Tensor& t, Device device);
+// `t` as `dtype` (float32 or bfloat16): t itself when it already is, else a converted copy (rounded to nearest
+// even into bfloat16).
+PIPE_API Tensor to_dtype(const Tensor& t, DType dtype);
+// dst = src converted to dst's dtype (both float32 or bfloat16, same number of elements, one device).
+PIPE_API void convert_into(Tensor& dst, const Tensor& src);
 PIPE_API double sum_squares(const Tensor& t);
 // sum_squares of each tensor (all float32, on one device), with a single wait on a device.
 PIPE_API std::vector<double> sum_squares_each(const std::vector<const Tensor*>& ts);

@@ -46,6 +46,8 @@ class PIPE_API Tensor {
   const float* f32() const;
   std::int32_t* i32();
   const std::int32_t* i32() const;
+  std::uint16_t* bf16();  // bfloat16 bits (pipe/bfloat16.hpp)
+  const std::uint16_t* bf16() const;
 
   void* data() { return data_.get(); }
   const void* data() const { return data_.get(); }

@@ -12,6 +12,7 @@
 #include <limits>
 #include <string>
 
+#include "pipe/bfloat16.hpp"
 #include "cpu_math.hpp"
 #include "gemm_check.hpp"
 #include "pipe/error.hpp"
@@ -97,6 +98,16 @@ void CpuBackend::copy_to_host(void* host, const void* src, std::size_t bytes) {
 
 void CpuBackend::copy_from_host(void* dst, const void* host, std::size_t bytes) {
   if (bytes > 0 && dst != host) std::memmove(dst, host, bytes);
+}
+
+// ---- bfloat16
+
+void CpuBackend::to_bf16(const float* x, std::uint16_t* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = float_to_bf16(x[i]);
+}
+
+void CpuBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(x[i]);
 }
 
 // ---- GEMM

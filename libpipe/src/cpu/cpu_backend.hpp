@@ -25,6 +25,9 @@ class CpuBackend final : public Backend {
                             std::int64_t stride_b, float beta, float* c, std::int64_t ldc, std::int64_t stride_c,
                             std::int64_t batch) override;
 
+  void to_bf16(const float* x, std::uint16_t* y, std::int64_t n) override;
+  void from_bf16(const std::uint16_t* x, float* y, std::int64_t n) override;
+
   void add(const float* a, const float* b, float* out, std::int64_t n) override;
   void accumulate(float* y, const float* x, std::int64_t n) override;
   void scale(float* y, float factor, std::int64_t n) override;

@@ -116,6 +116,18 @@ void CudaBackend::copy_from_host(void* dst, const void* host, std::size_t bytes)
   PIPE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+// ---- bfloat16
+
+void CudaBackend::to_bf16(const float* x, std::uint16_t* y, std::int64_t n) {
+  bind();
+  cuda::to_bf16(ctx_, x, y, n);
+}
+
+void CudaBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
+  bind();
+  cuda::from_bf16(ctx_, x, y, n);
+}
+
 // ---- GEMM
 //
 // cuBLAS is column-major. A row-major matrix with leading dimension ld is, read column-major, its transpose
@@ -162,6 +174,30 @@ void CudaBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t 
         static_cast<int>(lda), stride_a, &beta, c + done * stride_c, CUDA_R_32F, static_cast<int>(ldc), stride_c,
         static_cast<int>(count), compute, CUBLAS_GEMM_DEFAULT));
   }
+}
+
+static cudaDataType_t cuda_type_of(DType t) { return t == DType::bfloat16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+void CudaBackend::gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                             const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type,
+                             std::int64_t ldb, float beta, void* c, DType c_type, std::int64_t ldc) {
+  const bool all_f32 = a_type == DType::float32 && b_type == DType::float32 && c_type == DType::float32;
+  if (all_f32)
+    return gemm(trans_a, trans_b, m, n, k, alpha, static_cast<const float*>(a), lda, static_cast<const float*>(b),
+                ldb, beta, static_cast<float*>(c), ldc);
+  // cuBLAS takes bfloat16 A and B together, into a float32 or bfloat16 C; anything else (and the empty product,
+  // C = beta C) goes through the widening default.
+  const bool native = a_type == DType::bfloat16 && b_type == DType::bfloat16 &&
+                      (c_type == DType::float32 || c_type == DType::bfloat16) && k > 0;
+  if (!native)
+    return Backend::gemm_typed(trans_a, trans_b, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc);
+  detail::check_gemm("gemm_typed", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  if (m == 0 || n == 0) return;
+  bind();
+  PIPE_CUBLAS_CHECK(cublasGemmEx(cublas_, op_of(trans_b), op_of(trans_a), static_cast<int>(n), static_cast<int>(m),
+                                 static_cast<int>(k), &alpha, b, CUDA_R_16BF, static_cast<int>(ldb), a, CUDA_R_16BF,
+                                 static_cast<int>(lda), &beta, c, cuda_type_of(c_type), static_cast<int>(ldc),
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // ---- elementwise

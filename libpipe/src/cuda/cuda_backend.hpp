@@ -44,6 +44,14 @@ class CudaBackend final : public Backend {
                             std::int64_t stride_b, float beta, float* c, std::int64_t ldc, std::int64_t stride_c,
                             std::int64_t batch) override;
 
+  void to_bf16(const float* x, std::uint16_t* y, std::int64_t n) override;
+  void from_bf16(const std::uint16_t* x, float* y, std::int64_t n) override;
+  // Native cuBLAS GEMMs when A and B share a type (bfloat16 x bfloat16 on the tensor cores, fp32 accumulation,
+  // C float32 or bfloat16); otherwise the widening default.
+  void gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                  const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
+                  float beta, void* c, DType c_type, std::int64_t ldc) override;
+
   void add(const float* a, const float* b, float* out, std::int64_t n) override;
   void accumulate(float* y, const float* x, std::int64_t n) override;
   void scale(float* y, float factor, std::int64_t n) override;

@@ -13,6 +13,9 @@ namespace libpipe::cuda {
 
 // ---- elementwise.cu
 void fill(const CudaContext& ctx, float* y, float value, std::int64_t n);
+// Rounding to nearest even, every NaN to 0x7FFF (pipe/bfloat16.hpp).
+void to_bf16(const CudaContext& ctx, const float* x, std::uint16_t* y, std::int64_t n);
+void from_bf16(const CudaContext& ctx, const std::uint16_t* x, float* y, std::int64_t n);
 void add(const CudaContext& ctx, const float* a, const float* b, float* out, std::int64_t n);
 void accumulate(const CudaContext& ctx, float* y, const float* x, std::int64_t n);
 void scale(const CudaContext& ctx, float* y, float factor, std::int64_t n);

@@ -2,6 +2,8 @@
 // accesses where every pointer is 16-byte aligned (always, for tensors from
 // the allocator), scalar ones otherwise. Per-element arithmetic is the CPU
 // backend's (cpu_backend.cpp, cpu_math.hpp), in the same order.
+#include <cuda_bf16.h>
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -65,6 +67,31 @@ struct Fill {
   __device__ void one(std::int64_t j) const { y[j] = value; }
   __device__ void vec4(std::int64_t i) const {
     reinterpret_cast<float4*>(y)[i] = make_float4(value, value, value, value);
+  }
+};
+
+// bfloat16 conversions (pipe/bfloat16.hpp's rounding: nearest even, one quiet NaN).
+struct ToBf16 {
+  const float* x;
+  std::uint16_t* y;
+  __device__ static std::uint16_t round(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
+  __device__ void one(std::int64_t j) const { y[j] = isnan(x[j]) ? std::uint16_t{0x7FFF} : round(x[j]); }
+  __device__ void vec4(std::int64_t i) const {
+    const float4 v = reinterpret_cast<const float4*>(x)[i];
+    const float f[4] = {v.x, v.y, v.z, v.w};
+    std::uint16_t h[4];
+    for (int k = 0; k < 4; ++k) h[k] = isnan(f[k]) ? std::uint16_t{0x7FFF} : round(f[k]);
+    reinterpret_cast<ushort4*>(y)[i] = make_ushort4(h[0], h[1], h[2], h[3]);
+  }
+};
+struct FromBf16 {
+  const std::uint16_t* x;
+  float* y;
+  __device__ static float widen(std::uint16_t h) { return __uint_as_float(static_cast<unsigned>(h) << 16); }
+  __device__ void one(std::int64_t j) const { y[j] = widen(x[j]); }
+  __device__ void vec4(std::int64_t i) const {
+    const ushort4 h = reinterpret_cast<const ushort4*>(x)[i];
+    reinterpret_cast<float4*>(y)[i] = make_float4(widen(h.x), widen(h.y), widen(h.z), widen(h.w));
   }
 };
 
@@ -257,6 +284,14 @@ void fill(const CudaContext& ctx, float* y, float value, std::int64_t n) {
     return;
   }
   launch_elementwise(ctx, Fill{y, value}, n, aligned16(y), "fill");
+}
+
+void to_bf16(const CudaContext& ctx, const float* x, std::uint16_t* y, std::int64_t n) {
+  launch_elementwise(ctx, ToBf16{x, y}, n, aligned16(x) && aligned16(y), "to_bf16");
+}
+
+void from_bf16(const CudaContext& ctx, const std::uint16_t* x, float* y, std::int64_t n) {
+  launch_elementwise(ctx, FromBf16{x, y}, n, aligned16(x) && aligned16(y), "from_bf16");
 }
 
 void add(const CudaContext& ctx, const float* a, const float* b, float* out, std::int64_t n) {
