@@ -7,10 +7,11 @@
 #
 #   stages   fp32: 1 stage vs 2 stages (2 ranks sharing GPU 0 over --comm mpi; with 2+ GPUs also one GPU per rank
 #            over --comm nccl): same first loss (relative 1e-6), every loss within relative 1e-4
-#   bf16     the same with --dtype bf16: first loss 1e-5, every loss 1e-2; and bf16 differs from fp32 (the flag
-#            takes effect) by at most 5e-2 at the first step
+#   bf16     the same with --dtype bf16 (mixed precision): first loss 1e-3, every loss 1e-2; and bf16 differs
+#            from fp32 (the flag takes effect) by at most 5e-2 at the first step
 #   vs-cpu   the GPU against the CPU: fp32 first loss within 1e-5, first gradient norm within 1e-4, every loss
-#            within 1e-3; tf32 and bf16 first loss within 2e-3 and 1e-2
+#            within 1e-3; tf32 first loss within 2e-3 of the CPU's fp32; bf16 first loss within 1e-3 and every
+#            loss within 1e-2 of the CPU's bf16 (which emulates the GPU's rounding)
 #
 # Why these tolerances. On the CPU these runs are bit-identical at any stage count (train_check.sh stages), and a
 # different reduction order (train_check.sh data-parallel: 2 replicas vs 1) moves 20 steps of losses by under 1e-6
@@ -22,10 +23,13 @@
 #   - later steps carry reordered sums through AdamW; the CPU's data-parallel run shows such perturbations stay
 #     near 1e-6 over 20 steps of gpt-tiny, so 1e-4 is a hundredfold margin that still catches a wrong gradient
 #     (a lost or doubled contribution moves the losses by percents within a few steps).
-#   - bf16 rounds every GEMM input to 8 bits: a perturbation of one fp32 ulp can flip a rounding, a 2^-8 relative
-#     change of that element, so partitions drift apart faster: 1e-2 over 20 steps (step 0: 1e-5).
+#   - bf16 stores every activation and weight in 8 significant bits: a perturbation of one fp32 ulp can flip a
+#     rounding, a 2^-8 relative change of that element, so runs drift apart faster: 1e-2 over 20 steps. Step 0's
+#     forward already rounds after every op, and a flipped rounding moves the loss by ~2^-8 / sqrt(elements):
+#     1e-3.
 #   - GPU vs CPU: each op differs by ~1e-6 (test_cuda_ops), so step 0 agrees to 1e-5 and 20 steps to 1e-3;
-#     tf32/bf16 GEMM inputs carry 2^-11/2^-8 relative errors: step 0 within 2e-3/1e-2 of the CPU's fp32 loss.
+#     tf32 GEMM inputs carry 2^-11 relative errors: step 0 within 2e-3 of the CPU's fp32 loss. The CPU's bf16
+#     rounds as the GPU does, so the GPU's bf16 follows it as bf16 runs follow each other: 1e-3 and 1e-2.
 # Every comparison prints the measured largest difference, so that the first GPU run shows the margins.
 set -u
 check=$1 train=$2 probe=$3
@@ -102,10 +106,10 @@ case $check in
   bf16)
     run bf1 1 --stages 1 --device cuda --dtype bf16
     CUDA_VISIBLE_DEVICES=$shared_gpu run bf2_mpi 2 --stages 2 --device cuda --dtype bf16 --comm mpi
-    close bf1 bf2_mpi loss 1e-5 1e-2 || status=1
+    close bf1 bf2_mpi loss 1e-3 1e-2 || status=1
     if [ "$gpus" -ge 2 ]; then
       run bf2_nccl 2 --stages 2 --device cuda --dtype bf16 --comm nccl
-      close bf1 bf2_nccl loss 1e-5 1e-2 || status=1
+      close bf1 bf2_nccl loss 1e-3 1e-2 || status=1
     fi
     run fp1 1 --stages 1 --device cuda --dtype fp32
     close fp1 bf1 loss 5e-2 - || status=1
@@ -117,8 +121,9 @@ case $check in
     close cpu gpu grad_norm 1e-4 - || status=1
     run tf32 1 --stages 1 --device cuda --dtype tf32
     close cpu tf32 loss 2e-3 - || status=1
+    run cpu_bf16 1 --stages 1 --device cpu --dtype bf16
     run bf16 1 --stages 1 --device cuda --dtype bf16
-    close cpu bf16 loss 1e-2 - || status=1 ;;
+    close cpu_bf16 bf16 loss 1e-3 1e-2 || status=1 ;;
   *) echo "unknown check $check"; exit 2 ;;
 esac
 [ "$status" -eq 0 ] && echo "OK: $check" || echo "FAIL: $check"

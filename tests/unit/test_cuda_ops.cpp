@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "pipe/backend.hpp"
+#include "pipe/bfloat16.hpp"
 #include "pipe/cuda.hpp"
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
@@ -467,6 +468,157 @@ BOOST_AUTO_TEST_CASE(gemm_all_transposes_maths_and_leading_dimensions) {
         gemm_both(math, ta, tb, {5, 0, 4}, 1.0f, 0.5f, 2);
       }
   }
+}
+
+// ---------------------------------------------------------------- bfloat16 (mixed precision)
+
+namespace {
+
+using Halves = std::vector<std::uint16_t>;
+
+Halves to_halves(const Floats& v) {
+  Halves h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = libpipe::float_to_bf16(v[i]);
+  return h;
+}
+
+Floats from_halves(const Halves& h) {
+  Floats v(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) v[i] = libpipe::bf16_to_float(h[i]);
+  return v;
+}
+
+Tensor upload_halves(const Halves& host) {
+  Tensor t = Tensor::empty({std::max<std::int64_t>(1, static_cast<std::int64_t>(host.size()))}, DType::bfloat16,
+                           tested());
+  gpu().copy_from_host(t.data(), host.data(), host.size() * sizeof(std::uint16_t));
+  return t;
+}
+
+Halves download_halves(const Tensor& t, std::size_t n) {
+  Halves host(n);
+  gpu().copy_to_host(host.data(), t.data(), n * sizeof(std::uint16_t));
+  return host;
+}
+
+}  // namespace
+
+// Rounding to nearest even is one IEEE operation: the GPU's conversions must equal pipe/bfloat16.hpp's bit for bit,
+// NaN, infinities, overflow, ties and subnormals included, at every size and alignment.
+BOOST_AUTO_TEST_CASE(bf16_conversions_are_bit_identical) {
+  auto bits = [](std::uint32_t b) {
+    float x;
+    std::memcpy(&x, &b, sizeof x);
+    return x;
+  };
+  for (std::int64_t n : kSizes)
+    for (std::int64_t offset : {0, 1}) {
+      Floats x = randoms(n + offset, -1e4f, 1e4f);
+      const Floats specials = {std::numeric_limits<float>::quiet_NaN(), bits(0xFF800001u),
+                               std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::max(), bits(0x3F808000u) /* tie to even */,
+                               bits(0x3F818000u) /* tie, up */, bits(0x00010000u), -0.0f};
+      for (std::size_t i = 0; i < specials.size() && i + offset < x.size(); ++i) x[i + offset] = specials[i];
+      Tensor gx = upload(x), gh = Tensor::empty({n + offset + 1}, DType::bfloat16, tested());
+      gpu().to_bf16(dev(gx) + offset, gh.bf16() + offset, n);  // offset 1: neither pointer 16-byte aligned
+      const Halves want = to_halves(Floats(x.begin() + offset, x.end()));
+      const Halves got = download_halves(gh, static_cast<std::size_t>(n + offset));
+      BOOST_TEST((Halves(got.begin() + offset, got.end()) == want), "to_bf16 n=" << n << " offset " << offset);
+      Tensor back = Tensor::empty({n + offset + 1}, DType::float32, tested());
+      gpu().from_bf16(gh.bf16() + offset, dev(back) + offset, n);
+      const Floats wide = download(back, static_cast<std::size_t>(n + offset));
+      const Floats want_wide = from_halves(want);
+      BOOST_TEST(std::memcmp(wide.data() + offset, want_wide.data(), want_wide.size() * sizeof(float)) == 0,
+                 "from_bf16 n=" << n << " offset " << offset);
+    }
+}
+
+// bfloat16 operands: their products are exact in fp32 (8 x 8 significant bits), so with a float32 C the GPU and the
+// CPU differ only in summation order (the fp32 tolerance); a bfloat16 C adds one rounding of 2^-9 that may fall
+// either way: 8e-3 normwise.
+BOOST_AUTO_TEST_CASE(gemm_typed_bf16_operands) {
+  const GemmCase shapes[] = {{1, 1, 1}, {3, 5, 7}, {37, 29, 53}, {64, 96, 128}, {130, 70, 300}};
+  for (DType c_type : {DType::float32, DType::bfloat16})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (const GemmCase& s : shapes) {
+          const std::int64_t pad = 3;
+          const std::int64_t lda = (ta ? s.m : s.k) + pad, ldb = (tb ? s.k : s.n) + pad, ldc = s.n + pad;
+          const Halves a = to_halves(randoms((ta ? s.k : s.m) * lda)), b = to_halves(randoms((tb ? s.n : s.k) * ldb));
+          const Floats c0 = from_halves(to_halves(randoms(s.m * ldc)));  // representable in either C type
+          Tensor ga = upload_halves(a), gb = upload_halves(b);
+          const bool c_bf16 = c_type == DType::bfloat16;
+          Tensor gc = c_bf16 ? upload_halves(to_halves(c0)) : upload(c0);
+          Halves ch = to_halves(c0);
+          Floats cf = c0;
+          void* c_host = c_bf16 ? static_cast<void*>(ch.data()) : static_cast<void*>(cf.data());
+          cpu().gemm_typed(ta, tb, s.m, s.n, s.k, 0.75f, a.data(), DType::bfloat16, lda, b.data(), DType::bfloat16,
+                           ldb, 0.5f, c_host, c_type, ldc);
+          gpu().gemm_typed(ta, tb, s.m, s.n, s.k, 0.75f, ga.data(), DType::bfloat16, lda, gb.data(), DType::bfloat16,
+                           ldb, 0.5f, gc.data(), c_type, ldc);
+          const std::string what = std::string(ta ? "T" : "N") + (tb ? "T" : "N") + " " + dims({s.m, s.n, s.k}) +
+                                   " C " + libpipe::dtype_name(c_type);
+          if (c_bf16)
+            compare("gemm_typed [bf16 x bf16 -> bf16]", what, from_halves(ch),
+                    from_halves(download_halves(gc, ch.size())), Tol{8e-3, 1.0});
+          else
+            compare("gemm_typed [bf16 x bf16 -> fp32]", what, cf, gc, gemm_tol(GemmMath::fp32));
+        }
+}
+
+// A transformer's ops on bfloat16 tensors through libpipe::ops: the GPU's (native bfloat16 GEMMs, fp32 kernels on
+// widened inputs) against the CPU's emulation. Outputs are bfloat16, so one final rounding may differ: 8e-3.
+BOOST_AUTO_TEST_CASE(ops_on_bf16_tensors_match_the_cpu_emulation) {
+  namespace ops = libpipe::ops;
+  const std::int64_t B = 2, T = 16, C = 64, H = 4;
+  auto pair_of = [](const Floats& v, const libpipe::Shape& shape) {
+    Tensor host = Tensor::empty(shape, DType::float32);
+    std::memcpy(host.data(), v.data(), v.size() * sizeof(float));
+    Tensor h16 = ops::to_dtype(host, DType::bfloat16);
+    return std::make_pair(h16, ops::to_device(h16, tested()));
+  };
+  auto host_floats = [](const Tensor& t) {
+    const Tensor wide = ops::to_device(ops::to_dtype(t, DType::float32), Device::cpu);
+    Floats v(static_cast<std::size_t>(wide.numel()));
+    std::memcpy(v.data(), wide.data(), v.size() * sizeof(float));
+    return v;
+  };
+  const auto x = pair_of(randoms(B * T * C), {B, T, C});
+  const auto w = pair_of(randoms(3 * C * C, -0.1f, 0.1f), {3 * C, C});
+  const auto b = pair_of(randoms(3 * C), {3 * C});
+  const auto lw = pair_of(randoms(C, 0.5f, 1.5f), {C});
+  const auto lb = pair_of(randoms(C), {C});
+  const Tol kBf16{8e-3, 0.1};
+
+  Tensor mc, rc, mg, rg;
+  const Tensor ln_c = ops::layernorm(x.first, lw.first, lb.first, 1e-5f, mc, rc);
+  const Tensor ln_g = ops::layernorm(x.second, lw.second, lb.second, 1e-5f, mg, rg);
+  BOOST_TEST((ln_g.dtype() == DType::bfloat16 && ln_g.device() == tested()));
+  compare("ops bf16: layernorm", dims({B, T, C}), host_floats(ln_c), host_floats(ln_g), kBf16);
+  // Later ops take the CPU's inputs on both sides, so that each comparison is of one op.
+  const Tensor ln_on_gpu = ops::to_device(ln_c, tested());
+  const Tensor qkv_c = ops::linear(ln_c, w.first, b.first);
+  const Tensor qkv_g = ops::linear(ln_on_gpu, w.second, b.second);
+  compare("ops bf16: linear", dims({B * T, C, 3 * C}), host_floats(qkv_c), host_floats(qkv_g), kBf16);
+  Tensor pc, pg;
+  const Tensor att_c = ops::attention(qkv_c, H, pc);
+  const Tensor att_g = ops::attention(ops::to_device(qkv_c, tested()), H, pg);
+  compare("ops bf16: attention", dims({B, T, H}), host_floats(att_c), host_floats(att_g), kBf16);
+  Tensor pre_c, pre_g;
+  const Tensor up_c = ops::linear_gelu(att_c, w.first, b.first, pre_c);
+  const Tensor up_g = ops::linear_gelu(ops::to_device(att_c, tested()), w.second, b.second, pre_g);
+  compare("ops bf16: linear_gelu", dims({B * T, C, 3 * C}), host_floats(up_c), host_floats(up_g), kBf16);
+  const Tensor dx_c = ops::linear_backward_input(up_c, w.first);
+  const Tensor dx_g = ops::linear_backward_input(ops::to_device(up_c, tested()), w.second);
+  compare("ops bf16: linear_backward_input", dims({B * T, 3 * C, C}), host_floats(dx_c), host_floats(dx_g), kBf16);
+  Tensor dw_c = Tensor::zeros({3 * C, C}, DType::float32), db_c = Tensor::zeros({3 * C}, DType::float32);
+  Tensor dw_g = Tensor::zeros({3 * C, C}, DType::float32, tested()), db_g = Tensor::zeros({3 * C}, DType::float32,
+                                                                                          tested());
+  ops::linear_backward_weight(up_c, ln_c, dw_c, db_c);
+  ops::linear_backward_weight(ops::to_device(up_c, tested()), ln_on_gpu, dw_g, db_g);
+  BOOST_TEST((dw_g.dtype() == DType::float32));  // parameter gradients stay float32
+  compare("ops bf16: linear_backward_weight", dims({B * T, 3 * C, C}), host_floats(dw_c), host_floats(dw_g),
+          gemm_tol(GemmMath::fp32));
 }
 
 BOOST_AUTO_TEST_CASE(gemm_strided_batched_all_transposes_and_maths) {
