@@ -96,18 +96,53 @@ struct PipelineEngine::Impl {
   double now() const { return std::chrono::duration<double>(Clock::now() - clock_start).count(); }
 
   // Runs `work`, adds its duration to `bucket`, and records it when tracing.
-  // A device runs ops asynchronously: it is synchronized around the work, so
-  // that the time is the work's own (the CPU backend's ops are synchronous).
+  // The CPU backend's ops are synchronous: host clocks time them. A device
+  // runs ops asynchronously, so the work is timed by marks in the device's own
+  // stream (Backend::mark), which the host never waits for here: it runs
+  // ahead, queueing work, and transfers on the comm stream overlap compute.
+  // settle_device_timing turns the marks into times once per step.
   template <typename F>
   void timed(const char* kind, int mb, double& bucket, F&& work) {
-    const bool sync = device != Device::cpu;
-    if (sync) backend.synchronize();
+    if (device != Device::cpu) {
+      if (!device_origin) {  // the step's first mark, taken with the device idle: its host time is known
+        backend.synchronize();
+        device_origin = backend.mark();
+        device_origin_time = now();
+      }
+      std::shared_ptr<void> start = backend.mark();
+      work();
+      device_spans.push_back(DeviceSpan{kind, mb, &bucket, std::move(start), backend.mark()});
+      return;
+    }
     const double start = now();
     work();
-    if (sync) backend.synchronize();
     const double end = now();
     bucket += end - start;
     if (tracing) events.push_back(TraceEvent{kind, mb, start, end});
+  }
+
+  // Work timed on the device, waiting to be read (see timed).
+  struct DeviceSpan {
+    const char* kind;
+    int mb;
+    double* bucket;
+    std::shared_ptr<void> start, end;
+  };
+  std::vector<DeviceSpan> device_spans;
+  std::shared_ptr<void> device_origin;
+  double device_origin_time = 0;
+
+  // Adds the device-timed work to its buckets and the trace, on the host clock; waits for the device. Called at
+  // the end of a step, where the host waits for the device anyway (the loss).
+  void settle_device_timing() {
+    for (DeviceSpan& span : device_spans) {
+      const double start = device_origin_time + backend.seconds_between(device_origin.get(), span.start.get());
+      const double end = device_origin_time + backend.seconds_between(device_origin.get(), span.end.get());
+      *span.bucket += end - start;
+      if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end});
+    }
+    device_spans.clear();
+    device_origin.reset();
   }
   bool first_stage() const { return grid.is_first_stage(); }
   bool last_stage() const { return grid.is_last_stage(); }
@@ -563,6 +598,8 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
   e.first_sample = step * global_batch() +
                    static_cast<std::int64_t>(e.grid.data_parallel_id()) * e.micro_batches * e.batch();
   e.losses.clear();
+  e.device_spans.clear();  // left by a step that threw
+  e.device_origin.reset();
   e.run(e.train);
 
   StepStats stats;
@@ -605,6 +642,7 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
       for (auto& l : e.module.layers()) zero_grads(*l.layer);
     });
   }
+  e.settle_device_timing();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   e.totals.step_s += stats.seconds;
   ++e.totals.steps;
@@ -659,7 +697,10 @@ double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_
   e.inference = all[e.grid.stage_id()];
   // Evaluation is not part of the training steps' time accounting.
   const EngineTotals before = e.totals;
+  e.device_spans.clear();
+  e.device_origin.reset();
   e.run(e.inference);
+  e.settle_device_timing();
   e.totals.compute_s = before.compute_s;
   e.totals.wait_s = before.wait_s;
   e.training = true;

@@ -26,13 +26,19 @@ Optimizer::Optimizer(const OptimizerConfig& config, const std::vector<Parameter*
 
 void Optimizer::step(float lr) {
   ++steps_;
+  if (config_.kind == "adamw") {  // every tensor in one call: a device fuses them into a few launches
+    std::vector<ops::AdamwParam> all;
+    for (auto& s : slots_) {
+      Parameter& p = *s.param;
+      all.push_back({&master_of(p), &p.grad, &s.m, &s.v, p.master.defined() ? &p.value : nullptr,
+                     s.decay ? config_.weight_decay : 0.0f});
+    }
+    ops::adamw_multi(all, lr, config_.beta1, config_.beta2, config_.eps, steps_);
+    return;
+  }
   for (auto& s : slots_) {
-    const float decay = s.decay ? config_.weight_decay : 0.0f;
-    Tensor& weights = master_of(*s.param);  // float32: the master under mixed precision
-    if (config_.kind == "adamw")
-      ops::adamw(weights, s.param->grad, s.m, s.v, lr, config_.beta1, config_.beta2, config_.eps, decay, steps_);
-    else
-      ops::sgd_momentum(weights, s.param->grad, s.m, lr, config_.momentum, decay);
+    ops::sgd_momentum(master_of(*s.param), s.param->grad, s.m, lr, config_.momentum,
+                      s.decay ? config_.weight_decay : 0.0f);
     refresh_from_master(*s.param);
   }
 }

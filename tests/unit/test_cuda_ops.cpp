@@ -885,6 +885,48 @@ BOOST_AUTO_TEST_CASE(optimizers_over_three_steps) {
   }
 }
 
+// The fused multi-tensor AdamW does per element what adamw does: on the GPU its results equal adamw's bit for bit,
+// over more tensors than one launch takes (70: two launches) of every size, each with its own weight decay, and
+// its bfloat16 copies equal to_bf16 of the updated params (adamw against the CPU: optimizers_over_three_steps).
+BOOST_AUTO_TEST_CASE(adamw_multi_equals_adamw_per_tensor) {
+  const int count = 70;
+  std::vector<Floats> p;
+  std::vector<Tensor> fused_p, fused_m, fused_v, fused_h, one_p, one_m, one_v, grads;
+  std::vector<Backend::AdamwTensor> fused;
+  for (int i = 0; i < count; ++i) {
+    const std::int64_t n = kSizes[i % std::size(kSizes)] + i;
+    p.push_back(randoms(n));
+    const Floats g = randoms(n, -0.1f, 0.1f);
+    const Floats zeros(static_cast<std::size_t>(n), 0.0f);
+    fused_p.push_back(upload(p.back()));
+    fused_m.push_back(upload(zeros));
+    fused_v.push_back(upload(zeros));
+    fused_h.push_back(Tensor::empty({n + 1}, DType::bfloat16, tested()));
+    one_p.push_back(upload(p.back()));
+    one_m.push_back(upload(zeros));
+    one_v.push_back(upload(zeros));
+    grads.push_back(upload(g));
+  }
+  for (int i = 0; i < count; ++i)
+    fused.push_back({dev(fused_p[i]), dev(grads[i]), dev(fused_m[i]), dev(fused_v[i]),
+                     i % 2 ? fused_h[i].bf16() : nullptr, static_cast<std::int64_t>(p[i].size()), 0.01f * (i % 3)});
+  for (int step = 1; step <= 3; ++step) {
+    gpu().adamw_multi(fused.data(), count, 1e-3f, 0.9f, 0.95f, 1e-8f, step);
+    for (int i = 0; i < count; ++i) {
+      const std::int64_t n = static_cast<std::int64_t>(p[i].size());
+      gpu().adamw(dev(one_p[i]), dev(grads[i]), dev(one_m[i]), dev(one_v[i]), n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                  0.01f * (i % 3), step);
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    const std::size_t n = p[i].size();
+    const Floats a = download(fused_p[i], n), b = download(one_p[i], n);
+    BOOST_TEST(std::memcmp(a.data(), b.data(), n * sizeof(float)) == 0, "adamw_multi param of tensor " << i);
+    BOOST_TEST((download(fused_m[i], n) == download(one_m[i], n)), "adamw_multi m of tensor " << i);
+    if (i % 2) BOOST_TEST((download_halves(fused_h[i], n) == to_halves(b)), "adamw_multi bf16 copy of tensor " << i);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(sum_squares_in_double) {
   for (std::int64_t n : kSizes) {
     const Floats x = randoms(n);

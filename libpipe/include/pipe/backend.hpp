@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "pipe/export.hpp"
 #include "pipe/tensor.hpp"
@@ -22,6 +23,11 @@ class PIPE_API Backend {
   // Waits until every op issued so far has finished (ops may run asynchronously on a device stream):
   // for timings and before the host reads what an op wrote through other means than copy_to_host.
   virtual void synchronize() {}
+  // Device-side timing, so that timing work never stops the host: a mark is recorded in the device's stream of
+  // work and reached when everything issued before it has run. The CPU's ops are synchronous and it returns null
+  // (host clocks time them). seconds_between waits until `to` is reached.
+  virtual std::shared_ptr<void> mark() { return nullptr; }
+  virtual double seconds_between(const void* /*from*/, const void* /*to*/) { return 0.0; }
 
   // ---- memory
   virtual void fill(float* y, float value, std::int64_t n) = 0;
@@ -112,6 +118,27 @@ class PIPE_API Backend {
   // step counts from 1 (bias correction).
   virtual void adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
                      float beta2, float eps, float weight_decay, std::int64_t step) = 0;
+  // One AdamW step of many tensors at once, with shared hyper-parameters and each tensor's own weight decay.
+  // Where `param_bf16` is set (mixed precision: `param` is the float32 master), the updated value is also
+  // rounded into it. The default runs adamw (and to_bf16) tensor by tensor; a device backend fuses them into a
+  // few launches.
+  struct AdamwTensor {
+    float* param;
+    const float* grad;
+    float* m;
+    float* v;
+    std::uint16_t* param_bf16;  // or null
+    std::int64_t n;
+    float weight_decay;
+  };
+  virtual void adamw_multi(const AdamwTensor* tensors, int count, float lr, float beta1, float beta2, float eps,
+                           std::int64_t step) {
+    for (int i = 0; i < count; ++i) {
+      const AdamwTensor& t = tensors[i];
+      adamw(t.param, t.grad, t.m, t.v, t.n, lr, beta1, beta2, eps, t.weight_decay, step);
+      if (t.param_bf16 != nullptr) to_bf16(t.param, t.param_bf16, t.n);
+    }
+  }
   // sum of x^2 in double (for the global gradient norm).
   virtual double sum_squares(const float* x, std::int64_t n) = 0;
   // out[i] = sum_squares(x[i], n[i]) for `count` arrays, each summed exactly as sum_squares does. A device

@@ -74,5 +74,18 @@ PIPE_API void sgd_momentum(Tensor& param, const Tensor& grad, Tensor& momentum_b
                            float weight_decay);
 PIPE_API void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, float lr, float beta1, float beta2,
                     float eps, float weight_decay, std::int64_t step);
+// adamw for many parameters at once (fused on a device: Backend::adamw_multi), each with its own weight decay.
+// Where bf16_copy is set (mixed precision: param is the float32 master), it receives the updated param's bfloat16
+// rounding.
+struct AdamwParam {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* m;
+  Tensor* v;
+  Tensor* bf16_copy;  // or null
+  float weight_decay;
+};
+PIPE_API void adamw_multi(const std::vector<AdamwParam>& params, float lr, float beta1, float beta2, float eps,
+                          std::int64_t step);
 
 }  // namespace libpipe::ops

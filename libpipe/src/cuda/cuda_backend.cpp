@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "cuda/cuda_check.hpp"
 #include "cuda/cuda_kernels.hpp"
@@ -75,6 +76,24 @@ CudaBackend::CudaBackend(int device, const std::string& where) : device_(device)
 void CudaBackend::synchronize() {
   bind();
   PIPE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+std::shared_ptr<void> CudaBackend::mark() {
+  bind();
+  cudaEvent_t event = nullptr;
+  PIPE_CUDA_CHECK(cudaEventCreate(&event));  // with timing: a blocking-sync flag is not needed, nor wanted
+  std::shared_ptr<void> owned(event, [](void* e) { (void)cudaEventDestroy(static_cast<cudaEvent_t>(e)); });
+  PIPE_CUDA_CHECK(cudaEventRecord(event, stream_));
+  return owned;
+}
+
+double CudaBackend::seconds_between(const void* from, const void* to) {
+  auto* a = static_cast<cudaEvent_t>(const_cast<void*>(from));
+  auto* b = static_cast<cudaEvent_t>(const_cast<void*>(to));
+  PIPE_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  PIPE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  return ms / 1000.0;
 }
 
 // ---- memory
@@ -338,6 +357,22 @@ void CudaBackend::adamw(float* param, const float* grad, float* m, float* v, std
   bind();
   cuda::adamw(ctx_, param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
               static_cast<float>(1.0 / std::sqrt(bc2)));
+}
+
+void CudaBackend::adamw_multi(const AdamwTensor* tensors, int count, float lr, float beta1, float beta2, float eps,
+                              std::int64_t step) {
+  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  std::vector<cuda::AdamwMultiEntry> entries;
+  entries.reserve(static_cast<std::size_t>(std::max(count, 0)));
+  for (int i = 0; i < count; ++i) {
+    const AdamwTensor& t = tensors[i];
+    entries.push_back({t.param, t.grad, t.m, t.v, t.param_bf16, t.n, 1.0f - lr * t.weight_decay});
+  }
+  bind();
+  cuda::adamw_multi(ctx_, entries.data(), count, beta1, beta2, eps, static_cast<float>(lr / bc1),
+                    static_cast<float>(1.0 / std::sqrt(bc2)));
 }
 
 double CudaBackend::sum_squares(const float* x, std::int64_t n) {

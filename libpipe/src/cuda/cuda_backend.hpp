@@ -26,6 +26,8 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::cuda; }
   const char* name() const override { return "cuda"; }
   void synchronize() override;
+  std::shared_ptr<void> mark() override;  // a cudaEvent_t recorded on the compute stream
+  double seconds_between(const void* from, const void* to) override;
 
   int device_index() const { return device_; }
   cudaStream_t stream() const { return stream_; }
@@ -93,6 +95,8 @@ class CudaBackend final : public Backend {
                     float weight_decay) override;
   void adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1, float beta2,
              float eps, float weight_decay, std::int64_t step) override;
+  void adamw_multi(const AdamwTensor* tensors, int count, float lr, float beta1, float beta2, float eps,
+                   std::int64_t step) override;
   double sum_squares(const float* x, std::int64_t n) override;
   void sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) override;
 

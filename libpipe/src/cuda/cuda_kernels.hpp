@@ -39,6 +39,20 @@ void sgd_momentum(const CudaContext& ctx, float* param, const float* grad, float
 // (sqrt(v') * inv_sqrt_bc2 + eps).
 void adamw(const CudaContext& ctx, float* param, const float* grad, float* m, float* v, std::int64_t n, float beta1,
            float beta2, float eps, float decay, float step_size, float inv_sqrt_bc2);
+// AdamW over many tensors in launches of up to 64 (Backend::adamw_multi), each tensor with its own folded
+// weight-decay factor; the per-element arithmetic is adamw's. Where param_bf16 is set, the updated param is also
+// rounded into it (to_bf16's rounding).
+struct AdamwMultiEntry {
+  float* param;
+  const float* grad;
+  float* m;
+  float* v;
+  std::uint16_t* param_bf16;
+  std::int64_t n;
+  float decay;  // 1 - lr * weight_decay
+};
+void adamw_multi(const CudaContext& ctx, const AdamwMultiEntry* tensors, int count, float beta1, float beta2,
+                 float eps, float step_size, float inv_sqrt_bc2);
 // Sum of x^2 accumulated in double; waits for the result. Deterministic: the grid depends on n and x's
 // alignment only (not on the GPU), blocks sum in a fixed order, and so does the pass over the block partials.
 double sum_squares(const CudaContext& ctx, const float* x, std::int64_t n);
