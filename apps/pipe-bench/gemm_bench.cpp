@@ -13,6 +13,10 @@
 // shape by how often a training step runs it. Each product is checked once
 // after timing at sampled entries against a double-precision dot product, as
 // the other benchmarks check what they time (#wrong; exit 1 on a wrong one).
+// With --dtype bf16 the linear layers' GEMMs run as training runs them under
+// mixed precision: bfloat16 operands, a float32 C for the forward (its bias and
+// activation epilogue) and the weight gradient, a bfloat16 C for the input
+// gradient; attention's batched products keep float32 operands on bf16 math.
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -32,6 +36,7 @@
 #include "pipe/cuda.hpp"
 #include "pipe/error.hpp"
 #include "pipe/model.hpp"
+#include "pipe/ops.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/tensor.hpp"
 
@@ -41,6 +46,7 @@ namespace {
 namespace po = boost::program_options;
 using Clock = std::chrono::steady_clock;
 using libpipe::Device;
+using libpipe::DType;
 using libpipe::GemmMath;
 using libpipe::Tensor;
 
@@ -199,7 +205,7 @@ float tile_at(const Tile& tile, std::int64_t i, std::int64_t off) {
 
 // Time one shape; then one product with beta = 0, checked at 48 sampled entries. Returns the mean microseconds.
 void run_one(libpipe::Backend& be, Device device, Tile& tile, Gemm& g, int warmup, int repeat, double tol,
-             std::mt19937& rng) {
+             bool bf16_storage, std::mt19937& rng) {
   const std::int64_t rows_a = g.ta ? g.k : g.m, cols_a = g.ta ? g.m : g.k;
   const std::int64_t rows_b = g.tb ? g.n : g.k, cols_b = g.tb ? g.k : g.n;
   const std::int64_t lda = cols_a, ldb = cols_b, ldc = g.n;
@@ -211,8 +217,21 @@ void run_one(libpipe::Backend& be, Device device, Tile& tile, Gemm& g, int warmu
   fill_from_tile(be, tile, a.f32(), a.numel(), off_a);
   fill_from_tile(be, tile, b.f32(), b.numel(), off_b);
   fill_from_tile(be, tile, c.f32(), c.numel(), 333);
+  // Mixed precision's linear GEMMs: bfloat16 copies of A and B (and of C for the input gradient).
+  const bool typed = bf16_storage && g.batch == 1;
+  const DType c_type = typed && g.pass == "input grad" ? DType::bfloat16 : DType::float32;
+  Tensor a16, b16, c16;
+  if (typed) {
+    a16 = libpipe::ops::to_dtype(a, DType::bfloat16);
+    b16 = libpipe::ops::to_dtype(b, DType::bfloat16);
+    if (c_type == DType::bfloat16) c16 = libpipe::ops::to_dtype(c, DType::bfloat16);
+  }
+  void* c_typed = c_type == DType::bfloat16 ? c16.data() : c.data();
   auto call = [&](float beta) {
-    if (g.batch == 1)
+    if (typed)
+      be.gemm_typed(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a16.data(), DType::bfloat16, lda, b16.data(), DType::bfloat16, ldb,
+                    beta, c_typed, c_type, ldc);
+    else if (g.batch == 1)
       be.gemm(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.f32(), lda, b.f32(), ldb, beta, c.f32(), ldc);
     else
       be.gemm_strided_batched(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.f32(), lda, sa, b.f32(), ldb, sb, beta, c.f32(), ldc,
@@ -229,6 +248,7 @@ void run_one(libpipe::Backend& be, Device device, Tile& tile, Gemm& g, int warmu
   }
 
   call(0.0f);
+  if (c_type == DType::bfloat16) libpipe::ops::convert_into(c, c16);  // read back through the float32 C
   be.synchronize();
   std::uniform_int_distribution<std::int64_t> pb(0, g.batch - 1), pi(0, g.m - 1), pj(0, g.n - 1);
   g.wrong = 0;
@@ -293,8 +313,9 @@ int run_gemm(const std::vector<std::string>& args, const std::string& command_li
     libpipe::set_cuda_gemm_math(math);
     description = libpipe::cuda_device_description();
   } else {
-    if (math != GemmMath::fp32)
-      throw libpipe::Error("--dtype " + dtype + " needs --device cuda (the CPU backend's GEMMs are fp32)");
+    if (math == GemmMath::tf32)
+      throw libpipe::Error("--dtype tf32 needs --device cuda (TF32 is the tensor cores' format)");
+    // --dtype bf16 runs on the CPU too: its GEMMs widen bfloat16 operands (the storage, not the speed, of a GPU).
     libpipe::set_cpu_threads(threads);
     description = "cpu, " + std::to_string(threads) + " thread(s)";
   }
@@ -313,7 +334,7 @@ int run_gemm(const std::vector<std::string>& args, const std::string& command_li
   for (float& x : tile.host) x = dist(rng);
   tile.device = Tensor::empty({kTile}, libpipe::DType::float32, device);
   be.copy_from_host(tile.device.data(), tile.host.data(), tile.host.size() * sizeof(float));
-  for (Gemm& g : shapes.gemms) run_one(be, device, tile, g, warmup, repeat, tol, rng);
+  for (Gemm& g : shapes.gemms) run_one(be, device, tile, g, warmup, repeat, tol, math == GemmMath::bf16, rng);
 
   double flop = 0, us = 0;
   int wrong = 0;
