@@ -9,6 +9,8 @@
 #            over --comm nccl): same first loss (relative 1e-6), every loss within relative 1e-4
 #   bf16     the same with --dtype bf16 (mixed precision): first loss 1e-3, every loss 1e-2; and bf16 differs
 #            from fp32 (the flag takes effect) by at most 5e-2 at the first step
+#   flash    flash attention (PIPE_ATTENTION=flash) against the materialised attention, fp32: first loss 1e-5,
+#            every loss 1e-4, first gradient norm 1e-4
 #   vs-cpu   the GPU against the CPU: fp32 first loss within 1e-5, first gradient norm within 1e-4, every loss
 #            within 1e-3; tf32 first loss within 2e-3 of the CPU's fp32; bf16 first loss within 1e-3 and every
 #            loss within 1e-2 of the CPU's bf16 (which emulates the GPU's rounding)
@@ -114,6 +116,16 @@ case $check in
     run fp1 1 --stages 1 --device cuda --dtype fp32
     close fp1 bf1 loss 5e-2 - || status=1
     if ! differs fp1 bf1; then echo "FAIL: --dtype bf16 gave the fp32 losses bit for bit (the flag has no effect)"; status=1; fi ;;
+  flash)
+    # Flash attention (PIPE_ATTENTION=flash; by default only from 2048 tokens) against the materialised path: the
+    # same model in fp32, summed in another order: the stage-count bounds.
+    export PIPE_ATTENTION=materialized
+    run mat 1 --stages 1 --device cuda --dtype fp32
+    export PIPE_ATTENTION=flash
+    run flash 1 --stages 1 --device cuda --dtype fp32
+    unset PIPE_ATTENTION
+    close mat flash loss 1e-5 1e-4 || status=1
+    close mat flash grad_norm 1e-4 - || status=1 ;;
   vs-cpu)
     run cpu 1 --stages 1 --device cpu
     run gpu 1 --stages 1 --device cuda --dtype fp32

@@ -42,6 +42,16 @@ Tensor widened(Backend& be, const void* p, DType type, std::int64_t elements) {
 
 }  // namespace
 
+void Backend::flash_attention_forward(const float*, float*, float*, std::int64_t, std::int64_t, std::int64_t,
+                                      std::int64_t) {
+  throw Error(std::string("flash_attention_forward: the ") + name() + " backend has no flash attention");
+}
+
+void Backend::flash_attention_backward(const float*, const float*, const float*, float*, std::int64_t, std::int64_t,
+                                       std::int64_t, std::int64_t) {
+  throw Error(std::string("flash_attention_backward: the ") + name() + " backend has no flash attention");
+}
+
 void Backend::gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                          const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
                          float beta, void* c, DType c_type, std::int64_t ldc) {

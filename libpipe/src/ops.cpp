@@ -442,11 +442,17 @@ AttentionDims check_qkv(const char* op, const Tensor& qkv, std::int64_t heads) {
   return {qkv.shape()[0], qkv.shape()[1], heads, three_c / 3 / heads};
 }
 
-void check_probs(const char* op, const Tensor& probs, const AttentionDims& d) {
+// What attention saved for backward: the probabilities [B, H, T, T], or, from the flash path, each row's output
+// and log-sum-exp [B H, T, D + 1] (float32). Returns true for the flash state.
+bool check_probs(const char* op, const Tensor& probs, const AttentionDims& d) {
   require_float(op, "probs", probs);
   const Shape want{d.batch, d.heads, d.seq, d.seq};
+  const Shape flash{d.batch * d.heads, d.seq, d.head_dim + 1};
+  if (probs.shape() == flash && probs.dtype() == DType::float32) return true;
   if (probs.shape() != want)
-    throw Error(std::string(op) + ": probs " + type_of(probs) + " should be " + shape_str(want) + " [B, H, T, T]");
+    throw Error(std::string(op) + ": probs " + type_of(probs) + " should be " + shape_str(want) +
+                " [B, H, T, T] (or, saved by flash attention, float32" + shape_str(flash) + ")");
+  return false;
 }
 
 }  // namespace
@@ -456,6 +462,11 @@ Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs) {
   Backend& be = backend_of("attention", {{"qkv", &qkv}});
   const std::int64_t C = d.heads * d.head_dim;
   Tensor out = Tensor::empty({d.batch, d.seq, C}, DType::float32, qkv.device());
+  if (be.flash_attention_pays(d.seq, d.head_dim)) {  // long sequences: no T x T matrix
+    probs = Tensor::empty({d.batch * d.heads, d.seq, d.head_dim + 1}, DType::float32, qkv.device());
+    be.flash_attention_forward(f32(wide(qkv)), f32(out), f32(probs), d.batch, d.seq, d.heads, d.head_dim);
+    return to_dtype(out, qkv.dtype());
+  }
   Tensor p = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, DType::float32, qkv.device());
   be.attention_forward(f32(wide(qkv)), f32(out), f32(p), d.batch, d.seq, d.heads, d.head_dim);
   probs = to_dtype(p, qkv.dtype());  // kept for backward in the activations' dtype
@@ -465,7 +476,7 @@ Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs) {
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, std::int64_t heads) {
   const char* op = "attention_backward";
   const AttentionDims d = check_qkv(op, qkv, heads);
-  check_probs(op, probs, d);
+  const bool flash = check_probs(op, probs, d);
   require_float(op, "dout", dout);
   const Shape want{d.batch, d.seq, d.heads * d.head_dim};
   if (dout.shape() != want)
@@ -473,6 +484,11 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& p
                 type_of(qkv));
   Backend& be = backend_of(op, {{"dout", &dout}, {"qkv", &qkv}, {"probs", &probs}});
   Tensor dqkv = Tensor::empty(qkv.shape(), DType::float32, qkv.device());
+  if (flash) {
+    be.flash_attention_backward(f32(wide(dout)), f32(wide(qkv)), f32(probs), f32(dqkv), d.batch, d.seq, d.heads,
+                                d.head_dim);
+    return to_dtype(dqkv, dout.dtype());
+  }
   be.attention_backward(f32(wide(dout)), f32(wide(qkv)), f32(wide(probs)), f32(dqkv), d.batch, d.seq, d.heads,
                         d.head_dim);
   return to_dtype(dqkv, dout.dtype());

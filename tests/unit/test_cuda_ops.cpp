@@ -729,6 +729,68 @@ BOOST_AUTO_TEST_CASE(attention_forward_and_backward) {
 
 // ---------------------------------------------------------------- losses
 
+// Flash attention (long sequences) against the CPU's materialised attention: the same output and gradients, in fp32
+// on the CUDA cores (no GEMM math applies), summed in another order and with an online softmax: the fp32 attention
+// tolerance. Head sizes 16, 64 (GPT-2's) and 80 exercise the 32-, 64- and 128-wide register tiles; T crosses the
+// 32-key and 64-row tiles at odd points. The saved state holds the output and each row's log-sum-exp.
+BOOST_AUTO_TEST_CASE(flash_attention_matches_the_materialised_cpu_attention) {
+  if (tested() == Device::cpu) {
+    BOOST_TEST_MESSAGE("flash attention: the CPU backend has none (harness mode)");
+    return;
+  }
+  struct Case {
+    std::int64_t batch, seq, heads, head_dim;
+  };
+  const Case cases[] = {{2, 64, 4, 16}, {2, 37, 3, 16}, {1, 1, 2, 8}, {1, 130, 2, 64}, {2, 97, 2, 80}};
+  for (const Case& cs : cases) {
+    const std::int64_t B = cs.batch, T = cs.seq, H = cs.heads, D = cs.head_dim, C = H * D;
+    const std::string what = "B" + std::to_string(B) + " T" + std::to_string(T) + " H" + std::to_string(H) + " D" +
+                             std::to_string(D);
+    const Floats qkv = randoms(B * T * 3 * C, -2.0f, 2.0f);
+    Floats out(static_cast<std::size_t>(B * T * C)), probs(static_cast<std::size_t>(B * H * T * T));
+    cpu().attention_forward(qkv.data(), out.data(), probs.data(), B, T, H, D);
+    Tensor gqkv = upload(qkv), gout = upload(Floats(out.size(), -1.0f));
+    Tensor state = upload(Floats(static_cast<std::size_t>(B * H * T * (D + 1)), -1.0f));
+    gpu().flash_attention_forward(dev(gqkv), dev(gout), dev(state), B, T, H, D);
+    compare("flash_attention_forward (out)", what, out, gout, attention_tol(GemmMath::fp32, false));
+    // The state's rows: the output (head-major) and log sum_j exp(scale q.k_j) over j <= i.
+    const Floats st = download(state, static_cast<std::size_t>(B * H * T * (D + 1)));
+    Floats want_state(st.size());
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t i = 0; i < T; ++i) {
+          float* row = &want_state[static_cast<std::size_t>(((b * H + h) * T + i) * (D + 1))];
+          for (std::int64_t c = 0; c < D; ++c) row[c] = out[static_cast<std::size_t>((b * T + i) * C + h * D + c)];
+          double mx = -1e300;
+          std::vector<double> sc;
+          for (std::int64_t j = 0; j <= i; ++j) {
+            double dot = 0;
+            for (std::int64_t c = 0; c < D; ++c)
+              dot += double(qkv[static_cast<std::size_t>((b * T + i) * 3 * C + h * D + c)]) *
+                     qkv[static_cast<std::size_t>((b * T + j) * 3 * C + C + h * D + c)];
+            sc.push_back(dot * scale);
+            mx = std::max(mx, sc.back());
+          }
+          double sum = 0;
+          for (double x : sc) sum += std::exp(x - mx);
+          row[D] = static_cast<float>(mx + std::log(sum));
+        }
+    compare("flash_attention_forward (state)", what, want_state, st, attention_tol(GemmMath::fp32, false));
+
+    const Floats dout = randoms(B * T * C);
+    Floats dqkv(qkv.size());
+    cpu().attention_backward(dout.data(), qkv.data(), probs.data(), dqkv.data(), B, T, H, D);
+    Tensor gdout = upload(dout), gdqkv = upload(Floats(qkv.size(), -1.0f));
+    gpu().flash_attention_backward(dev(gdout), dev(gqkv), dev(state), dev(gdqkv), B, T, H, D);
+    compare("flash_attention_backward", what, dqkv, gdqkv, attention_tol(GemmMath::fp32, true));
+  }
+  BOOST_TEST(error_of([&] {
+               Tensor t = upload(Floats(1));
+               gpu().flash_attention_forward(dev(t), dev(t), dev(t), 1, 1, 1, 129);
+             }) == "flash_attention_forward: head dimension 129 is larger than the flash kernels' 128");
+}
+
 BOOST_AUTO_TEST_CASE(cross_entropy_forward_and_backward) {
   struct Case {
     std::int64_t rows, vocab, per_sample;

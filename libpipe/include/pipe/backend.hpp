@@ -89,6 +89,17 @@ class PIPE_API Backend {
                                   std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                   std::int64_t head_dim) = 0;
 
+  // ---- the same attention without the T x T matrix (FlashAttention's scheme), for long sequences: `state`
+  // [B H, T, D + 1] (float32) receives each row's output and the log-sum-exp of its scaled scores, and backward
+  // recomputes the probabilities from them. flash_attention_pays says when a backend takes this path (and that it
+  // has one: the defaults have none).
+  virtual bool flash_attention_pays(std::int64_t /*seq*/, std::int64_t /*head_dim*/) const { return false; }
+  virtual void flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,
+                                       std::int64_t seq, std::int64_t heads, std::int64_t head_dim);
+  virtual void flash_attention_backward(const float* dout, const float* qkv, const float* state, float* dqkv,
+                                        std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                        std::int64_t head_dim);
+
   // ---- softmax cross-entropy over `vocab` classes for `rows` rows of logits, grouped per sample:
   // sample b owns rows [b*rows_per_sample, (b+1)*rows_per_sample). loss[b] = mean over its rows of
   // -log softmax(logits)[label]. Labels outside [0, vocab) are an error (libpipe::Error naming row and label).

@@ -52,7 +52,9 @@ PIPE_API Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, cons
 PIPE_API void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                         Tensor& dweight, Tensor& dbias);
 
-// ---- causal self-attention core: qkv [B, T, 3C] -> out [B, T, C]; probs [B, H, T, T] is an output for backward.
+// ---- causal self-attention core: qkv [B, T, 3C] -> out [B, T, C]; probs is an output for backward: the
+// probabilities [B, H, T, T], or where the backend runs flash attention (long sequences on a GPU) each row's output
+// and log-sum-exp, float32 [B H, T, D + 1].
 PIPE_API Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs);
 PIPE_API Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
                                    std::int64_t heads);  // dqkv [B, T, 3C]

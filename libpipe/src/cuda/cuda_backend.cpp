@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -295,6 +296,48 @@ void CudaBackend::attention_forward(const float* qkv, float* out, float* probs, 
                                     std::int64_t heads, std::int64_t head_dim) {
   bind();
   cuda::attention_forward(ctx_, qkv, out, probs, batch, seq, heads, head_dim);
+}
+
+namespace {
+
+// PIPE_ATTENTION: "flash", "materialized" or unset (auto); anything else is an error naming the variable.
+enum class AttentionChoice { automatic, flash, materialized };
+AttentionChoice attention_choice() {
+  static const AttentionChoice choice = [] {
+    const char* env = std::getenv("PIPE_ATTENTION");
+    if (env == nullptr || *env == '\0' || std::string(env) == "auto") return AttentionChoice::automatic;
+    if (std::string(env) == "flash") return AttentionChoice::flash;
+    if (std::string(env) == "materialized") return AttentionChoice::materialized;
+    throw Error(std::string("PIPE_ATTENTION='") + env + "': expected flash, materialized or auto");
+  }();
+  return choice;
+}
+
+constexpr std::int64_t kFlashFromSeq = 2048;
+
+}  // namespace
+
+bool CudaBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const {
+  if (head_dim > cuda::kFlashMaxHeadDim) return false;
+  switch (attention_choice()) {
+    case AttentionChoice::flash: return true;
+    case AttentionChoice::materialized: return false;
+    case AttentionChoice::automatic: break;
+  }
+  return seq >= kFlashFromSeq;
+}
+
+void CudaBackend::flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,
+                                          std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  bind();
+  cuda::flash_attention_forward(ctx_, qkv, out, state, batch, seq, heads, head_dim);
+}
+
+void CudaBackend::flash_attention_backward(const float* dout, const float* qkv, const float* state, float* dqkv,
+                                           std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                           std::int64_t head_dim) {
+  bind();
+  cuda::flash_attention_backward(ctx_, dout, qkv, state, dqkv, batch, seq, heads, head_dim);
 }
 
 void CudaBackend::attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv,

@@ -77,6 +77,15 @@ class CudaBackend final : public Backend {
   void attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv, std::int64_t batch,
                           std::int64_t seq, std::int64_t heads, std::int64_t head_dim) override;
 
+  // PIPE_ATTENTION=flash|materialized forces a path; by default flash from 2048 tokens on, where the materialised
+  // probabilities (B H T^2 values per layer, kept for backward) outgrow the tensor-core GEMMs' speed advantage.
+  bool flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const override;
+  void flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch, std::int64_t seq,
+                               std::int64_t heads, std::int64_t head_dim) override;
+  void flash_attention_backward(const float* dout, const float* qkv, const float* state, float* dqkv,
+                                std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                std::int64_t head_dim) override;
+
   void cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows,
                              std::int64_t vocab, std::int64_t rows_per_sample) override;
   void cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss, float* dlogits,

@@ -23,6 +23,15 @@ void attention_forward(const CudaContext& ctx, const float* qkv, float* out, flo
 void attention_backward(const CudaContext& ctx, const float* dout, const float* qkv, const float* probs, float* dqkv,
                         std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim);
 
+// Causal attention without the T x T matrix (flash_attention.cu): `state` [B H, T, D + 1] receives each row's
+// output and log-sum-exp for the backward. Head dimensions up to kFlashMaxHeadDim.
+constexpr std::int64_t kFlashMaxHeadDim = 128;
+void flash_attention_forward(const CudaContext& ctx, const float* qkv, float* out, float* state, std::int64_t batch,
+                             std::int64_t seq, std::int64_t heads, std::int64_t head_dim);
+void flash_attention_backward(const CudaContext& ctx, const float* dout, const float* qkv, const float* state,
+                              float* dqkv, std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                              std::int64_t head_dim);
+
 // These check labels / tokens on the device and wait for the check (one small copy back), then throw
 // libpipe::Error with the CPU backend's exact message when one is out of range.
 void cross_entropy_forward(const CudaContext& ctx, const float* logits, const std::int32_t* labels, float* loss,
