@@ -45,6 +45,10 @@ void require_float(const char* op, const char* name, const Tensor& t) {
 // The float32 values of a float32 or bfloat16 tensor: itself, or a widened copy.
 Tensor wide(const Tensor& t) { return to_dtype(t, DType::float32); }
 
+// A tensor as an input or output of the backend's mixed-precision methods.
+Backend::In in(const Tensor& t) { return {t.data(), t.dtype()}; }
+Backend::Out out(Tensor& t) { return {t.data(), t.dtype()}; }
+
 // At least `dims` dimensions; the last one must be non-zero when rows are formed from it.
 void require_rank(const char* op, const char* name, const Tensor& t, std::size_t dims) {
   if (t.shape().size() < dims)
@@ -117,9 +121,9 @@ Tensor add(const Tensor& a, const Tensor& b) {
   require_float("add", "b", b);
   require_same_shape("add", "a", a, "b", b);
   Backend& be = backend_of("add", {{"a", &a}, {"b", &b}});
-  Tensor out = Tensor::empty(a.shape(), DType::float32, a.device());
-  be.add(f32(wide(a)), f32(wide(b)), f32(out), a.numel());
-  return to_dtype(out, a.dtype());
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+  be.add_typed(in(a), in(b), out(y), a.numel());
+  return y;
 }
 
 void accumulate(Tensor& y, const Tensor& x) {
@@ -127,11 +131,7 @@ void accumulate(Tensor& y, const Tensor& x) {
   require_float("accumulate", "x", x);
   if (y.numel() != x.numel())
     throw Error("accumulate: y " + type_of(y) + " and x " + type_of(x) + " differ in number of elements");
-  Backend& be = backend_of("accumulate", {{"y", &y}, {"x", &x}});
-  if (y.dtype() == DType::float32) return be.accumulate(f32(y), f32(wide(x)), y.numel());
-  Tensor w = wide(y);
-  be.accumulate(f32(w), f32(wide(x)), y.numel());
-  convert_into(y, w);
+  backend_of("accumulate", {{"y", &y}, {"x", &x}}).accumulate_typed(out(y), in(x), y.numel());
 }
 
 Tensor to_dtype(const Tensor& t, DType dtype) {
@@ -250,9 +250,14 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                   0.0f, y.data(), y.dtype(), out_f);
     return y;
   }
-  Tensor y = linear_product(be, x, weight, rows);
-  be.add_bias(f32(y), f32(wide(bias)), rows, out_f);
-  return to_dtype(y, x.dtype());
+  Tensor h = linear_product(be, x, weight, rows);
+  if (x.dtype() == DType::float32 && bias.dtype() == DType::float32) {
+    be.add_bias(f32(h), f32(bias), rows, out_f);
+    return h;
+  }
+  Tensor y = Tensor::empty(h.shape(), x.dtype(), x.device());
+  be.bias_epilogue_typed(f32(h), in(bias), out(y), rows, out_f);
+  return y;
 }
 
 Tensor linear_backward_input(const Tensor& dy, const Tensor& weight) {
@@ -295,7 +300,7 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, 
   const std::int64_t rows = rows_of(dy);
   be.gemm_typed(true, false, out_f, in_f, rows, 1.0f, dy.data(), dy.dtype(), out_f, x.data(), x.dtype(), in_f, 1.0f,
                 dweight.data(), DType::float32, in_f);  // += dy^T x
-  if (dbias.defined()) be.bias_grad(f32(wide(dy)), f32(dbias), rows, out_f);
+  if (dbias.defined()) be.bias_grad_typed(in(dy), f32(dbias), rows, out_f);
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& pre_activation) {
@@ -304,13 +309,21 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Te
   Backend& be = bias.defined() ? backend_of("linear_gelu", {{"x", &x}, {"weight", &weight}, {"bias", &bias}})
                                : backend_of("linear_gelu", {{"x", &x}, {"weight", &weight}});
   Tensor h = linear_product(be, x, weight, rows);
-  Tensor y = Tensor::empty(h.shape(), DType::float32, x.device());
-  if (bias.defined())
-    be.bias_gelu_forward(f32(h), f32(wide(bias)), f32(y), rows, out_f);  // h += b; y = gelu(h), one pass
-  else
+  if (!bias.defined()) {
+    Tensor y = Tensor::empty(h.shape(), DType::float32, x.device());
     be.gelu_forward(f32(h), f32(y), h.numel());
-  pre_activation = to_dtype(h, x.dtype());
-  return to_dtype(y, x.dtype());
+    pre_activation = to_dtype(h, x.dtype());
+    return to_dtype(y, x.dtype());
+  }
+  Tensor y = Tensor::empty(h.shape(), x.dtype(), x.device());
+  if (x.dtype() == DType::float32 && bias.dtype() == DType::float32) {
+    be.bias_gelu_forward(f32(h), f32(bias), f32(y), rows, out_f);  // h += b; y = gelu(h), one pass
+    pre_activation = h;
+    return y;
+  }
+  pre_activation = Tensor::empty(h.shape(), x.dtype(), x.device());
+  be.bias_gelu_typed(f32(h), in(bias), out(pre_activation), out(y), rows, out_f);
+  return y;
 }
 
 // ---- activations
@@ -346,9 +359,9 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dy) {
   require_float("gelu_backward", "dy", dy);
   require_same_shape("gelu_backward", "x", x, "dy", dy);
   Backend& be = backend_of("gelu_backward", {{"x", &x}, {"dy", &dy}});
-  Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.gelu_backward(f32(wide(x)), f32(wide(dy)), f32(dx), x.numel());
-  return to_dtype(dx, dy.dtype());
+  Tensor dx = Tensor::empty(x.shape(), dy.dtype(), x.device());
+  be.gelu_backward_typed(in(x), in(dy), out(dx), x.numel());
+  return dx;
 }
 
 // ---- LayerNorm
@@ -381,12 +394,11 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, floa
   require_vector(op, "weight", weight, cols, "the last dimension of x");
   require_vector(op, "bias", bias, cols, "the last dimension of x");
   Backend& be = backend_of(op, {{"x", &x}, {"weight", &weight}, {"bias", &bias}});
-  Tensor y = Tensor::empty(x.shape(), DType::float32, x.device());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   mean = Tensor::empty({rows}, DType::float32, x.device());
   rstd = Tensor::empty({rows}, DType::float32, x.device());
-  be.layernorm_forward(f32(wide(x)), f32(wide(weight)), f32(wide(bias)), f32(y), f32(mean), f32(rstd), rows, cols,
-                       eps);
-  return to_dtype(y, x.dtype());
+  be.layernorm_forward_typed(in(x), in(weight), in(bias), out(y), f32(mean), f32(rstd), rows, cols, eps);
+  return y;
 }
 
 Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
@@ -400,10 +412,9 @@ Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor&
   require_vector(op, "weight", weight, cols, "the last dimension of x");
   check_stats(op, x, mean, rstd);
   Backend& be = backend_of(op, {{"dy", &dy}, {"x", &x}, {"weight", &weight}, {"mean", &mean}, {"rstd", &rstd}});
-  Tensor dx = Tensor::empty(x.shape(), DType::float32, x.device());
-  be.layernorm_backward_input(f32(wide(dy)), f32(wide(x)), f32(wide(weight)), f32(mean), f32(rstd), f32(dx), rows,
-                              cols);
-  return to_dtype(dx, dy.dtype());
+  Tensor dx = Tensor::empty(x.shape(), dy.dtype(), x.device());
+  be.layernorm_backward_input_typed(in(dy), in(x), in(weight), f32(mean), f32(rstd), out(dx), rows, cols);
+  return dx;
 }
 
 void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
@@ -420,8 +431,7 @@ void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& 
   require_vector(op, "dbias", dbias, cols, "the last dimension of x");
   Backend& be = backend_of(
       op, {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"dweight", &dweight}, {"dbias", &dbias}});
-  be.layernorm_backward_weight(f32(wide(dy)), f32(wide(x)), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows,
-                               cols);
+  be.layernorm_backward_weight_typed(in(dy), in(x), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows, cols);
 }
 
 // ---- attention
@@ -461,16 +471,17 @@ Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs) {
   const AttentionDims d = check_qkv("attention", qkv, heads);
   Backend& be = backend_of("attention", {{"qkv", &qkv}});
   const std::int64_t C = d.heads * d.head_dim;
-  Tensor out = Tensor::empty({d.batch, d.seq, C}, DType::float32, qkv.device());
   if (be.flash_attention_pays(d.seq, d.head_dim)) {  // long sequences: no T x T matrix
+    Tensor o = Tensor::empty({d.batch, d.seq, C}, DType::float32, qkv.device());
     probs = Tensor::empty({d.batch * d.heads, d.seq, d.head_dim + 1}, DType::float32, qkv.device());
-    be.flash_attention_forward(f32(wide(qkv)), f32(out), f32(probs), d.batch, d.seq, d.heads, d.head_dim);
-    return to_dtype(out, qkv.dtype());
+    be.flash_attention_forward(f32(wide(qkv)), f32(o), f32(probs), d.batch, d.seq, d.heads, d.head_dim);
+    return to_dtype(o, qkv.dtype());
   }
-  Tensor p = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, DType::float32, qkv.device());
-  be.attention_forward(f32(wide(qkv)), f32(out), f32(p), d.batch, d.seq, d.heads, d.head_dim);
-  probs = to_dtype(p, qkv.dtype());  // kept for backward in the activations' dtype
-  return to_dtype(out, qkv.dtype());
+  // The probabilities are kept for backward in the activations' dtype.
+  Tensor y = Tensor::empty({d.batch, d.seq, C}, qkv.dtype(), qkv.device());
+  probs = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, qkv.dtype(), qkv.device());
+  be.attention_forward_typed(in(qkv), out(y), out(probs), d.batch, d.seq, d.heads, d.head_dim);
+  return y;
 }
 
 Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, std::int64_t heads) {
@@ -483,15 +494,15 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& p
     throw Error(std::string(op) + ": dout " + type_of(dout) + " should be " + shape_str(want) + " for qkv " +
                 type_of(qkv));
   Backend& be = backend_of(op, {{"dout", &dout}, {"qkv", &qkv}, {"probs", &probs}});
-  Tensor dqkv = Tensor::empty(qkv.shape(), DType::float32, qkv.device());
   if (flash) {
+    Tensor dqkv = Tensor::empty(qkv.shape(), DType::float32, qkv.device());
     be.flash_attention_backward(f32(wide(dout)), f32(wide(qkv)), f32(probs), f32(dqkv), d.batch, d.seq, d.heads,
                                 d.head_dim);
     return to_dtype(dqkv, dout.dtype());
   }
-  be.attention_backward(f32(wide(dout)), f32(wide(qkv)), f32(wide(probs)), f32(dqkv), d.batch, d.seq, d.heads,
-                        d.head_dim);
-  return to_dtype(dqkv, dout.dtype());
+  Tensor dqkv = Tensor::empty(qkv.shape(), dout.dtype(), qkv.device());
+  be.attention_backward_typed(in(dout), in(qkv), in(probs), out(dqkv), d.batch, d.seq, d.heads, d.head_dim);
+  return dqkv;
 }
 
 // ---- losses
@@ -527,7 +538,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     be.fill(f32(loss), 0.0f, d.batch);
     return loss;
   }
-  be.cross_entropy_forward(f32(wide(logits)), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
+  be.cross_entropy_forward_typed(in(logits), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
   return loss;
 }
 
@@ -537,11 +548,11 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const 
   require_f32(op, "dloss", dloss);
   require_vector(op, "dloss", dloss, d.batch, "one per sample of logits");
   Backend& be = backend_of(op, {{"logits", &logits}, {"labels", &labels}, {"dloss", &dloss}});
-  Tensor dlogits = Tensor::empty(logits.shape(), DType::float32, logits.device());
+  Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
   if (d.rows_per_sample > 0)
-    be.cross_entropy_backward(f32(wide(logits)), labels.i32(), f32(dloss), f32(dlogits), d.rows, d.vocab,
-                              d.rows_per_sample);
-  return to_dtype(dlogits, logits.dtype());
+    be.cross_entropy_backward_typed(in(logits), labels.i32(), f32(dloss), out(dlogits), d.rows, d.vocab,
+                                    d.rows_per_sample);
+  return dlogits;
 }
 
 namespace {
@@ -599,9 +610,9 @@ Tensor embedding(const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
   Backend& be = backend_of("embedding", {{"tokens", &tokens}, {"wte", &wte}, {"wpe", &wpe}});
   const std::int64_t batch = tokens.shape()[0], seq = tokens.shape()[1];
   const std::int64_t vocab = wte.shape()[0], dim = wte.shape()[1];
-  Tensor out = Tensor::empty({batch, seq, dim}, DType::float32, tokens.device());
-  be.embedding_forward(tokens.i32(), f32(wide(wte)), f32(wide(wpe)), f32(out), batch, seq, dim, vocab);
-  return to_dtype(out, wte.dtype());  // the activations take the parameters' dtype
+  Tensor y = Tensor::empty({batch, seq, dim}, wte.dtype(), tokens.device());  // the parameters' dtype
+  be.embedding_forward_typed(tokens.i32(), in(wte), in(wpe), out(y), batch, seq, dim, vocab);
+  return y;
 }
 
 void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, Tensor& dwpe) {
@@ -617,7 +628,7 @@ void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, 
                 type_of(tokens) + " and dwte " + type_of(dwte));
   Backend& be = backend_of(op, {{"tokens", &tokens}, {"dout", &dout}, {"dwte", &dwte}, {"dwpe", &dwpe}});
   // Tokens were range-checked by the forward that produced dout.
-  be.embedding_backward(tokens.i32(), f32(wide(dout)), f32(dwte), f32(dwpe), batch, seq, dim);
+  be.embedding_backward_typed(tokens.i32(), in(dout), f32(dwte), f32(dwpe), batch, seq, dim);
 }
 
 // ---- optimizers

@@ -157,6 +157,47 @@ class PIPE_API Backend {
   virtual void sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) {
     for (int i = 0; i < count; ++i) out[i] = sum_squares(x[i], n[i]);
   }
+
+  // ---- mixed precision: the hot ops on float32 or bfloat16 arrays (activations and parameters under
+  // --dtype bf16). The math is float32 and each output is rounded once to its dtype (to nearest even); LayerNorm
+  // statistics, losses and parameter gradients stay float32. The defaults widen bfloat16 inputs to float32
+  // temporaries, run the float32 method of the same name and round the outputs back, which is what the CPU does.
+  // A device backend overrides them with kernels that read and write bfloat16 directly, sparing those passes
+  // over memory. Sizes and semantics are those of the float32 methods.
+  struct In {
+    const void* data;
+    DType dtype;
+  };
+  struct Out {
+    void* data;
+    DType dtype;
+  };
+  virtual void add_typed(In a, In b, Out out, std::int64_t n);
+  virtual void accumulate_typed(Out y, In x, std::int64_t n);
+  // A linear layer's epilogue: y[r, c] = h[r, c] + bias[c], h the float32 output of its GEMM.
+  virtual void bias_epilogue_typed(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols);
+  // The MLP up-projection's: pre = h + bias, y = gelu(pre) (bias_gelu_forward's).
+  virtual void bias_gelu_typed(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols);
+  virtual void gelu_backward_typed(In x, In dy, Out dx, std::int64_t n);
+  virtual void bias_grad_typed(In dy, float* db, std::int64_t rows, std::int64_t cols);
+  virtual void layernorm_forward_typed(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                                       std::int64_t cols, float eps);
+  virtual void layernorm_backward_input_typed(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                              std::int64_t rows, std::int64_t cols);
+  virtual void layernorm_backward_weight_typed(In dy, In x, const float* mean, const float* rstd, float* dweight,
+                                               float* dbias, std::int64_t rows, std::int64_t cols);
+  virtual void attention_forward_typed(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
+                                       std::int64_t heads, std::int64_t head_dim);
+  virtual void attention_backward_typed(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                                        std::int64_t heads, std::int64_t head_dim);
+  virtual void cross_entropy_forward_typed(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                           std::int64_t vocab, std::int64_t rows_per_sample);
+  virtual void cross_entropy_backward_typed(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
+                                            std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample);
+  virtual void embedding_forward_typed(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
+                                       std::int64_t seq, std::int64_t dim, std::int64_t vocab);
+  virtual void embedding_backward_typed(const std::int32_t* tokens, In dout, float* dwte, float* dwpe,
+                                        std::int64_t batch, std::int64_t seq, std::int64_t dim);
 };
 
 // The backend of a device; throws libpipe::Error when this build has none.
