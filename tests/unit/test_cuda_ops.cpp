@@ -566,8 +566,11 @@ BOOST_AUTO_TEST_CASE(gemm_typed_bf16_operands) {
         }
 }
 
-// A transformer's ops on bfloat16 tensors through libpipe::ops: the GPU's (native bfloat16 GEMMs, fp32 kernels on
-// widened inputs) against the CPU's emulation. Outputs are bfloat16, so one final rounding may differ: 8e-3.
+// A transformer's ops on bfloat16 tensors through libpipe::ops: the GPU's native bfloat16 kernels and GEMMs against
+// the CPU's emulation (widen, compute in fp32, round once). Outputs are bfloat16, so one final rounding may fall the
+// other way: 8e-3 (2^-8 = 3.9e-3 is one bfloat16 ulp at the element's scale). Adds and copies round the same fp32
+// value on both: exact. Attention's backward runs two GEMM chains on bfloat16-rounded probabilities and
+// gradients: twice that. Sums into fp32 gradients: the fp32 tolerances.
 BOOST_AUTO_TEST_CASE(ops_on_bf16_tensors_match_the_cpu_emulation) {
   namespace ops = libpipe::ops;
   const std::int64_t B = 2, T = 16, C = 64, H = 4;
@@ -619,6 +622,60 @@ BOOST_AUTO_TEST_CASE(ops_on_bf16_tensors_match_the_cpu_emulation) {
   BOOST_TEST((dw_g.dtype() == DType::float32));  // parameter gradients stay float32
   compare("ops bf16: linear_backward_weight", dims({B * T, 3 * C, C}), host_floats(dw_c), host_floats(dw_g),
           gemm_tol(GemmMath::fp32));
+  compare("ops bf16: linear_backward_weight (bias)", dims({B * T, 3 * C}), host_floats(db_c), host_floats(db_g),
+          kReduce);
+
+  // The rest of a block's backward and the residual adds, each from the CPU's inputs.
+  auto on_gpu = [](const Tensor& t) { return ops::to_device(t, tested()); };
+  const Tensor att_dout = ops::to_dtype(ops::to_device(att_c, Device::cpu), DType::bfloat16);  // any [B, T, C]
+  compare("ops bf16: attention_backward", dims({B, T, H}),
+          host_floats(ops::attention_backward(att_dout, qkv_c, pc, H)),
+          host_floats(ops::attention_backward(on_gpu(att_dout), on_gpu(qkv_c), on_gpu(pc), H)), Tol{1.6e-2, 0.1});
+  compare("ops bf16: add", dims({B, T, C}), host_floats(ops::add(x.first, ln_c)),
+          host_floats(ops::add(x.second, ln_on_gpu)), kExact);
+  Tensor acc_c = ops::clone(x.first), acc_g = ops::clone(x.second);
+  ops::accumulate(acc_c, ln_c);
+  ops::accumulate(acc_g, ln_on_gpu);
+  compare("ops bf16: accumulate", dims({B, T, C}), host_floats(acc_c), host_floats(acc_g), kExact);
+  compare("ops bf16: gelu_backward", dims({B, T, 3 * C}), host_floats(ops::gelu_backward(pre_c, up_c)),
+          host_floats(ops::gelu_backward(on_gpu(pre_c), on_gpu(up_c))), kBf16);
+  compare("ops bf16: layernorm_backward_input", dims({B, T, C}),
+          host_floats(ops::layernorm_backward_input(att_dout, x.first, lw.first, mc, rc)),
+          host_floats(ops::layernorm_backward_input(on_gpu(att_dout), x.second, lw.second, on_gpu(mc), on_gpu(rc))),
+          kBf16);
+  Tensor lgw_c = Tensor::zeros({C}, DType::float32), lgb_c = Tensor::zeros({C}, DType::float32);
+  Tensor lgw_g = Tensor::zeros({C}, DType::float32, tested()), lgb_g = Tensor::zeros({C}, DType::float32, tested());
+  ops::layernorm_backward_weight(att_dout, x.first, mc, rc, lgw_c, lgb_c);
+  ops::layernorm_backward_weight(on_gpu(att_dout), x.second, on_gpu(mc), on_gpu(rc), lgw_g, lgb_g);
+  compare("ops bf16: layernorm_backward_weight", dims({B, T, C}), host_floats(lgw_c), host_floats(lgw_g), kReduce);
+  compare("ops bf16: layernorm_backward_weight (bias)", dims({B, T, C}), host_floats(lgb_c), host_floats(lgb_g),
+          kReduce);
+
+  // The loss and the embedding, over a vocabulary wider than one warp's rows (the block-per-row path).
+  const std::int64_t V = 1500;
+  Ints ids = random_ints(B * T, 0, static_cast<int>(V) - 1);
+  Tensor labels_c = Tensor::empty({B, T}, DType::int32);
+  std::memcpy(labels_c.data(), ids.data(), ids.size() * sizeof(std::int32_t));
+  const Tensor labels_g = on_gpu(labels_c);
+  const auto logits = pair_of(randoms(B * T * V, -4.0f, 4.0f), {B, T, V});
+  compare("ops bf16: cross_entropy", dims({B, T, V}), host_floats(ops::cross_entropy(logits.first, labels_c)),
+          host_floats(ops::cross_entropy(logits.second, labels_g)), kRow);
+  const Tensor dloss_c = Tensor::zeros({B}, DType::float32);
+  ops::fill(const_cast<Tensor&>(dloss_c), 0.5f);
+  compare("ops bf16: cross_entropy_backward", dims({B, T, V}),
+          host_floats(ops::cross_entropy_backward(logits.first, labels_c, dloss_c)),
+          host_floats(ops::cross_entropy_backward(logits.second, labels_g, on_gpu(dloss_c))), kBf16);
+  const auto wte = pair_of(randoms(V * C), {V, C});
+  const auto wpe = pair_of(randoms(T * C), {T, C});
+  compare("ops bf16: embedding", dims({B, T, C}), host_floats(ops::embedding(labels_c, wte.first, wpe.first)),
+          host_floats(ops::embedding(labels_g, wte.second, wpe.second)), kExact);
+  Tensor dwte_c = Tensor::zeros({V, C}, DType::float32), dwpe_c = Tensor::zeros({T, C}, DType::float32);
+  Tensor dwte_g = Tensor::zeros({V, C}, DType::float32, tested());
+  Tensor dwpe_g = Tensor::zeros({T, C}, DType::float32, tested());
+  ops::embedding_backward(labels_c, x.first, dwte_c, dwpe_c);
+  ops::embedding_backward(labels_g, x.second, dwte_g, dwpe_g);
+  compare("ops bf16: embedding_backward (wte)", dims({B, T, C}), host_floats(dwte_c), host_floats(dwte_g), kReduce);
+  compare("ops bf16: embedding_backward (wpe)", dims({B, T, C}), host_floats(dwpe_c), host_floats(dwpe_g), kReduce);
 }
 
 BOOST_AUTO_TEST_CASE(gemm_strided_batched_all_transposes_and_maths) {

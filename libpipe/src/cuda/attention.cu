@@ -11,10 +11,13 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "cuda/cuda_check.hpp"
+#include "cuda/cuda_kernels.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
+#include "cuda/storage.cuh"
 
 namespace libpipe::cuda {
 namespace {
@@ -33,10 +36,11 @@ struct ConstParts {
 };
 
 // dst.p[part][b, h, t, d] = src[(b T + t) ld + part C + h D + d]: one warp per token row (b, t), reading each
-// part's C floats in order. V = 4 needs D % 4 == 0 (a vector never straddles two heads) and aligned bases.
-template <int V>
+// part's C values in order. V = 4 needs D % 4 == 0 (a vector never straddles two heads) and aligned bases. The
+// source is float or bfloat16 (storage.cuh); the head-major copies are float.
+template <class S, int V>
 __global__ void __launch_bounds__(kThreads)
-    split_heads_kernel(const float* __restrict__ src, std::int64_t ld, Parts dst, int parts, std::int64_t B,
+    split_heads_kernel(const S* __restrict__ src, std::int64_t ld, Parts dst, int parts, std::int64_t B,
                        std::int64_t T, int H, int D) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
@@ -46,7 +50,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int part = 0; part < 3; ++part) {  // unrolled: constant indices keep the pointers in registers
     if (part >= parts) break;
-    const float* s = src + row * ld + static_cast<std::int64_t>(part) * C;
+    const S* s = src + row * ld + static_cast<std::int64_t>(part) * C;
     float* d = dst.p[part];
     for (int c = lane * V; c < C; c += kWarp * V) {
       const int h = c / D, dd = c % D;
@@ -57,10 +61,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The inverse: dst[(b T + t) ld + part C + h D + d] = src.p[part][b, h, t, d].
-template <int V>
+// The inverse: dst[(b T + t) ld + part C + h D + d] = src.p[part][b, h, t, d], dst float or bfloat16.
+template <class S, int V>
 __global__ void __launch_bounds__(kThreads)
-    merge_heads_kernel(ConstParts src, int parts, float* __restrict__ dst, std::int64_t ld, std::int64_t B,
+    merge_heads_kernel(ConstParts src, int parts, S* __restrict__ dst, std::int64_t ld, std::int64_t B,
                        std::int64_t T, int H, int D) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
@@ -71,7 +75,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int part = 0; part < 3; ++part) {  // unrolled: constant indices keep the pointers in registers
     if (part >= parts) break;
     const float* s = src.p[part];
-    float* d = dst + row * ld + static_cast<std::int64_t>(part) * C;
+    S* d = dst + row * ld + static_cast<std::int64_t>(part) * C;
     for (int c = lane * V; c < C; c += kWarp * V) {
       const int h = c / D, dd = c % D;
       float v[V];
@@ -83,9 +87,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // In place over the raw scores Q K^T [B H T, T]: row (bh, t) becomes softmax(scale * s[0..t]) followed by
 // zeros. One warp per row; each lane keeps an online (max, sum) over its columns (one exp per element), then
-// the lanes' pairs are combined. Rows are read and written by the same lane, so in place is safe.
+// the lanes' pairs are combined. Rows are read and written by the same lane, so in place is safe. Under mixed
+// precision `saved` (bfloat16) also receives the probabilities, rounded, for backward.
 __global__ void __launch_bounds__(kThreads)
-    causal_softmax_kernel(float* p, std::int64_t rows, std::int64_t T, float scale) {
+    causal_softmax_kernel(float* p, bf16* saved, std::int64_t rows, std::int64_t T, float scale) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= rows) return;
@@ -104,56 +109,65 @@ __global__ void __launch_bounds__(kThreads)
   const float sum = nn::warp_sum(s * expf(m - mx));
   const float inv = 1.0f / sum;
 
-  for (std::int64_t j = lane; j < T; j += kWarp) r[j] = j <= t ? expf(r[j] * scale - mx) * inv : 0.0f;
+  bf16* keep = saved != nullptr ? saved + row * T : nullptr;
+  for (std::int64_t j = lane; j < T; j += kWarp) {
+    r[j] = j <= t ? expf(r[j] * scale - mx) * inv : 0.0f;
+    if (keep != nullptr) store(keep, j, r[j]);
+  }
 }
 
 // In place over dP [B H T, T]: dS = scale * P * (dP - rowsum(dP * P)) on the causal part, zeros above it (the
 // gradient GEMMs that follow read whole rows).
+template <class P>  // the probabilities' storage: float or bfloat16
 __global__ void __launch_bounds__(kThreads)
-    causal_softmax_backward_kernel(const float* __restrict__ probs, float* dp, std::int64_t rows, std::int64_t T,
+    causal_softmax_backward_kernel(const P* __restrict__ probs, float* dp, std::int64_t rows, std::int64_t T,
                                    float scale) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= rows) return;
   const std::int64_t t = row % T;
-  const float* pr = probs + row * T;
+  const P* pr = probs + row * T;
   float* r = dp + row * T;
 
   float acc = 0.0f;
-  for (std::int64_t j = lane; j <= t; j += kWarp) acc += pr[j] * r[j];
+  for (std::int64_t j = lane; j <= t; j += kWarp) acc += load(pr, j) * r[j];
   const float pd = nn::warp_sum(acc);
 
-  for (std::int64_t j = lane; j < T; j += kWarp) r[j] = j <= t ? scale * pr[j] * (r[j] - pd) : 0.0f;
+  for (std::int64_t j = lane; j < T; j += kWarp) r[j] = j <= t ? scale * load(pr, j) * (r[j] - pd) : 0.0f;
 }
 
 unsigned warp_row_blocks(std::int64_t rows) { return static_cast<unsigned>(nn::ceil_div(rows, kRowsPerBlock)); }
 
 // Float4 permutes need whole vectors inside each head and 16-byte aligned bases (C = H D is then a multiple of
 // 4 too, so every row start stays aligned).
-bool vec4_ok(int D, std::initializer_list<const void*> ptrs) {
-  if (D % 4 != 0) return false;
-  for (const void* p : ptrs)
+template <class S>
+bool vec4_ok(int D, const S* packed, std::initializer_list<const float*> head_major) {
+  if (D % 4 != 0 || !nn::vec4_aligned(packed)) return false;
+  for (const float* p : head_major)
     if (!nn::aligned16(p)) return false;
   return true;
 }
 
-void split_heads(const CudaContext& ctx, const float* src, std::int64_t ld, Parts dst, int parts, std::int64_t B,
+template <class S>
+void split_heads(const CudaContext& ctx, const S* src, std::int64_t ld, Parts dst, int parts, std::int64_t B,
                  std::int64_t T, int H, int D) {
-  const bool vec = vec4_ok(D, {src, dst.p[0], parts > 1 ? dst.p[1] : dst.p[0], parts > 2 ? dst.p[2] : dst.p[0]});
+  const bool vec = vec4_ok(D, src, {dst.p[0], parts > 1 ? dst.p[1] : dst.p[0], parts > 2 ? dst.p[2] : dst.p[0]});
   if (vec)
-    split_heads_kernel<4><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, ld, dst, parts, B, T, H, D);
+    split_heads_kernel<S, 4><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, ld, dst, parts, B, T, H, D);
   else
-    split_heads_kernel<1><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, ld, dst, parts, B, T, H, D);
+    split_heads_kernel<S, 1><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, ld, dst, parts, B, T, H, D);
   PIPE_CUDA_CHECK_LAUNCH("split_heads_kernel");
 }
 
-void merge_heads(const CudaContext& ctx, ConstParts src, int parts, float* dst, std::int64_t ld, std::int64_t B,
+template <class S>
+void merge_heads(const CudaContext& ctx, ConstParts src, int parts, S* dst, std::int64_t ld, std::int64_t B,
                  std::int64_t T, int H, int D) {
-  const bool vec = vec4_ok(D, {dst, src.p[0], parts > 1 ? src.p[1] : src.p[0], parts > 2 ? src.p[2] : src.p[0]});
+  const bool vec = vec4_ok(D, static_cast<const S*>(dst),
+                           {src.p[0], parts > 1 ? src.p[1] : src.p[0], parts > 2 ? src.p[2] : src.p[0]});
   if (vec)
-    merge_heads_kernel<4><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, parts, dst, ld, B, T, H, D);
+    merge_heads_kernel<S, 4><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, parts, dst, ld, B, T, H, D);
   else
-    merge_heads_kernel<1><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, parts, dst, ld, B, T, H, D);
+    merge_heads_kernel<S, 1><<<warp_row_blocks(B * T), kThreads, 0, ctx.stream>>>(src, parts, dst, ld, B, T, H, D);
   PIPE_CUDA_CHECK_LAUNCH("merge_heads_kernel");
 }
 
@@ -178,10 +192,23 @@ void check_dims(const char* op, std::int64_t heads, std::int64_t head_dim) {
                 " channels are too many for the CUDA kernels");
 }
 
-}  // namespace
+// The probabilities in float32 for the GEMMs that read them: the probabilities themselves, or (bfloat16, saved
+// by mixed precision) a widened copy in `keep`.
+const float* float_probs(const CudaContext&, const float* probs, std::int64_t, std::shared_ptr<void>&) {
+  return probs;
+}
+const float* float_probs(const CudaContext& ctx, const bf16* probs, std::int64_t n, std::shared_ptr<void>& keep) {
+  keep = nn::scratch(ctx, static_cast<std::size_t>(n) * sizeof(float));
+  from_bf16(ctx, probs, static_cast<float*>(keep.get()), n);
+  return static_cast<const float*>(keep.get());
+}
 
-void attention_forward(const CudaContext& ctx, const float* qkv, float* out, float* probs, std::int64_t batch,
-                       std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+// S: the storage of qkv, out, probs and their gradients (float, or bfloat16 under mixed precision). The heads,
+// scores and GEMMs are float either way; bfloat16 is read by split_heads and the softmax backward and written by
+// merge_heads and the softmax.
+template <class S>
+void forward(const CudaContext& ctx, const S* qkv, S* out, S* probs, std::int64_t batch, std::int64_t seq,
+             std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t B = batch, T = seq, H = heads, D = head_dim, C = H * D;
   if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
   check_dims("attention_forward", H, D);
@@ -197,22 +224,35 @@ void attention_forward(const CudaContext& ctx, const float* qkv, float* out, flo
   float* v = s.at(2);
   split_heads(ctx, qkv, 3 * C, Parts{{q, k, v}}, 3, B, T, h32, d32);
 
-  // scores[bh] = Q K^T (T x T), straight into probs; the softmax scales and masks in place.
-  ctx.backend->gemm_strided_batched(false, true, T, T, D, 1.0f, q, D, T * D, k, D, T * D, 0.0f, probs, T, T * T, bh);
-  causal_softmax_kernel<<<warp_row_blocks(bh * T), kThreads, 0, ctx.stream>>>(probs, bh * T, T, scale);
+  // scores[bh] = Q K^T (T x T): straight into float probabilities, which the softmax scales and masks in place;
+  // bfloat16 ones are the softmax's rounded copy of a float scratch that the P V product reads.
+  float* scores = nullptr;
+  bf16* saved = nullptr;
+  std::shared_ptr<void> score_mem;
+  if constexpr (std::is_same_v<S, float>) {
+    scores = probs;
+  } else {
+    score_mem = nn::scratch(ctx, static_cast<std::size_t>(bh * T * T) * sizeof(float));
+    scores = static_cast<float*>(score_mem.get());
+    saved = probs;
+  }
+  ctx.backend->gemm_strided_batched(false, true, T, T, D, 1.0f, q, D, T * D, k, D, T * D, 0.0f, scores, T, T * T,
+                                    bh);
+  causal_softmax_kernel<<<warp_row_blocks(bh * T), kThreads, 0, ctx.stream>>>(scores, saved, bh * T, T, scale);
   PIPE_CUDA_CHECK_LAUNCH("causal_softmax_kernel");
 
   // out_h[bh] = P V (T x D), into q's slot, then back to [B, T, C].
   float* out_h = q;
-  ctx.backend->gemm_strided_batched(false, false, T, D, T, 1.0f, probs, T, T * T, v, D, T * D, 0.0f, out_h, D, T * D,
-                                    bh);
+  ctx.backend->gemm_strided_batched(false, false, T, D, T, 1.0f, scores, T, T * T, v, D, T * D, 0.0f, out_h, D,
+                                    T * D, bh);
   merge_heads(ctx, ConstParts{{out_h, nullptr, nullptr}}, 1, out, C, B, T, h32, d32);
 }
 
 // With P = softmax(scale Q K^T) and O = P V:
 //   dV = P^T dO, dP = dO V^T, dS = scale P * (dP - rowsum(dP * P)), dQ = dS K, dK = dS^T Q.
-void attention_backward(const CudaContext& ctx, const float* dout, const float* qkv, const float* probs, float* dqkv,
-                        std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+template <class S>
+void backward(const CudaContext& ctx, const S* dout, const S* qkv, const S* probs, S* dqkv, std::int64_t batch,
+              std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t B = batch, T = seq, H = heads, D = head_dim, C = H * D;
   if (B <= 0 || T <= 0 || H <= 0 || D <= 0) return;
   check_dims("attention_backward", H, D);
@@ -238,10 +278,12 @@ void attention_backward(const CudaContext& ctx, const float* dout, const float* 
   // dP[bh] = dO V^T (T x T); the last reader of v.
   ctx.backend->gemm_strided_batched(false, true, T, T, D, 1.0f, dO, D, T * D, v, D, T * D, 0.0f, ds, T, T * T, bh);
   // dV[bh] = P^T dO (T x D), into v's slot; the last reader of dO.
+  std::shared_ptr<void> probs_mem;
+  const float* p32 = float_probs(ctx, probs, n_ds, probs_mem);
   float* dv = v;
-  ctx.backend->gemm_strided_batched(true, false, T, D, T, 1.0f, probs, T, T * T, dO, D, T * D, 0.0f, dv, D, T * D,
-                                    bh);
-  causal_softmax_backward_kernel<<<warp_row_blocks(bh * T), kThreads, 0, ctx.stream>>>(probs, ds, bh * T, T, scale);
+  ctx.backend->gemm_strided_batched(true, false, T, D, T, 1.0f, p32, T, T * T, dO, D, T * D, 0.0f, dv, D, T * D, bh);
+  causal_softmax_backward_kernel<S><<<warp_row_blocks(bh * T), kThreads, 0, ctx.stream>>>(probs, ds, bh * T, T,
+                                                                                          scale);
   PIPE_CUDA_CHECK_LAUNCH("causal_softmax_backward_kernel");
   // dQ[bh] = dS K (T x D), into dO's slot; the last reader of k.
   float* dq = dO;
@@ -251,6 +293,26 @@ void attention_backward(const CudaContext& ctx, const float* dout, const float* 
   ctx.backend->gemm_strided_batched(true, false, T, D, T, 1.0f, ds, T, T * T, q, D, T * D, 0.0f, dk, D, T * D, bh);
 
   merge_heads(ctx, ConstParts{{dq, dk, dv}}, 3, dqkv, 3 * C, B, T, h32, d32);
+}
+
+}  // namespace
+
+void attention_forward(const CudaContext& ctx, const float* qkv, float* out, float* probs, std::int64_t batch,
+                       std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  forward(ctx, qkv, out, probs, batch, seq, heads, head_dim);
+}
+void attention_forward(const CudaContext& ctx, const bf16* qkv, bf16* out, bf16* probs, std::int64_t batch,
+                       std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  forward(ctx, qkv, out, probs, batch, seq, heads, head_dim);
+}
+
+void attention_backward(const CudaContext& ctx, const float* dout, const float* qkv, const float* probs, float* dqkv,
+                        std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  backward(ctx, dout, qkv, probs, dqkv, batch, seq, heads, head_dim);
+}
+void attention_backward(const CudaContext& ctx, const bf16* dout, const bf16* qkv, const bf16* probs, bf16* dqkv,
+                        std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  backward(ctx, dout, qkv, probs, dqkv, batch, seq, heads, head_dim);
 }
 
 }  // namespace libpipe::cuda

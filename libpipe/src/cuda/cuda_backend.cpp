@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -218,6 +219,127 @@ void CudaBackend::gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::in
                                  static_cast<int>(k), &alpha, b, CUDA_R_16BF, static_cast<int>(ldb), a, CUDA_R_16BF,
                                  static_cast<int>(lda), &beta, c, cuda_type_of(c_type), static_cast<int>(ldc),
                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// ---- mixed precision: native when every array is bfloat16
+
+namespace {
+
+bool all_bf16(std::initializer_list<DType> types) {
+  for (DType t : types)
+    if (t != DType::bfloat16) return false;
+  return true;
+}
+const std::uint16_t* bits(Backend::In x) { return static_cast<const std::uint16_t*>(x.data); }
+std::uint16_t* bits(Backend::Out x) { return static_cast<std::uint16_t*>(x.data); }
+
+}  // namespace
+
+void CudaBackend::add_typed(In a, In b, Out out, std::int64_t n) {
+  if (!all_bf16({a.dtype, b.dtype, out.dtype})) return Backend::add_typed(a, b, out, n);
+  bind();
+  cuda::add(ctx_, bits(a), bits(b), bits(out), n);
+}
+
+void CudaBackend::accumulate_typed(Out y, In x, std::int64_t n) {
+  if (!all_bf16({y.dtype, x.dtype})) return Backend::accumulate_typed(y, x, n);
+  bind();
+  cuda::accumulate(ctx_, bits(y), bits(x), n);
+}
+
+void CudaBackend::bias_epilogue_typed(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) {
+  if (!all_bf16({bias.dtype, y.dtype})) return Backend::bias_epilogue_typed(h, bias, y, rows, cols);
+  bind();
+  cuda::bias_epilogue(ctx_, h, bits(bias), bits(y), rows, cols);
+}
+
+void CudaBackend::bias_gelu_typed(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) {
+  if (!all_bf16({bias.dtype, pre.dtype, y.dtype})) return Backend::bias_gelu_typed(h, bias, pre, y, rows, cols);
+  bind();
+  cuda::bias_gelu(ctx_, h, bits(bias), bits(pre), bits(y), rows, cols);
+}
+
+void CudaBackend::gelu_backward_typed(In x, In dy, Out dx, std::int64_t n) {
+  if (!all_bf16({x.dtype, dy.dtype, dx.dtype})) return Backend::gelu_backward_typed(x, dy, dx, n);
+  bind();
+  cuda::gelu_backward(ctx_, bits(x), bits(dy), bits(dx), n);
+}
+
+void CudaBackend::bias_grad_typed(In dy, float* db, std::int64_t rows, std::int64_t cols) {
+  if (!all_bf16({dy.dtype})) return Backend::bias_grad_typed(dy, db, rows, cols);
+  bind();
+  cuda::bias_grad(ctx_, bits(dy), db, rows, cols);
+}
+
+void CudaBackend::layernorm_forward_typed(In x, In weight, In bias, Out y, float* mean, float* rstd,
+                                          std::int64_t rows, std::int64_t cols, float eps) {
+  if (!all_bf16({x.dtype, weight.dtype, bias.dtype, y.dtype}))
+    return Backend::layernorm_forward_typed(x, weight, bias, y, mean, rstd, rows, cols, eps);
+  bind();
+  cuda::layernorm_forward(ctx_, bits(x), bits(weight), bits(bias), bits(y), mean, rstd, rows, cols, eps);
+}
+
+void CudaBackend::layernorm_backward_input_typed(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                                 std::int64_t rows, std::int64_t cols) {
+  if (!all_bf16({dy.dtype, x.dtype, weight.dtype, dx.dtype}))
+    return Backend::layernorm_backward_input_typed(dy, x, weight, mean, rstd, dx, rows, cols);
+  bind();
+  cuda::layernorm_backward_input(ctx_, bits(dy), bits(x), bits(weight), mean, rstd, bits(dx), rows, cols);
+}
+
+void CudaBackend::layernorm_backward_weight_typed(In dy, In x, const float* mean, const float* rstd, float* dweight,
+                                                  float* dbias, std::int64_t rows, std::int64_t cols) {
+  if (!all_bf16({dy.dtype, x.dtype}))
+    return Backend::layernorm_backward_weight_typed(dy, x, mean, rstd, dweight, dbias, rows, cols);
+  bind();
+  cuda::layernorm_backward_weight(ctx_, bits(dy), bits(x), mean, rstd, dweight, dbias, rows, cols);
+}
+
+void CudaBackend::attention_forward_typed(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
+                                          std::int64_t heads, std::int64_t head_dim) {
+  if (!all_bf16({qkv.dtype, out.dtype, probs.dtype}))
+    return Backend::attention_forward_typed(qkv, out, probs, batch, seq, heads, head_dim);
+  bind();
+  cuda::attention_forward(ctx_, bits(qkv), bits(out), bits(probs), batch, seq, heads, head_dim);
+}
+
+void CudaBackend::attention_backward_typed(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                                           std::int64_t heads, std::int64_t head_dim) {
+  if (!all_bf16({dout.dtype, qkv.dtype, probs.dtype, dqkv.dtype}))
+    return Backend::attention_backward_typed(dout, qkv, probs, dqkv, batch, seq, heads, head_dim);
+  bind();
+  cuda::attention_backward(ctx_, bits(dout), bits(qkv), bits(probs), bits(dqkv), batch, seq, heads, head_dim);
+}
+
+void CudaBackend::cross_entropy_forward_typed(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                              std::int64_t vocab, std::int64_t rows_per_sample) {
+  if (!all_bf16({logits.dtype}))
+    return Backend::cross_entropy_forward_typed(logits, labels, loss, rows, vocab, rows_per_sample);
+  bind();
+  cuda::cross_entropy_forward(ctx_, bits(logits), labels, loss, rows, vocab, rows_per_sample);
+}
+
+void CudaBackend::cross_entropy_backward_typed(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
+                                               std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+  if (!all_bf16({logits.dtype, dlogits.dtype}))
+    return Backend::cross_entropy_backward_typed(logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
+  bind();
+  cuda::cross_entropy_backward(ctx_, bits(logits), labels, dloss, bits(dlogits), rows, vocab, rows_per_sample);
+}
+
+void CudaBackend::embedding_forward_typed(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
+                                          std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
+  if (!all_bf16({wte.dtype, wpe.dtype, out.dtype}))
+    return Backend::embedding_forward_typed(tokens, wte, wpe, out, batch, seq, dim, vocab);
+  bind();
+  cuda::embedding_forward(ctx_, tokens, bits(wte), bits(wpe), bits(out), batch, seq, dim, vocab);
+}
+
+void CudaBackend::embedding_backward_typed(const std::int32_t* tokens, In dout, float* dwte, float* dwpe,
+                                           std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+  if (!all_bf16({dout.dtype})) return Backend::embedding_backward_typed(tokens, dout, dwte, dwpe, batch, seq, dim);
+  bind();
+  cuda::embedding_backward(ctx_, tokens, bits(dout), dwte, dwpe, batch, seq, dim);
 }
 
 // ---- elementwise

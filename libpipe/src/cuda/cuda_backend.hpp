@@ -65,6 +65,33 @@ class CudaBackend final : public Backend {
   void gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) override;
   void bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) override;
 
+  // Mixed precision: native bfloat16 kernels when every array of the call is bfloat16 (what --dtype bf16 passes);
+  // any other mix takes the widening defaults.
+  void add_typed(In a, In b, Out out, std::int64_t n) override;
+  void accumulate_typed(Out y, In x, std::int64_t n) override;
+  void bias_epilogue_typed(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) override;
+  void bias_gelu_typed(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) override;
+  void gelu_backward_typed(In x, In dy, Out dx, std::int64_t n) override;
+  void bias_grad_typed(In dy, float* db, std::int64_t rows, std::int64_t cols) override;
+  void layernorm_forward_typed(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                               std::int64_t cols, float eps) override;
+  void layernorm_backward_input_typed(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                      std::int64_t rows, std::int64_t cols) override;
+  void layernorm_backward_weight_typed(In dy, In x, const float* mean, const float* rstd, float* dweight,
+                                       float* dbias, std::int64_t rows, std::int64_t cols) override;
+  void attention_forward_typed(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                               std::int64_t head_dim) override;
+  void attention_backward_typed(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                                std::int64_t heads, std::int64_t head_dim) override;
+  void cross_entropy_forward_typed(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                   std::int64_t vocab, std::int64_t rows_per_sample) override;
+  void cross_entropy_backward_typed(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
+                                    std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) override;
+  void embedding_forward_typed(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
+                               std::int64_t seq, std::int64_t dim, std::int64_t vocab) override;
+  void embedding_backward_typed(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
+                                std::int64_t seq, std::int64_t dim) override;
+
   void layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean, float* rstd,
                          std::int64_t rows, std::int64_t cols, float eps) override;
   void layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,

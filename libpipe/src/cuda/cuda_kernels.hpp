@@ -32,6 +32,19 @@ void bias_gelu_forward(const CudaContext& ctx, float* x, const float* bias, floa
 void scale_matrices(const CudaContext& ctx, float* c, std::int64_t ldc, std::int64_t m, std::int64_t n, float beta,
                     std::int64_t stride_c, std::int64_t batch);
 
+// ---- mixed precision (elementwise.cu): bfloat16 arrays held as their bits, float32 math, one rounding per output
+// (storage.cuh). The epilogues take a linear layer's float32 GEMM output h: y = h + bias; pre = h + bias and
+// y = gelu(h + bias).
+void add(const CudaContext& ctx, const std::uint16_t* a, const std::uint16_t* b, std::uint16_t* out, std::int64_t n);
+void accumulate(const CudaContext& ctx, std::uint16_t* y, const std::uint16_t* x, std::int64_t n);
+void gelu_backward(const CudaContext& ctx, const std::uint16_t* x, const std::uint16_t* dy, std::uint16_t* dx,
+                   std::int64_t n);
+void bias_grad(const CudaContext& ctx, const std::uint16_t* dy, float* db, std::int64_t rows, std::int64_t cols);
+void bias_epilogue(const CudaContext& ctx, const float* h, const std::uint16_t* bias, std::uint16_t* y,
+                   std::int64_t rows, std::int64_t cols);
+void bias_gelu(const CudaContext& ctx, const float* h, const std::uint16_t* bias, std::uint16_t* pre,
+               std::uint16_t* y, std::int64_t rows, std::int64_t cols);
+
 // ---- optimizer.cu
 void sgd_momentum(const CudaContext& ctx, float* param, const float* grad, float* momentum_buffer, std::int64_t n,
                   float lr, float momentum, float weight_decay);

@@ -12,6 +12,7 @@
 
 #include "cuda/cuda_kernels.hpp"
 #include "cuda/launch.cuh"
+#include "cuda/storage.cuh"
 #include "pipe/error.hpp"
 
 namespace libpipe::cuda {
@@ -74,14 +75,11 @@ struct Fill {
 struct ToBf16 {
   const float* x;
   std::uint16_t* y;
-  __device__ static std::uint16_t round(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
-  __device__ void one(std::int64_t j) const { y[j] = isnan(x[j]) ? std::uint16_t{0x7FFF} : round(x[j]); }
+  __device__ void one(std::int64_t j) const { y[j] = round_to_bf16(x[j]); }
   __device__ void vec4(std::int64_t i) const {
     const float4 v = reinterpret_cast<const float4*>(x)[i];
-    const float f[4] = {v.x, v.y, v.z, v.w};
-    std::uint16_t h[4];
-    for (int k = 0; k < 4; ++k) h[k] = isnan(f[k]) ? std::uint16_t{0x7FFF} : round(f[k]);
-    reinterpret_cast<ushort4*>(y)[i] = make_ushort4(h[0], h[1], h[2], h[3]);
+    reinterpret_cast<ushort4*>(y)[i] =
+        make_ushort4(round_to_bf16(v.x), round_to_bf16(v.y), round_to_bf16(v.z), round_to_bf16(v.w));
   }
 };
 struct FromBf16 {
@@ -120,6 +118,20 @@ struct Map2 {
     const float4 u = reinterpret_cast<const float4*>(a)[i];
     const float4 v = reinterpret_cast<const float4*>(b)[i];
     reinterpret_cast<float4*>(y)[i] = make_float4(f(u.x, v.x), f(u.y, v.y), f(u.z, v.z), f(u.w, v.w));
+  }
+};
+
+// y = f(a, b) on bfloat16 arrays (storage.cuh), one element per call: the mixed-precision add, accumulate and
+// gelu_backward. launch_elementwise never vectorises it (vec4 only completes the interface).
+template <class F>
+struct Map2Bf16 {
+  const bf16* a;
+  const bf16* b;
+  bf16* y;
+  F f;
+  __device__ void one(std::int64_t j) const { store(y, j, f(load(a, j), load(b, j))); }
+  __device__ void vec4(std::int64_t i) const {
+    for (std::int64_t j = 4 * i; j < 4 * i + 4; ++j) one(j);
   }
 };
 
@@ -175,6 +187,30 @@ struct BiasGelu {
   }
 };
 
+// Linear layers' epilogues under mixed precision: the float32 GEMM output h plus the bias, rounded once into y
+// (and, for the MLP's up-projection, y = gelu(h + bias) with pre = h + bias kept for backward; GELU takes the
+// unrounded sum, as the CPU's widening path does).
+struct BiasEpilogueBf16 {
+  const float* h;
+  const bf16* bias;
+  bf16* y;
+  __device__ void one(std::int64_t i, std::int64_t c) const { store(y, i, h[i] + load(bias, c)); }
+  __device__ void vec4(std::int64_t, std::int64_t) const {}  // never: launched unvectorised
+};
+
+struct BiasGeluBf16 {
+  const float* h;
+  const bf16* bias;
+  bf16* pre;
+  bf16* y;
+  __device__ void one(std::int64_t i, std::int64_t c) const {
+    const float v = h[i] + load(bias, c);
+    store(pre, i, v);
+    store(y, i, gelu(v));
+  }
+  __device__ void vec4(std::int64_t, std::int64_t) const {}  // never: launched unvectorised
+};
+
 template <class Op, bool kVec>
 __global__ void __launch_bounds__(kThreads) rows_kernel(Op op, std::int64_t rows, std::int64_t cols) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -228,8 +264,9 @@ void launch_rows(const CudaContext& ctx, const Op& op, std::int64_t rows, std::i
 constexpr int kColTile = 32;
 constexpr int kRowLanes = 8;
 
+template <class T>
 __global__ void __launch_bounds__(kColTile* kRowLanes)
-    column_sum_kernel(const float* dy, float* db, float* partial, std::int64_t rows, std::int64_t cols,
+    column_sum_kernel(const T* dy, float* db, float* partial, std::int64_t rows, std::int64_t cols,
                       std::int64_t rows_per_split) {
   __shared__ float sums[kRowLanes][kColTile + 1];
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kColTile + threadIdx.x;
@@ -237,7 +274,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes)
   const std::int64_t r1 = rows - r0 < rows_per_split ? rows : r0 + rows_per_split;
   float s = 0.0f;
   if (c < cols)
-    for (std::int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) s += dy[r * cols + c];
+    for (std::int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) s += load(dy, r * cols + c);
   sums[threadIdx.y][threadIdx.x] = s;
   __syncthreads();
   if (threadIdx.y != 0 || c >= cols) return;
@@ -332,7 +369,10 @@ void bias_gelu_forward(const CudaContext& ctx, float* x, const float* bias, floa
               "bias_gelu_forward");
 }
 
-void bias_grad(const CudaContext& ctx, const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
+namespace {
+
+template <class T>
+void column_sums(const CudaContext& ctx, const T* dy, float* db, std::int64_t rows, std::int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
   const std::int64_t col_blocks = ceil_div(cols, kColTile);
   if (col_blocks > std::numeric_limits<int>::max())
@@ -346,17 +386,51 @@ void bias_grad(const CudaContext& ctx, const float* dy, float* db, std::int64_t 
   const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(splits));
   const dim3 block(kColTile, kRowLanes);
   if (splits == 1) {
-    column_sum_kernel<<<grid, block, 0, ctx.stream>>>(dy, db, nullptr, rows, cols, rows_per_split);
+    column_sum_kernel<T><<<grid, block, 0, ctx.stream>>>(dy, db, nullptr, rows, cols, rows_per_split);
     PIPE_CUDA_CHECK_LAUNCH("bias_grad");
     return;
   }
   // Released when this returns: later work on the stream reuses it only after these kernels.
   const std::shared_ptr<void> scratch = ctx.scratch(static_cast<std::size_t>(splits * cols) * sizeof(float));
   float* partial = static_cast<float*>(scratch.get());
-  column_sum_kernel<<<grid, block, 0, ctx.stream>>>(dy, db, partial, rows, cols, rows_per_split);
+  column_sum_kernel<T><<<grid, block, 0, ctx.stream>>>(dy, db, partial, rows, cols, rows_per_split);
   PIPE_CUDA_CHECK_LAUNCH("bias_grad (partial sums)");
   column_sum_finish_kernel<<<grid_for(ctx, cols), kThreads, 0, ctx.stream>>>(partial, db, splits, cols);
   PIPE_CUDA_CHECK_LAUNCH("bias_grad (final sums)");
+}
+
+}  // namespace
+
+void bias_grad(const CudaContext& ctx, const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
+  column_sums(ctx, dy, db, rows, cols);
+}
+
+void bias_grad(const CudaContext& ctx, const bf16* dy, float* db, std::int64_t rows, std::int64_t cols) {
+  column_sums(ctx, dy, db, rows, cols);
+}
+
+// ---- mixed precision
+
+void add(const CudaContext& ctx, const bf16* a, const bf16* b, bf16* out, std::int64_t n) {
+  launch_elementwise(ctx, Map2Bf16<Plus>{a, b, out, Plus{}}, n, false, "add (bf16)");
+}
+
+void accumulate(const CudaContext& ctx, bf16* y, const bf16* x, std::int64_t n) {
+  launch_elementwise(ctx, Map2Bf16<Plus>{y, x, y, Plus{}}, n, false, "accumulate (bf16)");
+}
+
+void gelu_backward(const CudaContext& ctx, const bf16* x, const bf16* dy, bf16* dx, std::int64_t n) {
+  launch_elementwise(ctx, Map2Bf16<GeluGrad>{x, dy, dx, GeluGrad{}}, n, false, "gelu_backward (bf16)");
+}
+
+void bias_epilogue(const CudaContext& ctx, const float* h, const bf16* bias, bf16* y, std::int64_t rows,
+                   std::int64_t cols) {
+  launch_rows(ctx, BiasEpilogueBf16{h, bias, y}, rows, cols, false, "bias_epilogue (bf16)");
+}
+
+void bias_gelu(const CudaContext& ctx, const float* h, const bf16* bias, bf16* pre, bf16* y, std::int64_t rows,
+               std::int64_t cols) {
+  launch_rows(ctx, BiasGeluBf16{h, bias, pre, y}, rows, cols, false, "bias_gelu (bf16)");
 }
 
 void scale_matrices(const CudaContext& ctx, float* c, std::int64_t ldc, std::int64_t m, std::int64_t n, float beta,

@@ -14,6 +14,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
+#include "cuda/storage.cuh"
 
 namespace libpipe::cuda {
 namespace {
@@ -24,11 +25,12 @@ using nn::kWarp;
 constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / kWarp;
 
-// One warp per token row; a token outside [0, vocab) flags its row and leaves the row's output untouched.
-template <int V>
+// One warp per token row; a token outside [0, vocab) flags its row and leaves the row's output untouched. T: the
+// tables' and the output's storage, float or bfloat16 (storage.cuh).
+template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
-    embedding_forward_kernel(const std::int32_t* __restrict__ tokens, const float* __restrict__ wte,
-                             const float* __restrict__ wpe, float* __restrict__ out, std::int64_t rows,
+    embedding_forward_kernel(const std::int32_t* __restrict__ tokens, const T* __restrict__ wte,
+                             const T* __restrict__ wpe, T* __restrict__ out, std::int64_t rows,
                              std::int64_t seq, std::int64_t dim, std::int64_t vocab, unsigned long long* bad_row) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
@@ -38,9 +40,9 @@ __global__ void __launch_bounds__(kThreads)
     if (lane == 0) atomicMin(bad_row, static_cast<unsigned long long>(row));
     return;
   }
-  const float* e = wte + static_cast<std::int64_t>(token) * dim;
-  const float* p = wpe + (row % seq) * dim;
-  float* o = out + row * dim;
+  const T* e = wte + static_cast<std::int64_t>(token) * dim;
+  const T* p = wpe + (row % seq) * dim;
+  T* o = out + row * dim;
   for (std::int64_t c = static_cast<std::int64_t>(lane) * V; c < dim; c += kWarp * V) {
     float a[V], b[V];
     nn::load_vec<V>(e + c, a);
@@ -52,9 +54,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dwpe[t, c] += sum_b dout[b, t, c], V consecutive channels per thread.
-template <int V>
+template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
-    wpe_grad_kernel(const float* __restrict__ dout, float* __restrict__ dwpe, std::int64_t batch, std::int64_t seq,
+    wpe_grad_kernel(const T* __restrict__ dout, float* __restrict__ dwpe, std::int64_t batch, std::int64_t seq,
                     std::int64_t dim) {
   const std::int64_t n = seq * dim;  // a multiple of V
   for (std::int64_t i = (static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < n;
@@ -84,10 +86,10 @@ __global__ void iota_kernel(std::int32_t* p, std::int64_t n) {
 // works: it finds the run's end (32 entries per ballot), adds the run's dout rows in sorted (= position) order
 // and adds the sum into dwte[token]. Negative tokens (never produced by a checked forward) are skipped rather
 // than written out of range; the upper bound is unknown here and was checked by the forward.
-template <int V>
+template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
     wte_grad_kernel(const std::int32_t* __restrict__ sorted_tokens, const std::int32_t* __restrict__ sorted_rows,
-                    const float* __restrict__ dout, float* __restrict__ dwte, std::int64_t rows, std::int64_t dim) {
+                    const T* __restrict__ dout, float* __restrict__ dwte, std::int64_t rows, std::int64_t dim) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (i >= rows) return;
@@ -126,18 +128,21 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void embedding_forward(const CudaContext& ctx, const std::int32_t* tokens, const float* wte, const float* wpe,
-                       float* out, std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
+namespace {
+
+template <class T>
+void forward(const CudaContext& ctx, const std::int32_t* tokens, const T* wte, const T* wpe, T* out,
+             std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
   const std::int64_t rows = batch * seq;
   if (rows <= 0) return;
   nn::RowFlag bad(ctx);
   // dim == 0 still launches: the tokens are checked either way, as on the CPU.
   const unsigned grid = static_cast<unsigned>(nn::ceil_div(rows, kRowsPerBlock));
-  if (dim % 4 == 0 && nn::aligned16(wte) && nn::aligned16(wpe) && nn::aligned16(out))
-    embedding_forward_kernel<4>
+  if (dim % 4 == 0 && nn::vec4_aligned(wte) && nn::vec4_aligned(wpe) && nn::vec4_aligned(out))
+    embedding_forward_kernel<T, 4>
         <<<grid, kThreads, 0, ctx.stream>>>(tokens, wte, wpe, out, rows, seq, dim, vocab, bad.get());
   else
-    embedding_forward_kernel<1>
+    embedding_forward_kernel<T, 1>
         <<<grid, kThreads, 0, ctx.stream>>>(tokens, wte, wpe, out, rows, seq, dim, vocab, bad.get());
   PIPE_CUDA_CHECK_LAUNCH("embedding_forward_kernel");
   const std::int64_t r = bad.read();
@@ -149,21 +154,22 @@ void embedding_forward(const CudaContext& ctx, const std::int32_t* tokens, const
   }
 }
 
-void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, const float* dout, float* dwte,
-                        float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+template <class T>
+void backward(const CudaContext& ctx, const std::int32_t* tokens, const T* dout, float* dwte, float* dwpe,
+              std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   const std::int64_t rows = batch * seq;
   if (rows <= 0 || dim <= 0) return;
   if (rows > std::numeric_limits<std::int32_t>::max())
     throw Error("embedding_backward: " + std::to_string(rows) + " token rows are too many for the CUDA kernels");
-  const bool vec = dim % 4 == 0 && nn::aligned16(dout) && nn::aligned16(dwte) && nn::aligned16(dwpe);
+  const bool vec = dim % 4 == 0 && nn::vec4_aligned(dout) && nn::aligned16(dwte) && nn::aligned16(dwpe);
 
   // dwpe
   const std::int64_t n_pos = seq * dim;
   if (vec)
-    wpe_grad_kernel<4><<<nn::grid_for(ctx, n_pos / 4, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch, seq,
-                                                                                           dim);
+    wpe_grad_kernel<T, 4><<<nn::grid_for(ctx, n_pos / 4, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch,
+                                                                                              seq, dim);
   else
-    wpe_grad_kernel<1><<<nn::grid_for(ctx, n_pos, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch, seq, dim);
+    wpe_grad_kernel<T, 1><<<nn::grid_for(ctx, n_pos, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch, seq, dim);
   PIPE_CUDA_CHECK_LAUNCH("wpe_grad_kernel");
 
   // dwte: sort (token, row) pairs by token, stably, then one warp per run.
@@ -191,10 +197,30 @@ void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, cons
   const dim3 grid(static_cast<unsigned>(nn::ceil_div(rows, kRowsPerBlock)),
                   static_cast<unsigned>(chunks < 65535 ? chunks : 65535));
   if (vec)
-    wte_grad_kernel<4><<<grid, kThreads, 0, ctx.stream>>>(sorted_tokens, sorted_rows, dout, dwte, rows, dim);
+    wte_grad_kernel<T, 4><<<grid, kThreads, 0, ctx.stream>>>(sorted_tokens, sorted_rows, dout, dwte, rows, dim);
   else
-    wte_grad_kernel<1><<<grid, kThreads, 0, ctx.stream>>>(sorted_tokens, sorted_rows, dout, dwte, rows, dim);
+    wte_grad_kernel<T, 1><<<grid, kThreads, 0, ctx.stream>>>(sorted_tokens, sorted_rows, dout, dwte, rows, dim);
   PIPE_CUDA_CHECK_LAUNCH("wte_grad_kernel");
+}
+
+}  // namespace
+
+void embedding_forward(const CudaContext& ctx, const std::int32_t* tokens, const float* wte, const float* wpe,
+                       float* out, std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
+  forward(ctx, tokens, wte, wpe, out, batch, seq, dim, vocab);
+}
+void embedding_forward(const CudaContext& ctx, const std::int32_t* tokens, const bf16* wte, const bf16* wpe,
+                       bf16* out, std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
+  forward(ctx, tokens, wte, wpe, out, batch, seq, dim, vocab);
+}
+
+void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, const float* dout, float* dwte,
+                        float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+  backward(ctx, tokens, dout, dwte, dwpe, batch, seq, dim);
+}
+void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, const bf16* dout, float* dwte,
+                        float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
+  backward(ctx, tokens, dout, dwte, dwpe, batch, seq, dim);
 }
 
 }  // namespace libpipe::cuda

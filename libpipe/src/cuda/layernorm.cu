@@ -9,6 +9,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
+#include "cuda/storage.cuh"
 
 namespace libpipe::cuda {
 namespace {
@@ -19,19 +20,20 @@ constexpr int kThreads = 256;
 constexpr int kRowsPerBlock = kThreads / kWarp;
 
 // Same arithmetic as the CPU backend: two passes on x - x[0] (mean, then squared deviations), so that a large
-// common offset does not drown the deviations; a third pass writes y. V = 4: float4 accesses.
-template <int V>
+// common offset does not drown the deviations; a third pass writes y. V = 4: vector accesses. T: float, or
+// bfloat16 under mixed precision (storage.cuh; statistics stay float).
+template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
-    layernorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ weight,
-                             const float* __restrict__ bias, float* __restrict__ y, float* __restrict__ mean,
-                             float* __restrict__ rstd, std::int64_t rows, std::int64_t cols, float eps) {
+    layernorm_forward_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
+                             T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, std::int64_t rows,
+                             std::int64_t cols, float eps) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= rows) return;
-  const float* xr = x + row * cols;
-  float* yr = y + row * cols;
+  const T* xr = x + row * cols;
+  T* yr = y + row * cols;
   const float inv_cols = 1.0f / static_cast<float>(cols);
-  const float pivot = xr[0];
+  const float pivot = load(xr, 0);
 
   float s = 0.0f;
   for (std::int64_t c = static_cast<std::int64_t>(lane) * V; c < cols; c += kWarp * V) {
@@ -70,18 +72,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * weight: one pass for both sums, one for dx.
-template <int V>
+template <class T, int V>
 __global__ void __launch_bounds__(kThreads)
-    layernorm_backward_input_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                    const float* __restrict__ weight, const float* __restrict__ mean,
-                                    const float* __restrict__ rstd, float* __restrict__ dx, std::int64_t rows,
-                                    std::int64_t cols) {
+    layernorm_backward_input_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ weight,
+                                    const float* __restrict__ mean, const float* __restrict__ rstd,
+                                    T* __restrict__ dx, std::int64_t rows, std::int64_t cols) {
   const int lane = threadIdx.x % kWarp;
   const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= rows) return;
-  const float* dyr = dy + row * cols;
-  const float* xr = x + row * cols;
-  float* dxr = dx + row * cols;
+  const T* dyr = dy + row * cols;
+  const T* xr = x + row * cols;
+  T* dxr = dx + row * cols;
   const float m = mean[row];
   const float rs = rstd[row];
   const float inv_cols = 1.0f / static_cast<float>(cols);
@@ -119,8 +120,9 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kColTile = 32;
 constexpr int kRowLanes = 8;
 
+template <class T>
 __global__ void __launch_bounds__(kColTile * kRowLanes)
-    layernorm_weight_partial_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+    layernorm_weight_partial_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                     const float* __restrict__ mean, const float* __restrict__ rstd,
                                     float* __restrict__ partial, std::int64_t rows, std::int64_t cols,
                                     std::int64_t rows_per_chunk) {
@@ -132,8 +134,8 @@ __global__ void __launch_bounds__(kColTile * kRowLanes)
   float dw = 0.0f, db = 0.0f;
   if (col < cols) {
     for (std::int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
-      const float g = dy[r * cols + col];
-      dw += g * ((x[r * cols + col] - mean[r]) * rstd[r]);
+      const float g = load(dy, r * cols + col);
+      dw += g * ((load(x, r * cols + col) - mean[r]) * rstd[r]);
       db += g;
     }
   }
@@ -174,37 +176,41 @@ unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(nn::ceil_d
 
 }  // namespace
 
-void layernorm_forward(const CudaContext& ctx, const float* x, const float* weight, const float* bias, float* y,
-                       float* mean, float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
+namespace {
+
+template <class T>
+void forward(const CudaContext& ctx, const T* x, const T* weight, const T* bias, T* y, float* mean, float* rstd,
+             std::int64_t rows, std::int64_t cols, float eps) {
   if (rows <= 0 || cols <= 0) return;
-  const bool vec = cols % 4 == 0 && nn::aligned16(x) && nn::aligned16(weight) && nn::aligned16(bias) &&
-                   nn::aligned16(y);
+  const bool vec = cols % 4 == 0 && nn::vec4_aligned(x) && nn::vec4_aligned(weight) && nn::vec4_aligned(bias) &&
+                   nn::vec4_aligned(y);
   if (vec)
-    layernorm_forward_kernel<4><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(x, weight, bias, y, mean, rstd, rows,
+    layernorm_forward_kernel<T, 4><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(x, weight, bias, y, mean, rstd, rows,
                                                                                cols, eps);
   else
-    layernorm_forward_kernel<1><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(x, weight, bias, y, mean, rstd, rows,
+    layernorm_forward_kernel<T, 1><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(x, weight, bias, y, mean, rstd, rows,
                                                                                cols, eps);
   PIPE_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
-void layernorm_backward_input(const CudaContext& ctx, const float* dy, const float* x, const float* weight,
-                              const float* mean, const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) {
+template <class T>
+void backward_input(const CudaContext& ctx, const T* dy, const T* x, const T* weight, const float* mean,
+                    const float* rstd, T* dx, std::int64_t rows, std::int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
-  const bool vec =
-      cols % 4 == 0 && nn::aligned16(dy) && nn::aligned16(x) && nn::aligned16(weight) && nn::aligned16(dx);
+  const bool vec = cols % 4 == 0 && nn::vec4_aligned(dy) && nn::vec4_aligned(x) && nn::vec4_aligned(weight) &&
+                   nn::vec4_aligned(dx);
   if (vec)
-    layernorm_backward_input_kernel<4>
+    layernorm_backward_input_kernel<T, 4>
         <<<row_blocks(rows), kThreads, 0, ctx.stream>>>(dy, x, weight, mean, rstd, dx, rows, cols);
   else
-    layernorm_backward_input_kernel<1>
+    layernorm_backward_input_kernel<T, 1>
         <<<row_blocks(rows), kThreads, 0, ctx.stream>>>(dy, x, weight, mean, rstd, dx, rows, cols);
   PIPE_CUDA_CHECK_LAUNCH("layernorm_backward_input_kernel");
 }
 
-void layernorm_backward_weight(const CudaContext& ctx, const float* dy, const float* x, const float* mean,
-                               const float* rstd, float* dweight, float* dbias, std::int64_t rows,
-                               std::int64_t cols) {
+template <class T>
+void backward_weight(const CudaContext& ctx, const T* dy, const T* x, const float* mean, const float* rstd,
+                     float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
   // Chunks depend on rows only (not on the device), so every GPU sums in the same order: at least 64 rows per
   // chunk (8 per row lane), at most 512 chunks (bounds the scratch at 4 KiB per column).
@@ -215,12 +221,43 @@ void layernorm_backward_weight(const CudaContext& ctx, const float* dy, const fl
 
   const dim3 grid(static_cast<unsigned>(nn::ceil_div(cols, kColTile)), static_cast<unsigned>(chunks));
   const dim3 block(kColTile, kRowLanes);
-  layernorm_weight_partial_kernel<<<grid, block, 0, ctx.stream>>>(dy, x, mean, rstd, partial, rows, cols,
+  layernorm_weight_partial_kernel<T><<<grid, block, 0, ctx.stream>>>(dy, x, mean, rstd, partial, rows, cols,
                                                                  rows_per_chunk);
   PIPE_CUDA_CHECK_LAUNCH("layernorm_weight_partial_kernel");
   layernorm_weight_finish_kernel<<<nn::grid_for(ctx, cols, kThreads), kThreads, 0, ctx.stream>>>(
       partial, dweight, dbias, cols, chunks);
   PIPE_CUDA_CHECK_LAUNCH("layernorm_weight_finish_kernel");
+}
+
+}  // namespace
+
+void layernorm_forward(const CudaContext& ctx, const float* x, const float* weight, const float* bias, float* y,
+                       float* mean, float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
+  forward(ctx, x, weight, bias, y, mean, rstd, rows, cols, eps);
+}
+void layernorm_forward(const CudaContext& ctx, const bf16* x, const bf16* weight, const bf16* bias, bf16* y,
+                       float* mean, float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
+  forward(ctx, x, weight, bias, y, mean, rstd, rows, cols, eps);
+}
+
+void layernorm_backward_input(const CudaContext& ctx, const float* dy, const float* x, const float* weight,
+                              const float* mean, const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) {
+  backward_input(ctx, dy, x, weight, mean, rstd, dx, rows, cols);
+}
+void layernorm_backward_input(const CudaContext& ctx, const bf16* dy, const bf16* x, const bf16* weight,
+                              const float* mean, const float* rstd, bf16* dx, std::int64_t rows, std::int64_t cols) {
+  backward_input(ctx, dy, x, weight, mean, rstd, dx, rows, cols);
+}
+
+void layernorm_backward_weight(const CudaContext& ctx, const float* dy, const float* x, const float* mean,
+                               const float* rstd, float* dweight, float* dbias, std::int64_t rows,
+                               std::int64_t cols) {
+  backward_weight(ctx, dy, x, mean, rstd, dweight, dbias, rows, cols);
+}
+void layernorm_backward_weight(const CudaContext& ctx, const bf16* dy, const bf16* x, const float* mean,
+                               const float* rstd, float* dweight, float* dbias, std::int64_t rows,
+                               std::int64_t cols) {
+  backward_weight(ctx, dy, x, mean, rstd, dweight, dbias, rows, cols);
 }
 
 }  // namespace libpipe::cuda

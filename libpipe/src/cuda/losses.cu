@@ -15,6 +15,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_math.cuh"
 #include "cuda/nn_kernels.hpp"
+#include "cuda/storage.cuh"
 
 namespace libpipe::cuda {
 namespace {
@@ -74,12 +75,12 @@ unsigned groups_grid(std::int64_t groups) {
 // Max and sum of exp(z - max) over a row, numerically stable: each thread keeps an online (max, sum) pair over
 // its columns (one exp per element), then the group combines the pairs. A thread without columns has sum 0 and
 // contributes nothing.
-template <int kGroup>
-__device__ __forceinline__ void row_max_sumexp(const RowGroup<kGroup>& g, const float* z, std::int64_t n,
-                                               float* smem, float& mx, float& sum) {
+template <int kGroup, class T>
+__device__ __forceinline__ void row_max_sumexp(const RowGroup<kGroup>& g, const T* z, std::int64_t n, float* smem,
+                                               float& mx, float& sum) {
   float m = -FLT_MAX, s = 0.0f;
   for (std::int64_t j = g.tid; j < n; j += kGroup) {
-    const float x = z[j];
+    const float x = load(z, j);
     const float e = expf(fminf(m, x) - fmaxf(m, x));  // exp(-|x - m|)
     s = x > m ? s * e + 1.0f : s + e;
     m = fmaxf(m, x);
@@ -88,16 +89,17 @@ __device__ __forceinline__ void row_max_sumexp(const RowGroup<kGroup>& g, const 
   sum = g.sum(s * expf(m - mx), smem);
 }
 
-// row_loss[r] = log(sum exp(z - max)) - (z[label] - max); a bad label flags its row and leaves 0.
-template <int kGroup>
+// row_loss[r] = log(sum exp(z - max)) - (z[label] - max); a bad label flags its row and leaves 0. T: the logits'
+// storage, float or bfloat16 (storage.cuh).
+template <int kGroup, class T>
 __global__ void __launch_bounds__(threads_for<kGroup>())
-    cross_entropy_forward_kernel(const float* __restrict__ logits, const std::int32_t* __restrict__ labels,
+    cross_entropy_forward_kernel(const T* __restrict__ logits, const std::int32_t* __restrict__ labels,
                                  float* __restrict__ row_loss, std::int64_t rows, std::int64_t vocab,
                                  unsigned long long* bad_row) {
   __shared__ float smem[kWarp];
   const RowGroup<kGroup> g;
   for (std::int64_t row = g.first; row < rows; row += g.step) {
-    const float* z = logits + row * vocab;
+    const T* z = logits + row * vocab;
     float mx, sum;
     row_max_sumexp(g, z, vocab, smem, mx, sum);
     if (g.tid == 0) {
@@ -106,7 +108,7 @@ __global__ void __launch_bounds__(threads_for<kGroup>())
         atomicMin(bad_row, static_cast<unsigned long long>(row));
         row_loss[row] = 0.0f;
       } else {
-        row_loss[row] = logf(sum) - (z[label] - mx);
+        row_loss[row] = logf(sum) - (load(z, label) - mx);
       }
     }
   }
@@ -128,16 +130,16 @@ __global__ void __launch_bounds__(kWarpThreads)
 
 // dlogits = (softmax - onehot(label)) * dloss[b] / rows_per_sample; a bad label flags its row (and matches no
 // column, so nothing is written out of range).
-template <int kGroup>
+template <int kGroup, class T>
 __global__ void __launch_bounds__(threads_for<kGroup>())
-    cross_entropy_backward_kernel(const float* __restrict__ logits, const std::int32_t* __restrict__ labels,
-                                  const float* __restrict__ dloss, float* __restrict__ dlogits, std::int64_t rows,
+    cross_entropy_backward_kernel(const T* __restrict__ logits, const std::int32_t* __restrict__ labels,
+                                  const float* __restrict__ dloss, T* __restrict__ dlogits, std::int64_t rows,
                                   std::int64_t vocab, std::int64_t rows_per_sample, unsigned long long* bad_row) {
   __shared__ float smem[kWarp];
   const RowGroup<kGroup> g;
   for (std::int64_t row = g.first; row < rows; row += g.step) {
-    const float* z = logits + row * vocab;
-    float* dz = dlogits + row * vocab;
+    const T* z = logits + row * vocab;
+    T* dz = dlogits + row * vocab;
     float mx, sum;
     row_max_sumexp(g, z, vocab, smem, mx, sum);
     const std::int32_t label = labels[row];
@@ -145,8 +147,8 @@ __global__ void __launch_bounds__(threads_for<kGroup>())
     const float grad = dloss[row / rows_per_sample] / static_cast<float>(rows_per_sample);
     const float f = grad / sum;
     for (std::int64_t j = g.tid; j < vocab; j += kGroup) {
-      const float p = expf(z[j] - mx) * f;
-      dz[j] = j == label ? p - grad : p;
+      const float p = expf(load(z, j) - mx) * f;
+      store(dz, j, j == label ? p - grad : p);
     }
   }
 }
@@ -195,19 +197,23 @@ constexpr std::int64_t kWarpMaxVocab = 1024;
 
 }  // namespace
 
-void cross_entropy_forward(const CudaContext& ctx, const float* logits, const std::int32_t* labels, float* loss,
-                           std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+namespace {
+
+template <class T>
+void cross_entropy_forward_impl(const CudaContext& ctx, const T* logits, const std::int32_t* labels, float* loss,
+                                std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
   if (rows <= 0 || vocab <= 0 || rows_per_sample <= 0) return;
   const std::int64_t batch = rows / rows_per_sample;
   nn::RowFlag bad(ctx);
   std::shared_ptr<void> mem = nn::scratch(ctx, static_cast<std::size_t>(rows) * sizeof(float));
   float* row_loss = static_cast<float*>(mem.get());
   if (vocab <= kWarpMaxVocab)
-    cross_entropy_forward_kernel<kWarp><<<groups_grid<kWarp>(rows), kWarpThreads, 0, ctx.stream>>>(
+    cross_entropy_forward_kernel<kWarp, T><<<groups_grid<kWarp>(rows), kWarpThreads, 0, ctx.stream>>>(
         logits, labels, row_loss, rows, vocab, bad.get());
   else
-    cross_entropy_forward_kernel<kBlockThreads><<<groups_grid<kBlockThreads>(rows), kBlockThreads, 0, ctx.stream>>>(
-        logits, labels, row_loss, rows, vocab, bad.get());
+    cross_entropy_forward_kernel<kBlockThreads, T>
+        <<<groups_grid<kBlockThreads>(rows), kBlockThreads, 0, ctx.stream>>>(logits, labels, row_loss, rows, vocab,
+                                                                             bad.get());
   PIPE_CUDA_CHECK_LAUNCH("cross_entropy_forward_kernel");
   // Fewer rows than one sample: no loss to write (the CPU writes none either), and a grid of 0 blocks would be
   // an invalid launch. The labels are still checked.
@@ -220,21 +226,44 @@ void cross_entropy_forward(const CudaContext& ctx, const float* logits, const st
   if (row >= 0) throw_bad_label(ctx, "cross_entropy", labels, row, vocab);
 }
 
-void cross_entropy_backward(const CudaContext& ctx, const float* logits, const std::int32_t* labels,
-                            const float* dloss, float* dlogits, std::int64_t rows, std::int64_t vocab,
-                            std::int64_t rows_per_sample) {
+template <class T>
+void cross_entropy_backward_impl(const CudaContext& ctx, const T* logits, const std::int32_t* labels,
+                                 const float* dloss, T* dlogits, std::int64_t rows, std::int64_t vocab,
+                                 std::int64_t rows_per_sample) {
   if (rows <= 0 || vocab <= 0 || rows_per_sample <= 0) return;
   nn::RowFlag bad(ctx);
   if (vocab <= kWarpMaxVocab)
-    cross_entropy_backward_kernel<kWarp><<<groups_grid<kWarp>(rows), kWarpThreads, 0, ctx.stream>>>(
+    cross_entropy_backward_kernel<kWarp, T><<<groups_grid<kWarp>(rows), kWarpThreads, 0, ctx.stream>>>(
         logits, labels, dloss, dlogits, rows, vocab, rows_per_sample, bad.get());
   else
-    cross_entropy_backward_kernel<kBlockThreads>
+    cross_entropy_backward_kernel<kBlockThreads, T>
         <<<groups_grid<kBlockThreads>(rows), kBlockThreads, 0, ctx.stream>>>(logits, labels, dloss, dlogits, rows,
                                                                              vocab, rows_per_sample, bad.get());
   PIPE_CUDA_CHECK_LAUNCH("cross_entropy_backward_kernel");
   const std::int64_t row = bad.read();
   if (row >= 0) throw_bad_label(ctx, "cross_entropy_backward", labels, row, vocab);
+}
+
+}  // namespace
+
+void cross_entropy_forward(const CudaContext& ctx, const float* logits, const std::int32_t* labels, float* loss,
+                           std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+  cross_entropy_forward_impl(ctx, logits, labels, loss, rows, vocab, rows_per_sample);
+}
+void cross_entropy_forward(const CudaContext& ctx, const bf16* logits, const std::int32_t* labels, float* loss,
+                           std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+  cross_entropy_forward_impl(ctx, logits, labels, loss, rows, vocab, rows_per_sample);
+}
+
+void cross_entropy_backward(const CudaContext& ctx, const float* logits, const std::int32_t* labels,
+                            const float* dloss, float* dlogits, std::int64_t rows, std::int64_t vocab,
+                            std::int64_t rows_per_sample) {
+  cross_entropy_backward_impl(ctx, logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
+}
+void cross_entropy_backward(const CudaContext& ctx, const bf16* logits, const std::int32_t* labels,
+                            const float* dloss, bf16* dlogits, std::int64_t rows, std::int64_t vocab,
+                            std::int64_t rows_per_sample) {
+  cross_entropy_backward_impl(ctx, logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
 }
 
 void mse_forward(const CudaContext& ctx, const float* x, const float* target, float* loss, std::int64_t batch,
