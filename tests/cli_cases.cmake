@@ -225,8 +225,9 @@ pipe_cli_test(unknown_dtype 2 1 "pipe-train: error: unknown --dtype 'fp16' (expe
 pipe_cli_test(nccl_on_cpu 2 1
   "pipe-train: error: --comm nccl needs --device cuda (NCCL moves GPU memory; on the CPU use --comm mpi)"
   -- --stages 2 --device cpu --comm nccl --dry-run)
-pipe_cli_test(dtype_on_cpu 2 1 "pipe-train: error: --dtype bf16 needs --device cuda (the CPU computes in fp32)"
-  -- --stages 2 --device cpu --dtype bf16 --dry-run)
+pipe_cli_test(dtype_on_cpu 2 1
+  "pipe-train: error: --dtype tf32 needs --device cuda (TF32 is the tensor cores' format; the CPU has fp32 and bf16)"
+  -- --stages 2 --device cpu --dtype tf32 --dry-run)
 pipe_expect_test(cli.nccl_without_gpu 1 "pipe-train: error: --comm nccl needs a GPU and there is none: " --
   env CUDA_VISIBLE_DEVICES= ${PIPE_MPIRUN} -np 2 $<TARGET_FILE:pipe-train> --stages 2 --comm nccl --dry-run)
 set(PIPE_DEVICE_CFG ${CMAKE_CURRENT_BINARY_DIR}/cli-device.cfg)

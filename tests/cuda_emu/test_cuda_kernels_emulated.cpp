@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "../unit/device_compare.hpp"
 #include "../unit/test_util.hpp"
 #include "cuda/cuda_context.hpp"
 #include "cuda/cuda_kernels.hpp"
@@ -43,33 +44,20 @@
 namespace cu = libpipe::cuda;
 using libpipe::Backend;
 using libpipe::Device;
+using namespace device_compare;  // randoms, tolerances, compare, the summary
+
+// Messages and the summary call the device side "emulated cuda".
+struct EmulatedLabel {
+  EmulatedLabel() { device_label() = "emulated cuda"; }
+};
+BOOST_TEST_GLOBAL_FIXTURE(EmulatedLabel);
+BOOST_TEST_GLOBAL_FIXTURE(PrintSummary);
 
 namespace {
 
-using Floats = std::vector<float>;
-using Ints = std::vector<std::int32_t>;
 using Halves = std::vector<std::uint16_t>;
 
 Backend& cpu() { return libpipe::backend_for(Device::cpu); }
-
-std::mt19937& rng() {
-  static std::mt19937 gen(20241206);
-  return gen;
-}
-
-Floats randoms(std::int64_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(static_cast<std::size_t>(n));
-  for (float& x : v) x = dist(rng());
-  return v;
-}
-
-Ints random_ints(std::int64_t n, int lo, int hi) {
-  std::uniform_int_distribution<int> dist(lo, hi);
-  Ints v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = dist(rng());
-  return v;
-}
 
 // ---------------------------------------------------------------- emulated device memory and context
 
@@ -106,95 +94,18 @@ const cu::CudaContext& ctx() {
 
 using pipe_test::error_of;
 
-// ---------------------------------------------------------------- tolerances (test_cuda_ops.cpp's, which says why)
-//
-// An emulated result g passes against the CPU result c when, element by element,
-//     |g - c| <= rtol * (|c| + floor * max|c|)
-// The emulator computes exp, division and square roots exactly where the GPU approximates them, so its
-// differences from the CPU are smaller than a GPU's; the tolerances are still the GPU's, so that a result that
-// passes here is within what test_cuda_ops accepts.
-struct Tol {
-  double rtol, floor;
-};
-constexpr Tol kExact{0.0, 0.0};          // one IEEE operation per element (copies, fills, a + b, bias, relu)
-constexpr Tol kElementwise{1e-5, 0.01};  // through exp / division (GELU)
-constexpr Tol kRow{1e-5, 0.1};           // row ops (LayerNorm, losses, optimizers)
-constexpr Tol kReduce{1e-5, 1.0};        // sums of many terms of both signs, normwise
-constexpr Tol kAttention{2e-5, 1.0};     // fp32 GEMMs plus the softmax
-constexpr Tol kAttentionBackward{4e-5, 1.0};  // two chained products per gradient
+// The emulator computes exp, division and square roots exactly where the GPU approximates them, so its differences
+// from the CPU are smaller than a GPU's; the tolerances are still test_cuda_ops's (device_compare.hpp), so that a
+// result that passes here is within what a GPU run accepts. Attention: fp32 GEMMs plus the softmax, and two
+// chained products per gradient in backward.
+constexpr Tol kAttention{2e-5, 1.0};
+constexpr Tol kAttentionBackward{4e-5, 1.0};
 
-// ---------------------------------------------------------------- comparison and the summary
-
-struct Worst {
-  double max_diff = 0;      // largest |emulated - cpu|
-  double max_rel = 0;       // largest |emulated - cpu| / max|cpu| (normwise)
-  double of_tolerance = 0;  // largest |emulated - cpu| / bound
-  Tol tol{0, 0};
-  int checks = 0;
-};
-
-std::map<std::string, Worst>& summary() {
-  static std::map<std::string, Worst> s;
-  return s;
-}
-
-// `term_scale`: where an output is a difference of much larger terms, their magnitude, which the floor then
-// follows (the output's own largest value is rounding noise there).
-void compare(const std::string& op, const std::string& what, const Floats& c, const Floats& g, Tol tol,
-             double term_scale = 0) {
-  BOOST_TEST_REQUIRE(c.size() == g.size(), op << " " << what << ": size " << c.size() << " vs " << g.size());
-  double scale = 0;
-  for (float x : c)
-    if (std::isfinite(x)) scale = std::max(scale, static_cast<double>(std::fabs(x)));
-  if (scale == 0) scale = 1;  // an all-zero output: the inputs' scale (about 1) stands in
-  scale = std::max(scale, term_scale);
-  double max_diff = 0, worst = 0;
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (std::isnan(c[i]) && std::isnan(g[i])) continue;  // e.g. padding that neither may touch
-    const double diff = std::fabs(static_cast<double>(g[i]) - c[i]);
-    const double bound = tol.rtol * (std::fabs(c[i]) + tol.floor * scale);
-    const double ratio = !std::isfinite(diff) ? 1e300 : diff == 0 ? 0.0 : bound > 0 ? diff / bound : 1e300;
-    if (std::isfinite(diff)) max_diff = std::max(max_diff, diff);
-    if (ratio > worst) worst = ratio, at = i;
-  }
-  const double rel = max_diff / scale;
-  BOOST_TEST_MESSAGE(op << " " << what << ": max |diff| " << max_diff << ", normwise " << rel << ", " << worst
-                        << " of the tolerance");
-  if (!c.empty())
-    BOOST_TEST(worst <= 1.0, op << " " << what << ": element " << at << " is " << g[at] << " emulated, " << c[at]
-                                << " on cpu (max |diff| " << max_diff << ", normwise " << rel << ", rtol "
-                                << tol.rtol << ", floor " << tol.floor << ")");
-  Worst& w = summary()[op];
-  w.max_diff = std::max(w.max_diff, max_diff);
-  w.max_rel = std::max(w.max_rel, rel);
-  w.of_tolerance = std::max(w.of_tolerance, std::min(worst, 1e9));
-  if (w.checks == 0 || tol.rtol > w.tol.rtol) w.tol = tol;
-  ++w.checks;
-}
-
+// Emulated device memory against the CPU's values (beside device_compare's host-vector comparison).
+using device_compare::compare;
 void compare(const std::string& op, const std::string& what, const Floats& c, const Dev<float>& g, Tol tol,
              double term_scale = 0) {
   compare(op, what, c, g.download(), tol, term_scale);
-}
-
-struct PrintSummary {
-  ~PrintSummary() {
-    if (summary().empty()) return;
-    std::printf("\n%-36s %7s %12s %12s %9s %10s %7s\n", "op (emulated cuda vs cpu)", "checks", "max |diff|",
-                "normwise", "rtol", "floor", "of tol");
-    for (const auto& [op, w] : summary())
-      std::printf("%-36s %7d %12.3g %12.3g %9.1g %10.2g %6.0f%%\n", op.c_str(), w.checks, w.max_diff, w.max_rel,
-                  w.tol.rtol, w.tol.floor, 100 * w.of_tolerance);
-    std::fflush(stdout);
-  }
-};
-BOOST_TEST_GLOBAL_FIXTURE(PrintSummary);
-
-std::string dims(std::initializer_list<std::int64_t> v) {
-  std::string s;
-  for (auto x : v) s += (s.empty() ? "" : "x") + std::to_string(x);
-  return s;
 }
 
 // Element counts: size 0, tiny, not a multiple of 4 (the float4 loops' tails), more than a block of threads.
@@ -740,29 +651,8 @@ BOOST_AUTO_TEST_CASE(flash_attention_matches_the_materialised_attention) {
     cu::flash_attention_forward(ctx(), gqkv.get(), gout.get(), state.get(), B, T, H, D);
     compare("flash_attention_forward (out)", what, out, gout, kAttention);
 
-    // Each state row: the row's output, then log sum_{j <= i} exp(q.k_j / sqrt(D)).
-    Floats want(static_cast<std::size_t>(B * H * T * (D + 1)));
-    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t h = 0; h < H; ++h)
-        for (std::int64_t i = 0; i < T; ++i) {
-          float* row = &want[static_cast<std::size_t>(((b * H + h) * T + i) * (D + 1))];
-          for (std::int64_t c = 0; c < D; ++c) row[c] = out[static_cast<std::size_t>((b * T + i) * C + h * D + c)];
-          std::vector<double> s;
-          double mx = -1e300;
-          for (std::int64_t j = 0; j <= i; ++j) {
-            double dot = 0;
-            for (std::int64_t c = 0; c < D; ++c)
-              dot += double(qkv[static_cast<std::size_t>((b * T + i) * 3 * C + h * D + c)]) *
-                     qkv[static_cast<std::size_t>((b * T + j) * 3 * C + C + h * D + c)];
-            s.push_back(dot * scale);
-            mx = std::max(mx, s.back());
-          }
-          double sum = 0;
-          for (double x : s) sum += std::exp(x - mx);
-          row[D] = static_cast<float>(mx + std::log(sum));
-        }
-    compare("flash_attention_forward (state)", what, want, state, kAttention);
+    // Each state row: the row's output, then its log-sum-exp.
+    compare("flash_attention_forward (state)", what, flash_state_reference(qkv, out, B, T, H, D), state, kAttention);
 
     const Floats dout = randoms(B * T * C);
     Floats dqkv(qkv.size());
@@ -793,9 +683,6 @@ Floats widened(const Halves& h) {
   return v;
 }
 
-// One bfloat16 rounding may fall the other way when the fp32 values before it differ in the last bits (another
-// exp or summation order): 2^-8 of the element, with a floor for values near 0.
-constexpr Tol kBf16Out{8e-3, 0.01};
 
 }  // namespace
 

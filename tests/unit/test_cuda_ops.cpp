@@ -43,6 +43,7 @@
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
 #include "pipe/tensor.hpp"
+#include "device_compare.hpp"
 #include "test_util.hpp"
 
 using libpipe::Backend;
@@ -50,11 +51,11 @@ using libpipe::Device;
 using libpipe::DType;
 using libpipe::GemmMath;
 using libpipe::Tensor;
+using namespace device_compare;  // randoms, tolerances, compare, the summary
+
+BOOST_TEST_GLOBAL_FIXTURE(PrintSummary);
 
 namespace {
-
-using Floats = std::vector<float>;
-using Ints = std::vector<std::int32_t>;
 
 // The device under test: cuda; the CPU itself under PIPE_CUDA_OPS_HARNESS=1 (see main).
 Device& tested() {
@@ -63,25 +64,6 @@ Device& tested() {
 }
 Backend& cpu() { return libpipe::backend_for(Device::cpu); }
 Backend& gpu() { return libpipe::backend_for(tested()); }
-
-std::mt19937& rng() {
-  static std::mt19937 gen(20241129);
-  return gen;
-}
-
-Floats randoms(std::int64_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(static_cast<std::size_t>(n));
-  for (float& x : v) x = dist(rng());
-  return v;
-}
-
-Ints random_ints(std::int64_t n, int lo, int hi) {
-  std::uniform_int_distribution<int> dist(lo, hi);
-  Ints v(static_cast<std::size_t>(n));
-  for (auto& x : v) x = dist(rng());
-  return v;
-}
 
 // A CUDA tensor holding a copy of host data. At least one element is allocated, so that ops of size 0 still get a
 // valid pointer (what the layers pass for empty tensors is a valid pointer, too).
@@ -104,35 +86,7 @@ const std::int32_t* dev_i(Tensor& t) { return t.i32(); }
 
 using pipe_test::error_of;
 
-// ---------------------------------------------------------------- tolerances
-//
-// A GPU result g passes against the CPU result c when, element by element,
-//     |g - c| <= rtol * (|c| + floor * max|c|)
-// rtol bounds the relative error of large elements; the floor (a fraction of the largest |c| of the output) gives
-// elements near zero an absolute allowance at the output's own scale: results of sums that cancel, or of a
-// function near a zero crossing, carry an error of the size of their terms, not of their own size. floor = 1 is a
-// normwise comparison (the usual one for GEMMs and reductions).
-struct Tol {
-  double rtol, floor;
-};
-
-// Copies, fills, a + b, y += x, y *= s, y + bias, max(x, 0) and its mask: one IEEE operation per element, the same
-// on both devices, so the results must be bit-identical (denormals do not occur in these inputs).
-constexpr Tol kExact{0.0, 0.0};
-// Elementwise ops through exp / tanh / division (GELU and its derivative): the CPU's fast_exp (about 2 ulp) and the
-// CUDA build's --use_fast_math intrinsics (__expf: 2 + 1.16|x| ulp; approximate division and rsqrt) differ by a few
-// ulp, about 1e-6 relative; 1e-5 leaves a margin of ten. The floor of 1% of the largest value covers GELU's
-// derivative near its zero at x = -0.75, where an error of a few ulp of the terms is large against the result.
-constexpr Tol kElementwise{1e-5, 0.01};
-// Row ops (LayerNorm, softmax cross-entropy, MSE, the optimizers): the same intrinsics plus a row's mean, variance,
-// max and sum reduced in another order; fp32 sums of n terms differ by about sqrt(n) * 6e-8 of their magnitude
-// (2e-6 for n = 768), and FMA contraction on the GPU moves single roundings by an ulp. 1e-5 with a floor of 10% of
-// the output's scale (LayerNorm outputs cancel when the bias is added, the optimizers' moments are small).
-constexpr Tol kRow{1e-5, 0.1};
-// Reductions over many terms of both signs (bias_grad, LayerNorm's weight gradient, the embedding's scatter-add
-// with atomics, sum_squares): the result may cancel to near zero while its error stays at eps times the terms, so
-// the comparison is normwise at 1e-5 (the reduction orders differ; the error is ~sqrt(n) eps ~ 1e-6 for these n).
-constexpr Tol kReduce{1e-5, 1.0};
+// ---------------------------------------------------------------- tolerances (the rest: device_compare.hpp)
 
 // GEMMs, normwise (floor 1) against OpenBLAS's fp32 sgemm, with inputs uniform in [-1, 1]:
 // - fp32: cuBLAS without tensor-core math accumulates in fp32 in another order (and may split k); the error is
@@ -163,72 +117,11 @@ Tol attention_tol(GemmMath math, bool backward) {
 
 const GemmMath kMaths[] = {GemmMath::fp32, GemmMath::tf32, GemmMath::bf16};
 
-// ---------------------------------------------------------------- comparison and the summary
-
-struct Worst {
-  double max_diff = 0;      // largest |gpu - cpu|
-  double max_rel = 0;       // largest |gpu - cpu| / max|cpu| (normwise)
-  double of_tolerance = 0;  // largest |gpu - cpu| / bound
-  Tol tol{0, 0};
-  int checks = 0;
-};
-
-std::map<std::string, Worst>& summary() {
-  static std::map<std::string, Worst> s;
-  return s;
-}
-
-// Compares a GPU output with the CPU's; `op` groups the summary line, `what` says which case.
-void compare(const std::string& op, const std::string& what, const Floats& c, const Floats& g, Tol tol) {
-  BOOST_TEST_REQUIRE(c.size() == g.size(), op << " " << what << ": size " << c.size() << " vs " << g.size());
-  double scale = 0;
-  for (float x : c)
-    if (std::isfinite(x)) scale = std::max(scale, static_cast<double>(std::fabs(x)));
-  // An output that is all zero on the CPU (a loss over one class, a LayerNorm gradient over one column) has no
-  // scale of its own: the inputs' (about 1) stands in, so the GPU may be off by rtol * floor there, not by 0.
-  if (scale == 0) scale = 1;
-  double max_diff = 0, worst = 0;
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    if (std::isnan(c[i]) && std::isnan(g[i])) continue;  // e.g. padding that neither may touch
-    const double diff = std::fabs(static_cast<double>(g[i]) - c[i]);
-    const double bound = tol.rtol * (std::fabs(c[i]) + tol.floor * scale);
-    const double ratio = !std::isfinite(diff) ? 1e300 : diff == 0 ? 0.0 : bound > 0 ? diff / bound : 1e300;
-    if (std::isfinite(diff)) max_diff = std::max(max_diff, diff);
-    if (ratio > worst) worst = ratio, at = i;
-  }
-  const double rel = max_diff / scale;
-  BOOST_TEST_MESSAGE(op << " " << what << ": max |diff| " << max_diff << ", normwise " << rel << ", "
-                        << worst << " of the tolerance");
-  if (!c.empty())  // the message reads c[at] and g[at] whether or not the check fails
-    BOOST_TEST(worst <= 1.0, op << " " << what << ": element " << at << " is " << g[at] << " on cuda, " << c[at]
-                                << " on cpu (max |diff| " << max_diff << ", normwise " << rel << ", rtol "
-                                << tol.rtol << ", floor " << tol.floor << ")");
-  Worst& w = summary()[op];
-  w.max_diff = std::max(w.max_diff, max_diff);
-  w.max_rel = std::max(w.max_rel, rel);
-  w.of_tolerance = std::max(w.of_tolerance, std::min(worst, 1e9));
-  if (w.checks == 0 || tol.rtol > w.tol.rtol) w.tol = tol;  // the loosest used (exact cases are part of most ops)
-  ++w.checks;
-}
-
+// A GPU tensor against the CPU's values (beside device_compare's host-vector comparison).
+using device_compare::compare;
 void compare(const std::string& op, const std::string& what, const Floats& c, const Tensor& g, Tol tol) {
   compare(op, what, c, download(g, c.size()), tol);
 }
-
-// The table of largest differences, printed once at the end of the run.
-struct PrintSummary {
-  ~PrintSummary() {
-    if (summary().empty()) return;
-    std::printf("\n%-36s %7s %12s %12s %9s %10s %7s\n", "op (cuda vs cpu)", "checks", "max |diff|", "normwise",
-                "rtol", "floor", "of tol");
-    for (const auto& [op, w] : summary())
-      std::printf("%-36s %7d %12.3g %12.3g %9.1g %10.2g %6.0f%%\n", op.c_str(), w.checks, w.max_diff, w.max_rel,
-                  w.tol.rtol, w.tol.floor, 100 * w.of_tolerance);
-    std::fflush(stdout);
-  }
-};
-BOOST_TEST_GLOBAL_FIXTURE(PrintSummary);
 
 // Keeps the GEMM math at fp32 outside the cases that change it.
 struct MathGuard {
@@ -237,11 +130,6 @@ struct MathGuard {
 };
 
 std::string math_name(GemmMath m) { return libpipe::gemm_math_name(m); }
-std::string dims(std::initializer_list<std::int64_t> v) {
-  std::string s;
-  for (auto x : v) s += (s.empty() ? "" : "x") + std::to_string(x);
-  return s;
-}
 
 // Element counts: size 0, tiny, not a multiple of 4 (vector kernels' tails), and larger than one block of threads.
 const std::int64_t kSizes[] = {0, 1, 3, 5, 1000, 4097, 65537};
@@ -810,30 +698,10 @@ BOOST_AUTO_TEST_CASE(flash_attention_matches_the_materialised_cpu_attention) {
     Tensor state = upload(Floats(static_cast<std::size_t>(B * H * T * (D + 1)), -1.0f));
     gpu().flash_attention_forward(dev(gqkv), dev(gout), dev(state), B, T, H, D);
     compare("flash_attention_forward (out)", what, out, gout, attention_tol(GemmMath::fp32, false));
-    // The state's rows: the output (head-major) and log sum_j exp(scale q.k_j) over j <= i.
+    // The state's rows: the output (head-major) and the row's log-sum-exp.
     const Floats st = download(state, static_cast<std::size_t>(B * H * T * (D + 1)));
-    Floats want_state(st.size());
-    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t h = 0; h < H; ++h)
-        for (std::int64_t i = 0; i < T; ++i) {
-          float* row = &want_state[static_cast<std::size_t>(((b * H + h) * T + i) * (D + 1))];
-          for (std::int64_t c = 0; c < D; ++c) row[c] = out[static_cast<std::size_t>((b * T + i) * C + h * D + c)];
-          double mx = -1e300;
-          std::vector<double> sc;
-          for (std::int64_t j = 0; j <= i; ++j) {
-            double dot = 0;
-            for (std::int64_t c = 0; c < D; ++c)
-              dot += double(qkv[static_cast<std::size_t>((b * T + i) * 3 * C + h * D + c)]) *
-                     qkv[static_cast<std::size_t>((b * T + j) * 3 * C + C + h * D + c)];
-            sc.push_back(dot * scale);
-            mx = std::max(mx, sc.back());
-          }
-          double sum = 0;
-          for (double x : sc) sum += std::exp(x - mx);
-          row[D] = static_cast<float>(mx + std::log(sum));
-        }
-    compare("flash_attention_forward (state)", what, want_state, st, attention_tol(GemmMath::fp32, false));
+    compare("flash_attention_forward (state)", what, flash_state_reference(qkv, out, B, T, H, D), st,
+            attention_tol(GemmMath::fp32, false));
 
     const Floats dout = randoms(B * T * C);
     Floats dqkv(qkv.size());

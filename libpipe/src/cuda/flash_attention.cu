@@ -52,17 +52,32 @@ __device__ __forceinline__ void load_tiles(const float* qkv, const Dims& d, std:
   }
 }
 
+// This thread's row in a block of kRows rows of head (b, h) (grid: x row blocks, y = b H + h), and the block's last
+// live row: keys past it are above the diagonal for every row of the block.
+struct RowBlock {
+  int bh, h;
+  std::int64_t b, row, last;
+  bool live;
+  __device__ explicit RowBlock(const Dims& d)
+      : bh(static_cast<int>(blockIdx.y)),
+        h(bh % d.H),
+        b(bh / d.H),
+        row(static_cast<std::int64_t>(blockIdx.x) * kRows + threadIdx.x),
+        last(static_cast<std::int64_t>(blockIdx.x) * kRows + kRows - 1 < d.T - 1
+                 ? static_cast<std::int64_t>(blockIdx.x) * kRows + kRows - 1
+                 : d.T - 1),
+        live(row < d.T) {}
+};
+
 template <int DM>
 __global__ void __launch_bounds__(kRows) flash_forward_kernel(const float* __restrict__ qkv, float* __restrict__ out,
                                                               float* __restrict__ state, Dims d) {
   __shared__ float ks[kTile][DM];
   __shared__ float vs[kTile][DM];
-  const int bh = blockIdx.y, h = bh % d.H;
-  const std::int64_t b = bh / d.H;
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRows + threadIdx.x;
-  const bool live = i < d.T;
-  const std::int64_t block_end = static_cast<std::int64_t>(blockIdx.x) * kRows + kRows - 1;
-  const std::int64_t last = block_end < d.T - 1 ? block_end : d.T - 1;  // the block's last live query row
+  const RowBlock rb(d);
+  const int bh = rb.bh, h = rb.h;
+  const std::int64_t b = rb.b, i = rb.row, last = rb.last;
+  const bool live = rb.live;
 
   float q[DM], o[DM];
 #pragma unroll
@@ -118,12 +133,10 @@ __global__ void __launch_bounds__(kRows)
                     float* __restrict__ dqkv, float* __restrict__ delta, Dims d) {
   __shared__ float ks[kTile][DM];
   __shared__ float vs[kTile][DM];
-  const int bh = blockIdx.y, h = bh % d.H;
-  const std::int64_t b = bh / d.H;
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kRows + threadIdx.x;
-  const bool live = i < d.T;
-  const std::int64_t block_end = static_cast<std::int64_t>(blockIdx.x) * kRows + kRows - 1;
-  const std::int64_t last = block_end < d.T - 1 ? block_end : d.T - 1;
+  const RowBlock rb(d);
+  const int bh = rb.bh, h = rb.h;
+  const std::int64_t b = rb.b, i = rb.row, last = rb.last;
+  const bool live = rb.live;
   const std::int64_t C = static_cast<std::int64_t>(d.H) * d.D;
 
   float q[DM], g[DM], dq[DM];
