@@ -4,11 +4,13 @@
 // serves every device. Errors name the op and the shapes involved.
 //
 // Mixed precision: activations and parameters may be float32 or bfloat16. The
-// math is float32 throughout: GEMMs take bfloat16 operands natively
-// (Backend::gemm_typed, fp32 accumulation); the other ops widen bfloat16
-// inputs to float32 temporaries and round their outputs back to the dtype of
-// the activation they came from. Loss values, LayerNorm statistics and
-// parameter gradients are always float32.
+// math is float32 throughout and outputs take the dtype of the activation they
+// come from. GEMMs take bfloat16 operands (Backend::gemm_typed, fp32
+// accumulation); the hot ops go through the backend's mixed-precision methods
+// (Backend::*_typed: native bfloat16 kernels on a GPU, widening on the CPU);
+// the rare ones (ReLU, plain GELU, MSE, fill, scale, flash attention) widen
+// here. Loss values, LayerNorm statistics and parameter gradients are always
+// float32.
 #include "pipe/ops.hpp"
 
 #include <initializer_list>

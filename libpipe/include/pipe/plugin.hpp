@@ -15,8 +15,9 @@
 #include "pipe/registry.hpp"
 
 // Bumped whenever LayerFactory, Layer, LayerRegistry or anything they expose
-// changes layout or virtual functions.
-#define PIPE_PLUGIN_ABI 2
+// changes layout or virtual functions. 3: Parameter gained its float32 master
+// (mixed precision).
+#define PIPE_PLUGIN_ABI 3
 
 #define PIPE_PLUGIN_ENTRY_SYMBOL "pipe_plugin_init"
 
