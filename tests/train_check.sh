@@ -9,7 +9,7 @@
 #   learns          the default job on the built-in data at least halves the loss
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
-#   bf16            mixed precision (--dtype bf16, emulated on the CPU with the GPU's rounding): 1, 2 and 4
+#   bf16            mixed precision (--dtype bf16, emulated on the CPU with the GPU's rounding): 1 and 2
 #                   stages bit-identical; within 1e-2 of fp32 every
 #                   step but not equal to it; a bf16 checkpoint (float32 masters) resumes bit-identically on
 #                   other stage counts
@@ -111,17 +111,18 @@ case $check in
   bf16)
     run fp32 1 "${small[@]}" --stages 1
     run b1 1 "${small[@]}" --stages 1 --dtype bf16
-    for s in 2 4; do run "b$s" "$s" "${small[@]}" --stages "$s" --dtype bf16; same b1 "b$s"; done
+    run b2 2 "${small[@]}" --stages 2 --dtype bf16
+    same b1 b2
     # bf16 rounds activations and weights to 8 significant bits: the losses move, a little.
     paste <(series fp32 loss) <(series b1 loss) | awk '
       { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r; if (d > 0) moved = 1 }
       END { printf "bf16 vs fp32: largest relative loss difference over %d steps %.3g (bound 1e-2)\n", NR, worst
             exit !(NR == 20 && worst <= 1e-2 && moved) }' ||
       { echo "FAIL: bf16 losses are not within 1e-2 of fp32, or equal to them (the flag has no effect)"; exit 1; }
-    run straight 2 "${small[@]}" --stages 2 --dtype bf16
+    # 10 steps on 2 stages, saved, then 10 more on 4 stages: the same as 20 straight (so 4 stages agree too).
     run first 2 "${base[@]}" --stages 2 --steps 10 --dtype bf16 --save "$work/ck"
     run then4 4 "${small[@]}" --stages 4 --dtype bf16 --load "$work/ck"
     cat "$work/first.json" "$work/then4.json" | grep -v summary > "$work/joined.json"
-    same straight joined ;;
+    same b2 joined ;;
   *) echo "unknown check $check"; exit 2 ;;
 esac

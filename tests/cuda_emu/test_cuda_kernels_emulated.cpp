@@ -115,11 +115,6 @@ const std::int64_t kSizes[] = {0, 1, 3, 5, 1000, 4097, 65537};
 const std::array<std::int64_t, 2> kRowShapes[] = {{0, 8},   {1, 1},    {1, 7},    {7, 1},    {5, 12},
                                                   {33, 37}, {64, 768}, {3, 4097}, {300, 37}, {1000, 3}};
 
-// Bit for bit (so -0 differs from 0, and NaN equals the same NaN).
-bool same_bits(const Floats& a, const Floats& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
 Halves to_halves(const Floats& v) {
   Halves h(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) h[i] = libpipe::float_to_bf16(v[i]);

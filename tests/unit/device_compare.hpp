@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <map>
 #include <random>
@@ -38,6 +39,11 @@ inline Ints random_ints(std::int64_t n, int lo, int hi) {
   Ints v(static_cast<std::size_t>(n));
   for (auto& x : v) x = dist(rng());
   return v;
+}
+
+// Bit for bit (so -0 differs from 0, and NaN equals the same NaN); empty vectors are equal.
+inline bool same_bits(const Floats& a, const Floats& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 inline std::string dims(std::initializer_list<std::int64_t> v) {

@@ -416,7 +416,7 @@ BOOST_AUTO_TEST_CASE(bf16_conversions_are_bit_identical) {
       gpu().from_bf16(gh.bf16() + offset, dev(back) + offset, n);
       const Floats wide = download(back, static_cast<std::size_t>(n + offset));
       const Floats want_wide = from_halves(want);
-      BOOST_TEST(std::memcmp(wide.data() + offset, want_wide.data(), want_wide.size() * sizeof(float)) == 0,
+      BOOST_TEST(same_bits(Floats(wide.begin() + offset, wide.end()), want_wide),
                  "from_bf16 n=" << n << " offset " << offset);
     }
 }
@@ -908,7 +908,7 @@ BOOST_AUTO_TEST_CASE(adamw_multi_equals_adamw_per_tensor) {
   for (int i = 0; i < count; ++i) {
     const std::size_t n = p[i].size();
     const Floats a = download(fused_p[i], n), b = download(one_p[i], n);
-    BOOST_TEST(std::memcmp(a.data(), b.data(), n * sizeof(float)) == 0, "adamw_multi param of tensor " << i);
+    BOOST_TEST(same_bits(a, b), "adamw_multi param of tensor " << i);
     BOOST_TEST((download(fused_m[i], n) == download(one_m[i], n)), "adamw_multi m of tensor " << i);
     if (i % 2) BOOST_TEST((download_halves(fused_h[i], n) == to_halves(b)), "adamw_multi bf16 copy of tensor " << i);
   }

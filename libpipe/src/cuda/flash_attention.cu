@@ -93,7 +93,8 @@ __global__ void __launch_bounds__(kRows) flash_forward_kernel(const float* __res
     if (!live || first > i) continue;  // all of this tile is above the diagonal for this row
     float s[kTile];
     float tile_max = -FLT_MAX;
-#pragma unroll
+    // The tile loops stay rolled: unrolled over 32 keys x DM channels they took nvcc 88 s (DM up to 128, two
+    // architectures) for no fewer memory accesses; s[] lives in a 128-byte local (L1) array instead.
     for (int j = 0; j < kTile; ++j) {
       float acc = 0.0f;
 #pragma unroll
@@ -106,7 +107,6 @@ __global__ void __launch_bounds__(kRows) flash_forward_kernel(const float* __res
     l *= rescale;
 #pragma unroll
     for (int c = 0; c < DM; ++c) o[c] *= rescale;
-#pragma unroll
     for (int j = 0; j < kTile; ++j) {
       const float p = first + j <= i ? expf(s[j] - m_new) : 0.0f;
       l += p;
