@@ -55,8 +55,6 @@ BOOST_TEST_GLOBAL_FIXTURE(PrintSummary);
 
 namespace {
 
-using Halves = std::vector<std::uint16_t>;
-
 Backend& cpu() { return libpipe::backend_for(Device::cpu); }
 
 // ---------------------------------------------------------------- emulated device memory and context
@@ -114,12 +112,6 @@ const std::int64_t kSizes[] = {0, 1, 3, 5, 1000, 4097, 65537};
 // block, and enough rows for the column sums to split (bias_grad, LayerNorm's weight gradient), into many parts.
 const std::array<std::int64_t, 2> kRowShapes[] = {{0, 8},   {1, 1},    {1, 7},    {7, 1},    {5, 12},
                                                   {33, 37}, {64, 768}, {3, 4097}, {300, 37}, {1000, 3}};
-
-Halves to_halves(const Floats& v) {
-  Halves h(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) h[i] = libpipe::float_to_bf16(v[i]);
-  return h;
-}
 
 }  // namespace
 
@@ -672,12 +664,6 @@ constexpr libpipe::DType kBf16 = libpipe::DType::bfloat16;
 
 Halves random_halves(std::int64_t n, float lo = -1.0f, float hi = 1.0f) { return to_halves(randoms(n, lo, hi)); }
 
-Floats widened(const Halves& h) {
-  Floats v(h.size());
-  for (std::size_t i = 0; i < h.size(); ++i) v[i] = libpipe::bf16_to_float(h[i]);
-  return v;
-}
-
 
 }  // namespace
 
@@ -703,7 +689,7 @@ BOOST_AUTO_TEST_CASE(bf16_elementwise_and_epilogues_match_the_widening_path) {
     Dev<std::uint16_t> gdx(dx);
     cpu().gelu_backward_typed(In{a.data(), kBf16}, In{b.data(), kBf16}, Out{dx.data(), kBf16}, n);
     cu::gelu_backward(ctx(), ga.get(), gb.get(), gdx.get(), n);
-    compare("gelu_backward (bf16)", what, widened(dx), widened(gdx.download()), kBf16Out);
+    compare("gelu_backward (bf16)", what, from_halves(dx), from_halves(gdx.download()), kBf16Out);
   }
   for (auto [rows, cols] : kRowShapes) {
     const std::string what = dims({rows, cols});
@@ -719,7 +705,7 @@ BOOST_AUTO_TEST_CASE(bf16_elementwise_and_epilogues_match_the_widening_path) {
                           cols);
     cu::bias_gelu(ctx(), gh.get(), gbias.get(), gpre.get(), gact.get(), rows, cols);
     BOOST_TEST((gpre.download() == pre), "bias_gelu (bf16, pre-activation) " << what);
-    compare("bias_gelu (bf16)", what, widened(act), widened(gact.download()), kBf16Out);
+    compare("bias_gelu (bf16)", what, from_halves(act), from_halves(gact.download()), kBf16Out);
 
     const Halves dy = random_halves(rows * cols);
     Floats db = randoms(cols);  // accumulates
@@ -746,7 +732,7 @@ BOOST_AUTO_TEST_CASE(bf16_layernorm_matches_the_widening_path) {
                                     Out{y.data() + off, kBf16}, mean.data(), rstd.data(), rows, cols, eps);
       cu::layernorm_forward(ctx(), gx.get() + off, gw.get() + off, gb.get() + off, gy.get() + off, gmean.get(),
                             grstd.get(), rows, cols, eps);
-      compare("layernorm_forward (bf16 y)", what, widened(y), widened(gy.download()), kBf16Out);
+      compare("layernorm_forward (bf16 y)", what, from_halves(y), from_halves(gy.download()), kBf16Out);
       compare("layernorm_forward (bf16: mean)", what, mean, gmean, kRow);
 
       const Halves dy = random_halves(n);
@@ -759,7 +745,7 @@ BOOST_AUTO_TEST_CASE(bf16_layernorm_matches_the_widening_path) {
       cu::layernorm_backward_input(ctx(), gdy.get() + off, gx.get() + off, gw.get() + off, cmean.get(), crstd.get(),
                                    gdx.get() + off, rows, cols);
       // As in layernorm_forward_and_backward: with one column the result is rounding noise of terms ~ rstd |dy w|.
-      compare("layernorm_backward_input (bf16)", what, widened(dx), widened(gdx.download()),
+      compare("layernorm_backward_input (bf16)", what, from_halves(dx), from_halves(gdx.download()),
               cols == 1 ? Tol{8e-3, 1.0} : kBf16Out, cols == 1 ? 400.0 : 0.0);
       Floats dw = randoms(cols), dbias = randoms(cols);
       Dev<float> gdw(dw), gdbias(dbias);
@@ -791,7 +777,7 @@ BOOST_AUTO_TEST_CASE(bf16_losses_attention_match_the_widening_path) {
                                        Out{dlogits.data(), kBf16}, rows, vocab, rows / 2);
     cu::cross_entropy_backward(ctx(), glogits.get(), glabels.get(), gdloss.get(), gdlogits.get(), rows, vocab,
                                rows / 2);
-    compare("cross_entropy_backward (bf16)", what, widened(dlogits), widened(gdlogits.download()), kBf16Out);
+    compare("cross_entropy_backward (bf16)", what, from_halves(dlogits), from_halves(gdlogits.download()), kBf16Out);
   }
   // Attention: the permutes read and write bfloat16, the softmax rounds the saved probabilities, backward widens
   // them; inside, the same fp32 math as the CPU's.
@@ -801,13 +787,13 @@ BOOST_AUTO_TEST_CASE(bf16_losses_attention_match_the_widening_path) {
   Dev<std::uint16_t> gqkv(qkv), gout(out), gprobs(probs);
   cpu().attention_forward_typed(In{qkv.data(), kBf16}, Out{out.data(), kBf16}, Out{probs.data(), kBf16}, B, T, H, D);
   cu::attention_forward(ctx(), gqkv.get(), gout.get(), gprobs.get(), B, T, H, D);
-  compare("attention_forward (bf16 out)", "B2 T37 H2 D16", widened(out), widened(gout.download()), kBf16Out);
-  compare("attention_forward (bf16 probs)", "B2 T37 H2 D16", widened(probs), widened(gprobs.download()), kBf16Out);
+  compare("attention_forward (bf16 out)", "B2 T37 H2 D16", from_halves(out), from_halves(gout.download()), kBf16Out);
+  compare("attention_forward (bf16 probs)", "B2 T37 H2 D16", from_halves(probs), from_halves(gprobs.download()), kBf16Out);
   const Halves dout = random_halves(B * T * C);
   Halves dqkv(qkv.size());
   Dev<std::uint16_t> gdout(dout), gdqkv(dqkv), cprobs(probs);
   cpu().attention_backward_typed(In{dout.data(), kBf16}, In{qkv.data(), kBf16}, In{probs.data(), kBf16},
                                  Out{dqkv.data(), kBf16}, B, T, H, D);
   cu::attention_backward(ctx(), gdout.get(), gqkv.get(), cprobs.get(), gdqkv.get(), B, T, H, D);
-  compare("attention_backward (bf16)", "B2 T37 H2 D16", widened(dqkv), widened(gdqkv.download()), kBf16Out);
+  compare("attention_backward (bf16)", "B2 T37 H2 D16", from_halves(dqkv), from_halves(gdqkv.download()), kBf16Out);
 }

@@ -17,10 +17,25 @@
 #include <string>
 #include <vector>
 
+#include "pipe/bfloat16.hpp"
+
 namespace device_compare {
 
 using Floats = std::vector<float>;
 using Ints = std::vector<std::int32_t>;
+using Halves = std::vector<std::uint16_t>;  // bfloat16 bits
+
+inline Halves to_halves(const Floats& v) {
+  Halves h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = libpipe::float_to_bf16(v[i]);
+  return h;
+}
+
+inline Floats from_halves(const Halves& h) {
+  Floats v(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) v[i] = libpipe::bf16_to_float(h[i]);
+  return v;
+}
 
 inline std::mt19937& rng() {
   static std::mt19937 gen(20241129);

@@ -362,20 +362,6 @@ BOOST_AUTO_TEST_CASE(gemm_all_transposes_maths_and_leading_dimensions) {
 
 namespace {
 
-using Halves = std::vector<std::uint16_t>;
-
-Halves to_halves(const Floats& v) {
-  Halves h(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) h[i] = libpipe::float_to_bf16(v[i]);
-  return h;
-}
-
-Floats from_halves(const Halves& h) {
-  Floats v(h.size());
-  for (std::size_t i = 0; i < h.size(); ++i) v[i] = libpipe::bf16_to_float(h[i]);
-  return v;
-}
-
 Tensor upload_halves(const Halves& host) {
   Tensor t = Tensor::empty({std::max<std::int64_t>(1, static_cast<std::int64_t>(host.size()))}, DType::bfloat16,
                            tested());

@@ -3,14 +3,13 @@
 // square root and division are IEEE-rounded (the fast-math build would
 // otherwise approximate them), so results match the CPU's to the rounding of
 // fused multiply-adds.
-#include <cuda_bf16.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
 
 #include "cuda/cuda_kernels.hpp"
 #include "cuda/launch.cuh"
+#include "cuda/storage.cuh"
 
 namespace libpipe::cuda {
 namespace {
@@ -178,10 +177,7 @@ __global__ void __launch_bounds__(kThreads) adamw_multi_kernel(const AdamwBatch 
                    inv_sqrt_bc2};
     for (std::int64_t j = start; j < e.n; j += stride) {
       op.one(j);
-      if (e.bf16 != nullptr) {
-        const float p = e.param[j];
-        e.bf16[j] = isnan(p) ? std::uint16_t{0x7FFF} : __bfloat16_as_ushort(__float2bfloat16_rn(p));
-      }
+      if (e.bf16 != nullptr) e.bf16[j] = round_to_bf16(e.param[j]);
     }
   }
 }
