@@ -1,4 +1,4 @@
-# Copies one file of libpipe/src/cuda for the CUDA-on-CPU emulator, rewriting
+# Copies one file of libpipe/src/ops/cuda for the CUDA-on-CPU emulator, rewriting
 # what C++ cannot compile:
 #   kernel<<<grid, block, shared, stream>>>(args)  ->  ::cuda_emu::launcher(kernel, grid, block, shared, stream)(args)
 #   #pragma unroll                                 ->  a comment (GCC warns about pragmas it does not know)

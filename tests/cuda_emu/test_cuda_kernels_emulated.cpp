@@ -1,4 +1,4 @@
-// The CUDA kernels of libpipe/src/cuda, run on the CPU by the emulator in this
+// The CUDA kernels of libpipe/src/ops/cuda, run on the CPU by the emulator in this
 // directory, against the CPU backend: each launcher of cuda_kernels.hpp and
 // nn_kernels.hpp (embedding's excepted: CUB) gets random inputs, the CPU
 // backend's method of the same name gets the same, and the results must agree
@@ -33,9 +33,9 @@
 
 #include "../unit/device_compare.hpp"
 #include "../unit/test_util.hpp"
-#include "cuda/cuda_context.hpp"
-#include "cuda/cuda_kernels.hpp"
-#include "cuda/nn_kernels.hpp"
+#include "ops/cuda/cuda_context.hpp"
+#include "ops/cuda/cuda_kernels.hpp"
+#include "ops/cuda/nn_kernels.hpp"
 #include "cuda_emu.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/bfloat16.hpp"

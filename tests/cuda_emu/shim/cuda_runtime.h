@@ -1,5 +1,5 @@
 // <cuda_runtime.h> for the CUDA-on-CPU emulator: exactly the part of the CUDA
-// API that libpipe/src/cuda's kernels and launchers use, on the CPU. Device
+// API that libpipe/src/ops/cuda's kernels and launchers use, on the CPU. Device
 // pointers are host pointers, every stream is the one synchronous stream, and
 // kernels run in cuda_emu.hpp's fibers. This directory comes before any real
 // CUDA include directory.

@@ -1,0 +1,258 @@
+// Checkpoints (see checkpoint.hpp).
+#include "pipe/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "run/mpi_check.hpp"
+#include "pipe/collective.hpp"
+#include "pipe/error.hpp"
+#include "pipe/ops.hpp"
+#include "pipe/backend.hpp"
+#include "pipe/safetensors.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace libpipe {
+namespace {
+
+constexpr const char* kFormat = "libpipe-checkpoint";
+constexpr int kVersion = 1;
+
+std::string hex(std::uint64_t v) {
+  char buffer[17];
+  std::snprintf(buffer, sizeof buffer, "%016llx", static_cast<unsigned long long>(v));
+  return buffer;
+}
+
+std::uint64_t fnv1a(const std::uint8_t* p, std::size_t n) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+
+std::string step_name(std::int64_t step) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "step-%08lld", static_cast<long long>(step));
+  return buffer;
+}
+
+std::string layer_file(int index) {
+  char buffer[40];
+  std::snprintf(buffer, sizeof buffer, "layer-%05d.safetensors", index);
+  return buffer;
+}
+
+// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an
+// fsync of the directory so that the rename itself survives a crash.
+void write_atomically(const std::string& path, const void* bytes, std::size_t size) {
+  const std::string partial = path + ".partial";
+  int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw Error("checkpoint: cannot create " + partial);
+  const auto* p = static_cast<const char*>(bytes);
+  std::size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::write(fd, p + done, size - done);
+    if (n <= 0) {
+      ::close(fd);
+      throw Error("checkpoint: writing " + partial + " failed (disk full?)");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) throw Error("checkpoint: cannot flush " + partial);
+  if (std::rename(partial.c_str(), path.c_str()) != 0) throw Error("checkpoint: cannot rename " + partial);
+  int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+std::vector<std::uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("checkpoint: cannot read " + path);
+  return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The first layer of each tie group owns (stores) the shared weight.
+std::vector<int> tie_owner_of(const ModelDescription& d) {
+  std::vector<int> owner(d.layers.size(), -1);
+  for (const auto& t : d.ties)
+    for (int layer : t.layers) owner[layer] = t.layers.front();
+  return owner;
+}
+
+bool stores(const Parameter& p, int layer, const std::vector<int>& owner) {
+  return !p.spec.tieable || owner[layer] < 0 || owner[layer] == layer;
+}
+
+// What the file gets: the tensor itself on the host, a host copy of a device tensor.
+Tensor host_copy(const Tensor& t) { return ops::to_device(t, Device::cpu); }
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& dir, std::int64_t next_step, PipelineModule& module,
+                            Optimizer& optimizer, const PipelineParallelGrid& grid, const ModelDescription& d,
+                            const std::string& settings) {
+  const fs::path target = fs::path(dir) / step_name(next_step);
+  const std::vector<int> owner = tie_owner_of(d);
+  // Replica 0 of each stage writes its layers; the others hold the same values.
+  const bool writer = grid.data_parallel_id() == 0 && grid.model_parallel_id() == 0;
+  json mine = json::object();
+  PhaseResult result;
+  // Two phases, each ending with every rank agreeing (which is also the
+  // barrier): rank 0 makes the directory, then the writers write into it.
+  auto make_directory = [&] {
+    if (grid.global_rank() == 0) fs::create_directories(target);
+  };
+  auto write_layers = [&] {
+    if (!writer) return;
+    for (auto& local : module.layers()) {
+      std::vector<std::pair<std::string, Tensor>> held;
+      for (auto& p : local.layer->parameters()) {
+        if (!stores(p, local.index, owner)) continue;
+        held.emplace_back(p.spec.name, host_copy(master_of(p)));  // float32 under mixed precision too
+        Optimizer::State state = optimizer.state_of(p);
+        held.emplace_back("opt.m." + p.spec.name, host_copy(*state.first));
+        if (state.second) held.emplace_back("opt.v." + p.spec.name, host_copy(*state.second));
+      }
+      std::vector<std::pair<std::string, const Tensor*>> tensors;
+      for (const auto& [name, tensor] : held) tensors.emplace_back(name, &tensor);
+      const std::string name = layer_file(local.index);
+      auto bytes = serialize_safetensors(
+          tensors, {{"layer", std::to_string(local.index)}, {"type", local.type}}, (target / name).string());
+      write_atomically((target / name).string(), bytes.data(), bytes.size());
+      mine[name] = hex(fnv1a(bytes.data(), bytes.size()));
+    }
+  };
+  // A failure to write on any rank fails the save on every rank, and the
+  // previous checkpoint stays the latest.
+  bool ok = run_phase_on_all(grid.world(), make_directory, result) &&
+            run_phase_on_all(grid.world(), write_layers, result);
+  auto checksums = gather_strings(grid.world(), mine.dump());
+  if (!ok) throw Error(result.ok ? "checkpoint: another rank failed to write its layers" : result.message);
+  if (grid.global_rank() == 0) {
+    json files = json::object();
+    for (const auto& c : checksums) files.update(json::parse(c));
+    json manifest = {{"format", kFormat},
+                     {"version", kVersion},
+                     {"model", d.name},
+                     {"model_fingerprint", hex(model_fingerprint(d))},
+                     {"layers", d.layers.size()},
+                     {"step", next_step},
+                     {"optimizer", optimizer.config().kind},
+                     {"optimizer_steps", optimizer.steps()},
+                     {"topology", grid.topology().str()},
+                     {"parts", module.parts()},
+                     {"settings", json::parse(settings.empty() ? "{}" : settings)},
+                     {"files", files}};
+    const std::string text = manifest.dump(2) + "\n";
+    write_atomically((target / "manifest.json").string(), text.data(), text.size());
+    const std::string latest = step_name(next_step) + "\n";
+    write_atomically((fs::path(dir) / "latest").string(), latest.data(), latest.size());
+  }
+  barrier(grid.world(), "the end of the checkpoint save");
+  return target.string();
+}
+
+std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,
+                             const ModelDescription& d) {
+  fs::path root = dir;
+  if (!fs::exists(root / "manifest.json")) {
+    std::ifstream latest(root / "latest");
+    std::string name;
+    if (!latest || !(latest >> name))
+      throw Error("--load " + dir + ": no checkpoint there (neither manifest.json nor latest)");
+    root /= name;
+  }
+  const std::string manifest_path = (root / "manifest.json").string();
+  json manifest;
+  try {
+    manifest = json::parse(read_file(manifest_path));
+  } catch (const json::exception& e) {
+    throw Error("checkpoint " + manifest_path + ": not a valid manifest (" + e.what() + ")");
+  }
+  // The manifest's structure is checked once, here, so that nothing below can
+  // meet a value of the wrong type (found by fuzzing).
+  auto integer = [&](const char* key) {
+    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_number_integer() ||
+        manifest[key].get<std::int64_t>() < 0)
+      throw Error("checkpoint " + manifest_path + ": '" + key + "' must be a non-negative integer");
+  };
+  auto text = [&](const char* key) {
+    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_string())
+      throw Error("checkpoint " + manifest_path + ": '" + key + "' must be a string");
+  };
+  for (const char* key : {"format", "model", "model_fingerprint", "optimizer"}) text(key);
+  for (const char* key : {"version", "layers", "step", "optimizer_steps"}) integer(key);
+  if (!manifest.contains("files") || !manifest["files"].is_object())
+    throw Error("checkpoint " + manifest_path + ": 'files' must be an object");
+  for (const auto& [name, sum] : manifest["files"].items())
+    if (!sum.is_string()) throw Error("checkpoint " + manifest_path + ": the checksum of " + name + " is not a string");
+  if (manifest.value("format", "") != kFormat || manifest.value("version", 0) != kVersion)
+    throw Error("checkpoint " + manifest_path + ": not a libpipe checkpoint of format version " +
+                std::to_string(kVersion));
+  if (manifest.value("model_fingerprint", "") != hex(model_fingerprint(d)))
+    throw Error("checkpoint " + manifest_path + " is of another model ('" + manifest.value("model", "?") +
+                "', " + std::to_string(manifest.value("layers", 0)) + " layers): its layers, shapes or ties differ");
+  const json& files = manifest.at("files");
+  const std::vector<int> owner = tie_owner_of(d);
+
+  // Each local layer's file (and the tie owner's for a tied weight).
+  std::map<int, std::map<std::string, Tensor>> cache;
+  auto tensors_of = [&](int layer) -> std::map<std::string, Tensor>& {
+    auto it = cache.find(layer);
+    if (it != cache.end()) return it->second;
+    const std::string name = layer_file(layer);
+    const std::string path = (root / name).string();
+    if (!files.contains(name)) throw Error("checkpoint " + manifest_path + " lists no file for layer " +
+                                           std::to_string(layer) + " (" + name + ")");
+    auto bytes = read_file(path);
+    if (hex(fnv1a(bytes.data(), bytes.size())) != files.at(name).get<std::string>())
+      throw Error("checkpoint " + path + ": checksum mismatch (the file is corrupt or was changed)");
+    return cache[layer] = parse_safetensors(bytes.data(), bytes.size(), path);
+  };
+  auto restore = [&](Tensor& into, const std::map<std::string, Tensor>& from, const std::string& key, int layer) {
+    auto it = from.find(key);
+    if (it == from.end())
+      throw Error("checkpoint " + (root / layer_file(layer)).string() + ": missing tensor '" + key + "'");
+    if (it->second.shape() != into.shape() || it->second.dtype() != into.dtype())
+      throw Error("checkpoint " + (root / layer_file(layer)).string() + ": tensor '" + key + "' is " +
+                  type_str({it->second.shape(), it->second.dtype()}) + ", the layer needs " +
+                  type_str({into.shape(), into.dtype()}));
+    backend_for(into.device()).copy_from_host(into.data(), it->second.data(), into.bytes());
+  };
+  const std::string kind = manifest.value("optimizer", "");
+  if (kind != optimizer.config().kind)
+    throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + kind + "'; this run uses '" +
+                optimizer.config().kind + "'");
+  for (auto& local : module.layers())
+    for (auto& p : local.layer->parameters()) {
+      // A tied weight held by a later layer comes from its owner's file.
+      int source = local.index;
+      std::string key = p.spec.name;
+      if (!stores(p, local.index, owner)) {
+        source = owner[local.index];
+        for (const auto& spec : d.layers[source].description.params)
+          if (spec.tieable) key = spec.name;
+      }
+      const auto& tensors = tensors_of(source);
+      restore(master_of(p), tensors, key, source);
+      refresh_from_master(p);
+      Optimizer::State state = optimizer.state_of(p);
+      restore(*state.first, tensors, "opt.m." + key, source);
+      if (state.second) restore(*state.second, tensors, "opt.v." + key, source);
+    }
+  const std::int64_t steps = manifest.at("optimizer_steps").get<std::int64_t>();
+  optimizer.set_steps(steps);
+  return manifest.at("step").get<std::int64_t>();
+}
+
+}  // namespace libpipe

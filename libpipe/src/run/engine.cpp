@@ -1,0 +1,710 @@
+// PipelineEngine (see engine.hpp): executes a stage's schedule.
+//
+// Everything runs on the module's device: batches (host tensors from the
+// DataSource) are copied there, and the host reads device results only
+// through copies (the per-sample losses, once per step).
+#include "pipe/engine.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "run/mpi_check.hpp"
+#include "pipe/collective.hpp"
+#include "pipe/error.hpp"
+#include "pipe/ops.hpp"
+
+namespace libpipe {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// A run of consecutive local layers that is either checkpointed (only its
+// input is kept; it is recomputed in backward) or not.
+struct Group {
+  int first = 0;  // local layer indices [first, last)
+  int last = 0;
+  bool checkpointed = false;
+};
+
+// Everything one in-flight micro-batch holds on this stage.
+struct MicroBatch {
+  Tensor input;     // the stage's input (loaded or received)
+  Tensor labels;    // last stage
+  Tensor output;    // the stage's output (sent on, or the per-sample loss)
+  Tensor grad_in;   // gradient received from the next stage
+  Tensor grad_out;  // gradient of the stage's input, sent back
+  std::vector<LayerContext> contexts;  // per local layer
+  std::vector<Tensor> group_inputs;    // per group, for recomputation
+  std::vector<Tensor> dys;             // per local layer: the gradient its backward got
+  CommRequest recv_activation;
+  CommRequest recv_grad;
+  bool weights_done = false;  // backward_weight ran
+  bool grad_sent = false;     // the input gradient went to the previous stage
+};
+
+Shape batched(std::int64_t b, const Shape& s) {
+  Shape out{b};
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+}  // namespace
+
+struct PipelineEngine::Impl {
+  PipelineModule& module;
+  const PipelineParallelGrid& grid;
+  const ModelDescription& description;
+  TrainOptions options;
+  Device device;
+  Backend& backend;  // of `device`
+  Schedule train;
+  Schedule inference;
+  TensorType stage_input;   // per sample
+  TensorType stage_output;  // per sample
+  std::vector<Group> groups;
+  std::unique_ptr<Optimizer> optimizer;
+  std::map<int, MicroBatch> in_flight;
+  std::vector<std::pair<CommRequest, Tensor>> pending_sends;
+  std::unique_ptr<Comm> pipe_comm;  // point-to-point between stages (ranks = stage ids)
+  std::unique_ptr<Comm> data_comm;  // data-parallel replicas of this stage
+  std::unique_ptr<Comm> world_comm;  // every rank (the step's loss)
+  std::vector<std::unique_ptr<Comm>> tie_comms;  // per local tie group
+  // Timing: every piece of work is measured; events are kept only when tracing.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point clock_start = Clock::now();
+  bool tracing = false;
+  std::vector<TraceEvent> events;
+  EngineTotals totals;
+  const DataSource* data = nullptr;
+  Split split = Split::train;
+  std::int64_t first_sample = 0;  // of this replica's share of the global batch
+  int micro_batches = 0;
+  bool training = true;
+  bool weights_with_input = false;  // checkpointing: weight gradients taken group by group in backward_input
+  // Last stage: the per-sample losses [B] of the micro-batches run, in the
+  // order they ran; read (one copy each) and summed after the schedule, so a
+  // device never stalls the host in the middle of a step.
+  std::vector<Tensor> losses;
+
+  Impl(PipelineModule& m, const PipelineParallelGrid& g, const ModelDescription& d, const TrainOptions& o)
+      : module(m), grid(g), description(d), options(o), device(m.device()), backend(backend_for(m.device())) {}
+
+  int rank() const { return grid.global_rank(); }
+
+  double now() const { return std::chrono::duration<double>(Clock::now() - clock_start).count(); }
+
+  // Runs `work`, adds its duration to `bucket`, and records it when tracing.
+  // The CPU backend's ops are synchronous: host clocks time them. A device
+  // runs ops asynchronously, so the work is timed by marks in the device's own
+  // stream (Backend::mark), which the host never waits for here: it runs
+  // ahead, queueing work, and transfers on the comm stream overlap compute.
+  // settle_device_timing turns the marks into times once per step.
+  template <typename F>
+  void timed(const char* kind, int mb, double& bucket, F&& work) {
+    if (device != Device::cpu) {
+      if (!device_origin) {  // the step's first mark, taken with the device idle: its host time is known
+        backend.synchronize();
+        device_origin = backend.mark();
+        device_origin_time = now();
+      }
+      std::shared_ptr<void> start = backend.mark();
+      work();
+      device_spans.push_back(DeviceSpan{kind, mb, &bucket, std::move(start), backend.mark()});
+      return;
+    }
+    const double start = now();
+    work();
+    const double end = now();
+    bucket += end - start;
+    if (tracing) events.push_back(TraceEvent{kind, mb, start, end});
+  }
+
+  // Work timed on the device, waiting to be read (see timed).
+  struct DeviceSpan {
+    const char* kind;
+    int mb;
+    double* bucket;
+    std::shared_ptr<void> start, end;
+  };
+  std::vector<DeviceSpan> device_spans;
+  std::shared_ptr<void> device_origin;
+  double device_origin_time = 0;
+
+  // Adds the device-timed work to its buckets and the trace, on the host clock; waits for the device. Called at
+  // the end of a step, where the host waits for the device anyway (the loss).
+  void settle_device_timing() {
+    for (DeviceSpan& span : device_spans) {
+      const double start = device_origin_time + backend.seconds_between(device_origin.get(), span.start.get());
+      const double end = device_origin_time + backend.seconds_between(device_origin.get(), span.end.get());
+      *span.bucket += end - start;
+      if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end});
+    }
+    device_spans.clear();
+    device_origin.reset();
+  }
+  bool first_stage() const { return grid.is_first_stage(); }
+  bool last_stage() const { return grid.is_last_stage(); }
+  std::int64_t batch() const { return options.micro_batch_size; }
+
+  MicroBatch& state(int mb) {
+    MicroBatch& s = in_flight[mb];
+    if (s.contexts.empty()) {
+      s.contexts.resize(module.layers().size());
+      s.dys.resize(module.layers().size());
+      s.group_inputs.resize(groups.size());
+    }
+    return s;
+  }
+
+  // A host tensor on the module's device.
+  Tensor to_device(const Tensor& host) const { return ops::to_device(host, device); }
+  // Under mixed precision float32 activations and gradients travel and are kept in bfloat16; token ids stay int32.
+  DType activation_dtype(DType described) const {
+    return described == DType::float32 ? options.dtype : described;
+  }
+  Tensor activation(const Tensor& t) const { return ops::to_dtype(t, activation_dtype(t.dtype())); }
+
+  void load(int mb) {
+    if (!first_stage() && !last_stage()) return;
+    Batch b = data->samples(split, first_sample + static_cast<std::int64_t>(mb) * batch(), batch());
+    MicroBatch& s = state(mb);
+    if (first_stage()) s.input = activation(to_device(b.input));
+    if (last_stage()) s.labels = to_device(b.labels);
+  }
+
+  void post_recv(Tensor& into, const TensorType& type, int source, int tag, CommRequest& request) {
+    into = Tensor::empty(batched(batch(), type.shape), activation_dtype(type.dtype), device);
+    request = pipe_comm->irecv(into, source, tag);
+    request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " +
+                   std::to_string(tag / 2) + " from stage " + std::to_string(source) + " (rank " +
+                   std::to_string(grid.stage_to_global(source)) + ")";
+  }
+
+  void send(const Tensor& t, int dest, int tag, int mb) {
+    // Posting is all a send costs here; it is released once complete (release_completed_sends).
+    timed("send", mb, totals.wait_s, [&] {
+      CommRequest request = pipe_comm->isend(t, dest, tag);
+      request.what = std::string("the delivery of ") + (tag % 2 ? "the gradient" : "the activation") +
+                     " of micro-batch " + std::to_string(mb) + " to stage " + std::to_string(dest) + " (rank " +
+                     std::to_string(grid.stage_to_global(dest)) + ")";
+      pending_sends.emplace_back(std::move(request), t);  // keeps the tensor alive until completion
+    });
+  }
+
+  void wait_recv(CommRequest& request, int mb) {
+    if (request.active()) timed("recv_wait", mb, totals.wait_s, [&] { pipe_comm->wait(request); });
+  }
+
+  // Drops the sends that have completed, so that a long run does not keep
+  // every activation it ever sent (1F1B's memory bound must hold).
+  void release_completed_sends() {
+    pending_sends.erase(std::remove_if(pending_sends.begin(), pending_sends.end(),
+                                       [&](auto& entry) { return pipe_comm->test(entry.first); }),
+                        pending_sends.end());
+  }
+
+  void wait_sends() {
+    timed("send_wait", -1, totals.wait_s, [&] {
+      for (auto& [request, tensor] : pending_sends) pipe_comm->wait(request);
+    });
+    pending_sends.clear();
+  }
+
+  Layer& layer(int local) { return *module.layers()[local].layer; }
+  bool is_loss_layer(int local) const {
+    return module.layers()[local].index == static_cast<int>(description.layers.size()) - 1;
+  }
+
+  // Forward through layers [first, last) of this stage with the given contexts.
+  Tensor run_forward(MicroBatch& s, int first, int last, Tensor x, bool keep) {
+    for (int i = first; i < last; ++i) {
+      LayerContext scratch;
+      LayerContext& ctx = keep ? s.contexts[i] : scratch;
+      if (is_loss_layer(i)) ctx.labels = s.labels;
+      x = layer(i).forward(ctx, x);
+    }
+    return x;
+  }
+
+  void forward(int mb) {
+    MicroBatch& s = state(mb);
+    if (!s.input.defined()) throw Error("stage " + std::to_string(grid.stage_id()) + ": micro-batch " +
+                                        std::to_string(mb) + " has no input (a schedule without a load/receive)");
+    Tensor x = s.input;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const Group& group = groups[g];
+      // Checkpointed groups keep only their input when training; inference keeps nothing.
+      const bool keep = training && !group.checkpointed;
+      if (training && group.checkpointed) s.group_inputs[g] = x;
+      x = run_forward(s, group.first, group.last, x, keep);
+    }
+    s.output = x;
+    if (last_stage()) {
+      losses.push_back(s.output);
+      if (!training) in_flight.erase(mb);
+    }
+  }
+
+  // The sum over the micro-batches run of their mean loss (last stage; 0 elsewhere).
+  double loss_sum() {
+    double total = 0;
+    std::vector<float> loss;
+    for (const Tensor& t : losses) {
+      loss.resize(static_cast<std::size_t>(t.numel()));  // [B]
+      backend.copy_to_host(loss.data(), t.data(), t.bytes());
+      double sum = 0;
+      for (float l : loss) sum += l;
+      total += sum / static_cast<double>(batch());
+    }
+    losses.clear();
+    return total;
+  }
+
+  void backward_input(int mb) {
+    MicroBatch& s = state(mb);
+    Tensor dy;
+    if (last_stage()) {
+      // d(mean loss over the global batch) / d(one sample's loss).
+      dy = Tensor::empty({batch()}, DType::float32, device);
+      ops::fill(dy, 1.0f / static_cast<float>(batch() * micro_batches * grid.data_parallel_size()));
+    } else {
+      dy = s.grad_in;
+    }
+    for (std::size_t g = groups.size(); g-- > 0;) {
+      const Group& group = groups[g];
+      if (group.checkpointed) run_forward(s, group.first, group.last, s.group_inputs[g], true);
+      for (int i = group.last; i-- > group.first;) {
+        s.dys[i] = dy;
+        dy = layer(i).backward_input(s.contexts[i], dy);
+      }
+      s.group_inputs[g] = Tensor();
+      // With checkpointing, a recomputed group's weight gradients are taken
+      // at once and its contexts freed, so that the peak holds one group's
+      // activations, not the whole stage's (the per-parameter accumulation
+      // order is unchanged: results are bit-identical).
+      if (weights_with_input) {
+        for (int i = group.last; i-- > group.first;) {
+          layer(i).backward_weight(s.contexts[i], s.dys[i]);
+          s.contexts[i] = LayerContext{};
+          s.dys[i] = Tensor();
+        }
+      }
+    }
+    s.grad_out = dy;
+    s.output = Tensor();
+  }
+
+  void backward_weight(int mb) {
+    MicroBatch& s = state(mb);
+    if (!weights_with_input)
+      for (int i = static_cast<int>(s.contexts.size()); i-- > 0;) layer(i).backward_weight(s.contexts[i], s.dys[i]);
+    s.weights_done = true;
+    release_if_done(mb);
+  }
+
+  // A micro-batch's state goes once its weights are done and its input
+  // gradient is on its way (the send keeps that tensor alive).
+  void release_if_done(int mb) {
+    MicroBatch& s = in_flight.at(mb);
+    if (s.weights_done && (s.grad_sent || first_stage())) in_flight.erase(mb);
+  }
+
+  void execute(const Instruction& in) {
+    const int mb = in.micro_batch;
+    const int prev = grid.stage_id() - 1, next = grid.stage_id() + 1;  // pipe-communicator ranks are stages
+    switch (in.kind) {
+      case OpKind::LoadMicroBatch: load(mb); break;
+      case OpKind::RecvActivation: {
+        MicroBatch& s = state(mb);
+        post_recv(s.input, stage_input, prev, 2 * mb, s.recv_activation);
+        break;
+      }
+      case OpKind::Forward:
+        wait_recv(state(mb).recv_activation, mb);
+        timed("forward", mb, totals.compute_s, [&] { forward(mb); }); break;
+      case OpKind::SendActivation:
+        send(state(mb).output, next, 2 * mb, mb);
+        if (!training) in_flight.erase(mb);  // inference keeps nothing once it is sent on
+        break;
+      case OpKind::RecvGrad: {
+        MicroBatch& s = state(mb);
+        post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv_grad);
+        break;
+      }
+      case OpKind::BackwardInput:
+        wait_recv(state(mb).recv_grad, mb);
+        timed("backward_input", mb, totals.compute_s, [&] { backward_input(mb); });
+        break;
+      case OpKind::BackwardWeight:
+        timed("backward_weight", mb, totals.compute_s, [&] { backward_weight(mb); });
+        break;
+      case OpKind::SendGrad: {
+        MicroBatch& s = state(mb);
+        send(s.grad_out, prev, 2 * mb + 1, mb);
+        s.grad_sent = true;
+        release_if_done(mb);
+        break;
+      }
+      // The step-wide reductions and the update run after the schedule (train_step).
+      case OpKind::ReduceTiedGrads:
+      case OpKind::ReduceGrads:
+      case OpKind::OptimizerStep: break;
+    }
+  }
+
+  static bool is_recv(const Instruction& in) {
+    return in.kind == OpKind::RecvActivation || in.kind == OpKind::RecvGrad;
+  }
+
+  static bool is_send(const Instruction& in) {
+    return in.kind == OpKind::SendActivation || in.kind == OpKind::SendGrad;
+  }
+
+  // Receives are posted one step ahead, so that a message arriving while this
+  // stage computes lands straight in its buffer; the wait is at the compute
+  // that needs it. Sends are non-blocking and completed at the end of the run.
+  // A Comm that matches messages by order (NCCL) gets each step's sends and
+  // receives instead, together in one batch (see Comm::begin_batch).
+  void run(const Schedule& schedule) {
+    if (!pipe_comm->receives_ahead()) return run_in_step_batches(schedule);
+    const auto& steps = schedule.steps;
+    std::vector<std::vector<bool>> posted(steps.size());
+    for (std::size_t t = 0; t < steps.size(); ++t) posted[t].assign(steps[t].size(), false);
+    auto post_receives = [&](std::size_t t) {
+      if (t >= steps.size()) return;
+      for (std::size_t i = 0; i < steps[t].size(); ++i)
+        if (is_recv(steps[t][i]) && !posted[t][i]) {
+          execute(steps[t][i]);
+          posted[t][i] = true;
+        }
+    };
+    for (std::size_t t = 0; t < steps.size(); ++t) {
+      post_receives(t);
+      post_receives(t + 1);
+      for (std::size_t i = 0; i < steps[t].size(); ++i)
+        if (!is_recv(steps[t][i])) execute(steps[t][i]);
+      release_completed_sends();
+    }
+    wait_sends();
+    in_flight.clear();
+  }
+
+  // The schedules were checked (check_messages_within_steps) when the engine was made.
+  void run_in_step_batches(const Schedule& schedule) {
+    for (const Step& step : schedule.steps) {
+      pipe_comm->begin_batch();
+      for (const Instruction& in : step)
+        if (is_send(in) || is_recv(in)) execute(in);
+      pipe_comm->end_batch();
+      for (const Instruction& in : step)
+        if (!is_send(in) && !is_recv(in)) execute(in);
+      release_completed_sends();
+    }
+    wait_sends();
+    in_flight.clear();
+  }
+
+  // Tied parameters: the gradient of a tied weight is the sum of its uses,
+  // summed local copies first (in layer order), then across the stages of the
+  // tie group; every copy gets the sum.
+  std::vector<std::vector<Parameter*>> tied_copies() {
+    std::vector<std::vector<Parameter*>> out;
+    for (const auto& tie : module.tie_groups()) {
+      std::vector<Parameter*> copies;
+      for (auto& l : module.layers())
+        for (int index : tie.local_layers)
+          if (l.index == index)
+            for (auto& p : l.layer->parameters())
+              if (p.spec.tieable) copies.push_back(&p);
+      out.push_back(copies);
+    }
+    return out;
+  }
+
+  void reduce_tied_grads() {
+    auto copies = tied_copies();
+    for (std::size_t t = 0; t < copies.size(); ++t) {
+      auto& c = copies[t];
+      for (std::size_t i = 1; i < c.size(); ++i) ops::accumulate(c[0]->grad, c[i]->grad);
+      tie_comms[t]->allreduce_sum(c[0]->grad);
+      for (std::size_t i = 1; i < c.size(); ++i)
+        backend_for(c[i]->grad.device()).copy(c[i]->grad.f32(), c[0]->grad.f32(), c[0]->grad.numel());
+    }
+  }
+
+  // Start-up: every copy of a tied weight takes the value of the group's first
+  // layer (its owner, on the lowest stage).
+  void broadcast_tied_weights() {
+    auto copies = tied_copies();
+    for (std::size_t t = 0; t < copies.size(); ++t) {
+      auto& c = copies[t];
+      tie_comms[t]->broadcast(c[0]->value, 0);
+      for (std::size_t i = 1; i < c.size(); ++i)
+        backend_for(c[i]->value.device()).copy(c[i]->value.f32(), c[0]->value.f32(), c[0]->value.numel());
+    }
+  }
+
+  void reduce_data_parallel_grads() {
+    if (grid.data_parallel_size() == 1) return;
+    for (auto& l : module.layers())
+      for (auto& p : l.layer->parameters()) data_comm->allreduce_sum(p.grad);
+  }
+
+  // The global gradient norm, summed per global layer and then in layer order,
+  // so that it does not depend on how the layers are split. A tied weight
+  // counts once, on the tie group's first layer.
+  // Also names the first global layer whose gradient is not finite (-1 if none).
+  double grad_norm(int& nonfinite_layer) {
+    std::vector<double> per_layer(description.layers.size(), 0.0);
+    std::vector<bool> tie_owner(description.layers.size(), true);
+    for (const auto& t : description.ties)
+      for (std::size_t i = 1; i < t.layers.size(); ++i) tie_owner[t.layers[i]] = false;
+    // Summed in one call, so that a GPU is waited for once per step, not once per parameter.
+    std::vector<const Tensor*> grads;
+    std::vector<int> layer_of;
+    for (auto& l : module.layers())
+      for (auto& p : l.layer->parameters())
+        if (!p.spec.tieable || tie_owner[l.index]) {
+          grads.push_back(&p.grad);
+          layer_of.push_back(l.index);
+        }
+    const std::vector<double> squares = ops::sum_squares_each(grads);
+    for (std::size_t i = 0; i < squares.size(); ++i) per_layer[layer_of[i]] += squares[i];
+    pipe_comm->allreduce_sum(per_layer.data(), static_cast<int>(per_layer.size()));
+    double total = 0;
+    nonfinite_layer = -1;
+    for (std::size_t i = 0; i < per_layer.size(); ++i) {
+      total += per_layer[i];
+      if (nonfinite_layer < 0 && !std::isfinite(per_layer[i])) nonfinite_layer = static_cast<int>(i);
+    }
+    return std::sqrt(total);
+  }
+
+  // The step's mean loss, the same on every rank: the last stage of each
+  // replica holds its part; other ranks add exact zeros.
+  double global_loss(int micro_batches_per_replica) {
+    const double sum = loss_sum();
+    double total = (last_stage() && grid.model_parallel_id() == 0) ? sum : 0.0;
+    world_comm->allreduce_sum(&total, 1);
+    return total / (static_cast<double>(micro_batches_per_replica) * grid.data_parallel_size());
+  }
+};
+
+PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGrid& grid,
+                               const ModelDescription& description, const TrainOptions& options)
+    : impl_(std::make_unique<Impl>(module, grid, description, options)) {
+  Impl& e = *impl_;
+  if (options.micro_batches < 1 || options.micro_batch_size < 1)
+    throw Error("micro-batches and micro-batch size must be at least 1");
+  if (!is_training_schedule(options.schedule))
+    throw Error("schedule '" + options.schedule + "' cannot train (it has no backward); use 1f1b or gpipe");
+  // Tags are 2 per micro-batch; MPI guarantees at least 32767 of them.
+  int* tag_ub = nullptr;
+  int has_tag_ub = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_tag_ub);
+  const long long max_tag = has_tag_ub && tag_ub ? *tag_ub : 32767;
+  if (2LL * options.micro_batches + 1 > max_tag)
+    throw Error(std::to_string(options.micro_batches) + " micro-batches need message tags up to " +
+                std::to_string(2LL * options.micro_batches + 1) + " but this MPI allows " + std::to_string(max_tag));
+  // Every rank proves the whole set of schedules (all stages together: every
+  // send meets its receive, nothing deadlocks) before it runs its own.
+  const std::vector<Schedule> all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches);
+  if (options.comm == CommKind::nccl) check_messages_within_steps(all);  // NCCL runs them in step batches
+  e.train = all[grid.stage_id()];
+  e.stage_input = description.layers[module.begin()].input;
+  e.stage_output = description.layers[module.end() - 1].description.output;
+  const std::string& loss_type = description.layers.back().type;
+  if (loss_type != "SoftmaxCrossEntropy" && loss_type != "MSELoss")
+    throw Error("training needs a model that ends in a loss layer (SoftmaxCrossEntropy or MSELoss), not " + loss_type);
+
+  // Checkpoint groups: every `interval` local layers, starting at the stage's first.
+  const int n = static_cast<int>(module.layers().size());
+  const int interval = options.checkpoint_interval > 0 ? options.checkpoint_interval : n;
+  for (int first = 0; first < n; first += interval) {
+    Group g{first, std::min(n, first + interval), false};
+    if (options.checkpoint_interval > 0) {
+      bool has_params = false, all_listed = true;
+      for (int i = g.first; i < g.last; ++i) {
+        has_params = has_params || !module.layers()[i].layer->parameters().empty();
+        bool listed = false;
+        for (const auto& t : options.checkpointable_types) listed = listed || t == module.layers()[i].type;
+        all_listed = all_listed && listed;
+      }
+      g.checkpointed = options.checkpointable_types.empty() ? has_params : all_listed;
+      // What the group's contexts would have held, less the input it keeps.
+      if (g.checkpointed) {
+        const LayerInfo& first = description.layers[module.layers()[g.first].index];
+        checkpoint_saved_bytes_ -= numel(first.input.shape) * static_cast<std::int64_t>(dtype_size(first.input.dtype));
+        for (int i = g.first; i < g.last; ++i)
+          checkpoint_saved_bytes_ += description.layers[module.layers()[i].index].description.activation_bytes;
+      }
+    }
+    e.weights_with_input = e.weights_with_input || g.checkpointed;
+    e.groups.push_back(g);
+  }
+  // Saved bytes are per sample in describe; per micro-batch here.
+  checkpoint_saved_bytes_ *= options.micro_batch_size;
+
+  const std::string stage = std::to_string(grid.stage_id());
+  // In the same order on every rank: making an NCCL comm is collective.
+  const CommKind kind = options.comm;
+  e.pipe_comm = make_comm(kind, grid.pipe_comm(), "the pipeline of replica " + std::to_string(grid.data_parallel_id()));
+  e.data_comm = make_comm(kind, grid.data_parallel_comm(), "the data-parallel group of stage " + stage);
+  e.world_comm = make_mpi_comm(grid.world(), "the whole job");  // host values only
+  for (const auto& tie : module.tie_groups())
+    e.tie_comms.push_back(make_comm(kind, tie.comm, "the tie group '" + tie.key + "'"));
+  for (Comm* c : {e.pipe_comm.get(), e.data_comm.get(), e.world_comm.get()}) c->set_timeout(options.comm_timeout);
+  for (auto& c : e.tie_comms) c->set_timeout(options.comm_timeout);
+
+  // Collective first: a rank that fails a local allocation below must not
+  // leave its peers inside this broadcast.
+  e.broadcast_tied_weights();
+  if (options.dtype != DType::float32 && options.dtype != DType::bfloat16)
+    throw Error(std::string("training stores parameters and activations in float32 or bfloat16, not ") +
+                dtype_name(options.dtype));
+  std::vector<Layer*> layers;
+  for (auto& l : module.layers()) {
+    if (options.dtype == DType::bfloat16) store_parameters_in_bf16(*l.layer);
+    allocate_grads(*l.layer);
+    layers.push_back(l.layer.get());
+  }
+  e.optimizer = std::make_unique<Optimizer>(options.optimizer, parameters_of(layers));
+}
+
+PipelineEngine::~PipelineEngine() = default;
+
+std::int64_t PipelineEngine::global_batch() const {
+  const Impl& e = *impl_;
+  return static_cast<std::int64_t>(e.options.micro_batches) * e.options.micro_batch_size * e.grid.data_parallel_size();
+}
+
+float PipelineEngine::learning_rate(std::int64_t step) const {
+  const TrainOptions& o = impl_->options;
+  if (step < o.warmup_steps) return o.lr * static_cast<float>(step + 1) / static_cast<float>(o.warmup_steps);
+  if (o.decay_steps <= 0) return o.lr;
+  const double progress = std::min(1.0, static_cast<double>(step - o.warmup_steps) / o.decay_steps);
+  return static_cast<float>(o.min_lr + 0.5 * (o.lr - o.min_lr) * (1.0 + std::cos(kPi * progress)));
+}
+
+StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) {
+  Impl& e = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
+  e.data = &data;
+  e.split = Split::train;
+  e.training = true;
+  e.micro_batches = e.options.micro_batches;
+  e.first_sample = step * global_batch() +
+                   static_cast<std::int64_t>(e.grid.data_parallel_id()) * e.micro_batches * e.batch();
+  e.losses.clear();
+  e.device_spans.clear();  // left by a step that threw
+  e.device_origin.reset();
+  e.run(e.train);
+
+  StepStats stats;
+  stats.step = step;
+  int nonfinite_layer = -1;
+  e.timed("reduce_tied", -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
+  e.timed("reduce_grads", -1, e.totals.reduce_s, [&] {
+    e.reduce_data_parallel_grads();
+    stats.grad_norm = e.grad_norm(nonfinite_layer);
+  });
+  stats.loss = e.global_loss(e.micro_batches);
+  stats.lr = learning_rate(step);
+  // Every rank holds the same loss and per-layer norms, so every rank takes
+  // the same decision here.
+  if (!std::isfinite(stats.loss) || nonfinite_layer >= 0) {
+    if (!e.options.skip_nonfinite) {
+      std::string where = "a non-finite loss";
+      if (nonfinite_layer >= 0) {
+        const auto& parts = e.module.parts();
+        const int stage = static_cast<int>(std::upper_bound(parts.begin(), parts.end(), nonfinite_layer) -
+                                           parts.begin()) - 1;
+        where = "a non-finite gradient in layer " + std::to_string(nonfinite_layer) + " (" +
+                e.description.layers[nonfinite_layer].type + ") on stage " + std::to_string(stage);
+      }
+      throw NonFiniteError("step " + std::to_string(step + 1) + " produced " + where + " (loss " +
+                           std::to_string(stats.loss) + "); lower --lr, keep --clip-grad-norm, or pass "
+                           "--skip-nonfinite to skip such steps");
+    }
+    for (auto& l : e.module.layers()) zero_grads(*l.layer);
+    stats.skipped = true;
+    ++e.totals.skipped_steps;
+  } else {
+    e.timed("optimizer", -1, e.totals.optimizer_s, [&] {
+      if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
+        const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
+        for (auto& l : e.module.layers())
+          for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
+      }
+      e.optimizer->step(stats.lr);
+      for (auto& l : e.module.layers()) zero_grads(*l.layer);
+    });
+  }
+  e.settle_device_timing();
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  e.totals.step_s += stats.seconds;
+  ++e.totals.steps;
+  return stats;
+}
+
+void PipelineEngine::start_trace() {
+  Impl& e = *impl_;
+  barrier(e.grid.world(), "the clock alignment");
+  e.clock_start = Impl::Clock::now();
+  e.tracing = true;
+  e.events.clear();
+}
+
+const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->events; }
+
+double PipelineEngine::clock() const { return impl_->now(); }
+
+void PipelineEngine::record(const char* kind, double start, double end) {
+  if (impl_->tracing) impl_->events.push_back(TraceEvent{kind, -1, start, end});
+}
+
+Optimizer& PipelineEngine::optimizer() { return *impl_->optimizer; }
+
+bool PipelineEngine::any_rank(bool flag) {
+  double count = flag ? 1.0 : 0.0;  // a sum of 0/1 in double is exact
+  impl_->world_comm->allreduce_sum(&count, 1);
+  return count > 0;
+}
+
+const EngineTotals& PipelineEngine::totals() const {
+  Impl& e = *impl_;
+  e.totals.bytes_sent = e.pipe_comm->stats().bytes_sent + e.data_comm->stats().bytes_sent;
+  e.totals.bytes_received = e.pipe_comm->stats().bytes_received + e.data_comm->stats().bytes_received;
+  for (const auto& c : e.tie_comms) {
+    e.totals.bytes_sent += c->stats().bytes_sent;
+    e.totals.bytes_received += c->stats().bytes_received;
+  }
+  return e.totals;
+}
+
+double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_t first_sample, int micro_batches) {
+  Impl& e = *impl_;
+  e.data = &data;
+  e.split = split;
+  e.training = false;
+  e.micro_batches = micro_batches;
+  e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
+  e.losses.clear();
+  const std::vector<Schedule> all = make_checked_schedules("inference", e.grid.num_stages(), micro_batches);
+  if (e.options.comm == CommKind::nccl) check_messages_within_steps(all);
+  e.inference = all[e.grid.stage_id()];
+  // Evaluation is not part of the training steps' time accounting.
+  const EngineTotals before = e.totals;
+  e.device_spans.clear();
+  e.device_origin.reset();
+  e.run(e.inference);
+  e.settle_device_timing();
+  e.totals.compute_s = before.compute_s;
+  e.totals.wait_s = before.wait_s;
+  e.training = true;
+  return e.global_loss(micro_batches);
+}
+
+}  // namespace libpipe

@@ -1,0 +1,100 @@
+// Per-layer timing for profile partitioning (see profile.hpp).
+#include "pipe/profile.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "run/mpi_check.hpp"
+#include "pipe/backend.hpp"
+#include "pipe/collective.hpp"
+#include "pipe/error.hpp"
+#include "pipe/init.hpp"
+#include "pipe/ops.hpp"
+
+namespace libpipe {
+namespace {
+
+Shape batched(std::int64_t b, const Shape& s) {
+  Shape out{b};
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+// An input of the layer's type on `device`: small random floats, or
+// token/class id 0 (always valid), so that timing never depends on data.
+Tensor sample_input(const TensorType& type, std::int64_t batch, Rng& rng, Device device) {
+  Tensor t = Tensor::zeros(batched(batch, type.shape), type.dtype);
+  if (type.dtype == DType::float32)
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.host_data<float>()[i] = static_cast<float>(0.1 * rng.normal());
+  return ops::to_device(t, device);
+}
+
+double time_layer(const ModelSpec& model, const ModelDescription& description, const LayerRegistry& registry,
+                  int index, std::int64_t batch, Device device, int repeats) {
+  const LayerSpec& spec = model.layers[index];
+  const LayerInfo& info = description.layers[index];
+  auto layer = registry.get(spec.type).create(spec.args, info.input, CreateContext{index, 1, device});
+  allocate_grads(*layer);
+  Rng rng(static_cast<std::uint64_t>(index) + 1);
+  Tensor x = sample_input(info.input, batch, rng, device);
+  Tensor dy = Tensor::zeros(batched(batch, info.description.output.shape), DType::float32, device);
+  ops::fill(dy, 1e-3f);
+  const bool is_loss = index == static_cast<int>(model.layers.size()) - 1;
+  Tensor labels;
+  if (is_loss) {
+    Shape label_shape = batched(batch, info.input.shape);
+    if (spec.type == "MSELoss") {
+      labels = Tensor::zeros(label_shape, DType::float32, device);
+    } else {
+      label_shape.pop_back();
+      labels = Tensor::zeros(label_shape, DType::int32, device);
+    }
+  }
+  // A device runs ops asynchronously: the clock is read with nothing in flight.
+  Backend& backend = backend_for(device);
+  double best = 1e300;
+  for (int r = 0; r <= repeats; ++r) {
+    LayerContext ctx;
+    ctx.labels = labels;
+    backend.synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    layer->forward(ctx, x);
+    layer->backward_input(ctx, dy);
+    layer->backward_weight(ctx, dy);
+    backend.synchronize();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::min(best, seconds);  // run 0 warms caches and the allocator
+  }
+  return best;
+}
+
+}  // namespace
+
+std::vector<double> profile_layer_times(const ModelSpec& model, const ModelDescription& description,
+                                        const LayerRegistry& registry, MPI_Comm comm, std::int64_t micro_batch_size,
+                                        Device device, int repeats) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int n = static_cast<int>(description.layers.size());
+  std::vector<double> times(n, 0.0);
+  // A failure on one rank must not leave the others in the all-reduce: carry
+  // it through as a flag and throw on every rank.
+  double failed = 0;
+  std::string why;
+  try {
+    for (int i = rank; i < n; i += size)
+      times[i] = time_layer(model, description, registry, i, micro_batch_size, device, repeats);
+  } catch (const std::exception& e) {
+    failed = 1;
+    why = e.what();
+  }
+  times.push_back(failed);
+  allreduce(comm, times.data(), n + 1, MPI_DOUBLE, MPI_SUM, "its layer timings");
+  if (times.back() > 0)
+    throw Error("profiling the layers failed" + (why.empty() ? std::string(" on another rank") : ": " + why));
+  times.pop_back();
+  return times;
+}
+
+}  // namespace libpipe
