@@ -7,6 +7,7 @@
 #   checkpointing   activation checkpointing every 1 and 2 layers changes nothing (bit-identical)
 #   schedules       gpipe and 1f1b give bit-identical losses
 #   learns          the default job on the built-in data at least halves the loss
+#   plugin-loss     a model ending in a test plugin's own loss (L1Loss) trains, 1 and 2 stages bit-identical
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
 #   bf16            mixed precision (--dtype bf16, emulated on the CPU with the GPU's rounding): 1 and 2
@@ -66,6 +67,17 @@ case $check in
     first=$(series default loss | head -1) last=$(series default loss | tail -1)
     awk -v f="$first" -v l="$last" 'BEGIN { printf "loss %.4f -> %.4f\n", f, l; exit !(l <= f / 2) }' ||
       { echo "FAIL: the loss did not halve"; exit 1; } ;;
+  plugin-loss)
+    # A loss that a plugin ships (tests/plugins/l1_loss, on PIPE_PLUGIN_PATH) trains: its float targets come from
+    # the loss's own label contract, the loss falls, and 1 and 2 stages agree bit for bit.
+    l1=(--model "$PIPE_TEST_DATA/l1_mlp.toml" --micro-batches 4 --micro-batch-size 8 --seed 7 --steps 60)
+    run l1s1 1 "${l1[@]}"
+    run l1s2 2 "${l1[@]}" --stages 2
+    same l1s1 l1s2
+    [ "$(series l1s1 loss | wc -l)" -eq 60 ] || { echo "FAIL: not 60 steps"; exit 1; }
+    first=$(series l1s1 loss | head -1) last=$(series l1s1 loss | tail -1)
+    awk -v f="$first" -v l="$last" 'BEGIN { printf "L1 loss %.4f -> %.4f\n", f, l; exit !(l <= 0.7 * f) }' ||
+      { echo "FAIL: the plugin's loss did not fall by 30%"; exit 1; } ;;
   resume)
     run straight 2 "${small[@]}" --stages 2
     run first 2 "${base[@]}" --stages 2 --steps 10 --save "$work/ck" --save-every 5

@@ -1,11 +1,10 @@
 // pipe-bench gemm: the backend's GEMMs at the shapes a model's training step
 // runs, on one device (--device cpu|cuda) and GEMM math (--dtype fp32|tf32|
-// bf16). The shapes come from the model file: for every Linear-like layer
-// (TransformerBlock: attn.qkv, attn.proj, mlp.fc, mlp.proj; CausalSelfAttention;
-// Linear; LMHead) its forward product and both backward products (input
-// gradient, weight gradient), and for every attention the batched products
-// over B*H heads (scores Q K^T and P V forward; dP, dV, dQ, dK backward), at
-// rows = micro-batch x sequence. Each shape is timed over --repeat calls after
+// bf16). The shapes are those the model's layers list in their descriptions
+// (LayerDescription::gemms): for a linear map its forward product and both
+// backward products (input gradient, weight gradient), for an attention the
+// batched products over B*H heads (scores Q K^T and P V forward; dP, dV, dQ,
+// dK backward), at rows = micro-batch x sequence. Each shape is timed over --repeat calls after
 // --warmup calls, between Backend::synchronize() calls (the best of 3 such
 // rounds, as the mean of its calls), and reported in
 // TFLOP/s beside the device's dense peak for that math when the device is in
@@ -34,10 +33,12 @@
 #include "bench.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/cuda.hpp"
+#include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/model.hpp"
 #include "pipe/ops.hpp"
 #include "pipe/paths.hpp"
+#include "pipe/plugin_loader.hpp"
 #include "pipe/tensor.hpp"
 
 namespace pipe_bench {
@@ -93,45 +94,6 @@ struct Gemm {
 
 std::string key(const Gemm& g) { return g.layer + "|" + g.pass; }
 
-// Adds (or counts once more) the three GEMMs of a linear layer x[rows, in] -> y[rows, out].
-void add_linear(std::vector<Gemm>& out, const std::string& name, std::int64_t rows, std::int64_t in,
-                std::int64_t features) {
-  Gemm fwd{name, "forward", false, true, rows, features, in, 1, 0.0f};           // y = x W^T
-  Gemm din{name, "input grad", false, false, rows, in, features, 1, 0.0f};       // dx = dy W
-  Gemm dw{name, "weight grad", true, false, features, in, rows, 1, 1.0f};        // dW += dy^T x
-  for (Gemm g : {fwd, din, dw}) {
-    auto it = std::find_if(out.begin(), out.end(), [&](const Gemm& o) { return key(o) == key(g); });
-    if (it == out.end()) {
-      g.count = 1;
-      out.push_back(g);
-    } else {
-      ++it->count;
-    }
-  }
-}
-
-// Causal attention's batched GEMMs over B*H heads of [T, D] (per-head contiguous layout), forward and backward.
-void add_attention(std::vector<Gemm>& out, const std::string& name, std::int64_t batch_heads, std::int64_t T,
-                   std::int64_t D) {
-  const Gemm gemms[] = {
-      {name, "forward S=QK^T", false, true, T, T, D, batch_heads, 0.0f},
-      {name, "forward O=PV", false, false, T, D, T, batch_heads, 0.0f},
-      {name, "backward dP=dO V^T", false, true, T, T, D, batch_heads, 0.0f},
-      {name, "backward dV=P^T dO", true, false, T, D, T, batch_heads, 0.0f},
-      {name, "backward dQ=dS K", false, false, T, D, T, batch_heads, 0.0f},
-      {name, "backward dK=dS^T Q", true, false, T, D, T, batch_heads, 0.0f},
-  };
-  for (Gemm g : gemms) {
-    auto it = std::find_if(out.begin(), out.end(), [&](const Gemm& o) { return key(o) == key(g); });
-    if (it == out.end()) {
-      g.count = 1;
-      out.push_back(g);
-    } else {
-      ++it->count;
-    }
-  }
-}
-
 struct ModelShapes {
   std::string name;
   std::int64_t seq = 0;  // tokens per sample (0: not a token model)
@@ -139,45 +101,43 @@ struct ModelShapes {
   std::vector<Gemm> gemms;
 };
 
-// The GEMMs of one micro-batch's training step, read from the model file's layers (no plugin needed).
+// The GEMMs of one micro-batch's training step: what each layer's description lists per sample
+// (LayerDescription::gemms), scaled by the micro-batch along the dimension each names, and counted once per
+// distinct product. --seq sets the model's token count before it is described.
 ModelShapes model_gemms(const std::string& model, std::int64_t micro_batch, std::int64_t seq_flag) {
-  const libpipe::ModelSpec spec = libpipe::load_model_file(libpipe::resolve_model_path(model));
+  libpipe::ModelSpec spec = libpipe::load_model_file(libpipe::resolve_model_path(model));
   ModelShapes s;
   s.name = spec.name;
-  const libpipe::Shape& in = spec.input.shape;
+  libpipe::Shape& in = spec.input.shape;
   if (spec.input.dtype == libpipe::DType::int32) {  // token ids [T]
-    s.seq = seq_flag > 0 ? seq_flag : (in.empty() ? 1 : in.back());
+    if (seq_flag > 0 && !in.empty()) in.back() = seq_flag;
+    s.seq = in.empty() ? 1 : in.back();
     s.rows = micro_batch * s.seq;
   } else {  // features [..., F]: every leading dimension is a row
     if (seq_flag > 0) throw libpipe::Error("--seq applies to token models only ('" + spec.name + "' takes floats)");
     s.rows = micro_batch;
     for (std::size_t i = 0; i + 1 < in.size(); ++i) s.rows *= in[i];
   }
-  for (const libpipe::LayerSpec& l : spec.layers) {
-    if (l.type == "Embedding") {
-      const std::int64_t positions = l.args.get_int("positions", 0);
-      if (s.seq > 0 && positions > 0 && s.seq > positions)
-        throw libpipe::Error("--seq " + std::to_string(s.seq) + " is longer than the model's " +
-                             std::to_string(positions) + " positions");
-    } else if (l.type == "TransformerBlock" || l.type == "CausalSelfAttention") {
-      const std::int64_t C = l.args.get_int("dim"), H = l.args.get_int("heads");
-      if (s.seq == 0) throw libpipe::Error("layer " + l.type + " in a model without token input");
-      add_linear(s.gemms, "attn.qkv", s.rows, C, 3 * C);
-      add_attention(s.gemms, "attn.core", micro_batch * H, s.seq, C / H);
-      add_linear(s.gemms, "attn.proj", s.rows, C, C);
-      if (l.type == "TransformerBlock") {
-        const std::int64_t hidden = l.args.get_int("mlp_ratio", 4) * C;
-        add_linear(s.gemms, "mlp.fc", s.rows, C, hidden);
-        add_linear(s.gemms, "mlp.proj", s.rows, hidden, C);
+  libpipe::LayerRegistry registry;
+  libpipe::load_plugins(registry, libpipe::PluginSearch{true, true, {}});
+  const libpipe::ModelDescription description = libpipe::describe_model(spec, registry);
+  for (const libpipe::LayerInfo& layer : description.layers) {
+    for (const libpipe::GemmShape& shape : layer.description.gemms) {
+      Gemm g{shape.layer, shape.pass, shape.trans_a, shape.trans_b, shape.m, shape.n, shape.k, shape.batch,
+             shape.accumulate ? 1.0f : 0.0f};
+      std::int64_t& scaled = shape.per_sample == 'n' ? g.n : shape.per_sample == 'k' ? g.k
+                             : shape.per_sample == 'b' ? g.batch : g.m;
+      scaled *= micro_batch;
+      auto it = std::find_if(s.gemms.begin(), s.gemms.end(), [&](const Gemm& o) { return key(o) == key(g); });
+      if (it == s.gemms.end()) {
+        g.count = 1;
+        s.gemms.push_back(g);
+      } else {
+        ++it->count;
       }
-    } else if (l.type == "Linear") {
-      const std::int64_t i = l.args.get_int("in_features"), o = l.args.get_int("out_features");
-      add_linear(s.gemms, "linear " + std::to_string(i) + "->" + std::to_string(o), s.rows, i, o);
-    } else if (l.type == "LMHead") {
-      add_linear(s.gemms, "lm_head", s.rows, l.args.get_int("dim"), l.args.get_int("vocab"));
     }
   }
-  if (s.gemms.empty()) throw libpipe::Error("model '" + spec.name + "' has no layer with a GEMM this benchmark knows");
+  if (s.gemms.empty()) throw libpipe::Error("model '" + spec.name + "' has no layer that lists its GEMMs");
   return s;
 }
 

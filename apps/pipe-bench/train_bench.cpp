@@ -61,9 +61,9 @@ void make_batch(const Model& m, std::int64_t batch, libpipe::Rng& rng, libpipe::
                 libpipe::Tensor& labels) {
   libpipe::Shape in_shape{batch};
   for (auto d : m.description.input.shape) in_shape.push_back(d);
-  const auto& loss = m.description.layers.back();
-  libpipe::Shape logits{batch};
-  for (auto d : loss.input.shape) logits.push_back(d);
+  const libpipe::LossLabels& loss = libpipe::model_loss(m.description);
+  libpipe::Shape label_shape{batch};
+  for (auto d : loss.type.shape) label_shape.push_back(d);
   if (m.description.input.dtype == libpipe::DType::int32) {
     // Token ids: the embedding's vocabulary is the first parameter's rows.
     const std::int64_t vocab = m.description.layers.front().description.params.front().shape.front();
@@ -73,15 +73,13 @@ void make_batch(const Model& m, std::int64_t batch, libpipe::Rng& rng, libpipe::
     input = libpipe::Tensor::zeros(in_shape, libpipe::DType::float32);
     for (std::int64_t i = 0; i < input.numel(); ++i) input.f32()[i] = static_cast<float>(rng.normal());
   }
-  if (loss.type == "MSELoss") {
-    labels = libpipe::Tensor::zeros(logits, libpipe::DType::float32);
-    for (std::int64_t i = 0; i < labels.numel(); ++i) labels.f32()[i] = static_cast<float>(rng.normal());
-  } else {
-    const std::int64_t classes = logits.back();
-    logits.pop_back();
-    labels = libpipe::Tensor::zeros(logits, libpipe::DType::int32);
+  // Labels of the type the loss declares: random class ids or normal targets.
+  labels = libpipe::Tensor::zeros(label_shape, loss.type.dtype);
+  if (loss.type.dtype == libpipe::DType::int32) {
     for (std::int64_t i = 0; i < labels.numel(); ++i)
-      labels.i32()[i] = static_cast<std::int32_t>(rng.next_u64() % classes);
+      labels.i32()[i] = static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(loss.classes));
+  } else {
+    for (std::int64_t i = 0; i < labels.numel(); ++i) labels.f32()[i] = static_cast<float>(rng.normal());
   }
 }
 
@@ -152,9 +150,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
   libpipe::load_plugins(registry, libpipe::PluginSearch{true, true, {}});
   m.spec = libpipe::load_model_file(libpipe::resolve_model_path(model_name));
   m.description = libpipe::describe_model(m.spec, registry);
-  const auto& loss_type = m.description.layers.back().type;
-  if (loss_type != "SoftmaxCrossEntropy" && loss_type != "MSELoss")
-    throw libpipe::Error("pipe-bench train needs a model ending in a loss layer, not " + loss_type);
+  (void)libpipe::model_loss(m.description);  // the model ends in a loss
   std::vector<libpipe::Layer*> raw;
   for (std::size_t i = 0; i < m.spec.layers.size(); ++i) {
     const auto& spec = m.spec.layers[i];

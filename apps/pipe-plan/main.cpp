@@ -28,7 +28,8 @@ struct Options {
   std::string model = "gpt-tiny";
   int stages = 1;
   int data_parallel = 1;
-  std::string method = "parameters";
+  std::string method = "parameters";  // --partition-method, as given
+  libpipe::PartitionMethod partition;  // ... parsed once (with --weights, 'balanced' is 'parameters')
   std::string weights;  // --weights, "" when planning a model
   std::vector<std::string> plugin_dirs;
   bool builtin_plugins = true;
@@ -115,16 +116,16 @@ double imbalance(const std::vector<double>& stage_weights) {
 int plan_weights(const Options& o) {
   auto weights = parse_weights(o.weights);
   libpipe::Parts parts;
-  if (o.method == "uniform")
+  if (o.partition.name() == "uniform")
     parts = libpipe::partition_uniform(static_cast<std::int64_t>(weights.size()), o.stages);
-  else if (o.method == "parameters" || o.method == "balanced")
+  else if (o.partition.name() == "parameters")
     parts = libpipe::partition_balanced(weights, o.stages);
   else
     throw libpipe::Error("--weights partitions with 'balanced' (the default) or 'uniform', not '" + o.method + "'");
   auto sw = libpipe::stage_weights(weights, parts);
   int b = bottleneck_stage(sw);
   if (o.json) {
-    json j = {{"method", o.method == "uniform" ? "uniform" : "balanced"}, {"stages", o.stages}, {"parts", parts},
+    json j = {{"method", o.partition.name() == "uniform" ? "uniform" : "balanced"}, {"stages", o.stages}, {"parts", parts},
               {"stage_weights", sw}, {"bottleneck", sw[b]}, {"bottleneck_stage", b}, {"imbalance", imbalance(sw)}};
     std::cout << j.dump() << "\n";
     return 0;
@@ -144,7 +145,7 @@ int plan_model(const Options& o) {
   libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
   auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
   auto d = libpipe::describe_model(model, registry);
-  auto plan = libpipe::plan_partition(d, o.method, o.stages);
+  auto plan = libpipe::plan_partition(d, o.partition, o.stages);
   auto sw = plan.stage_weights();
   int b = bottleneck_stage(sw);
 
@@ -206,6 +207,7 @@ int main(int argc, char** argv) {
     if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
     if (o.data_parallel < 1)
       throw libpipe::Error("--data-parallel must be at least 1, not " + std::to_string(o.data_parallel));
+    o.partition = libpipe::PartitionMethod::parse(!o.weights.empty() && o.method == "balanced" ? "parameters" : o.method);
     return o.weights.empty() ? plan_model(o) : plan_weights(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pipe-plan: error: %s\n", e.what());

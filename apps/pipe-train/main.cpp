@@ -82,11 +82,6 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
   return j.dump();
 }
 
-bool is_profile(std::string method) {
-  for (auto& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return method == "profile";
-}
-
 void print_layer_list(const libpipe::LayerRegistry& registry) {
   for (const auto& name : registry.names())
     std::printf("%-22s %s\n%-22s   from %s\n", name.c_str(), registry.get(name).summary().c_str(), "",
@@ -307,13 +302,14 @@ int run(MPI_Comm world, int argc, char** argv) {
   std::unique_ptr<libpipe::PipelineModule> module;
   std::size_t allocated = 0;
   auto plan_parts = [&] {
-    // 'profile' times every layer on the real shapes first, spread over the
-    // ranks; the all-reduce inside gives every rank the same times.
+    // A measured method ('profile') times every layer on the real shapes
+    // first, spread over the ranks; the all-reduce inside gives every rank
+    // the same times, which it hands in like any other weights.
     std::vector<double> times;
-    if (is_profile(options.partition_method))
+    if (options.partition.needs_measurement())
       times = libpipe::profile_layer_times(model, description, registry, world, options.train.micro_batch_size,
                                            where.device);
-    plan = libpipe::plan_partition(description, options.partition_method, grid->num_stages(),
+    plan = libpipe::plan_partition(description, options.partition, grid->num_stages(),
                                    times.empty() ? nullptr : &times);
     if (!times.empty() && rank == 0) {
       std::string list;

@@ -240,6 +240,7 @@ Options parse_options(int argc, char** argv) {
   one_of(o.dtype, {"fp32", "tf32", "bf16"}, "--dtype", "fp32, tf32 or bf16");
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);
   if (actions > 1) throw libpipe::Error("choose one of --describe, --list-layers and --dry-run");
+  o.partition = libpipe::PartitionMethod::parse(o.partition_method);
   return o;
 }
 

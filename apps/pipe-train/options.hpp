@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pipe/engine.hpp"
+#include "pipe/partition_method.hpp"
 
 namespace pipe_train {
 
@@ -17,7 +18,8 @@ struct Options {
   std::optional<int> stages;          // --stages
   std::optional<int> data_parallel;   // --data-parallel
   std::string topology;               // --topology, "" when not given
-  std::string partition_method = "parameters";
+  std::string partition_method = "parameters";  // --partition-method, as given
+  libpipe::PartitionMethod partition;           // ... parsed once, when the flags are read
   std::vector<std::string> plugin_dirs;
   bool builtin_plugins = true;
   std::uint64_t seed = 1234;

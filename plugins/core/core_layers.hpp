@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <pipe/checked_layer.hpp>
+#include <pipe/gemm_shape.hpp>
 #include <pipe/layer.hpp>
 #include <string>
 #include <vector>

@@ -79,6 +79,9 @@ class LinearFactory : public libpipe::LayerFactory {
     if (config.bias) d.params.push_back({"bias", {config.out_features}});
     (void)d.param_count();  // an absurd weight shape is named before the FLOPs overflow
     d.flops = linear_flops(rows, config.in_features, config.out_features);
+    libpipe::add_linear_gemms(d.gemms,
+                              "linear " + std::to_string(config.in_features) + "->" + std::to_string(config.out_features),
+                              rows, config.in_features, config.out_features);
     // The weight gradient needs the input; the input gradient needs only W.
     d.activation_bytes = libpipe::numel(input.shape) * kElementBytes;
     return d;

@@ -74,6 +74,7 @@ class LMHeadFactory : public libpipe::LayerFactory {
     d.params.push_back({"weight", {config.vocab, config.dim}, /*tieable=*/true});
     (void)d.param_count();  // an absurd weight shape is named before the FLOPs overflow
     d.flops = linear_flops(tokens, config.dim, config.vocab);
+    libpipe::add_linear_gemms(d.gemms, "lm_head", tokens, config.dim, config.vocab);
     // As for Linear: the weight gradient needs the input.
     d.activation_bytes = (libpipe::Count(tokens) * config.dim * kElementBytes).value();
     return d;

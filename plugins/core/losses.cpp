@@ -100,6 +100,10 @@ class SoftmaxCrossEntropyFactory : public libpipe::LayerFactory {
     // Backward is softmax minus one-hot: the logits are kept (the bytes of the
     // probabilities; the backward op recomputes the softmax from them).
     d.activation_bytes = n * kElementBytes;
+    // One class id per row of logits.
+    libpipe::Shape rows = input.shape;
+    rows.pop_back();
+    d.loss = libpipe::LossLabels{{rows, libpipe::DType::int32}, input.shape.back()};
     return d;
   }
 
@@ -122,6 +126,7 @@ class MSELossFactory : public libpipe::LayerFactory {
     // Backward is 2 (x - target) / n: the input is kept (the targets are
     // data, owned by the engine, like cross-entropy's labels).
     d.activation_bytes = n * kElementBytes;
+    d.loss = libpipe::LossLabels{input, 0};  // a target per element
     return d;
   }
 

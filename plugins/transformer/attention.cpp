@@ -36,6 +36,9 @@ void describe_attention(const AttentionConfig& config, std::int64_t tokens, cons
   params.push_back({prefix + "proj.weight", {c.value(), c.value()}});
   params.push_back({prefix + "proj.bias", {c.value()}});
   (void)description.param_count();  // an absurd weight shape is named before the FLOPs overflow
+  libpipe::add_linear_gemms(description.gemms, "attn.qkv", tokens, c.value(), c3);
+  libpipe::add_attention_gemms(description.gemms, "attn.core", heads.value(), tokens, c.value() / heads.value());
+  libpipe::add_linear_gemms(description.gemms, "attn.proj", tokens, c.value(), c.value());
 
   // The two projections, then q k^T and p v: each T * T * dim multiply-adds
   // summed over the heads (2 FLOPs each, backward twice forward). The causal

@@ -171,6 +171,8 @@ class TransformerBlockFactory : public libpipe::LayerFactory {
     d.params.push_back({"mlp.fc.bias", {h}});
     d.params.push_back({"mlp.proj.weight", {c, h}});
     d.params.push_back({"mlp.proj.bias", {c}});
+    libpipe::add_linear_gemms(d.gemms, "mlp.fc", t.value(), c, h);
+    libpipe::add_linear_gemms(d.gemms, "mlp.proj", t.value(), h, c);
 
     // The sum of the parts as the core plugin describes them: two LayerNorms,
     // attention (added above), fc, GELU, proj, and the two residual adds.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <pipe/checked_layer.hpp>
+#include <pipe/gemm_shape.hpp>
 #include <pipe/init.hpp>
 #include <pipe/layer.hpp>
 #include <string>

@@ -177,3 +177,41 @@ BOOST_AUTO_TEST_CASE(model_names_resolve_to_shipped_files) {
   BOOST_TEST(error_of([] { libpipe::resolve_model_path("gpt-huge"); }) ==
              "model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, mlp)");
 }
+
+// The loss contract: a loss declares the labels it takes, and model_loss reads it (never a type name).
+BOOST_AUTO_TEST_CASE(losses_declare_their_labels) {
+  auto tiny = describe_shipped("gpt-tiny");  // tokens [64] -> logits [64, 256] -> SoftmaxCrossEntropy
+  const libpipe::LossLabels& ce = libpipe::model_loss(tiny);
+  BOOST_TEST(libpipe::type_str(ce.type) == "int32[64]");
+  BOOST_TEST(ce.classes == 256);
+  for (std::size_t i = 0; i + 1 < tiny.layers.size(); ++i) BOOST_TEST(!tiny.layers[i].description.loss, i);
+
+  static Builtins builtins;
+  auto mse = libpipe::describe_model(
+      libpipe::parse_model(kHeader + "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = 3\n"
+                                     "[[layer]]\ntype = \"MSELoss\"\n",
+                           "m.toml"),
+      builtins.registry);
+  BOOST_TEST(libpipe::type_str(libpipe::model_loss(mse).type) == "float32[3]");
+  BOOST_TEST(libpipe::model_loss(mse).classes == 0);
+
+  auto no_loss = libpipe::describe_model(
+      libpipe::parse_model(kHeader + "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = 3\n", "m.toml"),
+      builtins.registry);
+  BOOST_CHECK_EQUAL(error_of([&] { libpipe::model_loss(no_loss); }),
+                    "training needs a model that ends in a loss layer; its last layer, 0 (Linear), is not one (a "
+                    "loss declares its labels in LayerDescription::loss)");
+}
+
+// Layers list their GEMMs per sample: gpt-tiny's blocks have qkv, attention, proj, fc and proj.
+BOOST_AUTO_TEST_CASE(layers_list_their_gemms) {
+  auto tiny = describe_shipped("gpt-tiny");
+  const auto& block = tiny.layers[1].description.gemms;  // TransformerBlock, T = 64, C = 128, 4 heads
+  BOOST_TEST(block.size() == 3u * 4 + 6);
+  BOOST_TEST(block[0].layer == "attn.qkv");
+  BOOST_TEST((block[0].m == 64 && block[0].n == 384 && block[0].k == 128 && block[0].per_sample == 'm'));
+  BOOST_TEST(block[2].pass == "weight grad");
+  BOOST_TEST((block[2].accumulate && block[2].per_sample == 'k' && block[2].k == 64));
+  BOOST_TEST((block[3].batch == 4 && block[3].m == 64 && block[3].n == 64 && block[3].k == 32));
+  BOOST_TEST(tiny.layers.back().description.gemms.empty());  // the loss has none
+}

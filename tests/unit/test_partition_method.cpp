@@ -207,6 +207,27 @@ BOOST_AUTO_TEST_CASE(methods_help) {
                     "uniform, parameters, flops, type:REGEX, type:REGEX:WEIGHT|..., manual:B1,B2,..., profile");
 }
 
+// A method's text is parsed once, without a model: what needs no model is checked there, and the parsed
+// value then plans any model (pipe-train and pipe-plan parse where they read the flag).
+BOOST_AUTO_TEST_CASE(method_parsed_once) {
+  using libpipe::PartitionMethod;
+  BOOST_CHECK_EQUAL(PartitionMethod().text(), "parameters");
+  BOOST_CHECK_EQUAL(PartitionMethod::parse("TYPE:block").name(), "type:");
+  BOOST_CHECK_EQUAL(PartitionMethod::parse("manual:3").name(), "manual:");
+  BOOST_TEST(PartitionMethod::parse("Profile").needs_measurement());
+  BOOST_TEST(!PartitionMethod::parse("flops").needs_measurement());
+  BOOST_CHECK_EQUAL(error_of([] { PartitionMethod::parse("type:("); }),
+                    "partition method 'type:(': invalid regex '(': Unmatched marking parenthesis ( or \\( at position 1");
+  BOOST_CHECK_EQUAL(error_of([] { PartitionMethod::parse("manual:1,x"); }),
+                    "partition method 'manual:1,x': 'x' is not a layer index");
+  BOOST_CHECK_EQUAL(error_of([] { PartitionMethod::parse("type:a:-1|b:1"); }),
+                    "partition method 'type:a:-1|b:1': weight '-1' of 'a' must be a finite number >= 0");
+  const PartitionMethod blocks = PartitionMethod::parse("type:block");
+  BOOST_TEST(libpipe::plan_partition(model("gpt-tiny"), blocks, 2).parts == plan("gpt-tiny", "type:block", 2).parts,
+             boost::test_tools::per_element());
+  BOOST_TEST(libpipe::plan_partition(model("gpt-small"), blocks, 2).parts.size() == 3u);
+}
+
 BOOST_AUTO_TEST_CASE(method_errors) {
   auto err = [](const std::string& name, const std::string& method, int stages) {
     return error_of([&] { plan(name, method, stages); });

@@ -50,6 +50,11 @@ struct ModelDescription {
 // chain both layers and both types.
 PIPE_API ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& registry);
 
+// The labels the model's loss takes: its last layer's loss contract
+// (LayerDescription::loss). A model whose last layer is not a loss cannot
+// train, and this is the error that says so, naming the layer.
+PIPE_API const LossLabels& model_loss(const ModelDescription& description);
+
 // A fingerprint (FNV-1a, 64 bits) of everything about the model that ranks
 // and checkpoints must agree on: layer types, types in and out, parameter
 // counts, tie keys.

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,34 @@ struct ParamSpec {
   bool tieable = false;
 };
 
+// A loss layer's contract with the engine, the data sources, profiling and
+// the benchmarks: it returns the per-sample loss (float32 [B]) and reads
+// LayerContext::labels of this type. Nothing in libpipe knows a loss by its
+// type name, so a plugin can ship its own.
+struct LossLabels {
+  // Per sample, like every type describe() reports: int32 class ids (labels
+  // [T] for logits [T, V]) or float32 targets (shaped like the input for MSE).
+  TensorType type;
+  // int32 labels: each id lies in [0, classes). 0 for float targets.
+  std::int64_t classes = 0;
+};
+
+// One matrix product that a layer runs in a training step (forward and both
+// backward passes), per sample: C[m, n] (+)= op(A)[m, k] op(B)[k, n], `batch`
+// times at fixed strides. Benchmarks and cost models read these; a layer that
+// lists none is simply not benchmarked. pipe/gemm_shape.hpp builds the usual
+// sets (a linear map's three, causal attention's six).
+struct GemmShape {
+  std::string layer;  // the product's owner inside the layer: "attn.qkv", "mlp.fc", ...
+  std::string pass;   // "forward", "input grad", "weight grad", ...
+  bool trans_a = false, trans_b = false;
+  std::int64_t m = 0, n = 0, k = 0, batch = 1;
+  bool accumulate = false;  // beta = 1: a weight gradient adds into its buffer
+  // The dimension that grows with the micro-batch: 'm', 'n', 'k' or 'b'
+  // (batch), e.g. the rows of a forward, the inner dimension of a weight gradient.
+  char per_sample = 'm';
+};
+
 // What describe() reports for one layer, per sample (no batch dimension).
 struct PIPE_API LayerDescription {
   TensorType output;
@@ -37,6 +66,10 @@ struct PIPE_API LayerDescription {
   std::int64_t flops = 0;
   // Bytes this layer saves in forward for its backward, per sample.
   std::int64_t activation_bytes = 0;
+  // Set by loss layers only (see LossLabels). A model trains when its last layer is a loss.
+  std::optional<LossLabels> loss;
+  // The layer's GEMMs per sample (see GemmShape); optional.
+  std::vector<GemmShape> gemms;
 
   std::int64_t param_count() const;
 };
@@ -61,8 +94,8 @@ struct LayerContext {
   // may append what backward_weight will need (e.g. gradients at internal
   // GEMM outputs), since zero-bubble schedules run the two apart.
   std::vector<Tensor> saved;
-  // Targets for a loss layer: int32 [B, ...] class ids for cross-entropy,
-  // float32 shaped like the input for MSE. Set by the engine before forward.
+  // Targets for a loss layer, of the type its description's `loss` names,
+  // batched: [B, ...]. Set by the engine before forward.
   Tensor labels;
 };
 

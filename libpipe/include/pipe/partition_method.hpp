@@ -19,8 +19,15 @@
 //   profile             measured per-layer times (needs the training engine)
 //
 // The method keyword is case-insensitive; regexes are used as written.
+//
+// The methods are a table (partition_method.cpp): a name or prefix, how the
+// method gets its weights, and whether it needs measurement. A method's text is
+// parsed once, where its flag is read, into a PartitionMethod that pipe-train,
+// pipe-plan and the tests share; planning then needs the model alone.
 #pragma once
 
+#include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -42,11 +49,40 @@ struct PIPE_API PartitionPlan {
   double imbalance() const;
 };
 
+// A parsed partition method. parse() checks everything that needs no model
+// (the keyword, type: regexes and weights, manual: numbers) and throws one line
+// naming the method; what depends on the model (a regex that matches no layer,
+// a boundary out of range) is checked by plan_partition.
+class PIPE_API PartitionMethod {
+ public:
+  struct Parsed;  // the method's own arguments (partition_method.cpp)
+
+  PartitionMethod();  // parameters, the default
+  static PartitionMethod parse(const std::string& text);
+
+  const std::string& text() const { return text_; }  // as given
+  const std::string& name() const;                   // its table entry: "uniform", "type:", ...
+  // True when the weights are measured times that the caller must supply
+  // (profile: pipe-train times the layers; pipe-plan cannot).
+  bool needs_measurement() const;
+  const Parsed& parsed() const { return *parsed_; }
+
+ private:
+  PartitionMethod(std::string text, std::shared_ptr<const Parsed> parsed)
+      : text_(std::move(text)), parsed_(std::move(parsed)) {}
+
+  std::string text_;
+  std::shared_ptr<const Parsed> parsed_;
+};
+
 // Weights and boundaries for `method` on `num_stages` stages. Every error is
 // one line naming the method and what is wrong with it; no stage is ever
 // empty and no layer is ever dropped.
 // `measured_times` (seconds per layer, e.g. from profile_layer_times) is what
-// the 'profile' method balances; without it 'profile' is an error.
+// a method that needs measurement balances; without them it is an error.
+PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const PartitionMethod& method, int num_stages,
+                                      const std::vector<double>* measured_times = nullptr);
+// The same from the method's text, parsed here (for callers with one use of it).
 PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
                                       const std::vector<double>* measured_times = nullptr);
 

@@ -16,8 +16,9 @@
 
 // Bumped whenever LayerFactory, Layer, LayerRegistry or anything they expose
 // changes layout or virtual functions. 3: Parameter gained its float32 master
-// (mixed precision).
-#define PIPE_PLUGIN_ABI 3
+// (mixed precision). 4: LayerDescription gained the loss contract (`loss`)
+// and the layer's GEMM shapes (`gemms`).
+#define PIPE_PLUGIN_ABI 4
 
 #define PIPE_PLUGIN_ENTRY_SYMBOL "pipe_plugin_init"
 

@@ -119,6 +119,15 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
   return out;
 }
 
+const LossLabels& model_loss(const ModelDescription& description) {
+  if (description.layers.empty()) throw Error("the model has no layers, so no loss to train");
+  const LayerInfo& last = description.layers.back();
+  if (!last.description.loss)
+    throw Error("training needs a model that ends in a loss layer; its last layer, " + std::to_string(last.index) +
+                " (" + last.type + "), is not one (a loss declares its labels in LayerDescription::loss)");
+  return *last.description.loss;
+}
+
 std::uint64_t model_fingerprint(const ModelDescription& d) {
   std::string text;
   for (const auto& l : d.layers)

@@ -1,6 +1,7 @@
-// Partition methods: parsing a method name, turning the model description
-// into per-layer weights, and the one-line errors users see when a method
-// does not fit their model (bad regex, no matching layer, bad boundaries).
+// Partition methods: the table of methods, parsing a method's text once,
+// turning the model description into per-layer weights, and the one-line
+// errors users see when a method does not fit their model (bad regex, no
+// matching layer, bad boundaries).
 #include "pipe/partition_method.hpp"
 
 #include <algorithm>
@@ -15,9 +16,6 @@
 
 namespace libpipe {
 namespace {
-
-constexpr const char* kMethods =
-    "uniform, parameters, flops, type:REGEX, type:REGEX:WEIGHT|..., manual:B1,B2,..., profile";
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -129,14 +127,31 @@ struct Alternative {
   boost::regex regex;
 };
 
-// Weights for type:REGEX or type:RE1:W1|RE2:W2|...; *weighted tells which form.
-std::vector<double> type_weights(const ModelDescription& model, const std::string& method, bool* weighted_form) {
+struct MethodEntry;
+
+}  // namespace
+
+// What a method's text says beyond its keyword.
+struct PartitionMethod::Parsed {
+  const MethodEntry* entry = nullptr;
+  std::string name;                       // the entry's name
+  std::vector<Alternative> alternatives;  // type:
+  bool weighted = false;                  // type:RE1:W1|RE2:W2 rather than one regex
+  std::vector<int> boundaries;            // manual:, as given
+};
+
+namespace {
+
+using Parsed = PartitionMethod::Parsed;
+
+// type:REGEX or type:RE1:W1|RE2:W2|...: the regexes compiled, the weights read.
+void parse_types(const std::string& method, const std::string& body, Parsed& parsed) {
   const std::string prefix = "partition method '" + method + "': ";
-  const std::string body = method.substr(5);  // after "type:"
   std::vector<std::string> pieces = split(body, '|');
   // The weighted form needs every alternative to end in ':NUMBER'; otherwise
   // the whole text is one regex, '|' and all.
-  std::vector<Alternative> alternatives(pieces.size());
+  std::vector<Alternative>& alternatives = parsed.alternatives;
+  alternatives.resize(pieces.size());
   std::vector<std::string> numbers(pieces.size());
   bool weighted = true;
   for (std::size_t i = 0; i < pieces.size() && weighted; ++i)
@@ -163,43 +178,49 @@ std::vector<double> type_weights(const ModelDescription& model, const std::strin
       throw Error(prefix + "invalid regex '" + alt.pattern + "': " + regex_reason(e));
     }
   }
+  parsed.weighted = weighted;
+}
 
+// Each layer takes the weight of the first alternative whose regex finds its type.
+std::vector<double> type_weights(const ModelDescription& model, const std::string& method, const Parsed& parsed) {
+  const std::string prefix = "partition method '" + method + "': ";
   std::vector<double> weights(model.layers.size(), 0.0);
   std::vector<bool> assigned(model.layers.size(), false);
-  for (const auto& alt : alternatives) {
+  for (const auto& alt : parsed.alternatives) {
     bool any = false;
     for (std::size_t i = 0; i < model.layers.size(); ++i) {
       if (!boost::regex_search(model.layers[i].type, alt.regex)) continue;
       any = true;
-      // The first alternative that matches a layer decides its weight.
       if (!assigned[i]) weights[i] = alt.weight, assigned[i] = true;
     }
     if (!any)
       throw Error(prefix + "regex '" + alt.pattern + "' matches no layer (layer types in " + model_name(model) + ": " +
                   distinct_types(model) + ")");
   }
-
-  *weighted_form = weighted;
   return weights;
+}
+
+// manual:B1,B2,...: the numbers, read.
+void parse_boundaries(const std::string& method, const std::string& argument, Parsed& parsed) {
+  const std::string prefix = "partition method '" + method + "': ";
+  const std::string body = trim(argument);
+  if (body.empty()) return;
+  for (const auto& raw : split(body, ',')) {
+    std::string item = trim(raw);
+    char* end = nullptr;
+    long value = item.empty() ? 0 : std::strtol(item.c_str(), &end, 10);
+    bool digits = !item.empty() && item.find_first_not_of("0123456789-+") == std::string::npos;
+    if (!digits || end != item.c_str() + item.size() || value < -1000000000L || value > 1000000000L)
+      throw Error(prefix + "'" + item + "' is not a layer index");
+    parsed.boundaries.push_back(static_cast<int>(value));
+  }
 }
 
 // manual:B1,B2,... -> the full S+1 boundary list, checked with messages that
 // speak of the user's own numbers.
-Parts manual_parts(const std::string& method, std::size_t num_layers, int num_stages) {
+Parts manual_parts(const std::string& method, const std::vector<int>& given, std::size_t num_layers,
+                   int num_stages) {
   const std::string prefix = "partition method '" + method + "': ";
-  const std::string body = trim(method.substr(7));  // after "manual:"
-  std::vector<int> given;
-  if (!body.empty()) {
-    for (const auto& raw : split(body, ',')) {
-      std::string item = trim(raw);
-      char* end = nullptr;
-      long value = item.empty() ? 0 : std::strtol(item.c_str(), &end, 10);
-      bool digits = !item.empty() && item.find_first_not_of("0123456789-+") == std::string::npos;
-      if (!digits || end != item.c_str() + item.size() || value < -1000000000L || value > 1000000000L)
-        throw Error(prefix + "'" + item + "' is not a layer index");
-      given.push_back(static_cast<int>(value));
-    }
-  }
 
   const auto n = static_cast<int>(num_layers);
   const auto S = static_cast<std::size_t>(num_stages);
@@ -241,9 +262,94 @@ Parts manual_parts(const std::string& method, std::size_t num_layers, int num_st
   return parts;
 }
 
+// One partition method: its keyword (or prefix, ending in ':'), its syntax
+// for --help, whether its weights are measured, how it reads its argument and
+// how it plans. Adding a method is one entry here.
+struct MethodEntry {
+  const char* name;
+  const char* syntax;
+  bool needs_measurement;
+  void (*parse)(const std::string& method, const std::string& argument, Parsed& parsed);  // prefix methods
+  void (*plan)(const ModelDescription& model, const std::string& method, const Parsed& parsed, int num_stages,
+               const std::vector<double>* measured, PartitionPlan& plan);
+};
+
+std::string prefix_of(const std::string& method) { return "partition method '" + method + "': "; }
+
+const MethodEntry kMethodTable[] = {
+    {"uniform", "uniform", false, nullptr,
+     [](const ModelDescription& model, const std::string&, const Parsed&, int S, const std::vector<double>*,
+        PartitionPlan& plan) {
+       plan.weights.assign(model.layers.size(), 1.0);
+       plan.parts = partition_uniform(static_cast<std::int64_t>(model.layers.size()), S);
+     }},
+    {"parameters", "parameters", false, nullptr,
+     [](const ModelDescription& model, const std::string& method, const Parsed&, int S, const std::vector<double>*,
+        PartitionPlan& plan) {
+       plan.weights = parameter_weights(model);
+       plan.parts = balanced(plan.weights, S, only_layers(prefix_of(method), "trainable parameters"));
+     }},
+    {"flops", "flops", false, nullptr,
+     [](const ModelDescription& model, const std::string& method, const Parsed&, int S, const std::vector<double>*,
+        PartitionPlan& plan) {
+       for (const auto& layer : model.layers) plan.weights.push_back(static_cast<double>(layer.description.flops));
+       plan.parts = balanced(plan.weights, S, only_layers(prefix_of(method), "FLOPs"));
+     }},
+    {"type:", "type:REGEX, type:REGEX:WEIGHT|...", false, parse_types,
+     [](const ModelDescription& model, const std::string& method, const Parsed& parsed, int S,
+        const std::vector<double>*, PartitionPlan& plan) {
+       plan.weights = type_weights(model, method, parsed);
+       plan.parts = balanced(plan.weights, S, [&](std::size_t count) {
+         if (parsed.weighted)
+           return method + " gives weight to " + (count == 0 ? std::string("no layer") : layers_str(count));
+         return method + " matches " + layers_str(count);
+       });
+     }},
+    {"manual:", "manual:B1,B2,...", false, parse_boundaries,
+     [](const ModelDescription& model, const std::string& method, const Parsed& parsed, int S,
+        const std::vector<double>*, PartitionPlan& plan) {
+       plan.weights = parameter_weights(model);
+       plan.parts = manual_parts(method, parsed.boundaries, model.layers.size(), S);
+     }},
+    {"profile", "profile", true, nullptr,
+     [](const ModelDescription&, const std::string& method, const Parsed&, int S, const std::vector<double>* measured,
+        PartitionPlan& plan) {
+       plan.weights = *measured;
+       plan.parts = balanced(plan.weights, S, only_layers(prefix_of(method), "measured time"));
+     }},
+};
+
+std::string methods_list() {
+  std::string out;
+  for (const MethodEntry& m : kMethodTable) out += (out.empty() ? "" : ", ") + std::string(m.syntax);
+  return out;
+}
+
 }  // namespace
 
-std::string partition_methods_help() { return kMethods; }
+std::string partition_methods_help() { return methods_list(); }
+
+PartitionMethod::PartitionMethod() : PartitionMethod(parse("parameters")) {}
+
+PartitionMethod PartitionMethod::parse(const std::string& text) {
+  const std::string key = lower(text);
+  auto parsed = std::make_shared<Parsed>();
+  for (const MethodEntry& m : kMethodTable) {
+    const std::string name = m.name;
+    const bool prefix = name.back() == ':';
+    if (prefix ? !starts_with(key, name) : key != name) continue;
+    parsed->entry = &m;
+    parsed->name = name;
+    if (m.parse) m.parse(text, text.substr(name.size()), *parsed);
+    break;
+  }
+  if (!parsed->entry) throw Error("unknown partition method '" + text + "' (methods: " + methods_list() + ")");
+  return PartitionMethod(text, std::move(parsed));
+}
+
+const std::string& PartitionMethod::name() const { return parsed_->name; }
+
+bool PartitionMethod::needs_measurement() const { return parsed_->entry->needs_measurement; }
 
 std::vector<double> PartitionPlan::stage_weights() const { return libpipe::stage_weights(weights, parts); }
 
@@ -258,51 +364,27 @@ double PartitionPlan::imbalance() const {
   return *std::max_element(w.begin(), w.end()) / mean - 1;
 }
 
-PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
+PartitionPlan plan_partition(const ModelDescription& model, const PartitionMethod& method, int num_stages,
                              const std::vector<double>* measured_times) {
   if (num_stages < 1)
     throw Error("the number of pipeline stages must be at least 1, got " + std::to_string(num_stages));
   const std::size_t n = model.layers.size();
-  const std::string key = lower(method);
-  const std::string prefix = "partition method '" + method + "': ";
-
-  PartitionPlan plan;
-  plan.method = method;
-  const bool known = key == "uniform" || key == "parameters" || key == "flops" || key == "profile" ||
-                     starts_with(key, "type:") || starts_with(key, "manual:");
-  if (!known) throw Error("unknown partition method '" + method + "' (methods: " + kMethods + ")");
-  if (key == "profile" && (!measured_times || measured_times->size() != n))
-    throw Error(
-        "partition method 'profile' needs measured per-layer times (pipe-train measures them; pipe-plan cannot: "
-        "use parameters, flops or type:REGEX there)");
+  if (method.needs_measurement() && (!measured_times || measured_times->size() != n))
+    throw Error("partition method '" + method.name() +
+                "' needs measured per-layer times (pipe-train measures them; pipe-plan cannot: "
+                "use parameters, flops or type:REGEX there)");
   if (n < static_cast<std::size_t>(num_stages))
     throw Error("cannot split " + model_name(model) + "'s " + layers_str(n) + " into " + std::to_string(num_stages) +
                 " stages: every stage needs at least one layer");
-
-  if (key == "uniform") {
-    plan.weights.assign(n, 1.0);
-    plan.parts = partition_uniform(static_cast<std::int64_t>(n), num_stages);
-  } else if (key == "parameters") {
-    plan.weights = parameter_weights(model);
-    plan.parts = balanced(plan.weights, num_stages, only_layers(prefix, "trainable parameters"));
-  } else if (key == "profile") {
-    plan.weights = *measured_times;
-    plan.parts = balanced(plan.weights, num_stages, only_layers(prefix, "measured time"));
-  } else if (key == "flops") {
-    for (const auto& layer : model.layers) plan.weights.push_back(static_cast<double>(layer.description.flops));
-    plan.parts = balanced(plan.weights, num_stages, only_layers(prefix, "FLOPs"));
-  } else if (starts_with(key, "type:")) {
-    bool weighted = false;
-    plan.weights = type_weights(model, method, &weighted);
-    plan.parts = balanced(plan.weights, num_stages, [&](std::size_t count) {
-      if (weighted) return method + " gives weight to " + (count == 0 ? std::string("no layer") : layers_str(count));
-      return method + " matches " + layers_str(count);
-    });
-  } else {
-    plan.weights = parameter_weights(model);
-    plan.parts = manual_parts(method, n, num_stages);
-  }
+  PartitionPlan plan;
+  plan.method = method.text();
+  method.parsed().entry->plan(model, method.text(), method.parsed(), num_stages, measured_times, plan);
   return plan;
+}
+
+PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
+                             const std::vector<double>* measured_times) {
+  return plan_partition(model, PartitionMethod::parse(method), num_stages, measured_times);
 }
 
 }  // namespace libpipe

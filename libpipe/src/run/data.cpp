@@ -14,28 +14,25 @@ DataSource::~DataSource() = default;
 
 namespace {
 
-// What the model takes and what its loss wants, read off the description.
+// What the model takes and what its loss wants, read off the description
+// (the loss layer's contract, LayerDescription::loss).
 struct ModelIo {
   TensorType input;
   TensorType loss_input;  // the loss layer's input (logits or predictions)
-  bool cross_entropy = true;
-  std::int64_t classes = 0;  // last dim of the logits
-  std::int64_t vocab = 0;    // token models: the embedding's vocabulary
+  TensorType labels;      // per sample
+  bool cross_entropy = true;  // int32 class ids rather than float targets
+  std::int64_t classes = 0;   // class ids lie in [0, classes)
+  std::int64_t vocab = 0;     // token models: the embedding's vocabulary
 };
 
 ModelIo model_io(const ModelDescription& model) {
   ModelIo io;
   io.input = model.input;
-  const LayerInfo& loss = model.layers.back();
-  io.loss_input = loss.input;
-  if (loss.type == "SoftmaxCrossEntropy") {
-    io.cross_entropy = true;
-  } else if (loss.type == "MSELoss") {
-    io.cross_entropy = false;
-  } else {
-    throw Error("the model must end in a loss layer (SoftmaxCrossEntropy or MSELoss) to train, not " + loss.type);
-  }
-  if (io.cross_entropy) io.classes = loss.input.shape.back();
+  const LossLabels& labels = model_loss(model);
+  io.loss_input = model.layers.back().input;
+  io.labels = labels.type;
+  io.cross_entropy = labels.type.dtype == DType::int32;
+  io.classes = labels.classes;
   if (io.input.dtype == DType::int32) {
     const auto& first = model.layers.front().description.params;
     io.vocab = first.empty() ? io.classes : first.front().shape.front();  // an embedding's table is [V, C]
@@ -49,11 +46,7 @@ Shape batched(std::int64_t count, const Shape& shape) {
   return s;
 }
 
-Shape label_shape(const ModelIo& io, std::int64_t count) {
-  Shape s = batched(count, io.loss_input.shape);
-  if (io.cross_entropy) s.pop_back();
-  return s;
-}
+Shape label_shape(const ModelIo& io, std::int64_t count) { return batched(count, io.labels.shape); }
 
 std::uint64_t sample_seed(std::uint64_t seed, Split split, std::int64_t index) {
   return mix_seed(mix_seed(seed, split == Split::train ? 0x7261696eULL : 0x76616c69ULL),
@@ -64,17 +57,17 @@ class SyntheticData : public DataSource {
  public:
   SyntheticData(const ModelDescription& model, std::uint64_t seed) : io_(model_io(model)), seed_(seed) {
     if (io_.input.dtype == DType::int32) {
-      if (!io_.cross_entropy) throw Error("synthetic data for a token model needs a cross-entropy loss");
+      if (!io_.cross_entropy) throw Error("synthetic data for a token model needs a loss that takes class ids");
       if (io_.input.shape.size() != 1 || label_shape(io_, 1) != batched(1, io_.input.shape))
         throw Error("synthetic token data needs input [T] and logits [T, V]; the model has input " +
                     type_str(io_.input) + " and logits " + type_str(io_.loss_input));
     } else {
-      if (io_.cross_entropy && io_.loss_input.shape.size() != 1)
-        throw Error("synthetic data for a float model with cross-entropy needs logits [C] (one class per sample); "
-                    "the model's logits are " + type_str(io_.loss_input) + " (use --data or MSELoss)");
+      if (io_.cross_entropy && !io_.labels.shape.empty())
+        throw Error("synthetic data for a float model with class labels needs one class per sample; the model's "
+                    "loss takes labels " + type_str(io_.labels) + " (use --data or a regression loss)");
       // The teacher: a fixed random map from the input features to the targets.
       in_features_ = numel(io_.input.shape);
-      out_features_ = io_.cross_entropy ? io_.classes : numel(io_.loss_input.shape);
+      out_features_ = io_.cross_entropy ? io_.classes : numel(io_.labels.shape);
       teacher_.resize(static_cast<std::size_t>(in_features_ * out_features_));
       Rng rng(mix_seed(seed, 0x7465616368ULL));
       for (auto& w : teacher_) w = static_cast<float>(rng.normal() / std::sqrt(static_cast<double>(in_features_)));
@@ -90,7 +83,7 @@ class SyntheticData : public DataSource {
   Batch samples(Split split, std::int64_t first, std::int64_t count) const override {
     Batch b;
     b.input = Tensor::zeros(batched(count, io_.input.shape), io_.input.dtype);
-    b.labels = Tensor::zeros(label_shape(io_, count), io_.cross_entropy ? DType::int32 : DType::float32);
+    b.labels = Tensor::zeros(label_shape(io_, count), io_.labels.dtype);
     for (std::int64_t i = 0; i < count; ++i) {
       Rng rng(sample_seed(seed_, split, first + i));
       if (io_.input.dtype == DType::int32)

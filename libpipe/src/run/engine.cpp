@@ -515,9 +515,7 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   e.train = all[grid.stage_id()];
   e.stage_input = description.layers[module.begin()].input;
   e.stage_output = description.layers[module.end() - 1].description.output;
-  const std::string& loss_type = description.layers.back().type;
-  if (loss_type != "SoftmaxCrossEntropy" && loss_type != "MSELoss")
-    throw Error("training needs a model that ends in a loss layer (SoftmaxCrossEntropy or MSELoss), not " + loss_type);
+  (void)model_loss(description);  // the model ends in a loss
 
   // Checkpoint groups: every `interval` local layers, starting at the stage's first.
   const int n = static_cast<int>(module.layers().size());

@@ -39,17 +39,10 @@ double time_layer(const ModelSpec& model, const ModelDescription& description, c
   Tensor x = sample_input(info.input, batch, rng, device);
   Tensor dy = Tensor::zeros(batched(batch, info.description.output.shape), DType::float32, device);
   ops::fill(dy, 1e-3f);
-  const bool is_loss = index == static_cast<int>(model.layers.size()) - 1;
+  // A loss gets zero labels of the type it declares (class 0, or zero targets).
   Tensor labels;
-  if (is_loss) {
-    Shape label_shape = batched(batch, info.input.shape);
-    if (spec.type == "MSELoss") {
-      labels = Tensor::zeros(label_shape, DType::float32, device);
-    } else {
-      label_shape.pop_back();
-      labels = Tensor::zeros(label_shape, DType::int32, device);
-    }
-  }
+  if (info.description.loss)
+    labels = Tensor::zeros(batched(batch, info.description.loss->type.shape), info.description.loss->type.dtype, device);
   // A device runs ops asynchronously: the clock is read with nothing in flight.
   Backend& backend = backend_for(device);
   double best = 1e300;
