@@ -62,8 +62,13 @@ set_tests_properties(sim.trace_read PROPERTIES FIXTURES_REQUIRED sim_trace)
 # Bad input: one line, exit 1.
 pipe_sim_test(zero_stages 1 "pipe-sim: error: --stages must be at least 1, not 0" -- --stages 0)
 pipe_sim_test(zero_micro_batches 1 "pipe-sim: error: --micro-batches must be at least 1, not 0" -- --micro-batches 0)
-pipe_sim_test(unknown_schedule 1 "pipe-sim: error: unknown pipeline schedule 'zb-h1'" "known schedules: inference, gpipe, 1f1b"
-  -- --schedule zb-h1)
+pipe_sim_test(unknown_schedule 1 "pipe-sim: error: unknown pipeline schedule 'zb-v'" "known schedules: inference, gpipe, 1f1b, zb-h1"
+  -- --schedule zb-v)
+# ZB-H1 with F = B = W: makespan 3M+S-1 = 27 units, bubble 3/27, a third of 1F1B's idle time.
+pipe_sim_test(json_zb_h1 0 [["makespan":27.0]] [["theoretical_bubble":0.1111111111]] [["schedule":"zb-h1"]]
+  -- --schedule zb-h1 --stages 4 --micro-batches 8 --forward 1 --backward 1 --weight 1 --json)
+pipe_sim_test(zb_h1_needs_m_ge_s 1 "pipe-sim: error: the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got 3 micro-batches for 4 stages"
+  -- --schedule zb-h1 --stages 4 --micro-batches 3)
 pipe_sim_test(unknown_flag 1 "pipe-sim: error: unrecognised option '--bubbles' (see --help)" -- --bubbles)
 pipe_sim_test(bad_costs 1 "pipe-sim: error: --costs entry 1 ('3') is not F:B or F:B:W" -- --costs 1:2,3)
 pipe_sim_test(costs_count 1 "pipe-sim: error: --costs has 2 entries for 3 stages (one F:B[:W] entry per stage)"

@@ -7,6 +7,8 @@
 #   checkpointing   activation checkpointing every 1 and 2 layers changes nothing (bit-identical)
 #   schedules       gpipe and 1f1b give bit-identical losses
 #   learns          the default job on the built-in data at least halves the loss
+#   zero-bubble     zb-h1 (split backward) on 2, 3, 4 stages == 1 stage, with checkpointing, data parallelism
+#                   (== 1f1b) and a save under zb-h1 resumed under 1f1b, all bit-identical
 #   plugin-loss     a model ending in a test plugin's own loss (L1Loss) trains, 1 and 2 stages bit-identical
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
@@ -62,6 +64,22 @@ case $check in
     run f1b 3 "${small[@]}" --stages 3 --schedule 1f1b
     run gpipe 3 "${small[@]}" --stages 3 --schedule gpipe
     same f1b gpipe ;;
+  zero-bubble)
+    # zb-h1 runs B and W apart, W deferred: still the computation of one stage. 2, 3 and 4 stages (tied head and
+    # embedding on different stages) are bit-identical to 1, also with activation checkpointing; with data
+    # parallelism it matches 1f1b bit for bit; a checkpoint saved under zb-h1 resumes under 1f1b on 3 stages.
+    run s1 1 "${small[@]}" --stages 1
+    for s in 2 3 4; do run "zb$s" "$s" "${small[@]}" --stages "$s" --schedule zb-h1; same s1 "zb$s"; done
+    run zbckpt 2 "${small[@]}" --stages 2 --schedule zb-h1 --activation-checkpoint-interval 1
+    same s1 zbckpt
+    dp=(--model gpt-tiny --steps 10 --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2)
+    run f1bd2 4 "${dp[@]}" --schedule 1f1b
+    run zbd2 4 "${dp[@]}" --schedule zb-h1
+    same f1bd2 zbd2
+    run zbfirst 2 "${base[@]}" --stages 2 --steps 10 --schedule zb-h1 --save "$work/zbck"
+    run then 3 "${small[@]}" --stages 3 --schedule 1f1b --load "$work/zbck"
+    cat "$work/zbfirst.json" "$work/then.json" | grep -v summary > "$work/joined.json"
+    same s1 joined ;;
   learns)
     run default 4 --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:TransformerBlock --steps 60 --warmup-steps 5
     first=$(series default loss | head -1) last=$(series default loss | tail -1)

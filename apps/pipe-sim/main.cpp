@@ -56,7 +56,7 @@ po::options_description flags(Options& o) {
      "pipeline stages (with --costs and no --stages: one per entry)")
     ("micro-batches", po::value(&o.micro_batches)->value_name("M")->default_value(o.micro_batches),
      "micro-batches per step")
-    ("schedule", po::value(&o.schedule)->value_name("KIND")->default_value(o.schedule), "1f1b, gpipe or inference")
+    ("schedule", po::value(&o.schedule)->value_name("KIND")->default_value(o.schedule), "1f1b, gpipe, zb-h1 or inference")
     ("forward", po::value(&o.forward)->value_name("F")->default_value(o.forward), "forward time per micro-batch, every stage")
     ("backward", po::value(&o.backward)->value_name("B")->default_value(o.backward),
      "backward (input gradient) time per micro-batch, every stage")
@@ -299,7 +299,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   }
   std::cout << "makespan: " << time_text(r.makespan, unit) << "\n";
   std::cout << "bubble: " << percent(r.bubble)
-            << " (theoretical (S-1)/(M+S-1) for equal stages: " << percent(r.theoretical_bubble) << ")\n";
+            << (r.kind == "zb-h1" ? " (theoretical (S-1)/(3M+S-1) for equal stages and F = B = W: "
+                                 : " (theoretical (S-1)/(M+S-1) for equal stages: ") << percent(r.theoretical_bubble) << ")\n";
   if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
   if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";
   return 0;
@@ -367,7 +368,7 @@ int main(int argc, char** argv) {
   try {
     po::variables_map vm;
     if (!pipe_apps::parse_flags(argc, argv, flags(o),
-                                "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|inference]\n"
+                                "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|zb-h1|inference]\n"
                                 "                [--forward F --backward B --weight W | --costs F:B,F:B,... | "
                                 "--model M]\n"
                                 "                [--svg FILE] [--trace FILE] [--grid] [--json]\n"

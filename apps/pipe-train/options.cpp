@@ -57,7 +57,9 @@ po::options_description describe_flags(Options& o) {
   training.add_options()
     ("steps", po::value(&o.steps)->value_name("N")->default_value(o.steps), "optimizer steps to run")
     ("schedule", po::value(&t.schedule)->value_name("KIND")->default_value(t.schedule),
-     "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule) or gpipe (fill-drain)")
+     "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule), gpipe (fill-drain), or zb-h1 "
+     "(zero-bubble: weight gradients deferred into the bubble, at 1F1B's peak memory; needs micro-batches >= stages, "
+     "and --comm mpi)")
     ("micro-batches", po::value(&t.micro_batches)->value_name("M")->default_value(t.micro_batches),
      "micro-batches per step and replica (gradient accumulation)")
     ("micro-batch-size", po::value(&t.micro_batch_size)->value_name("B")->default_value(t.micro_batch_size),

@@ -75,12 +75,16 @@ int count(const Schedule& s, OpKind k) {
 
 }  // namespace
 
+// DeepSpeed's step model: a step is half a forward+backward slot, B and W together, every message within a step.
+const std::vector<std::string> kStepKinds = {"inference", "gpipe", "1f1b"};
+
 BOOST_AUTO_TEST_CASE(kinds_and_argument_errors) {
-  BOOST_TEST(libpipe::schedule_kinds() == Lines({"inference", "gpipe", "1f1b"}), boost::test_tools::per_element());
+  BOOST_TEST(libpipe::schedule_kinds() == Lines({"inference", "gpipe", "1f1b", "zb-h1"}),
+             boost::test_tools::per_element());
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("1F1B", 4, 8, 0); }),
-                    "unknown pipeline schedule '1F1B' (did you mean '1f1b'?); known schedules: inference, gpipe, 1f1b");
-  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-h1", 4, 8, 0); }),
-                    "unknown pipeline schedule 'zb-h1'; known schedules: inference, gpipe, 1f1b");
+                    "unknown pipeline schedule '1F1B' (did you mean '1f1b'?); known schedules: inference, gpipe, 1f1b, zb-h1");
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-v", 4, 8, 0); }),
+                    "unknown pipeline schedule 'zb-v' (did you mean 'zb-h1'?); known schedules: inference, gpipe, 1f1b, zb-h1");
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("1f1b", 0, 8, 0); }),
                     "a pipeline schedule needs at least 1 stage, got 0");
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("gpipe", 2, 0, 0); }),
@@ -90,7 +94,7 @@ BOOST_AUTO_TEST_CASE(kinds_and_argument_errors) {
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("inference", 1, 8, -1); }),
                     "stage -1 is outside the pipeline's 1 stage (0..0)");
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_checked_schedules("pipedream", 4, 8); }),
-                    "unknown pipeline schedule 'pipedream'; known schedules: inference, gpipe, 1f1b");
+                    "unknown pipeline schedule 'pipedream'; known schedules: inference, gpipe, 1f1b, zb-h1");
   BOOST_CHECK_EQUAL(error_of([] { libpipe::theoretical_bubble("1f1b", 4, 0); }),
                     "a pipeline schedule needs at least 1 micro-batch, got 0");
   BOOST_CHECK(libpipe::is_training_schedule("1f1b") && libpipe::is_training_schedule("gpipe"));
@@ -175,7 +179,7 @@ BOOST_AUTO_TEST_CASE(gpipe_and_inference_small_cases) {
 // Counts and structure for every S in 1..8 and M in 1..16, and every kind
 // passes the checker.
 BOOST_AUTO_TEST_CASE(every_small_pipeline_is_well_formed) {
-  for (const auto& kind : libpipe::schedule_kinds())
+  for (const auto& kind : kStepKinds)
     for (int S = 1; S <= 8; ++S)
       for (int M = 1; M <= 16; ++M) {
         BOOST_TEST_CONTEXT(kind << " S=" << S << " M=" << M) {
@@ -264,7 +268,7 @@ BOOST_AUTO_TEST_CASE(in_flight_micro_batches) {
 BOOST_AUTO_TEST_CASE(bubble_matches_the_grid) {
   BOOST_CHECK_CLOSE(libpipe::theoretical_bubble("1f1b", 4, 8), 3.0 / 11.0, 1e-12);
   BOOST_CHECK_EQUAL(libpipe::theoretical_bubble("gpipe", 1, 5), 0.0);
-  for (const auto& kind : libpipe::schedule_kinds())
+  for (const auto& kind : kStepKinds)
     for (int S = 1; S <= 8; ++S)
       for (int M = 1; M <= 16; ++M)
         for (int s = 0; s < S; ++s) {
@@ -283,7 +287,7 @@ BOOST_AUTO_TEST_CASE(bubble_matches_the_grid) {
 // step is atomic, so an engine may wait for all of a step's traffic at the end
 // of the step (and then reuse any buffer) without deadlock.
 BOOST_AUTO_TEST_CASE(messages_stay_within_a_step) {
-  for (const auto& kind : libpipe::schedule_kinds())
+  for (const auto& kind : kStepKinds)
     for (int S = 2; S <= 8; ++S)
       for (int M = 1; M <= 16; ++M) {
         const auto v = all_stages(kind, S, M);
@@ -622,5 +626,51 @@ BOOST_AUTO_TEST_CASE(checker_refuses_inconsistent_sets_of_schedules) {
                     k + "stage 2 has a gpipe schedule (3 stages, 2 micro-batches) instead");
   v[0].kind = "zb";
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
-                    "unknown pipeline schedule 'zb'; known schedules: inference, gpipe, 1f1b");
+                    "unknown pipeline schedule 'zb'; known schedules: inference, gpipe, 1f1b, zb-h1");
+}
+
+// ZB-H1: B and W apart, W deferred s micro-batches on stage s. Proven by the checker for every small case; one
+// compute per step, 3M+S-1 steps, so S-1 idle steps per stage (the bubble (S-1)/(3M+S-1) with F = B = W); at most
+// S micro-batches live per stage (1F1B's peak); W's in micro-batch order, as one stage accumulates gradients, so
+// that losses stay bit-identical to one stage.
+BOOST_AUTO_TEST_CASE(zb_h1_is_well_formed) {
+  for (int S = 1; S <= 8; ++S)
+    for (int M = S; M <= 3 * S + 4; ++M) {
+      BOOST_TEST_CONTEXT("zb-h1 S=" << S << " M=" << M) {
+        std::vector<Schedule> v;
+        BOOST_REQUIRE_NO_THROW(v = libpipe::make_checked_schedules("zb-h1", S, M));
+        for (int s = 0; s < S; ++s) {
+          const Schedule& sch = v[s];
+          BOOST_CHECK_EQUAL(sch.steps.size(), static_cast<size_t>(3 * M + S - 1));
+          BOOST_CHECK_EQUAL(count(sch, OpKind::Forward), M);
+          BOOST_CHECK_EQUAL(count(sch, OpKind::BackwardInput), M);
+          BOOST_CHECK_EQUAL(count(sch, OpKind::BackwardWeight), M);
+          BOOST_CHECK_EQUAL(libpipe::peak_in_flight(sch), S);
+          BOOST_CHECK_LE(libpipe::peak_in_flight(sch), sch.num_buffers);
+          int idle = 0, next_w = 0, computes_per_step_max = 0;
+          for (const auto& step : sch.steps) {
+            int computes = 0;
+            for (const auto& i : step) {
+              const bool compute = i.kind == OpKind::Forward || i.kind == OpKind::BackwardInput ||
+                                   i.kind == OpKind::BackwardWeight;
+              computes += compute;
+              if (i.kind == OpKind::BackwardWeight) BOOST_CHECK_EQUAL(i.micro_batch, next_w++);
+            }
+            idle += computes == 0;
+            computes_per_step_max = std::max(computes_per_step_max, computes);
+          }
+          BOOST_CHECK_EQUAL(computes_per_step_max, 1);
+          BOOST_CHECK_EQUAL(idle, S - 1);
+          BOOST_CHECK_CLOSE(static_cast<double>(idle) / sch.steps.size(), libpipe::theoretical_bubble("zb-h1", S, M),
+                            1e-9);
+        }
+      }
+    }
+  BOOST_CHECK_LT(libpipe::theoretical_bubble("zb-h1", 4, 8), libpipe::theoretical_bubble("1f1b", 4, 8) / 2);
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-h1", 4, 3, 0); }),
+                    "the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got 3 micro-batches "
+                    "for 4 stages");
+  // Its messages may cross steps, which a Comm that batches each step's transfers (NCCL) cannot run.
+  BOOST_CHECK_THROW(libpipe::check_messages_within_steps(libpipe::make_checked_schedules("zb-h1", 4, 8)),
+                    libpipe::Error);
 }

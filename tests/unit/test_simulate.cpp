@@ -152,6 +152,29 @@ BOOST_AUTO_TEST_CASE(uniform_makespan_is_m_plus_s_minus_1_slots) {
   BOOST_TEST(inference.busy[3] == 8 * 2.0);
 }
 
+// ZB-H1 with W <= F: makespan M(F+B+W) + (S-1)(F+B-W), so with F = B = W the bubble (S-1)/(3M+S-1), a third of
+// 1F1B's idle time.
+BOOST_AUTO_TEST_CASE(zb_h1_closed_form) {
+  const StageCosts ratios[] = {{1, 1, 1}, {1, 2, 1}, {2, 3, 1}, {1, 1, 0.5}, {0.5, 1.5, 0.25}};
+  for (const StageCosts& c : ratios)
+    for (int S = 1; S <= 12; ++S)
+      for (int M = S; M <= 3 * S + 2; ++M) {
+        const auto r = libpipe::simulate("zb-h1", S, M, {c});
+        const double F = c.forward, B = c.backward_input, W = c.backward_weight;
+        BOOST_TEST(std::fabs(r.makespan - (M * (F + B + W) + (S - 1) * (F + B - W))) < 1e-9,
+                   "zb-h1 S=" << S << " M=" << M << " F:B:W=" << F << ":" << B << ":" << W);
+      }
+  for (int S = 2; S <= 8; ++S)
+    for (int M = S; M <= 32; M += 3) {
+      const auto zb = libpipe::simulate("zb-h1", S, M, {{1, 1, 1}});
+      const auto f1b = libpipe::simulate("1f1b", S, M, {{1, 1, 1}});
+      BOOST_TEST(std::fabs(zb.bubble - static_cast<double>(S - 1) / (3 * M + S - 1)) < 1e-9);
+      BOOST_TEST(std::fabs(zb.theoretical_bubble - zb.bubble) < 1e-12);
+      BOOST_TEST(zb.bubble < f1b.bubble);
+      BOOST_TEST(zb.makespan < f1b.makespan);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_slow_stage_dominates) {
   // Stage 2 of 5 costs three times the others: the pipeline runs at its pace.
   std::vector<StageCosts> costs(5, StageCosts{1, 2, 0});

@@ -83,6 +83,11 @@ struct Schedule {
 // half a forward+backward slot and a stage idles in every other step of the
 // warm-up and cool-down. Training kinds end with RT, RD, OPT in the last step.
 // B and W of a micro-batch sit together (B then W) in one step.
+//  - "zb-h1": zero-bubble ZB-H1 (Qi et al., 2024): B and W apart, each W
+//    deferred s micro-batches on stage s to fill the cool-down; one compute
+//    per step (a third of a forward+backward slot), 3M+S-1 steps; at most S
+//    micro-batches live per stage (1F1B's peak); needs M >= S. A message may be
+//    received in a later step than it is sent (so not in NCCL step batches).
 // Errors: unknown kind (the message lists the known ones), stages or
 // micro_batches < 1, stage outside 0..stages-1.
 PIPE_API Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage);
@@ -155,7 +160,9 @@ PIPE_API std::vector<Schedule> make_checked_schedules(const std::string& kind, i
 PIPE_API int peak_in_flight(const Schedule& schedule);
 
 // The fraction of a step's time a stage idles when every stage costs the same
-// per micro-batch: (S-1)/(M+S-1) for gpipe, 1f1b and inference (FACTS.md).
+// per micro-batch: (S-1)/(M+S-1) for gpipe, 1f1b and inference (FACTS.md);
+// for zb-h1 with F = B = W, (S-1)/(3M+S-1): its idle time (S-1)(F+B-W) over a
+// makespan of M(F+B+W) + (S-1)(F+B-W).
 PIPE_API double theoretical_bubble(const std::string& kind, int stages, int micro_batches);
 
 }  // namespace libpipe

@@ -43,7 +43,8 @@ struct SimResult {
 // matched in order, as MPI does. Blocks of zero length are left out.
 //
 // For equal costs on every stage the bubble is the closed form
-// (S-1)/(M+S-1) for gpipe, 1f1b and inference, whatever F, B and W are.
+// (S-1)/(M+S-1) for gpipe, 1f1b and inference, whatever F, B and W are, and
+// (S-1)/(3M+S-1) for zb-h1 when F = B = W.
 // Time and memory are linear in the number of instructions: 1,024 stages x
 // 4,096 micro-batches take a few seconds.
 // Errors: those of make_schedule; costs neither 1 nor `stages` long;

@@ -16,7 +16,7 @@ namespace libpipe {
 
 namespace {
 
-const std::vector<std::string> kKinds = {"inference", "gpipe", "1f1b"};
+const std::vector<std::string> kKinds = {"inference", "gpipe", "1f1b", "zb-h1"};
 
 bool is_step_wide(OpKind k) {
   return k == OpKind::ReduceTiedGrads || k == OpKind::ReduceGrads || k == OpKind::OptimizerStep;
@@ -45,9 +45,11 @@ std::string describe(const Schedule& s) {
   return s.kind + " schedule (" + plural(s.stages, "stage") + ", " + plural(s.micro_batches, "micro-batch") + ")";
 }
 
-// What a stage computes in one step: a forward or a backward of a micro-batch.
+// What a stage computes in one step: a forward, a whole backward (B then W), or
+// one half of a split backward (zero-bubble schedules) of a micro-batch.
+enum class Work { forward, backward, backward_input, backward_weight };
 struct Compute {
-  bool forward;
+  Work work;
   int micro_batch;
 };
 using Placement = std::vector<std::optional<Compute>>;  // one entry per step
@@ -65,7 +67,7 @@ Placement place_1f1b(int S, int M, int s) {
       mb = t / 2 - S + (s + 1) / 2;  // _even_step_backward_id (odd stage)
     else
       mb = (t - 1) / 2 - S + 1 + s / 2;  // _odd_step_backward_id (even stage)
-    if (mb >= 0 && mb < M) p[t] = Compute{forward, mb};
+    if (mb >= 0 && mb < M) p[t] = Compute{forward ? Work::forward : Work::backward, mb};
   }
   return p;
 }
@@ -76,21 +78,46 @@ Placement place_1f1b(int S, int M, int s) {
 Placement place_gpipe(int S, int M, int s) {
   Placement p(2 * (M + S - 1));
   for (int m = 0; m < M; ++m) {
-    p[m + s] = Compute{true, m};
-    p[(M + S - 1) + m + (S - 1 - s)] = Compute{false, m};
+    p[m + s] = Compute{Work::forward, m};
+    p[(M + S - 1) + m + (S - 1 - s)] = Compute{Work::backward, m};
   }
   return p;
 }
 
 Placement place_inference(int S, int M, int s) {
   Placement p(M + S - 1);
-  for (int m = 0; m < M; ++m) p[m + s] = Compute{true, m};
+  for (int m = 0; m < M; ++m) p[m + s] = Compute{Work::forward, m};
+  return p;
+}
+
+// Zero-bubble ZB-H1 (Qi et al., ICLR 2024): backward split into B (input
+// gradient, on the critical path) and W (weight gradient, deferrable). Stage s
+// warms up with S-s forwards, then runs B_k, W_(k-s) (its W's lag its B's by s
+// micro-batches) and the next forward in turn, and drains the deferred W's at
+// the end, where 1F1B idles. With F = B = W = 1 every op after the warm-up
+// runs back to back from slot 2S-1-s (checked against a dependency simulation
+// for S <= 12, S <= M <= 3S+2 when this was written), so the makespan is
+// 3M + S - 1 slots: the bubble is (S-1)(F+B-W), a third of 1F1B's, and every
+// stage holds at most S micro-batches from F to W, 1F1B's peak (stage 0).
+// Needs M >= S (checked in make_schedule).
+Placement place_zb_h1(int S, int M, int s) {
+  Placement p(3 * M + S - 1);
+  const int warm = S - s;
+  for (int m = 0; m < warm; ++m) p[s + m] = Compute{Work::forward, m};
+  int t = 2 * S - 1 - s, next_forward = warm, next_weight = 0;
+  for (int k = 0; k < M; ++k) {
+    p[t++] = Compute{Work::backward_input, k};
+    if (k - next_weight >= s) p[t++] = Compute{Work::backward_weight, next_weight++};
+    if (next_forward < M) p[t++] = Compute{Work::forward, next_forward++};
+  }
+  while (next_weight < M) p[t++] = Compute{Work::backward_weight, next_weight++};
   return p;
 }
 
 int num_buffers(const std::string& kind, int S, int M, int s) {
   if (kind == "gpipe") return M;
   if (kind == "1f1b") return std::max(2, std::min(S - s, M));  // DeepSpeed's num_pipe_buffers
+  if (kind == "zb-h1") return std::max(2, S);                  // F to W of S micro-batches on every stage
   return 2;                                                    // inference: one receiving, one sending
 }
 
@@ -106,20 +133,23 @@ std::vector<Step> assemble(const Placement& p, const Schedule& sch) {
     Step& step = steps[t];
     if (t > 0 && p[t - 1]) {
       const Compute& prev = *p[t - 1];
-      if (prev.forward && !last) step.push_back(op(OpKind::SendActivation, prev.micro_batch));
-      if (!prev.forward && !first) step.push_back(op(OpKind::SendGrad, prev.micro_batch));
+      const bool backward = prev.work == Work::backward || prev.work == Work::backward_input;
+      if (prev.work == Work::forward && !last) step.push_back(op(OpKind::SendActivation, prev.micro_batch));
+      if (backward && !first) step.push_back(op(OpKind::SendGrad, prev.micro_batch));
     }
     if (p[t]) {
       const int mb = p[t]->micro_batch;
-      if (p[t]->forward) {
+      const Work work = p[t]->work;
+      if (work == Work::forward) {
         if (first || last) step.push_back(op(OpKind::LoadMicroBatch, mb));
         if (!first) step.push_back(op(OpKind::RecvActivation, mb));
         step.push_back(op(OpKind::Forward, mb));
-      } else {
+      }
+      if (work == Work::backward || work == Work::backward_input) {
         if (!last) step.push_back(op(OpKind::RecvGrad, mb));
         step.push_back(op(OpKind::BackwardInput, mb));
-        step.push_back(op(OpKind::BackwardWeight, mb));
       }
+      if (work == Work::backward || work == Work::backward_weight) step.push_back(op(OpKind::BackwardWeight, mb));
     }
   }
   if (is_training_schedule(sch.kind) && T > 0) {
@@ -538,8 +568,12 @@ Schedule make_schedule(const std::string& kind, int stages, int micro_batches, i
   s.micro_batches = micro_batches;
   s.stage = stage;
   s.num_buffers = num_buffers(kind, stages, micro_batches, stage);
+  if (kind == "zb-h1" && micro_batches < stages)
+    throw Error("the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got " +
+                plural(micro_batches, "micro-batch") + " for " + plural(stages, "stage"));
   const Placement p = kind == "1f1b"    ? place_1f1b(stages, micro_batches, stage)
                       : kind == "gpipe" ? place_gpipe(stages, micro_batches, stage)
+                      : kind == "zb-h1" ? place_zb_h1(stages, micro_batches, stage)
                                         : place_inference(stages, micro_batches, stage);
   s.steps = assemble(p, s);
   return s;
@@ -673,6 +707,8 @@ int peak_in_flight(const Schedule& schedule) {
 double theoretical_bubble(const std::string& kind, int stages, int micro_batches) {
   require_kind(kind);
   require_shape(stages, micro_batches);
+  // ZB-H1 with F = B = W: (S-1)(F+B-W) idle in a makespan of M(F+B+W) + (S-1)(F+B-W).
+  if (kind == "zb-h1") return static_cast<double>(stages - 1) / (3.0 * micro_batches + stages - 1);
   return static_cast<double>(stages - 1) / (micro_batches + stages - 1);
 }
 

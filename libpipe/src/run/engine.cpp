@@ -499,7 +499,7 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   if (options.micro_batches < 1 || options.micro_batch_size < 1)
     throw Error("micro-batches and micro-batch size must be at least 1");
   if (!is_training_schedule(options.schedule))
-    throw Error("schedule '" + options.schedule + "' cannot train (it has no backward); use 1f1b or gpipe");
+    throw Error("schedule '" + options.schedule + "' cannot train (it has no backward); use 1f1b, gpipe or zb-h1");
   // Tags are 2 per micro-batch; MPI guarantees at least 32767 of them.
   int* tag_ub = nullptr;
   int has_tag_ub = 0;
@@ -511,7 +511,6 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   // Every rank proves the whole set of schedules (all stages together: every
   // send meets its receive, nothing deadlocks) before it runs its own.
   const std::vector<Schedule> all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches);
-  if (options.comm == CommKind::nccl) check_messages_within_steps(all);  // NCCL runs them in step batches
   e.train = all[grid.stage_id()];
   e.stage_input = description.layers[module.begin()].input;
   e.stage_output = description.layers[module.end() - 1].description.output;
@@ -549,6 +548,14 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
   // In the same order on every rank: making an NCCL comm is collective.
   const CommKind kind = options.comm;
   e.pipe_comm = make_comm(kind, grid.pipe_comm(), "the pipeline of replica " + std::to_string(grid.data_parallel_id()));
+  // A comm that runs each step's transfers as one batch (NCCL) needs every message sent and received in one step.
+  if (!e.pipe_comm->receives_ahead()) {
+    try {
+      check_messages_within_steps(all);
+    } catch (const Error& error) {
+      throw Error(std::string(error.what()) + "; the " + options.schedule + " schedule needs --comm mpi");
+    }
+  }
   e.data_comm = make_comm(kind, grid.data_parallel_comm(), "the data-parallel group of stage " + stage);
   e.world_comm = make_mpi_comm(grid.world(), "the whole job");  // host values only
   for (const auto& tie : module.tie_groups())
