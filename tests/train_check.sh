@@ -106,7 +106,15 @@ case $check in
       same straight "joined$s"
     done
     run older 3 "${small[@]}" --stages 3 --load "$work/ck/step-00000005"
-    [ "$(series older loss | wc -l)" -eq 15 ] || { echo "FAIL: resuming from step 5 did not run 15 steps"; exit 1; } ;;
+    [ "$(series older loss | wc -l)" -eq 15 ] || { echo "FAIL: resuming from step 5 did not run 15 steps"; exit 1; }
+    # Saving step 10 again (resumed from step 5) never writes over the checkpoint that latest names: it goes to
+    # step-00000010.1, latest moves there, the replaced one goes, and resuming from it continues the same run.
+    run resave 2 "${base[@]}" --stages 2 --steps 10 --load "$work/ck/step-00000005" --save "$work/ck"
+    grep -q "^step-00000010.1$" "$work/ck/latest" || { echo "FAIL: latest does not name step-00000010.1"; exit 1; }
+    [ ! -e "$work/ck/step-00000010" ] || { echo "FAIL: the replaced checkpoint is still there"; exit 1; }
+    run again 2 "${small[@]}" --stages 2 --load "$work/ck"
+    cat "$work/first.json" "$work/again.json" | grep -v summary > "$work/joined_again.json"
+    same straight joined_again ;;
   checkpoint-errors)
     run saved 2 "${base[@]}" --stages 2 --steps 2 --save "$work/ck"
     ck="$work/ck/step-00000002"

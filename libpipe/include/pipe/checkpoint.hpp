@@ -9,7 +9,10 @@
 //
 // Every file is written to a temporary name, fsynced and renamed; `latest`
 // moves only after the manifest is in place, so a crash at any moment leaves
-// the previous checkpoint loadable. Layers are found by global index, so a
+// the previous checkpoint loadable. A step saved again (after resuming from an
+// older checkpoint) goes to a new directory, DIR/step-00000010.1, never over the
+// one `latest` may name; that one is removed once `latest` names the new one.
+// Layers are found by global index, so a
 // checkpoint loads under any number of stages and data-parallel replicas.
 // A tied weight is stored once, by the first layer of its tie group.
 #pragma once

@@ -101,7 +101,14 @@ Tensor host_copy(const Tensor& t) { return ops::to_device(t, Device::cpu); }
 std::string save_checkpoint(const std::string& dir, std::int64_t next_step, PipelineModule& module,
                             Optimizer& optimizer, const PipelineParallelGrid& grid, const ModelDescription& d,
                             const std::string& settings) {
-  const fs::path target = fs::path(dir) / step_name(next_step);
+  // A step that already has a checkpoint (saved again after resuming from an older one) is saved beside it, in
+  // step-N.1 (.2, ...), never over it: `latest` may name it, and a save that fails half-way must leave it whole.
+  // Once the new one is complete and `latest` names it, the one it replaces goes. Rank 0 picks the name.
+  auto copy_dir = [&](int copy) {
+    return fs::path(dir) / (step_name(next_step) + (copy == 0 ? "" : "." + std::to_string(copy)));
+  };
+  int copy = 0;
+  fs::path target;
   const std::vector<int> owner = tie_owner_of(d);
   // Replica 0 of each stage writes its layers; the others hold the same values.
   const bool writer = grid.data_parallel_id() == 0 && grid.model_parallel_id() == 0;
@@ -110,7 +117,9 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   // Two phases, each ending with every rank agreeing (which is also the
   // barrier): rank 0 makes the directory, then the writers write into it.
   auto make_directory = [&] {
-    if (grid.global_rank() == 0) fs::create_directories(target);
+    if (grid.global_rank() != 0) return;
+    while (fs::is_directory(copy_dir(copy))) ++copy;
+    fs::create_directories(copy_dir(copy));  // a file in the way fails here
   };
   auto write_layers = [&] {
     if (!writer) return;
@@ -134,8 +143,9 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   };
   // A failure to write on any rank fails the save on every rank, and the
   // previous checkpoint stays the latest.
-  bool ok = run_phase_on_all(grid.world(), make_directory, result) &&
-            run_phase_on_all(grid.world(), write_layers, result);
+  bool ok = run_phase_on_all(grid.world(), make_directory, result);
+  if (ok) target = copy_dir(broadcast_int(grid.world(), copy, 0, "the name of the checkpoint's directory"));
+  ok = ok && run_phase_on_all(grid.world(), write_layers, result);
   auto checksums = gather_strings(grid.world(), mine.dump());
   if (!ok) throw Error(result.ok ? "checkpoint: another rank failed to write its layers" : result.message);
   if (grid.global_rank() == 0) {
@@ -155,8 +165,12 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
                      {"files", files}};
     const std::string text = manifest.dump(2) + "\n";
     write_atomically((target / "manifest.json").string(), text.data(), text.size());
-    const std::string latest = step_name(next_step) + "\n";
+    const std::string latest = target.filename().string() + "\n";
     write_atomically((fs::path(dir) / "latest").string(), latest.data(), latest.size());
+    for (int older = 0; older < copy; ++older) {  // the checkpoints of this step that the new one replaces
+      std::error_code ignored;
+      fs::remove_all(copy_dir(older), ignored);
+    }
   }
   barrier(grid.world(), "the end of the checkpoint save");
   return target.string();
