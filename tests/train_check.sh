@@ -137,6 +137,14 @@ case $check in
     expect_error "is of another model ('gpt-tiny', 8 layers)" --model mlp --load "$work/ck"
     expect_error "was saved with optimizer 'adamw'; this run uses 'sgd'" --model gpt-tiny --optimizer sgd --load "$work/ck"
     expect_error "no checkpoint there (neither manifest.json nor latest)" --model gpt-tiny --load "$work/nothing"
+    # An edited manifest (the step to resume at, the optimizer's step count) does not match its own checksum.
+    for edit in 's/"step": 2,/"step": 3,/' 's/"optimizer_steps": 2,/"optimizer_steps": 1,/'; do
+      rm -rf "$work/edited" && cp -r "$work/ck" "$work/edited"
+      sed -i "$edit" "$work/edited/step-00000002/manifest.json"
+      cmp -s "$work/ck/step-00000002/manifest.json" "$work/edited/step-00000002/manifest.json" &&
+        { echo "FAIL: the edit $edit changed nothing"; exit 1; }
+      expect_error "manifest.json: the manifest does not match its checksum (it was edited or is corrupt)" --model gpt-tiny --load "$work/edited"
+    done
     # Malformed manifests (found by fuzzing) are refused with a line naming the manifest.
     for bad in "$(dirname "$0")"/data/bad-manifests/*.json; do
       rm -rf "$work/bad" && mkdir -p "$work/bad" && cp "$bad" "$work/bad/manifest.json"

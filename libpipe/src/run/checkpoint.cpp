@@ -24,7 +24,8 @@ namespace libpipe {
 namespace {
 
 constexpr const char* kFormat = "libpipe-checkpoint";
-constexpr int kVersion = 1;
+// 2: the manifest carries a checksum of itself. Version 1 checkpoints (without it) still load.
+constexpr int kVersion = 2;
 
 std::string hex(std::uint64_t v) {
   char buffer[17];
@@ -36,6 +37,14 @@ std::uint64_t fnv1a(const std::uint8_t* p, std::size_t n) {
   std::uint64_t h = 1469598103934665603ULL;
   for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
   return h;
+}
+
+// The manifest's own checksum: FNV-1a of its compact JSON without the "checksum" key, so that an edited step or
+// optimizer-step count is refused, not resumed as a different run.
+std::string manifest_checksum(json manifest) {
+  manifest.erase("checksum");
+  const std::string text = manifest.dump();
+  return hex(fnv1a(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
 }
 
 std::string step_name(std::int64_t step) {
@@ -163,6 +172,7 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
                      {"parts", module.parts()},
                      {"settings", json::parse(settings.empty() ? "{}" : settings)},
                      {"files", files}};
+    manifest["checksum"] = manifest_checksum(manifest);
     const std::string text = manifest.dump(2) + "\n";
     write_atomically((target / "manifest.json").string(), text.data(), text.size());
     const std::string latest = target.filename().string() + "\n";
@@ -210,9 +220,16 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
     throw Error("checkpoint " + manifest_path + ": 'files' must be an object");
   for (const auto& [name, sum] : manifest["files"].items())
     if (!sum.is_string()) throw Error("checkpoint " + manifest_path + ": the checksum of " + name + " is not a string");
-  if (manifest.value("format", "") != kFormat || manifest.value("version", 0) != kVersion)
-    throw Error("checkpoint " + manifest_path + ": not a libpipe checkpoint of format version " +
+  const int version = manifest.value("version", 0);
+  if (manifest.value("format", "") != kFormat || version < 1 || version > kVersion)
+    throw Error("checkpoint " + manifest_path + ": not a libpipe checkpoint of format version 1 to " +
                 std::to_string(kVersion));
+  if (version >= 2) {
+    text("checksum");
+    if (manifest["checksum"].get<std::string>() != manifest_checksum(manifest))
+      throw Error("checkpoint " + manifest_path +
+                  ": the manifest does not match its checksum (it was edited or is corrupt)");
+  }
   if (manifest.value("model_fingerprint", "") != hex(model_fingerprint(d)))
     throw Error("checkpoint " + manifest_path + " is of another model ('" + manifest.value("model", "?") +
                 "', " + std::to_string(manifest.value("layers", 0)) + " layers): its layers, shapes or ties differ");
