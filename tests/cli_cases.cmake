@@ -153,10 +153,27 @@ pipe_expect_test(cli.trace_and_report 0 "trace ${PIPE_TRACE}: 4 rows" "pipe-trai
 
 # Flags that cannot work together or cannot be honoured fail before any step.
 pipe_cli_test(inference_cannot_train 2 1
-  "pipe-train: error: schedule 'inference' cannot train (it has no backward); use 1f1b or gpipe"
+  "pipe-train: error: schedule 'inference' cannot train (it has no backward); use 1f1b, gpipe or zb-h1"
   -- --stages 2 --schedule inference --steps 1)
 pipe_cli_test(trace_unwritable 2 1 "pipe-train: rank 0: error: --trace /no/such/dir/t.json: cannot write the file"
   -- --stages 2 --steps 1 --trace /no/such/dir/t.json)
+# Paths: an empty one is a mistake, not "unset"; only regular files are read; --save is proven writable before
+# any training, so a save that cannot work never loses a run.
+pipe_expect_test(cli.empty_save_path 1 "pipe-train: error: --save needs a path, not an empty one" --
+  sh -c "${PIPE_MPIRUN_LINE} -np 2 $<TARGET_FILE:pipe-train> --stages 2 --save ''")
+pipe_expect_test(cli.empty_data_path 1 "pipe-train: error: --data needs a path, not an empty one" --
+  sh -c "${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --data ''")
+pipe_cli_test(save_on_a_device 2 1 "pipe-train: rank 0: error: --save /dev/null: "
+  -- --stages 2 --steps 1 --save /dev/null)
+pipe_cli_test(save_under_a_file 1 1 "pipe-train: error: --save ${PIPE_TEST_DATA}/text.txt/ck: cannot create the directory"
+  -- --steps 1 --save ${PIPE_TEST_DATA}/text.txt/ck)
+pipe_cli_test(data_is_a_device 2 1 "pipe-train: error: --data /dev/zero: not a regular file (a character device)"
+  -- --stages 2 --steps 1 --data /dev/zero)
+pipe_cli_test(config_is_a_directory 1 1 "pipe-train: error: --config ${PIPE_TEST_DATA}: not a regular file (a directory)"
+  -- --config ${PIPE_TEST_DATA})
+pipe_cli_test(zb_h1_needs_enough_micro_batches 2 1
+  "pipe-train: error: the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got 1 micro-batch for 2 stages"
+  -- --stages 2 --schedule zb-h1 --micro-batches 1 --steps 1)
 pipe_cli_test(bad_min_lr 1 1 "pipe-train: error: --min-lr must be between 0 and --lr" -- --lr 0.001 --min-lr 0.01)
 pipe_cli_test(checkpointable_unknown_type 2 1
   "pipe-train: error: --checkpointable-layers: unknown layer type 'TransformerBlok' (did you mean 'TransformerBlock'?)"

@@ -112,6 +112,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     data = options.data.empty() ? libpipe::make_synthetic_data(description, options.seed)
                                 : libpipe::make_byte_text_data(options.data, description, options.seed);
     if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace);
+    if (rank == 0 && !options.save.empty()) libpipe::check_checkpoint_dir(options.save);
   };
   auto set_up_engine = [&] {
     engine = std::make_unique<libpipe::PipelineEngine>(module, grid, description, options.train);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "pipe/error.hpp"
+#include "pipe/paths.hpp"
 #include "pipe/partition_method.hpp"
 
 namespace po = boost::program_options;
@@ -166,6 +167,8 @@ Options parse_options(int argc, char** argv) {
     po::store(po::command_line_parser(argc, argv).options(flags).run(), vm);
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
+      if (path.empty()) throw libpipe::Error("--config needs a file, not an empty path");
+      libpipe::require_regular_file(path, "--config " + path);
       std::ifstream file(path);
       if (!file) throw libpipe::Error("--config " + path + ": cannot open the file");
       std::stringstream text;
@@ -181,6 +184,10 @@ Options parse_options(int argc, char** argv) {
   } catch (const po::error& e) {
     throw libpipe::Error(std::string(e.what()) + " (see --help)");
   }
+  // An empty path is a mistake (an unset shell variable), never "unset".
+  for (const char* flag : {"data", "metrics", "save", "load", "trace"})
+    if (vm.count(flag) && vm[flag].as<std::string>().empty())
+      throw libpipe::Error(std::string("--") + flag + " needs a path, not an empty one");
   if (vm.count("stages")) o.stages = vm["stages"].as<int>();
   if (vm.count("data-parallel")) o.data_parallel = vm["data-parallel"].as<int>();
   o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();

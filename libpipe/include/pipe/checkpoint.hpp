@@ -35,6 +35,11 @@ PIPE_API std::string save_checkpoint(const std::string& dir, std::int64_t next_s
                                      Optimizer& optimizer, const PipelineParallelGrid& grid,
                                      const ModelDescription& description, const std::string& settings);
 
+// Before training: makes DIR and proves a file can be written, fsynced and
+// removed there, so that a --save that cannot work fails at start, not after
+// the training it was meant to keep. Errors: "--save DIR: cannot ...".
+PIPE_API void check_checkpoint_dir(const std::string& dir);
+
 // Loads DIR/latest (or DIR itself when it holds a manifest) into this rank's
 // layers and optimizer state, verifying the model fingerprint, the optimizer
 // kind and every file's checksum; returns the step to resume at. Local (no

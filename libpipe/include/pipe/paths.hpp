@@ -22,4 +22,9 @@ PIPE_API std::vector<std::string> builtin_model_names();
 // name (with or without .toml); an error listing the shipped models otherwise.
 PIPE_API std::string resolve_model_path(const std::string& name_or_path);
 
+// Before a file is read whole: a directory, FIFO, socket or device at `path` would read for ever or fail
+// obscurely, so it is an error "<what>: not a regular file (a FIFO)", with `what` naming the flag or role and the
+// path. A missing path passes: the caller's own "cannot open" says that better.
+PIPE_API void require_regular_file(const std::string& path, const std::string& what);
+
 }  // namespace libpipe

@@ -7,6 +7,7 @@
 #include <toml++/toml.h>
 
 #include "pipe/error.hpp"
+#include "pipe/paths.hpp"
 #include "model/suggest.hpp"
 
 namespace libpipe {
@@ -161,6 +162,7 @@ ModelSpec parse_model(const std::string& text, const std::string& source_name) {
 }
 
 ModelSpec load_model_file(const std::string& path) {
+  require_regular_file(path, "model file '" + path + "'");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open model file '" + path + "'");
   std::ostringstream text;

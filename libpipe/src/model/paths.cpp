@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <sys/stat.h>
 
 #include "pipe/error.hpp"
 
@@ -45,6 +46,18 @@ std::string resolve_model_path(const std::string& name_or_path) {
   for (const auto& n : builtin_model_names()) list += (list.empty() ? "" : ", ") + n;
   throw Error("model '" + name_or_path + "' is neither a file nor a shipped model (shipped: " +
               (list.empty() ? "none found in " + builtin_model_dir() : list) + ")");
+}
+
+void require_regular_file(const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return;
+  const char* kind = S_ISDIR(st.st_mode)    ? "a directory"
+                     : S_ISFIFO(st.st_mode) ? "a FIFO"
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                                            : "not a file";
+  throw Error(what + ": not a regular file (" + kind + ")");
 }
 
 }  // namespace libpipe

@@ -13,6 +13,7 @@
 #include "run/mpi_check.hpp"
 #include "pipe/collective.hpp"
 #include "pipe/error.hpp"
+#include "pipe/paths.hpp"
 #include "pipe/ops.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/safetensors.hpp"
@@ -85,6 +86,7 @@ void write_atomically(const std::string& path, const void* bytes, std::size_t si
 }
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
+  require_regular_file(path, "checkpoint: " + path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("checkpoint: cannot read " + path);
   return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -184,6 +186,20 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   }
   barrier(grid.world(), "the end of the checkpoint save");
   return target.string();
+}
+
+void check_checkpoint_dir(const std::string& dir) {
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) throw Error("--save " + dir + ": cannot create the directory (" + error.message() + ")");
+  if (!fs::is_directory(dir)) throw Error("--save " + dir + ": not a directory");
+  const std::string probe = (fs::path(dir) / ".pipe-train-write-check").string();
+  try {
+    write_atomically(probe, "ok\n", 3);
+  } catch (const Error& e) {
+    throw Error("--save " + dir + ": cannot write there (" + e.what() + ")");
+  }
+  fs::remove(probe, error);
 }
 
 std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,

@@ -6,6 +6,7 @@
 #include <iterator>
 
 #include "pipe/error.hpp"
+#include "pipe/paths.hpp"
 #include "pipe/init.hpp"
 
 namespace libpipe {
@@ -142,6 +143,7 @@ class ByteTextData : public DataSource {
     if (io_.vocab < 256 || io_.classes < 256)
       throw Error("--data " + path + ": byte-level text needs a vocabulary of at least 256, the model has " +
                   std::to_string(std::min(io_.vocab, io_.classes)));
+    require_regular_file(path, "--data " + path);
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("--data " + path + ": cannot open the file");
     bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
