@@ -201,6 +201,8 @@ pipe_cli_test(toml_syntax_error 2 1
 pipe_cli_test(plugin_without_entry_point 2 1
   "pipe-train: error: plugin ${PIPE_TEST_PLUGIN_DIR}/no_entry/no_entry.so has no entry point 'pipe_plugin_init' (define one with PIPE_PLUGIN from <pipe/plugin.hpp>)"
   -- --stages 2 --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/no_entry --dry-run)
+pipe_cli_test(plugin_truncated 2 1 "pipe-train: error: cannot load plugin ${PIPE_TEST_PLUGIN_DIR}/truncated/scale.so: truncated"
+  -- --stages 2 --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/truncated --dry-run)
 pipe_cli_test(plugin_not_a_library 2 1 "pipe-train: error: cannot load plugin ${PIPE_TEST_PLUGIN_DIR}/not_elf/broken.so: "
   -- --stages 2 --plugin-dir ${PIPE_TEST_PLUGIN_DIR}/not_elf --dry-run)
 pipe_cli_test(empty_data_file 2 1

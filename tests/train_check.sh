@@ -153,7 +153,16 @@ case $check in
     # A save that cannot complete fails the job and leaves the previous checkpoint the latest.
     touch "$work/ck/step-00000004"  # a file where the next checkpoint's directory must go
     expect_error "pipe-train: rank 0 (stage 0): error:" --model gpt-tiny --steps 4 --load "$work/ck" --save "$work/ck"
-    grep -q "^step-00000002$" "$work/ck/latest" || { echo "FAIL: latest moved"; exit 1; } ;;
+    grep -q "^step-00000002$" "$work/ck/latest" || { echo "FAIL: latest moved"; exit 1; }
+    # latest may only name a checkpoint of its own folder.
+    rm -rf "$work/escape" && cp -r "$work/ck" "$work/escape" && echo "../ck/step-00000002" > "$work/escape/latest"
+    expect_error "latest names '../ck/step-00000002', which is not a step-N directory of $work/escape" --model gpt-tiny --load "$work/escape"
+    # Resuming at or past --steps has nothing to do: exit 0, one line, no step run.
+    out=$(timeout -k 5 120 "${mpirun[@]}" -np 2 "$train" --model gpt-tiny --micro-batches 4 --micro-batch-size 4 --stages 2 \
+      --steps 2 --load "$work/ck" 2>&1) || { echo "FAIL: resuming at --steps failed"; echo "$out"; exit 1; }
+    grep -q "the checkpoint is at step 2 and --steps is 2: nothing to do" <<<"$out" ||
+      { echo "FAIL: no 'nothing to do'"; echo "$out"; exit 1; }
+    ! grep -q "nan" <<<"$out" || { echo "FAIL: printed nan"; echo "$out"; exit 1; } ;;
   bf16)
     run fp32 1 "${small[@]}" --stages 1
     run b1 1 "${small[@]}" --stages 1 --dtype bf16

@@ -133,6 +133,12 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   if (rank == 0 && !options.load.empty())
     std::fprintf(stderr, "%s: resumed from %s at step %lld\n", kProgram, options.load.c_str(),
                  static_cast<long long>(first_step));
+  if (first_step >= options.steps) {  // every rank loaded the same step
+    if (rank == 0)
+      std::fprintf(stderr, "%s: the checkpoint is at step %lld and --steps is %d: nothing to do\n", kProgram,
+                   static_cast<long long>(first_step), options.steps);
+    return 0;
+  }
   const std::string settings =
       nlohmann::json{{"schedule", options.train.schedule}, {"micro_batches", options.train.micro_batches},
                      {"micro_batch_size", options.train.micro_batch_size}, {"optimizer", options.train.optimizer.kind},

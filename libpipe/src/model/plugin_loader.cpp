@@ -6,11 +6,15 @@
 #include "pipe/plugin_loader.hpp"
 
 #include <dlfcn.h>
+#include <elf.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <vector>
 
 #include "pipe/error.hpp"
 #include "pipe/paths.hpp"
@@ -22,7 +26,43 @@ namespace libpipe {
 
 using PluginEntry = int (*)(int, LayerRegistry*);
 
+namespace {
+
+// What dlopen would trip over: dlopen maps a file's segments as its program headers say, and touching a page past
+// the end of a truncated file is SIGBUS inside dlopen, not an error. So before dlopen: a regular file, a 64-bit
+// ELF shared object whose program headers, and every segment they map from the file, lie inside it. The reason
+// why not, or "" when it looks loadable.
+std::string elf_problem(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot open the file";
+  in.seekg(0, std::ios::end);
+  const auto size = static_cast<std::uint64_t>(in.tellg());
+  in.seekg(0);
+  Elf64_Ehdr header{};
+  if (size < sizeof header || !in.read(reinterpret_cast<char*>(&header), sizeof header) ||
+      std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0)
+    return "not an ELF file";
+  if (header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_type != ET_DYN) return "not a 64-bit ELF shared object";
+  if (header.e_phentsize != sizeof(Elf64_Phdr) ||
+      header.e_phoff + static_cast<std::uint64_t>(header.e_phnum) * sizeof(Elf64_Phdr) > size)
+    return "truncated or corrupt: its program headers lie outside the file (" + std::to_string(size) + " bytes)";
+  std::vector<Elf64_Phdr> segments(header.e_phnum);
+  in.seekg(static_cast<std::streamoff>(header.e_phoff));
+  if (!in.read(reinterpret_cast<char*>(segments.data()), static_cast<std::streamsize>(segments.size() * sizeof(Elf64_Phdr))))
+    return "truncated: cannot read its program headers";
+  for (const Elf64_Phdr& segment : segments)
+    if (segment.p_type == PT_LOAD && segment.p_offset + segment.p_filesz > size)
+      return "truncated: a segment ends at byte " + std::to_string(segment.p_offset + segment.p_filesz) +
+             " of a " + std::to_string(size) + "-byte file";
+  return "";
+}
+
+}  // namespace
+
 void load_plugin(LayerRegistry& registry, const std::string& path) {
+  require_regular_file(path, "plugin " + path);
+  if (const std::string problem = elf_problem(path); !problem.empty())
+    throw Error("cannot load plugin " + path + ": " + problem);
   // RTLD_LOCAL: two plugins may use the same internal symbol names.
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {

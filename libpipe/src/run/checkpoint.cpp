@@ -210,6 +210,9 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
     std::string name;
     if (!latest || !(latest >> name))
       throw Error("--load " + dir + ": no checkpoint there (neither manifest.json nor latest)");
+    // latest names a checkpoint of this folder, never a path elsewhere.
+    if (name.rfind("step-", 0) != 0 || name.find('/') != std::string::npos)
+      throw Error("--load " + dir + ": latest names '" + name + "', which is not a step-N directory of " + dir);
     root /= name;
   }
   const std::string manifest_path = (root / "manifest.json").string();
