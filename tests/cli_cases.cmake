@@ -174,6 +174,8 @@ pipe_cli_test(config_is_a_directory 1 1 "pipe-train: error: --config ${PIPE_TEST
 pipe_cli_test(zb_h1_needs_enough_micro_batches 2 1
   "pipe-train: error: the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got 1 micro-batch for 2 stages"
   -- --stages 2 --schedule zb-h1 --micro-batches 1 --steps 1)
+pipe_cli_test(metrics_on_a_full_disk 1 1 "error: --metrics /dev/full: writing failed (is the disk full?)"
+  -- --steps 2 --metrics /dev/full)
 pipe_cli_test(bad_min_lr 1 1 "pipe-train: error: --min-lr must be between 0 and --lr" -- --lr 0.001 --min-lr 0.01)
 pipe_cli_test(checkpointable_unknown_type 2 1
   "pipe-train: error: --checkpointable-layers: unknown layer type 'TransformerBlok' (did you mean 'TransformerBlock'?)"

@@ -212,20 +212,21 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   auto summaries =
       libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, where, !options.trace.empty()));
   if (rank == 0) {
-    progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
-                                               options.train.micro_batches, progress->mean_tokens_per_s(),
-                                               libpipe::comm_kind_name(where.comm)));
-    if (!options.trace.empty()) {
-      try {
+    try {
+      progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
+                                                 options.train.micro_batches, progress->mean_tokens_per_s(),
+                                                 libpipe::comm_kind_name(where.comm)));
+      if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
         std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
-        status = 1;
       }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
+      status = 1;
     }
   }
-  status = libpipe::broadcast_int(world, status, 0, "the exit status");  // rank 0 alone may have failed the trace
+  // Rank 0 alone may have failed to write the metrics' summary or the trace.
+  status = libpipe::broadcast_int(world, status, 0, "the exit status");
   return status;
 }
 

@@ -16,7 +16,17 @@ Progress::Progress(int total_steps, std::int64_t tokens_per_step, const std::str
   if (!metrics_path.empty()) {
     metrics_.open(metrics_path, append ? std::ios::app : std::ios::trunc);
     if (!metrics_) throw libpipe::Error("--metrics " + metrics_path + ": cannot open the file for writing");
+    metrics_path_ = metrics_path;
   }
+}
+
+// One whole line, flushed at once (a crash must not lose the steps already done); a failed write or flush (a
+// full disk) is an error naming the file, never a metrics file cut off mid-line and an exit status of 0.
+void Progress::write_metrics(const std::string& line) {
+  if (!metrics_.is_open()) return;
+  metrics_ << line << "\n";
+  metrics_.flush();
+  if (!metrics_) throw libpipe::Error("--metrics " + metrics_path_ + ": writing failed (is the disk full?)");
 }
 
 void Progress::step(const libpipe::StepStats& s) {
@@ -25,14 +35,13 @@ void Progress::step(const libpipe::StepStats& s) {
   last_loss_ = s.loss;
   ++done_;
   const double tokens_per_s = static_cast<double>(tokens_per_step_) / s.seconds;
-  if (metrics_.is_open()) {
-    metrics_ << nlohmann::json{{"step", s.step},      {"loss", s.loss},
-                               {"lr", s.lr},          {"grad_norm", s.grad_norm},
-                               {"tokens_per_s", tokens_per_s}, {"step_time_s", s.seconds}}
-                    .dump()
-             << "\n";
-    metrics_.flush();  // a crash must not lose the steps already done
-  }
+  write_metrics(nlohmann::json{{"step", s.step},
+                               {"loss", s.loss},
+                               {"lr", s.lr},
+                               {"grad_norm", s.grad_norm},
+                               {"tokens_per_s", tokens_per_s},
+                               {"step_time_s", s.seconds}}
+                    .dump());
   // Steps are numbered from the run's start, so a resumed run continues the count.
   const int shown = static_cast<int>(s.step) + 1;
   const double mean_rate = static_cast<double>(tokens_per_step_) * done_ / elapsed_;
@@ -54,10 +63,7 @@ void Progress::validation(std::int64_t step, double loss) {
   if (bar_open_) std::fprintf(stderr, "\n");
   bar_open_ = false;
   std::fprintf(stderr, "step %lld validation loss %.4f\n", static_cast<long long>(step + 1), loss);
-  if (metrics_.is_open()) {
-    metrics_ << nlohmann::json{{"step", step}, {"val_loss", loss}}.dump() << "\n";
-    metrics_.flush();
-  }
+  write_metrics(nlohmann::json{{"step", step}, {"val_loss", loss}}.dump());
 }
 
 std::string Progress::finish() {
@@ -73,10 +79,6 @@ std::string Progress::finish() {
 
 namespace pipe_train {
 
-void Progress::summary(const std::string& json_object) {
-  if (!metrics_.is_open()) return;
-  metrics_ << json_object << "\n";
-  metrics_.flush();
-}
+void Progress::summary(const std::string& json_object) { write_metrics(json_object); }
 
 }  // namespace pipe_train

@@ -27,7 +27,9 @@ class Progress {
   int total_;
   std::int64_t tokens_per_step_;
   bool terminal_;
+  void write_metrics(const std::string& line);
   std::ofstream metrics_;
+  std::string metrics_path_;
   double elapsed_ = 0;
   double first_loss_ = 0, last_loss_ = 0;
   int done_ = 0;
