@@ -110,6 +110,7 @@ pipe_plan_test(weights_json 0 [=["method":"balanced","parts":[0,3,5],"stage_weig
   [[{"bottleneck":8.0,"bottleneck_stage":0,]] -- --weights 3,1,4,1,5 --stages 2 --json)
 pipe_plan_test(weights_table 0 "bottleneck: stage 0, weight 8; imbalance 14.3% (bottleneck / mean - 1)"
   -- --weights 3,1,4,1,5 --stages 2)
+pipe_plan_test(weights_huge 0 "imbalance 0.0% (bottleneck / mean - 1)" -- --weights 1,1e308,1e308 --stages 2)
 pipe_plan_test(weights_uniform 0 [=["parts":[0,3,5]]=] -- --weights 1,1,1,1,1 --stages 2 --partition-method uniform --json)
 pipe_plan_test(weights_not_a_number 1 "pipe-plan: error: --weights: 'x' (item 1) is not a number"
   -- --weights 3,x --stages 2)
@@ -176,6 +177,10 @@ pipe_cli_test(zb_h1_needs_enough_micro_batches 2 1
   -- --stages 2 --schedule zb-h1 --micro-batches 1 --steps 1)
 pipe_cli_test(metrics_on_a_full_disk 1 1 "error: --metrics /dev/full: writing failed (is the disk full?)"
   -- --steps 2 --metrics /dev/full)
+pipe_cli_test(huge_micro_batch_size 1 1 "pipe-train: error: --micro-batch-size must be at most 1,000,000, not 2,000,000,000"
+  -- --micro-batch-size 2000000000)
+pipe_cli_test(huge_eval_batches 1 1 "pipe-train: error: --eval-batches must be at most 1,000,000, not 99,999,999"
+  -- --eval-every 1 --eval-batches 99999999)
 pipe_cli_test(bad_min_lr 1 1 "pipe-train: error: --min-lr must be between 0 and --lr" -- --lr 0.001 --min-lr 0.01)
 pipe_cli_test(checkpointable_unknown_type 2 1
   "pipe-train: error: --checkpointable-layers: unknown layer type 'TransformerBlok' (did you mean 'TransformerBlock'?)"

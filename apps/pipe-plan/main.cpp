@@ -107,9 +107,8 @@ int bottleneck_stage(const std::vector<double>& stage_weights) {
 }
 
 double imbalance(const std::vector<double>& stage_weights) {
-  double total = 0;
-  for (double w : stage_weights) total += w;
-  double mean = total / static_cast<double>(stage_weights.size());
+  double mean = 0;  // summed as w / S, so that huge weights cannot overflow the total
+  for (double w : stage_weights) mean += w / static_cast<double>(stage_weights.size());
   return mean > 0 ? *std::max_element(stage_weights.begin(), stage_weights.end()) / mean - 1 : 0;
 }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "pipe/error.hpp"
+#include "pipe/describe.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/partition_method.hpp"
 
@@ -210,9 +211,19 @@ Options parse_options(int argc, char** argv) {
       throw libpipe::Error(std::string(flag) + " must be at least " + std::to_string(min) + ", not " +
                            std::to_string(value));
   };
+  // Counts that size allocations have a ceiling, so that a typo is a line naming the flag, not bad_alloc.
+  auto at_most = [](int value, int max, const char* flag) {
+    if (value > max)
+      throw libpipe::Error(std::string(flag) + " must be at most " + libpipe::with_commas(max) + ", not " +
+                           libpipe::with_commas(value));
+  };
   at_least(o.steps, 1, "--steps");
   at_least(o.train.micro_batches, 1, "--micro-batches");
+  at_most(o.train.micro_batches, 1'000'000, "--micro-batches");
   at_least(o.train.micro_batch_size, 1, "--micro-batch-size");
+  at_most(o.train.micro_batch_size, 1'000'000, "--micro-batch-size");
+  at_most(o.eval_batches, 1'000'000, "--eval-batches");
+  at_most(o.threads, 4096, "--threads");
   at_least(o.train.warmup_steps, 0, "--warmup-steps");
   at_least(o.train.checkpoint_interval, 0, "--activation-checkpoint-interval");
   at_least(o.eval_every, 0, "--eval-every");

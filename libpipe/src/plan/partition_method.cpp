@@ -357,10 +357,9 @@ double PartitionPlan::bottleneck() const { return libpipe::bottleneck(weights, p
 
 double PartitionPlan::imbalance() const {
   auto w = stage_weights();
-  double total = 0;
-  for (double x : w) total += x;
-  if (total <= 0) return 0;
-  double mean = total / static_cast<double>(w.size());
+  double mean = 0;  // summed as w / S, so that huge weights cannot overflow the total
+  for (double x : w) mean += x / static_cast<double>(w.size());
+  if (mean <= 0) return 0;
   return *std::max_element(w.begin(), w.end()) / mean - 1;
 }
 
