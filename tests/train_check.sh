@@ -105,6 +105,10 @@ case $check in
       cat "$work/first.json" "$work/then$s.json" | grep -v summary > "$work/joined$s.json"
       same straight "joined$s"
     done
+    # The default --keep-checkpoints 2 keeps the newest two of three checkpoints.
+    run keep 1 "${base[@]}" --steps 6 --save "$work/keep" --save-every 2
+    [ "$(ls -d "$work"/keep/step-* | wc -l)" -eq 2 ] && [ -d "$work/keep/step-00000004" ] && [ -d "$work/keep/step-00000006" ] ||
+      { echo "FAIL: --keep-checkpoints 2 kept:"; ls "$work/keep"; exit 1; }
     run older 3 "${small[@]}" --stages 3 --load "$work/ck/step-00000005"
     [ "$(series older loss | wc -l)" -eq 15 ] || { echo "FAIL: resuming from step 5 did not run 15 steps"; exit 1; }
     # Saving step 10 again (resumed from step 5) never writes over the checkpoint that latest names: it goes to

@@ -100,6 +100,9 @@ po::options_description describe_flags(Options& o) {
      "DIR/latest names the newest complete one)")
     ("save-every", po::value(&o.save_every)->value_name("N")->default_value(o.save_every),
      "checkpoint every N steps (0: only at the end); needs --save")
+    ("keep-checkpoints", po::value(&o.keep_checkpoints)->value_name("K")->default_value(o.keep_checkpoints),
+     "keep the K newest complete checkpoints in --save, removing older ones only once a new one is complete "
+     "(0: keep all)")
     ("load", po::value(&o.load)->value_name("DIR"),
      "resume from the checkpoint in DIR (its latest, or DIR itself), under any stage count or data-parallel "
      "degree; --steps stays the total")
@@ -227,6 +230,7 @@ Options parse_options(int argc, char** argv) {
   at_least(o.train.warmup_steps, 0, "--warmup-steps");
   at_least(o.train.checkpoint_interval, 0, "--activation-checkpoint-interval");
   at_least(o.eval_every, 0, "--eval-every");
+  at_least(o.keep_checkpoints, 0, "--keep-checkpoints");
   at_least(o.eval_batches, 1, "--eval-batches");
   at_least(o.threads, 1, "--threads");
   const auto& t = o.train;

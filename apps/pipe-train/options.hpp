@@ -43,6 +43,7 @@ struct Options {
   std::string trace;             // --trace FILE (Chrome trace-event JSON), "" = none
   std::string save;              // --save DIR, "" = no checkpoints
   int save_every = 0;            // checkpoint every N steps (0: only at the end)
+  int keep_checkpoints = 2;      // complete checkpoints kept in --save (0: all)
   std::string load;              // --load DIR, "" = start fresh
   std::string config;            // --config FILE
 };

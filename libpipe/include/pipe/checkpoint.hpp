@@ -29,11 +29,13 @@
 namespace libpipe {
 
 // Collective. `next_step` is the step a resumed run starts at; `settings` a
-// JSON object recorded in the manifest (schedule, optimizer, flags).
+// JSON object recorded in the manifest (schedule, optimizer, flags). Once the
+// new checkpoint is complete and `latest` names it, only the `keep` newest
+// complete checkpoints of DIR stay (the new one among them; 0 keeps all).
 // Returns the checkpoint's directory.
 PIPE_API std::string save_checkpoint(const std::string& dir, std::int64_t next_step, PipelineModule& module,
                                      Optimizer& optimizer, const PipelineParallelGrid& grid,
-                                     const ModelDescription& description, const std::string& settings);
+                                     const ModelDescription& description, const std::string& settings, int keep = 0);
 
 // Before training: makes DIR and proves a file can be written, fsynced and
 // removed there, so that a --save that cannot work fails at start, not after

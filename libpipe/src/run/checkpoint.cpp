@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -107,11 +108,27 @@ bool stores(const Parameter& p, int layer, const std::vector<int>& owner) {
 // What the file gets: the tensor itself on the host, a host copy of a device tensor.
 Tensor host_copy(const Tensor& t) { return ops::to_device(t, Device::cpu); }
 
+// Keeps the `keep` newest complete checkpoints of `dir` (by their manifests' times; `newest` is one of them) and
+// removes the others. Directories without a manifest (a save that failed) are not ours to judge and stay.
+void remove_older_checkpoints(const std::string& dir, const fs::path& newest, int keep) {
+  std::error_code error;
+  std::vector<std::pair<fs::file_time_type, fs::path>> others;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const fs::path manifest = entry.path() / "manifest.json";
+    if (entry.path() == newest || entry.path().filename().string().rfind("step-", 0) != 0 ||
+        !fs::is_regular_file(manifest, error))
+      continue;
+    others.emplace_back(fs::last_write_time(manifest, error), entry.path());
+  }
+  std::sort(others.begin(), others.end(), [](const auto& a, const auto& b) { return a > b; });  // newest first, then by name
+  for (std::size_t i = static_cast<std::size_t>(keep - 1); i < others.size(); ++i) fs::remove_all(others[i].second, error);
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& dir, std::int64_t next_step, PipelineModule& module,
                             Optimizer& optimizer, const PipelineParallelGrid& grid, const ModelDescription& d,
-                            const std::string& settings) {
+                            const std::string& settings, int keep) {
   // A step that already has a checkpoint (saved again after resuming from an older one) is saved beside it, in
   // step-N.1 (.2, ...), never over it: `latest` may name it, and a save that fails half-way must leave it whole.
   // Once the new one is complete and `latest` names it, the one it replaces goes. Rank 0 picks the name.
@@ -183,6 +200,7 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
       std::error_code ignored;
       fs::remove_all(copy_dir(older), ignored);
     }
+    if (keep > 0) remove_older_checkpoints(dir, target, keep);
   }
   barrier(grid.world(), "the end of the checkpoint save");
   return target.string();
