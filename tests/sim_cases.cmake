@@ -59,6 +59,12 @@ pipe_sim_test(trace_read 0 "trace ${PIPE_SIM_OUT}/sim_4x8.trace.json: 4 rows, 76
   -- --from-trace ${PIPE_SIM_OUT}/sim_4x8.trace.json --svg ${PIPE_SIM_OUT}/sim_4x8.trace.svg)
 set_tests_properties(sim.trace_read PROPERTIES FIXTURES_REQUIRED sim_trace)
 
+# A trace in the vocabulary of earlier versions ("recv_wait", "optimizer"; pipe/work_kind.hpp now names every
+# kind once): it still draws, its unknown kinds as other, and pipe-sim says how many blocks that is.
+pipe_sim_test(trace_old_names 0 "trace ${PIPE_TEST_DATA}/trace-old-names.json: 1 rows, 3 blocks over 20 us"
+  "note: 2 of 3 blocks are of no known work kind (drawn as other)" "bubble: 50.00%"
+  -- --from-trace ${PIPE_TEST_DATA}/trace-old-names.json)
+
 # Bad input: one line, exit 1.
 pipe_sim_test(zero_stages 1 "pipe-sim: error: --stages must be at least 1, not 0" -- --stages 0)
 pipe_sim_test(zero_micro_batches 1 "pipe-sim: error: --micro-batches must be at least 1, not 0" -- --micro-batches 0)

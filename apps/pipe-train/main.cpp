@@ -149,7 +149,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     const double start = engine->clock();
     std::string where = libpipe::save_checkpoint(options.save, next_step, module, engine->optimizer(), grid,
                                                  description, settings, options.keep_checkpoints);
-    engine->record("checkpoint", start, engine->clock());
+    engine->record(libpipe::WorkKind::Checkpoint, start, engine->clock());
     if (rank == 0) std::fprintf(stderr, "%s: checkpoint saved to %s\n", kProgram, where.c_str());
   };
   if (rank == 0)

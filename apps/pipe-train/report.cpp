@@ -10,6 +10,7 @@
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
+#include "pipe/work_kind.hpp"
 
 using nlohmann::json;
 
@@ -29,7 +30,8 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
             {"device", where.description},         {"comm", libpipe::comm_kind_name(where.comm)}};
   if (with_events) {
     json events = json::array();
-    for (const auto& e : engine.trace()) events.push_back({e.kind, e.micro_batch, e.start, e.end});
+    for (const auto& e : engine.trace())
+      events.push_back({std::string(libpipe::work_kind_name(e.kind)), e.micro_batch, e.start, e.end});
     j["events"] = events;
   }
   return j.dump();
@@ -89,7 +91,7 @@ void write_trace(const std::string& path, const std::vector<std::string>& rank_s
     events.push_back(
         {{"ph", "M"}, {"pid", 0}, {"tid", rank}, {"name", "thread_sort_index"}, {"args", {{"sort_index", rank}}}});
     for (const auto& e : r["events"]) {
-      const std::string kind = e[0];
+      const std::string kind = e[0];  // work_kind_name: the category pipe-sim --from-trace reads back
       const int mb = e[1];
       const double start = e[2], end = e[3];
       events.push_back({{"ph", "X"},
@@ -107,7 +109,11 @@ void write_trace(const std::string& path, const std::vector<std::string>& rank_s
     std::ofstream out(temporary, std::ios::trunc);
     if (!out) throw libpipe::Error("--trace " + path + ": cannot write the file");
     out << json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
-    if (!out) throw libpipe::Error("--trace " + path + ": write failed");
+    out.close();  // the last buffer is written here: a full disk shows up now, not never
+    if (!out) {
+      std::remove(temporary.c_str());
+      throw libpipe::Error("--trace " + path + ": writing failed (is the disk full?)");
+    }
   }
   if (std::rename(temporary.c_str(), path.c_str()) != 0)
     throw libpipe::Error("--trace " + path + ": cannot rename the finished file into place");

@@ -5,7 +5,10 @@
 //  - every copy of a tied weight is bit-identical across the stages of its tie
 //    group (and across local copies), after the updates;
 //  - every parameter is bit-identical across the data-parallel replicas;
-//  - the losses are finite and the same on every rank.
+//  - the losses are finite and the same on every rank;
+//  - the trace of the last step speaks the schedule's vocabulary: one event
+//    per instruction of each kind the engine times (all but loads), and one
+//    wait for the step's sends.
 #include <mpi.h>
 
 #include <climits>
@@ -22,6 +25,8 @@
 #include "pipe/paths.hpp"
 #include "pipe/pipeline_module.hpp"
 #include "pipe/plugin_loader.hpp"
+#include "pipe/schedule.hpp"
+#include "pipe/work_kind.hpp"
 
 namespace {
 
@@ -75,11 +80,27 @@ int main(int argc, char** argv) {
     libpipe::PipelineEngine engine(module, grid, d, options);
     auto data = libpipe::make_synthetic_data(d, 5);
     for (int s = 0; s < steps; ++s) {
+      if (s == steps - 1) engine.start_trace();
       auto stats = engine.train_step(*data, s);
       expect(std::isfinite(stats.loss) && std::isfinite(stats.grad_norm), "non-finite loss or gradient norm");
       expect(agree(static_cast<long long>(std::llround(stats.loss * 1e12)), MPI_COMM_WORLD),
              "ranks report different losses");
     }
+    // The last step's trace against the stage's schedule, kind by kind.
+    int scheduled[libpipe::kNumWorkKinds] = {}, traced[libpipe::kNumWorkKinds] = {};
+    const auto schedule = libpipe::make_schedule(options.schedule, stages, options.micro_batches, grid.stage_id());
+    for (const auto& step : schedule.steps)
+      for (const auto& in : step) ++scheduled[static_cast<int>(in.kind)];
+    scheduled[static_cast<int>(libpipe::WorkKind::LoadMicroBatch)] = 0;  // loads are not timed
+    scheduled[static_cast<int>(libpipe::WorkKind::WaitSends)] = 1;
+    for (const auto& e : engine.trace()) {
+      ++traced[static_cast<int>(e.kind)];
+      expect(e.end >= e.start, std::string(libpipe::work_kind_name(e.kind)) + " ends before it starts");
+    }
+    for (int k = 0; k < libpipe::kNumWorkKinds; ++k)
+      expect(traced[k] == scheduled[k],
+             std::string(libpipe::work_kind_name(static_cast<libpipe::WorkKind>(k))) + ": " +
+                 std::to_string(traced[k]) + " trace events for " + std::to_string(scheduled[k]) + " expected");
     // Tied weights: local copies equal, and equal across the tie group.
     for (const auto& tie : module.tie_groups()) {
       long long first = LLONG_MIN;

@@ -18,7 +18,7 @@
 #include "test_util.hpp"
 
 using libpipe::Instruction;
-using libpipe::OpKind;
+using libpipe::WorkKind;
 using libpipe::Schedule;
 using Lines = std::vector<std::string>;
 
@@ -61,12 +61,12 @@ std::string compute_order(const Schedule& s) {
   std::string r;
   for (const auto& step : s.steps)
     for (const auto& i : step)
-      if (i.kind == OpKind::Forward || i.kind == OpKind::BackwardInput)
+      if (i.kind == WorkKind::Forward || i.kind == WorkKind::BackwardInput)
         r += (r.empty() ? "" : " ") + libpipe::to_text(i);
   return r;
 }
 
-int count(const Schedule& s, OpKind k) {
+int count(const Schedule& s, WorkKind k) {
   int n = 0;
   for (const auto& step : s.steps)
     for (const auto& i : step) n += i.kind == k;
@@ -102,20 +102,20 @@ BOOST_AUTO_TEST_CASE(kinds_and_argument_errors) {
 }
 
 BOOST_AUTO_TEST_CASE(instruction_text) {
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::LoadMicroBatch, 3, 1}), "L3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::Forward, 3, 1}), "F3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::BackwardInput, 3, 1}), "B3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::BackwardWeight, 3, 1}), "W3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::SendActivation, 3, 1}), "SA3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::RecvActivation, 3, 1}), "RA3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::SendGrad, 3, 1}), "SG3");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::RecvGrad, 12, 1}), "RG12");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::ReduceTiedGrads}), "RT");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::ReduceGrads}), "RD");
-  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{OpKind::OptimizerStep}), "OPT");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::LoadMicroBatch, 3, 1}), "L3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::Forward, 3, 1}), "F3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::BackwardInput, 3, 1}), "B3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::BackwardWeight, 3, 1}), "W3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::SendActivation, 3, 1}), "SA3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::RecvActivation, 3, 1}), "RA3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::SendGrad, 3, 1}), "SG3");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::RecvGrad, 12, 1}), "RG12");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::ReduceTiedGrads}), "RT");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::ReduceGrads}), "RD");
+  BOOST_CHECK_EQUAL(libpipe::to_text(Instruction{WorkKind::OptimizerStep}), "OPT");
   BOOST_CHECK_EQUAL(libpipe::to_text(libpipe::Step{}), "");
   BOOST_CHECK_EQUAL(libpipe::to_text(libpipe::Step{
-                        {OpKind::RecvActivation, 2, 0}, {OpKind::Forward, 2, 0}, {OpKind::SendActivation, 1, 1}}),
+                        {WorkKind::RecvActivation, 2, 0}, {WorkKind::Forward, 2, 0}, {WorkKind::SendActivation, 1, 1}}),
                     "RA2 F2 SA1");
 }
 
@@ -133,10 +133,10 @@ BOOST_AUTO_TEST_CASE(one_f_one_b_two_stages_three_micro_batches) {
   // Buffers: micro-batch m in slot m % num_buffers, 2 slots on both stages.
   BOOST_CHECK_EQUAL(v[0].num_buffers, 2);
   BOOST_CHECK_EQUAL(v[1].num_buffers, 2);
-  BOOST_CHECK(v[0].steps[4][1] == (Instruction{OpKind::Forward, 2, 0}));
-  BOOST_CHECK(v[1].steps[3][0] == (Instruction{OpKind::SendGrad, 0, 0}));
-  BOOST_CHECK(v[1].steps[3][2] == (Instruction{OpKind::RecvActivation, 1, 1}));
-  BOOST_CHECK(v[0].steps[7][3] == (Instruction{OpKind::ReduceTiedGrads, -1, -1}));
+  BOOST_CHECK(v[0].steps[4][1] == (Instruction{WorkKind::Forward, 2, 0}));
+  BOOST_CHECK(v[1].steps[3][0] == (Instruction{WorkKind::SendGrad, 0, 0}));
+  BOOST_CHECK(v[1].steps[3][2] == (Instruction{WorkKind::RecvActivation, 1, 1}));
+  BOOST_CHECK(v[0].steps[7][3] == (Instruction{WorkKind::ReduceTiedGrads, -1, -1}));
 
   BOOST_CHECK_EQUAL(libpipe::format_grid(v),
                     "step  stage 0              stage 1\n"
@@ -194,25 +194,25 @@ BOOST_AUTO_TEST_CASE(every_small_pipeline_is_well_formed) {
             BOOST_CHECK_EQUAL(sch.steps.size(), static_cast<size_t>(training ? 2 * (M + S - 1) : M + S - 1));
             const int buffers = kind == "1f1b" ? std::max(2, std::min(S - s, M)) : kind == "gpipe" ? M : 2;
             BOOST_CHECK_EQUAL(sch.num_buffers, buffers);
-            BOOST_CHECK_EQUAL(count(sch, OpKind::Forward), M);
-            BOOST_CHECK_EQUAL(count(sch, OpKind::BackwardInput), training ? M : 0);
-            BOOST_CHECK_EQUAL(count(sch, OpKind::BackwardWeight), training ? M : 0);
-            BOOST_CHECK_EQUAL(count(sch, OpKind::RecvActivation), s == 0 ? 0 : M);      // the first never receives
-            BOOST_CHECK_EQUAL(count(sch, OpKind::SendActivation), s == S - 1 ? 0 : M);  // the last never sends
-            BOOST_CHECK_EQUAL(count(sch, OpKind::LoadMicroBatch), s == 0 || s == S - 1 ? M : 0);
+            BOOST_CHECK_EQUAL(count(sch, WorkKind::Forward), M);
+            BOOST_CHECK_EQUAL(count(sch, WorkKind::BackwardInput), training ? M : 0);
+            BOOST_CHECK_EQUAL(count(sch, WorkKind::BackwardWeight), training ? M : 0);
+            BOOST_CHECK_EQUAL(count(sch, WorkKind::RecvActivation), s == 0 ? 0 : M);      // the first never receives
+            BOOST_CHECK_EQUAL(count(sch, WorkKind::SendActivation), s == S - 1 ? 0 : M);  // the last never sends
+            BOOST_CHECK_EQUAL(count(sch, WorkKind::LoadMicroBatch), s == 0 || s == S - 1 ? M : 0);
             if (training) {
               // The step ends with the reductions and the optimizer, in this order.
               const auto& last = sch.steps.back();
               BOOST_REQUIRE_GE(last.size(), 3u);
               BOOST_CHECK_EQUAL(libpipe::to_text(libpipe::Step(last.end() - 3, last.end())), "RT RD OPT");
-              BOOST_CHECK_EQUAL(count(sch, OpKind::OptimizerStep), 1);
+              BOOST_CHECK_EQUAL(count(sch, WorkKind::OptimizerStep), 1);
               // B and W of a micro-batch sit together, B first.
               for (const auto& step : sch.steps)
                 for (size_t i = 0; i < step.size(); ++i)
-                  if (step[i].kind == OpKind::BackwardInput) {
+                  if (step[i].kind == WorkKind::BackwardInput) {
                     BOOST_REQUIRE_LT(i + 1, step.size());
                     BOOST_CHECK(step[i + 1] ==
-                                (Instruction{OpKind::BackwardWeight, step[i].micro_batch, step[i].buffer}));
+                                (Instruction{WorkKind::BackwardWeight, step[i].micro_batch, step[i].buffer}));
                   }
             }
           }
@@ -276,7 +276,7 @@ BOOST_AUTO_TEST_CASE(bubble_matches_the_grid) {
           int idle = 0;
           for (const auto& step : sch.steps)
             idle += std::none_of(step.begin(), step.end(), [](const Instruction& i) {
-              return i.kind == OpKind::Forward || i.kind == OpKind::BackwardInput;
+              return i.kind == WorkKind::Forward || i.kind == WorkKind::BackwardInput;
             });
           BOOST_CHECK_CLOSE(static_cast<double>(idle) / sch.steps.size(), libpipe::theoretical_bubble(kind, S, M),
                             1e-9);
@@ -297,13 +297,13 @@ BOOST_AUTO_TEST_CASE(messages_stay_within_a_step) {
           for (int t = 0; t < static_cast<int>(v[s].steps.size()); ++t) {
             bool seen_non_send = false;
             for (const auto& i : v[s].steps[t]) {
-              const bool send = i.kind == OpKind::SendActivation || i.kind == OpKind::SendGrad;
+              const bool send = i.kind == WorkKind::SendActivation || i.kind == WorkKind::SendGrad;
               BOOST_CHECK(!(send && seen_non_send));  // sends open the step
               seen_non_send |= !send;
-              if (i.kind == OpKind::SendActivation) sent[{s, s + 1, i.micro_batch, 0}] = t;
-              if (i.kind == OpKind::SendGrad) sent[{s, s - 1, i.micro_batch, 1}] = t;
-              if (i.kind == OpKind::RecvActivation) received[{s - 1, s, i.micro_batch, 0}] = t;
-              if (i.kind == OpKind::RecvGrad) received[{s + 1, s, i.micro_batch, 1}] = t;
+              if (i.kind == WorkKind::SendActivation) sent[{s, s + 1, i.micro_batch, 0}] = t;
+              if (i.kind == WorkKind::SendGrad) sent[{s, s - 1, i.micro_batch, 1}] = t;
+              if (i.kind == WorkKind::RecvActivation) received[{s - 1, s, i.micro_batch, 0}] = t;
+              if (i.kind == WorkKind::RecvGrad) received[{s + 1, s, i.micro_batch, 1}] = t;
             }
           }
         BOOST_TEST_CONTEXT(kind << " S=" << S << " M=" << M) {
@@ -318,7 +318,7 @@ BOOST_AUTO_TEST_CASE(messages_stay_within_a_step) {
 BOOST_AUTO_TEST_CASE(message_across_steps_is_refused_for_step_batches) {
   auto v = all_stages("gpipe", 2, 1);
   auto& steps = v[1].steps;
-  auto is_recv = [](const libpipe::Instruction& i) { return i.kind == OpKind::RecvActivation; };
+  auto is_recv = [](const libpipe::Instruction& i) { return i.kind == WorkKind::RecvActivation; };
   std::size_t t = 0;
   while (t < steps.size() && std::none_of(steps[t].begin(), steps[t].end(), is_recv)) ++t;
   BOOST_TEST_REQUIRE(t < steps.size());
@@ -393,7 +393,7 @@ BOOST_AUTO_TEST_CASE(checker_catches_a_missing_send_or_receive) {
 
   // A message sent twice: the second one has nobody to receive it.
   v = all_stages("1f1b", 2, 3);
-  put(v[0], 4, 0, Instruction{OpKind::SendActivation, 1, 1});
+  put(v[0], 4, 0, Instruction{WorkKind::SendActivation, 1, 1});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
                     k1f1b23 + "stage 0, step 4: SA1 has no matching RA1 on stage 1");
 }
@@ -524,7 +524,7 @@ BOOST_AUTO_TEST_CASE(checker_catches_a_deadlock) {
 
 BOOST_AUTO_TEST_CASE(checker_catches_twice_and_never) {
   auto v = all_stages("1f1b", 2, 3);
-  put(v[0], 4, 2, Instruction{OpKind::Forward, 1, 1});
+  put(v[0], 4, 2, Instruction{WorkKind::Forward, 1, 1});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
                     k1f1b23 + "stage 0, step 4: F1 runs twice (first at step 2)");
 
@@ -561,7 +561,7 @@ BOOST_AUTO_TEST_CASE(checker_catches_a_misplaced_optimizer_step) {
   v = all_stages("gpipe", 2, 3);
   const int last = static_cast<int>(v[0].steps.size()) - 1;
   take(v[0], last, "RD");
-  put(v[0], last, static_cast<int>(v[0].steps[last].size()), Instruction{OpKind::ReduceGrads});
+  put(v[0], last, static_cast<int>(v[0].steps[last].size()), Instruction{WorkKind::ReduceGrads});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
                     "gpipe schedule (2 stages, 3 micro-batches): stage 0, step 7: OPT runs before RD");
 
@@ -575,17 +575,17 @@ BOOST_AUTO_TEST_CASE(checker_catches_a_misplaced_optimizer_step) {
 BOOST_AUTO_TEST_CASE(checker_catches_malformed_instructions) {
   auto v = all_stages("1f1b", 3, 2);
   const std::string k = "1f1b schedule (3 stages, 2 micro-batches): ";
-  v[2].steps[3].push_back(Instruction{OpKind::SendActivation, 0, 0});
+  v[2].steps[3].push_back(Instruction{WorkKind::SendActivation, 0, 0});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
                     k + "stage 2, step 3: SA0 sends to the next stage, but this is the last stage");
 
   v = all_stages("1f1b", 3, 2);
-  put(v[0], 0, 0, Instruction{OpKind::RecvActivation, 0, 0});
+  put(v[0], 0, 0, Instruction{WorkKind::RecvActivation, 0, 0});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
                     k + "stage 0, step 0: RA0 receives from the previous stage, but this is the first stage");
 
   v = all_stages("1f1b", 3, 2);
-  put(v[1], 1, 0, Instruction{OpKind::LoadMicroBatch, 0, 0});
+  put(v[1], 1, 0, Instruction{WorkKind::LoadMicroBatch, 0, 0});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
                     k + "stage 1, step 1: L0 loads data on a middle stage; only the first and last stages load");
 
@@ -605,8 +605,17 @@ BOOST_AUTO_TEST_CASE(checker_catches_malformed_instructions) {
                     k + "stage 0, step 7: OPT carries micro-batch 1 and buffer -1; a step-wide instruction carries "
                         "neither (-1)");
 
+  // Work kinds that are traced but never scheduled.
+  for (WorkKind traced : {WorkKind::WaitSends, WorkKind::Checkpoint, WorkKind::Other}) {
+    v = all_stages("1f1b", 3, 2);
+    put(v[1], 1, 0, Instruction{traced, 0, 0});
+    BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
+                      k + "stage 1, step 1: " + libpipe::to_text(Instruction{traced, 0, 0}) +
+                          " is not a schedule instruction (work the engine traces, no schedule runs it)");
+  }
+
   auto inf = all_stages("inference", 2, 2);
-  inf[1].steps[2].push_back(Instruction{OpKind::BackwardInput, 1, 1});
+  inf[1].steps[2].push_back(Instruction{WorkKind::BackwardInput, 1, 1});
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(inf); }),
                     "inference schedule (2 stages, 2 micro-batches): stage 1, step 2: B1 has no place in a "
                     "forward-only schedule");
@@ -642,19 +651,19 @@ BOOST_AUTO_TEST_CASE(zb_h1_is_well_formed) {
         for (int s = 0; s < S; ++s) {
           const Schedule& sch = v[s];
           BOOST_CHECK_EQUAL(sch.steps.size(), static_cast<size_t>(3 * M + S - 1));
-          BOOST_CHECK_EQUAL(count(sch, OpKind::Forward), M);
-          BOOST_CHECK_EQUAL(count(sch, OpKind::BackwardInput), M);
-          BOOST_CHECK_EQUAL(count(sch, OpKind::BackwardWeight), M);
+          BOOST_CHECK_EQUAL(count(sch, WorkKind::Forward), M);
+          BOOST_CHECK_EQUAL(count(sch, WorkKind::BackwardInput), M);
+          BOOST_CHECK_EQUAL(count(sch, WorkKind::BackwardWeight), M);
           BOOST_CHECK_EQUAL(libpipe::peak_in_flight(sch), S);
           BOOST_CHECK_LE(libpipe::peak_in_flight(sch), sch.num_buffers);
           int idle = 0, next_w = 0, computes_per_step_max = 0;
           for (const auto& step : sch.steps) {
             int computes = 0;
             for (const auto& i : step) {
-              const bool compute = i.kind == OpKind::Forward || i.kind == OpKind::BackwardInput ||
-                                   i.kind == OpKind::BackwardWeight;
+              const bool compute = i.kind == WorkKind::Forward || i.kind == WorkKind::BackwardInput ||
+                                   i.kind == WorkKind::BackwardWeight;
               computes += compute;
-              if (i.kind == OpKind::BackwardWeight) BOOST_CHECK_EQUAL(i.micro_batch, next_w++);
+              if (i.kind == WorkKind::BackwardWeight) BOOST_CHECK_EQUAL(i.micro_batch, next_w++);
             }
             idle += computes == 0;
             computes_per_step_max = std::max(computes_per_step_max, computes);

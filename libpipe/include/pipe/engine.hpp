@@ -25,6 +25,7 @@
 #include "pipe/optimizer.hpp"
 #include "pipe/pipeline_module.hpp"
 #include "pipe/schedule.hpp"
+#include "pipe/work_kind.hpp"
 
 namespace libpipe {
 
@@ -67,11 +68,17 @@ class PIPE_API NonFiniteError : public Error {
 };
 
 // One timed piece of work on this rank, for traces (seconds since the
-// engine's clock start, which all ranks take right after a barrier).
+// engine's clock start, which all ranks take right after a barrier). The kind
+// is the schedule instruction's (work_kind.hpp): forward, backward_input,
+// backward_weight; send_activation and send_grad (posting the send);
+// recv_activation and recv_grad (waiting for the message, at the compute that
+// needs it); reduce_tied_grads, reduce_grads (with the gradient norm),
+// optimizer_step; and, outside the schedule, wait_sends (completing the
+// step's sends) and checkpoint (recorded by the caller). A chunk (virtual
+// stage) number would go beside micro_batch.
 struct TraceEvent {
-  const char* kind;  // "forward", "backward_input", "backward_weight", "recv_wait", "send", "send_wait",
-                     // "reduce_tied", "reduce_grads", "optimizer", "checkpoint"
-  int micro_batch;   // -1 for step-wide work
+  WorkKind kind;
+  int micro_batch;  // -1 for step-wide work
   double start;
   double end;
 };
@@ -118,7 +125,7 @@ class PIPE_API PipelineEngine {
   const std::vector<TraceEvent>& trace() const;
   // Work done outside the engine (checkpoint I/O) on the same clock and trace.
   double clock() const;
-  void record(const char* kind, double start, double end);
+  void record(WorkKind kind, double start, double end);
   const EngineTotals& totals() const;
   Optimizer& optimizer();
   // True when `flag` is set on any rank (collective, honours the comm

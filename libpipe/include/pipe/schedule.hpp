@@ -30,28 +30,19 @@
 #include <vector>
 
 #include "pipe/export.hpp"
+#include "pipe/work_kind.hpp"
 
 namespace libpipe {
 
-enum class OpKind {
-  LoadMicroBatch,   // L: read the micro-batch's input (first stage) or labels (last stage)
-  Forward,          // F
-  BackwardInput,    // B: gradient with respect to the stage's input
-  BackwardWeight,   // W: gradients of the stage's parameters (split from B for zero-bubble schedules)
-  SendActivation,   // SA: output activation to the next stage
-  RecvActivation,   // RA: input activation from the previous stage
-  SendGrad,         // SG: input gradient to the previous stage
-  RecvGrad,         // RG: output gradient from the next stage
-  ReduceTiedGrads,  // RT: all-reduce the gradients of tied weights across their tie group
-  ReduceGrads,      // RD: all-reduce gradients across data-parallel replicas
-  OptimizerStep,    // OPT
-};
+// The instructions are the WorkKinds LoadMicroBatch to OptimizerStep
+// (work_kind.hpp: L, F, B, W, SA, RA, SG, RG, RT, RD, OPT); the engine
+// traces its work, and pipe-sim draws it, in the same vocabulary.
 
 // One instruction. micro_batch and buffer are -1 for the step-wide ones (RT,
 // RD, OPT). buffer is the slot (0..num_buffers-1) of the stage's activation
 // and gradient storage that holds the micro-batch.
 struct Instruction {
-  OpKind kind;
+  WorkKind kind;
   int micro_batch = -1;
   int buffer = -1;
 };
@@ -98,10 +89,11 @@ PIPE_API std::vector<std::string> schedule_kinds();
 // Whether the kind trains (has backwards and an optimizer step).
 PIPE_API bool is_training_schedule(const std::string& kind);
 
-// Compact text: "L3", "F3", "B3" (backward-input), "W3", "SA3"/"RA3" (send /
-// receive activation), "SG3"/"RG3" (send / receive gradient), "RT", "RD",
-// "OPT". The number is the micro-batch; buffers are not shown.
-PIPE_API std::string to_text(OpKind kind);
+// Compact text: the kind's symbol (work_kind_symbol) and the micro-batch:
+// "L3", "F3", "B3" (backward-input), "W3", "SA3"/"RA3" (send / receive
+// activation), "SG3"/"RG3" (send / receive gradient), "RT", "RD", "OPT".
+// Buffers are not shown.
+PIPE_API std::string to_text(WorkKind kind);
 PIPE_API std::string to_text(const Instruction& instruction);
 // Instructions separated by one space ("RA2 F2"); "" for an idle step.
 PIPE_API std::string to_text(const Step& step);
@@ -124,7 +116,8 @@ PIPE_API std::string format_grid(const std::vector<Schedule>& per_stage);
 // and tag).
 //
 // Checked, in this order:
-//  1. each instruction on its own: micro-batch in 0..M-1 (or -1 for RT, RD,
+//  1. each instruction on its own: a kind schedules hold
+//     (is_schedule_instruction), micro-batch in 0..M-1 (or -1 for RT, RD,
 //     OPT), buffer in 0..num_buffers-1, a neighbour to talk to, only first and
 //     last stages load, no backward or reduction in an inference schedule;
 //  2. every send has its receive on the neighbour and vice versa, and the

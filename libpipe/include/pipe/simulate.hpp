@@ -30,7 +30,7 @@ struct SimResult {
   std::vector<double> busy;       // per stage: time spent computing (F, B, W)
   double bubble = 0;              // 1 - sum(busy) / (stages x makespan): the idle share
   double theoretical_bubble = 0;  // (S-1)/(M+S-1), for comparison
-  Timeline timeline;              // rows "stage 0".."stage S-1": F, B, W blocks and waits (Recv)
+  Timeline timeline;              // rows "stage 0".."stage S-1": F, B, W blocks and waits (RA, RG)
 };
 
 // Runs `kind`'s schedule for all stages. costs holds one entry per stage, or
@@ -38,9 +38,10 @@ struct SimResult {
 // each stage runs its instructions in schedule order, one at a time; a
 // compute instruction takes its cost; a send takes no time and never blocks;
 // a receive completes at max(now, time the matching send was issued +
-// p2p_latency), the wait becoming a Recv block; loads and the step-wide
-// reductions and optimizer step take no time. Messages on one link are
-// matched in order, as MPI does. Blocks of zero length are left out.
+// p2p_latency), the wait becoming a block of the receive's kind
+// (RecvActivation or RecvGrad); loads and the step-wide reductions and
+// optimizer step take no time. Messages on one link are matched in order, as
+// MPI does. Blocks of zero length are left out.
 //
 // For equal costs on every stage the bubble is the closed form
 // (S-1)/(M+S-1) for gpipe, 1f1b and inference, whatever F, B and W are, and

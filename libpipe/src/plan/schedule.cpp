@@ -18,8 +18,8 @@ namespace {
 
 const std::vector<std::string> kKinds = {"inference", "gpipe", "1f1b", "zb-h1"};
 
-bool is_step_wide(OpKind k) {
-  return k == OpKind::ReduceTiedGrads || k == OpKind::ReduceGrads || k == OpKind::OptimizerStep;
+bool is_step_wide(WorkKind k) {
+  return k == WorkKind::ReduceTiedGrads || k == WorkKind::ReduceGrads || k == WorkKind::OptimizerStep;
 }
 
 void require_kind(const std::string& kind) {
@@ -126,7 +126,7 @@ int num_buffers(const std::string& kind, int S, int M, int s) {
 std::vector<Step> assemble(const Placement& p, const Schedule& sch) {
   const bool first = sch.stage == 0, last = sch.stage == sch.stages - 1;
   auto buf = [&](int mb) { return mb % sch.num_buffers; };
-  auto op = [&](OpKind k, int mb) { return Instruction{k, mb, buf(mb)}; };
+  auto op = [&](WorkKind k, int mb) { return Instruction{k, mb, buf(mb)}; };
   const int T = static_cast<int>(p.size());
   std::vector<Step> steps(T);
   for (int t = 0; t < T; ++t) {
@@ -134,28 +134,28 @@ std::vector<Step> assemble(const Placement& p, const Schedule& sch) {
     if (t > 0 && p[t - 1]) {
       const Compute& prev = *p[t - 1];
       const bool backward = prev.work == Work::backward || prev.work == Work::backward_input;
-      if (prev.work == Work::forward && !last) step.push_back(op(OpKind::SendActivation, prev.micro_batch));
-      if (backward && !first) step.push_back(op(OpKind::SendGrad, prev.micro_batch));
+      if (prev.work == Work::forward && !last) step.push_back(op(WorkKind::SendActivation, prev.micro_batch));
+      if (backward && !first) step.push_back(op(WorkKind::SendGrad, prev.micro_batch));
     }
     if (p[t]) {
       const int mb = p[t]->micro_batch;
       const Work work = p[t]->work;
       if (work == Work::forward) {
-        if (first || last) step.push_back(op(OpKind::LoadMicroBatch, mb));
-        if (!first) step.push_back(op(OpKind::RecvActivation, mb));
-        step.push_back(op(OpKind::Forward, mb));
+        if (first || last) step.push_back(op(WorkKind::LoadMicroBatch, mb));
+        if (!first) step.push_back(op(WorkKind::RecvActivation, mb));
+        step.push_back(op(WorkKind::Forward, mb));
       }
       if (work == Work::backward || work == Work::backward_input) {
-        if (!last) step.push_back(op(OpKind::RecvGrad, mb));
-        step.push_back(op(OpKind::BackwardInput, mb));
+        if (!last) step.push_back(op(WorkKind::RecvGrad, mb));
+        step.push_back(op(WorkKind::BackwardInput, mb));
       }
-      if (work == Work::backward || work == Work::backward_weight) step.push_back(op(OpKind::BackwardWeight, mb));
+      if (work == Work::backward || work == Work::backward_weight) step.push_back(op(WorkKind::BackwardWeight, mb));
     }
   }
   if (is_training_schedule(sch.kind) && T > 0) {
-    steps.back().push_back(Instruction{OpKind::ReduceTiedGrads});
-    steps.back().push_back(Instruction{OpKind::ReduceGrads});
-    steps.back().push_back(Instruction{OpKind::OptimizerStep});
+    steps.back().push_back(Instruction{WorkKind::ReduceTiedGrads});
+    steps.back().push_back(Instruction{WorkKind::ReduceGrads});
+    steps.back().push_back(Instruction{WorkKind::OptimizerStep});
   }
   return steps;
 }
@@ -185,22 +185,22 @@ Program flatten(const Schedule& s) {
   return p;
 }
 
-constexpr int kNumKinds = static_cast<int>(OpKind::OptimizerStep) + 1;
+constexpr int kNumKinds = kNumWorkKinds;
 
 // The per-micro-batch instructions a stage must run, in pipeline order: the
 // micro-batch's buffer is live until all of them have run.
-std::vector<OpKind> required_ops(const Schedule& s) {
+std::vector<WorkKind> required_ops(const Schedule& s) {
   const bool first = s.stage == 0, last = s.stage == s.stages - 1;
-  std::vector<OpKind> r;
-  if (first || last) r.push_back(OpKind::LoadMicroBatch);
-  if (!first) r.push_back(OpKind::RecvActivation);
-  r.push_back(OpKind::Forward);
-  if (!last) r.push_back(OpKind::SendActivation);
+  std::vector<WorkKind> r;
+  if (first || last) r.push_back(WorkKind::LoadMicroBatch);
+  if (!first) r.push_back(WorkKind::RecvActivation);
+  r.push_back(WorkKind::Forward);
+  if (!last) r.push_back(WorkKind::SendActivation);
   if (is_training_schedule(s.kind)) {
-    if (!last) r.push_back(OpKind::RecvGrad);
-    r.push_back(OpKind::BackwardInput);
-    r.push_back(OpKind::BackwardWeight);
-    if (!first) r.push_back(OpKind::SendGrad);
+    if (!last) r.push_back(WorkKind::RecvGrad);
+    r.push_back(WorkKind::BackwardInput);
+    r.push_back(WorkKind::BackwardWeight);
+    if (!first) r.push_back(WorkKind::SendGrad);
   }
   return r;
 }
@@ -227,7 +227,7 @@ class Checker {
   // s+1, channel 2s+1 the gradients from s+1 to s.
   struct Channel {
     int from, to;
-    OpKind send, recv;
+    WorkKind send, recv;
     std::vector<Pos> sends, recvs;  // in program order
     std::vector<int> send_mb, recv_mb;
     std::deque<int> in_flight;  // ordinals of sends issued but not yet received
@@ -263,6 +263,8 @@ class Checker {
     for (size_t k = 0; k < p.code.size(); ++k) {
       const Instruction& in = p.code[k];
       const int mb = in.micro_batch, b = in.buffer;
+      if (!is_schedule_instruction(in.kind))
+        fail_at(s, p.pos[k], "is not a schedule instruction (work the engine traces, no schedule runs it)");
       if (is_step_wide(in.kind)) {
         if (mb != -1 || b != -1)
           fail_at(s, p.pos[k],
@@ -276,23 +278,23 @@ class Checker {
                   "uses buffer " + std::to_string(b) + ", outside the stage's " + plural(sch.num_buffers, "buffer") +
                       (sch.num_buffers > 0 ? " (0.." + std::to_string(sch.num_buffers - 1) + ")" : ""));
       }
-      const bool backward_kind = in.kind == OpKind::BackwardInput || in.kind == OpKind::BackwardWeight ||
-                                 in.kind == OpKind::SendGrad || in.kind == OpKind::RecvGrad || is_step_wide(in.kind);
+      const bool backward_kind = in.kind == WorkKind::BackwardInput || in.kind == WorkKind::BackwardWeight ||
+                                 in.kind == WorkKind::SendGrad || in.kind == WorkKind::RecvGrad || is_step_wide(in.kind);
       if (!training_ && backward_kind) fail_at(s, p.pos[k], "has no place in a forward-only schedule");
       switch (in.kind) {
-        case OpKind::SendActivation:
+        case WorkKind::SendActivation:
           if (last) fail_at(s, p.pos[k], "sends to the next stage, but this is the last stage");
           break;
-        case OpKind::RecvGrad:
+        case WorkKind::RecvGrad:
           if (last) fail_at(s, p.pos[k], "receives from the next stage, but this is the last stage");
           break;
-        case OpKind::RecvActivation:
+        case WorkKind::RecvActivation:
           if (first) fail_at(s, p.pos[k], "receives from the previous stage, but this is the first stage");
           break;
-        case OpKind::SendGrad:
+        case WorkKind::SendGrad:
           if (first) fail_at(s, p.pos[k], "sends to the previous stage, but this is the first stage");
           break;
-        case OpKind::LoadMicroBatch:
+        case WorkKind::LoadMicroBatch:
           if (!first && !last)
             fail_at(s, p.pos[k], "loads data on a middle stage; only the first and last stages load");
           break;
@@ -306,8 +308,8 @@ class Checker {
   // MPI does for one source and tag; they must name the same micro-batch.
   void match_channels() {
     for (int s = 0; s + 1 < S_; ++s) {
-      chan_.push_back({s, s + 1, OpKind::SendActivation, OpKind::RecvActivation, {}, {}, {}, {}, {}, 0});
-      chan_.push_back({s + 1, s, OpKind::SendGrad, OpKind::RecvGrad, {}, {}, {}, {}, {}, 0});
+      chan_.push_back({s, s + 1, WorkKind::SendActivation, WorkKind::RecvActivation, {}, {}, {}, {}, {}, 0});
+      chan_.push_back({s + 1, s, WorkKind::SendGrad, WorkKind::RecvGrad, {}, {}, {}, {}, {}, 0});
     }
     for (Channel& c : chan_) {
       for (size_t k = 0; k < prog_[c.from].code.size(); ++k)
@@ -353,15 +355,15 @@ class Checker {
       if (++seen[a[i]] > in_b[a[i]]) fail(i);
   }
 
-  int channel_of(int s, OpKind k) const {
+  int channel_of(int s, WorkKind k) const {
     switch (k) {
-      case OpKind::SendActivation:
+      case WorkKind::SendActivation:
         return 2 * s;
-      case OpKind::RecvActivation:
+      case WorkKind::RecvActivation:
         return 2 * (s - 1);
-      case OpKind::SendGrad:
+      case WorkKind::SendGrad:
         return 2 * (s - 1) + 1;
-      case OpKind::RecvGrad:
+      case WorkKind::RecvGrad:
         return 2 * s + 1;
       default:
         return -1;
@@ -371,11 +373,11 @@ class Checker {
   // Per stage, what has run so far.
   struct State {
     size_t pc = 0;
-    std::vector<std::vector<int>> done_step;  // [micro-batch][OpKind] -> step it ran in, or -1
+    std::vector<std::vector<int>> done_step;  // [micro-batch][WorkKind] -> step it ran in, or -1
     std::vector<int> buffer_of;               // micro-batch -> buffer, -1 before its first instruction
     std::vector<int> holder;                  // buffer -> live micro-batch, or -1
     std::vector<int> remaining;               // micro-batch -> required instructions still to run
-    std::vector<bool> required;               // OpKind -> whether each micro-batch needs one
+    std::vector<bool> required;               // WorkKind -> whether each micro-batch needs one
     int weights_done = 0;
     int wide_step[kNumKinds];  // step of RT, RD, OPT, or -1
   };
@@ -383,8 +385,8 @@ class Checker {
   bool runnable(int s) const {
     const State& st = state_[s];
     if (st.pc >= prog_[s].code.size()) return false;
-    const OpKind k = prog_[s].code[st.pc].kind;
-    if (k == OpKind::RecvActivation || k == OpKind::RecvGrad) return !chan_[channel_of(s, k)].in_flight.empty();
+    const WorkKind k = prog_[s].code[st.pc].kind;
+    if (k == WorkKind::RecvActivation || k == WorkKind::RecvGrad) return !chan_[channel_of(s, k)].in_flight.empty();
     return true;  // sends never block
   }
 
@@ -398,7 +400,7 @@ class Checker {
       const auto req = required_ops(sch_[s]);
       st.remaining.assign(M_, static_cast<int>(req.size()));
       st.required.assign(kNumKinds, false);
-      for (OpKind r : req) st.required[static_cast<int>(r)] = true;
+      for (WorkKind r : req) st.required[static_cast<int>(r)] = true;
       std::fill(std::begin(st.wide_step), std::end(st.wide_step), -1);
     }
     // Always advance the stage that is furthest behind (lowest step, then
@@ -428,7 +430,7 @@ class Checker {
 
   std::string pending(int s, int mb) const {
     std::string r;
-    for (OpKind k : required_ops(sch_[s]))
+    for (WorkKind k : required_ops(sch_[s]))
       if (state_[s].done_step[mb][static_cast<int>(k)] < 0) r += (r.empty() ? "" : " ") + to_text(Instruction{k, mb});
     return r;
   }
@@ -441,18 +443,18 @@ class Checker {
     const int mb = in.micro_batch;
     const int k = static_cast<int>(in.kind);
     auto fail = [&](const std::string& what) { fail_at(s, at, what); };
-    auto done = [&](OpKind op) { return st.done_step[mb][static_cast<int>(op)] >= 0; };
-    auto text = [&](OpKind op) { return to_text(Instruction{op, mb}); };
+    auto done = [&](WorkKind op) { return st.done_step[mb][static_cast<int>(op)] >= 0; };
+    auto text = [&](WorkKind op) { return to_text(Instruction{op, mb}); };
 
     if (is_step_wide(in.kind)) {
       if (st.wide_step[k] >= 0) fail("runs twice (first at step " + std::to_string(st.wide_step[k]) + ")");
-      if (in.kind != OpKind::OptimizerStep && st.weights_done < M_) {
+      if (in.kind != WorkKind::OptimizerStep && st.weights_done < M_) {
         for (int m = 0; m < M_; ++m)
-          if (st.done_step[m][static_cast<int>(OpKind::BackwardWeight)] < 0)
-            fail("runs before " + to_text(Instruction{OpKind::BackwardWeight, m}));
+          if (st.done_step[m][static_cast<int>(WorkKind::BackwardWeight)] < 0)
+            fail("runs before " + to_text(Instruction{WorkKind::BackwardWeight, m}));
       }
-      if (in.kind == OpKind::OptimizerStep) {
-        for (OpKind r : {OpKind::ReduceTiedGrads, OpKind::ReduceGrads})
+      if (in.kind == WorkKind::OptimizerStep) {
+        for (WorkKind r : {WorkKind::ReduceTiedGrads, WorkKind::ReduceGrads})
           if (st.wide_step[static_cast<int>(r)] < 0) fail("runs before " + to_text(r));
         if (st.pc + 1 < prog_[s].code.size())
           fail("is not the last instruction: " + to_text(prog_[s].code[st.pc + 1]) + " follows at step " +
@@ -465,27 +467,27 @@ class Checker {
 
     if (done(in.kind)) fail("runs twice (first at step " + std::to_string(st.done_step[mb][k]) + ")");
     switch (in.kind) {
-      case OpKind::Forward:
-        if (first && !done(OpKind::LoadMicroBatch))
-          fail("runs before its input is loaded (no " + text(OpKind::LoadMicroBatch) + " before it)");
-        if (!first && !done(OpKind::RecvActivation))
-          fail("runs before its input is received (no " + text(OpKind::RecvActivation) + " before it)");
-        if (last && !done(OpKind::LoadMicroBatch))
-          fail("runs before its labels are loaded (no " + text(OpKind::LoadMicroBatch) + " before it)");
+      case WorkKind::Forward:
+        if (first && !done(WorkKind::LoadMicroBatch))
+          fail("runs before its input is loaded (no " + text(WorkKind::LoadMicroBatch) + " before it)");
+        if (!first && !done(WorkKind::RecvActivation))
+          fail("runs before its input is received (no " + text(WorkKind::RecvActivation) + " before it)");
+        if (last && !done(WorkKind::LoadMicroBatch))
+          fail("runs before its labels are loaded (no " + text(WorkKind::LoadMicroBatch) + " before it)");
         break;
-      case OpKind::BackwardInput:
-        if (!done(OpKind::Forward)) fail("runs before " + text(OpKind::Forward));
-        if (!last && !done(OpKind::RecvGrad))
-          fail("runs before its output gradient is received (no " + text(OpKind::RecvGrad) + " before it)");
+      case WorkKind::BackwardInput:
+        if (!done(WorkKind::Forward)) fail("runs before " + text(WorkKind::Forward));
+        if (!last && !done(WorkKind::RecvGrad))
+          fail("runs before its output gradient is received (no " + text(WorkKind::RecvGrad) + " before it)");
         break;
-      case OpKind::BackwardWeight:
-        if (!done(OpKind::BackwardInput)) fail("runs before " + text(OpKind::BackwardInput));
+      case WorkKind::BackwardWeight:
+        if (!done(WorkKind::BackwardInput)) fail("runs before " + text(WorkKind::BackwardInput));
         break;
-      case OpKind::SendActivation:
-        if (!done(OpKind::Forward)) fail("runs before " + text(OpKind::Forward));
+      case WorkKind::SendActivation:
+        if (!done(WorkKind::Forward)) fail("runs before " + text(WorkKind::Forward));
         break;
-      case OpKind::SendGrad:
-        if (!done(OpKind::BackwardInput)) fail("runs before " + text(OpKind::BackwardInput));
+      case WorkKind::SendGrad:
+        if (!done(WorkKind::BackwardInput)) fail("runs before " + text(WorkKind::BackwardInput));
         break;
       default:
         break;
@@ -506,15 +508,15 @@ class Checker {
     }
 
     const int c = channel_of(s, in.kind);
-    if (in.kind == OpKind::SendActivation || in.kind == OpKind::SendGrad) {
+    if (in.kind == WorkKind::SendActivation || in.kind == WorkKind::SendGrad) {
       chan_[c].in_flight.push_back(mb);
-    } else if (in.kind == OpKind::RecvActivation || in.kind == OpKind::RecvGrad) {
+    } else if (in.kind == WorkKind::RecvActivation || in.kind == WorkKind::RecvGrad) {
       chan_[c].in_flight.pop_front();  // matched in order by match_channels()
       ++chan_[c].received;
     }
 
     st.done_step[mb][k] = at.step;
-    if (in.kind == OpKind::BackwardWeight) ++st.weights_done;
+    if (in.kind == WorkKind::BackwardWeight) ++st.weights_done;
     if (st.required[k] && --st.remaining[mb] == 0) st.holder[b] = -1;
     ++st.pc;
   }
@@ -523,12 +525,12 @@ class Checker {
     for (int s = 0; s < S_; ++s) {
       const auto req = required_ops(sch_[s]);
       for (int m = 0; m < M_; ++m)
-        for (OpKind k : req)
+        for (WorkKind k : req)
           if (state_[s].done_step[m][static_cast<int>(k)] < 0)
             throw Error(describe(sch_[0]) + ": stage " + std::to_string(s) + ": " + to_text(Instruction{k, m}) +
                         " never runs");
       if (training_)
-        for (OpKind k : {OpKind::ReduceTiedGrads, OpKind::ReduceGrads, OpKind::OptimizerStep})
+        for (WorkKind k : {WorkKind::ReduceTiedGrads, WorkKind::ReduceGrads, WorkKind::OptimizerStep})
           if (state_[s].wide_step[static_cast<int>(k)] < 0)
             throw Error(describe(sch_[0]) + ": stage " + std::to_string(s) + ": " + to_text(k) +
                         " never runs (a training schedule ends with RT, RD, OPT)");
@@ -579,33 +581,7 @@ Schedule make_schedule(const std::string& kind, int stages, int micro_batches, i
   return s;
 }
 
-std::string to_text(OpKind kind) {
-  switch (kind) {
-    case OpKind::LoadMicroBatch:
-      return "L";
-    case OpKind::Forward:
-      return "F";
-    case OpKind::BackwardInput:
-      return "B";
-    case OpKind::BackwardWeight:
-      return "W";
-    case OpKind::SendActivation:
-      return "SA";
-    case OpKind::RecvActivation:
-      return "RA";
-    case OpKind::SendGrad:
-      return "SG";
-    case OpKind::RecvGrad:
-      return "RG";
-    case OpKind::ReduceTiedGrads:
-      return "RT";
-    case OpKind::ReduceGrads:
-      return "RD";
-    case OpKind::OptimizerStep:
-      return "OPT";
-  }
-  return "?" + std::to_string(static_cast<int>(kind));
-}
+std::string to_text(WorkKind kind) { return std::string(work_kind_symbol(kind)); }
 
 std::string to_text(const Instruction& instruction) {
   if (is_step_wide(instruction.kind)) return to_text(instruction.kind);
@@ -662,10 +638,10 @@ void check_messages_within_steps(const std::vector<Schedule>& per_stage) {
   for (int s = 0; s < stages; ++s)
     for (std::size_t t = 0; t < per_stage[s].steps.size(); ++t)
       for (const Instruction& i : per_stage[s].steps[t]) {
-        if (i.kind == OpKind::SendActivation) sent[{s, s + 1, i.micro_batch, 0}] = t;
-        if (i.kind == OpKind::SendGrad) sent[{s, s - 1, i.micro_batch, 1}] = t;
-        if (i.kind == OpKind::RecvActivation) received[{s - 1, s, i.micro_batch, 0}] = t;
-        if (i.kind == OpKind::RecvGrad) received[{s + 1, s, i.micro_batch, 1}] = t;
+        if (i.kind == WorkKind::SendActivation) sent[{s, s + 1, i.micro_batch, 0}] = t;
+        if (i.kind == WorkKind::SendGrad) sent[{s, s - 1, i.micro_batch, 1}] = t;
+        if (i.kind == WorkKind::RecvActivation) received[{s - 1, s, i.micro_batch, 0}] = t;
+        if (i.kind == WorkKind::RecvGrad) received[{s + 1, s, i.micro_batch, 1}] = t;
       }
   for (const auto& [message, step] : sent) {
     const auto it = received.find(message);
@@ -694,10 +670,10 @@ int peak_in_flight(const Schedule& schedule) {
   int live = 0, peak = 0;
   for (const Step& step : schedule.steps)
     for (const Instruction& in : step) {
-      if (in.kind == OpKind::Forward) {
+      if (in.kind == WorkKind::Forward) {
         peak = std::max(peak, ++live);
         if (!training && last) --live;
-      } else if ((training && in.kind == OpKind::BackwardWeight) || (!training && in.kind == OpKind::SendActivation)) {
+      } else if ((training && in.kind == WorkKind::BackwardWeight) || (!training && in.kind == WorkKind::SendActivation)) {
         --live;
       }
     }

@@ -34,35 +34,37 @@ std::uint32_t pack(SimOp op, int mb) {
 SimOp op_of(std::uint32_t code) { return static_cast<SimOp>(code >> kOpShift); }
 int mb_of(std::uint32_t code) { return static_cast<int>(code & kMbMask); }
 
-const char* op_name(SimOp op) {
-  static const char* names[] = {"F", "B", "W", "SA", "RA", "SG", "RG"};
-  return names[op];
-}
+// The work kind of each SimOp, for names and timeline blocks.
+constexpr WorkKind kKindOf[] = {WorkKind::Forward,        WorkKind::BackwardInput, WorkKind::BackwardWeight,
+                                WorkKind::SendActivation, WorkKind::RecvActivation, WorkKind::SendGrad,
+                                WorkKind::RecvGrad};
+
+std::string op_name(SimOp op) { return std::string(work_kind_symbol(kKindOf[op])); }
 
 std::vector<std::uint32_t> compile(const Schedule& schedule) {
   std::vector<std::uint32_t> program;
   for (const Step& step : schedule.steps)
     for (const Instruction& in : step) {
       switch (in.kind) {
-        case OpKind::Forward:
+        case WorkKind::Forward:
           program.push_back(pack(kF, in.micro_batch));
           break;
-        case OpKind::BackwardInput:
+        case WorkKind::BackwardInput:
           program.push_back(pack(kB, in.micro_batch));
           break;
-        case OpKind::BackwardWeight:
+        case WorkKind::BackwardWeight:
           program.push_back(pack(kW, in.micro_batch));
           break;
-        case OpKind::SendActivation:
+        case WorkKind::SendActivation:
           program.push_back(pack(kSA, in.micro_batch));
           break;
-        case OpKind::RecvActivation:
+        case WorkKind::RecvActivation:
           program.push_back(pack(kRA, in.micro_batch));
           break;
-        case OpKind::SendGrad:
+        case WorkKind::SendGrad:
           program.push_back(pack(kSG, in.micro_batch));
           break;
-        case OpKind::RecvGrad:
+        case WorkKind::RecvGrad:
           program.push_back(pack(kRG, in.micro_batch));
           break;
         default:
@@ -141,7 +143,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   ready.reserve(S);
   for (int s = S - 1; s >= 0; --s) ready.push_back(s);
 
-  auto compute = [&](int s, BlockKind k, double c, int mb) {
+  auto compute = [&](int s, WorkKind k, double c, int mb) {
     if (c > 0) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0});
     clock[s] += c;
     r.busy[s] += c;
@@ -153,8 +155,9 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
       ready.push_back(reader);
     }
   };
-  // Returns false (and marks the stage blocked) when the message is not sent yet.
-  auto receive = [&](int s, int ch, int mb) {
+  // Returns false (and marks the stage blocked) when the message is not sent
+  // yet. The wait, if any, is a block of the receive's kind (RA or RG).
+  auto receive = [&](int s, int ch, int mb, WorkKind wait_kind) {
     Channel& c = channel[ch];
     if (c.queue.empty()) {
       waiting_on[s] = ch;
@@ -168,7 +171,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
     c.queue.pop_front();
     const double arrival = m.sent + p2p_latency;
     if (arrival > clock[s]) {
-      tl.rows[s].blocks.push_back(Block{clock[s], arrival, BlockKind::Recv, mb, 0});
+      tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0});
       clock[s] = arrival;
     }
     return true;
@@ -185,13 +188,13 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
       bool ran = true;
       switch (op_of(code)) {
         case kF:
-          compute(s, BlockKind::Forward, c.forward, mb);
+          compute(s, WorkKind::Forward, c.forward, mb);
           break;
         case kB:
-          compute(s, BlockKind::BackwardInput, c.backward_input, mb);
+          compute(s, WorkKind::BackwardInput, c.backward_input, mb);
           break;
         case kW:
-          compute(s, BlockKind::BackwardWeight, c.backward_weight, mb);
+          compute(s, WorkKind::BackwardWeight, c.backward_weight, mb);
           break;
         case kSA:
           send(s, 2 * s, mb, s + 1);
@@ -200,10 +203,10 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
           send(s, 2 * (s - 1) + 1, mb, s - 1);
           break;
         case kRA:
-          ran = receive(s, 2 * (s - 1), mb);
+          ran = receive(s, 2 * (s - 1), mb, WorkKind::RecvActivation);
           break;
         case kRG:
-          ran = receive(s, 2 * s + 1, mb);
+          ran = receive(s, 2 * s + 1, mb, WorkKind::RecvGrad);
           break;
       }
       if (!ran) break;

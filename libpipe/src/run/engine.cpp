@@ -102,7 +102,7 @@ struct PipelineEngine::Impl {
   // ahead, queueing work, and transfers on the comm stream overlap compute.
   // settle_device_timing turns the marks into times once per step.
   template <typename F>
-  void timed(const char* kind, int mb, double& bucket, F&& work) {
+  void timed(WorkKind kind, int mb, double& bucket, F&& work) {
     if (device != Device::cpu) {
       if (!device_origin) {  // the step's first mark, taken with the device idle: its host time is known
         backend.synchronize();
@@ -123,7 +123,7 @@ struct PipelineEngine::Impl {
 
   // Work timed on the device, waiting to be read (see timed).
   struct DeviceSpan {
-    const char* kind;
+    WorkKind kind;
     int mb;
     double* bucket;
     std::shared_ptr<void> start, end;
@@ -184,7 +184,7 @@ struct PipelineEngine::Impl {
 
   void send(const Tensor& t, int dest, int tag, int mb) {
     // Posting is all a send costs here; it is released once complete (release_completed_sends).
-    timed("send", mb, totals.wait_s, [&] {
+    timed(tag % 2 ? WorkKind::SendGrad : WorkKind::SendActivation, mb, totals.wait_s, [&] {
       CommRequest request = pipe_comm->isend(t, dest, tag);
       request.what = std::string("the delivery of ") + (tag % 2 ? "the gradient" : "the activation") +
                      " of micro-batch " + std::to_string(mb) + " to stage " + std::to_string(dest) + " (rank " +
@@ -193,8 +193,9 @@ struct PipelineEngine::Impl {
     });
   }
 
-  void wait_recv(CommRequest& request, int mb) {
-    if (request.active()) timed("recv_wait", mb, totals.wait_s, [&] { pipe_comm->wait(request); });
+  // `kind` is the receive waited for: RecvActivation or RecvGrad.
+  void wait_recv(CommRequest& request, WorkKind kind, int mb) {
+    if (request.active()) timed(kind, mb, totals.wait_s, [&] { pipe_comm->wait(request); });
   }
 
   // Drops the sends that have completed, so that a long run does not keep
@@ -206,7 +207,7 @@ struct PipelineEngine::Impl {
   }
 
   void wait_sends() {
-    timed("send_wait", -1, totals.wait_s, [&] {
+    timed(WorkKind::WaitSends, -1, totals.wait_s, [&] {
       for (auto& [request, tensor] : pending_sends) pipe_comm->wait(request);
     });
     pending_sends.clear();
@@ -315,32 +316,32 @@ struct PipelineEngine::Impl {
     const int mb = in.micro_batch;
     const int prev = grid.stage_id() - 1, next = grid.stage_id() + 1;  // pipe-communicator ranks are stages
     switch (in.kind) {
-      case OpKind::LoadMicroBatch: load(mb); break;
-      case OpKind::RecvActivation: {
+      case WorkKind::LoadMicroBatch: load(mb); break;
+      case WorkKind::RecvActivation: {
         MicroBatch& s = state(mb);
         post_recv(s.input, stage_input, prev, 2 * mb, s.recv_activation);
         break;
       }
-      case OpKind::Forward:
-        wait_recv(state(mb).recv_activation, mb);
-        timed("forward", mb, totals.compute_s, [&] { forward(mb); }); break;
-      case OpKind::SendActivation:
+      case WorkKind::Forward:
+        wait_recv(state(mb).recv_activation, WorkKind::RecvActivation, mb);
+        timed(WorkKind::Forward, mb, totals.compute_s, [&] { forward(mb); }); break;
+      case WorkKind::SendActivation:
         send(state(mb).output, next, 2 * mb, mb);
         if (!training) in_flight.erase(mb);  // inference keeps nothing once it is sent on
         break;
-      case OpKind::RecvGrad: {
+      case WorkKind::RecvGrad: {
         MicroBatch& s = state(mb);
         post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv_grad);
         break;
       }
-      case OpKind::BackwardInput:
-        wait_recv(state(mb).recv_grad, mb);
-        timed("backward_input", mb, totals.compute_s, [&] { backward_input(mb); });
+      case WorkKind::BackwardInput:
+        wait_recv(state(mb).recv_grad, WorkKind::RecvGrad, mb);
+        timed(WorkKind::BackwardInput, mb, totals.compute_s, [&] { backward_input(mb); });
         break;
-      case OpKind::BackwardWeight:
-        timed("backward_weight", mb, totals.compute_s, [&] { backward_weight(mb); });
+      case WorkKind::BackwardWeight:
+        timed(WorkKind::BackwardWeight, mb, totals.compute_s, [&] { backward_weight(mb); });
         break;
-      case OpKind::SendGrad: {
+      case WorkKind::SendGrad: {
         MicroBatch& s = state(mb);
         send(s.grad_out, prev, 2 * mb + 1, mb);
         s.grad_sent = true;
@@ -348,18 +349,24 @@ struct PipelineEngine::Impl {
         break;
       }
       // The step-wide reductions and the update run after the schedule (train_step).
-      case OpKind::ReduceTiedGrads:
-      case OpKind::ReduceGrads:
-      case OpKind::OptimizerStep: break;
+      case WorkKind::ReduceTiedGrads:
+      case WorkKind::ReduceGrads:
+      case WorkKind::OptimizerStep: break;
+      // Traced work, never an instruction (check_schedules refuses it).
+      case WorkKind::WaitSends:
+      case WorkKind::Checkpoint:
+      case WorkKind::Other:
+        throw Error("stage " + std::to_string(grid.stage_id()) + ": " + std::string(work_kind_name(in.kind)) +
+                    " is not a schedule instruction");
     }
   }
 
   static bool is_recv(const Instruction& in) {
-    return in.kind == OpKind::RecvActivation || in.kind == OpKind::RecvGrad;
+    return in.kind == WorkKind::RecvActivation || in.kind == WorkKind::RecvGrad;
   }
 
   static bool is_send(const Instruction& in) {
-    return in.kind == OpKind::SendActivation || in.kind == OpKind::SendGrad;
+    return in.kind == WorkKind::SendActivation || in.kind == WorkKind::SendGrad;
   }
 
   // Receives are posted one step ahead, so that a message arriving while this
@@ -610,8 +617,8 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
   StepStats stats;
   stats.step = step;
   int nonfinite_layer = -1;
-  e.timed("reduce_tied", -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
-  e.timed("reduce_grads", -1, e.totals.reduce_s, [&] {
+  e.timed(WorkKind::ReduceTiedGrads, -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
+  e.timed(WorkKind::ReduceGrads, -1, e.totals.reduce_s, [&] {
     e.reduce_data_parallel_grads();
     stats.grad_norm = e.grad_norm(nonfinite_layer);
   });
@@ -637,7 +644,7 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
     stats.skipped = true;
     ++e.totals.skipped_steps;
   } else {
-    e.timed("optimizer", -1, e.totals.optimizer_s, [&] {
+    e.timed(WorkKind::OptimizerStep, -1, e.totals.optimizer_s, [&] {
       if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
         const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
         for (auto& l : e.module.layers())
@@ -666,7 +673,7 @@ const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->eve
 
 double PipelineEngine::clock() const { return impl_->now(); }
 
-void PipelineEngine::record(const char* kind, double start, double end) {
+void PipelineEngine::record(WorkKind kind, double start, double end) {
   if (impl_->tracing) impl_->events.push_back(TraceEvent{kind, -1, start, end});
 }
 
