@@ -286,7 +286,7 @@ BOOST_AUTO_TEST_CASE(bias_ops) {
         const std::int64_t n = rows * cols + off + 1;
         Floats y = randoms(n), bias = randoms(cols + off + 1, -2.0f, 2.0f);
         Dev<float> gy(y), gbias(bias);
-        cpu().add_bias(y.data() + off, bias.data() + off, rows, cols);
+        cpu().bias_epilogue(y.data() + off, bias.data() + off, y.data() + off, rows, cols);
         cu::add_bias(c, gy.get() + off, gbias.get() + off, rows, cols);
         compare("add_bias", what, y, gy, kExact);
 
@@ -298,7 +298,7 @@ BOOST_AUTO_TEST_CASE(bias_ops) {
 
         Floats x = randoms(n, -3.0f, 3.0f), out = randoms(n);
         Dev<float> gx(x), gout(out);
-        cpu().bias_gelu_forward(x.data() + off, bias.data() + off, out.data() + off, rows, cols);
+        cpu().bias_gelu(x.data() + off, bias.data() + off, x.data() + off, out.data() + off, rows, cols);
         cu::bias_gelu_forward(c, gx.get() + off, gbias.get() + off, gout.get() + off, rows, cols);
         compare("bias_gelu_forward (x + bias)", what, x, gx, kExact);
         compare("bias_gelu_forward (gelu)", what, out, gout, kElementwise);
@@ -675,19 +675,19 @@ BOOST_AUTO_TEST_CASE(bf16_elementwise_and_epilogues_match_the_widening_path) {
     const Halves a = random_halves(n, -3.0f, 3.0f), b = random_halves(n);
     Halves y(static_cast<std::size_t>(n) + 1, 0xABCD);
     Dev<std::uint16_t> ga(a), gb(b), gy(y);
-    cpu().add_typed(In{a.data(), kBf16}, In{b.data(), kBf16}, Out{y.data(), kBf16}, n);
+    cpu().add(In{a.data(), kBf16}, In{b.data(), kBf16}, Out{y.data(), kBf16}, n);
     cu::add(ctx(), ga.get(), gb.get(), gy.get(), n);
     BOOST_TEST((gy.download() == y), "add (bf16) " << what);
 
     Halves acc = a;
     Dev<std::uint16_t> gacc(a);
-    cpu().accumulate_typed(Out{acc.data(), kBf16}, In{b.data(), kBf16}, n);
+    cpu().accumulate(Out{acc.data(), kBf16}, In{b.data(), kBf16}, n);
     cu::accumulate(ctx(), gacc.get(), gb.get(), n);
     BOOST_TEST((gacc.download() == acc), "accumulate (bf16) " << what);
 
     Halves dx(static_cast<std::size_t>(n));
     Dev<std::uint16_t> gdx(dx);
-    cpu().gelu_backward_typed(In{a.data(), kBf16}, In{b.data(), kBf16}, Out{dx.data(), kBf16}, n);
+    cpu().gelu_backward(In{a.data(), kBf16}, In{b.data(), kBf16}, Out{dx.data(), kBf16}, n);
     cu::gelu_backward(ctx(), ga.get(), gb.get(), gdx.get(), n);
     compare("gelu_backward (bf16)", what, from_halves(dx), from_halves(gdx.download()), kBf16Out);
   }
@@ -698,10 +698,10 @@ BOOST_AUTO_TEST_CASE(bf16_elementwise_and_epilogues_match_the_widening_path) {
     Halves y(static_cast<std::size_t>(rows * cols)), pre(y.size()), act(y.size());
     Dev<float> gh(h);
     Dev<std::uint16_t> gbias(bias), gy(y), gpre(pre), gact(act);
-    cpu().bias_epilogue_typed(h.data(), In{bias.data(), kBf16}, Out{y.data(), kBf16}, rows, cols);
+    cpu().bias_epilogue(h.data(), In{bias.data(), kBf16}, Out{y.data(), kBf16}, rows, cols);
     cu::bias_epilogue(ctx(), gh.get(), gbias.get(), gy.get(), rows, cols);
     BOOST_TEST((gy.download() == y), "bias_epilogue (bf16) " << what);  // h + b rounded: one IEEE op each
-    cpu().bias_gelu_typed(h.data(), In{bias.data(), kBf16}, Out{pre.data(), kBf16}, Out{act.data(), kBf16}, rows,
+    cpu().bias_gelu(h.data(), In{bias.data(), kBf16}, Out{pre.data(), kBf16}, Out{act.data(), kBf16}, rows,
                           cols);
     cu::bias_gelu(ctx(), gh.get(), gbias.get(), gpre.get(), gact.get(), rows, cols);
     BOOST_TEST((gpre.download() == pre), "bias_gelu (bf16, pre-activation) " << what);
@@ -711,7 +711,7 @@ BOOST_AUTO_TEST_CASE(bf16_elementwise_and_epilogues_match_the_widening_path) {
     Floats db = randoms(cols);  // accumulates
     Dev<std::uint16_t> gdy(dy);
     Dev<float> gdb(db);
-    cpu().bias_grad_typed(In{dy.data(), kBf16}, db.data(), rows, cols);
+    cpu().bias_grad(In{dy.data(), kBf16}, db.data(), rows, cols);
     cu::bias_grad(ctx(), gdy.get(), gdb.get(), rows, cols);
     compare("bias_grad (bf16 dy)", what, db, gdb, kReduce);
   }
@@ -728,7 +728,7 @@ BOOST_AUTO_TEST_CASE(bf16_layernorm_matches_the_widening_path) {
       Floats mean(static_cast<std::size_t>(rows)), rstd(mean.size());
       Dev<std::uint16_t> gx(x), gw(w), gb(b), gy(y);
       Dev<float> gmean(mean), grstd(rstd);
-      cpu().layernorm_forward_typed(In{x.data() + off, kBf16}, In{w.data() + off, kBf16}, In{b.data() + off, kBf16},
+      cpu().layernorm_forward(In{x.data() + off, kBf16}, In{w.data() + off, kBf16}, In{b.data() + off, kBf16},
                                     Out{y.data() + off, kBf16}, mean.data(), rstd.data(), rows, cols, eps);
       cu::layernorm_forward(ctx(), gx.get() + off, gw.get() + off, gb.get() + off, gy.get() + off, gmean.get(),
                             grstd.get(), rows, cols, eps);
@@ -739,7 +739,7 @@ BOOST_AUTO_TEST_CASE(bf16_layernorm_matches_the_widening_path) {
       Halves dx(static_cast<std::size_t>(n));
       Dev<std::uint16_t> gdy(dy), gdx(dx);
       Dev<float> cmean(mean), crstd(rstd);
-      cpu().layernorm_backward_input_typed(In{dy.data() + off, kBf16}, In{x.data() + off, kBf16},
+      cpu().layernorm_backward_input(In{dy.data() + off, kBf16}, In{x.data() + off, kBf16},
                                            In{w.data() + off, kBf16}, mean.data(), rstd.data(),
                                            Out{dx.data() + off, kBf16}, rows, cols);
       cu::layernorm_backward_input(ctx(), gdy.get() + off, gx.get() + off, gw.get() + off, cmean.get(), crstd.get(),
@@ -749,7 +749,7 @@ BOOST_AUTO_TEST_CASE(bf16_layernorm_matches_the_widening_path) {
               cols == 1 ? Tol{8e-3, 1.0} : kBf16Out, cols == 1 ? 400.0 : 0.0);
       Floats dw = randoms(cols), dbias = randoms(cols);
       Dev<float> gdw(dw), gdbias(dbias);
-      cpu().layernorm_backward_weight_typed(In{dy.data() + off, kBf16}, In{x.data() + off, kBf16}, mean.data(),
+      cpu().layernorm_backward_weight(In{dy.data() + off, kBf16}, In{x.data() + off, kBf16}, mean.data(),
                                             rstd.data(), dw.data(), dbias.data(), rows, cols);
       cu::layernorm_backward_weight(ctx(), gdy.get() + off, gx.get() + off, cmean.get(), crstd.get(), gdw.get(),
                                     gdbias.get(), rows, cols);
@@ -770,10 +770,10 @@ BOOST_AUTO_TEST_CASE(bf16_losses_attention_match_the_widening_path) {
     Dev<std::uint16_t> glogits(logits), gdlogits(dlogits);
     Dev<std::int32_t> glabels(labels);
     Dev<float> gloss(loss), gdloss(dloss);
-    cpu().cross_entropy_forward_typed(In{logits.data(), kBf16}, labels.data(), loss.data(), rows, vocab, rows / 2);
+    cpu().cross_entropy_forward(In{logits.data(), kBf16}, labels.data(), loss.data(), rows, vocab, rows / 2);
     cu::cross_entropy_forward(ctx(), glogits.get(), glabels.get(), gloss.get(), rows, vocab, rows / 2);
     compare("cross_entropy_forward (bf16 logits)", what, loss, gloss, kRow);
-    cpu().cross_entropy_backward_typed(In{logits.data(), kBf16}, labels.data(), dloss.data(),
+    cpu().cross_entropy_backward(In{logits.data(), kBf16}, labels.data(), dloss.data(),
                                        Out{dlogits.data(), kBf16}, rows, vocab, rows / 2);
     cu::cross_entropy_backward(ctx(), glogits.get(), glabels.get(), gdloss.get(), gdlogits.get(), rows, vocab,
                                rows / 2);
@@ -785,14 +785,14 @@ BOOST_AUTO_TEST_CASE(bf16_losses_attention_match_the_widening_path) {
   const Halves qkv = random_halves(B * T * 3 * C);
   Halves out(static_cast<std::size_t>(B * T * C)), probs(static_cast<std::size_t>(B * H * T * T));
   Dev<std::uint16_t> gqkv(qkv), gout(out), gprobs(probs);
-  cpu().attention_forward_typed(In{qkv.data(), kBf16}, Out{out.data(), kBf16}, Out{probs.data(), kBf16}, B, T, H, D);
+  cpu().attention_forward(In{qkv.data(), kBf16}, Out{out.data(), kBf16}, Out{probs.data(), kBf16}, B, T, H, D);
   cu::attention_forward(ctx(), gqkv.get(), gout.get(), gprobs.get(), B, T, H, D);
   compare("attention_forward (bf16 out)", "B2 T37 H2 D16", from_halves(out), from_halves(gout.download()), kBf16Out);
   compare("attention_forward (bf16 probs)", "B2 T37 H2 D16", from_halves(probs), from_halves(gprobs.download()), kBf16Out);
   const Halves dout = random_halves(B * T * C);
   Halves dqkv(qkv.size());
   Dev<std::uint16_t> gdout(dout), gdqkv(dqkv), cprobs(probs);
-  cpu().attention_backward_typed(In{dout.data(), kBf16}, In{qkv.data(), kBf16}, In{probs.data(), kBf16},
+  cpu().attention_backward(In{dout.data(), kBf16}, In{qkv.data(), kBf16}, In{probs.data(), kBf16},
                                  Out{dqkv.data(), kBf16}, B, T, H, D);
   cu::attention_backward(ctx(), gdout.get(), gqkv.get(), cprobs.get(), gdqkv.get(), B, T, H, D);
   compare("attention_backward (bf16)", "B2 T37 H2 D16", from_halves(dqkv), from_halves(gdqkv.download()), kBf16Out);

@@ -17,6 +17,21 @@ namespace libpipe {
 
 class PIPE_API Backend {
  public:
+  // A typed array: most ops take float32 or bfloat16 arrays (activations and parameters under --dtype bf16).
+  // Plain float pointers convert implicitly, so float32 callers write be.add(a, b, y, n).
+  struct In {
+    const void* data;
+    DType dtype;
+    In(const void* d, DType t) : data(d), dtype(t) {}
+    In(const float* d) : data(d), dtype(DType::float32) {}  // NOLINT(google-explicit-constructor)
+  };
+  struct Out {
+    void* data;
+    DType dtype;
+    Out(void* d, DType t) : data(d), dtype(t) {}
+    Out(float* d) : data(d), dtype(DType::float32) {}  // NOLINT(google-explicit-constructor)
+  };
+
   virtual ~Backend();
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
@@ -56,38 +71,41 @@ class PIPE_API Backend {
                           const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
                           float beta, void* c, DType c_type, std::int64_t ldc);
 
-  // ---- elementwise
-  virtual void add(const float* a, const float* b, float* out, std::int64_t n) = 0;  // out = a + b
-  virtual void accumulate(float* y, const float* x, std::int64_t n) = 0;             // y += x
-  virtual void scale(float* y, float factor, std::int64_t n) = 0;                    // y *= factor
-  virtual void add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) = 0;  // y[r,c] += b[c]
-  virtual void bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) = 0;  // db[c] += sum_r dy
+  // ---- elementwise. Typed ops (In/Out) take float32 or bfloat16 arrays: the math is float32 and each output is
+  // rounded once to its dtype (to nearest even); parameter gradients stay float32. A backend runs all-float32
+  // calls on float32 kernels, may run all-bfloat16 ones on native kernels (the GPU does), and widens any other
+  // mix (ops/float32_views.hpp).
+  virtual void add(In a, In b, Out out, std::int64_t n) = 0;  // out = a + b
+  virtual void accumulate(Out y, In x, std::int64_t n) = 0;   // y += x
+  virtual void scale(float* y, float factor, std::int64_t n) = 0;  // y *= factor
+  // A linear layer's epilogue: y[r, c] = h[r, c] + bias[c], h the float32 output of its GEMM (y may be h).
+  virtual void bias_epilogue(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) = 0;
+  virtual void bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) = 0;  // db[c] += sum_r dy
   virtual void relu_forward(const float* x, float* y, std::int64_t n) = 0;
   virtual void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) = 0;
   // GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
   virtual void gelu_forward(const float* x, float* y, std::int64_t n) = 0;
-  virtual void gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) = 0;
-  // y[r] = gelu(x[r] + bias), x overwritten with x + bias (kept for backward): the fused MLP up-projection epilogue.
-  virtual void bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) = 0;
+  virtual void gelu_backward(In x, In dy, Out dx, std::int64_t n) = 0;
+  // The MLP up-projection's epilogue: pre = h + bias (kept for backward; pre may be h), y = gelu(pre).
+  virtual void bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) = 0;
 
   // ---- LayerNorm over the last dimension (rows x cols); mean and rstd [rows] are saved for backward.
-  virtual void layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean,
-                                 float* rstd, std::int64_t rows, std::int64_t cols, float eps) = 0;
-  virtual void layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
-                                        const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) = 0;
+  virtual void layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                                 std::int64_t cols, float eps) = 0;
+  virtual void layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                        std::int64_t rows, std::int64_t cols) = 0;
   // dweight += sum_r dy * xhat, dbias += sum_r dy
-  virtual void layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd,
-                                         float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) = 0;
+  virtual void layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight,
+                                         float* dbias, std::int64_t rows, std::int64_t cols) = 0;
 
   // ---- causal multi-head attention. qkv [B, T, 3C] holds q, k, v side by side (each [B, T, C], head h on
   // channels h*D..h*D+D-1, C = H*D). out [B, T, C]; probs [B, H, T, T] (softmax of the masked, 1/sqrt(D)-scaled
   // scores; entries above the diagonal are 0) is saved for backward.
-  virtual void attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
+  virtual void attention_forward(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
                                  std::int64_t heads, std::int64_t head_dim) = 0;
   // dqkv [B, T, 3C] (overwritten) from dout [B, T, C].
-  virtual void attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv,
-                                  std::int64_t batch, std::int64_t seq, std::int64_t heads,
-                                  std::int64_t head_dim) = 0;
+  virtual void attention_backward(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                                  std::int64_t heads, std::int64_t head_dim) = 0;
 
   // ---- the same attention without the T x T matrix (FlashAttention's scheme), for long sequences: `state`
   // [B H, T, D + 1] (float32) receives each row's output and the log-sum-exp of its scaled scores, and backward
@@ -103,12 +121,11 @@ class PIPE_API Backend {
   // ---- softmax cross-entropy over `vocab` classes for `rows` rows of logits, grouped per sample:
   // sample b owns rows [b*rows_per_sample, (b+1)*rows_per_sample). loss[b] = mean over its rows of
   // -log softmax(logits)[label]. Labels outside [0, vocab) are an error (libpipe::Error naming row and label).
-  virtual void cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss,
-                                     std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) = 0;
+  virtual void cross_entropy_forward(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                     std::int64_t vocab, std::int64_t rows_per_sample) = 0;
   // dlogits = (softmax - onehot(label)) * dloss[b] / rows_per_sample
-  virtual void cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss,
-                                      float* dlogits, std::int64_t rows, std::int64_t vocab,
-                                      std::int64_t rows_per_sample) = 0;
+  virtual void cross_entropy_backward(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
+                                      std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) = 0;
   // Mean squared error per sample over `per_sample` elements: loss[b] = mean (x - t)^2;
   // dx = 2 (x - t) / per_sample * dloss[b].
   virtual void mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
@@ -117,11 +134,11 @@ class PIPE_API Backend {
                             std::int64_t per_sample) = 0;
 
   // ---- GPT-2 embedding: out[b, t] = wte[token[b, t]] + wpe[t]. Tokens outside [0, vocab) are an error.
-  virtual void embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
-                                 std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) = 0;
+  virtual void embedding_forward(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
+                                 std::int64_t seq, std::int64_t dim, std::int64_t vocab) = 0;
   // dwte[token] += dout (scatter-add), dwpe[t] += sum_b dout[b, t]
-  virtual void embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe,
-                                  std::int64_t batch, std::int64_t seq, std::int64_t dim) = 0;
+  virtual void embedding_backward(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
+                                  std::int64_t seq, std::int64_t dim) = 0;
 
   // ---- optimizers (in place; weight decay decoupled for AdamW, L2 for SGD)
   virtual void sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
@@ -157,47 +174,6 @@ class PIPE_API Backend {
   virtual void sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) {
     for (int i = 0; i < count; ++i) out[i] = sum_squares(x[i], n[i]);
   }
-
-  // ---- mixed precision: the hot ops on float32 or bfloat16 arrays (activations and parameters under
-  // --dtype bf16). The math is float32 and each output is rounded once to its dtype (to nearest even); LayerNorm
-  // statistics, losses and parameter gradients stay float32. The defaults widen bfloat16 inputs to float32
-  // temporaries, run the float32 method of the same name and round the outputs back, which is what the CPU does.
-  // A device backend overrides them with kernels that read and write bfloat16 directly, sparing those passes
-  // over memory. Sizes and semantics are those of the float32 methods.
-  struct In {
-    const void* data;
-    DType dtype;
-  };
-  struct Out {
-    void* data;
-    DType dtype;
-  };
-  virtual void add_typed(In a, In b, Out out, std::int64_t n);
-  virtual void accumulate_typed(Out y, In x, std::int64_t n);
-  // A linear layer's epilogue: y[r, c] = h[r, c] + bias[c], h the float32 output of its GEMM.
-  virtual void bias_epilogue_typed(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols);
-  // The MLP up-projection's: pre = h + bias, y = gelu(pre) (bias_gelu_forward's).
-  virtual void bias_gelu_typed(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols);
-  virtual void gelu_backward_typed(In x, In dy, Out dx, std::int64_t n);
-  virtual void bias_grad_typed(In dy, float* db, std::int64_t rows, std::int64_t cols);
-  virtual void layernorm_forward_typed(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
-                                       std::int64_t cols, float eps);
-  virtual void layernorm_backward_input_typed(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
-                                              std::int64_t rows, std::int64_t cols);
-  virtual void layernorm_backward_weight_typed(In dy, In x, const float* mean, const float* rstd, float* dweight,
-                                               float* dbias, std::int64_t rows, std::int64_t cols);
-  virtual void attention_forward_typed(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
-                                       std::int64_t heads, std::int64_t head_dim);
-  virtual void attention_backward_typed(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
-                                        std::int64_t heads, std::int64_t head_dim);
-  virtual void cross_entropy_forward_typed(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
-                                           std::int64_t vocab, std::int64_t rows_per_sample);
-  virtual void cross_entropy_backward_typed(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
-                                            std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample);
-  virtual void embedding_forward_typed(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
-                                       std::int64_t seq, std::int64_t dim, std::int64_t vocab);
-  virtual void embedding_backward_typed(const std::int32_t* tokens, In dout, float* dwte, float* dwpe,
-                                        std::int64_t batch, std::int64_t seq, std::int64_t dim);
 };
 
 // The backend of a device; throws libpipe::Error when this build has none.

@@ -124,7 +124,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
   require_same_shape("add", "a", a, "b", b);
   Backend& be = backend_of("add", {{"a", &a}, {"b", &b}});
   Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
-  be.add_typed(in(a), in(b), out(y), a.numel());
+  be.add(in(a), in(b), out(y), a.numel());
   return y;
 }
 
@@ -133,7 +133,7 @@ void accumulate(Tensor& y, const Tensor& x) {
   require_float("accumulate", "x", x);
   if (y.numel() != x.numel())
     throw Error("accumulate: y " + type_of(y) + " and x " + type_of(x) + " differ in number of elements");
-  backend_of("accumulate", {{"y", &y}, {"x", &x}}).accumulate_typed(out(y), in(x), y.numel());
+  backend_of("accumulate", {{"y", &y}, {"x", &x}}).accumulate(out(y), in(x), y.numel());
 }
 
 Tensor to_dtype(const Tensor& t, DType dtype) {
@@ -254,11 +254,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   }
   Tensor h = linear_product(be, x, weight, rows);
   if (x.dtype() == DType::float32 && bias.dtype() == DType::float32) {
-    be.add_bias(f32(h), f32(bias), rows, out_f);
+    be.bias_epilogue(f32(h), in(bias), out(h), rows, out_f);  // in place
     return h;
   }
   Tensor y = Tensor::empty(h.shape(), x.dtype(), x.device());
-  be.bias_epilogue_typed(f32(h), in(bias), out(y), rows, out_f);
+  be.bias_epilogue(f32(h), in(bias), out(y), rows, out_f);
   return y;
 }
 
@@ -302,7 +302,7 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, 
   const std::int64_t rows = rows_of(dy);
   be.gemm_typed(true, false, out_f, in_f, rows, 1.0f, dy.data(), dy.dtype(), out_f, x.data(), x.dtype(), in_f, 1.0f,
                 dweight.data(), DType::float32, in_f);  // += dy^T x
-  if (dbias.defined()) be.bias_grad_typed(in(dy), f32(dbias), rows, out_f);
+  if (dbias.defined()) be.bias_grad(in(dy), f32(dbias), rows, out_f);
 }
 
 Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& pre_activation) {
@@ -319,12 +319,12 @@ Tensor linear_gelu(const Tensor& x, const Tensor& weight, const Tensor& bias, Te
   }
   Tensor y = Tensor::empty(h.shape(), x.dtype(), x.device());
   if (x.dtype() == DType::float32 && bias.dtype() == DType::float32) {
-    be.bias_gelu_forward(f32(h), f32(bias), f32(y), rows, out_f);  // h += b; y = gelu(h), one pass
+    be.bias_gelu(f32(h), in(bias), out(h), out(y), rows, out_f);  // h += b; y = gelu(h), one pass
     pre_activation = h;
     return y;
   }
   pre_activation = Tensor::empty(h.shape(), x.dtype(), x.device());
-  be.bias_gelu_typed(f32(h), in(bias), out(pre_activation), out(y), rows, out_f);
+  be.bias_gelu(f32(h), in(bias), out(pre_activation), out(y), rows, out_f);
   return y;
 }
 
@@ -362,7 +362,7 @@ Tensor gelu_backward(const Tensor& x, const Tensor& dy) {
   require_same_shape("gelu_backward", "x", x, "dy", dy);
   Backend& be = backend_of("gelu_backward", {{"x", &x}, {"dy", &dy}});
   Tensor dx = Tensor::empty(x.shape(), dy.dtype(), x.device());
-  be.gelu_backward_typed(in(x), in(dy), out(dx), x.numel());
+  be.gelu_backward(in(x), in(dy), out(dx), x.numel());
   return dx;
 }
 
@@ -399,7 +399,7 @@ Tensor layernorm(const Tensor& x, const Tensor& weight, const Tensor& bias, floa
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   mean = Tensor::empty({rows}, DType::float32, x.device());
   rstd = Tensor::empty({rows}, DType::float32, x.device());
-  be.layernorm_forward_typed(in(x), in(weight), in(bias), out(y), f32(mean), f32(rstd), rows, cols, eps);
+  be.layernorm_forward(in(x), in(weight), in(bias), out(y), f32(mean), f32(rstd), rows, cols, eps);
   return y;
 }
 
@@ -415,7 +415,7 @@ Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, const Tensor&
   check_stats(op, x, mean, rstd);
   Backend& be = backend_of(op, {{"dy", &dy}, {"x", &x}, {"weight", &weight}, {"mean", &mean}, {"rstd", &rstd}});
   Tensor dx = Tensor::empty(x.shape(), dy.dtype(), x.device());
-  be.layernorm_backward_input_typed(in(dy), in(x), in(weight), f32(mean), f32(rstd), out(dx), rows, cols);
+  be.layernorm_backward_input(in(dy), in(x), in(weight), f32(mean), f32(rstd), out(dx), rows, cols);
   return dx;
 }
 
@@ -433,7 +433,7 @@ void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& 
   require_vector(op, "dbias", dbias, cols, "the last dimension of x");
   Backend& be = backend_of(
       op, {{"dy", &dy}, {"x", &x}, {"mean", &mean}, {"rstd", &rstd}, {"dweight", &dweight}, {"dbias", &dbias}});
-  be.layernorm_backward_weight_typed(in(dy), in(x), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows, cols);
+  be.layernorm_backward_weight(in(dy), in(x), f32(mean), f32(rstd), f32(dweight), f32(dbias), rows, cols);
 }
 
 // ---- attention
@@ -482,7 +482,7 @@ Tensor attention(const Tensor& qkv, std::int64_t heads, Tensor& probs) {
   // The probabilities are kept for backward in the activations' dtype.
   Tensor y = Tensor::empty({d.batch, d.seq, C}, qkv.dtype(), qkv.device());
   probs = Tensor::empty({d.batch, d.heads, d.seq, d.seq}, qkv.dtype(), qkv.device());
-  be.attention_forward_typed(in(qkv), out(y), out(probs), d.batch, d.seq, d.heads, d.head_dim);
+  be.attention_forward(in(qkv), out(y), out(probs), d.batch, d.seq, d.heads, d.head_dim);
   return y;
 }
 
@@ -503,7 +503,7 @@ Tensor attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& p
     return to_dtype(dqkv, dout.dtype());
   }
   Tensor dqkv = Tensor::empty(qkv.shape(), dout.dtype(), qkv.device());
-  be.attention_backward_typed(in(dout), in(qkv), in(probs), out(dqkv), d.batch, d.seq, d.heads, d.head_dim);
+  be.attention_backward(in(dout), in(qkv), in(probs), out(dqkv), d.batch, d.seq, d.heads, d.head_dim);
   return dqkv;
 }
 
@@ -540,7 +540,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     be.fill(f32(loss), 0.0f, d.batch);
     return loss;
   }
-  be.cross_entropy_forward_typed(in(logits), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
+  be.cross_entropy_forward(in(logits), labels.i32(), f32(loss), d.rows, d.vocab, d.rows_per_sample);
   return loss;
 }
 
@@ -552,7 +552,7 @@ Tensor cross_entropy_backward(const Tensor& logits, const Tensor& labels, const 
   Backend& be = backend_of(op, {{"logits", &logits}, {"labels", &labels}, {"dloss", &dloss}});
   Tensor dlogits = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
   if (d.rows_per_sample > 0)
-    be.cross_entropy_backward_typed(in(logits), labels.i32(), f32(dloss), out(dlogits), d.rows, d.vocab,
+    be.cross_entropy_backward(in(logits), labels.i32(), f32(dloss), out(dlogits), d.rows, d.vocab,
                                     d.rows_per_sample);
   return dlogits;
 }
@@ -613,7 +613,7 @@ Tensor embedding(const Tensor& tokens, const Tensor& wte, const Tensor& wpe) {
   const std::int64_t batch = tokens.shape()[0], seq = tokens.shape()[1];
   const std::int64_t vocab = wte.shape()[0], dim = wte.shape()[1];
   Tensor y = Tensor::empty({batch, seq, dim}, wte.dtype(), tokens.device());  // the parameters' dtype
-  be.embedding_forward_typed(tokens.i32(), in(wte), in(wpe), out(y), batch, seq, dim, vocab);
+  be.embedding_forward(tokens.i32(), in(wte), in(wpe), out(y), batch, seq, dim, vocab);
   return y;
 }
 
@@ -630,7 +630,7 @@ void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, 
                 type_of(tokens) + " and dwte " + type_of(dwte));
   Backend& be = backend_of(op, {{"tokens", &tokens}, {"dout", &dout}, {"dwte", &dwte}, {"dwpe", &dwpe}});
   // Tokens were range-checked by the forward that produced dout.
-  be.embedding_backward_typed(tokens.i32(), in(dout), f32(dwte), f32(dwpe), batch, seq, dim);
+  be.embedding_backward(tokens.i32(), in(dout), f32(dwte), f32(dwpe), batch, seq, dim);
 }
 
 // ---- optimizers

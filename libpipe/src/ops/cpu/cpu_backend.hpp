@@ -28,44 +28,51 @@ class CpuBackend final : public Backend {
   void to_bf16(const float* x, std::uint16_t* y, std::int64_t n) override;
   void from_bf16(const std::uint16_t* x, float* y, std::int64_t n) override;
 
-  void add(const float* a, const float* b, float* out, std::int64_t n) override;
-  void accumulate(float* y, const float* x, std::int64_t n) override;
+  // Typed ops run the float32 kernels on Float32Views (ops/float32_views.hpp): bfloat16 arrays are widened and
+  // rounded back, so the CPU is the reference that native bfloat16 kernels are tested against.
+  // elementwise.cpp
+  void add(In a, In b, Out out, std::int64_t n) override;
+  void accumulate(Out y, In x, std::int64_t n) override;
   void scale(float* y, float factor, std::int64_t n) override;
-  void add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) override;
-  void bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) override;
+  void bias_epilogue(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) override;
+  void bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) override;
   void relu_forward(const float* x, float* y, std::int64_t n) override;
   void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) override;
   void gelu_forward(const float* x, float* y, std::int64_t n) override;
-  void gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) override;
-  void bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) override;
+  void gelu_backward(In x, In dy, Out dx, std::int64_t n) override;
+  void bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) override;
 
-  void layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean, float* rstd,
-                         std::int64_t rows, std::int64_t cols, float eps) override;
-  void layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
-                                const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) override;
-  void layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd, float* dweight,
-                                 float* dbias, std::int64_t rows, std::int64_t cols) override;
+  // layernorm.cpp
+  void layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                         std::int64_t cols, float eps) override;
+  void layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                std::int64_t rows, std::int64_t cols) override;
+  void layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight, float* dbias,
+                                 std::int64_t rows, std::int64_t cols) override;
 
-  // In cpu_attention.cpp.
-  void attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
-                         std::int64_t heads, std::int64_t head_dim) override;
-  void attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv, std::int64_t batch,
-                          std::int64_t seq, std::int64_t heads, std::int64_t head_dim) override;
+  // attention.cpp
+  void attention_forward(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                         std::int64_t head_dim) override;
+  void attention_backward(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                          std::int64_t heads, std::int64_t head_dim) override;
 
-  void cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+  // losses.cpp
+  void cross_entropy_forward(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
                              std::int64_t vocab, std::int64_t rows_per_sample) override;
-  void cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss, float* dlogits,
+  void cross_entropy_backward(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
                               std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) override;
   void mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
                    std::int64_t per_sample) override;
   void mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
                     std::int64_t per_sample) override;
 
-  void embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out, std::int64_t batch,
-                         std::int64_t seq, std::int64_t dim, std::int64_t vocab) override;
-  void embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe, std::int64_t batch,
+  // embedding.cpp
+  void embedding_forward(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch, std::int64_t seq,
+                         std::int64_t dim, std::int64_t vocab) override;
+  void embedding_backward(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
                           std::int64_t seq, std::int64_t dim) override;
 
+  // optimizer.cpp
   void sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr, float momentum,
                     float weight_decay) override;
   void adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1, float beta2,

@@ -15,6 +15,7 @@
 #include "ops/cuda/cuda_check.hpp"
 #include "ops/cuda/cuda_kernels.hpp"
 #include "ops/cuda/nn_kernels.hpp"
+#include "ops/float32_views.hpp"
 #include "pipe/cuda.hpp"
 #include "ops/gemm_check.hpp"
 #include "pipe/error.hpp"
@@ -221,7 +222,7 @@ void CudaBackend::gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::in
                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// ---- mixed precision: native when every array is bfloat16
+// ---- typed ops: native kernels when every array is bfloat16, float32 kernels on Float32Views otherwise
 
 namespace {
 
@@ -235,138 +236,164 @@ std::uint16_t* bits(Backend::Out x) { return static_cast<std::uint16_t*>(x.data)
 
 }  // namespace
 
-void CudaBackend::add_typed(In a, In b, Out out, std::int64_t n) {
-  if (!all_bf16({a.dtype, b.dtype, out.dtype})) return Backend::add_typed(a, b, out, n);
+void CudaBackend::add(In a, In b, Out out, std::int64_t n) {
   bind();
-  cuda::add(ctx_, bits(a), bits(b), bits(out), n);
+  if (all_bf16({a.dtype, b.dtype, out.dtype})) return cuda::add(ctx_, bits(a), bits(b), bits(out), n);
+  Float32Views v(*this, "add");
+  cuda::add(ctx_, v.in(a, n), v.in(b, n), v.out(out, n), n);
+  v.finish();
 }
 
-void CudaBackend::accumulate_typed(Out y, In x, std::int64_t n) {
-  if (!all_bf16({y.dtype, x.dtype})) return Backend::accumulate_typed(y, x, n);
+void CudaBackend::accumulate(Out y, In x, std::int64_t n) {
   bind();
-  cuda::accumulate(ctx_, bits(y), bits(x), n);
+  if (all_bf16({y.dtype, x.dtype})) return cuda::accumulate(ctx_, bits(y), bits(x), n);
+  Float32Views v(*this, "accumulate");
+  const float* x32 = v.in(x, n);
+  cuda::accumulate(ctx_, v.in_out(y, n), x32, n);
+  v.finish();
 }
 
-void CudaBackend::bias_epilogue_typed(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) {
-  if (!all_bf16({bias.dtype, y.dtype})) return Backend::bias_epilogue_typed(h, bias, y, rows, cols);
+void CudaBackend::bias_epilogue(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) {
   bind();
-  cuda::bias_epilogue(ctx_, h, bits(bias), bits(y), rows, cols);
+  if (all_bf16({bias.dtype, y.dtype})) return cuda::bias_epilogue(ctx_, h, bits(bias), bits(y), rows, cols);
+  Float32Views v(*this, "bias_epilogue");
+  const float* b32 = v.in(bias, cols);
+  float* y32 = v.out(y, rows * cols);
+  if (y32 != h) copy(y32, h, rows * cols);
+  cuda::add_bias(ctx_, y32, b32, rows, cols);
+  v.finish();
 }
 
-void CudaBackend::bias_gelu_typed(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) {
-  if (!all_bf16({bias.dtype, pre.dtype, y.dtype})) return Backend::bias_gelu_typed(h, bias, pre, y, rows, cols);
+void CudaBackend::bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) {
   bind();
-  cuda::bias_gelu(ctx_, h, bits(bias), bits(pre), bits(y), rows, cols);
+  if (all_bf16({bias.dtype, pre.dtype, y.dtype}))
+    return cuda::bias_gelu(ctx_, h, bits(bias), bits(pre), bits(y), rows, cols);
+  Float32Views v(*this, "bias_gelu");
+  const float* b32 = v.in(bias, cols);
+  float* pre32 = v.out(pre, rows * cols);
+  if (pre32 != h) copy(pre32, h, rows * cols);
+  cuda::bias_gelu_forward(ctx_, pre32, b32, v.out(y, rows * cols), rows, cols);
+  v.finish();
 }
 
-void CudaBackend::gelu_backward_typed(In x, In dy, Out dx, std::int64_t n) {
-  if (!all_bf16({x.dtype, dy.dtype, dx.dtype})) return Backend::gelu_backward_typed(x, dy, dx, n);
+void CudaBackend::gelu_backward(In x, In dy, Out dx, std::int64_t n) {
   bind();
-  cuda::gelu_backward(ctx_, bits(x), bits(dy), bits(dx), n);
+  if (all_bf16({x.dtype, dy.dtype, dx.dtype})) return cuda::gelu_backward(ctx_, bits(x), bits(dy), bits(dx), n);
+  Float32Views v(*this, "gelu_backward");
+  cuda::gelu_backward(ctx_, v.in(x, n), v.in(dy, n), v.out(dx, n), n);
+  v.finish();
 }
 
-void CudaBackend::bias_grad_typed(In dy, float* db, std::int64_t rows, std::int64_t cols) {
-  if (!all_bf16({dy.dtype})) return Backend::bias_grad_typed(dy, db, rows, cols);
+void CudaBackend::bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) {
   bind();
-  cuda::bias_grad(ctx_, bits(dy), db, rows, cols);
+  if (all_bf16({dy.dtype})) return cuda::bias_grad(ctx_, bits(dy), db, rows, cols);
+  Float32Views v(*this, "bias_grad");
+  cuda::bias_grad(ctx_, v.in(dy, rows * cols), db, rows, cols);
 }
 
-void CudaBackend::layernorm_forward_typed(In x, In weight, In bias, Out y, float* mean, float* rstd,
-                                          std::int64_t rows, std::int64_t cols, float eps) {
-  if (!all_bf16({x.dtype, weight.dtype, bias.dtype, y.dtype}))
-    return Backend::layernorm_forward_typed(x, weight, bias, y, mean, rstd, rows, cols, eps);
+void CudaBackend::layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                                    std::int64_t cols, float eps) {
   bind();
-  cuda::layernorm_forward(ctx_, bits(x), bits(weight), bits(bias), bits(y), mean, rstd, rows, cols, eps);
+  if (all_bf16({x.dtype, weight.dtype, bias.dtype, y.dtype}))
+    return cuda::layernorm_forward(ctx_, bits(x), bits(weight), bits(bias), bits(y), mean, rstd, rows, cols, eps);
+  Float32Views v(*this, "layernorm_forward");
+  cuda::layernorm_forward(ctx_, v.in(x, rows * cols), v.in(weight, cols), v.in(bias, cols), v.out(y, rows * cols),
+                          mean, rstd, rows, cols, eps);
+  v.finish();
 }
 
-void CudaBackend::layernorm_backward_input_typed(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
-                                                 std::int64_t rows, std::int64_t cols) {
-  if (!all_bf16({dy.dtype, x.dtype, weight.dtype, dx.dtype}))
-    return Backend::layernorm_backward_input_typed(dy, x, weight, mean, rstd, dx, rows, cols);
+void CudaBackend::layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                           std::int64_t rows, std::int64_t cols) {
   bind();
-  cuda::layernorm_backward_input(ctx_, bits(dy), bits(x), bits(weight), mean, rstd, bits(dx), rows, cols);
+  if (all_bf16({dy.dtype, x.dtype, weight.dtype, dx.dtype}))
+    return cuda::layernorm_backward_input(ctx_, bits(dy), bits(x), bits(weight), mean, rstd, bits(dx), rows, cols);
+  Float32Views v(*this, "layernorm_backward_input");
+  cuda::layernorm_backward_input(ctx_, v.in(dy, rows * cols), v.in(x, rows * cols), v.in(weight, cols), mean, rstd,
+                                 v.out(dx, rows * cols), rows, cols);
+  v.finish();
 }
 
-void CudaBackend::layernorm_backward_weight_typed(In dy, In x, const float* mean, const float* rstd, float* dweight,
-                                                  float* dbias, std::int64_t rows, std::int64_t cols) {
-  if (!all_bf16({dy.dtype, x.dtype}))
-    return Backend::layernorm_backward_weight_typed(dy, x, mean, rstd, dweight, dbias, rows, cols);
+void CudaBackend::layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight,
+                                            float* dbias, std::int64_t rows, std::int64_t cols) {
   bind();
-  cuda::layernorm_backward_weight(ctx_, bits(dy), bits(x), mean, rstd, dweight, dbias, rows, cols);
+  if (all_bf16({dy.dtype, x.dtype}))
+    return cuda::layernorm_backward_weight(ctx_, bits(dy), bits(x), mean, rstd, dweight, dbias, rows, cols);
+  Float32Views v(*this, "layernorm_backward_weight");
+  cuda::layernorm_backward_weight(ctx_, v.in(dy, rows * cols), v.in(x, rows * cols), mean, rstd, dweight, dbias, rows,
+                                  cols);
 }
 
-void CudaBackend::attention_forward_typed(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
-                                          std::int64_t heads, std::int64_t head_dim) {
-  if (!all_bf16({qkv.dtype, out.dtype, probs.dtype}))
-    return Backend::attention_forward_typed(qkv, out, probs, batch, seq, heads, head_dim);
+void CudaBackend::attention_forward(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
+                                    std::int64_t heads, std::int64_t head_dim) {
   bind();
-  cuda::attention_forward(ctx_, bits(qkv), bits(out), bits(probs), batch, seq, heads, head_dim);
+  if (all_bf16({qkv.dtype, out.dtype, probs.dtype}))
+    return cuda::attention_forward(ctx_, bits(qkv), bits(out), bits(probs), batch, seq, heads, head_dim);
+  const std::int64_t c = heads * head_dim;
+  Float32Views v(*this, "attention_forward");
+  cuda::attention_forward(ctx_, v.in(qkv, batch * seq * 3 * c), v.out(out, batch * seq * c),
+                          v.out(probs, batch * heads * seq * seq), batch, seq, heads, head_dim);
+  v.finish();
 }
 
-void CudaBackend::attention_backward_typed(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
-                                           std::int64_t heads, std::int64_t head_dim) {
-  if (!all_bf16({dout.dtype, qkv.dtype, probs.dtype, dqkv.dtype}))
-    return Backend::attention_backward_typed(dout, qkv, probs, dqkv, batch, seq, heads, head_dim);
+void CudaBackend::attention_backward(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                                     std::int64_t heads, std::int64_t head_dim) {
   bind();
-  cuda::attention_backward(ctx_, bits(dout), bits(qkv), bits(probs), bits(dqkv), batch, seq, heads, head_dim);
+  if (all_bf16({dout.dtype, qkv.dtype, probs.dtype, dqkv.dtype}))
+    return cuda::attention_backward(ctx_, bits(dout), bits(qkv), bits(probs), bits(dqkv), batch, seq, heads, head_dim);
+  const std::int64_t c = heads * head_dim;
+  Float32Views v(*this, "attention_backward");
+  cuda::attention_backward(ctx_, v.in(dout, batch * seq * c), v.in(qkv, batch * seq * 3 * c),
+                           v.in(probs, batch * heads * seq * seq), v.out(dqkv, batch * seq * 3 * c), batch, seq, heads,
+                           head_dim);
+  v.finish();
 }
 
-void CudaBackend::cross_entropy_forward_typed(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
-                                              std::int64_t vocab, std::int64_t rows_per_sample) {
-  if (!all_bf16({logits.dtype}))
-    return Backend::cross_entropy_forward_typed(logits, labels, loss, rows, vocab, rows_per_sample);
+void CudaBackend::cross_entropy_forward(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                        std::int64_t vocab, std::int64_t rows_per_sample) {
   bind();
-  cuda::cross_entropy_forward(ctx_, bits(logits), labels, loss, rows, vocab, rows_per_sample);
+  if (all_bf16({logits.dtype}))
+    return cuda::cross_entropy_forward(ctx_, bits(logits), labels, loss, rows, vocab, rows_per_sample);
+  Float32Views v(*this, "cross_entropy_forward");
+  cuda::cross_entropy_forward(ctx_, v.in(logits, rows * vocab), labels, loss, rows, vocab, rows_per_sample);
 }
 
-void CudaBackend::cross_entropy_backward_typed(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
-                                               std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
-  if (!all_bf16({logits.dtype, dlogits.dtype}))
-    return Backend::cross_entropy_backward_typed(logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
+void CudaBackend::cross_entropy_backward(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
+                                         std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
   bind();
-  cuda::cross_entropy_backward(ctx_, bits(logits), labels, dloss, bits(dlogits), rows, vocab, rows_per_sample);
+  if (all_bf16({logits.dtype, dlogits.dtype}))
+    return cuda::cross_entropy_backward(ctx_, bits(logits), labels, dloss, bits(dlogits), rows, vocab,
+                                        rows_per_sample);
+  Float32Views v(*this, "cross_entropy_backward");
+  cuda::cross_entropy_backward(ctx_, v.in(logits, rows * vocab), labels, dloss, v.out(dlogits, rows * vocab), rows,
+                               vocab, rows_per_sample);
+  v.finish();
 }
 
-void CudaBackend::embedding_forward_typed(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
-                                          std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
-  if (!all_bf16({wte.dtype, wpe.dtype, out.dtype}))
-    return Backend::embedding_forward_typed(tokens, wte, wpe, out, batch, seq, dim, vocab);
+void CudaBackend::embedding_forward(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
+                                    std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
   bind();
-  cuda::embedding_forward(ctx_, tokens, bits(wte), bits(wpe), bits(out), batch, seq, dim, vocab);
+  if (all_bf16({wte.dtype, wpe.dtype, out.dtype}))
+    return cuda::embedding_forward(ctx_, tokens, bits(wte), bits(wpe), bits(out), batch, seq, dim, vocab);
+  Float32Views v(*this, "embedding_forward");
+  // Only the first `seq` rows of wpe are read.
+  cuda::embedding_forward(ctx_, tokens, v.in(wte, vocab * dim), v.in(wpe, seq * dim), v.out(out, batch * seq * dim),
+                          batch, seq, dim, vocab);
+  v.finish();
 }
 
-void CudaBackend::embedding_backward_typed(const std::int32_t* tokens, In dout, float* dwte, float* dwpe,
-                                           std::int64_t batch, std::int64_t seq, std::int64_t dim) {
-  if (!all_bf16({dout.dtype})) return Backend::embedding_backward_typed(tokens, dout, dwte, dwpe, batch, seq, dim);
+void CudaBackend::embedding_backward(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
+                                     std::int64_t seq, std::int64_t dim) {
   bind();
-  cuda::embedding_backward(ctx_, tokens, bits(dout), dwte, dwpe, batch, seq, dim);
+  if (all_bf16({dout.dtype})) return cuda::embedding_backward(ctx_, tokens, bits(dout), dwte, dwpe, batch, seq, dim);
+  Float32Views v(*this, "embedding_backward");
+  cuda::embedding_backward(ctx_, tokens, v.in(dout, batch * seq * dim), dwte, dwpe, batch, seq, dim);
 }
 
 // ---- elementwise
 
-void CudaBackend::add(const float* a, const float* b, float* out, std::int64_t n) {
-  bind();
-  cuda::add(ctx_, a, b, out, n);
-}
-
-void CudaBackend::accumulate(float* y, const float* x, std::int64_t n) {
-  bind();
-  cuda::accumulate(ctx_, y, x, n);
-}
-
 void CudaBackend::scale(float* y, float factor, std::int64_t n) {
   bind();
   cuda::scale(ctx_, y, factor, n);
-}
-
-void CudaBackend::add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
-  bind();
-  cuda::add_bias(ctx_, y, bias, rows, cols);
-}
-
-void CudaBackend::bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
-  bind();
-  cuda::bias_grad(ctx_, dy, db, rows, cols);
 }
 
 void CudaBackend::relu_forward(const float* x, float* y, std::int64_t n) {
@@ -384,41 +411,7 @@ void CudaBackend::gelu_forward(const float* x, float* y, std::int64_t n) {
   cuda::gelu_forward(ctx_, x, y, n);
 }
 
-void CudaBackend::gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
-  bind();
-  cuda::gelu_backward(ctx_, x, dy, dx, n);
-}
-
-void CudaBackend::bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) {
-  bind();
-  cuda::bias_gelu_forward(ctx_, x, bias, y, rows, cols);
-}
-
 // ---- layers (nn_kernels.hpp)
-
-void CudaBackend::layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean,
-                                    float* rstd, std::int64_t rows, std::int64_t cols, float eps) {
-  bind();
-  cuda::layernorm_forward(ctx_, x, weight, bias, y, mean, rstd, rows, cols, eps);
-}
-
-void CudaBackend::layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
-                                           const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) {
-  bind();
-  cuda::layernorm_backward_input(ctx_, dy, x, weight, mean, rstd, dx, rows, cols);
-}
-
-void CudaBackend::layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd,
-                                            float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) {
-  bind();
-  cuda::layernorm_backward_weight(ctx_, dy, x, mean, rstd, dweight, dbias, rows, cols);
-}
-
-void CudaBackend::attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
-                                    std::int64_t heads, std::int64_t head_dim) {
-  bind();
-  cuda::attention_forward(ctx_, qkv, out, probs, batch, seq, heads, head_dim);
-}
 
 namespace {
 
@@ -462,25 +455,6 @@ void CudaBackend::flash_attention_backward(const float* dout, const float* qkv, 
   cuda::flash_attention_backward(ctx_, dout, qkv, state, dqkv, batch, seq, heads, head_dim);
 }
 
-void CudaBackend::attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv,
-                                     std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
-  bind();
-  cuda::attention_backward(ctx_, dout, qkv, probs, dqkv, batch, seq, heads, head_dim);
-}
-
-void CudaBackend::cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows,
-                                        std::int64_t vocab, std::int64_t rows_per_sample) {
-  bind();
-  cuda::cross_entropy_forward(ctx_, logits, labels, loss, rows, vocab, rows_per_sample);
-}
-
-void CudaBackend::cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss,
-                                         float* dlogits, std::int64_t rows, std::int64_t vocab,
-                                         std::int64_t rows_per_sample) {
-  bind();
-  cuda::cross_entropy_backward(ctx_, logits, labels, dloss, dlogits, rows, vocab, rows_per_sample);
-}
-
 void CudaBackend::mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
                               std::int64_t per_sample) {
   bind();
@@ -491,18 +465,6 @@ void CudaBackend::mse_backward(const float* x, const float* target, const float*
                                std::int64_t per_sample) {
   bind();
   cuda::mse_backward(ctx_, x, target, dloss, dx, batch, per_sample);
-}
-
-void CudaBackend::embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out,
-                                    std::int64_t batch, std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
-  bind();
-  cuda::embedding_forward(ctx_, tokens, wte, wpe, out, batch, seq, dim, vocab);
-}
-
-void CudaBackend::embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe,
-                                     std::int64_t batch, std::int64_t seq, std::int64_t dim) {
-  bind();
-  cuda::embedding_backward(ctx_, tokens, dout, dwte, dwpe, batch, seq, dim);
 }
 
 // ---- optimizers

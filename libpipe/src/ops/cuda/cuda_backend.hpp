@@ -54,55 +54,28 @@ class CudaBackend final : public Backend {
                   const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
                   float beta, void* c, DType c_type, std::int64_t ldc) override;
 
-  void add(const float* a, const float* b, float* out, std::int64_t n) override;
-  void accumulate(float* y, const float* x, std::int64_t n) override;
+  // Typed ops: native bfloat16 kernels when every array of the call is bfloat16 (what --dtype bf16 passes), the
+  // float32 kernels when every array is float32, and those on Float32Views for any other mix.
+  void add(In a, In b, Out out, std::int64_t n) override;
+  void accumulate(Out y, In x, std::int64_t n) override;
   void scale(float* y, float factor, std::int64_t n) override;
-  void add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) override;
-  void bias_grad(const float* dy, float* db, std::int64_t rows, std::int64_t cols) override;
+  void bias_epilogue(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) override;
+  void bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) override;
   void relu_forward(const float* x, float* y, std::int64_t n) override;
   void relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) override;
   void gelu_forward(const float* x, float* y, std::int64_t n) override;
-  void gelu_backward(const float* x, const float* dy, float* dx, std::int64_t n) override;
-  void bias_gelu_forward(float* x, const float* bias, float* y, std::int64_t rows, std::int64_t cols) override;
-
-  // Mixed precision: native bfloat16 kernels when every array of the call is bfloat16 (what --dtype bf16 passes);
-  // any other mix takes the widening defaults.
-  void add_typed(In a, In b, Out out, std::int64_t n) override;
-  void accumulate_typed(Out y, In x, std::int64_t n) override;
-  void bias_epilogue_typed(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) override;
-  void bias_gelu_typed(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) override;
-  void gelu_backward_typed(In x, In dy, Out dx, std::int64_t n) override;
-  void bias_grad_typed(In dy, float* db, std::int64_t rows, std::int64_t cols) override;
-  void layernorm_forward_typed(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
-                               std::int64_t cols, float eps) override;
-  void layernorm_backward_input_typed(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
-                                      std::int64_t rows, std::int64_t cols) override;
-  void layernorm_backward_weight_typed(In dy, In x, const float* mean, const float* rstd, float* dweight,
-                                       float* dbias, std::int64_t rows, std::int64_t cols) override;
-  void attention_forward_typed(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq, std::int64_t heads,
-                               std::int64_t head_dim) override;
-  void attention_backward_typed(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
-                                std::int64_t heads, std::int64_t head_dim) override;
-  void cross_entropy_forward_typed(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
-                                   std::int64_t vocab, std::int64_t rows_per_sample) override;
-  void cross_entropy_backward_typed(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
-                                    std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) override;
-  void embedding_forward_typed(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
-                               std::int64_t seq, std::int64_t dim, std::int64_t vocab) override;
-  void embedding_backward_typed(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
-                                std::int64_t seq, std::int64_t dim) override;
-
-  void layernorm_forward(const float* x, const float* weight, const float* bias, float* y, float* mean, float* rstd,
-                         std::int64_t rows, std::int64_t cols, float eps) override;
-  void layernorm_backward_input(const float* dy, const float* x, const float* weight, const float* mean,
-                                const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) override;
-  void layernorm_backward_weight(const float* dy, const float* x, const float* mean, const float* rstd, float* dweight,
-                                 float* dbias, std::int64_t rows, std::int64_t cols) override;
-
-  void attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
-                         std::int64_t heads, std::int64_t head_dim) override;
-  void attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv, std::int64_t batch,
-                          std::int64_t seq, std::int64_t heads, std::int64_t head_dim) override;
+  void gelu_backward(In x, In dy, Out dx, std::int64_t n) override;
+  void bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) override;
+  void layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                         std::int64_t cols, float eps) override;
+  void layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                std::int64_t rows, std::int64_t cols) override;
+  void layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight, float* dbias,
+                                 std::int64_t rows, std::int64_t cols) override;
+  void attention_forward(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                         std::int64_t head_dim) override;
+  void attention_backward(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                          std::int64_t heads, std::int64_t head_dim) override;
 
   // PIPE_ATTENTION=flash|materialized forces a path; by default flash from 2048 tokens on, where the materialised
   // probabilities (B H T^2 values per layer, kept for backward) outgrow the tensor-core GEMMs' speed advantage.
@@ -113,18 +86,17 @@ class CudaBackend final : public Backend {
                                 std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                 std::int64_t head_dim) override;
 
-  void cross_entropy_forward(const float* logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+  void cross_entropy_forward(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
                              std::int64_t vocab, std::int64_t rows_per_sample) override;
-  void cross_entropy_backward(const float* logits, const std::int32_t* labels, const float* dloss, float* dlogits,
+  void cross_entropy_backward(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
                               std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) override;
   void mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
                    std::int64_t per_sample) override;
   void mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
                     std::int64_t per_sample) override;
-
-  void embedding_forward(const std::int32_t* tokens, const float* wte, const float* wpe, float* out, std::int64_t batch,
-                         std::int64_t seq, std::int64_t dim, std::int64_t vocab) override;
-  void embedding_backward(const std::int32_t* tokens, const float* dout, float* dwte, float* dwpe, std::int64_t batch,
+  void embedding_forward(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch, std::int64_t seq,
+                         std::int64_t dim, std::int64_t vocab) override;
+  void embedding_backward(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
                           std::int64_t seq, std::int64_t dim) override;
 
   void sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr, float momentum,

@@ -19,6 +19,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "ops/float32_views.hpp"
 
 namespace libpipe::cpu {
 namespace {
@@ -330,9 +331,13 @@ float* scratch(std::vector<float>& buffer, std::int64_t n) {
 
 }  // namespace
 
-void CpuBackend::attention_forward(const float* qkv, float* out, float* probs, std::int64_t batch, std::int64_t seq,
+void CpuBackend::attention_forward(In qkv_in, Out out_in, Out probs_in, std::int64_t batch, std::int64_t seq,
                                    std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
+  Float32Views views(*this, "attention_forward");
+  const float* qkv = views.in(qkv_in, batch * T * ld);
+  float* out = views.out(out_in, batch * T * C);
+  float* probs = views.out(probs_in, batch * heads * T * T);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   thread_local std::vector<float> kt_buffer;
   float* kt = tiled(D) ? scratch(kt_buffer, D * round_up(T, 16)) : nullptr;
@@ -355,13 +360,19 @@ void CpuBackend::attention_forward(const float* qkv, float* out, float* probs, s
         gemm(false, false, nr, D, r1, 1.0f, p + r0 * T, T, v, ld, 0.0f, o + r0 * C, C);
       }
     }
+  views.finish();
 }
 
 // With P = softmax(S), S = scale Q K^T, O = P V:
 //   dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = scale dS K, dK = scale dS^T Q.
-void CpuBackend::attention_backward(const float* dout, const float* qkv, const float* probs, float* dqkv,
-                                    std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+void CpuBackend::attention_backward(In dout_in, In qkv_in, In probs_in, Out dqkv_in, std::int64_t batch,
+                                    std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
+  Float32Views views(*this, "attention_backward");
+  const float* dout = views.in(dout_in, batch * T * C);
+  const float* qkv = views.in(qkv_in, batch * T * ld);
+  const float* probs = views.in(probs_in, batch * heads * T * T);
+  float* dqkv = views.out(dqkv_in, batch * T * ld);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   thread_local std::vector<float> ds_buffer, vt_buffer;
   float* ds = scratch(ds_buffer, T * T);  // dS for one head
@@ -394,6 +405,7 @@ void CpuBackend::attention_backward(const float* dout, const float* qkv, const f
         gemm(true, false, nc, D, nq, 1.0f, p + c0 * T + c0, T, dO + c0 * C, C, 0.0f, dv + c0 * ld, ld);
       }
     }
+  views.finish();
 }
 
 }  // namespace libpipe::cpu
