@@ -667,7 +667,7 @@ Halves random_halves(std::int64_t n, float lo = -1.0f, float hi = 1.0f) { return
 
 }  // namespace
 
-// Each native kernel against the CPU backend's mixed-precision method (backend_typed.cpp: widen, compute in fp32,
+// Each native kernel against the CPU backend's typed method (on Float32Views: widen, compute in fp32,
 // round once), which is what the CPU runs with --dtype bf16.
 BOOST_AUTO_TEST_CASE(bf16_elementwise_and_epilogues_match_the_widening_path) {
   for (std::int64_t n : kSizes) {
