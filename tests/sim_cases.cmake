@@ -25,6 +25,18 @@ pipe_sim_test(json_gpipe 0 [["bubble":0.1794871794]] [["makespan":78.0]] [["sche
   -- --stages 8 --micro-batches 32 --schedule gpipe --forward 0.5 --backward 1.5 --json)
 pipe_sim_test(json_inference 0 [["bubble":0.2727272727]] [["makespan":22.0]]
   -- --stages 4 --micro-batches 8 --schedule inference --forward 2 --json)
+# --compare: every training schedule in one table; zb-h1's bubble (S-1)/(3M+S-1) below 1f1b's for F = B = W, and
+# the activations held: gpipe all 8, 1f1b and zb-h1 S = 4. A schedule that cannot run says why in its row.
+pipe_sim_test(compare 0 "gpipe            33 units    27.27%    27.27%                8"
+  "1f1b             33 units    27.27%    27.27%                4" "zb-h1            27 units    11.11%    11.11%                4"
+  -- --stages 4 --micro-batches 8 --forward 1 --backward 1 --weight 1 --compare)
+pipe_sim_test(compare_json 0 [=["peak_activations":[2,2,2,1],"schedule":"1f1b"]=]
+  [["error":"the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got 2 micro-batches for 4 stages"]]
+  -- --stages 4 --micro-batches 2 --compare --json)
+pipe_sim_test(compare_one_table 1 "pipe-sim: error: --compare prints one table; --svg, --trace and --grid are for one schedule"
+  -- --compare --svg ${PIPE_SIM_OUT}/compare.svg)
+pipe_sim_test(json_peak_activations 0 [=["peak_activations":[4,3,2,1]]=] -- --stages 4 --micro-batches 8 --json)
+
 # No grid for a large pipeline unless asked.
 pipe_sim_test(no_grid_when_large 0 "makespan: 237 units" --absent "step  stage 0"
   -- --stages 16 --micro-batches 64)

@@ -47,7 +47,7 @@ struct Options {
   double latency = 0;
   std::vector<std::string> plugin_dirs;
   std::string svg, trace, from_trace, title;
-  bool json = false, grid = false;
+  bool json = false, grid = false, compare = false;
 };
 
 po::options_description flags(Options& o) {
@@ -83,6 +83,9 @@ po::options_description flags(Options& o) {
      "instead of simulating, read a Chrome trace (e.g. a real run's) and report and draw it")
     ("title", po::value(&o.title)->value_name("TEXT"), "title of the SVG")
     ("grid", po::bool_switch(&o.grid), "print the step x stage grid (printed anyway when it is small)")
+    ("compare", po::bool_switch(&o.compare),
+     "simulate every training schedule with the same stages, micro-batches and costs, and print one table "
+     "(makespan, bubble, theory, most activations held by a stage); with --json, one object per schedule")
     ("json", po::bool_switch(&o.json), "print one JSON object instead of text")
     ("help,h", "show this help");
   // clang-format on
@@ -200,6 +203,50 @@ CostSource costs_from_model(const Options& o, bool builtin_plugins) {
   return c;
 }
 
+std::string join_ints(const std::vector<int>& v) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + std::to_string(v[i]);
+  return out;
+}
+
+// --compare: every training schedule on the same S, M and costs, side by side. A schedule that cannot run
+// this S and M (zb-h1 needs M >= S) gets its reason in the table instead of numbers.
+int compare_schedules(const Options& o, const CostSource& src) {
+  if (!o.svg.empty() || !o.trace.empty() || o.grid)
+    throw libpipe::Error("--compare prints one table; --svg, --trace and --grid are for one schedule");
+  json rows = json::array();
+  if (!o.json)
+    std::printf("pipe-sim: %d stages, %d micro-batches; %s\n%-10s %14s %9s %9s %16s\n", o.stages, o.micro_batches,
+                src.text.c_str(), "schedule", "makespan", "bubble", "theory", "peak activations");
+  for (const std::string& kind : libpipe::schedule_kinds()) {
+    if (!libpipe::is_training_schedule(kind)) continue;
+    try {
+      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, src.costs, o.latency);
+      const int peak = *std::max_element(r.peak_activations.begin(), r.peak_activations.end());
+      rows.push_back({{"schedule", kind},
+                      {"makespan", r.makespan},
+                      {"bubble", r.bubble},
+                      {"theoretical_bubble", r.theoretical_bubble},
+                      {"peak_activations", r.peak_activations}});
+      if (!o.json)
+        std::printf("%-10s %14s %9s %9s %16d\n", kind.c_str(), time_text(r.makespan, src.unit).c_str(),
+                    percent(r.bubble).c_str(), percent(r.theoretical_bubble).c_str(), peak);
+    } catch (const libpipe::Error& e) {
+      rows.push_back({{"schedule", kind}, {"error", e.what()}});
+      if (!o.json) std::printf("%-10s %s\n", kind.c_str(), e.what());
+    }
+  }
+  if (o.json) {
+    std::cout << json{{"stages", o.stages}, {"micro_batches", o.micro_batches}, {"time_unit", src.unit},
+                      {"schedules", rows}}
+                     .dump()
+              << "\n";
+  } else {
+    std::printf("peak activations: the most micro-batches whose activations one stage holds at once\n");
+  }
+  return 0;
+}
+
 int run_simulation(Options& o, const po::variables_map& vm) {
   if (o.micro_batches < 1)
     throw libpipe::Error("--micro-batches must be at least 1, not " + std::to_string(o.micro_batches));
@@ -234,6 +281,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
     src.text = b;
   }
 
+  if (o.compare) return compare_schedules(o, src);
+
   libpipe::SimResult r = libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs, o.latency);
   r.timeline.time_unit = src.unit;
   const std::string& unit = src.unit;
@@ -258,7 +307,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
     json j = {{"schedule", o.schedule}, {"stages", o.stages}, {"micro_batches", o.micro_batches},
               {"makespan", r.makespan}, {"bubble", r.bubble}, {"theoretical_bubble", r.theoretical_bubble},
               {"busy", r.busy},         {"costs", costs},     {"latency", o.latency},
-              {"time_unit", unit}};
+              {"time_unit", unit},      {"peak_activations", r.peak_activations}};
     j.update(src.extra);
     if (!o.svg.empty()) j["svg"] = o.svg;
     if (!o.trace.empty()) j["trace"] = o.trace;
@@ -303,6 +352,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   std::cout << "bubble: " << percent(r.bubble)
             << (r.kind == "zb-h1" ? " (theoretical (S-1)/(3M+S-1) for equal stages and F = B = W: "
                                  : " (theoretical (S-1)/(M+S-1) for equal stages: ") << percent(r.theoretical_bubble) << ")\n";
+  std::cout << "activations held at most (micro-batches, per stage): " << join_ints(r.peak_activations) << "\n";
   if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
   if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";
   return 0;
@@ -381,7 +431,7 @@ int main(int argc, char** argv) {
                                 "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|zb-h1|inference]\n"
                                 "                [--forward F --backward B --weight W | --costs F:B,F:B,... | "
                                 "--model M]\n"
-                                "                [--svg FILE] [--trace FILE] [--grid] [--json]\n"
+                                "                [--svg FILE] [--trace FILE] [--grid] [--compare] [--json]\n"
                                 "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"
                                 "Simulates a pipeline schedule and reports the makespan and the bubble (or draws a "
                                 "recorded\nChrome trace).",

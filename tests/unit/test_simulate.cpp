@@ -112,6 +112,26 @@ BOOST_AUTO_TEST_CASE(zb_h1_closed_form) {
     }
 }
 
+// Activations held at once, per stage: gpipe all M; 1f1b S-s (its warm-up), at most M; zb-h1 S on every stage
+// (warm-up S-s plus W deferred by s): 1f1b's peak, spread to every stage.
+BOOST_AUTO_TEST_CASE(peak_activations_per_schedule) {
+  for (int S = 1; S <= 6; ++S)
+    for (int M = 1; M <= 3 * S; ++M) {
+      const auto gpipe = libpipe::simulate("gpipe", S, M, {{1, 2, 0}});
+      const auto f1b = libpipe::simulate("1f1b", S, M, {{1, 2, 0}});
+      const auto inference = libpipe::simulate("inference", S, M, {{1, 0, 0}});
+      BOOST_TEST_REQUIRE(gpipe.peak_activations.size() == static_cast<std::size_t>(S));
+      for (int s = 0; s < S; ++s) {
+        BOOST_TEST(gpipe.peak_activations[s] == M, "gpipe S=" << S << " M=" << M << " stage " << s);
+        BOOST_TEST(f1b.peak_activations[s] == std::min(S - s, M), "1f1b S=" << S << " M=" << M << " stage " << s);
+        BOOST_TEST(inference.peak_activations[s] == 1);
+      }
+      if (M < S) continue;
+      const auto zb = libpipe::simulate("zb-h1", S, M, {{1, 1, 1}});
+      for (int s = 0; s < S; ++s) BOOST_TEST(zb.peak_activations[s] == S, "zb-h1 S=" << S << " M=" << M << " stage " << s);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_slow_stage_dominates) {
   // Stage 2 of 5 costs three times the others: the pipeline runs at its pace.
   std::vector<StageCosts> costs(5, StageCosts{1, 2, 0});
