@@ -70,6 +70,11 @@ case $check in
     # parallelism it matches 1f1b bit for bit; a checkpoint saved under zb-h1 resumes under 1f1b on 3 stages.
     run s1 1 "${small[@]}" --stages 1
     for s in 2 3 4; do run "zb$s" "$s" "${small[@]}" --stages "$s" --schedule zb-h1; same s1 "zb$s"; done
+    # The report predicts each rank's bubble from this run's own F, B and W (pipe-sim's zb-h1): one share in [0, 1)
+    # per rank, in the summary.
+    predicted=$(grep summary "$work/zb2.json" | grep -o '"predicted_bubble":[^,}]*' | cut -d: -f2)
+    [ "$(echo "$predicted" | wc -l)" -eq 2 ] && echo "$predicted" | awk '$1 < 0 || $1 >= 1 { exit 1 }' ||
+      { echo "FAIL: predicted_bubble per rank:"; grep summary "$work/zb2.json"; exit 1; }
     run zbckpt 2 "${small[@]}" --stages 2 --schedule zb-h1 --activation-checkpoint-interval 1
     same s1 zbckpt
     dp=(--model gpt-tiny --steps 10 --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2)

@@ -10,6 +10,7 @@
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
+#include "pipe/simulate.hpp"
 #include "pipe/work_kind.hpp"
 
 using nlohmann::json;
@@ -27,7 +28,11 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
             {"optimizer_s", t.optimizer_s},        {"step_s", t.step_s},
             {"bytes_sent", t.bytes_sent},          {"bytes_received", t.bytes_received},
             {"peak_rss_bytes", static_cast<std::int64_t>(usage.ru_maxrss) * 1024},
-            {"device", where.description},         {"comm", libpipe::comm_kind_name(where.comm)}};
+            {"device", where.description},         {"comm", libpipe::comm_kind_name(where.comm)},
+            {"steps", t.steps},
+            {"forward_s", t.work_s[static_cast<int>(libpipe::WorkKind::Forward)]},
+            {"backward_input_s", t.work_s[static_cast<int>(libpipe::WorkKind::BackwardInput)]},
+            {"backward_weight_s", t.work_s[static_cast<int>(libpipe::WorkKind::BackwardWeight)]}};
   if (with_events) {
     json events = json::array();
     for (const auto& e : engine.trace())
@@ -37,16 +42,56 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
   return j.dump();
 }
 
+namespace {
+
+// pipe-sim's prediction of each rank's bubble, fed with this run's own measured F, B and W per micro-batch (each
+// stage's mean over its replicas): the schedule's idle share of makespan + the rank's own reductions and
+// optimizer step per step, which the schedule's simulation does not hold. Empty when nothing was measured.
+std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std::string& schedule, int stages,
+                                      int micro_batches) {
+  std::vector<libpipe::StageCosts> costs(static_cast<std::size_t>(stages), libpipe::StageCosts{0, 0, 0});
+  std::vector<int> replicas(static_cast<std::size_t>(stages), 0);
+  for (const json& r : ranks) {
+    const double per_mb = r["steps"].get<double>() * micro_batches;
+    if (per_mb <= 0) return {};
+    auto& c = costs[r["stage"].get<std::size_t>()];
+    c.forward += r["forward_s"].get<double>() / per_mb;
+    c.backward_input += r["backward_input_s"].get<double>() / per_mb;
+    c.backward_weight += r["backward_weight_s"].get<double>() / per_mb;
+    ++replicas[r["stage"].get<std::size_t>()];
+  }
+  for (int s = 0; s < stages; ++s) {
+    if (replicas[s] == 0) return {};
+    costs[s].forward /= replicas[s];
+    costs[s].backward_input /= replicas[s];
+    costs[s].backward_weight /= replicas[s];
+  }
+  const libpipe::SimResult sim = libpipe::simulate(schedule, stages, micro_batches, costs);
+  std::vector<double> out;
+  for (const json& r : ranks) {
+    const int s = r["stage"];
+    const double tail = (r["reduce_s"].get<double>() + r["optimizer_s"].get<double>()) / r["steps"].get<double>();
+    const double step = sim.makespan + tail;
+    out.push_back(step > 0 ? 1.0 - sim.busy[s] / step : 0.0);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
                          int micro_batches, double tokens_per_s, const std::string& comm) {
   const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches);
-  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %8s %14s %14s %10s  %s\n", "rank", "stage", "replica",
-               "compute s", "wait s", "reduce s", "optim s", "bubble", "theory", "sent", "received", "peak RSS",
-               "device");
+  std::vector<json> parsed;
+  for (const auto& text : rank_summaries) parsed.push_back(json::parse(text));
+  const std::vector<double> predicted = predicted_bubbles(parsed, schedule, stages, micro_batches);
+  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s  %s\n", "rank", "stage",
+               "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory", "sent",
+               "received", "peak RSS", "device");
   json ranks = json::array();
   double worst = 0;
-  for (const auto& text : rank_summaries) {
-    json r = json::parse(text);
+  for (std::size_t i = 0; i < parsed.size(); ++i) {
+    json& r = parsed[i];
     r.erase("events");
     const double step_s = r["step_s"], compute_s = r["compute_s"];
     // The share of the step this rank did not spend computing: pipeline
@@ -54,16 +99,24 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
     const double bubble = step_s > 0 ? 1.0 - compute_s / step_s : 0.0;
     r["bubble"] = bubble;
     worst = std::max(worst, bubble);
-    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %7.1f%% %14s %14s %8.0f MB  %s\n",
+    char guess[16] = "-";
+    if (!predicted.empty()) {
+      r["predicted_bubble"] = predicted[i];
+      std::snprintf(guess, sizeof guess, "%.1f%%", 100 * predicted[i]);
+    }
+    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %7.1f%% %14s %14s %8.0f MB  %s\n",
                  r["rank"].get<int>(), r["stage"].get<int>(), r["replica"].get<int>(), compute_s,
                  r["wait_s"].get<double>(), r["reduce_s"].get<double>(), r["optimizer_s"].get<double>(), 100 * bubble,
-                 100 * theory, libpipe::with_commas(r["bytes_sent"]).c_str(),
+                 guess, 100 * theory, libpipe::with_commas(r["bytes_sent"]).c_str(),
                  libpipe::with_commas(r["bytes_received"]).c_str(), r["peak_rss_bytes"].get<double>() / 1e6,
                  r["device"].get<std::string>().c_str());
     ranks.push_back(r);
   }
-  std::fprintf(stderr, "bubble = 1 - compute / step time per rank (waits, reductions and the optimizer count as idle); "
-                       "theory = (S-1)/(M+S-1) for %s\n", schedule.c_str());
+  std::fprintf(stderr,
+               "bubble = 1 - compute / step time per rank (waits, reductions and the optimizer count as idle); "
+               "predicted = pipe-sim's %s fed with this run's F, B and W per stage, plus the rank's reductions and "
+               "optimizer; theory = the schedule's closed form for equal stages\n",
+               schedule.c_str());
   std::fprintf(stderr, "comm: %s (how activations, gradients and tied weights moved between ranks)\n", comm.c_str());
   return json{{"summary", true},       {"tokens_per_s", tokens_per_s}, {"theoretical_bubble", theory},
               {"max_bubble", worst},   {"ranks", ranks}}

@@ -11,6 +11,7 @@
 // bit-identical.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -94,6 +95,9 @@ struct EngineTotals {
   std::int64_t skipped_steps = 0;  // non-finite steps skipped
   std::int64_t bytes_sent = 0;
   std::int64_t bytes_received = 0;
+  // Seconds per kind of timed work (indexed by WorkKind): F, B and W per micro-batch are what pipe-sim needs to
+  // predict this run's bubble.
+  std::array<double, kNumWorkKinds> work_s{};
 };
 
 struct StepStats {

@@ -118,6 +118,7 @@ struct PipelineEngine::Impl {
     work();
     const double end = now();
     bucket += end - start;
+    totals.work_s[static_cast<int>(kind)] += end - start;
     if (tracing) events.push_back(TraceEvent{kind, mb, start, end});
   }
 
@@ -139,6 +140,7 @@ struct PipelineEngine::Impl {
       const double start = device_origin_time + backend.seconds_between(device_origin.get(), span.start.get());
       const double end = device_origin_time + backend.seconds_between(device_origin.get(), span.end.get());
       *span.bucket += end - start;
+      totals.work_s[static_cast<int>(span.kind)] += end - start;
       if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end});
     }
     device_spans.clear();
