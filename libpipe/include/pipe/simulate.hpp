@@ -30,9 +30,8 @@ struct SimResult {
   std::vector<double> busy;       // per stage: time spent computing (F, B, W)
   double bubble = 0;              // 1 - sum(busy) / (stages x makespan): the idle share
   double theoretical_bubble = 0;  // the schedule's closed form (theoretical_bubble in schedule.hpp), for comparison
-  // Per stage: the most micro-batches whose activations are held at once (stored by F, freed by the last
-  // backward action of the micro-batch, W; an inference stage holds one at a time). Multiply by a stage's
-  // activation bytes per micro-batch for memory.
+  // Per stage: the most micro-batches whose activations are held at once (peak_in_flight, schedule.hpp).
+  // Multiply by a stage's activation bytes per micro-batch for memory.
   std::vector<int> peak_activations;
   Timeline timeline;              // rows "stage 0".."stage S-1": F, B, W blocks and waits (RA, RG)
 };

@@ -75,17 +75,6 @@ std::vector<std::uint32_t> compile(const Schedule& schedule) {
   return program;
 }
 
-// The most micro-batches a stage's program holds activations for at once: F stores them, W (the last backward
-// action of a micro-batch in every training schedule) frees them; inference frees each once it is sent on.
-int peak_live(const std::vector<std::uint32_t>& program, bool training) {
-  int live = 0, peak = 0;
-  for (std::uint32_t code : program) {
-    if (op_of(code) == kF) peak = std::max(peak, ++live);
-    if (op_of(code) == kW || (!training && op_of(code) == kF)) --live;
-  }
-  return peak;
-}
-
 // One direction of one link: the sends issued and not yet received, in order.
 struct Channel {
   struct Message {
@@ -128,7 +117,12 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   auto cost_of = [&](int s) -> const StageCosts& { return costs.size() == 1 ? costs[0] : costs[s]; };
 
   std::vector<std::vector<std::uint32_t>> program(S);
-  for (int s = 0; s < S; ++s) program[s] = compile(make_schedule(kind, S, M, s));
+  std::vector<int> peak(S);
+  for (int s = 0; s < S; ++s) {
+    const Schedule schedule = make_schedule(kind, S, M, s);
+    peak[s] = peak_in_flight(schedule);
+    program[s] = compile(schedule);
+  }
 
   // Channel 2s carries activations s -> s+1, channel 2s+1 gradients s+1 -> s.
   std::vector<Channel> channel(S > 1 ? 2 * (S - 1) : 0);
@@ -142,8 +136,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   r.micro_batches = M;
   r.busy.assign(S, 0.0);
   r.theoretical_bubble = theoretical_bubble(kind, S, M);
-  r.peak_activations.resize(S);
-  for (int s = 0; s < S; ++s) r.peak_activations[s] = peak_live(program[s], is_training_schedule(kind));
+  r.peak_activations = std::move(peak);
   Timeline& tl = r.timeline;
   tl.time_unit = "units";
   tl.rows.resize(S);
