@@ -221,7 +221,8 @@ int compare_schedules(const Options& o, const CostSource& src) {
   for (const std::string& kind : libpipe::schedule_kinds()) {
     if (!libpipe::is_training_schedule(kind)) continue;
     try {
-      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, src.costs, o.latency);
+      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, src.costs, o.latency,
+                                                       /*with_timeline=*/false);
       const int peak = *std::max_element(r.peak_activations.begin(), r.peak_activations.end());
       rows.push_back({{"schedule", kind},
                       {"makespan", r.makespan},
@@ -283,7 +284,9 @@ int run_simulation(Options& o, const po::variables_map& vm) {
 
   if (o.compare) return compare_schedules(o, src);
 
-  libpipe::SimResult r = libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs, o.latency);
+  // The timeline is drawn or written only with --svg or --trace.
+  libpipe::SimResult r = libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs, o.latency,
+                                           !o.svg.empty() || !o.trace.empty());
   r.timeline.time_unit = src.unit;
   const std::string& unit = src.unit;
 

@@ -66,7 +66,7 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
     costs[s].backward_input /= replicas[s];
     costs[s].backward_weight /= replicas[s];
   }
-  const libpipe::SimResult sim = libpipe::simulate(schedule, stages, micro_batches, costs);
+  const libpipe::SimResult sim = libpipe::simulate(schedule, stages, micro_batches, costs, 0, /*with_timeline=*/false);
   std::vector<double> out;
   for (const json& r : ranks) {
     const int s = r["stage"];

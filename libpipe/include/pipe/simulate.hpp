@@ -51,9 +51,11 @@ struct SimResult {
 // (S-1)/(3M+S-1) for zb-h1 when F = B = W.
 // Time and memory are linear in the number of instructions: 1,024 stages x
 // 4,096 micro-batches take a few seconds.
+// Without `with_timeline` the timeline's rows stay empty (only numbers are
+// wanted): a third of the time and most of the memory at that size.
 // Errors: those of make_schedule; costs neither 1 nor `stages` long;
 // a negative or non-finite cost or latency.
 PIPE_API SimResult simulate(const std::string& kind, int stages, int micro_batches,
-                            const std::vector<StageCosts>& costs, double p2p_latency = 0);
+                            const std::vector<StageCosts>& costs, double p2p_latency = 0, bool with_timeline = true);
 
 }  // namespace libpipe

@@ -131,6 +131,9 @@ std::vector<Step> assemble(const Placement& p, const Schedule& sch) {
   std::vector<Step> steps(T);
   for (int t = 0; t < T; ++t) {
     Step& step = steps[t];
+    // One allocation per busy step (a send, a load, a receive and a compute at most, before the tail's three):
+    // 1,024 stages x 4,096 micro-batches make millions of steps.
+    if (p[t] || (t > 0 && p[t - 1])) step.reserve(4);
     if (t > 0 && p[t - 1]) {
       const Compute& prev = *p[t - 1];
       const bool backward = prev.work == Work::backward || prev.work == Work::backward_input;

@@ -98,7 +98,7 @@ void require_cost(double v, const std::string& what) {
 }  // namespace
 
 SimResult simulate(const std::string& kind, int stages, int micro_batches, const std::vector<StageCosts>& costs,
-                   double p2p_latency) {
+                   double p2p_latency, bool with_timeline) {
   const int S = stages, M = micro_batches;
   // make_schedule checks the kind and the shape; call it once before anything is allocated.
   (void)make_schedule(kind, S, M, 0);
@@ -142,7 +142,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   tl.rows.resize(S);
   for (int s = 0; s < S; ++s) {
     tl.rows[s].name = "stage " + std::to_string(s);
-    tl.rows[s].blocks.reserve(3 * static_cast<std::size_t>(M) + 8);
+    if (with_timeline) tl.rows[s].blocks.reserve(3 * static_cast<std::size_t>(M) + 8);
   }
 
   std::vector<int> ready;  // stages that can run, as a stack
@@ -150,7 +150,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   for (int s = S - 1; s >= 0; --s) ready.push_back(s);
 
   auto compute = [&](int s, WorkKind k, double c, int mb) {
-    if (c > 0) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0});
+    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0});
     clock[s] += c;
     r.busy[s] += c;
   };
@@ -177,7 +177,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
     c.queue.pop_front();
     const double arrival = m.sent + p2p_latency;
     if (arrival > clock[s]) {
-      tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0});
+      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0});
       clock[s] = arrival;
     }
     return true;
