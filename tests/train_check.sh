@@ -75,6 +75,16 @@ case $check in
     predicted=$(grep summary "$work/zb2.json" | grep -o '"predicted_bubble":[^,}]*' | cut -d: -f2)
     [ "$(echo "$predicted" | wc -l)" -eq 2 ] && echo "$predicted" | awk '$1 < 0 || $1 >= 1 { exit 1 }' ||
       { echo "FAIL: predicted_bubble per rank:"; grep summary "$work/zb2.json"; exit 1; }
+    # The same schedule written out by pipe-sim --print and read back by --schedule-file runs bit-identically; one
+    # with a W moved before its B is refused by the checker, naming the stage, step and instruction.
+    "$(dirname "$train")/pipe-sim" --stages 3 --micro-batches 4 --schedule zb-h1 --print > "$work/zb3.txt"
+    run zbfile 3 "${small[@]}" --stages 3 --schedule-file "$work/zb3.txt"
+    same s1 zbfile
+    sed '3s/| W0 |/| |/; 3s/RG0 B0/RG0 W0 B0/' "$work/zb3.txt" > "$work/broken.txt"
+    if "${mpirun[@]}" -np 3 "$train" "${small[@]}" --stages 3 --schedule-file "$work/broken.txt" > "$work/broken.log" 2>&1 ||
+      ! grep -q "stage 0, step .*: W0 runs before B0" "$work/broken.log"; then
+      echo "FAIL: a schedule file with W0 before B0 was not refused:"; cat "$work/broken.log"; exit 1
+    fi
     run zbckpt 2 "${small[@]}" --stages 2 --schedule zb-h1 --activation-checkpoint-interval 1
     same s1 zbckpt
     dp=(--model gpt-tiny --steps 10 --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2)

@@ -47,7 +47,9 @@ struct Options {
   double latency = 0;
   std::vector<std::string> plugin_dirs;
   std::string svg, trace, from_trace, title;
-  bool json = false, grid = false, compare = false;
+  bool json = false, grid = false, compare = false, print = false;
+  std::string schedule_file;
+  std::vector<libpipe::Schedule> custom;  // read from --schedule-file
 };
 
 po::options_description flags(Options& o) {
@@ -83,6 +85,12 @@ po::options_description flags(Options& o) {
      "instead of simulating, read a Chrome trace (e.g. a real run's) and report and draw it")
     ("title", po::value(&o.title)->value_name("TEXT"), "title of the SVG")
     ("grid", po::bool_switch(&o.grid), "print the step x stage grid (printed anyway when it is small)")
+    ("print", po::bool_switch(&o.print),
+     "print the schedules of every stage in their text form (one line per stage, steps apart by '|'), which "
+     "--schedule-file here and in pipe-train reads back: a start for writing one by hand")
+    ("schedule-file", po::value(&o.schedule_file)->value_name("FILE"),
+     "simulate the schedule written in FILE (the text form of --print) once the checker has proven it; its stage "
+     "lines give --stages and its micro-batches --micro-batches")
     ("compare", po::bool_switch(&o.compare),
      "simulate every training schedule with the same stages, micro-batches and costs, and print one table "
      "(makespan, bubble, theory, most activations held by a stage); with --json, one object per schedule")
@@ -248,7 +256,26 @@ int compare_schedules(const Options& o, const CostSource& src) {
   return 0;
 }
 
+// --schedule-file: the file's schedules, proven, set the schedule, stages and micro-batches.
+void read_schedule_file(Options& o, const po::variables_map& vm) {
+  if (given(vm, "schedule")) throw libpipe::Error("--schedule and --schedule-file both choose the schedule; use one");
+  if (o.compare) throw libpipe::Error("--compare simulates the built-in schedules; it cannot go with --schedule-file");
+  o.custom = libpipe::parse_schedules(read_file(o.schedule_file), o.schedule_file);
+  libpipe::check_schedules(o.custom);
+  const int S = o.custom[0].stages, M = o.custom[0].micro_batches;
+  if (given(vm, "stages") && o.stages != S)
+    throw libpipe::Error("--stages " + std::to_string(o.stages) + " but " + o.schedule_file + " has " +
+                         std::to_string(S) + " stage lines");
+  if (given(vm, "micro-batches") && o.micro_batches != M)
+    throw libpipe::Error("--micro-batches " + std::to_string(o.micro_batches) + " but " + o.schedule_file + " runs " +
+                         std::to_string(M));
+  o.stages = S;
+  o.micro_batches = M;
+  o.schedule = "custom";
+}
+
 int run_simulation(Options& o, const po::variables_map& vm) {
+  if (!o.schedule_file.empty()) read_schedule_file(o, vm);
   if (o.micro_batches < 1)
     throw libpipe::Error("--micro-batches must be at least 1, not " + std::to_string(o.micro_batches));
   (void)libpipe::is_training_schedule(o.schedule);  // an unknown kind fails here, before any model is loaded
@@ -283,10 +310,24 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   }
 
   if (o.compare) return compare_schedules(o, src);
+  auto all_schedules = [&] {
+    if (!o.custom.empty()) return o.custom;
+    std::vector<libpipe::Schedule> all;
+    for (int s = 0; s < o.stages; ++s) all.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s));
+    return all;
+  };
+  if (o.print) {
+    std::vector<libpipe::Schedule> all = all_schedules();
+    libpipe::check_schedules(all);
+    std::cout << libpipe::format_schedules(all);
+    return 0;
+  }
 
   // The timeline is drawn or written only with --svg or --trace.
-  libpipe::SimResult r = libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs, o.latency,
-                                           !o.svg.empty() || !o.trace.empty());
+  const bool with_timeline = !o.svg.empty() || !o.trace.empty();
+  libpipe::SimResult r = o.custom.empty() ? libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs,
+                                                              o.latency, with_timeline)
+                                          : libpipe::simulate(o.custom, src.costs, o.latency, with_timeline);
   r.timeline.time_unit = src.unit;
   const std::string& unit = src.unit;
 
@@ -320,9 +361,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
 
   const int steps = 2 * (o.micro_batches + o.stages - 1);
   if (o.grid || (o.stages <= 8 && steps <= 64)) {
-    std::vector<libpipe::Schedule> all;
-    for (int s = 0; s < o.stages; ++s) all.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s));
-    std::cout << libpipe::format_grid(all) << "\n";
+    std::cout << libpipe::format_grid(all_schedules()) << "\n";
   }
   std::cout << "pipe-sim: " << head << "; " << src.text << "\n";
   if (src.costs.size() > 1 && o.stages <= 32) {
@@ -352,9 +391,13 @@ int run_simulation(Options& o, const po::variables_map& vm) {
               << " per micro-batch (the makespan is at least M times that)\n";
   }
   std::cout << "makespan: " << time_text(r.makespan, unit) << "\n";
-  std::cout << "bubble: " << percent(r.bubble)
-            << (r.kind == "zb-h1" ? " (theoretical (S-1)/(3M+S-1) for equal stages and F = B = W: "
-                                 : " (theoretical (S-1)/(M+S-1) for equal stages: ") << percent(r.theoretical_bubble) << ")\n";
+  std::cout << "bubble: " << percent(r.bubble);
+  if (r.kind == "custom")
+    std::cout << " (a schedule from a file has no closed form)\n";
+  else
+    std::cout << (r.kind == "zb-h1" ? " (theoretical (S-1)/(3M+S-1) for equal stages and F = B = W: "
+                                    : " (theoretical (S-1)/(M+S-1) for equal stages: ")
+              << percent(r.theoretical_bubble) << ")\n";
   std::cout << "activations held at most (micro-batches, per stage): " << join_ints(r.peak_activations) << "\n";
   if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
   if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";
@@ -434,7 +477,8 @@ int main(int argc, char** argv) {
                                 "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|zb-h1|inference]\n"
                                 "                [--forward F --backward B --weight W | --costs F:B,F:B,... | "
                                 "--model M]\n"
-                                "                [--svg FILE] [--trace FILE] [--grid] [--compare] [--json]\n"
+                                "                [--svg FILE] [--trace FILE] [--grid] [--compare] [--print] [--json]\n"
+                                "       pipe-sim --schedule-file FILE [costs as above] [--svg FILE] [--json]\n"
                                 "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"
                                 "Simulates a pipeline schedule and reports the makespan and the bubble (or draws a "
                                 "recorded\nChrome trace).",

@@ -215,7 +215,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     try {
       progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
                                                  options.train.micro_batches, progress->mean_tokens_per_s(),
-                                                 libpipe::comm_kind_name(where.comm)));
+                                                 libpipe::comm_kind_name(where.comm), options.train.custom_schedules));
       if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
         std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());

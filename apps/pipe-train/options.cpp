@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "pipe/error.hpp"
+#include "pipe/schedule.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/partition_method.hpp"
@@ -62,6 +63,11 @@ po::options_description describe_flags(Options& o) {
      "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule), gpipe (fill-drain), or zb-h1 "
      "(zero-bubble: weight gradients deferred into the bubble, at 1F1B's peak memory; needs micro-batches >= stages, "
      "and --comm mpi)")
+    ("schedule-file", po::value(&o.schedule_file)->value_name("FILE"),
+     "run the schedule written in FILE (the text form of pipe-sim --print: one line per stage, steps apart by '|'), "
+     "once the checker has proven it (pairing, order, no deadlock, buffers, W after B, reductions after the last W); "
+     "its stage lines must match the stages, and --micro-batches defaults to its micro-batches; needs --comm mpi "
+     "unless every message is received in the step it is sent")
     ("micro-batches", po::value(&t.micro_batches)->value_name("M")->default_value(t.micro_batches),
      "micro-batches per step and replica (gradient accumulation)")
     ("micro-batch-size", po::value(&t.micro_batch_size)->value_name("B")->default_value(t.micro_batch_size),
@@ -202,6 +208,26 @@ Options parse_options(int argc, char** argv) {
     std::stringstream list(vm["checkpointable-layers"].as<std::string>());
     for (std::string type; std::getline(list, type, ',');)
       if (!type.empty()) o.train.checkpointable_types.push_back(type);
+  }
+
+  if (!o.schedule_file.empty()) {
+    if (!vm["schedule"].defaulted())
+      throw libpipe::Error("--schedule and --schedule-file both choose the schedule; use one");
+    libpipe::require_regular_file(o.schedule_file, "--schedule-file " + o.schedule_file);
+    std::ifstream file(o.schedule_file);
+    std::stringstream text;
+    text << file.rdbuf();
+    if (!file) throw libpipe::Error("--schedule-file " + o.schedule_file + ": cannot read the file");
+    o.train.custom_schedules = libpipe::parse_schedules(text.str(), o.schedule_file);
+    o.train.schedule = "custom";
+    const int file_m = o.train.custom_schedules[0].micro_batches;
+    if (vm["micro-batches"].defaulted())
+      o.train.micro_batches = file_m;
+    else if (o.train.micro_batches != file_m)
+      throw libpipe::Error("--micro-batches " + std::to_string(o.train.micro_batches) + " but --schedule-file " +
+                           o.schedule_file + " runs " + std::to_string(file_m) + " micro-batches");
+  } else if (o.train.schedule == "custom") {
+    throw libpipe::Error("--schedule custom needs --schedule-file FILE");
   }
 
   if (!o.topology.empty() && (o.stages || o.data_parallel))

@@ -46,6 +46,7 @@ struct Options {
   int keep_checkpoints = 2;      // complete checkpoints kept in --save (0: all)
   std::string load;              // --load DIR, "" = start fresh
   std::string config;            // --config FILE
+  std::string schedule_file;     // --schedule-file FILE, "" = the --schedule kind
 };
 
 // Parses argv; throws libpipe::Error with a one-line message on bad or conflicting flags.

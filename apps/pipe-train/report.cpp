@@ -1,6 +1,7 @@
 // See report.hpp.
 #include "report.hpp"
 
+#include <cmath>
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -48,7 +49,7 @@ namespace {
 // stage's mean over its replicas): the schedule's idle share of makespan + the rank's own reductions and
 // optimizer step per step, which the schedule's simulation does not hold. Empty when nothing was measured.
 std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std::string& schedule, int stages,
-                                      int micro_batches) {
+                                      int micro_batches, const std::vector<libpipe::Schedule>& custom) {
   std::vector<libpipe::StageCosts> costs(static_cast<std::size_t>(stages), libpipe::StageCosts{0, 0, 0});
   std::vector<int> replicas(static_cast<std::size_t>(stages), 0);
   for (const json& r : ranks) {
@@ -66,7 +67,9 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
     costs[s].backward_input /= replicas[s];
     costs[s].backward_weight /= replicas[s];
   }
-  const libpipe::SimResult sim = libpipe::simulate(schedule, stages, micro_batches, costs, 0, /*with_timeline=*/false);
+  const libpipe::SimResult sim =
+      custom.empty() ? libpipe::simulate(schedule, stages, micro_batches, costs, 0, /*with_timeline=*/false)
+                     : libpipe::simulate(custom, costs, 0, /*with_timeline=*/false);
   std::vector<double> out;
   for (const json& r : ranks) {
     const int s = r["stage"];
@@ -80,11 +83,12 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
 }  // namespace
 
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
-                         int micro_batches, double tokens_per_s, const std::string& comm) {
+                         int micro_batches, double tokens_per_s, const std::string& comm,
+                         const std::vector<libpipe::Schedule>& custom) {
   const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches);
   std::vector<json> parsed;
   for (const auto& text : rank_summaries) parsed.push_back(json::parse(text));
-  const std::vector<double> predicted = predicted_bubbles(parsed, schedule, stages, micro_batches);
+  const std::vector<double> predicted = predicted_bubbles(parsed, schedule, stages, micro_batches, custom);
   std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s  %s\n", "rank", "stage",
                "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory", "sent",
                "received", "peak RSS", "device");
@@ -99,15 +103,16 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
     const double bubble = step_s > 0 ? 1.0 - compute_s / step_s : 0.0;
     r["bubble"] = bubble;
     worst = std::max(worst, bubble);
-    char guess[16] = "-";
+    char guess[16] = "-", closed_form[16] = "-";  // a custom schedule has no closed form
+    if (std::isfinite(theory)) std::snprintf(closed_form, sizeof closed_form, "%.1f%%", 100 * theory);
     if (!predicted.empty()) {
       r["predicted_bubble"] = predicted[i];
       std::snprintf(guess, sizeof guess, "%.1f%%", 100 * predicted[i]);
     }
-    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %7.1f%% %14s %14s %8.0f MB  %s\n",
+    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %8s %14s %14s %8.0f MB  %s\n",
                  r["rank"].get<int>(), r["stage"].get<int>(), r["replica"].get<int>(), compute_s,
                  r["wait_s"].get<double>(), r["reduce_s"].get<double>(), r["optimizer_s"].get<double>(), 100 * bubble,
-                 guess, 100 * theory, libpipe::with_commas(r["bytes_sent"]).c_str(),
+                 guess, closed_form, libpipe::with_commas(r["bytes_sent"]).c_str(),
                  libpipe::with_commas(r["bytes_received"]).c_str(), r["peak_rss_bytes"].get<double>() / 1e6,
                  r["device"].get<std::string>().c_str());
     ranks.push_back(r);

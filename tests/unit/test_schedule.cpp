@@ -683,3 +683,36 @@ BOOST_AUTO_TEST_CASE(zb_h1_is_well_formed) {
   BOOST_CHECK_THROW(libpipe::check_messages_within_steps(libpipe::make_checked_schedules("zb-h1", 4, 8)),
                     libpipe::Error);
 }
+
+// The text form reads back to the same steps, instructions and buffers for every generated schedule, and bad text
+// is one line naming the file, line, step and token.
+BOOST_AUTO_TEST_CASE(schedule_text_round_trips) {
+  for (const std::string kind : {"gpipe", "1f1b", "zb-h1", "inference"})
+    for (int S = 1; S <= 4; ++S)
+      for (int M = S; M <= S + 3; ++M) {
+        const auto all = libpipe::make_checked_schedules(kind, S, M);
+        const auto back = libpipe::parse_schedules(libpipe::format_schedules(all), "t.txt");
+        BOOST_TEST_REQUIRE(back.size() == all.size());
+        for (int s = 0; s < S; ++s) {
+          BOOST_TEST(back[s].micro_batches == M);
+          BOOST_TEST(back[s].num_buffers == all[s].num_buffers);
+          BOOST_TEST(back[s].steps == all[s].steps, kind << " S=" << S << " M=" << M << " stage " << s);
+        }
+        if (kind != "inference") libpipe::check_schedules(back);
+      }
+  auto error_of = [](const std::string& text) {
+    try {
+      libpipe::parse_schedules(text, "f.txt");
+    } catch (const libpipe::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  BOOST_TEST(error_of("stage 0: L0 F0 | X3\n") ==
+             "f.txt:1, step 1: 'X3' is not an instruction (L, F, B, W, SA, RA, SG, RG followed by a micro-batch; RT, "
+             "RD, OPT)");
+  BOOST_TEST(error_of("# c\nstage 1: F0\n") ==
+             "f.txt:2: expected 'stage 0 (buffers N): STEP | STEP | ...' (stages in order from 0)");
+  BOOST_TEST(error_of("stage 0: F | RT\n") == "f.txt:1, step 0: 'F': F needs a micro-batch number (F0)");
+  BOOST_TEST(error_of("stage 0: F0 | RT2\n") == "f.txt:1, step 1: 'RT2': RT takes no micro-batch");
+}

@@ -32,6 +32,9 @@ namespace libpipe {
 
 struct TrainOptions {
   std::string schedule = "1f1b";
+  // With schedule "custom": one schedule per stage, read by parse_schedules (pipe-train --schedule-file); the
+  // engine proves them (check_schedules) before it runs its own.
+  std::vector<Schedule> custom_schedules;
   int micro_batches = 8;
   int micro_batch_size = 16;
   OptimizerConfig optimizer;

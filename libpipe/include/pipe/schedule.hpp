@@ -81,6 +81,8 @@ struct Schedule {
 //    received in a later step than it is sent (so not in NCCL step batches).
 // Errors: unknown kind (the message lists the known ones), stages or
 // micro_batches < 1, stage outside 0..stages-1.
+// "custom" is the kind of schedules read from text (parse_schedules): a
+// training schedule with no generator and no closed-form bubble.
 PIPE_API Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage);
 
 // The known kinds, for --help and error messages.
@@ -145,6 +147,21 @@ PIPE_API void check_messages_within_steps(const std::vector<Schedule>& per_stage
 // All stages' schedules, checked.
 PIPE_API std::vector<Schedule> make_checked_schedules(const std::string& kind, int stages, int micro_batches);
 
+// The text form of a pipeline's schedules, one line per stage, steps apart by
+// '|' (an idle step is empty), instructions as to_text writes them:
+//   stage 0 (buffers 4): L0 F0 | SA0 L1 F1 | ... | RG3 B3 W3 RT RD OPT
+// pipe-sim --print writes it; pipe-train --schedule-file and pipe-sim
+// --schedule-file read it back, so a schedule can be written by hand.
+PIPE_API std::string format_schedules(const std::vector<Schedule>& per_stage);
+
+// Reads the text form: stage lines in order from 0 (S is their number), M is
+// one more than the largest micro-batch named, the kind "custom", a
+// micro-batch's buffer its number modulo the stage's buffers (one per
+// micro-batch when "(buffers N)" is left out). '#' starts a comment. Errors
+// name source:line, the step and the token. The schedules are not proven:
+// check_schedules does that, naming the stage, step and instruction.
+PIPE_API std::vector<Schedule> parse_schedules(const std::string& text, const std::string& source);
+
 // The most micro-batches the stage holds activations for at once: from a
 // micro-batch's Forward until its BackwardWeight (training) or until it is
 // sent on (inference; on the last stage, until its Forward ends). Under 1f1b
@@ -156,6 +173,7 @@ PIPE_API int peak_in_flight(const Schedule& schedule);
 // per micro-batch: (S-1)/(M+S-1) for gpipe, 1f1b and inference (FACTS.md);
 // for zb-h1 with F = B = W, (S-1)/(3M+S-1): its idle time (S-1)(F+B-W) over a
 // makespan of M(F+B+W) + (S-1)(F+B-W).
+// NaN for "custom" (no closed form).
 PIPE_API double theoretical_bubble(const std::string& kind, int stages, int micro_batches);
 
 }  // namespace libpipe

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pipe/export.hpp"
+#include "pipe/schedule.hpp"
 #include "pipe/timeline.hpp"
 
 namespace libpipe {
@@ -57,5 +58,10 @@ struct SimResult {
 // a negative or non-finite cost or latency.
 PIPE_API SimResult simulate(const std::string& kind, int stages, int micro_batches,
                             const std::vector<StageCosts>& costs, double p2p_latency = 0, bool with_timeline = true);
+
+// The same for given schedules (one per stage, in stage order; a custom schedule read by parse_schedules),
+// proven by check_schedules first.
+PIPE_API SimResult simulate(const std::vector<Schedule>& per_stage, const std::vector<StageCosts>& costs,
+                            double p2p_latency = 0, bool with_timeline = true);
 
 }  // namespace libpipe

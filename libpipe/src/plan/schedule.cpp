@@ -4,6 +4,7 @@
 #include "pipe/schedule.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <map>
 #include <optional>
@@ -22,8 +23,11 @@ bool is_step_wide(WorkKind k) {
   return k == WorkKind::ReduceTiedGrads || k == WorkKind::ReduceGrads || k == WorkKind::OptimizerStep;
 }
 
+// Schedules read from text (parse_schedules) have this kind: training, with no generator.
+const char* const kCustom = "custom";
+
 void require_kind(const std::string& kind) {
-  if (std::find(kKinds.begin(), kKinds.end(), kind) != kKinds.end()) return;
+  if (kind == kCustom || std::find(kKinds.begin(), kKinds.end(), kind) != kKinds.end()) return;
   std::string known;
   for (const auto& k : kKinds) known += (known.empty() ? "" : ", ") + k;
   throw Error("unknown pipeline schedule '" + kind + "'" + did_you_mean(kind, kKinds) + "; known schedules: " + known);
@@ -563,6 +567,7 @@ bool is_training_schedule(const std::string& kind) {
 
 Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage) {
   require_kind(kind);
+  if (kind == kCustom) throw Error("a custom schedule is read from its text (--schedule-file), not generated");
   require_shape(stages, micro_batches);
   if (stage < 0 || stage >= stages)
     throw Error("stage " + std::to_string(stage) + " is outside the pipeline's " + plural(stages, "stage") + " (0.." +
@@ -686,6 +691,7 @@ int peak_in_flight(const Schedule& schedule) {
 double theoretical_bubble(const std::string& kind, int stages, int micro_batches) {
   require_kind(kind);
   require_shape(stages, micro_batches);
+  if (kind == kCustom) return std::nan("");  // no closed form
   // ZB-H1 with F = B = W: (S-1)(F+B-W) idle in a makespan of M(F+B+W) + (S-1)(F+B-W).
   if (kind == "zb-h1") return static_cast<double>(stages - 1) / (3.0 * micro_batches + stages - 1);
   return static_cast<double>(stages - 1) / (micro_batches + stages - 1);

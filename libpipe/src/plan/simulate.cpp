@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <functional>
 
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
@@ -95,13 +96,11 @@ void require_cost(double v, const std::string& what) {
   throw Error("simulate: " + what + " must be a finite number >= 0, got " + b);
 }
 
-}  // namespace
-
-SimResult simulate(const std::string& kind, int stages, int micro_batches, const std::vector<StageCosts>& costs,
-                   double p2p_latency, bool with_timeline) {
+// Both simulate()s: `stage_schedule(s)` gives stage s's schedule, made when it is needed so that a large pipeline's
+// schedules are never all in memory at once.
+SimResult run(const std::string& kind, int stages, int micro_batches, const std::function<Schedule(int)>& stage_schedule,
+              const std::vector<StageCosts>& costs, double p2p_latency, bool with_timeline) {
   const int S = stages, M = micro_batches;
-  // make_schedule checks the kind and the shape; call it once before anything is allocated.
-  (void)make_schedule(kind, S, M, 0);
   if (M > static_cast<int>(kMbMask))
     throw Error("simulate: at most " + std::to_string(kMbMask) + " micro-batches, got " + std::to_string(M));
   if (costs.size() != 1 && costs.size() != static_cast<std::size_t>(S))
@@ -119,7 +118,7 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   std::vector<std::vector<std::uint32_t>> program(S);
   std::vector<int> peak(S);
   for (int s = 0; s < S; ++s) {
-    const Schedule schedule = make_schedule(kind, S, M, s);
+    const Schedule schedule = stage_schedule(s);
     peak[s] = peak_in_flight(schedule);
     program[s] = compile(schedule);
   }
@@ -234,6 +233,26 @@ SimResult simulate(const std::string& kind, int stages, int micro_batches, const
   }
   r.bubble = r.makespan > 0 ? 1 - busy_total / (static_cast<double>(S) * r.makespan) : 0;
   return r;
+}
+
+}  // namespace
+
+SimResult simulate(const std::string& kind, int stages, int micro_batches, const std::vector<StageCosts>& costs,
+                   double p2p_latency, bool with_timeline) {
+  // make_schedule checks the kind and the shape; call it once before anything is allocated.
+  (void)make_schedule(kind, stages, micro_batches, 0);
+  return run(
+      kind, stages, micro_batches, [&](int s) { return make_schedule(kind, stages, micro_batches, s); }, costs,
+      p2p_latency, with_timeline);
+}
+
+SimResult simulate(const std::vector<Schedule>& per_stage, const std::vector<StageCosts>& costs, double p2p_latency,
+                   bool with_timeline) {
+  check_schedules(per_stage);  // also proves they are one pipeline's, in stage order
+  const Schedule& s0 = per_stage[0];
+  return run(
+      s0.kind, s0.stages, s0.micro_batches, [&](int s) { return per_stage[s]; }, costs, p2p_latency,
+      with_timeline);
 }
 
 }  // namespace libpipe

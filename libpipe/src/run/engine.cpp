@@ -519,7 +519,20 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
                 std::to_string(2LL * options.micro_batches + 1) + " but this MPI allows " + std::to_string(max_tag));
   // Every rank proves the whole set of schedules (all stages together: every
   // send meets its receive, nothing deadlocks) before it runs its own.
-  const std::vector<Schedule> all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches);
+  std::vector<Schedule> all;
+  if (options.schedule == "custom") {
+    all = options.custom_schedules;
+    if (static_cast<int>(all.size()) != grid.num_stages())
+      throw Error("the schedule file has " + std::to_string(all.size()) + " stage line(s) for a pipeline of " +
+                  std::to_string(grid.num_stages()) + " stages");
+    if (all[0].micro_batches != options.micro_batches)
+      throw Error("the schedule file runs " + std::to_string(all[0].micro_batches) +
+                  " micro-batches (its largest micro-batch + 1), but --micro-batches is " +
+                  std::to_string(options.micro_batches));
+    check_schedules(all);
+  } else {
+    all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches);
+  }
   e.train = all[grid.stage_id()];
   e.stage_input = description.layers[module.begin()].input;
   e.stage_output = description.layers[module.end() - 1].description.output;
