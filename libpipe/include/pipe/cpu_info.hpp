@@ -9,13 +9,9 @@
 namespace libpipe {
 
 // The library of the CPU backend's GEMMs, its version and the instruction set it dispatches to on this machine,
-// e.g. "oneDNN 2.6.3 (avx512_core_vnni)".
+// e.g. "oneDNN 2.6.3 (avx512_core_vnni)", or "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)" where
+// PIPE_CPU_GEMM=openblas asks for the old path (kept for side-by-side measurements).
 PIPE_API std::string cpu_gemm_library();
-// Whether the CPU backend runs bfloat16 x bfloat16 GEMMs natively (oneDNN's bfloat16 matmul, float32
-// accumulation) rather than on operands widened to float32: where the CPU has bfloat16 dot products (AVX512-BF16,
-// AMX); PIPE_CPU_BF16_GEMM=native or widen forces either. Throws libpipe::Error for a bad PIPE_CPU_BF16_GEMM.
-PIPE_API bool cpu_bf16_gemm_native();
-
 // Logical CPUs online on this machine, and those this process may run on (its affinity mask, which mpirun or
 // taskset may have narrowed).
 PIPE_API int cpu_count_online();

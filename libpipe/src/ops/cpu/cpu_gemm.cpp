@@ -15,15 +15,15 @@
 // on where the operands lie in memory: the same micro-batch gives the same bits on any stage count.
 #include "cpu_gemm.hpp"
 
+#include <cblas.h>
 #include <dlfcn.h>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -63,7 +63,8 @@ const OpenMp& openmp() {
     for (const char* name : {"libgomp.so.1", "libomp.so.5", "libomp.so", "libiomp5.so"})
       if (void* lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD); lib != nullptr && lookup(lib)) return o;
     if (lookup(RTLD_DEFAULT)) return o;
-    throw Error("the CPU backend cannot find the OpenMP runtime that oneDNN runs on, so it cannot set its thread count");
+    throw Error(
+        "the CPU backend cannot find the OpenMP runtime that oneDNN runs on, so it cannot set its thread count");
 #endif
     return o;
   }();
@@ -138,8 +139,8 @@ struct KeyHash {
   std::size_t operator()(const Key& key) const {
     std::uint64_t h = 1469598103934665603ULL;
     auto mix = [&h](std::uint64_t v) { h = (h ^ v) * 1099511628211ULL; };
-    for (std::int64_t v : {key.m, key.n, key.k, key.lda, key.ldb, key.ldc, key.stride_a, key.stride_b, key.stride_c,
-                           key.batch})
+    for (std::int64_t v :
+         {key.m, key.n, key.k, key.lda, key.ldb, key.ldc, key.stride_a, key.stride_b, key.stride_c, key.batch})
       mix(static_cast<std::uint64_t>(v));
     mix(key.alpha);
     mix(key.beta);
@@ -266,19 +267,17 @@ void onednn_gemm(const GemmCall& g) {
     const char* b = static_cast<const char*>(g.b) + z * g.stride_b * ab_size;
     char* c = static_cast<char*>(g.c) + z * g.stride_c * c_size;
     if (!plan->primitive) {  // float32 only
-      const dnnl_status_t status =
-          dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k, g.alpha,
-                     reinterpret_cast<const float*>(a), g.lda, reinterpret_cast<const float*>(b), g.ldb, g.beta,
-                     reinterpret_cast<float*>(c), g.ldc);
+      const dnnl_status_t status = dnnl_sgemm(
+          g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k, g.alpha, reinterpret_cast<const float*>(a),
+          g.lda, reinterpret_cast<const float*>(b), g.ldb, g.beta, reinterpret_cast<float*>(c), g.ldc);
       if (status != dnnl_success)
         throw Error("gemm: dnnl_sgemm failed with status " + std::to_string(static_cast<int>(status)));
       continue;
     }
     dnnl::engine& eng = engine();
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, dnnl::memory(plan->a, eng, const_cast<char*>(a))},
-        {DNNL_ARG_WEIGHTS, dnnl::memory(plan->b, eng, const_cast<char*>(b))},
-        {DNNL_ARG_DST, dnnl::memory(plan->c, eng, c)}};
+    std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(plan->a, eng, const_cast<char*>(a))},
+                                               {DNNL_ARG_WEIGHTS, dnnl::memory(plan->b, eng, const_cast<char*>(b))},
+                                               {DNNL_ARG_DST, dnnl::memory(plan->c, eng, c)}};
     if (plan->scratch_bytes > 0)
       args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratch, eng, scratch(plan->scratch_bytes)));
     dnnl::stream& s = stream();
@@ -287,41 +286,48 @@ void onednn_gemm(const GemmCall& g) {
   }
 }
 
-// ---- what runs
+// ---- which library: oneDNN, or OpenBLAS for comparison
 
 namespace {
 
-bool isa_has_bf16(dnnl_cpu_isa_t isa) {
-  return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
-}
-
-// Whether oneDNN makes a bfloat16 matmul on this CPU at all (natively or emulated).
-bool onednn_has_bf16_matmul() {
-  try {
-    const dnnl::memory::desc a({4, 4}, dt::bf16, dims{4, 1}), c({4, 4}, dt::f32, dims{4, 1});
-    dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, a, c), engine());
-    return true;
-  } catch (const dnnl::error&) {
-    return false;
-  }
+// OpenBLAS's sgemm per product (its thread count is set_cpu_threads', see backend.cpp).
+void openblas_gemm(const GemmCall& g) {
+  if (g.ab_type != DType::float32 || g.c_type != DType::float32)
+    throw Error("gemm: PIPE_CPU_GEMM=openblas runs float32 products only");
+  for (std::int64_t z = 0; z < g.batch; ++z)
+    cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha,
+                static_cast<const float*>(g.a) + z * g.stride_a, static_cast<int>(g.lda),
+                static_cast<const float*>(g.b) + z * g.stride_b, static_cast<int>(g.ldb), g.beta,
+                static_cast<float*>(g.c) + z * g.stride_c, static_cast<int>(g.ldc));
 }
 
 }  // namespace
 
-bool native_bf16_gemm() {
-  static const bool native = [] {
-    const char* env = std::getenv("PIPE_CPU_BF16_GEMM");
+GemmLibrary gemm_library_in_use() {
+  // A throw leaves the static unset, so every later use reports the same error.
+  static const GemmLibrary lib = [] {
+    const char* env = std::getenv("PIPE_CPU_GEMM");
     const std::string want = env == nullptr ? "" : env;
-    if (want.empty()) return isa_has_bf16(dnnl_get_effective_cpu_isa());
-    if (want == "widen") return false;
-    if (want != "native") throw Error("PIPE_CPU_BF16_GEMM=" + want + " is not one of native, widen");
-    if (!onednn_has_bf16_matmul())
-      throw Error(std::string("PIPE_CPU_BF16_GEMM=native but oneDNN has no bfloat16 matmul on this CPU (") +
-                  gemm_isa_name() + ")");
-    return true;
+    if (want.empty() || want == "onednn") return GemmLibrary::onednn;
+    if (want == "openblas") return GemmLibrary::openblas;
+    throw Error("PIPE_CPU_GEMM=" + want + " is not one of onednn, openblas");
   }();
-  return native;
+  return lib;
 }
+
+void gemm(const GemmCall& g) {
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  if (g.k == 0) {
+    const std::size_t c_size = element_size(g.c_type);
+    for (std::int64_t z = 0; z < g.batch; ++z) scale_block(g, static_cast<char*>(g.c) + z * g.stride_c * c_size);
+    return;
+  }
+  if (gemm_library_in_use() == GemmLibrary::openblas) return openblas_gemm(g);
+  onednn_gemm(g);
+}
+
+// ---- what runs
 
 const char* gemm_isa_name() {
   switch (dnnl_get_effective_cpu_isa()) {
@@ -351,14 +357,24 @@ const char* gemm_isa_name() {
   return "unknown";
 }
 
-bool gemm_isa_below_avx2() {
-  return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx2) != dnnl_cpu_isa_avx2;
+bool gemm_isa_below_avx2() { return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx2) != dnnl_cpu_isa_avx2; }
+
+std::string onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
 std::string gemm_library() {
-  const dnnl_version_t* v = dnnl_version();
-  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
-         " (" + gemm_isa_name() + ")";
+  if (gemm_library_in_use() == GemmLibrary::openblas) {
+    // openblas_get_config(): "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64"; its first two
+    // words and the core it chose.
+    std::string config = openblas_get_config();
+    const std::size_t first = config.find(' ');
+    const std::size_t second = first == std::string::npos ? first : config.find(' ', first + 1);
+    if (second != std::string::npos) config.resize(second);
+    return config + " (core " + openblas_get_corename() + ", PIPE_CPU_GEMM=openblas)";
+  }
+  return "oneDNN " + onednn_version() + " (" + gemm_isa_name() + ")";
 }
 
 }  // namespace libpipe::cpu

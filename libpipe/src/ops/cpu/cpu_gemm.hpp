@@ -1,5 +1,7 @@
 // The CPU backend's GEMMs, on oneDNN (cpu_gemm.cpp): row-major products at any leading dimensions and transposes,
-// batched at fixed strides, on float32 or bfloat16 operands, with the thread count of set_cpu_threads.
+// batched at fixed strides, with the thread count of set_cpu_threads. The backend's gemm and gemm_strided_batched
+// hand in float32; the plans also take bfloat16 operands (oneDNN's bf16 matmul), not yet used: gemm_typed still
+// widens bfloat16 to float32 (backend.cpp).
 #pragma once
 
 #include <cstdint>
@@ -26,18 +28,23 @@ struct GemmCall {
   std::int64_t batch = 1;
   DType ab_type = DType::float32, c_type = DType::float32;
 };
+// The CPU backend's GEMM: on oneDNN, or on OpenBLAS under PIPE_CPU_GEMM=openblas (kept to measure the two side
+// by side, share/doc/PERFORMANCE.md; OpenBLAS runs float32 products only).
+void gemm(const GemmCall& call);
+// oneDNN alone, whatever PIPE_CPU_GEMM says.
 void onednn_gemm(const GemmCall& call);
 
-// Whether gemm_typed runs bfloat16 x bfloat16 products natively (oneDNN's bfloat16 matmul) instead of widening
-// the operands to float32 first: where oneDNN dispatches to an instruction set with bfloat16 dot products
-// (AVX512-BF16, AMX). PIPE_CPU_BF16_GEMM=native or widen forces either (native elsewhere is emulated and several
-// times slower: it is there to test the path on any AVX-512 machine). Decided at first use; throws
-// libpipe::Error for another value, or for native where oneDNN cannot run it.
-bool native_bf16_gemm();
+// Which library gemm() runs: PIPE_CPU_GEMM unset, empty or "onednn", or "openblas". Decided at first use;
+// throws libpipe::Error for another value.
+enum class GemmLibrary { onednn, openblas };
+GemmLibrary gemm_library_in_use();
 
-// oneDNN's version and the instruction set it dispatches to, e.g. "oneDNN 2.6.3 (avx512_core_vnni)".
+// The library gemm() runs, its version and the instruction set it dispatches to, e.g.
+// "oneDNN 2.6.3 (avx512_core_vnni)" or "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)".
 std::string gemm_library();
-// That instruction set alone ("avx512_core_vnni"), and whether it is below AVX2 (SSE4.1 or AVX).
+// oneDNN's version ("2.6.3"), the instruction set it dispatches to ("avx512_core_vnni"), and whether that is
+// below AVX2 (generic, SSE4.1 or AVX).
+std::string onednn_version();
 const char* gemm_isa_name();
 bool gemm_isa_below_avx2();
 

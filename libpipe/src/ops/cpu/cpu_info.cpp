@@ -27,8 +27,6 @@ const char* hardware_vectors() {
 
 std::string cpu_gemm_library() { return cpu::gemm_library(); }
 
-bool cpu_bf16_gemm_native() { return cpu::native_bf16_gemm(); }
-
 int cpu_count_online() {
   const long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? static_cast<int>(n) : 1;
@@ -46,10 +44,11 @@ std::string cpu_slow_warning(int ranks_on_node, int threads_per_rank) {
   const int online = cpu_count_online(), usable = cpu_count_usable();
   auto plural = [](long n, const char* what) { return std::to_string(n) + " " + what + (n == 1 ? "" : "s"); };
   if (static_cast<long>(ranks_on_node) * threads_per_rank > online)
-    why.push_back(plural(ranks_on_node, "rank") + " x " + plural(threads_per_rank, "thread") + " on this node, which has " +
-                  plural(online, "CPU"));
+    why.push_back(plural(ranks_on_node, "rank") + " x " + plural(threads_per_rank, "thread") +
+                  " on this node, which has " + plural(online, "CPU"));
   else if (threads_per_rank > usable)
-    why.push_back(plural(threads_per_rank, "thread") + " per rank, but this process may run on " + plural(usable, "CPU") +
+    why.push_back(plural(threads_per_rank, "thread") + " per rank, but this process may run on " +
+                  plural(usable, "CPU") +
                   " only (its CPU affinity: mpirun may bind each rank to a core, see --bind-to)");
   const char* vectors = hardware_vectors();
   if (vectors != nullptr && cpu::gemm_isa_below_avx2())
