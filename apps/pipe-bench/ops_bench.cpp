@@ -321,7 +321,7 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
   std::printf("# %s\n# %s: B=%ld T=%ld C=%ld H=%ld V=%ld, one thread%s%s\n", command_line.c_str(), model.c_str(),
               static_cast<long>(s.batch), static_cast<long>(T), static_cast<long>(C), static_cast<long>(H),
               static_cast<long>(V), isa ? ", PIPE_CPU_ISA=" : "", isa ? isa : "");
-  std::printf("# CPU GEMMs: %s; the cblas column is OpenBLAS %s, core %s\n", libpipe::cpu_gemm_library().c_str(),
+  std::printf("# CPU GEMMs: %s; the cblas column is %s (core %s)\n", libpipe::cpu_gemm_library().c_str(),
               openblas_get_config(), openblas_get_corename());
   std::printf(
       "# GEMMs through libpipe::ops (bias, checks, allocation included) against raw dnnl_sgemm and raw\n"

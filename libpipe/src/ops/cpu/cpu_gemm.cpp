@@ -323,7 +323,10 @@ void gemm(const GemmCall& g) {
     for (std::int64_t z = 0; z < g.batch; ++z) scale_block(g, static_cast<char*>(g.c) + z * g.stride_c * c_size);
     return;
   }
-  if (gemm_library_in_use() == GemmLibrary::openblas) return openblas_gemm(g);
+  if (gemm_library_in_use() == GemmLibrary::openblas) {
+    use_threads(cpu_threads());  // oneDNN's too, so that a raw dnnl_sgemm beside it (pipe-bench ops) runs on as many
+    return openblas_gemm(g);
+  }
   onednn_gemm(g);
 }
 
