@@ -261,7 +261,8 @@ void onednn_gemm(const GemmCall& g) {
                 threads};
   const std::shared_ptr<const Plan> plan = plan_for(key);
   const std::size_t ab_size = element_size(g.ab_type);
-  const std::int64_t calls = batched ? 1 : g.batch;
+  // One call of a batched primitive, else one dnnl_sgemm (or 2-D primitive) per product.
+  const std::int64_t calls = batched && plan->primitive ? 1 : g.batch;
   for (std::int64_t z = 0; z < calls; ++z) {
     const char* a = static_cast<const char*>(g.a) + z * g.stride_a * ab_size;
     const char* b = static_cast<const char*>(g.b) + z * g.stride_b * ab_size;
