@@ -7,10 +7,10 @@
 // without the primitive's per-call cost. gpt-tiny's 15 linear GEMMs (rows 1024, widths 128..512), one core of
 // the 2-vCPU Xeon of share/doc/PERFORMANCE.md (AVX-512, loaded), best mean of 10 calls over 21 rounds, an ad-hoc
 // program: matmul 10.8 ms, dnnl_sgemm 12.2 ms, OpenBLAS 0.3.21 (SkylakeX core) 14.1 ms; the primitive was the
-// faster on 14 of the 15. The first draft of this file measured creating a primitive at 0.2-0.5 ms, and strided batches:
-// a 3-D matmul where its kernel is brgemm (64 heads of 64x64x32, dense: 143 us against 250 us for a loop of 2-D
-// primitives and 339 us for a loop of dnnl_sgemm), else a loop of dnnl_sgemm, as fast as oneDNN's batched JIT
-// GEMM (strided: 397-411 us); those figures were not re-measured.
+// faster on 14 of the 15. The first draft of this file measured creating a primitive at 0.2-0.5 ms, and strided
+// batches: a 3-D matmul where its kernel is brgemm (64 heads of 64x64x32, dense: 143 us against 250 us for a
+// loop of 2-D primitives and 339 us for a loop of dnnl_sgemm), else a loop of dnnl_sgemm, as fast as oneDNN's
+// batched JIT GEMM (strided: 397-411 us); those figures were not re-measured.
 //
 // Threads: set_cpu_threads' count, applied per calling thread before each GEMM (oneDNN's OpenMP runtime reads
 // omp_get_max_threads()); the count is part of a plan's key, since a primitive's blocking is chosen for it.
