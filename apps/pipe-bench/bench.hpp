@@ -25,7 +25,7 @@ struct Subcommand {
 int run_partition(const std::vector<std::string>& args, const std::string& command_line);
 // One rank's training step over a shipped model: tokens/s, GFLOP/s, share of sgemm.
 int run_train(const std::vector<std::string>& args, const std::string& command_line);
-// The op layer at a GPT's shapes: GEMMs against raw cblas_sgemm, and the other ops.
+// The op layer at a GPT's shapes: GEMMs against raw dnnl_sgemm and cblas_sgemm, and the other ops.
 int run_ops(const std::vector<std::string>& args, const std::string& command_line);
 // Under mpirun -np 2: libpipe's Comm against raw MPI_Send/Recv, 1 KiB to 64 MiB.
 int run_p2p(const std::vector<std::string>& args, const std::string& command_line);

@@ -16,7 +16,9 @@ const pipe_bench::Subcommand kSubcommands[] = {
     {"partition", "partitioner time and optimality, 10^3..10^6 layers on 2..1024 stages", pipe_bench::run_partition},
     {"train", "one rank's forward + backward + AdamW step over a model: tokens/s, GFLOP/s, sgemm share",
      pipe_bench::run_train},
-    {"ops", "the op layer at gpt-tiny/gpt-small shapes: GEMMs against raw cblas_sgemm, other ops' time and GB/s",
+    {"ops",
+     "the op layer at gpt-tiny/gpt-small shapes: GEMMs against raw dnnl_sgemm and cblas_sgemm, other ops' time and "
+     "GB/s",
      pipe_bench::run_ops},
     {"p2p", "under mpirun -np 2: activation transfers through libpipe's Comm vs raw MPI, 1 KiB..64 MiB",
      pipe_bench::run_p2p},

@@ -1,11 +1,14 @@
 // pipe-bench ops: the op layer at a GPT's shapes. Every GEMM of a transformer
 // block and the LM head (forward, input gradient, weight gradient) through
-// libpipe::ops, against raw cblas_sgemm on the same shape; then the other ops
+// libpipe::ops, against raw dnnl_sgemm (oneDNN, the CPU backend's GEMM library)
+// and raw cblas_sgemm (OpenBLAS as it configures itself on this CPU) on the
+// same shape; then the other ops
 // of a training step with their time and memory rate. Each timed result is
 // checked in the same loop (sampled GEMM entries against a double-precision
 // dot product; probabilities summing to one; finite outputs), as nccl-tests
 // count #wrong in the loop they time.
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
 #include <boost/program_options.hpp>
@@ -23,6 +26,7 @@
 
 #include "bench.hpp"
 #include "pipe/backend.hpp"
+#include "pipe/cpu_info.hpp"
 #include "pipe/error.hpp"
 #include "pipe/ops.hpp"
 
@@ -88,7 +92,7 @@ int check_gemm(const float* a, bool ta, const float* b, bool tb, const float* bi
 struct GemmRow {
   std::string name, pass;
   std::int64_t m, n, k;
-  double ops_us, raw_us;
+  double ops_us, raw_us, blas_us;  // libpipe::ops, raw dnnl_sgemm, raw cblas_sgemm
   int wrong;
 };
 
@@ -152,9 +156,15 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
     std::vector<float> raw(static_cast<std::size_t>(std::max(R * l.out, std::max(R * l.in, l.out * l.in))));
     const auto mi = [](std::int64_t v) { return static_cast<int>(v); };
     Tensor y, dx;
-    GemmRow fwd{l.name, "forward", R, l.out, l.in, 0, 0, 0};
+    GemmRow fwd{l.name, "forward", R, l.out, l.in, 0, 0, 0, 0};
     fwd.ops_us = best_us([&] { y = libpipe::ops::linear(x, w, b); }, min_seconds);
     fwd.raw_us = best_us(
+        [&] {
+          dnnl_sgemm('N', 'T', mi(R), mi(l.out), mi(l.in), 1.0f, x.f32(), mi(l.in), w.f32(), mi(l.in), 0.0f, raw.data(),
+                     mi(l.out));
+        },
+        min_seconds);
+    fwd.blas_us = best_us(
         [&] {
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mi(R), mi(l.out), mi(l.in), 1.0f, x.f32(), mi(l.in),
                       w.f32(), mi(l.in), 0.0f, raw.data(), mi(l.out));
@@ -162,18 +172,30 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
         min_seconds);
     fwd.wrong =
         check_gemm(x.f32(), false, w.f32(), true, l.bias ? b.f32() : nullptr, y.f32(), R, l.out, l.in, l.in, l.in, rng);
-    GemmRow bin{l.name, "input grad", R, l.in, l.out, 0, 0, 0};
+    GemmRow bin{l.name, "input grad", R, l.in, l.out, 0, 0, 0, 0};
     bin.ops_us = best_us([&] { dx = libpipe::ops::linear_backward_input(dy, w); }, min_seconds);
     bin.raw_us = best_us(
+        [&] {
+          dnnl_sgemm('N', 'N', mi(R), mi(l.in), mi(l.out), 1.0f, dy.f32(), mi(l.out), w.f32(), mi(l.in), 0.0f,
+                     raw.data(), mi(l.in));
+        },
+        min_seconds);
+    bin.blas_us = best_us(
         [&] {
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mi(R), mi(l.in), mi(l.out), 1.0f, dy.f32(), mi(l.out),
                       w.f32(), mi(l.in), 0.0f, raw.data(), mi(l.in));
         },
         min_seconds);
     bin.wrong = check_gemm(dy.f32(), false, w.f32(), false, nullptr, dx.f32(), R, l.in, l.out, l.out, l.in, rng);
-    GemmRow bw{l.name, "weight grad", l.out, l.in, R, 0, 0, 0};
+    GemmRow bw{l.name, "weight grad", l.out, l.in, R, 0, 0, 0, 0};
     bw.ops_us = best_us([&] { libpipe::ops::linear_backward_weight(dy, x, dw, db); }, min_seconds);
     bw.raw_us = best_us(
+        [&] {
+          dnnl_sgemm('T', 'N', mi(l.out), mi(l.in), mi(R), 1.0f, dy.f32(), mi(l.out), x.f32(), mi(l.in), 1.0f,
+                     raw.data(), mi(l.in));
+        },
+        min_seconds);
+    bw.blas_us = best_us(
         [&] {
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, mi(l.out), mi(l.in), mi(R), 1.0f, dy.f32(), mi(l.out),
                       x.f32(), mi(l.in), 1.0f, raw.data(), mi(l.in));
@@ -275,6 +297,7 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
                         {"dim", C},
                         {"heads", H},
                         {"vocab", V},
+                        {"gemm_library", libpipe::cpu_gemm_library()},
                         {"openblas_core", openblas_get_corename()},
                         {"wrong", wrong}};
     for (const auto& r : gemms)
@@ -284,28 +307,39 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
                            {"n", r.n},
                            {"k", r.k},
                            {"ops_us", r.ops_us},
-                           {"cblas_us", r.raw_us},
+                           {"dnnl_sgemm_us", r.raw_us},
+                           {"cblas_us", r.blas_us},
                            {"ops_gflops", 2e-3 * r.m * r.n * r.k / r.ops_us},
-                           {"cblas_gflops", 2e-3 * r.m * r.n * r.k / r.raw_us},
+                           {"dnnl_sgemm_gflops", 2e-3 * r.m * r.n * r.k / r.raw_us},
+                           {"cblas_gflops", 2e-3 * r.m * r.n * r.k / r.blas_us},
                            {"wrong", r.wrong}});
     for (const auto& r : others)
       j["ops"].push_back({{"op", r.name}, {"us", r.us}, {"gb_per_s", r.bytes / r.us / 1e3}, {"wrong", r.wrong}});
     std::cout << j.dump() << "\n";
     return wrong == 0 ? 0 : 1;
   }
-  std::printf("# %s\n# %s: B=%ld T=%ld C=%ld H=%ld V=%ld, one thread, OpenBLAS core %s%s%s\n", command_line.c_str(),
-              model.c_str(), static_cast<long>(s.batch), static_cast<long>(T), static_cast<long>(C),
-              static_cast<long>(H), static_cast<long>(V), openblas_get_corename(), isa ? ", PIPE_CPU_ISA=" : "",
-              isa ? isa : "");
-  std::printf("# GEMMs through libpipe::ops (bias, checks, allocation included) against raw cblas_sgemm\n");
-  std::printf("# %-10s %-12s %6s %6s %6s %10s %10s %10s %7s %7s\n", "layer", "pass", "m", "n", "k", "time(us)",
-              "GFLOP/s", "cblas", "ratio", "#wrong");
+  std::printf("# %s\n# %s: B=%ld T=%ld C=%ld H=%ld V=%ld, one thread%s%s\n", command_line.c_str(), model.c_str(),
+              static_cast<long>(s.batch), static_cast<long>(T), static_cast<long>(C), static_cast<long>(H),
+              static_cast<long>(V), isa ? ", PIPE_CPU_ISA=" : "", isa ? isa : "");
+  std::printf("# CPU GEMMs: %s; the cblas column is %s (core %s)\n", libpipe::cpu_gemm_library().c_str(),
+              openblas_get_config(), openblas_get_corename());
+  std::printf(
+      "# GEMMs through libpipe::ops (bias, checks, allocation included) against raw dnnl_sgemm and raw\n"
+      "# cblas_sgemm (GFLOP/s); ratio = raw dnnl_sgemm time / ops time\n");
+  std::printf("# %-10s %-12s %6s %6s %6s %10s %10s %10s %10s %7s %7s\n", "layer", "pass", "m", "n", "k", "time(us)",
+              "GFLOP/s", "dnnl", "cblas", "ratio", "#wrong");
+  double ops_total = 0, raw_total = 0, blas_total = 0, flop_total = 0;
   for (const auto& r : gemms) {
     const double flop = 2.0 * r.m * r.n * r.k;
-    std::printf("  %-10s %-12s %6ld %6ld %6ld %10.1f %10.1f %10.1f %6.1f%% %7d\n", r.name.c_str(), r.pass.c_str(),
-                static_cast<long>(r.m), static_cast<long>(r.n), static_cast<long>(r.k), r.ops_us, flop / r.ops_us / 1e3,
-                flop / r.raw_us / 1e3, 100.0 * r.raw_us / r.ops_us, r.wrong);
+    ops_total += r.ops_us, raw_total += r.raw_us, blas_total += r.blas_us, flop_total += flop;
+    std::printf("  %-10s %-12s %6ld %6ld %6ld %10.1f %10.1f %10.1f %10.1f %6.1f%% %7d\n", r.name.c_str(),
+                r.pass.c_str(), static_cast<long>(r.m), static_cast<long>(r.n), static_cast<long>(r.k), r.ops_us,
+                flop / r.ops_us / 1e3, flop / r.raw_us / 1e3, flop / r.blas_us / 1e3, 100.0 * r.raw_us / r.ops_us,
+                r.wrong);
   }
+  std::printf("  %-10s %-12s %6s %6s %6s %10.1f %10.1f %10.1f %10.1f %6.1f%%\n", "all", "", "", "", "", ops_total,
+              flop_total / ops_total / 1e3, flop_total / raw_total / 1e3, flop_total / blas_total / 1e3,
+              100.0 * raw_total / ops_total);
   std::printf("# other ops (GB/s: bytes each must read or write, over its time)\n");
   std::printf("# %-34s %10s %10s %7s\n", "op", "time(us)", "GB/s", "#wrong");
   for (const auto& r : others)

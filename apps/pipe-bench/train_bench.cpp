@@ -12,6 +12,7 @@
 
 #include "bench.hpp"
 #include "pipe/backend.hpp"
+#include "pipe/cpu_info.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/init.hpp"
@@ -209,6 +210,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
                         {"gflops", gflops},
                         {"sgemm_gflops", peak},
                         {"sgemm_share", gflops / peak},
+                        {"gemm_library", libpipe::cpu_gemm_library()},
                         {"first_loss", first_loss},
                         {"last_loss", last_loss},
                         {"ok", ok},
@@ -218,6 +220,8 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
     std::printf("# %s\n", command_line.c_str());
     std::printf("# one rank, %d thread(s); model FLOPs from describe (forward + backward), AdamW step included\n",
                 threads);
+    std::printf("# CPU GEMMs: %s; sgemm: its rate on a square 1024 product (the share's ceiling)\n",
+                libpipe::cpu_gemm_library().c_str());
     std::printf("# %10s %11s %6s %9s %9s %9s %9s %11s %9s %9s %7s %6s\n", "model", "params", "batch", "step(ms)",
                 "fwd(ms)", "bwd(ms)", "opt(ms)", "tokens/s", "GFLOP/s", "sgemm", "share", "check");
     std::printf("  %10s %11s %6lld %9.2f %9.2f %9.2f %9.2f %11.0f %9.1f %9.1f %6.1f%% %6s\n",

@@ -19,6 +19,7 @@
 #include "options.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/checkpoint.hpp"
+#include "pipe/cpu_info.hpp"
 #include "pipe/data.hpp"
 #include "pipe/engine.hpp"
 #include "progress.hpp"
@@ -82,6 +83,16 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
   return j.dump();
 }
 
+// The ranks of `world` on this rank's node (collective).
+int ranks_on_node(MPI_Comm world) {
+  MPI_Comm node = MPI_COMM_NULL;
+  int size = 1;
+  if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 1;
+  MPI_Comm_size(node, &size);
+  MPI_Comm_free(&node);
+  return size;
+}
+
 void print_layer_list(const libpipe::LayerRegistry& registry) {
   for (const auto& name : registry.names())
     std::printf("%-22s %s\n%-22s   from %s\n", name.c_str(), registry.get(name).summary().c_str(), "",
@@ -129,6 +140,15 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       !libpipe::run_phase_on_all(world, set_up_engine, result) || !libpipe::run_phase_on_all(world, resume, result)) {
     libpipe::report_phase_failure(world, kProgram, result);
     return 1;
+  }
+  // One line when the CPU backend will run below this machine's speed (oversubscribed cores, oneDNN's GEMMs on
+  // a generic kernel); rank 0 speaks for its node.
+  if (where.device == libpipe::Device::cpu) {
+    const int on_node = ranks_on_node(world);
+    if (rank == 0) {
+      const std::string slow = libpipe::cpu_slow_warning(on_node, options.threads);
+      if (!slow.empty()) std::fprintf(stderr, "%s: warning: %s\n", kProgram, slow.c_str());
+    }
   }
   if (rank == 0 && !options.load.empty())
     std::fprintf(stderr, "%s: resumed from %s at step %lld\n", kProgram, options.load.c_str(),

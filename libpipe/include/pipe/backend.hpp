@@ -3,7 +3,7 @@
 // BLAS or CUDA. Pointers are device pointers of the backend's device; all
 // matrices are row-major and contiguous unless a leading dimension is given.
 //
-// The CPU backend (OpenBLAS plus vectorisable loops) lives in src/ops/cpu; the
+// The CPU backend (GEMMs on oneDNN, src/ops/cpu/cpu_gemm.cpp, plus vectorisable loops) lives in src/ops/cpu; the
 // CUDA backend implements the same interface.
 #pragma once
 

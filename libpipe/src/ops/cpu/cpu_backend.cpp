@@ -1,10 +1,8 @@
-// The CPU backend's ops other than attention: OpenBLAS sgemm, and one or two
+// The CPU backend's ops other than attention: GEMMs on oneDNN (cpu_gemm.cpp), and one or two
 // passes over memory for everything else. Outputs are written, never read
 // first (the op layer hands in Tensor::empty storage), except where the
 // interface says "+=".
 #include "cpu_backend.hpp"
-
-#include <cblas.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -13,35 +11,12 @@
 #include <string>
 
 #include "pipe/bfloat16.hpp"
+#include "cpu_gemm.hpp"
 #include "cpu_math.hpp"
 #include "ops/gemm_check.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe::cpu {
-namespace {
-
-// C = beta * C over an m x n block (k = 0: the product is empty, and BLAS's handling of it varies).
-void scale_block(float* c, std::int64_t ldc, std::int64_t m, std::int64_t n, float beta) {
-  for (std::int64_t i = 0; i < m; ++i) {
-    float* row = c + i * ldc;
-    if (beta == 0.0f)
-      std::fill(row, row + n, 0.0f);
-    else
-      for (std::int64_t j = 0; j < n; ++j) row[j] *= beta;
-  }
-}
-
-void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) return scale_block(c, ldc, m, n, beta);
-  // OpenBLAS writes C without reading it when beta is 0, so uninitialised outputs are fine.
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
-}
-
-}  // namespace
 
 // ---- instruction sets
 
@@ -116,7 +91,10 @@ void CpuBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
   detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
-  sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  GemmCall g;
+  g.trans_a = trans_a, g.trans_b = trans_b, g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
+  g.a = a, g.lda = lda, g.b = b, g.ldb = ldb, g.c = c, g.ldc = ldc;
+  cpu::gemm(g);
 }
 
 void CpuBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
@@ -125,8 +103,11 @@ void CpuBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m
                                       std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) {
   detail::check_gemm("gemm_strided_batched", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (batch < 0) throw Error("gemm_strided_batched: negative batch " + std::to_string(batch));
-  for (std::int64_t i = 0; i < batch; ++i)
-    sgemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
+  GemmCall g;
+  g.trans_a = trans_a, g.trans_b = trans_b, g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
+  g.a = a, g.lda = lda, g.stride_a = stride_a, g.b = b, g.ldb = ldb, g.stride_b = stride_b;
+  g.c = c, g.ldc = ldc, g.stride_c = stride_c, g.batch = batch;
+  cpu::gemm(g);
 }
 
 }  // namespace libpipe::cpu

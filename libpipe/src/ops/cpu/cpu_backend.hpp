@@ -1,4 +1,4 @@
-// The CPU backend: GEMM on OpenBLAS, everything else as plain loops that the
+// The CPU backend: GEMMs on oneDNN (cpu_gemm.cpp), everything else as plain loops that the
 // compiler vectorises (see cpu_math.hpp). One instance per process
 // (backend_for(Device::cpu)); it holds no state beyond scratch space, so it
 // is safe to call from several threads as long as they do not share outputs.
