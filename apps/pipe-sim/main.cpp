@@ -395,9 +395,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   if (r.kind == "custom")
     std::cout << " (a schedule from a file has no closed form)\n";
   else
-    std::cout << (r.kind == "zb-h1" ? " (theoretical (S-1)/(3M+S-1) for equal stages and F = B = W: "
-                                    : " (theoretical (S-1)/(M+S-1) for equal stages: ")
-              << percent(r.theoretical_bubble) << ")\n";
+    std::cout << " (theoretical " << libpipe::theoretical_bubble_formula(r.kind)
+              << " for equal stages: " << percent(r.theoretical_bubble) << ")\n";
   std::cout << "activations held at most (micro-batches, per stage): " << join_ints(r.peak_activations) << "\n";
   if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
   if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";

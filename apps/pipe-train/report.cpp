@@ -117,11 +117,14 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                  r["device"].get<std::string>().c_str());
     ranks.push_back(r);
   }
+  const std::string formula = libpipe::theoretical_bubble_formula(schedule);
+  const std::string theory_text = formula.empty() ? "none (a schedule from a file has no closed form)"
+                                                  : formula + " for " + schedule + ", equal stages";
   std::fprintf(stderr,
                "bubble = 1 - compute / step time per rank (waits, reductions and the optimizer count as idle); "
                "predicted = pipe-sim's %s fed with this run's F, B and W per stage, plus the rank's reductions and "
-               "optimizer; theory = the schedule's closed form for equal stages\n",
-               schedule.c_str());
+               "optimizer; theory = %s\n",
+               schedule.c_str(), theory_text.c_str());
   std::fprintf(stderr, "comm: %s (how activations, gradients and tied weights moved between ranks)\n", comm.c_str());
   return json{{"summary", true},       {"tokens_per_s", tokens_per_s}, {"theoretical_bubble", theory},
               {"max_bubble", worst},   {"ranks", ranks}}

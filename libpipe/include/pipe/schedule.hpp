@@ -176,4 +176,8 @@ PIPE_API int peak_in_flight(const Schedule& schedule);
 // NaN for "custom" (no closed form).
 PIPE_API double theoretical_bubble(const std::string& kind, int stages, int micro_batches);
 
+// theoretical_bubble's closed form as text for reports, such as
+// "(S-1)/(M+S-1)"; empty for "custom".
+PIPE_API std::string theoretical_bubble_formula(const std::string& kind);
+
 }  // namespace libpipe

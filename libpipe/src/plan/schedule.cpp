@@ -697,4 +697,11 @@ double theoretical_bubble(const std::string& kind, int stages, int micro_batches
   return static_cast<double>(stages - 1) / (micro_batches + stages - 1);
 }
 
+std::string theoretical_bubble_formula(const std::string& kind) {
+  require_kind(kind);
+  if (kind == kCustom) return "";
+  if (kind == "zb-h1") return "(S-1)/(3M+S-1) with F = B = W";
+  return "(S-1)/(M+S-1)";
+}
+
 }  // namespace libpipe
