@@ -9,6 +9,9 @@
 #   learns          the default job on the built-in data at least halves the loss
 #   zero-bubble     zb-h1 (split backward) on 2, 3, 4 stages == 1 stage, with checkpointing, data parallelism
 #                   (== 1f1b) and a save under zb-h1 resumed under 1f1b, all bit-identical
+#   virtual-stages  interleaved-1f1b (V = 2, 3) and zb-v on 2, 3, 4 stages == 1 stage, with checkpointing, data
+#                   parallelism (== 1f1b), a schedule file with chunks, and saves resumed under another schedule
+#                   and V, all bit-identical
 #   plugin-loss     a model ending in a test plugin's own loss (L1Loss) trains, 1 and 2 stages bit-identical
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
@@ -95,6 +98,54 @@ case $check in
     run then 3 "${small[@]}" --stages 3 --schedule 1f1b --load "$work/zbck"
     cat "$work/zbfirst.json" "$work/then.json" | grep -v summary > "$work/joined.json"
     same s1 joined ;;
+  virtual-stages)
+    # Chunks (virtual stages) change where layers run, never what is computed: every chunked schedule is
+    # bit-identical to one stage. gpt-tiny ties its embedding and head: on 2 stages under zb-v both sit on stage 0
+    # (chunks 0 and 3), looped they sit on different stages.
+    run s1 1 "${small[@]}" --stages 1
+    # 4 stages x 2 chunks: 8 chunks of 8 layers, of which 7 have parameters: split uniformly.
+    run il2 2 "${small[@]}" --stages 2 --schedule interleaved-1f1b
+    same s1 il2
+    run il4 4 "${small[@]}" --stages 4 --schedule interleaved-1f1b --partition-method uniform
+    same s1 il4
+    run il2v3 2 "${small[@]}" --stages 2 --schedule interleaved-1f1b --virtual-stages 3
+    same s1 il2v3
+    for s in 2 3; do run "zbv$s" "$s" "${small[@]}" --stages "$s" --schedule zb-v; same s1 "zbv$s"; done
+    run zbv4 4 "${small[@]}" --stages 4 --schedule zb-v --partition-method uniform
+    same s1 zbv4
+    grep -q "partition uniform into 2 chunks per stage (v-shape) \[0,1,2,3,4,5,6,7,8\]" "$work/zbv4.log" ||
+      { echo "FAIL: no chunked partition in the banner:"; head -3 "$work/zbv4.log"; exit 1; }
+    # interleaved-1f1b needs M a multiple of S: 3 stages run 6 micro-batches (against one stage with 6).
+    six=(--model gpt-tiny --micro-batches 6 --micro-batch-size 4 --seed 7 --steps 10)
+    run s1m6 1 "${six[@]}" --stages 1
+    run il3 3 "${six[@]}" --stages 3 --schedule interleaved-1f1b
+    same s1m6 il3
+    if "${mpirun[@]}" -np 3 "$train" "${small[@]}" --stages 3 --schedule interleaved-1f1b > "$work/il3bad.log" 2>&1 ||
+      ! grep -q "needs the micro-batches to be a multiple of the stages" "$work/il3bad.log"; then
+      echo "FAIL: interleaved-1f1b with 4 micro-batches on 3 stages was not refused:"; cat "$work/il3bad.log"; exit 1
+    fi
+    run zbvckpt 2 "${small[@]}" --stages 2 --schedule zb-v --activation-checkpoint-interval 1
+    same s1 zbvckpt
+    run ilckpt 2 "${small[@]}" --stages 2 --schedule interleaved-1f1b --activation-checkpoint-interval 2
+    same s1 ilckpt
+    dp=(--model gpt-tiny --steps 10 --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2)
+    run f1bd2 4 "${dp[@]}" --schedule 1f1b
+    run zbvd2 4 "${dp[@]}" --schedule zb-v
+    run ild2 4 "${dp[@]}" --schedule interleaved-1f1b
+    same f1bd2 zbvd2; same f1bd2 ild2
+    # pipe-sim --print writes chunked schedules that --schedule-file runs back bit-identically.
+    "$(dirname "$train")/pipe-sim" --stages 2 --micro-batches 4 --schedule zb-v --print > "$work/zbv2.txt"
+    grep -q "^virtual-stages 2 v-shape$" "$work/zbv2.txt" || { echo "FAIL: no virtual-stages line:"; cat "$work/zbv2.txt"; exit 1; }
+    run zbvfile 2 "${small[@]}" --stages 2 --schedule-file "$work/zbv2.txt"
+    same s1 zbvfile
+    # Saved under zb-v on 2 stages, resumed under interleaved-1f1b on 4 stages (8 chunks) and under 1f1b on 3.
+    run zbvfirst 2 "${base[@]}" --stages 2 --steps 10 --schedule zb-v --save "$work/zbvck"
+    for then in "4 --schedule interleaved-1f1b" "3 --schedule 1f1b"; do
+      set -- $then
+      run "then$1" "$1" "${small[@]}" --partition-method uniform --stages "$@" --load "$work/zbvck"
+      cat "$work/zbvfirst.json" "$work/then$1.json" | grep -v summary > "$work/joined$1.json"
+      same s1 "joined$1"
+    done ;;
   learns)
     run default 4 --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:TransformerBlock --steps 60 --warmup-steps 5
     first=$(series default loss | head -1) last=$(series default loss | tail -1)

@@ -1,6 +1,6 @@
 // pipe-sim: a pipeline step predicted before anything runs. It simulates a
-// schedule (1f1b, gpipe, inference) on S stages and M micro-batches with
-// per-stage costs (uniform, listed, or from a model's FLOPs through the same
+// schedule (any of schedule_kinds(), with V chunks per stage where the kind
+// has them) on S stages and M micro-batches with per-stage costs (uniform, listed, or from a model's FLOPs through the same
 // partition as pipe-plan) and prints the step x stage grid, the makespan and
 // the bubble beside the closed form; --svg draws the timeline, --trace writes
 // it as a Chrome trace. --from-trace draws a real run's Chrome trace with the
@@ -38,6 +38,8 @@ struct Options {
   int stages = 4;
   int micro_batches = 8;
   std::string schedule = "1f1b";
+  int virtual_stages = 0;  // 0: the schedule's default
+  bool builtin_plugins = true;
   double forward = 1, backward = 2, weight = 0;
   std::string costs;  // --costs F1:B1[:W1],...
   std::string model;  // --model: costs from FLOPs
@@ -60,7 +62,11 @@ po::options_description flags(Options& o) {
      "pipeline stages (with --costs and no --stages: one per entry)")
     ("micro-batches", po::value(&o.micro_batches)->value_name("M")->default_value(o.micro_batches),
      "micro-batches per step")
-    ("schedule", po::value(&o.schedule)->value_name("KIND")->default_value(o.schedule), "1f1b, gpipe, zb-h1 or inference")
+    ("schedule", po::value(&o.schedule)->value_name("KIND")->default_value(o.schedule),
+     "the schedule (the list below says what each needs)")
+    ("virtual-stages", po::value(&o.virtual_stages)->value_name("V"),
+     "chunks per stage for interleaved-1f1b (default 2); zb-v always runs 2. Costs stay per stage: a chunk costs "
+     "1/V of its stage's (with --model, the model is split into S x V chunks instead)")
     ("forward", po::value(&o.forward)->value_name("F")->default_value(o.forward), "forward time per micro-batch, every stage")
     ("backward", po::value(&o.backward)->value_name("B")->default_value(o.backward),
      "backward (input gradient) time per micro-batch, every stage")
@@ -180,35 +186,57 @@ struct CostSource {
   std::string unit = "units";
   std::string text;  // one line
   json extra = json::object();
+  bool model_based = false;  // per chunk from the model's split (no scaling by V)
 };
 
-CostSource costs_from_model(const Options& o, bool builtin_plugins) {
+// Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
+CostSource costs_from_model(const Options& o, int chunks) {
   if (!(o.gflops > 0) || !std::isfinite(o.gflops))
     throw libpipe::Error("--gflops must be a positive number, not " + std::to_string(o.gflops));
   if (o.micro_batch_size < 1)
     throw libpipe::Error("--micro-batch-size must be at least 1, not " + std::to_string(o.micro_batch_size));
   libpipe::LayerRegistry registry;
-  libpipe::load_plugins(registry, libpipe::PluginSearch{builtin_plugins, true, o.plugin_dirs});
+  libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
   auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
   auto d = libpipe::describe_model(model, registry);
-  auto plan = libpipe::plan_partition(d, o.method, o.stages);
+  auto plan = libpipe::plan_partition(d, o.method, chunks);
   CostSource c;
   c.unit = "s";
   char gflops[32];
   std::snprintf(gflops, sizeof gflops, "%g", o.gflops);
   json stage_flops = json::array();
-  for (int s = 0; s < o.stages; ++s) {
+  for (int s = 0; s < chunks; ++s) {
     std::int64_t flops = 0;  // forward + backward, per sample
     for (int i = plan.parts[s]; i < plan.parts[s + 1]; ++i) flops += d.layers[i].description.flops;
     stage_flops.push_back(flops);
     const double seconds = static_cast<double>(flops) * o.micro_batch_size / (o.gflops * 1e9);
     c.costs.push_back({seconds / 3, seconds * 2 / 3, 0});
   }
+  c.model_based = true;
   c.text = "costs from model " + d.name + " (" + libpipe::with_commas(d.params) + " parameters) split by " +
-           plan.method + ", micro-batch size " + std::to_string(o.micro_batch_size) + ", at " + gflops + " GFLOP/s";
+           plan.method + (chunks != o.stages ? " into " + std::to_string(chunks) + " chunks" : "") + ", micro-batch size " + std::to_string(o.micro_batch_size) + ", at " + gflops + " GFLOP/s";
   c.extra = {{"model", d.name},    {"partition_method", plan.method},        {"parts", plan.parts},
              {"gflops", o.gflops}, {"micro_batch_size", o.micro_batch_size}, {"stage_flops_per_sample", stage_flops}};
   return c;
+}
+
+// The costs per chunk simulate() takes for `kind` with V chunks per stage: a
+// model is split into S x V chunks; stage costs (uniform or --costs) are
+// shared by the stage's chunks, 1/V each.
+std::vector<libpipe::StageCosts> chunk_costs(const Options& o, const CostSource& src, const std::string& kind, int V) {
+  if (V == 1) return src.costs;
+  if (src.model_based) return costs_from_model(o, o.stages * V).costs;
+  const libpipe::ChunkPlacement placement = libpipe::schedule_placement(kind);
+  std::vector<libpipe::StageCosts> out;
+  const int chunks = src.costs.size() == 1 ? 1 : o.stages * V;
+  for (int c = 0; c < chunks; ++c) {
+    libpipe::StageCosts x = src.costs.size() == 1 ? src.costs[0] : src.costs[libpipe::chunk_stage(placement, c, o.stages)];
+    x.forward /= V;
+    x.backward_input /= V;
+    x.backward_weight /= V;
+    out.push_back(x);
+  }
+  return out;
 }
 
 std::string join_ints(const std::vector<int>& v) {
@@ -224,25 +252,37 @@ int compare_schedules(const Options& o, const CostSource& src) {
     throw libpipe::Error("--compare prints one table; --svg, --trace and --grid are for one schedule");
   json rows = json::array();
   if (!o.json)
-    std::printf("pipe-sim: %d stages, %d micro-batches; %s\n%-10s %14s %9s %9s %16s\n", o.stages, o.micro_batches,
-                src.text.c_str(), "schedule", "makespan", "bubble", "theory", "peak activations");
+    std::printf("pipe-sim: %d stages, %d micro-batches; %s\n%-17s %3s %14s %9s %9s %16s\n", o.stages,
+                o.micro_batches, src.text.c_str(), "schedule", "V", "makespan", "bubble", "theory",
+                "peak activations");
   for (const std::string& kind : libpipe::schedule_kinds()) {
     if (!libpipe::is_training_schedule(kind)) continue;
     try {
-      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, src.costs, o.latency,
-                                                       /*with_timeline=*/false);
+      // --virtual-stages goes to the kinds that take any V; the others run their own.
+      int V = libpipe::schedule_virtual_stages(kind, 0);
+      if (o.virtual_stages > 0) {
+        try {
+          V = libpipe::schedule_virtual_stages(kind, o.virtual_stages);
+        } catch (const libpipe::Error&) {
+        }
+      }
+      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, chunk_costs(o, src, kind, V),
+                                                       o.latency, /*with_timeline=*/false, V);
       const int peak = *std::max_element(r.peak_activations.begin(), r.peak_activations.end());
       rows.push_back({{"schedule", kind},
+                      {"virtual_stages", V},
                       {"makespan", r.makespan},
                       {"bubble", r.bubble},
-                      {"theoretical_bubble", r.theoretical_bubble},
+                      {"theoretical_bubble", std::isfinite(r.theoretical_bubble) ? json(r.theoretical_bubble) : json()},
                       {"peak_activations", r.peak_activations}});
       if (!o.json)
-        std::printf("%-10s %14s %9s %9s %16d\n", kind.c_str(), time_text(r.makespan, src.unit).c_str(),
-                    percent(r.bubble).c_str(), percent(r.theoretical_bubble).c_str(), peak);
+        std::printf("%-17s %3d %14s %9s %9s %16s\n", kind.c_str(), V, time_text(r.makespan, src.unit).c_str(),
+                    percent(r.bubble).c_str(),
+                    std::isfinite(r.theoretical_bubble) ? percent(r.theoretical_bubble).c_str() : "-",
+                    (std::to_string(peak) + (V > 1 ? " /" + std::to_string(V) : "")).c_str());
     } catch (const libpipe::Error& e) {
       rows.push_back({{"schedule", kind}, {"error", e.what()}});
-      if (!o.json) std::printf("%-10s %s\n", kind.c_str(), e.what());
+      if (!o.json) std::printf("%-17s %s\n", kind.c_str(), e.what());
     }
   }
   if (o.json) {
@@ -251,7 +291,9 @@ int compare_schedules(const Options& o, const CostSource& src) {
                      .dump()
               << "\n";
   } else {
-    std::printf("peak activations: the most micro-batches whose activations one stage holds at once\n");
+    std::printf(
+        "peak activations: the most micro-batches whose activations one stage holds at once (\"/V\": chunk "
+        "micro-batches, each 1/V of a stage's)\n");
   }
   return 0;
 }
@@ -269,8 +311,12 @@ void read_schedule_file(Options& o, const po::variables_map& vm) {
   if (given(vm, "micro-batches") && o.micro_batches != M)
     throw libpipe::Error("--micro-batches " + std::to_string(o.micro_batches) + " but " + o.schedule_file + " runs " +
                          std::to_string(M));
+  if (given(vm, "virtual-stages") && o.virtual_stages != o.custom[0].virtual_stages)
+    throw libpipe::Error("--virtual-stages " + std::to_string(o.virtual_stages) + " but " + o.schedule_file +
+                         " runs " + std::to_string(o.custom[0].virtual_stages) + " chunks per stage");
   o.stages = S;
   o.micro_batches = M;
+  o.virtual_stages = o.custom[0].virtual_stages;
   o.schedule = "custom";
 }
 
@@ -279,6 +325,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   if (o.micro_batches < 1)
     throw libpipe::Error("--micro-batches must be at least 1, not " + std::to_string(o.micro_batches));
   (void)libpipe::is_training_schedule(o.schedule);  // an unknown kind fails here, before any model is loaded
+  if (!o.compare) o.virtual_stages = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   const bool uniform_flags = given(vm, "forward") || given(vm, "backward") || given(vm, "weight");
   if (!o.costs.empty() && !o.model.empty()) throw libpipe::Error("--costs and --model both give the costs; use one");
   if (uniform_flags && (!o.costs.empty() || !o.model.empty()))
@@ -297,7 +344,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   }
   if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
   if (!o.model.empty()) {
-    src = costs_from_model(o, !vm["no-builtin-plugins"].as<bool>());
+    o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
+    src = costs_from_model(o, o.stages);
   } else if (o.costs.empty()) {
     src.costs = {{o.forward, o.backward, o.weight}};
     char b[160];
@@ -313,7 +361,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   auto all_schedules = [&] {
     if (!o.custom.empty()) return o.custom;
     std::vector<libpipe::Schedule> all;
-    for (int s = 0; s < o.stages; ++s) all.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s));
+    for (int s = 0; s < o.stages; ++s)
+      all.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s, o.virtual_stages));
     return all;
   };
   if (o.print) {
@@ -325,15 +374,18 @@ int run_simulation(Options& o, const po::variables_map& vm) {
 
   // The timeline is drawn or written only with --svg or --trace.
   const bool with_timeline = !o.svg.empty() || !o.trace.empty();
-  libpipe::SimResult r = o.custom.empty() ? libpipe::simulate(o.schedule, o.stages, o.micro_batches, src.costs,
-                                                              o.latency, with_timeline)
-                                          : libpipe::simulate(o.custom, src.costs, o.latency, with_timeline);
+  const int V = o.virtual_stages;
+  const std::vector<libpipe::StageCosts> costs = chunk_costs(o, src, o.schedule, V);
+  libpipe::SimResult r = o.custom.empty() ? libpipe::simulate(o.schedule, o.stages, o.micro_batches, costs, o.latency,
+                                                              with_timeline, V)
+                                          : libpipe::simulate(o.custom, costs, o.latency, with_timeline);
   r.timeline.time_unit = src.unit;
   const std::string& unit = src.unit;
 
   char head[200];
-  std::snprintf(head, sizeof head, "%s, %d stage%s, %d micro-batch%s", o.schedule.c_str(), o.stages,
-                o.stages == 1 ? "" : "s", o.micro_batches, o.micro_batches == 1 ? "" : "es");
+  std::snprintf(head, sizeof head, "%s, %d stage%s%s, %d micro-batch%s", o.schedule.c_str(), o.stages,
+                o.stages == 1 ? "" : "s", V > 1 ? (" x " + std::to_string(V) + " chunks").c_str() : "",
+                o.micro_batches, o.micro_batches == 1 ? "" : "es");
   if (!o.svg.empty()) {
     pipe_sim::SvgOptions svg;
     svg.title = o.title.empty() ? std::string(head) + ": makespan " + time_text(r.makespan, unit) + ", bubble " +
@@ -344,13 +396,14 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   if (!o.trace.empty()) write_file(o.trace, libpipe::to_chrome_trace(r.timeline));
 
   if (o.json) {
-    json costs = json::array();
-    for (const auto& c : src.costs)
-      costs.push_back(
+    json costs_json = json::array();
+    for (const auto& c : costs)
+      costs_json.push_back(
           {{"forward", c.forward}, {"backward_input", c.backward_input}, {"backward_weight", c.backward_weight}});
     json j = {{"schedule", o.schedule}, {"stages", o.stages}, {"micro_batches", o.micro_batches},
+              {"virtual_stages", V},
               {"makespan", r.makespan}, {"bubble", r.bubble}, {"theoretical_bubble", r.theoretical_bubble},
-              {"busy", r.busy},         {"costs", costs},     {"latency", o.latency},
+              {"busy", r.busy},         {"costs", costs_json}, {"latency", o.latency},
               {"time_unit", unit},      {"peak_activations", r.peak_activations}};
     j.update(src.extra);
     if (!o.svg.empty()) j["svg"] = o.svg;
@@ -359,7 +412,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
     return 0;
   }
 
-  const int steps = 2 * (o.micro_batches + o.stages - 1);
+  const int steps = 2 * (o.micro_batches * V + o.stages - 1);
   if (o.grid || (o.stages <= 8 && steps <= 64)) {
     std::cout << libpipe::format_grid(all_schedules()) << "\n";
   }
@@ -394,10 +447,13 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   std::cout << "bubble: " << percent(r.bubble);
   if (r.kind == "custom")
     std::cout << " (a schedule from a file has no closed form)\n";
+  else if (!std::isfinite(r.theoretical_bubble))
+    std::cout << " (" << r.kind << " has no closed form)\n";
   else
     std::cout << " (theoretical " << libpipe::theoretical_bubble_formula(r.kind)
               << " for equal stages: " << percent(r.theoretical_bubble) << ")\n";
-  std::cout << "activations held at most (micro-batches, per stage): " << join_ints(r.peak_activations) << "\n";
+  std::cout << "activations held at most (" << (V > 1 ? "chunk micro-batches, 1/" + std::to_string(V) + " of a stage's each" : "micro-batches")
+            << ", per stage): " << join_ints(r.peak_activations) << "\n";
   if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
   if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";
   return 0;
@@ -473,14 +529,15 @@ int main(int argc, char** argv) {
   try {
     po::variables_map vm;
     if (!pipe_apps::parse_flags(argc, argv, flags(o),
-                                "usage: pipe-sim --stages S --micro-batches M [--schedule 1f1b|gpipe|zb-h1|inference]\n"
+                                "usage: pipe-sim --stages S --micro-batches M [--schedule KIND] [--virtual-stages V]\n"
                                 "                [--forward F --backward B --weight W | --costs F:B,F:B,... | "
                                 "--model M]\n"
                                 "                [--svg FILE] [--trace FILE] [--grid] [--compare] [--print] [--json]\n"
                                 "       pipe-sim --schedule-file FILE [costs as above] [--svg FILE] [--json]\n"
                                 "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"
                                 "Simulates a pipeline schedule and reports the makespan and the bubble (or draws a "
-                                "recorded\nChrome trace).",
+                                "recorded\nChrome trace). Schedules (--schedule):\n" +
+                                    libpipe::describe_schedule_kinds(),
                                 vm))
       return 0;
     return o.from_trace.empty() ? run_simulation(o, vm) : run_from_trace(o, vm);

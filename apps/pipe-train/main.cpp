@@ -57,6 +57,8 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
   const auto& topo = grid.topology();
   nlohmann::json coord = nlohmann::json::object();
   for (const auto& axis : topo.axes()) coord[axis] = topo.get_coord(grid.global_rank(), axis);
+  nlohmann::json chunks = nlohmann::json::array();  // each chunk (virtual stage) and its layers
+  for (const auto& c : module.chunks()) chunks.push_back({{"chunk", c.chunk}, {"layer_range", {c.begin, c.end}}});
   nlohmann::json j = {
       {"rank", grid.global_rank()},
       {"stage", grid.stage_id()},
@@ -69,6 +71,7 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
       {"data_parallel_group", grid.data_parallel_group()},
       {"model_group", grid.model_group()},
       {"layer_range", {module.begin(), module.end()}},
+      {"chunks", chunks},
       {"parameter_bytes", allocated_bytes},
       {"device", where.description},
       {"comm", libpipe::comm_kind_name(where.comm)},
@@ -81,6 +84,13 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
     ties.push_back({{"key", t.key}, {"layers", t.layers}, {"stages", t.stages}, {"ranks", t.ranks}});
   j["tie_groups"] = ties;
   return j.dump();
+}
+
+// " into 8 chunks (2 per stage, looped)" where there are virtual stages.
+std::string chunk_note(const pipe_train::Options& options) {
+  if (options.virtual_stages <= 1) return "";
+  return " into " + std::to_string(options.virtual_stages) + " chunks per stage (" +
+         libpipe::placement_name(options.placement) + ")";
 }
 
 // The ranks of `world` on this rank's node (collective).
@@ -174,11 +184,11 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   };
   if (rank == 0)
     std::fprintf(stderr,
-                 "%s: training %s (%zu layers, %s parameters) on %s; partition %s %s; schedule %s, %d micro-batches "
+                 "%s: training %s (%zu layers, %s parameters) on %s; partition %s%s %s; schedule %s, %d micro-batches "
                  "x %d samples x %d replicas = %lld samples per step; data: %s\n",
                  kProgram, description.name.c_str(), description.layers.size(),
                  libpipe::with_commas(description.params).c_str(), grid.topology().str().c_str(), plan.method.c_str(),
-                 nlohmann::json(plan.parts).dump().c_str(), options.train.schedule.c_str(),
+                 chunk_note(options).c_str(), nlohmann::json(plan.parts).dump().c_str(), options.train.schedule.c_str(),
                  options.train.micro_batches, options.train.micro_batch_size, grid.data_parallel_size(),
                  static_cast<long long>(engine->global_batch()), data->describe().c_str());
   if (engine->checkpoint_saved_bytes() > 0)
@@ -234,7 +244,8 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   if (rank == 0) {
     try {
       progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
-                                                 options.train.micro_batches, progress->mean_tokens_per_s(),
+                                                 options.virtual_stages, options.train.micro_batches,
+                                                 progress->mean_tokens_per_s(),
                                                  libpipe::comm_kind_name(where.comm), options.train.custom_schedules));
       if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
@@ -337,8 +348,16 @@ int run(MPI_Comm world, int argc, char** argv) {
     if (options.partition.needs_measurement())
       times = libpipe::profile_layer_times(model, description, registry, world, options.train.micro_batch_size,
                                            where.device);
-    plan = libpipe::plan_partition(description, options.partition, grid->num_stages(),
-                                   times.empty() ? nullptr : &times);
+    // With virtual stages the model is cut into stages x V chunks by the same exact partitioner.
+    const int chunks = grid->num_stages() * options.virtual_stages;
+    try {
+      plan = libpipe::plan_partition(description, options.partition, chunks, times.empty() ? nullptr : &times);
+    } catch (const libpipe::Error& e) {
+      if (options.virtual_stages == 1) throw;
+      throw libpipe::Error("--virtual-stages " + std::to_string(options.virtual_stages) + ": the model is split into " +
+                           std::to_string(grid->num_stages()) + " x " + std::to_string(options.virtual_stages) +
+                           " = " + std::to_string(chunks) + " chunks (the partitioner's stages): " + e.what());
+    }
     if (!times.empty() && rank == 0) {
       std::string list;
       for (double t : times) list += (list.empty() ? "" : ", ") + std::to_string(std::lround(t * 1e6));
@@ -350,7 +369,9 @@ int run(MPI_Comm world, int argc, char** argv) {
   auto build_module = [&] {
     const std::size_t before = libpipe::allocated_bytes(where.device);
     module = std::make_unique<libpipe::PipelineModule>(model, description, registry, *grid, plan.parts,
-                                                       libpipe::ModuleOptions{options.seed, where.device});
+                                                       libpipe::ModuleOptions{options.seed, where.device,
+                                                                              options.virtual_stages,
+                                                                              options.placement});
     allocated = libpipe::allocated_bytes(where.device) - before;
   };
   if (!libpipe::run_phase_on_all(world, build_module, result)) return failed();
@@ -358,10 +379,10 @@ int run(MPI_Comm world, int argc, char** argv) {
   if (!options.dry_run) return train(world, options, registry, description, *grid, *module, plan, where);
   auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated, where));
   if (rank == 0) {
-    std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s: %s\n",
+    std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s%s: %s\n",
                  kProgram, description.name.c_str(), description.layers.size(),
                  libpipe::with_commas(description.params).c_str(), grid->topology().str().c_str(), size,
-                 plan.method.c_str(), nlohmann::json(plan.parts).dump().c_str());
+                 plan.method.c_str(), chunk_note(options).c_str(), nlohmann::json(plan.parts).dump().c_str());
     for (const auto& line : lines) std::cout << line << "\n";
     std::cout.flush();
   }

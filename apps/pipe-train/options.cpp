@@ -60,9 +60,15 @@ po::options_description describe_flags(Options& o) {
   training.add_options()
     ("steps", po::value(&o.steps)->value_name("N")->default_value(o.steps), "optimizer steps to run")
     ("schedule", po::value(&t.schedule)->value_name("KIND")->default_value(t.schedule),
-     "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule), gpipe (fill-drain), or zb-h1 "
-     "(zero-bubble: weight gradients deferred into the bubble, at 1F1B's peak memory; needs micro-batches >= stages, "
-     "and --comm mpi)")
+     "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule), gpipe (fill-drain), zb-h1 "
+     "(zero-bubble: weight gradients deferred into the bubble, at 1F1B's peak memory; needs micro-batches >= "
+     "stages), interleaved-1f1b (Megatron's: V looped chunks per stage, the bubble shrinks V times; needs "
+     "micro-batches a multiple of stages) or zb-v (zero-bubble over 2 chunks per stage in a V, at 1F1B's peak "
+     "memory; needs micro-batches >= stages). All but 1f1b, gpipe and a file whose messages stay within their "
+     "steps need --comm mpi")
+    ("virtual-stages", po::value(&o.virtual_stages)->value_name("V"),
+     "chunks per stage: the model is split into stages x V chunks with the partition method (none empty); "
+     "interleaved-1f1b takes any V (default 2), zb-v runs 2, the others 1")
     ("schedule-file", po::value(&o.schedule_file)->value_name("FILE"),
      "run the schedule written in FILE (the text form of pipe-sim --print: one line per stage, steps apart by '|'), "
      "once the checker has proven it (pairing, order, no deadlock, buffers, W after B, reductions after the last W); "
@@ -228,6 +234,21 @@ Options parse_options(int argc, char** argv) {
                            o.schedule_file + " runs " + std::to_string(file_m) + " micro-batches");
   } else if (o.train.schedule == "custom") {
     throw libpipe::Error("--schedule custom needs --schedule-file FILE");
+  }
+  // Chunks per stage: the schedule file's, or what the kind runs (an error when it cannot run the V asked for).
+  const int asked_v = vm.count("virtual-stages") ? o.virtual_stages : 0;
+  if (vm.count("virtual-stages") && o.virtual_stages < 1)
+    throw libpipe::Error("--virtual-stages must be at least 1, not " + std::to_string(o.virtual_stages));
+  if (o.train.schedule == "custom") {
+    const libpipe::Schedule& first = o.train.custom_schedules[0];
+    if (asked_v && asked_v != first.virtual_stages)
+      throw libpipe::Error("--virtual-stages " + std::to_string(asked_v) + " but --schedule-file " + o.schedule_file +
+                           " runs " + std::to_string(first.virtual_stages) + " chunks per stage");
+    o.virtual_stages = first.virtual_stages;
+    o.placement = first.placement;
+  } else {
+    o.virtual_stages = libpipe::schedule_virtual_stages(o.train.schedule, asked_v);
+    o.placement = libpipe::schedule_placement(o.train.schedule);
   }
 
   if (!o.topology.empty() && (o.stages || o.data_parallel))

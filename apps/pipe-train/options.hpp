@@ -34,6 +34,8 @@ struct Options {
 
   // Training
   libpipe::TrainOptions train;  // schedule, micro-batches, optimizer, lr schedule, clipping, checkpointing
+  int virtual_stages = 1;        // --virtual-stages V (resolved against the schedule: zb-v runs 2)
+  libpipe::ChunkPlacement placement = libpipe::ChunkPlacement::looped;  // the schedule's
   int steps = 100;
   std::string data;              // --data FILE, "" = the built-in synthetic data
   int eval_every = 0;            // validation loss every N steps (0: off)

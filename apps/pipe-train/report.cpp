@@ -37,7 +37,7 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
   if (with_events) {
     json events = json::array();
     for (const auto& e : engine.trace())
-      events.push_back({std::string(libpipe::work_kind_name(e.kind)), e.micro_batch, e.start, e.end});
+      events.push_back({std::string(libpipe::work_kind_name(e.kind)), e.micro_batch, e.start, e.end, e.chunk});
     j["events"] = events;
   }
   return j.dump();
@@ -46,14 +46,16 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
 namespace {
 
 // pipe-sim's prediction of each rank's bubble, fed with this run's own measured F, B and W per micro-batch (each
-// stage's mean over its replicas): the schedule's idle share of makespan + the rank's own reductions and
-// optimizer step per step, which the schedule's simulation does not hold. Empty when nothing was measured.
+// stage's mean over its replicas; with V chunks per stage each chunk takes its stage's mean per chunk
+// micro-batch): the schedule's idle share of makespan + the rank's own reductions and optimizer step per step,
+// which the schedule's simulation does not hold. Empty when nothing was measured.
 std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std::string& schedule, int stages,
-                                      int micro_batches, const std::vector<libpipe::Schedule>& custom) {
+                                      int virtual_stages, int micro_batches,
+                                      const std::vector<libpipe::Schedule>& custom) {
   std::vector<libpipe::StageCosts> costs(static_cast<std::size_t>(stages), libpipe::StageCosts{0, 0, 0});
   std::vector<int> replicas(static_cast<std::size_t>(stages), 0);
   for (const json& r : ranks) {
-    const double per_mb = r["steps"].get<double>() * micro_batches;
+    const double per_mb = r["steps"].get<double>() * micro_batches * virtual_stages;
     if (per_mb <= 0) return {};
     auto& c = costs[r["stage"].get<std::size_t>()];
     c.forward += r["forward_s"].get<double>() / per_mb;
@@ -67,9 +69,17 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
     costs[s].backward_input /= replicas[s];
     costs[s].backward_weight /= replicas[s];
   }
+  if (virtual_stages > 1) {
+    const libpipe::ChunkPlacement placement =
+        custom.empty() ? libpipe::schedule_placement(schedule) : custom[0].placement;
+    std::vector<libpipe::StageCosts> per_chunk;
+    for (int c = 0; c < stages * virtual_stages; ++c) per_chunk.push_back(costs[libpipe::chunk_stage(placement, c, stages)]);
+    costs = per_chunk;
+  }
   const libpipe::SimResult sim =
-      custom.empty() ? libpipe::simulate(schedule, stages, micro_batches, costs, 0, /*with_timeline=*/false)
-                     : libpipe::simulate(custom, costs, 0, /*with_timeline=*/false);
+      custom.empty()
+          ? libpipe::simulate(schedule, stages, micro_batches, costs, 0, /*with_timeline=*/false, virtual_stages)
+          : libpipe::simulate(custom, costs, 0, /*with_timeline=*/false);
   std::vector<double> out;
   for (const json& r : ranks) {
     const int s = r["stage"];
@@ -83,12 +93,13 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
 }  // namespace
 
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
-                         int micro_batches, double tokens_per_s, const std::string& comm,
+                         int virtual_stages, int micro_batches, double tokens_per_s, const std::string& comm,
                          const std::vector<libpipe::Schedule>& custom) {
-  const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches);
+  const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches, virtual_stages);
   std::vector<json> parsed;
   for (const auto& text : rank_summaries) parsed.push_back(json::parse(text));
-  const std::vector<double> predicted = predicted_bubbles(parsed, schedule, stages, micro_batches, custom);
+  const std::vector<double> predicted =
+      predicted_bubbles(parsed, schedule, stages, virtual_stages, micro_batches, custom);
   std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s  %s\n", "rank", "stage",
                "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory", "sent",
                "received", "peak RSS", "device");
@@ -118,7 +129,7 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
     ranks.push_back(r);
   }
   const std::string formula = libpipe::theoretical_bubble_formula(schedule);
-  const std::string theory_text = formula.empty() ? "none (a schedule from a file has no closed form)"
+  const std::string theory_text = formula.empty() ? "none (" + schedule + " has no closed form)"
                                                   : formula + " for " + schedule + ", equal stages";
   std::fprintf(stderr,
                "bubble = 1 - compute / step time per rank (waits, reductions and the optimizer count as idle); "
@@ -155,14 +166,16 @@ void write_trace(const std::string& path, const std::vector<std::string>& rank_s
       const std::string kind = e[0];  // work_kind_name: the category pipe-sim --from-trace reads back
       const int mb = e[1];
       const double start = e[2], end = e[3];
+      const int chunk = e[4];
       events.push_back({{"ph", "X"},
                         {"pid", 0},
                         {"tid", rank},
                         {"cat", kind},
-                        {"name", mb >= 0 ? kind + " " + std::to_string(mb) : kind},
+                        {"name", mb >= 0 ? kind + " " + std::to_string(mb) + (chunk ? "c" + std::to_string(chunk) : "")
+                                         : kind},
                         {"ts", start * 1e6},
                         {"dur", (end - start) * 1e6},
-                        {"args", {{"micro_batch", mb}}}});
+                        {"args", {{"micro_batch", mb}, {"chunk", chunk}}}});
     }
   }
   const std::string temporary = path + ".partial";

@@ -21,7 +21,7 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
 // Rank 0: prints the table to stderr and returns the run's summary as one
 // JSON object (for the last --metrics line). `comm` names the Comm kind.
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
-                         int micro_batches, double tokens_per_s, const std::string& comm,
+                         int virtual_stages, int micro_batches, double tokens_per_s, const std::string& comm,
                          const std::vector<libpipe::Schedule>& custom = {});
 
 // Throws libpipe::Error unless `path` can be written (checked before training,

@@ -78,13 +78,13 @@ class PIPE_API NonFiniteError : public Error {
 // recv_activation and recv_grad (waiting for the message, at the compute that
 // needs it); reduce_tied_grads, reduce_grads (with the gradient norm),
 // optimizer_step; and, outside the schedule, wait_sends (completing the
-// step's sends) and checkpoint (recorded by the caller). A chunk (virtual
-// stage) number would go beside micro_batch.
+// step's sends) and checkpoint (recorded by the caller).
 struct TraceEvent {
   WorkKind kind;
   int micro_batch;  // -1 for step-wide work
   double start;
   double end;
+  int chunk = 0;  // the virtual stage worked on (0 for step-wide work)
 };
 
 // Where this rank's time went, summed over the steps run so far.

@@ -1,8 +1,16 @@
-// Pipeline schedules as pure data: for one stage of an S-stage pipeline running
-// M micro-batches, the list of steps it executes, each a short list of typed
-// instructions (load, forward, backward-input, backward-weight, send/receive of
-// activations and gradients, reductions, optimizer step). No MPI here: the
-// engine interprets these, pipe-sim and the tests print and check them.
+// Pipeline schedules as pure data: for one stage (rank) of an S-stage pipeline
+// running M micro-batches, the list of steps it executes, each a short list of
+// typed instructions (load, forward, backward-input, backward-weight,
+// send/receive of activations and gradients, reductions, optimizer step). No
+// MPI here: the engine interprets these, pipe-sim and the tests print and
+// check them.
+//
+// Virtual stages: the model may be cut into C = S x V chunks, V per stage,
+// placed looped (chunk c on stage c mod S: interleaved 1F1B) or V-shaped
+// (the chunks go down the stages and back up: ZB-V). Every instruction names
+// its chunk; activations flow from chunk c to chunk c+1 and gradients back,
+// wherever those live (on the same stage the engine hands them over in
+// memory). With V = 1, chunk = stage and everything reads as before.
 //
 // The checker simulates all stages together before anything runs, so that a
 // schedule that would deadlock, mismatch messages or overwrite a live buffer is
@@ -10,20 +18,22 @@
 //
 // Layout of every step (the same rule for all kinds, so the engine needs one):
 //   1. sends of what the stage computed in the previous step (SA / SG),
-//   2. LoadMicroBatch of this step's micro-batch (first and last stages),
+//   2. LoadMicroBatch of this step's micro-batch (first and last chunks),
 //   3. receives this step's compute needs (RA before a forward, RG before a
 //      backward),
 //   4. the compute (F; or B then W),
 //   5. in the last step of a training schedule: RT, RD, OPT.
-// Which instruction lands in which step is DeepSpeed's (TrainSchedule,
-// InferenceSchedule). Within a step we put sends before receives, where
-// DeepSpeed's backward steps receive the gradient before sending the
-// activation: with non-blocking sends that takes one message round trip off
-// the critical path and can never deadlock (a send never waits).
+// Which instruction lands in which step is DeepSpeed's for gpipe, 1f1b and
+// inference (TrainSchedule, InferenceSchedule). Within a step we put sends
+// before receives, where DeepSpeed's backward steps receive the gradient
+// before sending the activation: with non-blocking sends that takes one
+// message round trip off the critical path and can never deadlock (a send
+// never waits).
 //
-// In every kind here each message is sent and received in the same step
-// index, so a step is atomic: an engine may complete (wait on) all of a step's
-// sends at the end of that step, after which every buffer is safe to reuse.
+// In gpipe, 1f1b and inference each message is sent and received in the same
+// step index, so a step is atomic: an engine may complete (wait on) all of a
+// step's sends at the end of that step, after which every buffer is safe to
+// reuse. The other kinds need a Comm that posts receives ahead (MPI).
 #pragma once
 
 #include <string>
@@ -45,6 +55,7 @@ struct Instruction {
   WorkKind kind;
   int micro_batch = -1;
   int buffer = -1;
+  int chunk = 0;  // the virtual stage it works on (0..C-1); 0 for the step-wide ones
 };
 PIPE_API bool operator==(const Instruction& a, const Instruction& b);
 inline bool operator!=(const Instruction& a, const Instruction& b) { return !(a == b); }
@@ -52,14 +63,29 @@ inline bool operator!=(const Instruction& a, const Instruction& b) { return !(a 
 // The instructions of one step, run in order.
 using Step = std::vector<Instruction>;
 
+// Where the chunks of a pipeline live (see the top of this file).
+enum class ChunkPlacement {
+  looped,   // chunk c on stage c mod S
+  v_shape,  // chunk c on stage c mod S going down (even c / S), S-1 - c mod S coming back up (odd)
+};
+PIPE_API const char* placement_name(ChunkPlacement placement);  // "looped", "v-shape"
+
+// The stage that holds `chunk` of a pipeline of stages x virtual_stages chunks.
+PIPE_API int chunk_stage(ChunkPlacement placement, int chunk, int stages);
+// The chunks `stage` holds, ascending.
+PIPE_API std::vector<int> stage_chunks(ChunkPlacement placement, int stage, int stages, int virtual_stages);
+
 // The whole schedule of one stage.
 struct Schedule {
   std::string kind;       // one of schedule_kinds()
   int stages = 0;         // S
   int micro_batches = 0;  // M
   int stage = 0;          // this stage, 0..S-1
-  int num_buffers = 0;    // buffer slots the stage must allocate
+  int num_buffers = 0;    // buffer slots the stage must allocate (one holds one chunk's micro-batch)
+  int virtual_stages = 1;  // V: chunks per stage
+  ChunkPlacement placement = ChunkPlacement::looped;
   std::vector<Step> steps;
+  int chunks() const { return stages * virtual_stages; }  // C
 };
 
 // The schedule of `stage`. Kinds:
@@ -70,20 +96,48 @@ struct Schedule {
 //  - "1f1b": DeepSpeed's TrainSchedule: 2(M+S-1) steps; stage s runs
 //    min(S-s, M) warm-up forwards, then alternates one backward and one
 //    forward, then drains the remaining backwards; max(2, min(S-s, M)) buffers.
-// Steps of the training kinds alternate between stages by parity, so a step is
-// half a forward+backward slot and a stage idles in every other step of the
+// Steps of these training kinds alternate between stages by parity, so a step
+// is half a forward+backward slot and a stage idles in every other step of the
 // warm-up and cool-down. Training kinds end with RT, RD, OPT in the last step.
 // B and W of a micro-batch sit together (B then W) in one step.
 //  - "zb-h1": zero-bubble ZB-H1 (Qi et al., 2024): B and W apart, each W
 //    deferred s micro-batches on stage s to fill the cool-down; one compute
 //    per step (a third of a forward+backward slot), 3M+S-1 steps; at most S
-//    micro-batches live per stage (1F1B's peak); needs M >= S. A message may be
-//    received in a later step than it is sent (so not in NCCL step batches).
+//    micro-batches live per stage (1F1B's peak); needs M >= S.
+//  - "interleaved-1f1b": Megatron-LM's interleaved 1F1B over V looped chunks
+//    per stage: stage s warms up with 2(S-1-s) + (V-1)S chunk forwards, then
+//    alternates forward and backward; the bubble shrinks by V to
+//    (S-1)/(VM+S-1). Needs M a multiple of S. One compute per step.
+//  - "zb-v": zero-bubble ZB-V: V = 2 chunks per stage in a V (stage s holds
+//    chunks s and 2S-1-s), B and W apart, W's filling the gaps; made by a
+//    greedy list scheduler on unit costs that runs B first, then F while the
+//    stage holds fewer than 2S chunk activations (1F1B's peak in bytes), then
+//    W. Needs M >= S.
+// A message of the one-compute-per-step kinds may be received in a later step
+// than it is sent (so not in NCCL step batches).
+// virtual_stages: V, 1 for the kinds without chunks; 0 takes the kind's
+// default (2 for zb-v, 1 otherwise).
 // Errors: unknown kind (the message lists the known ones), stages or
-// micro_batches < 1, stage outside 0..stages-1.
+// micro_batches < 1, stage outside 0..stages-1, a V or M the kind cannot run
+// (the message says what it needs).
 // "custom" is the kind of schedules read from text (parse_schedules): a
 // training schedule with no generator and no closed-form bubble.
-PIPE_API Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage);
+PIPE_API Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage,
+                                int virtual_stages = 0);
+
+// V for a kind: `requested` if the kind can run it (0: the kind's default);
+// else an error saying which V the kind takes.
+PIPE_API int schedule_virtual_stages(const std::string& kind, int requested);
+
+// The chunk placement of a kind (looped for all but zb-v).
+PIPE_API ChunkPlacement schedule_placement(const std::string& kind);
+
+// One line per kind for --help: its name and what it needs.
+PIPE_API std::string describe_schedule_kinds();
+
+// Gives every (chunk, micro-batch) of the stage the lowest free buffer from
+// its first instruction to its last, and sets num_buffers to the most in use.
+PIPE_API void assign_buffers(Schedule& schedule);
 
 // The known kinds, for --help and error messages.
 PIPE_API std::vector<std::string> schedule_kinds();
@@ -93,8 +147,9 @@ PIPE_API bool is_training_schedule(const std::string& kind);
 
 // Compact text: the kind's symbol (work_kind_symbol) and the micro-batch:
 // "L3", "F3", "B3" (backward-input), "W3", "SA3"/"RA3" (send / receive
-// activation), "SG3"/"RG3" (send / receive gradient), "RT", "RD", "OPT".
-// Buffers are not shown.
+// activation), "SG3"/"RG3" (send / receive gradient), "RT", "RD", "OPT";
+// a chunk other than 0 follows as "c2" ("F3c2": forward of micro-batch 3 on
+// chunk 2). Buffers are not shown.
 PIPE_API std::string to_text(WorkKind kind);
 PIPE_API std::string to_text(const Instruction& instruction);
 // Instructions separated by one space ("RA2 F2"); "" for an idle step.
@@ -145,11 +200,20 @@ PIPE_API void check_schedules(const std::vector<Schedule>& per_stage);
 PIPE_API void check_messages_within_steps(const std::vector<Schedule>& per_stage);
 
 // All stages' schedules, checked.
-PIPE_API std::vector<Schedule> make_checked_schedules(const std::string& kind, int stages, int micro_batches);
+PIPE_API std::vector<Schedule> make_checked_schedules(const std::string& kind, int stages, int micro_batches,
+                                                      int virtual_stages = 0);
+
+// Forward-only schedules for evaluating a model split into V chunks per stage
+// placed as `placement` (under any training schedule's chunks): "inference"
+// for V = 1; else each stage runs its chunks in turn, all M micro-batches
+// through one before the next. Checked.
+PIPE_API std::vector<Schedule> make_checked_inference_schedules(int stages, int micro_batches, int virtual_stages,
+                                                                ChunkPlacement placement);
 
 // The text form of a pipeline's schedules, one line per stage, steps apart by
 // '|' (an idle step is empty), instructions as to_text writes them:
 //   stage 0 (buffers 4): L0 F0 | SA0 L1 F1 | ... | RG3 B3 W3 RT RD OPT
+// (with chunks, first a line "virtual-stages V looped|v-shape").
 // pipe-sim --print writes it; pipe-train --schedule-file and pipe-sim
 // --schedule-file read it back, so a schedule can be written by hand.
 PIPE_API std::string format_schedules(const std::vector<Schedule>& per_stage);
@@ -157,27 +221,29 @@ PIPE_API std::string format_schedules(const std::vector<Schedule>& per_stage);
 // Reads the text form: stage lines in order from 0 (S is their number), M is
 // one more than the largest micro-batch named, the kind "custom", a
 // micro-batch's buffer its number modulo the stage's buffers (one per
-// micro-batch when "(buffers N)" is left out). '#' starts a comment. Errors
+// micro-batch when "(buffers N)" is left out). With chunks, a line
+// "virtual-stages V looped|v-shape" comes before the stages, instructions name
+// their chunk ("F3c2") and buffers are given by assign_buffers. '#' starts a comment. Errors
 // name source:line, the step and the token. The schedules are not proven:
 // check_schedules does that, naming the stage, step and instruction.
 PIPE_API std::vector<Schedule> parse_schedules(const std::string& text, const std::string& source);
 
-// The most micro-batches the stage holds activations for at once: from a
-// micro-batch's Forward until its BackwardWeight (training) or until it is
-// sent on (inference; on the last stage, until its Forward ends). Under 1f1b
-// it is min(S - stage, M); under gpipe, M: the activation memory of the stage
-// in units of one micro-batch.
+// The most micro-batches the stage holds activations for at once, counted
+// per chunk: from a micro-batch's Forward until its BackwardWeight (training)
+// or until it is sent on (inference; on the last chunk, until its Forward
+// ends). Under 1f1b it is min(S - stage, M); under gpipe, M: the activation
+// memory of the stage in units of one chunk's micro-batch.
 PIPE_API int peak_in_flight(const Schedule& schedule);
 
 // The fraction of a step's time a stage idles when every stage costs the same
 // per micro-batch: (S-1)/(M+S-1) for gpipe, 1f1b and inference (FACTS.md);
 // for zb-h1 with F = B = W, (S-1)/(3M+S-1): its idle time (S-1)(F+B-W) over a
-// makespan of M(F+B+W) + (S-1)(F+B-W).
-// NaN for "custom" (no closed form).
-PIPE_API double theoretical_bubble(const std::string& kind, int stages, int micro_batches);
+// makespan of M(F+B+W) + (S-1)(F+B-W); for interleaved-1f1b (S-1)/(VM+S-1).
+// NaN for "custom" and zb-v (no closed form).
+PIPE_API double theoretical_bubble(const std::string& kind, int stages, int micro_batches, int virtual_stages = 1);
 
 // theoretical_bubble's closed form as text for reports, such as
-// "(S-1)/(M+S-1)"; empty for "custom".
+// "(S-1)/(M+S-1)"; empty where there is none.
 PIPE_API std::string theoretical_bubble_formula(const std::string& kind);
 
 }  // namespace libpipe

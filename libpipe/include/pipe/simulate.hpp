@@ -27,6 +27,7 @@ struct SimResult {
   std::string kind;
   int stages = 0;
   int micro_batches = 0;
+  int virtual_stages = 1;         // V: chunks per stage
   double makespan = 0;            // when the last stage finishes its last instruction
   std::vector<double> busy;       // per stage: time spent computing (F, B, W)
   double bubble = 0;              // 1 - sum(busy) / (stages x makespan): the idle share
@@ -37,8 +38,8 @@ struct SimResult {
   Timeline timeline;              // rows "stage 0".."stage S-1": F, B, W blocks and waits (RA, RG)
 };
 
-// Runs `kind`'s schedule for all stages. costs holds one entry per stage, or
-// one entry used for every stage. Semantics (those of check_schedules):
+// Runs `kind`'s schedule for all stages. costs holds one entry per stage (per
+// chunk with virtual stages), or one entry used for every stage. Semantics (those of check_schedules):
 // each stage runs its instructions in schedule order, one at a time; a
 // compute instruction takes its cost; a send takes no time and never blocks;
 // a receive completes at max(now, time the matching send was issued +
@@ -56,8 +57,11 @@ struct SimResult {
 // wanted): a third of the time and most of the memory at that size.
 // Errors: those of make_schedule; costs neither 1 nor `stages` long;
 // a negative or non-finite cost or latency.
+// virtual_stages: V chunks per stage (0: the kind's default); costs are then
+// one entry per chunk (or one for all).
 PIPE_API SimResult simulate(const std::string& kind, int stages, int micro_batches,
-                            const std::vector<StageCosts>& costs, double p2p_latency = 0, bool with_timeline = true);
+                            const std::vector<StageCosts>& costs, double p2p_latency = 0, bool with_timeline = true,
+                            int virtual_stages = 0);
 
 // The same for given schedules (one per stage, in stage order; a custom schedule read by parse_schedules),
 // proven by check_schedules first.

@@ -24,9 +24,10 @@ namespace libpipe {
 struct Block {
   double start = 0;  // in the timeline's time unit
   double end = 0;
-  WorkKind kind = WorkKind::Other;  // one byte: a chunk (virtual stage) number fits in the padding after it
+  WorkKind kind = WorkKind::Other;
   int micro_batch = -1;             // -1 when the block belongs to no micro-batch
   std::uint32_t label = 0;          // index into Timeline::labels(); 0 is "no label"
+  std::uint16_t chunk = 0;          // the virtual stage (fits the struct's padding: still 32 bytes)
 };
 
 struct TimelineRow {

@@ -68,10 +68,11 @@ WorkKind kind_of_event(const json& e) {
   return WorkKind::Other;
 }
 
-int micro_batch_of(const json& e) {
+// args.<field> as a non-negative int, -1 when absent or not one.
+int int_arg(const json& e, const char* field) {
   auto args = e.find("args");
   if (args == e.end() || !args->is_object()) return -1;
-  auto mb = args->find("micro_batch");
+  auto mb = args->find(field);
   if (mb == args->end()) return -1;
   // Out-of-range numbers mean "no micro-batch", never an undefined conversion.
   if (mb->is_number_integer()) {
@@ -198,7 +199,8 @@ Timeline timeline_from_chrome_trace(const std::string& json_text) {
     b.start = ts;
     b.end = ph == "X" ? ts + std::max(0.0, number_field(i, e, "dur", false)) : ts;
     b.kind = kind_of_event(e);
-    b.micro_batch = micro_batch_of(e);
+    b.micro_batch = int_arg(e, "micro_batch");
+    b.chunk = static_cast<std::uint16_t>(std::clamp(int_arg(e, "chunk"), 0, 65535));
     if (e.contains("name") && e["name"].is_string()) b.label = tl.add_label(e["name"].get<std::string>());
     (ph == "X" ? row.blocks : row.open).push_back(b);
   }
@@ -289,13 +291,16 @@ std::string to_chrome_trace(const Timeline& timeline) {
       if (name.empty()) {
         name = work_kind_symbol(b.kind);
         if (b.micro_batch >= 0) name += std::to_string(b.micro_batch);
+        if (b.micro_batch >= 0 && b.chunk > 0) name += "c" + std::to_string(b.chunk);
       }
       out += sep();
       out += "{\"ph\":\"X\",\"name\":" + json_string(name) + ",\"cat\":\"" + std::string(work_kind_name(b.kind)) + "\"";
       std::snprintf(buffer, sizeof buffer, ",\"pid\":0,\"tid\":%zu,\"ts\":%.15g,\"dur\":%.15g", i, b.start * 1e6,
                     (b.end - b.start) * 1e6);
       out += buffer;
-      if (b.micro_batch >= 0) out += ",\"args\":{\"micro_batch\":" + std::to_string(b.micro_batch) + "}";
+      if (b.micro_batch >= 0)
+        out += ",\"args\":{\"micro_batch\":" + std::to_string(b.micro_batch) + ",\"chunk\":" + std::to_string(b.chunk) +
+               "}";
       out += "}";
     }
   out += "\n]}\n";

@@ -22,55 +22,48 @@ namespace libpipe {
 namespace {
 
 // Only what costs time or orders stages is kept from a schedule, packed in
-// 32 bits (the operation in the top 3, the micro-batch below), so that the
-// programs of all stages fit in memory at once: Schedule's vectors of steps
-// take about ten times more.
-enum SimOp : std::uint32_t { kF, kB, kW, kSA, kRA, kSG, kRG };
-constexpr int kOpShift = 29;
-constexpr std::uint32_t kMbMask = (1u << kOpShift) - 1;
+// 64 bits (the operation in the top 3, the chunk in the next 29, the
+// micro-batch in the low 32), so that the programs of all stages fit in
+// memory at once: Schedule's vectors of steps take about five times more.
+enum SimOp : std::uint64_t { kF, kB, kW, kSA, kRA, kSG, kRG };
+constexpr int kOpShift = 61;
+constexpr int kChunkShift = 32;
+constexpr std::uint64_t kMbMask = (1ull << 31) - 1;
+constexpr std::uint64_t kChunkMask = (1ull << 29) - 1;
 
-std::uint32_t pack(SimOp op, int mb) {
-  return (static_cast<std::uint32_t>(op) << kOpShift) | static_cast<std::uint32_t>(mb);
+std::uint64_t pack(SimOp op, int mb, int chunk) {
+  return (static_cast<std::uint64_t>(op) << kOpShift) | (static_cast<std::uint64_t>(chunk) << kChunkShift) |
+         static_cast<std::uint64_t>(mb);
 }
-SimOp op_of(std::uint32_t code) { return static_cast<SimOp>(code >> kOpShift); }
-int mb_of(std::uint32_t code) { return static_cast<int>(code & kMbMask); }
+SimOp op_of(std::uint64_t code) { return static_cast<SimOp>(code >> kOpShift); }
+int mb_of(std::uint64_t code) { return static_cast<int>(code & kMbMask); }
+int chunk_of(std::uint64_t code) { return static_cast<int>((code >> kChunkShift) & kChunkMask); }
 
 // The work kind of each SimOp, for names and timeline blocks.
 constexpr WorkKind kKindOf[] = {WorkKind::Forward,        WorkKind::BackwardInput, WorkKind::BackwardWeight,
                                 WorkKind::SendActivation, WorkKind::RecvActivation, WorkKind::SendGrad,
                                 WorkKind::RecvGrad};
 
-std::string op_name(SimOp op) { return std::string(work_kind_symbol(kKindOf[op])); }
+std::string op_name(std::uint64_t code) {
+  return to_text(Instruction{kKindOf[op_of(code)], mb_of(code), -1, chunk_of(code)});
+}
 
-std::vector<std::uint32_t> compile(const Schedule& schedule) {
-  std::vector<std::uint32_t> program;
+std::vector<std::uint64_t> compile(const Schedule& schedule) {
+  std::vector<std::uint64_t> program;
   for (const Step& step : schedule.steps)
     for (const Instruction& in : step) {
+      SimOp op;
       switch (in.kind) {
-        case WorkKind::Forward:
-          program.push_back(pack(kF, in.micro_batch));
-          break;
-        case WorkKind::BackwardInput:
-          program.push_back(pack(kB, in.micro_batch));
-          break;
-        case WorkKind::BackwardWeight:
-          program.push_back(pack(kW, in.micro_batch));
-          break;
-        case WorkKind::SendActivation:
-          program.push_back(pack(kSA, in.micro_batch));
-          break;
-        case WorkKind::RecvActivation:
-          program.push_back(pack(kRA, in.micro_batch));
-          break;
-        case WorkKind::SendGrad:
-          program.push_back(pack(kSG, in.micro_batch));
-          break;
-        case WorkKind::RecvGrad:
-          program.push_back(pack(kRG, in.micro_batch));
-          break;
-        default:
-          break;  // loads, reductions and the optimizer step take no time here
+        case WorkKind::Forward: op = kF; break;
+        case WorkKind::BackwardInput: op = kB; break;
+        case WorkKind::BackwardWeight: op = kW; break;
+        case WorkKind::SendActivation: op = kSA; break;
+        case WorkKind::RecvActivation: op = kRA; break;
+        case WorkKind::SendGrad: op = kSG; break;
+        case WorkKind::RecvGrad: op = kRG; break;
+        default: continue;  // loads, reductions and the optimizer step take no time here
       }
+      program.push_back(pack(op, in.micro_batch, in.chunk));
     }
   program.shrink_to_fit();
   return program;
@@ -98,24 +91,26 @@ void require_cost(double v, const std::string& what) {
 
 // Both simulate()s: `stage_schedule(s)` gives stage s's schedule, made when it is needed so that a large pipeline's
 // schedules are never all in memory at once.
-SimResult run(const std::string& kind, int stages, int micro_batches, const std::function<Schedule(int)>& stage_schedule,
-              const std::vector<StageCosts>& costs, double p2p_latency, bool with_timeline) {
-  const int S = stages, M = micro_batches;
+SimResult run(const std::string& kind, int stages, int micro_batches, int virtual_stages, ChunkPlacement placement,
+              const std::function<Schedule(int)>& stage_schedule, const std::vector<StageCosts>& costs,
+              double p2p_latency, bool with_timeline) {
+  const int S = stages, M = micro_batches, V = virtual_stages, C = S * V;
   if (M > static_cast<int>(kMbMask))
     throw Error("simulate: at most " + std::to_string(kMbMask) + " micro-batches, got " + std::to_string(M));
-  if (costs.size() != 1 && costs.size() != static_cast<std::size_t>(S))
+  if (costs.size() != 1 && costs.size() != static_cast<std::size_t>(C))
     throw Error("simulate: " + plural(static_cast<long long>(costs.size()), "cost entry", "cost entries") + " for " +
-                plural(S, "stage", "stages") + " (give one per stage, or one for all)");
+                (V > 1 ? plural(C, "chunk", "chunks") + " (give one per chunk, or one for all)"
+                       : plural(S, "stage", "stages") + " (give one per stage, or one for all)"));
   for (std::size_t i = 0; i < costs.size(); ++i) {
-    const std::string where = costs.size() == 1 ? "" : " of stage " + std::to_string(i);
+    const std::string where = costs.size() == 1 ? "" : (V > 1 ? " of chunk " : " of stage ") + std::to_string(i);
     require_cost(costs[i].forward, "the forward cost" + where);
     require_cost(costs[i].backward_input, "the backward-input cost" + where);
     require_cost(costs[i].backward_weight, "the backward-weight cost" + where);
   }
   require_cost(p2p_latency, "the point-to-point latency");
-  auto cost_of = [&](int s) -> const StageCosts& { return costs.size() == 1 ? costs[0] : costs[s]; };
+  auto cost_of = [&](int chunk) -> const StageCosts& { return costs.size() == 1 ? costs[0] : costs[chunk]; };
 
-  std::vector<std::vector<std::uint32_t>> program(S);
+  std::vector<std::vector<std::uint64_t>> program(S);
   std::vector<int> peak(S);
   for (int s = 0; s < S; ++s) {
     const Schedule schedule = stage_schedule(s);
@@ -123,8 +118,9 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
     program[s] = compile(schedule);
   }
 
-  // Channel 2s carries activations s -> s+1, channel 2s+1 gradients s+1 -> s.
-  std::vector<Channel> channel(S > 1 ? 2 * (S - 1) : 0);
+  // Channel 2c carries activations from chunk c to c+1, channel 2c+1 gradients from c+1 to c.
+  std::vector<Channel> channel(C > 1 ? 2 * (C - 1) : 0);
+  auto stage_of = [&](int chunk) { return chunk_stage(placement, chunk, S); };
   std::vector<std::size_t> pc(S, 0);
   std::vector<double> clock(S, 0.0);
   std::vector<int> waiting_on(S, -1);  // the channel a blocked stage waits for, or -1
@@ -134,7 +130,8 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
   r.stages = S;
   r.micro_batches = M;
   r.busy.assign(S, 0.0);
-  r.theoretical_bubble = theoretical_bubble(kind, S, M);
+  r.virtual_stages = V;
+  r.theoretical_bubble = theoretical_bubble(kind, S, M, V);
   r.peak_activations = std::move(peak);
   Timeline& tl = r.timeline;
   tl.time_unit = "units";
@@ -148,8 +145,8 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
   ready.reserve(S);
   for (int s = S - 1; s >= 0; --s) ready.push_back(s);
 
-  auto compute = [&](int s, WorkKind k, double c, int mb) {
-    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0});
+  auto compute = [&](int s, WorkKind k, double c, int mb, int chunk) {
+    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0, static_cast<std::uint16_t>(chunk)});
     clock[s] += c;
     r.busy[s] += c;
   };
@@ -162,7 +159,7 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
   };
   // Returns false (and marks the stage blocked) when the message is not sent
   // yet. The wait, if any, is a block of the receive's kind (RA or RG).
-  auto receive = [&](int s, int ch, int mb, WorkKind wait_kind) {
+  auto receive = [&](int s, int ch, int mb, int chunk, WorkKind wait_kind) {
     Channel& c = channel[ch];
     if (c.queue.empty()) {
       waiting_on[s] = ch;
@@ -171,12 +168,12 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
     const Channel::Message m = c.queue.front();
     if (m.micro_batch != mb)
       throw Error("simulate: " + kind + " schedule, stage " + std::to_string(s) + ": " +
-                  op_name(op_of(program[s][pc[s]])) + std::to_string(mb) + " would receive micro-batch " +
+                  op_name(program[s][pc[s]]) + " would receive micro-batch " +
                   std::to_string(m.micro_batch) + " (messages on a link are received in the order they are sent)");
     c.queue.pop_front();
     const double arrival = m.sent + p2p_latency;
     if (arrival > clock[s]) {
-      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0});
+      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0, static_cast<std::uint16_t>(chunk)});
       clock[s] = arrival;
     }
     return true;
@@ -185,33 +182,33 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
   while (!ready.empty()) {
     const int s = ready.back();
     ready.pop_back();
-    const StageCosts& c = cost_of(s);
-    const std::vector<std::uint32_t>& p = program[s];
+    const std::vector<std::uint64_t>& p = program[s];
     while (pc[s] < p.size()) {
-      const std::uint32_t code = p[pc[s]];
-      const int mb = mb_of(code);
+      const std::uint64_t code = p[pc[s]];
+      const int mb = mb_of(code), chunk = chunk_of(code);
+      const StageCosts& c = cost_of(chunk);
       bool ran = true;
       switch (op_of(code)) {
         case kF:
-          compute(s, WorkKind::Forward, c.forward, mb);
+          compute(s, WorkKind::Forward, c.forward, mb, chunk);
           break;
         case kB:
-          compute(s, WorkKind::BackwardInput, c.backward_input, mb);
+          compute(s, WorkKind::BackwardInput, c.backward_input, mb, chunk);
           break;
         case kW:
-          compute(s, WorkKind::BackwardWeight, c.backward_weight, mb);
+          compute(s, WorkKind::BackwardWeight, c.backward_weight, mb, chunk);
           break;
         case kSA:
-          send(s, 2 * s, mb, s + 1);
+          send(s, 2 * chunk, mb, stage_of(chunk + 1));
           break;
         case kSG:
-          send(s, 2 * (s - 1) + 1, mb, s - 1);
+          send(s, 2 * (chunk - 1) + 1, mb, stage_of(chunk - 1));
           break;
         case kRA:
-          ran = receive(s, 2 * (s - 1), mb, WorkKind::RecvActivation);
+          ran = receive(s, 2 * (chunk - 1), mb, chunk, WorkKind::RecvActivation);
           break;
         case kRG:
-          ran = receive(s, 2 * s + 1, mb, WorkKind::RecvGrad);
+          ran = receive(s, 2 * chunk + 1, mb, chunk, WorkKind::RecvGrad);
           break;
       }
       if (!ran) break;
@@ -221,9 +218,8 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
 
   for (int s = 0; s < S; ++s)
     if (pc[s] < program[s].size()) {
-      const std::uint32_t code = program[s][pc[s]];
       throw Error("simulate: " + kind + " schedule deadlocks: stage " + std::to_string(s) + " waits forever at " +
-                  op_name(op_of(code)) + std::to_string(mb_of(code)));
+                  op_name(program[s][pc[s]]));
     }
 
   double busy_total = 0;
@@ -238,11 +234,12 @@ SimResult run(const std::string& kind, int stages, int micro_batches, const std:
 }  // namespace
 
 SimResult simulate(const std::string& kind, int stages, int micro_batches, const std::vector<StageCosts>& costs,
-                   double p2p_latency, bool with_timeline) {
+                   double p2p_latency, bool with_timeline, int virtual_stages) {
   // make_schedule checks the kind and the shape; call it once before anything is allocated.
-  (void)make_schedule(kind, stages, micro_batches, 0);
+  const Schedule first = make_schedule(kind, stages, micro_batches, 0, virtual_stages);
   return run(
-      kind, stages, micro_batches, [&](int s) { return make_schedule(kind, stages, micro_batches, s); }, costs,
+      kind, stages, micro_batches, first.virtual_stages, first.placement,
+      [&](int s) { return s == 0 ? first : make_schedule(kind, stages, micro_batches, s, virtual_stages); }, costs,
       p2p_latency, with_timeline);
 }
 
@@ -251,8 +248,8 @@ SimResult simulate(const std::vector<Schedule>& per_stage, const std::vector<Sta
   check_schedules(per_stage);  // also proves they are one pipeline's, in stage order
   const Schedule& s0 = per_stage[0];
   return run(
-      s0.kind, s0.stages, s0.micro_batches, [&](int s) { return per_stage[s]; }, costs, p2p_latency,
-      with_timeline);
+      s0.kind, s0.stages, s0.micro_batches, s0.virtual_stages, s0.placement, [&](int s) { return per_stage[s]; },
+      costs, p2p_latency, with_timeline);
 }
 
 }  // namespace libpipe

@@ -20,28 +20,36 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// A run of consecutive local layers that is either checkpointed (only its
-// input is kept; it is recomputed in backward) or not.
+// A run of consecutive local layers of one chunk that is either checkpointed
+// (only its input is kept; it is recomputed in backward) or not.
 struct Group {
   int first = 0;  // local layer indices [first, last)
   int last = 0;
   bool checkpointed = false;
 };
 
-// Everything one in-flight micro-batch holds on this stage.
+// Everything one in-flight micro-batch holds on one chunk of this stage.
 struct MicroBatch {
-  Tensor input;     // the stage's input (loaded or received)
-  Tensor labels;    // last stage
-  Tensor output;    // the stage's output (sent on, or the per-sample loss)
-  Tensor grad_in;   // gradient received from the next stage
-  Tensor grad_out;  // gradient of the stage's input, sent back
+  Tensor input;     // the chunk's input (loaded, received, or handed over by the chunk before on this stage)
+  Tensor labels;    // last chunk
+  Tensor output;    // the chunk's output (sent on, or the per-sample loss)
+  Tensor grad_in;   // gradient received from the next chunk
+  Tensor grad_out;  // gradient of the chunk's input, sent back
   std::vector<LayerContext> contexts;  // per local layer
   std::vector<Tensor> group_inputs;    // per group, for recomputation
   std::vector<Tensor> dys;             // per local layer: the gradient its backward got
   CommRequest recv_activation;
   CommRequest recv_grad;
   bool weights_done = false;  // backward_weight ran
-  bool grad_sent = false;     // the input gradient went to the previous stage
+  bool grad_sent = false;     // the input gradient went to the previous chunk
+};
+
+// One chunk this stage runs: its layers, its checkpoint groups and its tensor types.
+struct ChunkPlan {
+  LocalChunk where;
+  std::vector<Group> groups;
+  TensorType input;   // per sample
+  TensorType output;  // per sample
 };
 
 Shape batched(std::int64_t b, const Shape& s) {
@@ -61,11 +69,10 @@ struct PipelineEngine::Impl {
   Backend& backend;  // of `device`
   Schedule train;
   Schedule inference;
-  TensorType stage_input;   // per sample
-  TensorType stage_output;  // per sample
-  std::vector<Group> groups;
+  int num_chunks = 1;               // C = S x V, over the whole pipeline
+  std::map<int, ChunkPlan> chunks;  // this stage's, by global chunk
   std::unique_ptr<Optimizer> optimizer;
-  std::map<int, MicroBatch> in_flight;
+  std::map<std::pair<int, int>, MicroBatch> in_flight;  // by (chunk, micro-batch)
   std::vector<std::pair<CommRequest, Tensor>> pending_sends;
   std::unique_ptr<Comm> pipe_comm;  // point-to-point between stages (ranks = stage ids)
   std::unique_ptr<Comm> data_comm;  // data-parallel replicas of this stage
@@ -102,7 +109,7 @@ struct PipelineEngine::Impl {
   // ahead, queueing work, and transfers on the comm stream overlap compute.
   // settle_device_timing turns the marks into times once per step.
   template <typename F>
-  void timed(WorkKind kind, int mb, double& bucket, F&& work) {
+  void timed(WorkKind kind, int chunk, int mb, double& bucket, F&& work) {
     if (device != Device::cpu) {
       if (!device_origin) {  // the step's first mark, taken with the device idle: its host time is known
         backend.synchronize();
@@ -111,7 +118,7 @@ struct PipelineEngine::Impl {
       }
       std::shared_ptr<void> start = backend.mark();
       work();
-      device_spans.push_back(DeviceSpan{kind, mb, &bucket, std::move(start), backend.mark()});
+      device_spans.push_back(DeviceSpan{kind, chunk, mb, &bucket, std::move(start), backend.mark()});
       return;
     }
     const double start = now();
@@ -119,12 +126,13 @@ struct PipelineEngine::Impl {
     const double end = now();
     bucket += end - start;
     totals.work_s[static_cast<int>(kind)] += end - start;
-    if (tracing) events.push_back(TraceEvent{kind, mb, start, end});
+    if (tracing) events.push_back(TraceEvent{kind, mb, start, end, chunk});
   }
 
   // Work timed on the device, waiting to be read (see timed).
   struct DeviceSpan {
     WorkKind kind;
+    int chunk;
     int mb;
     double* bucket;
     std::shared_ptr<void> start, end;
@@ -141,24 +149,54 @@ struct PipelineEngine::Impl {
       const double end = device_origin_time + backend.seconds_between(device_origin.get(), span.end.get());
       *span.bucket += end - start;
       totals.work_s[static_cast<int>(span.kind)] += end - start;
-      if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end});
+      if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end, span.chunk});
     }
     device_spans.clear();
     device_origin.reset();
   }
-  bool first_stage() const { return grid.is_first_stage(); }
-  bool last_stage() const { return grid.is_last_stage(); }
+  bool first_chunk(int chunk) const { return chunk == 0; }
+  bool last_chunk(int chunk) const { return chunk == num_chunks - 1; }
+  // Whether this stage holds the pipeline's last chunk (and so the loss).
+  bool holds_loss() const { return chunks.count(num_chunks - 1) > 0; }
+  int stage_of(int chunk) const { return chunk_stage(module.placement(), chunk, grid.num_stages()); }
   std::int64_t batch() const { return options.micro_batch_size; }
 
-  MicroBatch& state(int mb) {
-    MicroBatch& s = in_flight[mb];
+  ChunkPlan& plan(int chunk) {
+    auto it = chunks.find(chunk);
+    if (it == chunks.end())
+      throw Error("stage " + std::to_string(grid.stage_id()) + ": the schedule names chunk " + std::to_string(chunk) +
+                  ", which this stage does not hold");
+    return it->second;
+  }
+
+  MicroBatch& state(int chunk, int mb) {
+    MicroBatch& s = in_flight[{chunk, mb}];
     if (s.contexts.empty()) {
       s.contexts.resize(module.layers().size());
       s.dys.resize(module.layers().size());
-      s.group_inputs.resize(groups.size());
+      s.group_inputs.resize(plan(chunk).groups.size());
     }
     return s;
   }
+
+  // Tags are 2 per (chunk, micro-batch); MPI guarantees at least 32767 of them.
+  void check_tags(int run_micro_batches) const {
+    int* tag_ub = nullptr;
+    int has_tag_ub = 0;
+    MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_tag_ub);
+    const long long max_tag = has_tag_ub && tag_ub ? *tag_ub : 32767;
+    const long long needed = 2LL * num_chunks * run_micro_batches + 1;
+    if (needed > max_tag)
+      throw Error(std::to_string(run_micro_batches) + " micro-batches" +
+                  (num_chunks > grid.num_stages() ? " on " + std::to_string(num_chunks) + " chunks" : "") +
+                  " need message tags up to " + std::to_string(needed) + " but this MPI allows " +
+                  std::to_string(max_tag));
+  }
+
+  // Message tags: two per (chunk, micro-batch) of the run, named by the chunk that receives (activations) or
+  // sends (gradients) across the link (c-1, c).
+  int activation_tag(int receiving_chunk, int mb) const { return 2 * (receiving_chunk * micro_batches + mb); }
+  int gradient_tag(int sending_chunk, int mb) const { return 2 * (sending_chunk * micro_batches + mb) + 1; }
 
   // A host tensor on the module's device.
   Tensor to_device(const Tensor& host) const { return ops::to_device(host, device); }
@@ -168,36 +206,52 @@ struct PipelineEngine::Impl {
   }
   Tensor activation(const Tensor& t) const { return ops::to_dtype(t, activation_dtype(t.dtype())); }
 
-  void load(int mb) {
-    if (!first_stage() && !last_stage()) return;
+  void load(int chunk, int mb) {
+    if (!first_chunk(chunk) && !last_chunk(chunk)) return;
     Batch b = data->samples(split, first_sample + static_cast<std::int64_t>(mb) * batch(), batch());
-    MicroBatch& s = state(mb);
-    if (first_stage()) s.input = activation(to_device(b.input));
-    if (last_stage()) s.labels = to_device(b.labels);
+    MicroBatch& s = state(chunk, mb);
+    if (first_chunk(chunk)) s.input = activation(to_device(b.input));
+    if (last_chunk(chunk)) s.labels = to_device(b.labels);
   }
 
-  void post_recv(Tensor& into, const TensorType& type, int source, int tag, CommRequest& request) {
+  // " of chunk 3" where there are chunks.
+  std::string chunk_text(int chunk) const {
+    return module.virtual_stages() > 1 ? " of chunk " + std::to_string(chunk) : "";
+  }
+
+  // A receive from another stage is posted; from this stage's own chunk (V-shaped placements) the sender hands
+  // the tensor over in memory instead (send), before the compute that needs it runs.
+  void post_recv(Tensor& into, const TensorType& type, int chunk, int source, int tag, int mb, CommRequest& request) {
+    if (source == grid.stage_id()) return;
     into = Tensor::empty(batched(batch(), type.shape), activation_dtype(type.dtype), device);
     request = pipe_comm->irecv(into, source, tag);
-    request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " +
-                   std::to_string(tag / 2) + " from stage " + std::to_string(source) + " (rank " +
+    request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " + std::to_string(mb) +
+                   chunk_text(chunk) + " from stage " + std::to_string(source) + " (rank " +
                    std::to_string(grid.stage_to_global(source)) + ")";
   }
 
-  void send(const Tensor& t, int dest, int tag, int mb) {
+  // Sends `t`, the result of (chunk, mb), to `to_chunk`: over the pipe comm, or into its state on this stage.
+  void send(const Tensor& t, int chunk, int to_chunk, int tag, int mb) {
+    const bool gradient = tag % 2;
+    const int dest = stage_of(to_chunk);
+    if (dest == grid.stage_id()) {
+      MicroBatch& next = state(to_chunk, mb);
+      (gradient ? next.grad_in : next.input) = t;
+      return;
+    }
     // Posting is all a send costs here; it is released once complete (release_completed_sends).
-    timed(tag % 2 ? WorkKind::SendGrad : WorkKind::SendActivation, mb, totals.wait_s, [&] {
+    timed(gradient ? WorkKind::SendGrad : WorkKind::SendActivation, chunk, mb, totals.wait_s, [&] {
       CommRequest request = pipe_comm->isend(t, dest, tag);
-      request.what = std::string("the delivery of ") + (tag % 2 ? "the gradient" : "the activation") +
-                     " of micro-batch " + std::to_string(mb) + " to stage " + std::to_string(dest) + " (rank " +
-                     std::to_string(grid.stage_to_global(dest)) + ")";
+      request.what = std::string("the delivery of ") + (gradient ? "the gradient" : "the activation") +
+                     " of micro-batch " + std::to_string(mb) + chunk_text(chunk) + " to stage " +
+                     std::to_string(dest) + " (rank " + std::to_string(grid.stage_to_global(dest)) + ")";
       pending_sends.emplace_back(std::move(request), t);  // keeps the tensor alive until completion
     });
   }
 
   // `kind` is the receive waited for: RecvActivation or RecvGrad.
-  void wait_recv(CommRequest& request, WorkKind kind, int mb) {
-    if (request.active()) timed(kind, mb, totals.wait_s, [&] { pipe_comm->wait(request); });
+  void wait_recv(CommRequest& request, WorkKind kind, int chunk, int mb) {
+    if (request.active()) timed(kind, chunk, mb, totals.wait_s, [&] { pipe_comm->wait(request); });
   }
 
   // Drops the sends that have completed, so that a long run does not keep
@@ -209,7 +263,7 @@ struct PipelineEngine::Impl {
   }
 
   void wait_sends() {
-    timed(WorkKind::WaitSends, -1, totals.wait_s, [&] {
+    timed(WorkKind::WaitSends, 0, -1, totals.wait_s, [&] {
       for (auto& [request, tensor] : pending_sends) pipe_comm->wait(request);
     });
     pending_sends.clear();
@@ -220,7 +274,7 @@ struct PipelineEngine::Impl {
     return module.layers()[local].index == static_cast<int>(description.layers.size()) - 1;
   }
 
-  // Forward through layers [first, last) of this stage with the given contexts.
+  // Forward through local layers [first, last) with the given contexts.
   Tensor run_forward(MicroBatch& s, int first, int last, Tensor x, bool keep) {
     for (int i = first; i < last; ++i) {
       LayerContext scratch;
@@ -231,22 +285,24 @@ struct PipelineEngine::Impl {
     return x;
   }
 
-  void forward(int mb) {
-    MicroBatch& s = state(mb);
-    if (!s.input.defined()) throw Error("stage " + std::to_string(grid.stage_id()) + ": micro-batch " +
-                                        std::to_string(mb) + " has no input (a schedule without a load/receive)");
+  void forward(int chunk, int mb) {
+    MicroBatch& s = state(chunk, mb);
+    if (!s.input.defined())
+      throw Error("stage " + std::to_string(grid.stage_id()) + ": micro-batch " + std::to_string(mb) +
+                  chunk_text(chunk) + " has no input (a schedule without a load/receive)");
+    const ChunkPlan& p = plan(chunk);
     Tensor x = s.input;
-    for (std::size_t g = 0; g < groups.size(); ++g) {
-      const Group& group = groups[g];
+    for (std::size_t g = 0; g < p.groups.size(); ++g) {
+      const Group& group = p.groups[g];
       // Checkpointed groups keep only their input when training; inference keeps nothing.
       const bool keep = training && !group.checkpointed;
       if (training && group.checkpointed) s.group_inputs[g] = x;
       x = run_forward(s, group.first, group.last, x, keep);
     }
     s.output = x;
-    if (last_stage()) {
+    if (last_chunk(chunk)) {
       losses.push_back(s.output);
-      if (!training) in_flight.erase(mb);
+      if (!training) in_flight.erase({chunk, mb});
     }
   }
 
@@ -265,18 +321,19 @@ struct PipelineEngine::Impl {
     return total;
   }
 
-  void backward_input(int mb) {
-    MicroBatch& s = state(mb);
+  void backward_input(int chunk, int mb) {
+    MicroBatch& s = state(chunk, mb);
+    const ChunkPlan& p = plan(chunk);
     Tensor dy;
-    if (last_stage()) {
+    if (last_chunk(chunk)) {
       // d(mean loss over the global batch) / d(one sample's loss).
       dy = Tensor::empty({batch()}, DType::float32, device);
       ops::fill(dy, 1.0f / static_cast<float>(batch() * micro_batches * grid.data_parallel_size()));
     } else {
       dy = s.grad_in;
     }
-    for (std::size_t g = groups.size(); g-- > 0;) {
-      const Group& group = groups[g];
+    for (std::size_t g = p.groups.size(); g-- > 0;) {
+      const Group& group = p.groups[g];
       if (group.checkpointed) run_forward(s, group.first, group.last, s.group_inputs[g], true);
       for (int i = group.last; i-- > group.first;) {
         s.dys[i] = dy;
@@ -285,7 +342,7 @@ struct PipelineEngine::Impl {
       s.group_inputs[g] = Tensor();
       // With checkpointing, a recomputed group's weight gradients are taken
       // at once and its contexts freed, so that the peak holds one group's
-      // activations, not the whole stage's (the per-parameter accumulation
+      // activations, not the whole chunk's (the per-parameter accumulation
       // order is unchanged: results are bit-identical).
       if (weights_with_input) {
         for (int i = group.last; i-- > group.first;) {
@@ -299,55 +356,59 @@ struct PipelineEngine::Impl {
     s.output = Tensor();
   }
 
-  void backward_weight(int mb) {
-    MicroBatch& s = state(mb);
-    if (!weights_with_input)
-      for (int i = static_cast<int>(s.contexts.size()); i-- > 0;) layer(i).backward_weight(s.contexts[i], s.dys[i]);
+  void backward_weight(int chunk, int mb) {
+    MicroBatch& s = state(chunk, mb);
+    const ChunkPlan& p = plan(chunk);
+    if (!weights_with_input) {
+      const int first = p.where.first_local, last = first + p.where.end - p.where.begin;
+      for (int i = last; i-- > first;) layer(i).backward_weight(s.contexts[i], s.dys[i]);
+    }
     s.weights_done = true;
-    release_if_done(mb);
+    release_if_done(chunk, mb);
   }
 
   // A micro-batch's state goes once its weights are done and its input
   // gradient is on its way (the send keeps that tensor alive).
-  void release_if_done(int mb) {
-    MicroBatch& s = in_flight.at(mb);
-    if (s.weights_done && (s.grad_sent || first_stage())) in_flight.erase(mb);
+  void release_if_done(int chunk, int mb) {
+    MicroBatch& s = in_flight.at({chunk, mb});
+    if (s.weights_done && (s.grad_sent || first_chunk(chunk))) in_flight.erase({chunk, mb});
   }
 
   void execute(const Instruction& in) {
-    const int mb = in.micro_batch;
-    const int prev = grid.stage_id() - 1, next = grid.stage_id() + 1;  // pipe-communicator ranks are stages
+    const int mb = in.micro_batch, c = in.chunk;
     switch (in.kind) {
-      case WorkKind::LoadMicroBatch: load(mb); break;
+      case WorkKind::LoadMicroBatch: load(c, mb); break;
       case WorkKind::RecvActivation: {
-        MicroBatch& s = state(mb);
-        post_recv(s.input, stage_input, prev, 2 * mb, s.recv_activation);
+        MicroBatch& s = state(c, mb);
+        post_recv(s.input, plan(c).input, c, stage_of(c - 1), activation_tag(c, mb), mb, s.recv_activation);
         break;
       }
       case WorkKind::Forward:
-        wait_recv(state(mb).recv_activation, WorkKind::RecvActivation, mb);
-        timed(WorkKind::Forward, mb, totals.compute_s, [&] { forward(mb); }); break;
+        wait_recv(state(c, mb).recv_activation, WorkKind::RecvActivation, c, mb);
+        timed(WorkKind::Forward, c, mb, totals.compute_s, [&] { forward(c, mb); });
+        break;
       case WorkKind::SendActivation:
-        send(state(mb).output, next, 2 * mb, mb);
-        if (!training) in_flight.erase(mb);  // inference keeps nothing once it is sent on
+        send(state(c, mb).output, c, c + 1, activation_tag(c + 1, mb), mb);
+        if (!training) in_flight.erase({c, mb});  // inference keeps nothing once it is sent on
         break;
       case WorkKind::RecvGrad: {
-        MicroBatch& s = state(mb);
-        post_recv(s.grad_in, TensorType{stage_output.shape, DType::float32}, next, 2 * mb + 1, s.recv_grad);
+        MicroBatch& s = state(c, mb);
+        post_recv(s.grad_in, TensorType{plan(c).output.shape, DType::float32}, c, stage_of(c + 1),
+                  gradient_tag(c + 1, mb), mb, s.recv_grad);
         break;
       }
       case WorkKind::BackwardInput:
-        wait_recv(state(mb).recv_grad, WorkKind::RecvGrad, mb);
-        timed(WorkKind::BackwardInput, mb, totals.compute_s, [&] { backward_input(mb); });
+        wait_recv(state(c, mb).recv_grad, WorkKind::RecvGrad, c, mb);
+        timed(WorkKind::BackwardInput, c, mb, totals.compute_s, [&] { backward_input(c, mb); });
         break;
       case WorkKind::BackwardWeight:
-        timed(WorkKind::BackwardWeight, mb, totals.compute_s, [&] { backward_weight(mb); });
+        timed(WorkKind::BackwardWeight, c, mb, totals.compute_s, [&] { backward_weight(c, mb); });
         break;
       case WorkKind::SendGrad: {
-        MicroBatch& s = state(mb);
-        send(s.grad_out, prev, 2 * mb + 1, mb);
+        MicroBatch& s = state(c, mb);
+        send(s.grad_out, c, c - 1, gradient_tag(c, mb), mb);
         s.grad_sent = true;
-        release_if_done(mb);
+        release_if_done(c, mb);
         break;
       }
       // The step-wide reductions and the update run after the schedule (train_step).
@@ -495,7 +556,7 @@ struct PipelineEngine::Impl {
   // replica holds its part; other ranks add exact zeros.
   double global_loss(int micro_batches_per_replica) {
     const double sum = loss_sum();
-    double total = (last_stage() && grid.model_parallel_id() == 0) ? sum : 0.0;
+    double total = (holds_loss() && grid.model_parallel_id() == 0) ? sum : 0.0;
     world_comm->allreduce_sum(&total, 1);
     return total / (static_cast<double>(micro_batches_per_replica) * grid.data_parallel_size());
   }
@@ -509,14 +570,10 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
     throw Error("micro-batches and micro-batch size must be at least 1");
   if (!is_training_schedule(options.schedule))
     throw Error("schedule '" + options.schedule + "' cannot train (it has no backward); use 1f1b, gpipe or zb-h1");
-  // Tags are 2 per micro-batch; MPI guarantees at least 32767 of them.
-  int* tag_ub = nullptr;
-  int has_tag_ub = 0;
-  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_tag_ub);
-  const long long max_tag = has_tag_ub && tag_ub ? *tag_ub : 32767;
-  if (2LL * options.micro_batches + 1 > max_tag)
-    throw Error(std::to_string(options.micro_batches) + " micro-batches need message tags up to " +
-                std::to_string(2LL * options.micro_batches + 1) + " but this MPI allows " + std::to_string(max_tag));
+  const int V = module.virtual_stages();
+  e.num_chunks = grid.num_stages() * V;
+  e.micro_batches = options.micro_batches;
+  e.check_tags(options.micro_batches);
   // Every rank proves the whole set of schedules (all stages together: every
   // send meets its receive, nothing deadlocks) before it runs its own.
   std::vector<Schedule> all;
@@ -529,39 +586,52 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
       throw Error("the schedule file runs " + std::to_string(all[0].micro_batches) +
                   " micro-batches (its largest micro-batch + 1), but --micro-batches is " +
                   std::to_string(options.micro_batches));
+    if (all[0].virtual_stages != V || all[0].placement != module.placement())
+      throw Error("the schedule file runs " + std::to_string(all[0].virtual_stages) + " chunk(s) per stage, " +
+                  placement_name(all[0].placement) + ", but the model was split into " + std::to_string(V) +
+                  " per stage, " + placement_name(module.placement()));
     check_schedules(all);
   } else {
-    all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches);
+    if (schedule_virtual_stages(options.schedule, V) != V || (V > 1 && schedule_placement(options.schedule) != module.placement()))
+      throw Error("the " + options.schedule + " schedule cannot run a model split into " + std::to_string(V) +
+                  " chunks per stage, " + placement_name(module.placement()));
+    all = make_checked_schedules(options.schedule, grid.num_stages(), options.micro_batches, V);
   }
   e.train = all[grid.stage_id()];
-  e.stage_input = description.layers[module.begin()].input;
-  e.stage_output = description.layers[module.end() - 1].description.output;
   (void)model_loss(description);  // the model ends in a loss
 
-  // Checkpoint groups: every `interval` local layers, starting at the stage's first.
-  const int n = static_cast<int>(module.layers().size());
-  const int interval = options.checkpoint_interval > 0 ? options.checkpoint_interval : n;
-  for (int first = 0; first < n; first += interval) {
-    Group g{first, std::min(n, first + interval), false};
-    if (options.checkpoint_interval > 0) {
-      bool has_params = false, all_listed = true;
-      for (int i = g.first; i < g.last; ++i) {
-        has_params = has_params || !module.layers()[i].layer->parameters().empty();
-        bool listed = false;
-        for (const auto& t : options.checkpointable_types) listed = listed || t == module.layers()[i].type;
-        all_listed = all_listed && listed;
+  // Per chunk: its tensor types, and its checkpoint groups, every `interval`
+  // layers from the chunk's first (a group never spans two chunks).
+  for (const LocalChunk& where : module.chunks()) {
+    ChunkPlan& plan = e.chunks[where.chunk];
+    plan.where = where;
+    plan.input = description.layers[where.begin].input;
+    plan.output = description.layers[where.end - 1].description.output;
+    const int first_local = where.first_local, n = where.end - where.begin;
+    const int interval = options.checkpoint_interval > 0 ? options.checkpoint_interval : n;
+    for (int first = first_local; first < first_local + n; first += interval) {
+      Group g{first, std::min(first_local + n, first + interval), false};
+      if (options.checkpoint_interval > 0) {
+        bool has_params = false, all_listed = true;
+        for (int i = g.first; i < g.last; ++i) {
+          has_params = has_params || !module.layers()[i].layer->parameters().empty();
+          bool listed = false;
+          for (const auto& t : options.checkpointable_types) listed = listed || t == module.layers()[i].type;
+          all_listed = all_listed && listed;
+        }
+        g.checkpointed = options.checkpointable_types.empty() ? has_params : all_listed;
+        // What the group's contexts would have held, less the input it keeps.
+        if (g.checkpointed) {
+          const LayerInfo& first_layer = description.layers[module.layers()[g.first].index];
+          checkpoint_saved_bytes_ -=
+              numel(first_layer.input.shape) * static_cast<std::int64_t>(dtype_size(first_layer.input.dtype));
+          for (int i = g.first; i < g.last; ++i)
+            checkpoint_saved_bytes_ += description.layers[module.layers()[i].index].description.activation_bytes;
+        }
       }
-      g.checkpointed = options.checkpointable_types.empty() ? has_params : all_listed;
-      // What the group's contexts would have held, less the input it keeps.
-      if (g.checkpointed) {
-        const LayerInfo& first = description.layers[module.layers()[g.first].index];
-        checkpoint_saved_bytes_ -= numel(first.input.shape) * static_cast<std::int64_t>(dtype_size(first.input.dtype));
-        for (int i = g.first; i < g.last; ++i)
-          checkpoint_saved_bytes_ += description.layers[module.layers()[i].index].description.activation_bytes;
-      }
+      e.weights_with_input = e.weights_with_input || g.checkpointed;
+      plan.groups.push_back(g);
     }
-    e.weights_with_input = e.weights_with_input || g.checkpointed;
-    e.groups.push_back(g);
   }
   // Saved bytes are per sample in describe; per micro-batch here.
   checkpoint_saved_bytes_ *= options.micro_batch_size;
@@ -632,8 +702,8 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
   StepStats stats;
   stats.step = step;
   int nonfinite_layer = -1;
-  e.timed(WorkKind::ReduceTiedGrads, -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
-  e.timed(WorkKind::ReduceGrads, -1, e.totals.reduce_s, [&] {
+  e.timed(WorkKind::ReduceTiedGrads, 0, -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
+  e.timed(WorkKind::ReduceGrads, 0, -1, e.totals.reduce_s, [&] {
     e.reduce_data_parallel_grads();
     stats.grad_norm = e.grad_norm(nonfinite_layer);
   });
@@ -646,8 +716,9 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
       std::string where = "a non-finite loss";
       if (nonfinite_layer >= 0) {
         const auto& parts = e.module.parts();
-        const int stage = static_cast<int>(std::upper_bound(parts.begin(), parts.end(), nonfinite_layer) -
+        const int chunk = static_cast<int>(std::upper_bound(parts.begin(), parts.end(), nonfinite_layer) -
                                            parts.begin()) - 1;
+        const int stage = e.stage_of(chunk);
         where = "a non-finite gradient in layer " + std::to_string(nonfinite_layer) + " (" +
                 e.description.layers[nonfinite_layer].type + ") on stage " + std::to_string(stage);
       }
@@ -659,7 +730,7 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
     stats.skipped = true;
     ++e.totals.skipped_steps;
   } else {
-    e.timed(WorkKind::OptimizerStep, -1, e.totals.optimizer_s, [&] {
+    e.timed(WorkKind::OptimizerStep, 0, -1, e.totals.optimizer_s, [&] {
       if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
         const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
         for (auto& l : e.module.layers())
@@ -689,7 +760,7 @@ const std::vector<TraceEvent>& PipelineEngine::trace() const { return impl_->eve
 double PipelineEngine::clock() const { return impl_->now(); }
 
 void PipelineEngine::record(WorkKind kind, double start, double end) {
-  if (impl_->tracing) impl_->events.push_back(TraceEvent{kind, -1, start, end});
+  if (impl_->tracing) impl_->events.push_back(TraceEvent{kind, -1, start, end, 0});
 }
 
 Optimizer& PipelineEngine::optimizer() { return *impl_->optimizer; }
@@ -719,7 +790,9 @@ double PipelineEngine::evaluate(const DataSource& data, Split split, std::int64_
   e.micro_batches = micro_batches;
   e.first_sample = first_sample + static_cast<std::int64_t>(e.grid.data_parallel_id()) * micro_batches * e.batch();
   e.losses.clear();
-  const std::vector<Schedule> all = make_checked_schedules("inference", e.grid.num_stages(), micro_batches);
+  e.check_tags(micro_batches);
+  const std::vector<Schedule> all = make_checked_inference_schedules(e.grid.num_stages(), micro_batches,
+                                                                     e.module.virtual_stages(), e.module.placement());
   if (e.options.comm == CommKind::nccl) check_messages_within_steps(all);
   e.inference = all[e.grid.stage_id()];
   // Evaluation is not part of the training steps' time accounting.

@@ -16,7 +16,7 @@ std::string parts_str(const int* parts, std::size_t n) {
   return s + "]";
 }
 
-int stage_of(const Parts& parts, int layer) {
+int chunk_of(const Parts& parts, int layer) {
   return static_cast<int>(std::upper_bound(parts.begin(), parts.end(), layer) - parts.begin()) - 1;
 }
 
@@ -25,15 +25,29 @@ int stage_of(const Parts& parts, int layer) {
 PipelineModule::PipelineModule(const ModelSpec& model, const ModelDescription& description,
                                const LayerRegistry& registry, const PipelineParallelGrid& grid, const Parts& parts,
                                const ModuleOptions& options)
-    : stage_id_(grid.stage_id()), device_(options.device), parts_(parts) {
+    : stage_id_(grid.stage_id()),
+      device_(options.device),
+      parts_(parts),
+      virtual_stages_(options.virtual_stages),
+      placement_(options.placement) {
   const int stages = grid.num_stages();
-  if (static_cast<int>(parts_.size()) != stages + 1)
+  if (virtual_stages_ < 1) throw Error("virtual stages must be at least 1, got " + std::to_string(virtual_stages_));
+  const int chunks = stages * virtual_stages_;
+  if (static_cast<int>(parts_.size()) != chunks + 1)
     throw Error("the partition has " + std::to_string(static_cast<int>(parts_.size()) - 1) +
-                " stages but the grid has " + std::to_string(stages));
+                (virtual_stages_ > 1 ? " chunks but " + std::to_string(stages) + " stages x " +
+                                           std::to_string(virtual_stages_) + " virtual stages need " +
+                                           std::to_string(chunks)
+                                     : " stages but the grid has " + std::to_string(stages)));
   // Collective steps first, local ones last: a rank failing to create a
   // layer must not leave the others waiting in a collective.
   check_ranks_agree(description, grid);
   validate_parts(parts_, static_cast<std::int64_t>(description.layers.size()));
+  int first_local = 0;
+  for (int c : stage_chunks(placement_, stage_id_, stages, virtual_stages_)) {
+    chunks_.push_back(LocalChunk{c, parts_[c], parts_[c + 1], first_local});
+    first_local += parts_[c + 1] - parts_[c];
+  }
   build_tie_groups(description, grid);
 
   try {
@@ -46,7 +60,8 @@ PipelineModule::PipelineModule(const ModelSpec& model, const ModelDescription& d
 
 void PipelineModule::create_local_layers(const ModelSpec& model, const ModelDescription& description,
                                          const LayerRegistry& registry, const ModuleOptions& options) {
-  for (int i = begin(); i < end(); ++i) {
+  for (const LocalChunk& chunk : chunks_)
+  for (int i = chunk.begin; i < chunk.end; ++i) {
     const LayerInfo& info = description.layers[i];
     const LayerSpec& spec = model.layers[i];
     std::unique_ptr<Layer> layer;
@@ -54,7 +69,8 @@ void PipelineModule::create_local_layers(const ModelSpec& model, const ModelDesc
       layer = registry.get(spec.type).create(spec.args, info.input, CreateContext{i, options.seed, options.device});
     } catch (const Error& e) {
       throw Error(spec.where.str() + ": layer " + std::to_string(i) + " (" + spec.type + ") on stage " +
-                  std::to_string(stage_id_) + ": " + e.what());
+                  std::to_string(stage_id_) + (virtual_stages_ > 1 ? " (chunk " + std::to_string(chunk.chunk) + ")" : "") +
+                  ": " + e.what());
     }
     // A plugin whose create() disagrees with its describe() would break the
     // partition and the checkpoints silently: refuse it here.
@@ -107,7 +123,7 @@ void PipelineModule::check_ranks_agree(const ModelDescription& description, cons
 
 // One MPI_Comm_split per tie group, in the description's order (the same on
 // every rank): the ranks of the stages holding the group, within each
-// data/model replica, ordered by stage.
+// data/model replica, ordered by their first layer in the group.
 void PipelineModule::build_tie_groups(const ModelDescription& description, const PipelineParallelGrid& grid) {
   const int replica = grid.data_parallel_id() * grid.model_parallel_size() + grid.model_parallel_id();
   try {
@@ -115,14 +131,17 @@ void PipelineModule::build_tie_groups(const ModelDescription& description, const
       LocalTieGroup tie;
       tie.key = group.key;
       tie.layers = group.layers;
-      for (int layer : group.layers) {
-        int stage = stage_of(parts_, layer);
-        if (tie.stages.empty() || tie.stages.back() != stage) tie.stages.push_back(stage);
+      for (int layer : group.layers) {  // ascending
+        const int stage = chunk_stage(placement_, chunk_of(parts_, layer), grid.num_stages());
+        if (std::find(tie.stages.begin(), tie.stages.end(), stage) == tie.stages.end()) tie.stages.push_back(stage);
         if (stage == stage_id_) tie.local_layers.push_back(layer);
       }
       const bool member = !tie.local_layers.empty();
+      // Ranked by their first layer in the group, so that rank 0 of the communicator holds the group's first
+      // layer, whose initial value every copy takes (by stage without virtual stages).
       MPI_Comm comm = MPI_COMM_NULL;
-      PIPE_MPI_CHECK(MPI_Comm_split(grid.world(), member ? replica : MPI_UNDEFINED, stage_id_, &comm),
+      PIPE_MPI_CHECK(MPI_Comm_split(grid.world(), member ? replica : MPI_UNDEFINED,
+                                    member ? tie.local_layers.front() : 0, &comm),
                      grid.global_rank());
       if (!member) continue;
       tie.comm = comm;
