@@ -25,10 +25,15 @@ pipe_sim_test(json_gpipe 0 [["bubble":0.1794871794]] [["makespan":78.0]] [["sche
   -- --stages 8 --micro-batches 32 --schedule gpipe --forward 0.5 --backward 1.5 --json)
 pipe_sim_test(json_inference 0 [["bubble":0.2727272727]] [["makespan":22.0]]
   -- --stages 4 --micro-batches 8 --schedule inference --forward 2 --json)
-# --compare: every training schedule in one table; zb-h1's bubble (S-1)/(3M+S-1) below 1f1b's for F = B = W, and
-# the activations held: gpipe all 8, 1f1b and zb-h1 S = 4. A schedule that cannot run says why in its row.
-pipe_sim_test(compare 0 "gpipe            33 units    27.27%    27.27%                8"
-  "1f1b             33 units    27.27%    27.27%                4" "zb-h1            27 units    11.11%    11.11%                4"
+# --compare: every training schedule in one table; zb-h1's bubble (S-1)/(3M+S-1) below 1f1b's for F = B = W,
+# interleaved-1f1b's (S-1)/(VM+S-1) with 2 chunks per stage, zb-v below them all; the activations held: gpipe all
+# 8, 1f1b and zb-h1 S = 4, zb-v 8 half-stage chunk micro-batches (1f1b's bytes). A schedule that cannot run says
+# why in its row.
+pipe_sim_test(compare 0 "gpipe               1       33 units    27.27%    27.27%                8"
+  "1f1b                1       33 units    27.27%    27.27%                4"
+  "zb-h1               1       27 units    11.11%    11.11%                4"
+  "interleaved-1f1b    2     28.5 units    15.79%    15.79%            11 /2"
+  "zb-v                2     25.5 units     5.88%         -             8 /2"
   -- --stages 4 --micro-batches 8 --forward 1 --backward 1 --weight 1 --compare)
 pipe_sim_test(compare_json 0 [=["peak_activations":[2,2,2,1],"schedule":"1f1b"]=]
   [["error":"the zb-h1 schedule needs at least as many micro-batches as stages (M >= S), got 2 micro-batches for 4 stages"]]
@@ -80,8 +85,13 @@ pipe_sim_test(trace_old_names 0 "trace ${PIPE_TEST_DATA}/trace-old-names.json: 1
 # Bad input: one line, exit 1.
 pipe_sim_test(zero_stages 1 "pipe-sim: error: --stages must be at least 1, not 0" -- --stages 0)
 pipe_sim_test(zero_micro_batches 1 "pipe-sim: error: --micro-batches must be at least 1, not 0" -- --micro-batches 0)
-pipe_sim_test(unknown_schedule 1 "pipe-sim: error: unknown pipeline schedule 'zb-v'" "known schedules: inference, gpipe, 1f1b, zb-h1"
-  -- --schedule zb-v)
+pipe_sim_test(unknown_schedule 1 "pipe-sim: error: unknown pipeline schedule 'zb-h2' (did you mean 'zb-h1'?)"
+  "known schedules: inference, gpipe, 1f1b, zb-h1, interleaved-1f1b, zb-v" -- --schedule zb-h2)
+pipe_sim_test(virtual_stages_refused 1 "pipe-sim: error: the 1f1b schedule runs 1 chunk per stage, not 2; virtual stages need interleaved-1f1b or zb-v"
+  -- --schedule 1f1b --virtual-stages 2)
+# Interleaved 1F1B with 2 chunks per stage, F = B = 1 per stage: the bubble (S-1)/(VM+S-1) = 3/19.
+pipe_sim_test(json_interleaved 0 [["bubble":0.1578947368]] [["virtual_stages":2]] [["schedule":"interleaved-1f1b"]]
+  -- --stages 4 --micro-batches 8 --schedule interleaved-1f1b --forward 1 --backward 1 --json)
 # ZB-H1 with F = B = W: makespan 3M+S-1 = 27 units, bubble 3/27, a third of 1F1B's idle time.
 pipe_sim_test(json_zb_h1 0 [["makespan":27.0]] [["theoretical_bubble":0.1111111111]] [["schedule":"zb-h1"]]
   -- --schedule zb-h1 --stages 4 --micro-batches 8 --forward 1 --backward 1 --weight 1 --json)

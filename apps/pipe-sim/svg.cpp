@@ -427,7 +427,7 @@ class SvgWriter {
     if (tooltips_) {
       std::string what = label.empty() ? std::string(libpipe::work_kind_name(b.kind)) : label;
       if (b.micro_batch >= 0) what += ", micro-batch " + std::to_string(b.micro_batch);
-      if (row_chunks_.size() > 1) what += ", chunk " + std::to_string(b.chunk);
+      if (row_chunks_.size() > 1) what += ", the stage's chunk " + std::to_string(b.chunk);
       out += "><title>" +
              xml(row.name + ": " + what + ", " + short_num(b.start) + " to " + short_num(b.end) + " " + tl_.time_unit) +
              "</title></rect>\n";

@@ -71,7 +71,6 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
       {"data_parallel_group", grid.data_parallel_group()},
       {"model_group", grid.model_group()},
       {"layer_range", {module.begin(), module.end()}},
-      {"chunks", chunks},
       {"parameter_bytes", allocated_bytes},
       {"device", where.description},
       {"comm", libpipe::comm_kind_name(where.comm)},
@@ -79,6 +78,7 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : module.layers()) layers.push_back({{"index", l.index}, {"type", l.type}});
   j["layers"] = layers;
+  if (module.virtual_stages() > 1) j["chunks"] = chunks;
   nlohmann::json ties = nlohmann::json::array();
   for (const auto& t : module.tie_groups())
     ties.push_back({{"key", t.key}, {"layers", t.layers}, {"stages", t.stages}, {"ranks", t.ranks}});

@@ -21,6 +21,7 @@ using libpipe::Instruction;
 using libpipe::WorkKind;
 using libpipe::Schedule;
 using Lines = std::vector<std::string>;
+using Ints = std::vector<int>;
 
 namespace {
 
@@ -79,12 +80,28 @@ int count(const Schedule& s, WorkKind k) {
 const std::vector<std::string> kStepKinds = {"inference", "gpipe", "1f1b"};
 
 BOOST_AUTO_TEST_CASE(kinds_and_argument_errors) {
-  BOOST_TEST(libpipe::schedule_kinds() == Lines({"inference", "gpipe", "1f1b", "zb-h1"}),
+  const std::string known = "known schedules: inference, gpipe, 1f1b, zb-h1, interleaved-1f1b, zb-v";
+  BOOST_TEST(libpipe::schedule_kinds() == Lines({"inference", "gpipe", "1f1b", "zb-h1", "interleaved-1f1b", "zb-v"}),
              boost::test_tools::per_element());
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("1F1B", 4, 8, 0); }),
-                    "unknown pipeline schedule '1F1B' (did you mean '1f1b'?); known schedules: inference, gpipe, 1f1b, zb-h1");
-  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-v", 4, 8, 0); }),
-                    "unknown pipeline schedule 'zb-v' (did you mean 'zb-h1'?); known schedules: inference, gpipe, 1f1b, zb-h1");
+                    "unknown pipeline schedule '1F1B' (did you mean '1f1b'?); " + known);
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-h2", 4, 8, 0); }),
+                    "unknown pipeline schedule 'zb-h2' (did you mean 'zb-h1'?); " + known);
+  // Virtual stages: each kind says which V it runs.
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("1f1b", 4, 8, 0, 2); }),
+                    "the 1f1b schedule runs 1 chunk per stage, not 2; virtual stages need interleaved-1f1b or zb-v");
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-v", 4, 8, 0, 3); }),
+                    "the zb-v schedule runs 2 chunks per stage, not 3");
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("interleaved-1f1b", 4, 6, 0); }),
+                    "the interleaved-1f1b schedule needs the micro-batches to be a multiple of the stages, got 6 "
+                    "micro-batches for 4 stages");
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("zb-v", 4, 3, 0); }),
+                    "the zb-v schedule needs at least as many micro-batches as stages (M >= S), got 3 micro-batches for "
+                    "4 stages");
+  BOOST_CHECK_EQUAL(libpipe::schedule_virtual_stages("interleaved-1f1b", 0), 2);
+  BOOST_CHECK_EQUAL(libpipe::schedule_virtual_stages("interleaved-1f1b", 5), 5);
+  BOOST_CHECK_EQUAL(libpipe::schedule_virtual_stages("zb-v", 0), 2);
+  BOOST_CHECK_EQUAL(libpipe::schedule_virtual_stages("gpipe", 0), 1);
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("1f1b", 0, 8, 0); }),
                     "a pipeline schedule needs at least 1 stage, got 0");
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("gpipe", 2, 0, 0); }),
@@ -94,7 +111,7 @@ BOOST_AUTO_TEST_CASE(kinds_and_argument_errors) {
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_schedule("inference", 1, 8, -1); }),
                     "stage -1 is outside the pipeline's 1 stage (0..0)");
   BOOST_CHECK_EQUAL(error_of([] { libpipe::make_checked_schedules("pipedream", 4, 8); }),
-                    "unknown pipeline schedule 'pipedream'; known schedules: inference, gpipe, 1f1b, zb-h1");
+                    "unknown pipeline schedule 'pipedream'; " + known);
   BOOST_CHECK_EQUAL(error_of([] { libpipe::theoretical_bubble("1f1b", 4, 0); }),
                     "a pipeline schedule needs at least 1 micro-batch, got 0");
   BOOST_CHECK(libpipe::is_training_schedule("1f1b") && libpipe::is_training_schedule("gpipe"));
@@ -635,7 +652,8 @@ BOOST_AUTO_TEST_CASE(checker_refuses_inconsistent_sets_of_schedules) {
                     k + "stage 2 has a gpipe schedule (3 stages, 2 micro-batches) instead");
   v[0].kind = "zb";
   BOOST_CHECK_EQUAL(error_of([&] { libpipe::check_schedules(v); }),
-                    "unknown pipeline schedule 'zb'; known schedules: inference, gpipe, 1f1b, zb-h1");
+                    "unknown pipeline schedule 'zb' (did you mean 'zb-v'?); known schedules: inference, gpipe, 1f1b, "
+                    "zb-h1, interleaved-1f1b, zb-v");
 }
 
 // ZB-H1: B and W apart, W deferred s micro-batches on stage s. Proven by the checker for every small case; one
@@ -687,15 +705,18 @@ BOOST_AUTO_TEST_CASE(zb_h1_is_well_formed) {
 // The text form reads back to the same steps, instructions and buffers for every generated schedule, and bad text
 // is one line naming the file, line, step and token.
 BOOST_AUTO_TEST_CASE(schedule_text_round_trips) {
-  for (const std::string kind : {"gpipe", "1f1b", "zb-h1", "inference"})
+  for (const std::string kind : {"gpipe", "1f1b", "zb-h1", "inference", "interleaved-1f1b", "zb-v"})
     for (int S = 1; S <= 4; ++S)
       for (int M = S; M <= S + 3; ++M) {
+        if (kind == "interleaved-1f1b" && M % S != 0) continue;
         const auto all = libpipe::make_checked_schedules(kind, S, M);
         const auto back = libpipe::parse_schedules(libpipe::format_schedules(all), "t.txt");
         BOOST_TEST_REQUIRE(back.size() == all.size());
         for (int s = 0; s < S; ++s) {
           BOOST_TEST(back[s].micro_batches == M);
           BOOST_TEST(back[s].num_buffers == all[s].num_buffers);
+          BOOST_TEST(back[s].virtual_stages == all[s].virtual_stages);
+          BOOST_TEST((back[s].placement == all[s].placement));
           BOOST_TEST(back[s].steps == all[s].steps, kind << " S=" << S << " M=" << M << " stage " << s);
         }
         if (kind != "inference") libpipe::check_schedules(back);
@@ -709,10 +730,101 @@ BOOST_AUTO_TEST_CASE(schedule_text_round_trips) {
     return std::string("no error");
   };
   BOOST_TEST(error_of("stage 0: L0 F0 | X3\n") ==
-             "f.txt:1, step 1: 'X3' is not an instruction (L, F, B, W, SA, RA, SG, RG followed by a micro-batch; RT, "
-             "RD, OPT)");
+             "f.txt:1, step 1: 'X3' is not an instruction (L, F, B, W, SA, RA, SG, RG followed by a micro-batch and "
+             "optionally c and a chunk; RT, RD, OPT)");
+  BOOST_TEST(error_of("stage 0: F0c | RT\n") == "f.txt:1, step 0: 'F0c': 'c' needs a chunk number (F0c1)");
+  BOOST_TEST(error_of("stage 0: F0\nvirtual-stages 2 looped\n") ==
+             "f.txt:2: 'virtual-stages' must come before the first stage line");
+  BOOST_TEST(error_of("virtual-stages 2 zigzag\nstage 0: F0\n") ==
+             "f.txt:1: 'virtual-stages 2 zigzag': expected 'virtual-stages V looped' or 'virtual-stages V v-shape'");
   BOOST_TEST(error_of("# c\nstage 1: F0\n") ==
              "f.txt:2: expected 'stage 0 (buffers N): STEP | STEP | ...' (stages in order from 0)");
   BOOST_TEST(error_of("stage 0: F | RT\n") == "f.txt:1, step 0: 'F': F needs a micro-batch number (F0)");
   BOOST_TEST(error_of("stage 0: F0 | RT2\n") == "f.txt:1, step 1: 'RT2': RT takes no micro-batch");
+}
+
+// Virtual stages. interleaved-1f1b (looped chunks, Megatron's order) and zb-v (V-shaped chunks, list-scheduled) are
+// proven by the checker for every small case; each stage runs F, B and W of every micro-batch on each of its
+// chunks, W's in micro-batch order per chunk; zb-v holds at most 2S chunk activations per stage (1F1B's peak in
+// bytes: S micro-batches of a whole stage).
+BOOST_AUTO_TEST_CASE(chunked_schedules_are_well_formed) {
+  for (int S = 1; S <= 6; ++S)
+    for (int M = S; M <= 3 * S + 2; ++M)
+      for (const std::string kind : {"interleaved-1f1b", "zb-v"}) {
+        if (kind == "interleaved-1f1b" && M % S != 0) continue;
+        for (int V : kind == "zb-v" ? std::vector<int>{2} : std::vector<int>{1, 2, 3}) {
+          BOOST_TEST_CONTEXT(kind << " S=" << S << " V=" << V << " M=" << M) {
+            std::vector<Schedule> v;
+            BOOST_REQUIRE_NO_THROW(v = libpipe::make_checked_schedules(kind, S, M, V));
+            for (int s = 0; s < S; ++s) {
+              BOOST_TEST(v[s].virtual_stages == V);
+              BOOST_TEST(count(v[s], WorkKind::Forward) == V * M);
+              BOOST_TEST(count(v[s], WorkKind::BackwardWeight) == V * M);
+              std::vector<int> next_w(V, 0);
+              for (const auto& step : v[s].steps)
+                for (const auto& i : step)
+                  if (i.kind == WorkKind::BackwardWeight) BOOST_TEST(i.micro_batch == next_w.at(i.chunk)++);
+              BOOST_TEST(libpipe::peak_in_flight(v[s]) <= v[s].num_buffers);
+              if (kind == "zb-v") BOOST_TEST(libpipe::peak_in_flight(v[s]) <= 2 * S);
+            }
+          }
+        }
+      }
+  // Placements: looped puts chunk c on stage c mod S; the V goes down the stages and back up.
+  BOOST_TEST(libpipe::stage_chunks(libpipe::ChunkPlacement::looped, 1, 4, 3) == Ints({1, 5, 9}),
+             boost::test_tools::per_element());
+  BOOST_TEST(libpipe::stage_chunks(libpipe::ChunkPlacement::v_shape, 1, 4, 2) == Ints({1, 6}),
+             boost::test_tools::per_element());
+  BOOST_TEST(libpipe::chunk_stage(libpipe::ChunkPlacement::v_shape, 7, 4) == 0);
+  BOOST_TEST(libpipe::chunk_stage(libpipe::ChunkPlacement::looped, 7, 4) == 3);
+  // Evaluation under chunks: forward only, every chunk, proven.
+  for (auto placement : {libpipe::ChunkPlacement::looped, libpipe::ChunkPlacement::v_shape})
+    BOOST_CHECK_NO_THROW(libpipe::make_checked_inference_schedules(3, 5, 2, placement));
+  // zb-v's V-shape puts chunks S-1 and S on one stage: their messages stay on it (the engine hands them over).
+  const auto zbv = libpipe::make_checked_schedules("zb-v", 2, 4);
+  BOOST_TEST(libpipe::format_grid(zbv).find("SA0 ") != std::string::npos);
+  BOOST_CHECK_THROW(libpipe::check_messages_within_steps(zbv), libpipe::Error);
+}
+
+// The checker refuses chunked schedules that name a chunk the stage does not hold or break the order of weight
+// gradients, naming the stage, step and instruction.
+BOOST_AUTO_TEST_CASE(checker_catches_chunk_errors) {
+  auto broken = libpipe::make_checked_schedules("interleaved-1f1b", 2, 2, 2);
+  for (auto& step : broken[0].steps)
+    for (auto& i : step)
+      if (i.kind == WorkKind::Forward && i.micro_batch == 1 && i.chunk == 1) i.chunk = 2;
+  const std::string e = error_of([&] { libpipe::check_schedules(broken); });
+  BOOST_TEST(e.find("stage 0, step") != std::string::npos);
+  BOOST_TEST(e.find("F1c2 names chunk 2, outside the stage's 2 chunks (0..1)") != std::string::npos, e);
+  // Two W's of one chunk swapped where both B's ran before: gradients must be added in micro-batch order.
+  bool found = false;
+  for (int S = 2; S <= 4 && !found; ++S) {
+    auto v = libpipe::make_checked_schedules("zb-v", S, 2 * S);
+    for (int s = 0; s < S && !found; ++s) {
+      std::vector<Instruction*> order;  // the stage's instructions in program order
+      for (auto& step : v[s].steps)
+        for (auto& i : step) order.push_back(&i);
+      for (std::size_t a = 0; a < order.size() && !found; ++a) {
+        const Instruction& wa = *order[a];
+        if (wa.kind != WorkKind::BackwardWeight) continue;
+        // The next W of the same chunk, with its B before wa.
+        for (std::size_t b = a + 1; b < order.size(); ++b) {
+          const Instruction& wb = *order[b];
+          if (wb.kind != WorkKind::BackwardWeight || wb.chunk != wa.chunk) continue;
+          bool b_before = false;
+          for (std::size_t k = 0; k < a; ++k)
+            b_before = b_before || (order[k]->kind == WorkKind::BackwardInput && order[k]->chunk == wb.chunk &&
+                                    order[k]->micro_batch == wb.micro_batch);
+          if (b_before) {
+            std::swap(order[a]->micro_batch, order[b]->micro_batch);
+            const std::string e2 = error_of([&] { libpipe::check_schedules(v); });
+            BOOST_TEST(e2.find("(weight gradients are added in micro-batch order)") != std::string::npos, e2);
+            found = true;
+          }
+          break;
+        }
+      }
+    }
+  }
+  BOOST_TEST(found);
 }

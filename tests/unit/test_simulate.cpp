@@ -112,6 +112,30 @@ BOOST_AUTO_TEST_CASE(zb_h1_closed_form) {
     }
 }
 
+// Interleaved 1F1B with V chunks per stage, each chunk 1/V of a stage's work: the bubble shrinks V times, to the
+// closed form (S-1)/(VM+S-1) for any F and B. ZB-V with F = B = W idles less than ZB-H1 and 1F1B at no more
+// activation memory than 1F1B's (2S chunk micro-batches = S of a stage), once M >= 2S.
+BOOST_AUTO_TEST_CASE(chunked_schedules_against_their_closed_forms) {
+  for (int S = 1; S <= 8; ++S)
+    for (int V = 1; V <= 4; ++V)
+      for (int M = S; M <= 4 * S; M += S) {
+        const auto r = libpipe::simulate("interleaved-1f1b", S, M, {{1.0 / V, 2.0 / V, 0}}, 0, false, V);
+        BOOST_TEST(std::fabs(r.bubble - static_cast<double>(S - 1) / (V * M + S - 1)) < 1e-9,
+                   "interleaved-1f1b S=" << S << " V=" << V << " M=" << M << ": " << r.bubble);
+        BOOST_TEST(std::fabs(r.theoretical_bubble - r.bubble) < 1e-9);
+      }
+  for (int S = 2; S <= 8; ++S)
+    for (int M = 2 * S; M <= 4 * S; M += S) {
+      const auto zbv = libpipe::simulate("zb-v", S, M, {{0.5, 0.5, 0.5}}, 0, false);
+      const auto zbh1 = libpipe::simulate("zb-h1", S, M, {{1, 1, 1}});
+      const auto f1b = libpipe::simulate("1f1b", S, M, {{1, 2, 0}});
+      BOOST_TEST(zbv.bubble < zbh1.bubble, "zb-v S=" << S << " M=" << M << ": " << zbv.bubble << " vs " << zbh1.bubble);
+      BOOST_TEST(zbv.bubble < f1b.bubble);
+      BOOST_TEST(std::isnan(zbv.theoretical_bubble));
+      for (int s = 0; s < S; ++s) BOOST_TEST(zbv.peak_activations[s] <= 2 * f1b.peak_activations[0]);
+    }
+}
+
 // Activations held at once, per stage: gpipe all M; 1f1b S-s (its warm-up), at most M; zb-h1 S on every stage
 // (warm-up S-s plus W deferred by s): 1f1b's peak, spread to every stage.
 BOOST_AUTO_TEST_CASE(peak_activations_per_schedule) {

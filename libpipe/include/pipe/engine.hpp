@@ -84,7 +84,7 @@ struct TraceEvent {
   int micro_batch;  // -1 for step-wide work
   double start;
   double end;
-  int chunk = 0;  // the virtual stage worked on (0 for step-wide work)
+  int chunk = 0;  // which of the stage's chunks (0..V-1) was worked on, as schedules name it; 0 for step-wide work
 };
 
 // Where this rank's time went, summed over the steps run so far.

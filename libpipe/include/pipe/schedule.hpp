@@ -8,9 +8,11 @@
 // Virtual stages: the model may be cut into C = S x V chunks, V per stage,
 // placed looped (chunk c on stage c mod S: interleaved 1F1B) or V-shaped
 // (the chunks go down the stages and back up: ZB-V). Every instruction names
-// its chunk; activations flow from chunk c to chunk c+1 and gradients back,
-// wherever those live (on the same stage the engine hands them over in
-// memory). With V = 1, chunk = stage and everything reads as before.
+// which of its stage's chunks it works on (0..V-1: the stage's leg of the
+// pipeline, global chunk leg x S + position); activations flow from chunk c
+// to chunk c+1 and gradients back, wherever those live (on the same stage the
+// engine hands them over in memory). With V = 1 every chunk index is 0 and
+// everything reads as before.
 //
 // The checker simulates all stages together before anything runs, so that a
 // schedule that would deadlock, mismatch messages or overwrite a live buffer is
@@ -55,7 +57,9 @@ struct Instruction {
   WorkKind kind;
   int micro_batch = -1;
   int buffer = -1;
-  int chunk = 0;  // the virtual stage it works on (0..C-1); 0 for the step-wide ones
+  // Which of the stage's chunks it works on: 0..V-1 in stage_chunks' order (0 without virtual stages, and for
+  // the step-wide ones).
+  int chunk = 0;
 };
 PIPE_API bool operator==(const Instruction& a, const Instruction& b);
 inline bool operator!=(const Instruction& a, const Instruction& b) { return !(a == b); }
@@ -148,8 +152,8 @@ PIPE_API bool is_training_schedule(const std::string& kind);
 // Compact text: the kind's symbol (work_kind_symbol) and the micro-batch:
 // "L3", "F3", "B3" (backward-input), "W3", "SA3"/"RA3" (send / receive
 // activation), "SG3"/"RG3" (send / receive gradient), "RT", "RD", "OPT";
-// a chunk other than 0 follows as "c2" ("F3c2": forward of micro-batch 3 on
-// chunk 2). Buffers are not shown.
+// a chunk other than 0 follows as "c1" ("F3c1": forward of micro-batch 3 on
+// the stage's chunk 1). Buffers are not shown.
 PIPE_API std::string to_text(WorkKind kind);
 PIPE_API std::string to_text(const Instruction& instruction);
 // Instructions separated by one space ("RA2 F2"); "" for an idle step.
@@ -223,7 +227,7 @@ PIPE_API std::string format_schedules(const std::vector<Schedule>& per_stage);
 // micro-batch's buffer its number modulo the stage's buffers (one per
 // micro-batch when "(buffers N)" is left out). With chunks, a line
 // "virtual-stages V looped|v-shape" comes before the stages, instructions name
-// their chunk ("F3c2") and buffers are given by assign_buffers. '#' starts a comment. Errors
+// the stage's chunk ("F3c1") and buffers are given by assign_buffers. '#' starts a comment. Errors
 // name source:line, the step and the token. The schedules are not proven:
 // check_schedules does that, naming the stage, step and instruction.
 PIPE_API std::vector<Schedule> parse_schedules(const std::string& text, const std::string& source);

@@ -15,6 +15,7 @@
 
 #include "pipe/error.hpp"
 #include "model/suggest.hpp"
+#include "plan/schedule_program.hpp"
 
 namespace libpipe {
 
@@ -136,11 +137,18 @@ Placement place_interleaved(int S, int M, int V, int s) {
 // memory sooner) and W (the oldest first). Each chunk runs its F's, B's and
 // W's in micro-batch order (so that messages on a link keep their order and
 // weight gradients accumulate as in one process). Idle slots stay idle steps.
-// What list scheduling made: per stage, its computes with their slots, and the slots in all.
+// What list scheduling made: per stage, its computes with their slots, packed in 64 bits (the slot in the top 32,
+// the work in 2, the stage's chunk index in 2, the micro-batch in 28: make_schedule allows at most 2^28 chunk
+// micro-batches), and the slots in all.
 struct GreedyRuns {
   int slots = 0;
-  std::vector<std::vector<std::pair<int, Compute>>> runs;
+  std::vector<std::vector<std::uint64_t>> runs;
 };
+
+std::uint64_t pack_run(int slot, Work work, int local_chunk, int micro_batch) {
+  return (static_cast<std::uint64_t>(slot) << 32) | (static_cast<std::uint64_t>(work) << 30) |
+         (static_cast<std::uint64_t>(local_chunk) << 28) | static_cast<std::uint64_t>(micro_batch);
+}
 
 GreedyRuns place_greedy(int S, int M, int V, ChunkPlacement placement, int cap) {
   const int C = S * V;
@@ -149,13 +157,15 @@ GreedyRuns place_greedy(int S, int M, int V, ChunkPlacement placement, int cap) 
     const std::vector<int> mine = stage_chunks(placement, s, S, V);
     std::copy(mine.begin(), mine.end(), chunks_of.begin() + static_cast<std::ptrdiff_t>(s) * V);
   }
+  if (V > 4) throw Error("the greedy schedule takes at most 4 chunks per stage, got " + std::to_string(V));
   constexpr int kNever = std::numeric_limits<int>::max();
-  // Slot after which F / B of (chunk, micro-batch) is done.
+  // Slot after which F / B of (chunk, micro-batch) is done, micro-batch major: the stages look up neighbouring
+  // chunks of nearby micro-batches, which then share cache lines.
   std::vector<int> f_done(static_cast<std::size_t>(C) * M, kNever), b_done(f_done);
-  auto at = [&](int c, int m) { return static_cast<std::size_t>(c) * M + m; };
+  auto at = [&](int c, int m) { return static_cast<std::size_t>(m) * C + c; };
   std::vector<int> next_f(C, 0), next_b(C, 0), next_w(C, 0), live(S, 0);
   // What each stage runs, in slot order (made dense at the end).
-  std::vector<std::vector<std::pair<int, Compute>>> runs(S);
+  std::vector<std::vector<std::uint64_t>> runs(S);
   for (auto& r : runs) r.reserve(3 * static_cast<std::size_t>(V) * M);
   long long remaining = 3LL * C * M;
   int t = 0;
@@ -164,18 +174,22 @@ GreedyRuns place_greedy(int S, int M, int V, ChunkPlacement placement, int cap) 
     for (int s = 0; s < S; ++s) {
       const int* mine = &chunks_of[static_cast<std::size_t>(s) * V];
       Compute pick{Work::forward, -1, -1};
-      int best = kNever;
+      int best = kNever, local = 0;
       for (int v = 0; v < V; ++v) {  // B: oldest micro-batch, then the later chunk
         const int c = mine[v], m = next_b[c];
         if (m < M && m <= best && f_done[at(c, m)] <= t && (c == C - 1 || b_done[at(c + 1, m)] <= t)) {
           best = m;
           pick = Compute{Work::backward_input, m, c};
+          local = v;
         }
       }
       if (pick.chunk < 0 && live[s] < cap)
         for (int v = 0; v < V; ++v) {  // F: the later chunk
           const int c = mine[v], m = next_f[c];
-          if (m < M && (c == 0 || f_done[at(c - 1, m)] <= t)) pick = Compute{Work::forward, m, c};
+          if (m < M && (c == 0 || f_done[at(c - 1, m)] <= t)) {
+            pick = Compute{Work::forward, m, c};
+            local = v;
+          }
         }
       if (pick.chunk < 0) {
         best = kNever;
@@ -184,11 +198,12 @@ GreedyRuns place_greedy(int S, int M, int V, ChunkPlacement placement, int cap) 
           if (m < next_b[c] && m < best && b_done[at(c, m)] <= t) {
             best = m;
             pick = Compute{Work::backward_weight, m, c};
+            local = v;
           }
         }
       }
       if (pick.chunk < 0) continue;
-      runs[s].emplace_back(t, pick);
+      runs[s].push_back(pack_run(t, pick.work, local, pick.micro_batch));
       ran = true;
       --remaining;
       const int c = pick.chunk, m = pick.micro_batch;
@@ -218,8 +233,11 @@ Placement place_zb_v(int S, int M, int V, int s) {
     cached = place_greedy(S, M, V, ChunkPlacement::v_shape, 2 * S);
     key = {S, M, V};
   }
+  const std::vector<int> mine = stage_chunks(ChunkPlacement::v_shape, s, S, V);
   Placement p(static_cast<std::size_t>(cached.slots) + 1);  // and room for the last send
-  for (const auto& [slot, compute] : cached.runs[s]) p[slot] = compute;
+  for (const std::uint64_t run : cached.runs[s])
+    p[run >> 32] = Compute{static_cast<Work>((run >> 30) & 3), static_cast<int>(run & ((1u << 28) - 1)),
+                           mine[(run >> 28) & 3]};
   return p;
 }
 
@@ -295,45 +313,58 @@ std::string describe(const Schedule& s) {
 
 // The one layout rule of every step (see schedule.hpp): sends of the previous
 // step's result, load, receives, compute, and the step-wide reductions last.
-// `buffer` gives a (chunk, micro-batch) its slot; -1 until assign_buffers.
-std::vector<Step> assemble(const Placement& p, const Schedule& sch, bool buffers_by_micro_batch) {
+// Appends the instructions to `code` in order and, with `step_ends`, where
+// each step ends. Buffers are mb mod num_buffers, or -1 (assign_buffers).
+void lower(const Placement& p, const Schedule& sch, bool buffers_by_micro_batch, std::vector<Instruction>& code,
+           std::vector<std::size_t>* step_ends) {
   const int C = sch.chunks();
+  const std::vector<int> mine = stage_chunks(sch.placement, sch.stage, sch.stages, sch.virtual_stages);
+  // Instructions name the stage's own chunk index (0..V-1), placements the global chunk.
   auto op = [&](WorkKind k, int mb, int chunk) {
-    return Instruction{k, mb, buffers_by_micro_batch ? mb % sch.num_buffers : -1, chunk};
+    const int local = static_cast<int>(std::find(mine.begin(), mine.end(), chunk) - mine.begin());
+    code.push_back(Instruction{k, mb, buffers_by_micro_batch ? mb % sch.num_buffers : -1, local});
   };
   const int T = static_cast<int>(p.size());
-  std::vector<Step> steps(T);
   for (int t = 0; t < T; ++t) {
-    Step& step = steps[t];
-    // One allocation per busy step (a send, a load, a receive and a compute at most, before the tail's three):
-    // 1,024 stages x 4,096 micro-batches make millions of steps.
-    if (p[t] || (t > 0 && p[t - 1])) step.reserve(4);
     if (t > 0 && p[t - 1]) {
       const Compute& prev = *p[t - 1];
       const bool backward = prev.work == Work::backward || prev.work == Work::backward_input;
-      if (prev.work == Work::forward && prev.chunk != C - 1)
-        step.push_back(op(WorkKind::SendActivation, prev.micro_batch, prev.chunk));
-      if (backward && prev.chunk != 0) step.push_back(op(WorkKind::SendGrad, prev.micro_batch, prev.chunk));
+      if (prev.work == Work::forward && prev.chunk != C - 1) op(WorkKind::SendActivation, prev.micro_batch, prev.chunk);
+      if (backward && prev.chunk != 0) op(WorkKind::SendGrad, prev.micro_batch, prev.chunk);
     }
     if (p[t]) {
       const int mb = p[t]->micro_batch, c = p[t]->chunk;
       const Work work = p[t]->work;
       if (work == Work::forward) {
-        if (c == 0 || c == C - 1) step.push_back(op(WorkKind::LoadMicroBatch, mb, c));
-        if (c != 0) step.push_back(op(WorkKind::RecvActivation, mb, c));
-        step.push_back(op(WorkKind::Forward, mb, c));
+        if (c == 0 || c == C - 1) op(WorkKind::LoadMicroBatch, mb, c);
+        if (c != 0) op(WorkKind::RecvActivation, mb, c);
+        op(WorkKind::Forward, mb, c);
       }
       if (work == Work::backward || work == Work::backward_input) {
-        if (c != C - 1) step.push_back(op(WorkKind::RecvGrad, mb, c));
-        step.push_back(op(WorkKind::BackwardInput, mb, c));
+        if (c != C - 1) op(WorkKind::RecvGrad, mb, c);
+        op(WorkKind::BackwardInput, mb, c);
       }
-      if (work == Work::backward || work == Work::backward_weight) step.push_back(op(WorkKind::BackwardWeight, mb, c));
+      if (work == Work::backward || work == Work::backward_weight) op(WorkKind::BackwardWeight, mb, c);
     }
+    if (t + 1 == T && is_training_schedule(sch.kind))
+      for (WorkKind k : {WorkKind::ReduceTiedGrads, WorkKind::ReduceGrads, WorkKind::OptimizerStep})
+        code.push_back(Instruction{k});
+    if (step_ends) step_ends->push_back(code.size());
   }
-  if (is_training_schedule(sch.kind) && T > 0) {
-    steps.back().push_back(Instruction{WorkKind::ReduceTiedGrads});
-    steps.back().push_back(Instruction{WorkKind::ReduceGrads});
-    steps.back().push_back(Instruction{WorkKind::OptimizerStep});
+}
+
+// The steps of a lowered placement.
+std::vector<Step> assemble(const Placement& p, const Schedule& sch, bool buffers_by_micro_batch) {
+  std::vector<Instruction> code;
+  std::vector<std::size_t> ends;
+  code.reserve(3 * p.size());
+  ends.reserve(p.size());
+  lower(p, sch, buffers_by_micro_batch, code, &ends);
+  std::vector<Step> steps(ends.size());
+  std::size_t begin = 0;
+  for (std::size_t t = 0; t < ends.size(); ++t) {
+    steps[t].assign(code.begin() + static_cast<std::ptrdiff_t>(begin), code.begin() + static_cast<std::ptrdiff_t>(ends[t]));
+    begin = ends[t];
   }
   return steps;
 }
@@ -401,6 +432,12 @@ class Checker {
     }
     for (const auto& s : sch_) prog_.push_back(flatten(s));
     for (int s = 0; s < S_; ++s) check_instructions(s);
+    // From here on the programs name global chunks (messages print the stage's own index again).
+    for (int s = 0; s < S_; ++s) {
+      const std::vector<int> chunks = stage_chunks(sch_[0].placement, s, S_, V_);
+      for (Instruction& in : prog_[s].code)
+        if (!is_step_wide(in.kind)) in.chunk = chunks[in.chunk];
+    }
     match_channels();
     simulate();
     check_complete();
@@ -421,12 +458,19 @@ class Checker {
   };
 
   int stage_of(int chunk) const { return chunk_stage(sch_[0].placement, chunk, S_); }
-  // "stage 2" without chunks, "stage 2 (chunk 5)" with.
+  // "stage 2" without chunks, "stage 2 (chunk 5)" with (the global chunk).
   std::string where(int chunk) const {
     return "stage " + std::to_string(stage_of(chunk)) + (V_ > 1 ? " (chunk " + std::to_string(chunk) + ")" : "");
   }
+  // An instruction on a global chunk as its stage writes it ("F3c1": the stage's chunk 1).
+  std::string text(WorkKind kind, int mb, int chunk) const {
+    return to_text(Instruction{kind, mb, -1, slot_of_chunk_[chunk]});
+  }
   // A (chunk, micro-batch) of stage s: its index in the stage's per-micro-batch state.
   int slot(int chunk, int mb) const { return slot_of_chunk_[chunk] * M_ + mb; }
+
+  // The instruction as the stage's schedule writes it (its own chunk index).
+  const Instruction& at_pos(int s, Pos p) const { return sch_[s].steps[p.step][p.index]; }
 
   [[noreturn]] void fail_at(int s, Pos p, const std::string& what) const {
     throw Error(describe(sch_[0]) + ": stage " + std::to_string(s) + ", step " + std::to_string(p.step) + ": " +
@@ -469,11 +513,10 @@ class Checker {
       } else {
         if (mb < 0 || mb >= M_)
           fail_at(s, p.pos[k], "names micro-batch " + std::to_string(mb) + ", outside 0.." + std::to_string(M_ - 1));
-        if (c < 0 || c >= C_)
-          fail_at(s, p.pos[k], "names chunk " + std::to_string(c) + ", outside 0.." + std::to_string(C_ - 1));
-        if (stage_of(c) != s)
+        if (c < 0 || c >= V_)
           fail_at(s, p.pos[k],
-                  "works on chunk " + std::to_string(c) + ", which lives on stage " + std::to_string(stage_of(c)));
+                  "names chunk " + std::to_string(c) + ", outside the stage's " + plural(V_, "chunk") + " (0.." +
+                      std::to_string(V_ - 1) + ")");
         if (b < 0 || b >= sch.num_buffers)
           fail_at(s, p.pos[k],
                   "uses buffer " + std::to_string(b) + ", outside the stage's " + plural(sch.num_buffers, "buffer") +
@@ -482,7 +525,8 @@ class Checker {
       const bool backward_kind = in.kind == WorkKind::BackwardInput || in.kind == WorkKind::BackwardWeight ||
                                  in.kind == WorkKind::SendGrad || in.kind == WorkKind::RecvGrad || is_step_wide(in.kind);
       if (!training_ && backward_kind) fail_at(s, p.pos[k], "has no place in a forward-only schedule");
-      const bool first = c == 0, last = c == C_ - 1;
+      const int global = c >= 0 && c < V_ ? stage_chunks(sch_[0].placement, s, S_, V_)[c] : 0;
+      const bool first = global == 0, last = global == C_ - 1;
       const std::string stage = V_ > 1 ? "chunk" : "stage";
       switch (in.kind) {
         case WorkKind::SendActivation:
@@ -551,12 +595,12 @@ class Checker {
     for (Channel& c : chan_) {
       unpaired(c.send_mb, c.recv_mb, [&](size_t i) {
         fail_at(c.from, c.sends[i],
-                "has no matching " + to_text(Instruction{c.recv, c.send_mb[i], -1, c.recv_chunk}) + " on " +
+                "has no matching " + text(c.recv, c.send_mb[i], c.recv_chunk) + " on " +
                     where(c.recv_chunk));
       });
       unpaired(c.recv_mb, c.send_mb, [&](size_t i) {
         fail_at(c.to, c.recvs[i],
-                "has no matching " + to_text(Instruction{c.send, c.recv_mb[i], -1, c.send_chunk}) + " on " +
+                "has no matching " + text(c.send, c.recv_mb[i], c.send_chunk) + " on " +
                     where(c.send_chunk));
       });
     }
@@ -565,7 +609,7 @@ class Checker {
         if (c.recv_mb[i] != c.send_mb[i])
           fail_at(c.to, c.recvs[i],
                   "would receive micro-batch " + std::to_string(c.send_mb[i]) + " (" +
-                      to_text(Instruction{c.send, c.send_mb[i], -1, c.send_chunk}) + " of " + where(c.send_chunk) +
+                      text(c.send, c.send_mb[i], c.send_chunk) + " of " + where(c.send_chunk) +
                       ", step " + std::to_string(c.sends[i].step) + "): messages from " + where(c.send_chunk) +
                       " to " + where(c.recv_chunk) + " are received in the order they are sent");
   }
@@ -635,8 +679,8 @@ class Checker {
       const Channel& c = chan_[channel_of(in)];
       const Pos at = prog_[s].pos[st.pc];
       blocked += std::string(blocked.empty() ? "" : "; ") + "stage " + std::to_string(s) + ", step " +
-                 std::to_string(at.step) + ": " + to_text(in) + " waits for " +
-                 to_text(Instruction{c.send, in.micro_batch, -1, c.send_chunk}) + " of stage " +
+                 std::to_string(at.step) + ": " + to_text(sch_[s].steps[at.step][at.index]) + " waits for " +
+                 text(c.send, in.micro_batch, c.send_chunk) + " of stage " +
                  std::to_string(c.from) + " (step " + std::to_string(c.sends[c.received].step) + ")";
     }
     if (!blocked.empty()) throw Error(describe(sch_[0]) + ": deadlock: " + blocked);
@@ -647,7 +691,7 @@ class Checker {
     std::string r;
     for (WorkKind k : required_ops(sch_[s], c))
       if (state_[s].done_step[slot_index][static_cast<int>(k)] < 0)
-        r += (r.empty() ? "" : " ") + to_text(Instruction{k, mb, -1, c});
+        r += (r.empty() ? "" : " ") + text(k, mb, c);
     return r;
   }
 
@@ -675,13 +719,13 @@ class Checker {
         for (int c : stage_chunks(sch_[0].placement, s, S_, V_))
           for (int m = 0; m < M_; ++m)
             if (st.done_step[slot(c, m)][static_cast<int>(WorkKind::BackwardWeight)] < 0)
-              fail("runs before " + to_text(Instruction{WorkKind::BackwardWeight, m, -1, c}));
+              fail("runs before " + text(WorkKind::BackwardWeight, m, c));
       }
       if (in.kind == WorkKind::OptimizerStep) {
         for (WorkKind r : {WorkKind::ReduceTiedGrads, WorkKind::ReduceGrads})
           if (st.wide_step[static_cast<int>(r)] < 0) fail("runs before " + to_text(r));
         if (st.pc + 1 < prog_[s].code.size())
-          fail("is not the last instruction: " + to_text(prog_[s].code[st.pc + 1]) + " follows at step " +
+          fail("is not the last instruction: " + to_text(at_pos(s, prog_[s].pos[st.pc + 1])) + " follows at step " +
                std::to_string(prog_[s].pos[st.pc + 1].step));
       }
       st.wide_step[k] = at.step;
@@ -691,34 +735,34 @@ class Checker {
 
     const int me = slot(chunk, mb);
     auto done = [&](WorkKind op) { return st.done_step[me][static_cast<int>(op)] >= 0; };
-    auto text = [&](WorkKind op) { return to_text(Instruction{op, mb, -1, chunk}); };
+    auto op_text = [&](WorkKind op) { return text(op, mb, chunk); };
     if (done(in.kind)) fail("runs twice (first at step " + std::to_string(st.done_step[me][k]) + ")");
     switch (in.kind) {
       case WorkKind::Forward:
         if (first && !done(WorkKind::LoadMicroBatch))
-          fail("runs before its input is loaded (no " + text(WorkKind::LoadMicroBatch) + " before it)");
+          fail("runs before its input is loaded (no " + op_text(WorkKind::LoadMicroBatch) + " before it)");
         if (!first && !done(WorkKind::RecvActivation))
-          fail("runs before its input is received (no " + text(WorkKind::RecvActivation) + " before it)");
+          fail("runs before its input is received (no " + op_text(WorkKind::RecvActivation) + " before it)");
         if (last && !done(WorkKind::LoadMicroBatch))
-          fail("runs before its labels are loaded (no " + text(WorkKind::LoadMicroBatch) + " before it)");
+          fail("runs before its labels are loaded (no " + op_text(WorkKind::LoadMicroBatch) + " before it)");
         break;
       case WorkKind::BackwardInput:
-        if (!done(WorkKind::Forward)) fail("runs before " + text(WorkKind::Forward));
+        if (!done(WorkKind::Forward)) fail("runs before " + op_text(WorkKind::Forward));
         if (!last && !done(WorkKind::RecvGrad))
-          fail("runs before its output gradient is received (no " + text(WorkKind::RecvGrad) + " before it)");
+          fail("runs before its output gradient is received (no " + op_text(WorkKind::RecvGrad) + " before it)");
         break;
       case WorkKind::BackwardWeight:
-        if (!done(WorkKind::BackwardInput)) fail("runs before " + text(WorkKind::BackwardInput));
+        if (!done(WorkKind::BackwardInput)) fail("runs before " + op_text(WorkKind::BackwardInput));
         // Weight gradients accumulate in micro-batch order, as one process adds them.
         if (mb > 0 && st.done_step[me - 1][k] < 0)
-          fail("runs before " + to_text(Instruction{in.kind, mb - 1, -1, chunk}) +
+          fail("runs before " + text(in.kind, mb - 1, chunk) +
                " (weight gradients are added in micro-batch order)");
         break;
       case WorkKind::SendActivation:
-        if (!done(WorkKind::Forward)) fail("runs before " + text(WorkKind::Forward));
+        if (!done(WorkKind::Forward)) fail("runs before " + op_text(WorkKind::Forward));
         break;
       case WorkKind::SendGrad:
-        if (!done(WorkKind::BackwardInput)) fail("runs before " + text(WorkKind::BackwardInput));
+        if (!done(WorkKind::BackwardInput)) fail("runs before " + op_text(WorkKind::BackwardInput));
         break;
       default:
         break;
@@ -759,8 +803,8 @@ class Checker {
         for (int m = 0; m < M_; ++m)
           for (WorkKind k : req)
             if (state_[s].done_step[slot(c, m)][static_cast<int>(k)] < 0)
-              throw Error(describe(sch_[0]) + ": stage " + std::to_string(s) + ": " +
-                          to_text(Instruction{k, m, -1, c}) + " never runs");
+              throw Error(describe(sch_[0]) + ": stage " + std::to_string(s) + ": " + text(k, m, c) +
+                          " never runs");
       }
       if (training_)
         for (WorkKind k : {WorkKind::ReduceTiedGrads, WorkKind::ReduceGrads, WorkKind::OptimizerStep})
@@ -805,14 +849,11 @@ std::vector<int> stage_chunks(ChunkPlacement placement, int stage, int stages, i
 }
 
 void assign_buffers(Schedule& schedule) {
-  // A (chunk, micro-batch) of this stage as an index: its chunk's place among the stage's chunks, then the
-  // micro-batch (a chunk of another stage, which the checker refuses, gets one past the end).
+  // A (chunk, micro-batch) of this stage as an index (a chunk out of range, which the checker refuses, gets one
+  // past the end).
   const int M = schedule.micro_batches, V = schedule.virtual_stages;
-  std::vector<int> local(static_cast<std::size_t>(std::max(1, schedule.chunks())), V);
-  const std::vector<int> mine = stage_chunks(schedule.placement, schedule.stage, schedule.stages, V);
-  for (int v = 0; v < V; ++v) local[mine[v]] = v;
   auto key = [&](const Instruction& in) -> std::size_t {
-    const int v = in.chunk >= 0 && in.chunk < static_cast<int>(local.size()) ? local[in.chunk] : V;
+    const int v = in.chunk >= 0 && in.chunk < V ? in.chunk : V;
     const int mb = in.micro_batch >= 0 && in.micro_batch < M ? in.micro_batch : 0;
     return static_cast<std::size_t>(v) * M + mb;
   };
@@ -888,7 +929,11 @@ std::string describe_schedule_kinds() {
   return out;
 }
 
-Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage, int virtual_stages) {
+namespace {
+
+// A generated kind's schedule of `stage` without its steps, and its placement (checks every argument).
+std::pair<Schedule, Placement> plan_schedule(const std::string& kind, int stages, int micro_batches, int stage,
+                                             int virtual_stages) {
   require_kind(kind);
   if (kind == kCustom) throw Error("a custom schedule is read from its text (--schedule-file), not generated");
   require_shape(stages, micro_batches);
@@ -912,9 +957,25 @@ Schedule make_schedule(const std::string& kind, int stages, int micro_batches, i
     throw Error("the " + kind + " schedule of " + shape + " and " + plural(s.virtual_stages, "chunk") +
                 " per stage is too large (at most 2^28 chunk micro-batches)");
   s.num_buffers = info.buffers(stages, micro_batches, stage);
-  const Placement p = info.place(stages, micro_batches, s.virtual_stages, stage);
+  Placement p = info.place(stages, micro_batches, s.virtual_stages, stage);
+  return {std::move(s), std::move(p)};
+}
+
+}  // namespace
+
+Schedule make_schedule(const std::string& kind, int stages, int micro_batches, int stage, int virtual_stages) {
+  auto [s, p] = plan_schedule(kind, stages, micro_batches, stage, virtual_stages);
   s.steps = assemble(p, s, s.num_buffers > 0);
   if (s.num_buffers == 0) assign_buffers(s);
+  return s;
+}
+
+Schedule schedule_program(const std::string& kind, int stages, int micro_batches, int stage, int virtual_stages,
+                          std::vector<Instruction>& program) {
+  auto [s, p] = plan_schedule(kind, stages, micro_batches, stage, virtual_stages);
+  program.clear();
+  program.reserve(3 * p.size());
+  lower(p, s, false, program, nullptr);
   return s;
 }
 
@@ -973,14 +1034,19 @@ void check_messages_within_steps(const std::vector<Schedule>& per_stage) {
   // (sending chunk, micro-batch, gradient?) -> step, for each side.
   std::map<std::tuple<int, int, int>, std::size_t> sent, received;
   const int stages = static_cast<int>(per_stage.size());
-  for (int s = 0; s < stages; ++s)
-    for (std::size_t t = 0; t < per_stage[s].steps.size(); ++t)
-      for (const Instruction& i : per_stage[s].steps[t]) {
+  for (int s = 0; s < stages; ++s) {
+    const Schedule& sch = per_stage[s];
+    const std::vector<int> chunks = stage_chunks(sch.placement, s, sch.stages, sch.virtual_stages);
+    for (std::size_t t = 0; t < sch.steps.size(); ++t)
+      for (Instruction i : sch.steps[t]) {
+        if (is_step_wide(i.kind)) continue;
+        i.chunk = chunks.at(i.chunk);
         if (i.kind == WorkKind::SendActivation) sent[{i.chunk, i.micro_batch, 0}] = t;
         if (i.kind == WorkKind::SendGrad) sent[{i.chunk, i.micro_batch, 1}] = t;
         if (i.kind == WorkKind::RecvActivation) received[{i.chunk - 1, i.micro_batch, 0}] = t;
         if (i.kind == WorkKind::RecvGrad) received[{i.chunk + 1, i.micro_batch, 1}] = t;
       }
+  }
   const Schedule& s0 = per_stage.at(0);
   for (const auto& [message, step] : sent) {
     const auto it = received.find(message);
@@ -1033,18 +1099,27 @@ std::vector<Schedule> make_checked_inference_schedules(int stages, int micro_bat
 }
 
 int peak_in_flight(const Schedule& schedule) {
+  std::vector<Instruction> program;
+  for (const Step& step : schedule.steps) program.insert(program.end(), step.begin(), step.end());
+  return peak_in_flight(schedule, program);
+}
+
+int peak_in_flight(const Schedule& schedule, const std::vector<Instruction>& program) {
   const bool training = is_training_schedule(schedule.kind);
-  const int last_chunk = schedule.chunks() - 1;
+  // The stage's index of the pipeline's last chunk, if it holds it.
+  const std::vector<int> chunks =
+      stage_chunks(schedule.placement, schedule.stage, schedule.stages, schedule.virtual_stages);
+  const int last_chunk =
+      static_cast<int>(std::find(chunks.begin(), chunks.end(), schedule.chunks() - 1) - chunks.begin());
   int live = 0, peak = 0;
-  for (const Step& step : schedule.steps)
-    for (const Instruction& in : step) {
-      if (in.kind == WorkKind::Forward) {
-        peak = std::max(peak, ++live);
-        if (!training && in.chunk == last_chunk) --live;
-      } else if ((training && in.kind == WorkKind::BackwardWeight) || (!training && in.kind == WorkKind::SendActivation)) {
-        --live;
-      }
+  for (const Instruction& in : program) {
+    if (in.kind == WorkKind::Forward) {
+      peak = std::max(peak, ++live);
+      if (!training && in.chunk == last_chunk) --live;
+    } else if ((training && in.kind == WorkKind::BackwardWeight) || (!training && in.kind == WorkKind::SendActivation)) {
+      --live;
     }
+  }
   return peak;
 }
 

@@ -16,6 +16,7 @@
 
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
+#include "plan/schedule_program.hpp"
 
 namespace libpipe {
 
@@ -44,27 +45,33 @@ constexpr WorkKind kKindOf[] = {WorkKind::Forward,        WorkKind::BackwardInpu
                                 WorkKind::SendActivation, WorkKind::RecvActivation, WorkKind::SendGrad,
                                 WorkKind::RecvGrad};
 
-std::string op_name(std::uint64_t code) {
-  return to_text(Instruction{kKindOf[op_of(code)], mb_of(code), -1, chunk_of(code)});
+// A chunk's index among its stage's chunks: its leg of the pipeline (stage_chunks).
+int local_chunk(int chunk, int stages) { return chunk / stages; }
+
+std::string op_name(std::uint64_t code, int stages) {
+  return to_text(Instruction{kKindOf[op_of(code)], mb_of(code), -1, local_chunk(chunk_of(code), stages)});
 }
 
-std::vector<std::uint64_t> compile(const Schedule& schedule) {
+// The program of `schedule`'s stage, with global chunks.
+std::vector<std::uint64_t> compile(const Schedule& schedule, const std::vector<Instruction>& instructions) {
+  const std::vector<int> chunks =
+      stage_chunks(schedule.placement, schedule.stage, schedule.stages, schedule.virtual_stages);
   std::vector<std::uint64_t> program;
-  for (const Step& step : schedule.steps)
-    for (const Instruction& in : step) {
-      SimOp op;
-      switch (in.kind) {
-        case WorkKind::Forward: op = kF; break;
-        case WorkKind::BackwardInput: op = kB; break;
-        case WorkKind::BackwardWeight: op = kW; break;
-        case WorkKind::SendActivation: op = kSA; break;
-        case WorkKind::RecvActivation: op = kRA; break;
-        case WorkKind::SendGrad: op = kSG; break;
-        case WorkKind::RecvGrad: op = kRG; break;
-        default: continue;  // loads, reductions and the optimizer step take no time here
-      }
-      program.push_back(pack(op, in.micro_batch, in.chunk));
+  program.reserve(instructions.size());
+  for (const Instruction& in : instructions) {
+    SimOp op;
+    switch (in.kind) {
+      case WorkKind::Forward: op = kF; break;
+      case WorkKind::BackwardInput: op = kB; break;
+      case WorkKind::BackwardWeight: op = kW; break;
+      case WorkKind::SendActivation: op = kSA; break;
+      case WorkKind::RecvActivation: op = kRA; break;
+      case WorkKind::SendGrad: op = kSG; break;
+      case WorkKind::RecvGrad: op = kRG; break;
+      default: continue;  // loads, reductions and the optimizer step take no time here
     }
+    program.push_back(pack(op, in.micro_batch, chunks.at(in.chunk)));
+  }
   program.shrink_to_fit();
   return program;
 }
@@ -89,11 +96,12 @@ void require_cost(double v, const std::string& what) {
   throw Error("simulate: " + what + " must be a finite number >= 0, got " + b);
 }
 
-// Both simulate()s: `stage_schedule(s)` gives stage s's schedule, made when it is needed so that a large pipeline's
-// schedules are never all in memory at once.
+// Both simulate()s: `stage_program(s, instructions)` gives stage s's schedule (its steps may be left empty) and
+// its instructions in order, made when they are needed so that a large pipeline's schedules are never all in
+// memory at once.
 SimResult run(const std::string& kind, int stages, int micro_batches, int virtual_stages, ChunkPlacement placement,
-              const std::function<Schedule(int)>& stage_schedule, const std::vector<StageCosts>& costs,
-              double p2p_latency, bool with_timeline) {
+              const std::function<Schedule(int, std::vector<Instruction>&)>& stage_program,
+              const std::vector<StageCosts>& costs, double p2p_latency, bool with_timeline) {
   const int S = stages, M = micro_batches, V = virtual_stages, C = S * V;
   if (M > static_cast<int>(kMbMask))
     throw Error("simulate: at most " + std::to_string(kMbMask) + " micro-batches, got " + std::to_string(M));
@@ -112,10 +120,11 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
 
   std::vector<std::vector<std::uint64_t>> program(S);
   std::vector<int> peak(S);
+  std::vector<Instruction> instructions;
   for (int s = 0; s < S; ++s) {
-    const Schedule schedule = stage_schedule(s);
-    peak[s] = peak_in_flight(schedule);
-    program[s] = compile(schedule);
+    const Schedule schedule = stage_program(s, instructions);
+    peak[s] = peak_in_flight(schedule, instructions);
+    program[s] = compile(schedule, instructions);
   }
 
   // Channel 2c carries activations from chunk c to c+1, channel 2c+1 gradients from c+1 to c.
@@ -146,7 +155,7 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
   for (int s = S - 1; s >= 0; --s) ready.push_back(s);
 
   auto compute = [&](int s, WorkKind k, double c, int mb, int chunk) {
-    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0, static_cast<std::uint16_t>(chunk)});
+    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0, static_cast<std::uint16_t>(local_chunk(chunk, S))});
     clock[s] += c;
     r.busy[s] += c;
   };
@@ -168,12 +177,12 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
     const Channel::Message m = c.queue.front();
     if (m.micro_batch != mb)
       throw Error("simulate: " + kind + " schedule, stage " + std::to_string(s) + ": " +
-                  op_name(program[s][pc[s]]) + " would receive micro-batch " +
+                  op_name(program[s][pc[s]], S) + " would receive micro-batch " +
                   std::to_string(m.micro_batch) + " (messages on a link are received in the order they are sent)");
     c.queue.pop_front();
     const double arrival = m.sent + p2p_latency;
     if (arrival > clock[s]) {
-      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0, static_cast<std::uint16_t>(chunk)});
+      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0, static_cast<std::uint16_t>(local_chunk(chunk, S))});
       clock[s] = arrival;
     }
     return true;
@@ -219,7 +228,7 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
   for (int s = 0; s < S; ++s)
     if (pc[s] < program[s].size()) {
       throw Error("simulate: " + kind + " schedule deadlocks: stage " + std::to_string(s) + " waits forever at " +
-                  op_name(program[s][pc[s]]));
+                  op_name(program[s][pc[s]], S));
     }
 
   double busy_total = 0;
@@ -235,12 +244,19 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
 
 SimResult simulate(const std::string& kind, int stages, int micro_batches, const std::vector<StageCosts>& costs,
                    double p2p_latency, bool with_timeline, int virtual_stages) {
-  // make_schedule checks the kind and the shape; call it once before anything is allocated.
-  const Schedule first = make_schedule(kind, stages, micro_batches, 0, virtual_stages);
+  // The first stage's schedule checks the kind and the shape before anything is allocated.
+  std::vector<Instruction> first_program;
+  const Schedule first = schedule_program(kind, stages, micro_batches, 0, virtual_stages, first_program);
   return run(
       kind, stages, micro_batches, first.virtual_stages, first.placement,
-      [&](int s) { return s == 0 ? first : make_schedule(kind, stages, micro_batches, s, virtual_stages); }, costs,
-      p2p_latency, with_timeline);
+      [&](int s, std::vector<Instruction>& program) {
+        if (s == 0) {
+          program.swap(first_program);
+          return first;
+        }
+        return schedule_program(kind, stages, micro_batches, s, virtual_stages, program);
+      },
+      costs, p2p_latency, with_timeline);
 }
 
 SimResult simulate(const std::vector<Schedule>& per_stage, const std::vector<StageCosts>& costs, double p2p_latency,
@@ -248,7 +264,12 @@ SimResult simulate(const std::vector<Schedule>& per_stage, const std::vector<Sta
   check_schedules(per_stage);  // also proves they are one pipeline's, in stage order
   const Schedule& s0 = per_stage[0];
   return run(
-      s0.kind, s0.stages, s0.micro_batches, s0.virtual_stages, s0.placement, [&](int s) { return per_stage[s]; },
+      s0.kind, s0.stages, s0.micro_batches, s0.virtual_stages, s0.placement,
+      [&](int s, std::vector<Instruction>& program) {
+        program.clear();
+        for (const Step& step : per_stage[s].steps) program.insert(program.end(), step.begin(), step.end());
+        return per_stage[s];
+      },
       costs, p2p_latency, with_timeline);
 }
 

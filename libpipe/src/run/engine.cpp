@@ -126,7 +126,7 @@ struct PipelineEngine::Impl {
     const double end = now();
     bucket += end - start;
     totals.work_s[static_cast<int>(kind)] += end - start;
-    if (tracing) events.push_back(TraceEvent{kind, mb, start, end, chunk});
+    if (tracing) events.push_back(TraceEvent{kind, mb, start, end, local_chunk(chunk)});
   }
 
   // Work timed on the device, waiting to be read (see timed).
@@ -149,11 +149,13 @@ struct PipelineEngine::Impl {
       const double end = device_origin_time + backend.seconds_between(device_origin.get(), span.end.get());
       *span.bucket += end - start;
       totals.work_s[static_cast<int>(span.kind)] += end - start;
-      if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end, span.chunk});
+      if (tracing) events.push_back(TraceEvent{span.kind, span.mb, start, end, local_chunk(span.chunk)});
     }
     device_spans.clear();
     device_origin.reset();
   }
+  // A global chunk's index among this stage's chunks (what schedules and traces name).
+  int local_chunk(int chunk) const { return chunk / grid.num_stages(); }
   bool first_chunk(int chunk) const { return chunk == 0; }
   bool last_chunk(int chunk) const { return chunk == num_chunks - 1; }
   // Whether this stage holds the pipeline's last chunk (and so the loss).
@@ -375,7 +377,11 @@ struct PipelineEngine::Impl {
   }
 
   void execute(const Instruction& in) {
-    const int mb = in.micro_batch, c = in.chunk;
+    const int mb = in.micro_batch;
+    // Instructions name the stage's own chunk (0..V-1); the engine works on global chunks.
+    const int c = in.chunk >= 0 && in.chunk < static_cast<int>(module.chunks().size())
+                      ? module.chunks()[in.chunk].chunk
+                      : -1;
     switch (in.kind) {
       case WorkKind::LoadMicroBatch: load(c, mb); break;
       case WorkKind::RecvActivation: {

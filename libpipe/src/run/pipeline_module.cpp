@@ -60,8 +60,11 @@ PipelineModule::PipelineModule(const ModelSpec& model, const ModelDescription& d
 
 void PipelineModule::create_local_layers(const ModelSpec& model, const ModelDescription& description,
                                          const LayerRegistry& registry, const ModuleOptions& options) {
+  // (global layer, its chunk) of every local layer, in order.
+  std::vector<std::pair<int, int>> local;
   for (const LocalChunk& chunk : chunks_)
-  for (int i = chunk.begin; i < chunk.end; ++i) {
+    for (int i = chunk.begin; i < chunk.end; ++i) local.emplace_back(i, chunk.chunk);
+  for (const auto& [i, chunk] : local) {
     const LayerInfo& info = description.layers[i];
     const LayerSpec& spec = model.layers[i];
     std::unique_ptr<Layer> layer;
@@ -69,7 +72,7 @@ void PipelineModule::create_local_layers(const ModelSpec& model, const ModelDesc
       layer = registry.get(spec.type).create(spec.args, info.input, CreateContext{i, options.seed, options.device});
     } catch (const Error& e) {
       throw Error(spec.where.str() + ": layer " + std::to_string(i) + " (" + spec.type + ") on stage " +
-                  std::to_string(stage_id_) + (virtual_stages_ > 1 ? " (chunk " + std::to_string(chunk.chunk) + ")" : "") +
+                  std::to_string(stage_id_) + (virtual_stages_ > 1 ? " (chunk " + std::to_string(chunk) + ")" : "") +
                   ": " + e.what());
     }
     // A plugin whose create() disagrees with its describe() would break the
