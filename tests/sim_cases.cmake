@@ -40,6 +40,17 @@ pipe_sim_test(compare_json 0 [=["peak_activations":[2,2,2,1],"schedule":"1f1b"]=
   -- --stages 4 --micro-batches 2 --compare --json)
 pipe_sim_test(compare_one_table 1 "pipe-sim: error: --compare prints one table; --svg, --trace and --grid are for one schedule"
   -- --compare --svg ${PIPE_SIM_OUT}/compare.svg)
+# --costs F,B,W: one relative triple for every stage (ZB-H1 with F = B = W: 3M+S-1 = 27 units).
+pipe_sim_test(costs_triple 0 [["makespan":27.0]] -- --stages 4 --micro-batches 8 --costs 1,1,1 --schedule zb-h1 --json)
+pipe_sim_test(costs_triple_bad 1 "pipe-sim: error: --costs '1,x,1' (F,B,W): 'x' is not a number" -- --costs 1,x,1)
+# --profile: pipe-train's measured costs per stage (stage 1 twice as slow: the makespan is M x its 8 ms + stage 0's
+# forward and backward of the first and last micro-batch, 1 + 3 ms).
+pipe_sim_test(profile 0 "costs per stage measured by pipe-train (gpt-tiny, 1f1b, micro-batch size 16) from"
+  "makespan: 68 ms" -- --profile ${PIPE_TEST_DATA}/profile_2_stages.json --micro-batches 8)
+pipe_sim_test(profile_not_json 1 "pipe-sim: error: --profile ${PIPE_TEST_DATA}/l1_mlp.toml: not JSON"
+  -- --profile ${PIPE_TEST_DATA}/l1_mlp.toml)
+pipe_sim_test(profile_stage_mismatch 1 "pipe-sim: error: --profile ${PIPE_TEST_DATA}/profile_2_stages.json measured 2 stages, not --stages 4"
+  -- --profile ${PIPE_TEST_DATA}/profile_2_stages.json --stages 4)
 pipe_sim_test(json_peak_activations 0 [=["peak_activations":[4,3,2,1]]=] -- --stages 4 --micro-batches 8 --json)
 
 # No grid for a large pipeline unless asked.
@@ -103,7 +114,7 @@ pipe_sim_test(costs_count 1 "pipe-sim: error: --costs has 2 entries for 3 stages
   -- --stages 3 --costs 1:2,1:2)
 pipe_sim_test(negative_cost 1 "pipe-sim: error: simulate: the forward cost must be a finite number >= 0, got -1"
   -- --forward -1)
-pipe_sim_test(costs_and_model 1 "pipe-sim: error: --costs and --model both give the costs; use one"
+pipe_sim_test(costs_and_model 1 "pipe-sim: error: --costs, --model and --profile each give the costs; use one"
   -- --costs 1:2 --model gpt-tiny)
 pipe_sim_test(missing_trace 1 "pipe-sim: error: cannot read ${PIPE_SIM_OUT}/no-such.json: No such file or directory"
   -- --from-trace ${PIPE_SIM_OUT}/no-such.json)

@@ -110,7 +110,11 @@ case $check in
     same s1 il4
     run il2v3 2 "${small[@]}" --stages 2 --schedule interleaved-1f1b --virtual-stages 3
     same s1 il2v3
-    for s in 2 3; do run "zbv$s" "$s" "${small[@]}" --stages "$s" --schedule zb-v; same s1 "zbv$s"; done
+    for s in 2 3; do run "zbv$s" "$s" "${small[@]}" --stages "$s" --schedule zb-v --profile-out "$work/zbv$s.profile"; same s1 "zbv$s"; done
+    # The measured F, B and W per stage feed pipe-sim: every schedule predicted from this run.
+    "$(dirname "$train")/pipe-sim" --profile "$work/zbv3.profile" --micro-batches 8 --compare > "$work/predicted.txt" &&
+      grep -q "3 stages, 8 micro-batches; costs per stage measured by pipe-train (gpt-tiny, zb-v, micro-batch size 4)" "$work/predicted.txt" &&
+      grep -q "^zb-v  *2 " "$work/predicted.txt" || { echo "FAIL: pipe-sim --profile:"; cat "$work/predicted.txt"; exit 1; }
     run zbv4 4 "${small[@]}" --stages 4 --schedule zb-v --partition-method uniform
     same s1 zbv4
     grep -q "partition uniform into 2 chunks per stage (v-shape) \[0,1,2,3,4,5,6,7,8\]" "$work/zbv4.log" ||

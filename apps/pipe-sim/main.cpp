@@ -41,7 +41,8 @@ struct Options {
   int virtual_stages = 0;  // 0: the schedule's default
   bool builtin_plugins = true;
   double forward = 1, backward = 2, weight = 0;
-  std::string costs;  // --costs F1:B1[:W1],...
+  std::string costs;  // --costs F1:B1[:W1],... or F,B,W
+  std::string profile;  // --profile FILE: costs measured by pipe-train --profile-out
   std::string model;  // --model: costs from FLOPs
   std::string method = "parameters";
   double gflops = 100;
@@ -72,7 +73,11 @@ po::options_description flags(Options& o) {
      "backward (input gradient) time per micro-batch, every stage")
     ("weight", po::value(&o.weight)->value_name("W")->default_value(o.weight),
      "weight-gradient time per micro-batch, every stage (0: included in --backward)")
-    ("costs", po::value(&o.costs)->value_name("F:B[:W],..."), "per-stage times instead, one entry per stage")
+    ("costs", po::value(&o.costs)->value_name("F,B,W | F:B[:W],..."),
+     "F,B,W: relative times of one micro-batch on every stage (W = 0: included in B); or per-stage times, one "
+     "F:B[:W] entry per stage")
+    ("profile", po::value(&o.profile)->value_name("FILE"),
+     "per-stage times measured by pipe-train --profile-out FILE (in seconds; --stages defaults to the run's)")
     ("model", po::value(&o.model)->value_name("FILE|NAME"),
      "times from this model's FLOPs, split as pipe-plan splits it: forward = 1/3, backward = 2/3 of a stage's "
      "FLOPs x --micro-batch-size / --gflops, in seconds")
@@ -123,6 +128,20 @@ double parse_number(const std::string& text, const std::string& what) {
 
 std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
   std::vector<libpipe::StageCosts> out;
+  // "F,B,W" (or "F,B"): one entry for every stage.
+  if (text.find(':') == std::string::npos && std::count(text.begin(), text.end(), ',') >= 1 &&
+      std::count(text.begin(), text.end(), ',') <= 2) {
+    std::vector<std::string> fields;
+    std::stringstream items(text);
+    for (std::string f; std::getline(items, f, ',');) fields.push_back(f);
+    const std::string what = "--costs '" + text + "' (F,B,W)";
+    if (fields.size() < 2) throw libpipe::Error(what + " needs F and B");
+    libpipe::StageCosts c;
+    c.forward = parse_number(fields[0], what);
+    c.backward_input = parse_number(fields[1], what);
+    c.backward_weight = fields.size() == 3 ? parse_number(fields[2], what) : 0;
+    return {c};
+  }
   std::stringstream items(text);
   std::string item;
   while (std::getline(items, item, ',')) {
@@ -190,6 +209,37 @@ struct CostSource {
 };
 
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
+// --profile: a pipe-train run's measured per-stage costs.
+CostSource costs_from_profile(const std::string& path) {
+  json j;
+  try {
+    j = json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    throw libpipe::Error("--profile " + path + ": not JSON (" + e.what() + ")");
+  }
+  if (!j.is_object() || j.value("pipe_profile", 0) != 1 || !j.contains("costs") || !j["costs"].is_array() ||
+      j["costs"].empty())
+    throw libpipe::Error("--profile " + path + ": not a profile written by pipe-train --profile-out");
+  CostSource c;
+  c.unit = "s";
+  try {
+    for (const auto& e : j["costs"]) {
+      libpipe::StageCosts x;
+      x.forward = e.at("forward").get<double>();
+      x.backward_input = e.at("backward_input").get<double>();
+      x.backward_weight = e.at("backward_weight").get<double>();
+      c.costs.push_back(x);
+    }
+  } catch (const json::exception& e) {
+    throw libpipe::Error("--profile " + path + ": a cost entry is malformed (" + e.what() + ")");
+  }
+  c.text = "costs per stage measured by pipe-train (" + j.value("model", std::string("?")) + ", " +
+           j.value("schedule", std::string("?")) + ", micro-batch size " + std::to_string(j.value("micro_batch_size", 0)) +
+           ") from " + path;
+  c.extra = {{"profile", path}};
+  return c;
+}
+
 CostSource costs_from_model(const Options& o, int chunks) {
   if (!(o.gflops > 0) || !std::isfinite(o.gflops))
     throw libpipe::Error("--gflops must be a positive number, not " + std::to_string(o.gflops));
@@ -327,26 +377,41 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   (void)libpipe::is_training_schedule(o.schedule);  // an unknown kind fails here, before any model is loaded
   if (!o.compare) o.virtual_stages = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   const bool uniform_flags = given(vm, "forward") || given(vm, "backward") || given(vm, "weight");
-  if (!o.costs.empty() && !o.model.empty()) throw libpipe::Error("--costs and --model both give the costs; use one");
-  if (uniform_flags && (!o.costs.empty() || !o.model.empty()))
+  if (int(!o.costs.empty()) + int(!o.model.empty()) + int(!o.profile.empty()) > 1)
+    throw libpipe::Error("--costs, --model and --profile each give the costs; use one");
+  if (uniform_flags && (!o.costs.empty() || !o.model.empty() || !o.profile.empty()))
     throw libpipe::Error(std::string("--forward, --backward and --weight set uniform costs; they cannot go with ") +
-                         (o.costs.empty() ? "--model" : "--costs"));
+                         (!o.costs.empty() ? "--costs" : !o.model.empty() ? "--model" : "--profile"));
   if (o.json && o.grid) throw libpipe::Error("--grid prints text; it cannot go with --json");
 
   CostSource src;
   if (!o.costs.empty()) {
     src.costs = parse_costs(o.costs);
+    const bool uniform = o.costs.find(':') == std::string::npos && src.costs.size() == 1 &&
+                         o.costs.find(',') != std::string::npos;
+    if (!uniform) {
+      if (!given(vm, "stages")) o.stages = static_cast<int>(src.costs.size());
+      if (static_cast<int>(src.costs.size()) != o.stages)
+        throw libpipe::Error("--costs has " + std::to_string(src.costs.size()) + " entries for " +
+                             std::to_string(o.stages) + " stages (one F:B[:W] entry per stage)");
+    }
+    char b[160];
+    std::snprintf(b, sizeof b, "relative costs per micro-batch on every stage: forward %g, backward %g, weight %g",
+                  src.costs[0].forward, src.costs[0].backward_input, src.costs[0].backward_weight);
+    src.text = uniform ? b : "costs per stage from --costs";
+  }
+  if (!o.profile.empty()) {
+    src = costs_from_profile(o.profile);
     if (!given(vm, "stages")) o.stages = static_cast<int>(src.costs.size());
     if (static_cast<int>(src.costs.size()) != o.stages)
-      throw libpipe::Error("--costs has " + std::to_string(src.costs.size()) + " entries for " +
-                           std::to_string(o.stages) + " stages (one F:B[:W] entry per stage)");
-    src.text = "costs per stage from --costs";
+      throw libpipe::Error("--profile " + o.profile + " measured " + std::to_string(src.costs.size()) +
+                           " stages, not --stages " + std::to_string(o.stages));
   }
   if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
   if (!o.model.empty()) {
     o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
     src = costs_from_model(o, o.stages);
-  } else if (o.costs.empty()) {
+  } else if (o.costs.empty() && o.profile.empty()) {
     src.costs = {{o.forward, o.backward, o.weight}};
     char b[160];
     if (libpipe::is_training_schedule(o.schedule))
@@ -530,8 +595,8 @@ int main(int argc, char** argv) {
     po::variables_map vm;
     if (!pipe_apps::parse_flags(argc, argv, flags(o),
                                 "usage: pipe-sim --stages S --micro-batches M [--schedule KIND] [--virtual-stages V]\n"
-                                "                [--forward F --backward B --weight W | --costs F:B,F:B,... | "
-                                "--model M]\n"
+                                "                [--forward F --backward B --weight W | --costs F,B,W | --costs "
+                                "F:B,F:B,... | --model M | --profile FILE]\n"
                                 "                [--svg FILE] [--trace FILE] [--grid] [--compare] [--print] [--json]\n"
                                 "       pipe-sim --schedule-file FILE [costs as above] [--svg FILE] [--json]\n"
                                 "       pipe-sim --from-trace TRACE.json [--svg FILE] [--json]\n\n"

@@ -132,7 +132,8 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                              (registry.closest(type).empty() ? "" : " (did you mean '" + registry.closest(type) + "'?)"));
     data = options.data.empty() ? libpipe::make_synthetic_data(description, options.seed)
                                 : libpipe::make_byte_text_data(options.data, description, options.seed);
-    if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace);
+    if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace, "--trace");
+    if (rank == 0 && !options.profile_out.empty()) pipe_train::check_writable(options.profile_out, "--profile-out");
     if (rank == 0 && !options.save.empty()) libpipe::check_checkpoint_dir(options.save);
   };
   auto set_up_engine = [&] {
@@ -250,6 +251,13 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
         std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());
+      }
+      if (!options.profile_out.empty()) {
+        pipe_train::write_profile(options.profile_out, summaries,
+                                  {description.name, options.train.schedule, grid.num_stages(), options.virtual_stages,
+                                   options.train.micro_batches, options.train.micro_batch_size});
+        std::fprintf(stderr, "%s: profile written to %s (pipe-sim --profile %s)\n", kProgram,
+                     options.profile_out.c_str(), options.profile_out.c_str());
       }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());

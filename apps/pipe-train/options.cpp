@@ -107,6 +107,9 @@ po::options_description describe_flags(Options& o) {
      "CPU backend threads per rank (default 1: ranks share the cores)")
     ("metrics", po::value(&o.metrics)->value_name("FILE"),
      "write one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_time_s) to FILE (rank 0)")
+    ("profile-out", po::value(&o.profile_out)->value_name("FILE"),
+     "write this run's measured forward, backward-input and backward-weight time per stage and micro-batch (JSON) "
+     "to FILE, for pipe-sim --profile: predict other schedules, stage counts and micro-batches from a real run")
     ("save", po::value(&o.save)->value_name("DIR"),
      "save checkpoints to DIR (one safetensors file per layer plus optimizer state, a manifest with checksums; "
      "DIR/latest names the newest complete one)")
@@ -201,7 +204,7 @@ Options parse_options(int argc, char** argv) {
     throw libpipe::Error(std::string(e.what()) + " (see --help)");
   }
   // An empty path is a mistake (an unset shell variable), never "unset".
-  for (const char* flag : {"data", "metrics", "save", "load", "trace"})
+  for (const char* flag : {"data", "metrics", "save", "load", "trace", "profile-out"})
     if (vm.count(flag) && vm[flag].as<std::string>().empty())
       throw libpipe::Error(std::string("--") + flag + " needs a path, not an empty one");
   if (vm.count("stages")) o.stages = vm["stages"].as<int>();

@@ -43,6 +43,7 @@ struct Options {
   int threads = 1;               // CPU backend threads per rank
   std::string metrics;           // --metrics FILE (JSON lines), "" = none
   std::string trace;             // --trace FILE (Chrome trace-event JSON), "" = none
+  std::string profile_out;       // --profile-out FILE (measured F, B, W per stage for pipe-sim), "" = none
   std::string save;              // --save DIR, "" = no checkpoints
   int save_every = 0;            // checkpoint every N steps (0: only at the end)
   int keep_checkpoints = 2;      // complete checkpoints kept in --save (0: all)

@@ -45,17 +45,13 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
 
 namespace {
 
-// pipe-sim's prediction of each rank's bubble, fed with this run's own measured F, B and W per micro-batch (each
-// stage's mean over its replicas; with V chunks per stage each chunk takes its stage's mean per chunk
-// micro-batch): the schedule's idle share of makespan + the rank's own reductions and optimizer step per step,
-// which the schedule's simulation does not hold. Empty when nothing was measured.
-std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std::string& schedule, int stages,
-                                      int virtual_stages, int micro_batches,
-                                      const std::vector<libpipe::Schedule>& custom) {
+// Per stage: F, B and W of one micro-batch through the whole stage (all its chunks), in seconds, each stage's
+// mean over its replicas. Empty when nothing was measured.
+std::vector<libpipe::StageCosts> measured_costs(const std::vector<json>& ranks, int stages, int micro_batches) {
   std::vector<libpipe::StageCosts> costs(static_cast<std::size_t>(stages), libpipe::StageCosts{0, 0, 0});
   std::vector<int> replicas(static_cast<std::size_t>(stages), 0);
   for (const json& r : ranks) {
-    const double per_mb = r["steps"].get<double>() * micro_batches * virtual_stages;
+    const double per_mb = r["steps"].get<double>() * micro_batches;
     if (per_mb <= 0) return {};
     auto& c = costs[r["stage"].get<std::size_t>()];
     c.forward += r["forward_s"].get<double>() / per_mb;
@@ -69,11 +65,29 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
     costs[s].backward_input /= replicas[s];
     costs[s].backward_weight /= replicas[s];
   }
+  return costs;
+}
+
+// pipe-sim's prediction of each rank's bubble, fed with this run's own measured F, B and W per micro-batch
+// (measured_costs; with V chunks per stage each chunk takes 1/V of its stage's): the schedule's idle share of
+// makespan + the rank's own reductions and optimizer step per step, which the schedule's simulation does not
+// hold. Empty when nothing was measured.
+std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std::string& schedule, int stages,
+                                      int virtual_stages, int micro_batches,
+                                      const std::vector<libpipe::Schedule>& custom) {
+  std::vector<libpipe::StageCosts> costs = measured_costs(ranks, stages, micro_batches);
+  if (costs.empty()) return {};
   if (virtual_stages > 1) {
     const libpipe::ChunkPlacement placement =
         custom.empty() ? libpipe::schedule_placement(schedule) : custom[0].placement;
     std::vector<libpipe::StageCosts> per_chunk;
-    for (int c = 0; c < stages * virtual_stages; ++c) per_chunk.push_back(costs[libpipe::chunk_stage(placement, c, stages)]);
+    for (int c = 0; c < stages * virtual_stages; ++c) {
+      libpipe::StageCosts x = costs[libpipe::chunk_stage(placement, c, stages)];
+      x.forward /= virtual_stages;
+      x.backward_input /= virtual_stages;
+      x.backward_weight /= virtual_stages;
+      per_chunk.push_back(x);
+    }
     costs = per_chunk;
   }
   const libpipe::SimResult sim =
@@ -142,13 +156,55 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
       .dump();
 }
 
-void check_writable(const std::string& path) {
+void check_writable(const std::string& path, const std::string& flag) {
   const std::string probe = path + ".partial";
   {
     std::ofstream out(probe, std::ios::trunc);
-    if (!out) throw libpipe::Error("--trace " + path + ": cannot write the file");
+    if (!out) throw libpipe::Error(flag + " " + path + ": cannot write the file");
   }
   std::remove(probe.c_str());
+}
+
+namespace {
+
+// Writes `text` to `path` atomically: a temporary file renamed into place. `flag` names the file in errors.
+void write_atomically(const std::string& path, const std::string& text, const std::string& flag) {
+  const std::string temporary = path + ".partial";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    if (!out) throw libpipe::Error(flag + " " + path + ": cannot write the file");
+    out << text;
+    out.close();  // the last buffer is written here: a full disk shows up now, not never
+    if (!out) {
+      std::remove(temporary.c_str());
+      throw libpipe::Error(flag + " " + path + ": writing failed (is the disk full?)");
+    }
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0)
+    throw libpipe::Error(flag + " " + path + ": cannot rename the finished file into place");
+}
+
+}  // namespace
+
+void write_profile(const std::string& path, const std::vector<std::string>& rank_summaries, const ProfileRun& run) {
+  std::vector<json> ranks;
+  for (const auto& text : rank_summaries) ranks.push_back(json::parse(text));
+  const std::vector<libpipe::StageCosts> costs = measured_costs(ranks, run.stages, run.micro_batches);
+  if (costs.empty()) throw libpipe::Error("--profile-out " + path + ": no step was measured");
+  json per_stage = json::array();
+  for (const auto& c : costs)
+    per_stage.push_back(
+        {{"forward", c.forward}, {"backward_input", c.backward_input}, {"backward_weight", c.backward_weight}});
+  const json profile = {{"pipe_profile", 1},
+                        {"model", run.model},
+                        {"schedule", run.schedule},
+                        {"stages", run.stages},
+                        {"virtual_stages", run.virtual_stages},
+                        {"micro_batches", run.micro_batches},
+                        {"micro_batch_size", run.micro_batch_size},
+                        {"time_unit", "s"},
+                        {"costs", per_stage}};
+  write_atomically(path, profile.dump(2) + "\n", "--profile-out");
 }
 
 void write_trace(const std::string& path, const std::vector<std::string>& rank_summaries) {
@@ -178,19 +234,7 @@ void write_trace(const std::string& path, const std::vector<std::string>& rank_s
                         {"args", {{"micro_batch", mb}, {"chunk", chunk}}}});
     }
   }
-  const std::string temporary = path + ".partial";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    if (!out) throw libpipe::Error("--trace " + path + ": cannot write the file");
-    out << json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
-    out.close();  // the last buffer is written here: a full disk shows up now, not never
-    if (!out) {
-      std::remove(temporary.c_str());
-      throw libpipe::Error("--trace " + path + ": writing failed (is the disk full?)");
-    }
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0)
-    throw libpipe::Error("--trace " + path + ": cannot rename the finished file into place");
+  write_atomically(path, json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n", "--trace");
 }
 
 }  // namespace pipe_train

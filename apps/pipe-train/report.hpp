@@ -25,8 +25,22 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                          const std::vector<libpipe::Schedule>& custom = {});
 
 // Throws libpipe::Error unless `path` can be written (checked before training,
-// so a bad --trace path does not waste a run).
-void check_writable(const std::string& path);
+// so a bad --trace path does not waste a run); `flag` names it.
+void check_writable(const std::string& path, const std::string& flag);
+
+// What a profile says about the run it was measured in.
+struct ProfileRun {
+  std::string model;
+  std::string schedule;
+  int stages = 1;
+  int virtual_stages = 1;
+  int micro_batches = 1;
+  int micro_batch_size = 1;
+};
+
+// Rank 0: writes this run's measured F, B and W per stage and micro-batch (seconds, each stage's mean over its
+// replicas) as JSON, which pipe-sim --profile reads back (atomically). Throws libpipe::Error on I/O failure.
+void write_profile(const std::string& path, const std::vector<std::string>& rank_summaries, const ProfileRun& run);
 
 // Rank 0: writes the gathered events as a Chrome trace (atomically: a
 // temporary file renamed into place). Throws libpipe::Error on I/O failure.
