@@ -189,8 +189,8 @@ void run_one(libpipe::Backend& be, Device device, Tile& tile, Gemm& g, int warmu
   void* c_typed = c_type == DType::bfloat16 ? c16.data() : c.data();
   auto call = [&](float beta) {
     if (typed)
-      be.gemm_typed(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a16.data(), DType::bfloat16, lda, b16.data(), DType::bfloat16, ldb,
-                    beta, c_typed, c_type, ldc);
+      be.gemm(g.ta, g.tb, g.m, g.n, g.k, 1.0f, {a16.data(), DType::bfloat16}, lda, {b16.data(), DType::bfloat16}, ldb,
+              beta, {c_typed, c_type}, ldc);
     else if (g.batch == 1)
       be.gemm(g.ta, g.tb, g.m, g.n, g.k, 1.0f, a.f32(), lda, b.f32(), ldb, beta, c.f32(), ldc);
     else

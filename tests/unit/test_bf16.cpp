@@ -208,13 +208,13 @@ BOOST_AUTO_TEST_CASE(ops_compute_in_float32_and_round_once) {
 }
 
 // A typed GEMM with a bfloat16 C and beta != 0 reads C widened, and leading dimensions larger than the rows.
-BOOST_AUTO_TEST_CASE(gemm_typed_with_bf16_c_and_leading_dimensions) {
+BOOST_AUTO_TEST_CASE(gemm_with_bf16_c_and_leading_dimensions) {
   libpipe::Backend& be = libpipe::backend_for(libpipe::Device::cpu);
   const Tensor a = random_bf16({4, 6}), b = random_bf16({3, 8});  // A [m=4, k=3] at lda 6, B [k=3, n=5] at ldb 8
   const Tensor c0 = random_bf16({4, 7});                             // C [4, 5] at ldc 7
   Tensor c = ops::clone(c0);
-  be.gemm_typed(false, false, 4, 5, 3, 0.5f, a.data(), DType::bfloat16, 6, b.data(), DType::bfloat16, 8, 2.0f,
-                c.data(), DType::bfloat16, 7);
+  be.gemm(false, false, 4, 5, 3, 0.5f, {a.data(), DType::bfloat16}, 6, {b.data(), DType::bfloat16}, 8, 2.0f,
+          {c.data(), DType::bfloat16}, 7);
   Tensor wa = widened(a), wb = widened(b), wc0 = widened(c0), wc = widened(c);
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 7; ++j) {
@@ -228,9 +228,9 @@ BOOST_AUTO_TEST_CASE(gemm_typed_with_bf16_c_and_leading_dimensions) {
       if (j >= 5) BOOST_TEST(wc.f32()[i * 7 + j] == wc0.f32()[i * 7 + j]);      // past n: untouched
     }
   BOOST_TEST(pipe_test::error_of([&] {
-               be.gemm_typed(false, false, 1, 1, 1, 1.0f, a.data(), DType::int32, 1, b.data(), DType::bfloat16, 1, 0.0f,
-                             c.data(), DType::bfloat16, 1);
-             }) == "gemm_typed: operands must be float32 or bfloat16, not int32");
+               be.gemm(false, false, 1, 1, 1, 1.0f, {a.data(), DType::int32}, 1, {b.data(), DType::bfloat16}, 1, 0.0f,
+                       {c.data(), DType::bfloat16}, 1);
+             }) == "gemm: operands must be float32 or bfloat16, not int32");
 }
 
 // Parameters stored in bfloat16 keep float32 masters; the optimizer steps the master and rounds it into the value.

@@ -410,7 +410,7 @@ BOOST_AUTO_TEST_CASE(bf16_conversions_are_bit_identical) {
 // bfloat16 operands: their products are exact in fp32 (8 x 8 significant bits), so with a float32 C the GPU and the
 // CPU differ only in summation order (the fp32 tolerance); a bfloat16 C adds one rounding of 2^-9 that may fall
 // either way: 8e-3 normwise.
-BOOST_AUTO_TEST_CASE(gemm_typed_bf16_operands) {
+BOOST_AUTO_TEST_CASE(gemm_bf16_operands) {
   const GemmCase shapes[] = {{1, 1, 1}, {3, 5, 7}, {37, 29, 53}, {64, 96, 128}, {130, 70, 300}};
   for (DType c_type : {DType::float32, DType::bfloat16})
     for (bool ta : {false, true})
@@ -426,17 +426,17 @@ BOOST_AUTO_TEST_CASE(gemm_typed_bf16_operands) {
           Halves ch = to_halves(c0);
           Floats cf = c0;
           void* c_host = c_bf16 ? static_cast<void*>(ch.data()) : static_cast<void*>(cf.data());
-          cpu().gemm_typed(ta, tb, s.m, s.n, s.k, 0.75f, a.data(), DType::bfloat16, lda, b.data(), DType::bfloat16,
-                           ldb, 0.5f, c_host, c_type, ldc);
-          gpu().gemm_typed(ta, tb, s.m, s.n, s.k, 0.75f, ga.data(), DType::bfloat16, lda, gb.data(), DType::bfloat16,
-                           ldb, 0.5f, gc.data(), c_type, ldc);
+          cpu().gemm(ta, tb, s.m, s.n, s.k, 0.75f, {a.data(), DType::bfloat16}, lda, {b.data(), DType::bfloat16}, ldb,
+                     0.5f, {c_host, c_type}, ldc);
+          gpu().gemm(ta, tb, s.m, s.n, s.k, 0.75f, {ga.data(), DType::bfloat16}, lda, {gb.data(), DType::bfloat16}, ldb,
+                     0.5f, {gc.data(), c_type}, ldc);
           const std::string what = std::string(ta ? "T" : "N") + (tb ? "T" : "N") + " " + dims({s.m, s.n, s.k}) +
                                    " C " + libpipe::dtype_name(c_type);
           if (c_bf16)
-            compare("gemm_typed [bf16 x bf16 -> bf16]", what, from_halves(ch),
+            compare("gemm [bf16 x bf16 -> bf16]", what, from_halves(ch),
                     from_halves(download_halves(gc, ch.size())), Tol{8e-3, 1.0});
           else
-            compare("gemm_typed [bf16 x bf16 -> fp32]", what, cf, gc, gemm_tol(GemmMath::fp32));
+            compare("gemm [bf16 x bf16 -> fp32]", what, cf, gc, gemm_tol(GemmMath::fp32));
         }
 }
 

@@ -51,25 +51,21 @@ class PIPE_API Backend {
   virtual void copy_to_host(void* host, const void* src, std::size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* host, std::size_t bytes) = 0;
 
-  // ---- GEMM: C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C
-  virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                    const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                    std::int64_t ldc) = 0;
+  // ---- GEMM: C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, accumulating in float32. A, B and C are
+  // each float32 or bfloat16 (pipe/bfloat16.hpp), a bfloat16 C rounded once to nearest even. A backend runs
+  // all-float32 products natively and may run bfloat16 ones natively (the GPU does); any other mix it may hand to
+  // gemm_widened.
+  virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
+                    std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) = 0;
   // The same for `batch` independent products at fixed strides.
   virtual void gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                                     float alpha, const float* a, std::int64_t lda, std::int64_t stride_a,
                                     const float* b, std::int64_t ldb, std::int64_t stride_b, float beta, float* c,
                                     std::int64_t ldc, std::int64_t stride_c, std::int64_t batch) = 0;
 
-  // ---- bfloat16 storage (mixed precision, pipe/bfloat16.hpp): conversions rounding to nearest even, and a GEMM
-  // on typed operands, each float32 or bfloat16, accumulating in float32.
+  // ---- bfloat16 storage (mixed precision, pipe/bfloat16.hpp): conversions rounding to nearest even.
   virtual void to_bf16(const float* x, std::uint16_t* y, std::int64_t n) = 0;
   virtual void from_bf16(const std::uint16_t* x, float* y, std::int64_t n) = 0;
-  // The default widens bfloat16 operands to float32 temporaries, runs gemm() and rounds a bfloat16 C back, which
-  // is what the CPU does; a device backend overrides it with native bfloat16 GEMMs.
-  virtual void gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                          const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
-                          float beta, void* c, DType c_type, std::int64_t ldc);
 
   // ---- elementwise. Typed ops (In/Out) take float32 or bfloat16 arrays: the math is float32 and each output is
   // rounded once to its dtype (to nearest even); parameter gradients stay float32. A backend runs all-float32
@@ -174,6 +170,12 @@ class PIPE_API Backend {
   virtual void sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) {
     for (int i = 0; i < count; ++i) out[i] = sum_squares(x[i], n[i]);
   }
+
+ protected:
+  // gemm for any mix of float32 and bfloat16: widens bfloat16 operands to float32 temporaries, runs the
+  // all-float32 gemm and rounds a bfloat16 C back (what the CPU does for bfloat16).
+  void gemm_widened(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
+                    std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc);
 };
 
 // The backend of a device; throws libpipe::Error when this build has none.

@@ -33,7 +33,7 @@ std::int64_t span(std::int64_t rows, std::int64_t cols, std::int64_t ld) { retur
 // A float32 view of an operand: itself, or a widened copy of a bfloat16 one.
 Tensor widened(Backend& be, const void* p, DType type, std::int64_t elements) {
   if (type == DType::float32) return Tensor::borrow(const_cast<void*>(p), {elements}, type, be.device());
-  if (type != DType::bfloat16) throw Error(std::string("gemm_typed: operands must be float32 or bfloat16, not ") +
+  if (type != DType::bfloat16) throw Error(std::string("gemm: operands must be float32 or bfloat16, not ") +
                                            dtype_name(type));
   Tensor wide = Tensor::empty({elements}, DType::float32, be.device());
   be.from_bf16(static_cast<const std::uint16_t*>(p), wide.f32(), elements);
@@ -52,21 +52,20 @@ void Backend::flash_attention_backward(const float*, const float*, const float*,
   throw Error(std::string("flash_attention_backward: the ") + name() + " backend has no flash attention");
 }
 
-void Backend::gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                         const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
-                         float beta, void* c, DType c_type, std::int64_t ldc) {
-  detail::check_gemm("gemm_typed", trans_a, trans_b, m, n, k, lda, ldb, ldc);
-  if (c_type != DType::float32 && c_type != DType::bfloat16)
-    throw Error(std::string("gemm_typed: C must be float32 or bfloat16, not ") + dtype_name(c_type));
-  const Tensor wa = widened(*this, a, a_type, trans_a ? span(k, m, lda) : span(m, k, lda));
-  const Tensor wb = widened(*this, b, b_type, trans_b ? span(n, k, ldb) : span(k, n, ldb));
+void Backend::gemm_widened(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                           In a, std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) {
+  detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  if (c.dtype != DType::float32 && c.dtype != DType::bfloat16)
+    throw Error(std::string("gemm: C must be float32 or bfloat16, not ") + dtype_name(c.dtype));
+  const Tensor wa = widened(*this, a.data, a.dtype, trans_a ? span(k, m, lda) : span(m, k, lda));
+  const Tensor wb = widened(*this, b.data, b.dtype, trans_b ? span(n, k, ldb) : span(k, n, ldb));
   const std::int64_t c_elements = span(m, n, ldc);
   // C is read only when beta is non-zero (BLAS semantics: C may hold garbage then).
-  Tensor wc = c_type == DType::float32 || beta == 0.0f ? Tensor() : widened(*this, c, c_type, c_elements);
-  if (c_type == DType::float32) wc = Tensor::borrow(c, {c_elements}, c_type, device());
+  Tensor wc = c.dtype == DType::float32 || beta == 0.0f ? Tensor() : widened(*this, c.data, c.dtype, c_elements);
+  if (c.dtype == DType::float32) wc = Tensor::borrow(c.data, {c_elements}, c.dtype, device());
   if (!wc.defined()) wc = Tensor::empty({c_elements}, DType::float32, device());
-  gemm(trans_a, trans_b, m, n, k, alpha, wa.f32(), lda, wb.f32(), ldb, beta, wc.f32(), ldc);
-  if (c_type == DType::bfloat16) to_bf16(wc.f32(), static_cast<std::uint16_t*>(c), c_elements);
+  gemm(trans_a, trans_b, m, n, k, alpha, wa.f32(), lda, wb.f32(), ldb, beta, wc.f32(), ldc);  // all float32
+  if (c.dtype == DType::bfloat16) to_bf16(wc.f32(), static_cast<std::uint16_t*>(c.data), c_elements);
 }
 
 namespace cpu {

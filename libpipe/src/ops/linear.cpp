@@ -1,5 +1,5 @@
 // Linear layers as ops: y = x W^T (+ b), its two backwards and the fused
-// linear + GELU of the MLP; GEMMs through Backend::gemm_typed (kernels:
+// linear + GELU of the MLP; GEMMs through Backend::gemm (kernels:
 // cpu/cpu_backend.cpp, cuda/cuda_backend.cpp) with the bias epilogues of
 // cpu/elementwise.cpp and cuda/elementwise.cu.
 #include <string>
@@ -35,8 +35,7 @@ std::int64_t check_linear(const char* op, const Tensor& x, const Tensor& weight,
 Tensor linear_product(Backend& be, const Tensor& x, const Tensor& weight, std::int64_t rows) {
   const std::int64_t out_f = weight.shape()[0], in_f = weight.shape()[1];
   Tensor h = Tensor::empty(with_last(x.shape(), out_f), DType::float32, x.device());
-  be.gemm_typed(false, true, rows, out_f, in_f, 1.0f, x.data(), x.dtype(), in_f, weight.data(), weight.dtype(), in_f,
-                0.0f, h.data(), DType::float32, out_f);
+  be.gemm(false, true, rows, out_f, in_f, 1.0f, in(x), in_f, in(weight), in_f, 0.0f, out(h), out_f);
   return h;
 }
 
@@ -49,8 +48,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                                : backend_of("linear", {{"x", &x}, {"weight", &weight}});
   if (!bias.defined()) {  // x W^T, written in x's dtype by the GEMM itself
     Tensor y = Tensor::empty(with_last(x.shape(), out_f), x.dtype(), x.device());
-    be.gemm_typed(false, true, rows, out_f, in_f, 1.0f, x.data(), x.dtype(), in_f, weight.data(), weight.dtype(), in_f,
-                  0.0f, y.data(), y.dtype(), out_f);
+    be.gemm(false, true, rows, out_f, in_f, 1.0f, in(x), in_f, in(weight), in_f, 0.0f, out(y), out_f);
     return y;
   }
   Tensor h = linear_product(be, x, weight, rows);
@@ -76,8 +74,7 @@ Tensor linear_backward_input(const Tensor& dy, const Tensor& weight) {
   Backend& be = backend_of(op, {{"dy", &dy}, {"weight", &weight}});
   const std::int64_t rows = rows_of(dy);
   Tensor dx = Tensor::empty(with_last(dy.shape(), in_f), dy.dtype(), dy.device());
-  be.gemm_typed(false, false, rows, in_f, out_f, 1.0f, dy.data(), dy.dtype(), out_f, weight.data(), weight.dtype(),
-                in_f, 0.0f, dx.data(), dx.dtype(), in_f);  // dy W
+  be.gemm(false, false, rows, in_f, out_f, 1.0f, in(dy), out_f, in(weight), in_f, 0.0f, out(dx), in_f);  // dy W
   return dx;
 }
 
@@ -101,8 +98,7 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dweight, 
   Backend& be = dbias.defined() ? backend_of(op, {{"dy", &dy}, {"x", &x}, {"dweight", &dweight}, {"dbias", &dbias}})
                                 : backend_of(op, {{"dy", &dy}, {"x", &x}, {"dweight", &dweight}});
   const std::int64_t rows = rows_of(dy);
-  be.gemm_typed(true, false, out_f, in_f, rows, 1.0f, dy.data(), dy.dtype(), out_f, x.data(), x.dtype(), in_f, 1.0f,
-                dweight.data(), DType::float32, in_f);  // += dy^T x
+  be.gemm(true, false, out_f, in_f, rows, 1.0f, in(dy), out_f, in(x), in_f, 1.0f, out(dweight), in_f);  // += dy^T x
   if (dbias.defined()) be.bias_grad(in(dy), f32(dbias), rows, out_f);
 }
 

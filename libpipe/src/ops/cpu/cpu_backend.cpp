@@ -87,13 +87,15 @@ void CpuBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
 
 // ---- GEMM
 
-void CpuBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                      std::int64_t ldc) {
+void CpuBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
+                      std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) {
+  if (a.dtype != DType::float32 || b.dtype != DType::float32 || c.dtype != DType::float32)
+    return gemm_widened(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   GemmCall g;
   g.trans_a = trans_a, g.trans_b = trans_b, g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
-  g.a = a, g.lda = lda, g.b = b, g.ldb = ldb, g.c = c, g.ldc = ldc;
+  g.a = static_cast<const float*>(a.data), g.lda = lda, g.b = static_cast<const float*>(b.data), g.ldb = ldb;
+  g.c = static_cast<float*>(c.data), g.ldc = ldc;
   cpu::gemm(g);
 }
 

@@ -18,8 +18,9 @@ class CpuBackend final : public Backend {
   void copy_to_host(void* host, const void* src, std::size_t bytes) override;
   void copy_from_host(void* dst, const void* host, std::size_t bytes) override;
 
-  void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) override;
+  // float32 on oneDNN; bfloat16 widened (gemm_widened).
+  void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
+            std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) override;
   void gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                             const float* a, std::int64_t lda, std::int64_t stride_a, const float* b, std::int64_t ldb,
                             std::int64_t stride_b, float beta, float* c, std::int64_t ldc, std::int64_t stride_c,

@@ -1,7 +1,7 @@
 // The CPU backend's GEMMs, on oneDNN (cpu_gemm.cpp): row-major products at any leading dimensions and transposes,
 // batched at fixed strides, with the thread count of set_cpu_threads. The backend's gemm and gemm_strided_batched
-// hand in float32; the plans also take bfloat16 operands (oneDNN's bf16 matmul), not yet used: gemm_typed still
-// widens bfloat16 to float32 (backend.cpp).
+// hand in float32; the plans also take bfloat16 operands (oneDNN's bf16 matmul), not yet used: the backend's gemm
+// still widens bfloat16 to float32 (Backend::gemm_widened, backend.cpp).
 #pragma once
 
 #include <cstdint>

@@ -157,20 +157,29 @@ void CudaBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
 // first operand and A as its second, with the same transpose flags, and the dimensions (n, m, k). The
 // leading-dimension requirements then match the CPU backend's check exactly.
 
-void CudaBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
-                       std::int64_t ldc) {
+static cudaDataType_t cuda_type_of(DType t) { return t == DType::bfloat16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+void CudaBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
+                       std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) {
+  const bool all_f32 = a.dtype == DType::float32 && b.dtype == DType::float32 && c.dtype == DType::float32;
+  // cuBLAS takes bfloat16 A and B together, into a float32 or bfloat16 C; any other mix (and a bfloat16 empty
+  // product, C = beta C) goes through gemm_widened.
+  const bool native_bf16 = a.dtype == DType::bfloat16 && b.dtype == DType::bfloat16 &&
+                           (c.dtype == DType::float32 || c.dtype == DType::bfloat16) && k > 0;
+  if (!all_f32 && !native_bf16) return gemm_widened(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
   bind();
   if (k == 0) {  // an empty product: C = beta C, as on the CPU (BLAS libraries differ here)
-    cuda::scale_matrices(ctx_, c, ldc, m, n, beta, 0, 1);
+    cuda::scale_matrices(ctx_, static_cast<float*>(c.data), ldc, m, n, beta, 0, 1);
     return;
   }
+  // float32: TF32 or full float32 math (compute_type); bfloat16 operands always accumulate in float32.
   PIPE_CUBLAS_CHECK(cublasGemmEx(cublas_, op_of(trans_b), op_of(trans_a), static_cast<int>(n), static_cast<int>(m),
-                                 static_cast<int>(k), &alpha, b, CUDA_R_32F, static_cast<int>(ldb), a, CUDA_R_32F,
-                                 static_cast<int>(lda), &beta, c, CUDA_R_32F, static_cast<int>(ldc), compute_type(),
-                                 CUBLAS_GEMM_DEFAULT));
+                                 static_cast<int>(k), &alpha, b.data, cuda_type_of(b.dtype), static_cast<int>(ldb),
+                                 a.data, cuda_type_of(a.dtype), static_cast<int>(lda), &beta, c.data,
+                                 cuda_type_of(c.dtype), static_cast<int>(ldc),
+                                 all_f32 ? compute_type() : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
@@ -196,30 +205,6 @@ void CudaBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t 
         static_cast<int>(lda), stride_a, &beta, c + done * stride_c, CUDA_R_32F, static_cast<int>(ldc), stride_c,
         static_cast<int>(count), compute, CUBLAS_GEMM_DEFAULT));
   }
-}
-
-static cudaDataType_t cuda_type_of(DType t) { return t == DType::bfloat16 ? CUDA_R_16BF : CUDA_R_32F; }
-
-void CudaBackend::gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                             const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type,
-                             std::int64_t ldb, float beta, void* c, DType c_type, std::int64_t ldc) {
-  const bool all_f32 = a_type == DType::float32 && b_type == DType::float32 && c_type == DType::float32;
-  if (all_f32)
-    return gemm(trans_a, trans_b, m, n, k, alpha, static_cast<const float*>(a), lda, static_cast<const float*>(b),
-                ldb, beta, static_cast<float*>(c), ldc);
-  // cuBLAS takes bfloat16 A and B together, into a float32 or bfloat16 C; anything else (and the empty product,
-  // C = beta C) goes through the widening default.
-  const bool native = a_type == DType::bfloat16 && b_type == DType::bfloat16 &&
-                      (c_type == DType::float32 || c_type == DType::bfloat16) && k > 0;
-  if (!native)
-    return Backend::gemm_typed(trans_a, trans_b, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc);
-  detail::check_gemm("gemm_typed", trans_a, trans_b, m, n, k, lda, ldb, ldc);
-  if (m == 0 || n == 0) return;
-  bind();
-  PIPE_CUBLAS_CHECK(cublasGemmEx(cublas_, op_of(trans_b), op_of(trans_a), static_cast<int>(n), static_cast<int>(m),
-                                 static_cast<int>(k), &alpha, b, CUDA_R_16BF, static_cast<int>(ldb), a, CUDA_R_16BF,
-                                 static_cast<int>(lda), &beta, c, cuda_type_of(c_type), static_cast<int>(ldc),
-                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // ---- typed ops: native kernels when every array is bfloat16, float32 kernels on Float32Views otherwise

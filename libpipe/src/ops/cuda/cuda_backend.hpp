@@ -39,8 +39,10 @@ class CudaBackend final : public Backend {
   void copy_to_host(void* host, const void* src, std::size_t bytes) override;
   void copy_from_host(void* dst, const void* host, std::size_t bytes) override;
 
-  void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) override;
+  // Native cuBLAS GEMMs when every operand is float32, or A and B are bfloat16 (the tensor cores, fp32
+  // accumulation) into a float32 or bfloat16 C; otherwise gemm_widened.
+  void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
+            std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) override;
   void gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                             const float* a, std::int64_t lda, std::int64_t stride_a, const float* b, std::int64_t ldb,
                             std::int64_t stride_b, float beta, float* c, std::int64_t ldc, std::int64_t stride_c,
@@ -48,11 +50,6 @@ class CudaBackend final : public Backend {
 
   void to_bf16(const float* x, std::uint16_t* y, std::int64_t n) override;
   void from_bf16(const std::uint16_t* x, float* y, std::int64_t n) override;
-  // Native cuBLAS GEMMs when A and B share a type (bfloat16 x bfloat16 on the tensor cores, fp32 accumulation,
-  // C float32 or bfloat16); otherwise the widening default.
-  void gemm_typed(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
-                  const void* a, DType a_type, std::int64_t lda, const void* b, DType b_type, std::int64_t ldb,
-                  float beta, void* c, DType c_type, std::int64_t ldc) override;
 
   // Typed ops: native bfloat16 kernels when every array of the call is bfloat16 (what --dtype bf16 passes), the
   // float32 kernels when every array is float32, and those on Float32Views for any other mix.
