@@ -453,8 +453,10 @@ int run_simulation(Options& o, const po::variables_map& vm) {
                 o.micro_batches, o.micro_batches == 1 ? "" : "es");
   if (!o.svg.empty()) {
     pipe_sim::SvgOptions svg;
+    const std::string theory = std::isfinite(r.theoretical_bubble) ? "theory " + percent(r.theoretical_bubble)
+                                                                    : "no closed form";
     svg.title = o.title.empty() ? std::string(head) + ": makespan " + time_text(r.makespan, unit) + ", bubble " +
-                                      percent(r.bubble) + " (theory " + percent(r.theoretical_bubble) + ")"
+                                      percent(r.bubble) + " (" + theory + ")"
                                 : o.title;
     write_file(o.svg, pipe_sim::render_svg(r.timeline, svg));
   }
