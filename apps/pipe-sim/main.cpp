@@ -79,7 +79,8 @@ po::options_description flags(Options& o) {
     ("profile", po::value(&o.profile)->value_name("FILE"),
      "per-stage times measured by pipe-train --profile-out FILE (in seconds; --stages defaults to the run's)")
     ("model", po::value(&o.model)->value_name("FILE|NAME"),
-     "times from this model's FLOPs, split as pipe-plan splits it: forward = 1/3, backward = 2/3 of a stage's "
+     "times from this model's FLOPs, split as pipe-plan splits it: forward, backward-input and backward-weight a "
+     "third each of a stage's "
      "FLOPs x --micro-batch-size / --gflops, in seconds")
     ("partition-method", po::value(&o.method)->value_name("METHOD")->default_value(o.method),
      "with --model: how layers are split (as pipe-plan and pipe-train)")
@@ -260,7 +261,9 @@ CostSource costs_from_model(const Options& o, int chunks) {
     for (int i = plan.parts[s]; i < plan.parts[s + 1]; ++i) flops += d.layers[i].description.flops;
     stage_flops.push_back(flops);
     const double seconds = static_cast<double>(flops) * o.micro_batch_size / (o.gflops * 1e9);
-    c.costs.push_back({seconds / 3, seconds * 2 / 3, 0});
+    // A layer's backward does about twice its forward's FLOPs, half for the input's gradient (B) and half for
+    // the weights' (W): F = B = W, a third each.
+    c.costs.push_back({seconds / 3, seconds / 3, seconds / 3});
   }
   c.model_based = true;
   c.text = "costs from model " + d.name + " (" + libpipe::with_commas(d.params) + " parameters) split by " +
