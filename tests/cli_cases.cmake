@@ -13,7 +13,7 @@ function(pipe_expect_test name status)
   add_test(NAME ${name} COMMAND ${PIPE_EXPECT} ${status} ${texts} -- ${command})
   # CPU cases even on a GPU machine (pipe-train defaults to cuda where it sees a GPU).
   set_tests_properties(${name} PROPERTIES TIMEOUT 120 PROCESSORS 2 ENVIRONMENT "CUDA_VISIBLE_DEVICES=")
-  # Cases that expect a refusal (non-zero status): scripts/test's sanitizer step leaves them to the fuzzers.
+  # Cases that expect a refusal (non-zero status): `ctest -L refusal` runs them alone.
   if(NOT status EQUAL 0)
     set_tests_properties(${name} PROPERTIES LABELS refusal)
   endif()
