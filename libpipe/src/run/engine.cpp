@@ -90,6 +90,10 @@ struct PipelineEngine::Impl {
   int micro_batches = 0;
   bool training = true;
   bool weights_with_input = false;  // checkpointing: weight gradients taken group by group in backward_input
+  // The training step under way: what RT, RD and OPT compute (train_step reads it after the schedule).
+  StepStats stats;
+  int nonfinite_layer = -1;  // the first global layer whose gradient is not finite, or -1
+  bool update_done = false;  // OPT ran
   // Last stage: the per-sample losses [B] of the micro-batches run, in the
   // order they ran; read (one copy each) and summed after the schedule, so a
   // device never stalls the host in the middle of a step.
@@ -417,10 +421,17 @@ struct PipelineEngine::Impl {
         release_if_done(c, mb);
         break;
       }
-      // The step-wide reductions and the update run after the schedule (train_step).
+      // The step-wide reductions and the update: where the schedule puts them (after every W; OPT last).
       case WorkKind::ReduceTiedGrads:
+        timed(WorkKind::ReduceTiedGrads, 0, -1, totals.reduce_s, [&] { reduce_tied_grads(); });
+        break;
       case WorkKind::ReduceGrads:
-      case WorkKind::OptimizerStep: break;
+        timed(WorkKind::ReduceGrads, 0, -1, totals.reduce_s, [&] {
+          reduce_data_parallel_grads();
+          stats.grad_norm = grad_norm(nonfinite_layer);
+        });
+        break;
+      case WorkKind::OptimizerStep: optimizer_step(); break;
       // Traced work, never an instruction (check_schedules refuses it).
       case WorkKind::WaitSends:
       case WorkKind::Checkpoint:
@@ -556,6 +567,27 @@ struct PipelineEngine::Impl {
       if (nonfinite_layer < 0 && !std::isfinite(per_layer[i])) nonfinite_layer = static_cast<int>(i);
     }
     return std::sqrt(total);
+  }
+
+  // OPT: the step's loss; then the update, unless the loss or a gradient is not finite: then the gradients are
+  // dropped and the step is marked skipped (train_step stops the run unless --skip-nonfinite).
+  void optimizer_step() {
+    stats.loss = global_loss(micro_batches);
+    update_done = true;
+    if (!std::isfinite(stats.loss) || nonfinite_layer >= 0) {
+      for (auto& l : module.layers()) zero_grads(*l.layer);
+      stats.skipped = true;
+      return;
+    }
+    timed(WorkKind::OptimizerStep, 0, -1, totals.optimizer_s, [&] {
+      if (options.clip_grad_norm > 0 && stats.grad_norm > options.clip_grad_norm) {
+        const float factor = static_cast<float>(options.clip_grad_norm / (stats.grad_norm + 1e-6));
+        for (auto& l : module.layers())
+          for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
+      }
+      optimizer->step(stats.lr);
+      for (auto& l : module.layers()) zero_grads(*l.layer);
+    });
   }
 
   // The step's mean loss, the same on every rank: the last stage of each
@@ -703,49 +735,31 @@ StepStats PipelineEngine::train_step(const DataSource& data, std::int64_t step) 
   e.losses.clear();
   e.device_spans.clear();  // left by a step that threw
   e.device_origin.reset();
+  // The schedule ends with its reductions and the update (RT, RD, OPT), which fill in the step's stats.
+  e.stats = StepStats{};
+  e.stats.step = step;
+  e.stats.lr = learning_rate(step);
+  e.nonfinite_layer = -1;
+  e.update_done = false;
   e.run(e.train);
-
-  StepStats stats;
-  stats.step = step;
-  int nonfinite_layer = -1;
-  e.timed(WorkKind::ReduceTiedGrads, 0, -1, e.totals.reduce_s, [&] { e.reduce_tied_grads(); });
-  e.timed(WorkKind::ReduceGrads, 0, -1, e.totals.reduce_s, [&] {
-    e.reduce_data_parallel_grads();
-    stats.grad_norm = e.grad_norm(nonfinite_layer);
-  });
-  stats.loss = e.global_loss(e.micro_batches);
-  stats.lr = learning_rate(step);
-  // Every rank holds the same loss and per-layer norms, so every rank takes
-  // the same decision here.
-  if (!std::isfinite(stats.loss) || nonfinite_layer >= 0) {
-    if (!e.options.skip_nonfinite) {
-      std::string where = "a non-finite loss";
-      if (nonfinite_layer >= 0) {
-        const auto& parts = e.module.parts();
-        const int chunk = static_cast<int>(std::upper_bound(parts.begin(), parts.end(), nonfinite_layer) -
-                                           parts.begin()) - 1;
-        const int stage = e.stage_of(chunk);
-        where = "a non-finite gradient in layer " + std::to_string(nonfinite_layer) + " (" +
-                e.description.layers[nonfinite_layer].type + ") on stage " + std::to_string(stage);
-      }
-      throw NonFiniteError("step " + std::to_string(step + 1) + " produced " + where + " (loss " +
-                           std::to_string(stats.loss) + "); lower --lr, keep --clip-grad-norm, or pass "
-                           "--skip-nonfinite to skip such steps");
+  if (!e.update_done)
+    throw Error("stage " + std::to_string(e.grid.stage_id()) + ": the schedule ran no optimizer step (OPT)");
+  StepStats stats = e.stats;
+  // Every rank holds the same loss and per-layer norms, so every rank takes the same decision here.
+  if (stats.skipped && !e.options.skip_nonfinite) {
+    std::string where = "a non-finite loss";
+    if (e.nonfinite_layer >= 0) {
+      const auto& parts = e.module.parts();
+      const int chunk = static_cast<int>(std::upper_bound(parts.begin(), parts.end(), e.nonfinite_layer) -
+                                         parts.begin()) - 1;
+      where = "a non-finite gradient in layer " + std::to_string(e.nonfinite_layer) + " (" +
+              e.description.layers[e.nonfinite_layer].type + ") on stage " + std::to_string(e.stage_of(chunk));
     }
-    for (auto& l : e.module.layers()) zero_grads(*l.layer);
-    stats.skipped = true;
-    ++e.totals.skipped_steps;
-  } else {
-    e.timed(WorkKind::OptimizerStep, 0, -1, e.totals.optimizer_s, [&] {
-      if (e.options.clip_grad_norm > 0 && stats.grad_norm > e.options.clip_grad_norm) {
-        const float factor = static_cast<float>(e.options.clip_grad_norm / (stats.grad_norm + 1e-6));
-        for (auto& l : e.module.layers())
-          for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
-      }
-      e.optimizer->step(stats.lr);
-      for (auto& l : e.module.layers()) zero_grads(*l.layer);
-    });
+    throw NonFiniteError("step " + std::to_string(step + 1) + " produced " + where + " (loss " +
+                         std::to_string(stats.loss) + "); lower --lr, keep --clip-grad-norm, or pass "
+                         "--skip-nonfinite to skip such steps");
   }
+  if (stats.skipped) ++e.totals.skipped_steps;
   e.settle_device_timing();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   e.totals.step_s += stats.seconds;
