@@ -954,8 +954,9 @@ std::pair<Schedule, Placement> plan_schedule(const std::string& kind, int stages
   if (std::string(info.needs) == "M a multiple of S" && micro_batches % stages != 0)
     throw Error("the " + kind + " schedule needs the micro-batches to be a multiple of the stages, got " + shape);
   if (static_cast<long long>(stages) * s.virtual_stages * micro_batches > (1LL << 28))
-    throw Error("the " + kind + " schedule of " + shape + " and " + plural(s.virtual_stages, "chunk") +
-                " per stage is too large (at most 2^28 chunk micro-batches)");
+    throw Error("the " + kind + " schedule of " + shape +
+                (s.virtual_stages > 1 ? " and " + plural(s.virtual_stages, "chunk") + " per stage" : "") +
+                " is too large (stages x chunks per stage x micro-batches is at most 2^28)");
   s.num_buffers = info.buffers(stages, micro_batches, stage);
   Placement p = info.place(stages, micro_batches, s.virtual_stages, stage);
   return {std::move(s), std::move(p)};
