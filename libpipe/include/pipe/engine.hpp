@@ -2,7 +2,9 @@
 // schedule (schedule.hpp), instruction by instruction: loads, forward and the
 // two halves of backward over the local layers, non-blocking point-to-point
 // transfers of activations and gradients, tied and data-parallel gradient
-// reductions, clipping and the optimizer step.
+// reductions, clipping and the optimizer step. With virtual stages a stage
+// runs each of its chunks (PipelineModule::chunks()) as the schedule names
+// them, handing tensors between two chunks of its own over in memory.
 //
 // It is the same computation as one process would do: initial weights are
 // seeded per layer, gradients accumulate in micro-batch order, tied gradients
