@@ -207,6 +207,7 @@ struct CostSource {
   std::string text;  // one line
   json extra = json::object();
   bool model_based = false;  // per chunk from the model's split (no scaling by V)
+  std::vector<double> activation_bytes;  // with a model: what one micro-batch keeps on each chunk, in bytes
 };
 
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
@@ -264,6 +265,10 @@ CostSource costs_from_model(const Options& o, int chunks) {
     // A layer's backward does about twice its forward's FLOPs, half for the input's gradient (B) and half for
     // the weights' (W): F = B = W, a third each.
     c.costs.push_back({seconds / 3, seconds / 3, seconds / 3});
+    double bytes = 0;  // activations kept for backward, per micro-batch
+    for (int i = plan.parts[s]; i < plan.parts[s + 1]; ++i)
+      bytes += static_cast<double>(d.layers[i].description.activation_bytes) * o.micro_batch_size;
+    c.activation_bytes.push_back(bytes);
   }
   c.model_based = true;
   c.text = "costs from model " + d.name + " (" + libpipe::with_commas(d.params) + " parameters) split by " +
@@ -290,6 +295,36 @@ std::vector<libpipe::StageCosts> chunk_costs(const Options& o, const CostSource&
     out.push_back(x);
   }
   return out;
+}
+
+// With a model: the most activation bytes each stage holds at once under `schedules` (a chunk's micro-batch
+// from its F to its W), given each global chunk's bytes per micro-batch.
+std::vector<double> peak_activation_bytes(const std::vector<libpipe::Schedule>& schedules,
+                                          const std::vector<double>& chunk_bytes) {
+  std::vector<double> peaks;
+  for (const libpipe::Schedule& sch : schedules) {
+    const std::vector<int> chunks =
+        libpipe::stage_chunks(sch.placement, sch.stage, sch.stages, sch.virtual_stages);
+    double live = 0, peak = 0;
+    for (const auto& step : sch.steps)
+      for (const auto& in : step) {
+        if (in.kind == libpipe::WorkKind::Forward) peak = std::max(peak, live += chunk_bytes.at(chunks.at(in.chunk)));
+        if (in.kind == libpipe::WorkKind::BackwardWeight) live -= chunk_bytes.at(chunks.at(in.chunk));
+      }
+    peaks.push_back(peak);
+  }
+  return peaks;
+}
+
+std::string bytes_text(double b) {
+  char t[32];
+  if (b >= 1e9)
+    std::snprintf(t, sizeof t, "%.2f GB", b / 1e9);
+  else if (b >= 1e6)
+    std::snprintf(t, sizeof t, "%.1f MB", b / 1e6);
+  else
+    std::snprintf(t, sizeof t, "%.0f kB", b / 1e3);
+  return t;
 }
 
 std::string join_ints(const std::vector<int>& v) {
@@ -444,6 +479,12 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   const bool with_timeline = !o.svg.empty() || !o.trace.empty();
   const int V = o.virtual_stages;
   const std::vector<libpipe::StageCosts> costs = chunk_costs(o, src, o.schedule, V);
+  // With a model, training schedules of a size worth listing: the peak activation bytes per stage too.
+  std::vector<double> peak_bytes;
+  if (src.model_based && libpipe::is_training_schedule(o.schedule) &&
+      static_cast<long long>(o.stages) * V * o.micro_batches <= (1LL << 20))
+    peak_bytes = peak_activation_bytes(all_schedules(),
+                                       V == 1 ? src.activation_bytes : costs_from_model(o, o.stages * V).activation_bytes);
   libpipe::SimResult r = o.custom.empty() ? libpipe::simulate(o.schedule, o.stages, o.micro_batches, costs, o.latency,
                                                               with_timeline, V)
                                           : libpipe::simulate(o.custom, costs, o.latency, with_timeline);
@@ -475,6 +516,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
               {"makespan", r.makespan}, {"bubble", r.bubble}, {"theoretical_bubble", r.theoretical_bubble},
               {"busy", r.busy},         {"costs", costs_json}, {"latency", o.latency},
               {"time_unit", unit},      {"peak_activations", r.peak_activations}};
+    if (!peak_bytes.empty()) j["peak_activation_bytes"] = peak_bytes;
     j.update(src.extra);
     if (!o.svg.empty()) j["svg"] = o.svg;
     if (!o.trace.empty()) j["trace"] = o.trace;
@@ -524,6 +566,11 @@ int run_simulation(Options& o, const po::variables_map& vm) {
               << " for equal stages: " << percent(r.theoretical_bubble) << ")\n";
   std::cout << "activations held at most (" << (V > 1 ? "chunk micro-batches, 1/" + std::to_string(V) + " of a stage's each" : "micro-batches")
             << ", per stage): " << join_ints(r.peak_activations) << "\n";
+  if (!peak_bytes.empty()) {
+    std::cout << "activation memory at most, per stage (bytes kept for backward, from describe):";
+    for (double b : peak_bytes) std::cout << " " << bytes_text(b);
+    std::cout << "\n";
+  }
   if (!o.svg.empty()) std::cout << "wrote " << o.svg << "\n";
   if (!o.trace.empty()) std::cout << "wrote " << o.trace << "\n";
   return 0;
