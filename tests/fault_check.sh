@@ -44,7 +44,8 @@ case $check in
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     pgrep -f -- "$marker" >/dev/null && { echo "FAIL: ranks left running"; exit 1; }
     echo "job ended ${ms} ms after SIGKILL of rank pid $pid (status $(status_of kill.log))"
-    [ "$ms" -le 10000 ] || { echo "FAIL: more than 10 s"; exit 1; } ;;
+    [ "$ms" -le 10000 ] || { echo "FAIL: more than 10 s"; exit 1; }
+    [ "$(status_of kill.log)" != 0 ] || { echo "FAIL: a job with a killed rank exited 0"; exit 1; } ;;
   sigterm)
     start_job term.log --steps 100000 --save "$work/ck"
     pid=$(a_rank term.log); [ -n "$pid" ] || { echo "FAIL: the job never started"; cat "$work/term.log"; exit 1; }
