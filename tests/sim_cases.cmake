@@ -49,6 +49,12 @@ pipe_sim_test(profile 0 "costs per stage measured by pipe-train (gpt-tiny, 1f1b,
   "makespan: 68 ms" -- --profile ${PIPE_TEST_DATA}/profile_2_stages.json --micro-batches 8)
 pipe_sim_test(profile_not_json 1 "pipe-sim: error: --profile ${PIPE_TEST_DATA}/l1_mlp.toml: not JSON"
   -- --profile ${PIPE_TEST_DATA}/l1_mlp.toml)
+pipe_sim_test(profile_missing 1 "pipe-sim: error: --profile ${PIPE_SIM_OUT}/no-such.profile: cannot read the file: No such file or directory"
+  -- --profile ${PIPE_SIM_OUT}/no-such.profile)
+pipe_sim_test(profile_directory 1 "pipe-sim: error: --profile ${PIPE_TEST_DATA}: not a regular file (a directory)"
+  -- --profile ${PIPE_TEST_DATA})
+pipe_sim_test(virtual_stages_zero 1 "pipe-sim: error: --virtual-stages must be at least 1, not 0"
+  -- --schedule interleaved-1f1b --virtual-stages 0)
 pipe_sim_test(profile_stage_mismatch 1 "pipe-sim: error: --profile ${PIPE_TEST_DATA}/profile_2_stages.json measured 2 stages, not --stages 4"
   -- --profile ${PIPE_TEST_DATA}/profile_2_stages.json --stages 4)
 pipe_sim_test(json_peak_activations 0 [=["peak_activations":[4,3,2,1]]=] -- --stages 4 --micro-batches 8 --json)

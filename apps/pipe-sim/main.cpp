@@ -213,9 +213,14 @@ struct CostSource {
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
 // --profile: a pipe-train run's measured per-stage costs.
 CostSource costs_from_profile(const std::string& path) {
+  libpipe::require_regular_file(path, "--profile " + path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw libpipe::Error("--profile " + path + ": cannot read the file: " + std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
   json j;
   try {
-    j = json::parse(read_file(path));
+    j = json::parse(text.str());
   } catch (const json::exception& e) {
     throw libpipe::Error("--profile " + path + ": not JSON (" + e.what() + ")");
   }
@@ -413,6 +418,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   if (o.micro_batches < 1)
     throw libpipe::Error("--micro-batches must be at least 1, not " + std::to_string(o.micro_batches));
   (void)libpipe::is_training_schedule(o.schedule);  // an unknown kind fails here, before any model is loaded
+  if (given(vm, "virtual-stages") && o.virtual_stages < 1)
+    throw libpipe::Error("--virtual-stages must be at least 1, not " + std::to_string(o.virtual_stages));
   if (!o.compare) o.virtual_stages = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   const bool uniform_flags = given(vm, "forward") || given(vm, "backward") || given(vm, "weight");
   if (int(!o.costs.empty()) + int(!o.model.empty()) + int(!o.profile.empty()) > 1)
