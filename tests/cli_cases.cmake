@@ -42,6 +42,11 @@ pipe_cli_test(dry_run_pipe2_data2 4 0
 pipe_cli_test(dry_run_default_data_parallel 4 0 "on pipe=4 x data=1, 4 ranks; partition parameters: [0,2,3,4,8]"
   [["layer_range":[3,4],"layers":[{"index":3,"type":"TransformerBlock"}],"model":0,"model_group":[2],"next":3,"parameter_bytes":793088,"pipe_group":[0,1,2,3],"prev":1,"rank":2,"stage":2,"tie_groups":[]}]]
   -- --stages 4 --dry-run)
+# Virtual stages: each rank lists its chunks (zb-v's V: stage 0 holds the first and the last chunk).
+pipe_cli_test(dry_run_zb_v_chunks 2 0 [=[{"chunks":[{"chunk":0,"layer_range":[0,2]},{"chunk":3,"layer_range":[6,8]}],]=]
+  [=[{"chunks":[{"chunk":1,"layer_range":[2,4]},{"chunk":2,"layer_range":[4,6]}],]=]
+  "partition uniform into 2 chunks per stage (v-shape): [0,2,4,6,8]"
+  -- --stages 2 --schedule zb-v --partition-method uniform --dry-run)
 pipe_cli_test(dry_run_type_regex 4 0 "partition type:block: [0,2,3,4,8]" -- --stages 4 --partition-method type:block --dry-run)
 pipe_cli_test(dry_run_custom_topology 8 0 "on data=2 x pipe=4, 8 ranks"
   [[{"comm":"mpi","coord":{"data":1,"pipe":1},"data":1,"data_parallel_group":[1,5],"device":"cpu","layer_range":[2,3],"layers":[{"index":2,"type":"TransformerBlock"}],"model":0,"model_group":[5],"next":6,"parameter_bytes":793088,"pipe_group":[4,5,6,7],"prev":4,"rank":5,"stage":1,"tie_groups":[]}]]

@@ -78,7 +78,11 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : module.layers()) layers.push_back({{"index", l.index}, {"type", l.type}});
   j["layers"] = layers;
-  if (module.virtual_stages() > 1) j["chunks"] = chunks;
+  // With virtual stages the rank's layers are not one range: each chunk's instead.
+  if (module.virtual_stages() > 1) {
+    j.erase("layer_range");
+    j["chunks"] = chunks;
+  }
   nlohmann::json ties = nlohmann::json::array();
   for (const auto& t : module.tie_groups())
     ties.push_back({{"key", t.key}, {"layers", t.layers}, {"stages", t.stages}, {"ranks", t.ranks}});
