@@ -167,7 +167,9 @@ PIPE_API std::string to_text(const Step& step);
 PIPE_API std::string format_grid(const std::vector<Schedule>& per_stage);
 
 // Simulates all stages together and throws libpipe::Error naming the step,
-// stage and instruction at the first problem found. per_stage holds one
+// stage and instruction at the first problem found. With virtual stages
+// "stage" below reads "chunk" wherever data flows (first/last, neighbours,
+// message links between chunks c and c+1); programs and buffers stay per stage. per_stage holds one
 // Schedule per stage, in stage order, all of the same kind, S and M.
 //
 // Semantics simulated: each stage runs its steps in order and the
@@ -186,7 +188,9 @@ PIPE_API std::string format_grid(const std::vector<Schedule>& per_stage);
 //  3. running all stages: a Forward runs after its input is loaded / received
 //     (and, on the last stage, its labels loaded), a BackwardInput after its
 //     Forward and (but on the last stage) its gradient received, a
-//     BackwardWeight after its BackwardInput, a send after the compute that
+//     BackwardWeight after its BackwardInput and after the BackwardWeight of
+//     the chunk's previous micro-batch (weight gradients add up in
+//     micro-batch order, as in one process), a send after the compute that
 //     produces it; nothing runs twice; a micro-batch stays in one buffer, and a
 //     buffer is not reused while it holds a live micro-batch (one the stage
 //     still has instructions to run for); RT and RD after every W, OPT after
