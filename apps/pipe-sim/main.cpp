@@ -162,9 +162,12 @@ std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
   return out;
 }
 
-std::string read_file(const std::string& path) {
+// `what` names the file in the error ("--profile FILE"); without it, the path does.
+std::string read_file(const std::string& path, const std::string& what = "") {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw libpipe::Error("cannot read " + path + ": " + std::strerror(errno));
+  if (!in)
+    throw libpipe::Error(what.empty() ? "cannot read " + path + ": " + std::strerror(errno)
+                                      : what + ": cannot read the file: " + std::strerror(errno));
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
@@ -214,13 +217,10 @@ struct CostSource {
 // --profile: a pipe-train run's measured per-stage costs.
 CostSource costs_from_profile(const std::string& path) {
   libpipe::require_regular_file(path, "--profile " + path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw libpipe::Error("--profile " + path + ": cannot read the file: " + std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
+  const std::string text = read_file(path, "--profile " + path);
   json j;
   try {
-    j = json::parse(text.str());
+    j = json::parse(text);
   } catch (const json::exception& e) {
     throw libpipe::Error("--profile " + path + ": not JSON (" + e.what() + ")");
   }
@@ -283,22 +283,14 @@ CostSource costs_from_model(const Options& o, int chunks) {
   return c;
 }
 
-// The costs per chunk simulate() takes for `kind` with V chunks per stage: a
-// model is split into S x V chunks; stage costs (uniform or --costs) are
-// shared by the stage's chunks, 1/V each.
-std::vector<libpipe::StageCosts> chunk_costs(const Options& o, const CostSource& src, const std::string& kind, int V) {
-  if (V == 1) return src.costs;
-  if (src.model_based) return costs_from_model(o, o.stages * V).costs;
-  const libpipe::ChunkPlacement placement = libpipe::schedule_placement(kind);
-  std::vector<libpipe::StageCosts> out;
-  const int chunks = src.costs.size() == 1 ? 1 : o.stages * V;
-  for (int c = 0; c < chunks; ++c) {
-    libpipe::StageCosts x = src.costs.size() == 1 ? src.costs[0] : src.costs[libpipe::chunk_stage(placement, c, o.stages)];
-    x.forward /= V;
-    x.backward_input /= V;
-    x.backward_weight /= V;
-    out.push_back(x);
-  }
+// The costs per chunk simulate() takes for `kind` with V chunks per stage (and, with a model, each chunk's
+// activation bytes): a model is split into S x V chunks; stage costs (uniform or --costs) are shared by the
+// stage's chunks, 1/V each.
+CostSource chunk_costs(const Options& o, const CostSource& src, const std::string& kind, int V) {
+  if (V == 1) return src;
+  if (src.model_based) return costs_from_model(o, o.stages * V);
+  CostSource out = src;
+  out.costs = libpipe::chunk_costs_from_stages(src.costs, o.stages, V, libpipe::schedule_placement(kind));
   return out;
 }
 
@@ -359,7 +351,7 @@ int compare_schedules(const Options& o, const CostSource& src) {
         } catch (const libpipe::Error&) {
         }
       }
-      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, chunk_costs(o, src, kind, V),
+      const libpipe::SimResult r = libpipe::simulate(kind, o.stages, o.micro_batches, chunk_costs(o, src, kind, V).costs,
                                                        o.latency, /*with_timeline=*/false, V);
       const int peak = *std::max_element(r.peak_activations.begin(), r.peak_activations.end());
       rows.push_back({{"schedule", kind},
@@ -485,13 +477,13 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   // The timeline is drawn or written only with --svg or --trace.
   const bool with_timeline = !o.svg.empty() || !o.trace.empty();
   const int V = o.virtual_stages;
-  const std::vector<libpipe::StageCosts> costs = chunk_costs(o, src, o.schedule, V);
+  const CostSource chunked = chunk_costs(o, src, o.schedule, V);
+  const std::vector<libpipe::StageCosts>& costs = chunked.costs;
   // With a model, training schedules of a size worth listing: the peak activation bytes per stage too.
   std::vector<double> peak_bytes;
   if (src.model_based && libpipe::is_training_schedule(o.schedule) &&
       static_cast<long long>(o.stages) * V * o.micro_batches <= (1LL << 20))
-    peak_bytes = peak_activation_bytes(all_schedules(),
-                                       V == 1 ? src.activation_bytes : costs_from_model(o, o.stages * V).activation_bytes);
+    peak_bytes = peak_activation_bytes(all_schedules(), chunked.activation_bytes);
   libpipe::SimResult r = o.custom.empty() ? libpipe::simulate(o.schedule, o.stages, o.micro_batches, costs, o.latency,
                                                               with_timeline, V)
                                           : libpipe::simulate(o.custom, costs, o.latency, with_timeline);

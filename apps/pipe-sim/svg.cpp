@@ -374,12 +374,6 @@ class SvgWriter {
 
   void draw_row(std::string& out, std::size_t i) {
     const TimelineRow& row = tl_.rows[i];
-    // The row's chunks (virtual stages), in order: the first keeps the kind's colour, the later ones are
-    // drawn deeper, so that the chunks of a stage tell apart.
-    row_chunks_.clear();
-    for (const Block& b : row.blocks)
-      if (std::find(row_chunks_.begin(), row_chunks_.end(), b.chunk) == row_chunks_.end()) row_chunks_.push_back(b.chunk);
-    std::sort(row_chunks_.begin(), row_chunks_.end());
     const double y = top_ + static_cast<double>(i) * pitch_;
     if (i % name_every_ == 0)
       out += "<text class=\"n\" x=\"" + num(left_ - 6) + "\" y=\"" + num(y + pitch_ / 2) + "\">" + xml(row.name) +
@@ -418,16 +412,16 @@ class SvgWriter {
   void draw_block(std::string& out, const TimelineRow& row, const Block& b, double x0, double x1, double by) {
     // Waiting is drawn plain: it is idle time, and numbers on it would read as work.
     const bool wait = paint_of(b.kind) == kWait;
-    const int chunk_index =
-        static_cast<int>(std::lower_bound(row_chunks_.begin(), row_chunks_.end(), b.chunk) - row_chunks_.begin());
-    const Rgb colour = shade(deepen(kPaintColour[paint_of(b.kind)], wait ? 0 : chunk_index), wait ? -1 : b.micro_batch);
+    // A stage's first chunk keeps the kind's colour, its later ones (Block::chunk, the stage's chunk index) are
+    // drawn deeper, so that the chunks of a stage tell apart.
+    const Rgb colour = shade(deepen(kPaintColour[paint_of(b.kind)], wait ? 0 : b.chunk), wait ? -1 : b.micro_batch);
     out += "<rect x=\"" + num(x0) + "\" y=\"" + num(by) + "\" width=\"" + num(x1 - x0) + "\" height=\"" + num(bar_h_) +
            "\" fill=\"" + hex(colour) + "\"";
     const std::string& label = tl_.label(b);
     if (tooltips_) {
       std::string what = label.empty() ? std::string(libpipe::work_kind_name(b.kind)) : label;
       if (b.micro_batch >= 0) what += ", micro-batch " + std::to_string(b.micro_batch);
-      if (row_chunks_.size() > 1) what += ", the stage's chunk " + std::to_string(b.chunk);
+      if (b.chunk > 0) what += ", the stage's chunk " + std::to_string(b.chunk);
       out += "><title>" +
              xml(row.name + ": " + what + ", " + short_num(b.start) + " to " + short_num(b.end) + " " + tl_.time_unit) +
              "</title></rect>\n";
@@ -523,7 +517,6 @@ class SvgWriter {
   std::size_t name_every_ = 1;
   bool tooltips_ = true;
   std::vector<int> legend_;
-  std::vector<std::uint16_t> row_chunks_;  // the chunks of the row being drawn, ascending
   double threshold_px_ = 1, cell_px_ = 3;  // blocks under threshold_px_ are merged in cells
   std::size_t small_blocks_ = 0, spans_ = 0, mixed_spans_ = 0;
 };

@@ -77,19 +77,8 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
                                       const std::vector<libpipe::Schedule>& custom) {
   std::vector<libpipe::StageCosts> costs = measured_costs(ranks, stages, micro_batches);
   if (costs.empty()) return {};
-  if (virtual_stages > 1) {
-    const libpipe::ChunkPlacement placement =
-        custom.empty() ? libpipe::schedule_placement(schedule) : custom[0].placement;
-    std::vector<libpipe::StageCosts> per_chunk;
-    for (int c = 0; c < stages * virtual_stages; ++c) {
-      libpipe::StageCosts x = costs[libpipe::chunk_stage(placement, c, stages)];
-      x.forward /= virtual_stages;
-      x.backward_input /= virtual_stages;
-      x.backward_weight /= virtual_stages;
-      per_chunk.push_back(x);
-    }
-    costs = per_chunk;
-  }
+  costs = libpipe::chunk_costs_from_stages(
+      costs, stages, virtual_stages, custom.empty() ? libpipe::schedule_placement(schedule) : custom[0].placement);
   const libpipe::SimResult sim =
       custom.empty()
           ? libpipe::simulate(schedule, stages, micro_batches, costs, 0, /*with_timeline=*/false, virtual_stages)

@@ -78,6 +78,9 @@ PIPE_API const char* placement_name(ChunkPlacement placement);  // "looped", "v-
 PIPE_API int chunk_stage(ChunkPlacement placement, int chunk, int stages);
 // The chunks `stage` holds, ascending.
 PIPE_API std::vector<int> stage_chunks(ChunkPlacement placement, int stage, int stages, int virtual_stages);
+// Which of its stage's chunks `chunk` is (its index in stage_chunks: the leg of the pipeline it is on), for any
+// placement: what instructions and traces name.
+inline int chunk_index_on_stage(int chunk, int stages) { return chunk / stages; }
 
 // The whole schedule of one stage.
 struct Schedule {

@@ -63,6 +63,11 @@ PIPE_API SimResult simulate(const std::string& kind, int stages, int micro_batch
                             const std::vector<StageCosts>& costs, double p2p_latency = 0, bool with_timeline = true,
                             int virtual_stages = 0);
 
+// Per-chunk costs for simulate() from per-stage ones (one entry for every stage, or one per stage): each of a
+// stage's chunks, placed as `placement`, takes 1/V of its stage's F, B and W. With V = 1, the costs as given.
+PIPE_API std::vector<StageCosts> chunk_costs_from_stages(const std::vector<StageCosts>& per_stage, int stages,
+                                                         int virtual_stages, ChunkPlacement placement);
+
 // The same for given schedules (one per stage, in stage order; a custom schedule read by parse_schedules),
 // proven by check_schedules first.
 PIPE_API SimResult simulate(const std::vector<Schedule>& per_stage, const std::vector<StageCosts>& costs,

@@ -27,7 +27,7 @@ struct Block {
   WorkKind kind = WorkKind::Other;
   int micro_batch = -1;             // -1 when the block belongs to no micro-batch
   std::uint32_t label = 0;          // index into Timeline::labels(); 0 is "no label"
-  std::uint16_t chunk = 0;          // the virtual stage (fits the struct's padding: still 32 bytes)
+  std::uint16_t chunk = 0;          // which of the row's stage's chunks (0..V-1; fits the padding: still 32 bytes)
 };
 
 struct TimelineRow {
@@ -76,8 +76,8 @@ PIPE_API Timeline timeline_from_chrome_trace(const std::string& json_text);
 // The timeline as a Chrome trace (the inverse of timeline_from_chrome_trace):
 // row i is pid 0, tid i, named by a thread_name event; each block an "X"
 // event with cat = work_kind_name, its label (or the kind's symbol and the
-// micro-batch, "F3") as name, and args.micro_batch (where a chunk would go
-// too). Times are taken as seconds and written in microseconds, so
+// micro-batch and chunk, "F3", "F3c1") as name, and args.micro_batch and
+// args.chunk. Times are taken as seconds and written in microseconds, so
 // chrome://tracing and Perfetto can open a simulation; the time unit is kept
 // in otherData.time_unit for the way back.
 PIPE_API std::string to_chrome_trace(const Timeline& timeline);

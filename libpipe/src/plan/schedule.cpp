@@ -318,11 +318,10 @@ std::string describe(const Schedule& s) {
 void lower(const Placement& p, const Schedule& sch, bool buffers_by_micro_batch, std::vector<Instruction>& code,
            std::vector<std::size_t>* step_ends) {
   const int C = sch.chunks();
-  const std::vector<int> mine = stage_chunks(sch.placement, sch.stage, sch.stages, sch.virtual_stages);
   // Instructions name the stage's own chunk index (0..V-1), placements the global chunk.
   auto op = [&](WorkKind k, int mb, int chunk) {
-    const int local = static_cast<int>(std::find(mine.begin(), mine.end(), chunk) - mine.begin());
-    code.push_back(Instruction{k, mb, buffers_by_micro_batch ? mb % sch.num_buffers : -1, local});
+    code.push_back(Instruction{k, mb, buffers_by_micro_batch ? mb % sch.num_buffers : -1,
+                               chunk_index_on_stage(chunk, sch.stages)});
   };
   const int T = static_cast<int>(p.size());
   for (int t = 0; t < T; ++t) {
@@ -1107,11 +1106,11 @@ int peak_in_flight(const Schedule& schedule) {
 
 int peak_in_flight(const Schedule& schedule, const std::vector<Instruction>& program) {
   const bool training = is_training_schedule(schedule.kind);
-  // The stage's index of the pipeline's last chunk, if it holds it.
-  const std::vector<int> chunks =
-      stage_chunks(schedule.placement, schedule.stage, schedule.stages, schedule.virtual_stages);
-  const int last_chunk =
-      static_cast<int>(std::find(chunks.begin(), chunks.end(), schedule.chunks() - 1) - chunks.begin());
+  // The stage's index of the pipeline's last chunk, if it holds it (else an index no instruction names).
+  const int last = schedule.chunks() - 1;
+  const int last_chunk = chunk_stage(schedule.placement, last, schedule.stages) == schedule.stage
+                             ? chunk_index_on_stage(last, schedule.stages)
+                             : -1;
   int live = 0, peak = 0;
   for (const Instruction& in : program) {
     if (in.kind == WorkKind::Forward) {

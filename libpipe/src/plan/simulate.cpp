@@ -45,11 +45,8 @@ constexpr WorkKind kKindOf[] = {WorkKind::Forward,        WorkKind::BackwardInpu
                                 WorkKind::SendActivation, WorkKind::RecvActivation, WorkKind::SendGrad,
                                 WorkKind::RecvGrad};
 
-// A chunk's index among its stage's chunks: its leg of the pipeline (stage_chunks).
-int local_chunk(int chunk, int stages) { return chunk / stages; }
-
 std::string op_name(std::uint64_t code, int stages) {
-  return to_text(Instruction{kKindOf[op_of(code)], mb_of(code), -1, local_chunk(chunk_of(code), stages)});
+  return to_text(Instruction{kKindOf[op_of(code)], mb_of(code), -1, chunk_index_on_stage(chunk_of(code), stages)});
 }
 
 // The program of `schedule`'s stage, with global chunks.
@@ -155,7 +152,7 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
   for (int s = S - 1; s >= 0; --s) ready.push_back(s);
 
   auto compute = [&](int s, WorkKind k, double c, int mb, int chunk) {
-    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0, static_cast<std::uint16_t>(local_chunk(chunk, S))});
+    if (c > 0 && with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], clock[s] + c, k, mb, 0, static_cast<std::uint16_t>(chunk_index_on_stage(chunk, S))});
     clock[s] += c;
     r.busy[s] += c;
   };
@@ -182,7 +179,7 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
     c.queue.pop_front();
     const double arrival = m.sent + p2p_latency;
     if (arrival > clock[s]) {
-      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0, static_cast<std::uint16_t>(local_chunk(chunk, S))});
+      if (with_timeline) tl.rows[s].blocks.push_back(Block{clock[s], arrival, wait_kind, mb, 0, static_cast<std::uint16_t>(chunk_index_on_stage(chunk, S))});
       clock[s] = arrival;
     }
     return true;
@@ -241,6 +238,22 @@ SimResult run(const std::string& kind, int stages, int micro_batches, int virtua
 }
 
 }  // namespace
+
+std::vector<StageCosts> chunk_costs_from_stages(const std::vector<StageCosts>& per_stage, int stages,
+                                                int virtual_stages, ChunkPlacement placement) {
+  if (virtual_stages == 1) return per_stage;
+  const int V = virtual_stages;
+  std::vector<StageCosts> out;
+  const int chunks = per_stage.size() == 1 ? 1 : stages * V;
+  for (int c = 0; c < chunks; ++c) {
+    StageCosts x = per_stage.size() == 1 ? per_stage[0] : per_stage.at(chunk_stage(placement, c, stages));
+    x.forward /= V;
+    x.backward_input /= V;
+    x.backward_weight /= V;
+    out.push_back(x);
+  }
+  return out;
+}
 
 SimResult simulate(const std::string& kind, int stages, int micro_batches, const std::vector<StageCosts>& costs,
                    double p2p_latency, bool with_timeline, int virtual_stages) {

@@ -159,7 +159,7 @@ struct PipelineEngine::Impl {
     device_origin.reset();
   }
   // A global chunk's index among this stage's chunks (what schedules and traces name).
-  int local_chunk(int chunk) const { return chunk / grid.num_stages(); }
+  int local_chunk(int chunk) const { return chunk_index_on_stage(chunk, grid.num_stages()); }
   bool first_chunk(int chunk) const { return chunk == 0; }
   bool last_chunk(int chunk) const { return chunk == num_chunks - 1; }
   // Whether this stage holds the pipeline's last chunk (and so the loss).
