@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """The peer: the same GPT as a libpipe model file, trained in PyTorch eager.
 
 Reads a shipped GPT model file (share/models/gpt-*.toml) so that both sides
@@ -9,8 +9,9 @@ the same settings as libpipe's default (betas 0.9/0.95, weight decay 0.1 on
 tensors of 2 or more dimensions). Prints tokens/s like `pipe-bench train`.
 
 Run pinned to one core with one thread for the side-by-side comparison:
-    taskset -c 0 /usr/bin/python3 scripts/peer/gpt_pytorch.py --model share/models/gpt-tiny.toml
-(scripts/bench-vs-pytorch does both sides in one command.)
+    taskset -c 0 $(scripts/peer/venv) scripts/peer/gpt_pytorch.py --model share/models/gpt-tiny.toml
+(scripts/bench-vs-pytorch does both sides in one command; scripts/peer/venv installs the current
+PyTorch from PyPI into a virtual environment under the build directory.)
 """
 import argparse
 import json
@@ -33,6 +34,24 @@ def read_gpt(path):
     return dict(name=spec["model"].get("name", path), vocab=emb["vocab"], dim=emb["dim"],
                 positions=emb["positions"], seq=spec["model"]["input_shape"][0], heads=block["heads"],
                 ratio=block.get("mlp_ratio", 4), blocks=n_blocks)
+
+
+def gpt2_init(module, blocks):
+    """GPT-2's initialisation, as libpipe's layers do it (LayerNorms keep PyTorch's ones and zeros)."""
+    for name, q in module.named_parameters():
+        if q.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * blocks) if name.endswith(("proj.weight", "out.weight")) else 0.02
+            nn.init.normal_(q, 0.0, std)
+        elif "ln" not in name:
+            nn.init.zeros_(q)
+
+
+def adamw(params, lr):
+    """libpipe's default AdamW: betas 0.9/0.95, weight decay 0.1 on tensors of 2 or more dimensions."""
+    params = list(params)
+    return torch.optim.AdamW([{"params": [q for q in params if q.dim() >= 2], "weight_decay": 0.1},
+                              {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
 class Block(nn.Module):
@@ -68,13 +87,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(m["positions"], m["dim"])
         self.blocks = nn.ModuleList(Block(m["dim"], m["heads"], m["ratio"]) for _ in range(m["blocks"]))
         self.ln_f = nn.LayerNorm(m["dim"])
-        # GPT-2's initialisation, as libpipe's layers do it.
-        for name, q in self.named_parameters():
-            if q.dim() >= 2:
-                std = 0.02 / math.sqrt(2 * m["blocks"]) if name.endswith(("proj.weight", "out.weight")) else 0.02
-                nn.init.normal_(q, 0.0, std)
-            elif "ln" not in name:
-                nn.init.zeros_(q)
+        gpt2_init(self, m["blocks"])
 
     def forward(self, tokens, labels):
         t = tokens.shape[1]
@@ -99,10 +112,7 @@ def main():
     torch.manual_seed(0)
     m = read_gpt(a.model)
     model = GPT(m)
-    decay = [q for q in model.parameters() if q.dim() >= 2]
-    no_decay = [q for q in model.parameters() if q.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = adamw(model.parameters(), a.lr)
     tokens = torch.randint(0, m["vocab"], (a.batch, m["seq"]))
     labels = torch.randint(0, m["vocab"], (a.batch, m["seq"]))
 

@@ -2,7 +2,9 @@
 // against a double-precision reference for every transpose, padded leading dimensions, beta = 0 over garbage
 // (never read), beta = 1, k = 0 and strided batches; and the property the bit-identical training tests rest on:
 // the same product gives the same bits wherever its operands lie in memory (any alignment), call after call, at
-// 1 and at 2 threads. Also pipe/cpu_info.hpp: the library's name and the slow-start warning's arithmetic.
+// 1 and at 2 threads; bfloat16 operands into float32 and bfloat16 C (oneDNN's bf16 matmul where the CPU has bf16
+// instructions, else widened to float32), and that the native path is taken exactly where the CPU has them. Also
+// pipe/cpu_info.hpp: the library's name and the slow-start warning's arithmetic.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE cpu_gemm
 #include <boost/test/unit_test.hpp>
@@ -15,7 +17,10 @@
 #include <string>
 #include <vector>
 
+#include <fstream>
+
 #include "pipe/backend.hpp"
+#include "pipe/bfloat16.hpp"
 #include "pipe/cpu_info.hpp"
 
 namespace {
@@ -198,6 +203,68 @@ BOOST_AUTO_TEST_CASE(same_bits_at_any_alignment_and_every_call) {
       }
   }
   libpipe::set_cpu_threads(1);
+}
+
+// Whether /proc/cpuinfo lists the AVX512_BF16 instructions (oneDNN's avx512_core_bf16 needs them).
+bool cpu_has_avx512_bf16() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("flags", 0) == 0) return line.find(" avx512_bf16") != std::string::npos;
+  return false;
+}
+
+BOOST_AUTO_TEST_CASE(bf16_products_are_native_exactly_where_the_cpu_has_bf16) {
+  const char* gemm_env = std::getenv("PIPE_CPU_GEMM");
+  const char* bf16_env = std::getenv("PIPE_CPU_BF16_GEMM");
+  if ((gemm_env != nullptr && *gemm_env != '\0') || (bf16_env != nullptr && *bf16_env != '\0')) return;
+  const std::string lib = libpipe::cpu_gemm_library();
+  BOOST_TEST((lib.find(", bf16 native") != std::string::npos) == cpu_has_avx512_bf16(), lib);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_products_match_reference) {
+  using libpipe::DType;
+  using Bf16 = std::vector<std::uint16_t>;
+  const auto to_bf16 = [](const Floats& x) {
+    Bf16 y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = libpipe::float_to_bf16(x[i]);
+    return y;
+  };
+  const auto widen = [](const Bf16& x) {
+    Floats y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = libpipe::bf16_to_float(x[i]);
+    return y;
+  };
+  for (const Shape& s : kShapes)
+    for (float beta : {0.0f, 1.0f}) {
+      Operands o = operands(s, 2, 0, 0.25f);
+      const Bf16 a = to_bf16(o.a), b = to_bf16(o.b);
+      const Floats a_exact = widen(a), b_exact = widen(b);  // the values the product sees
+      const std::vector<double> want =
+          reference(s, 1.0f, a_exact.data(), o.lda, b_exact.data(), o.ldb, beta, o.c.data(), o.ldc);
+      // float32 C: the products of bfloat16 values are exact in float32, only the summation rounds.
+      Floats c32 = o.c;
+      cpu().gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, {a.data(), DType::bfloat16}, o.lda, {b.data(), DType::bfloat16},
+                 o.ldb, beta, c32.data(), o.ldc);
+      // bfloat16 C: one more rounding, to 8 bits of mantissa.
+      Bf16 c16 = to_bf16(o.c);
+      cpu().gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, {a.data(), DType::bfloat16}, o.lda, {b.data(), DType::bfloat16},
+                 o.ldb, beta, {c16.data(), DType::bfloat16}, o.ldc);
+      double worst32 = 0, worst16 = 0;
+      for (std::int64_t i = 0; i < s.m; ++i)
+        for (std::int64_t j = 0; j < s.n; ++j) {
+          const std::size_t at = static_cast<std::size_t>(i * o.ldc + j);
+          const double w = want[static_cast<std::size_t>(i * s.n + j)];
+          const double e32 = std::fabs(c32[at] - w);
+          const double e16 = std::fabs(libpipe::bf16_to_float(c16[at]) - w) / (std::fabs(w) + 1.0);
+          worst32 = std::isfinite(e32) ? std::max(worst32, e32) : std::numeric_limits<double>::infinity();
+          worst16 = std::isfinite(e16) ? std::max(worst16, e16) : std::numeric_limits<double>::infinity();
+        }
+      const std::string where = "m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) +
+                                " k=" + std::to_string(s.k) + " beta=" + std::to_string(beta) + " on " +
+                                libpipe::cpu_gemm_library();
+      BOOST_TEST(worst32 <= 1e-5 * static_cast<double>(s.k + 1), where << ": float32 C off by " << worst32);
+      BOOST_TEST(worst16 <= 8e-3, where << ": bfloat16 C off by " << worst16 << " (relative to |C| + 1)");
+    }
 }
 
 BOOST_AUTO_TEST_CASE(slow_warning_counts_threads_against_cpus) {

@@ -2,7 +2,7 @@
 // the real plugins, must compute PyTorch's loss, logits and every parameter
 // gradient on the same weights and data. The reference answers come from
 // tests/data/reference/<model>.safetensors, written by
-// scripts/make-reference-fixtures (PyTorch 1.13, float64 math, float32
+// scripts/make-reference-fixtures (PyTorch 2.15 from PyPI, float64 math, float32
 // results; parameters stored as BF16, the exact values PyTorch used). No
 // Python runs here.
 //

@@ -89,13 +89,16 @@ void CpuBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
 
 void CpuBackend::gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, In a,
                       std::int64_t lda, In b, std::int64_t ldb, float beta, Out c, std::int64_t ldc) {
-  if (a.dtype != DType::float32 || b.dtype != DType::float32 || c.dtype != DType::float32)
+  // bfloat16 A and B run as bf16 products where the CPU has bf16 instructions; any other mix with bfloat16 widens.
+  const bool native_bf16 =
+      a.dtype == DType::bfloat16 && b.dtype == DType::bfloat16 && cpu::bf16_gemm_is_native();
+  if (!native_bf16 && (a.dtype != DType::float32 || b.dtype != DType::float32 || c.dtype != DType::float32))
     return gemm_widened(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   detail::check_gemm("gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   GemmCall g;
   g.trans_a = trans_a, g.trans_b = trans_b, g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
-  g.a = static_cast<const float*>(a.data), g.lda = lda, g.b = static_cast<const float*>(b.data), g.ldb = ldb;
-  g.c = static_cast<float*>(c.data), g.ldc = ldc;
+  g.a = a.data, g.lda = lda, g.b = b.data, g.ldb = ldb, g.c = c.data, g.ldc = ldc;
+  g.ab_type = a.dtype, g.c_type = c.dtype;
   cpu::gemm(g);
 }
 

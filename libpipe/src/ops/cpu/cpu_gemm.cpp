@@ -366,6 +366,25 @@ const char* gemm_isa_name() {
   return "unknown";
 }
 
+bool bf16_gemm_is_native() {
+  // A throw leaves the static unset, so every later use reports the same error.
+  static const bool native = [] {
+    const char* env = std::getenv("PIPE_CPU_BF16_GEMM");
+    const std::string want = env == nullptr ? "" : env;
+    if (want == "widened") return false;
+    if (!want.empty() && want != "native")
+      throw Error("PIPE_CPU_BF16_GEMM=" + want + " is not one of native, widened");
+    const bool has_bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    const bool on_onednn = gemm_library_in_use() == GemmLibrary::onednn;
+    if (want == "native" && !(has_bf16 && on_onednn))
+      throw Error(std::string("PIPE_CPU_BF16_GEMM=native: ") +
+                  (on_onednn ? std::string("oneDNN dispatches to ") + gemm_isa_name() + ", which has no bf16 instructions"
+                             : "PIPE_CPU_GEMM=openblas runs float32 products only"));
+    return has_bf16 && on_onednn;
+  }();
+  return native;
+}
+
 bool gemm_isa_below_avx2() { return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx2) != dnnl_cpu_isa_avx2; }
 
 std::string onednn_version() {
@@ -383,7 +402,7 @@ std::string gemm_library() {
     if (second != std::string::npos) config.resize(second);
     return config + " (core " + openblas_get_corename() + ", PIPE_CPU_GEMM=openblas)";
   }
-  return "oneDNN " + onednn_version() + " (" + gemm_isa_name() + ")";
+  return "oneDNN " + onednn_version() + " (" + gemm_isa_name() + (bf16_gemm_is_native() ? ", bf16 native" : "") + ")";
 }
 
 }  // namespace libpipe::cpu

@@ -1,7 +1,7 @@
 // The CPU backend's GEMMs, on oneDNN (cpu_gemm.cpp): row-major products at any leading dimensions and transposes,
-// batched at fixed strides, with the thread count of set_cpu_threads. The backend's gemm and gemm_strided_batched
-// hand in float32; the plans also take bfloat16 operands (oneDNN's bf16 matmul), not yet used: the backend's gemm
-// still widens bfloat16 to float32 (Backend::gemm_widened, backend.cpp).
+// batched at fixed strides, with the thread count of set_cpu_threads. The backend's gemm hands in float32, or
+// bfloat16 A and B where bf16_gemm_is_native() (oneDNN's bf16 matmul on a CPU with bf16 instructions); elsewhere
+// it widens bfloat16 to float32 (Backend::gemm_widened, backend.cpp).
 #pragma once
 
 #include <cstdint>
@@ -39,8 +39,15 @@ void onednn_gemm(const GemmCall& call);
 enum class GemmLibrary { onednn, openblas };
 GemmLibrary gemm_library_in_use();
 
+// Whether the backend's GEMMs of bfloat16 A and B run as oneDNN's bf16 matmul (products accumulated in float32 by
+// the CPU's bf16 dot-product instructions) rather than widened to float32: on CPUs whose instruction set oneDNN
+// reports as avx512_core_bf16 or above (AVX512_BF16, AMX), with oneDNN as the library. PIPE_CPU_BF16_GEMM=widened
+// widens on any CPU (to measure the two side by side) and =native insists, an error where the CPU lacks bf16.
+// Decided at first use; throws libpipe::Error for another value.
+bool bf16_gemm_is_native();
+
 // The library gemm() runs, its version and the instruction set it dispatches to, e.g.
-// "oneDNN 2.6.3 (avx512_core_vnni)" or "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)".
+// "oneDNN 2.6.3 (avx512_core_bf16, bf16 native)", "oneDNN 2.6.3 (avx2)" or "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)".
 std::string gemm_library();
 // oneDNN's version ("2.6.3"), the instruction set it dispatches to ("avx512_core_vnni"), and whether that is
 // below AVX2 (generic, SSE4.1 or AVX).
