@@ -272,3 +272,51 @@ pipe_expect_test(cli.device_from_config 1 "pipe-train: error: unknown --device '
 # The end-of-run report names each rank's device and the comm.
 pipe_cli_test(report_names_device 2 0 "peak RSS  device" "comm: mpi (how activations, gradients and tied weights"
   -- --stages 2 --steps 1 --micro-batches 2 --micro-batch-size 2 --device cpu --comm mpi --dtype fp32)
+
+# Reliability II: every output checked and every input stat-ed before any training, each refusal one exact line
+# (tests/expect.sh --line) and exit status 1, never a hang (a device read whole would read for ever) or a
+# replaced device (a finished trace renamed over /dev/null).
+function(pipe_refusal name line)  # pipe_refusal(NAME "exact line" COMMAND ...)
+  pipe_expect_test(${name} 1 --line "${line}" -- ${ARGN})
+endfunction()
+set(PIPE_TRAIN_1 ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train>)
+pipe_refusal(cli.trace_on_a_device "pipe-train: error: --trace /dev/null: not a regular file (a character device)"
+  ${PIPE_TRAIN_1} --steps 1 --trace /dev/null)
+pipe_refusal(cli.profile_out_is_a_directory
+  "pipe-train: error: --profile-out ${PIPE_TEST_DATA}: not a regular file (a directory)"
+  ${PIPE_TRAIN_1} --steps 1 --profile-out ${PIPE_TEST_DATA})
+pipe_refusal(cli.metrics_is_a_directory "pipe-train: error: --metrics ${PIPE_TEST_DATA}: not a regular file (a directory)"
+  ${PIPE_TRAIN_1} --steps 1 --metrics ${PIPE_TEST_DATA})
+pipe_refusal(cli.trace_in_a_missing_directory "pipe-train: error: --trace /no/such/dir/t.json: cannot write the file"
+  ${PIPE_TRAIN_1} --steps 1 --trace /no/such/dir/t.json)
+pipe_refusal(cli.schedule_file_is_a_device
+  "pipe-train: error: --schedule-file /dev/zero: not a regular file (a character device)"
+  ${PIPE_TRAIN_1} --steps 1 --schedule-file /dev/zero)
+pipe_refusal(cli.model_is_a_device "pipe-train: error: model file '/dev/zero': not a regular file (a character device)"
+  ${PIPE_TRAIN_1} --steps 1 --model /dev/zero)
+# An empty path (an unset shell variable) is refused for every path flag, never taken as "unset".
+foreach(flag metrics trace load profile-out schedule-file model plugin-dir)
+  pipe_refusal(cli.empty_${flag}_path "pipe-train: error: --${flag} needs a path, not an empty one"
+    sh -c "${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --steps 1 --${flag} ''")
+endforeach()
+# --load: latest must be a regular file (a FIFO would block for ever) naming a directory inside the folder (a
+# link out of it is refused).
+pipe_refusal(cli.load_latest_is_a_fifo "pipe-train: error: --load ck: latest: not a regular file (a FIFO)"
+  sh -c "d=$(mktemp -d) && cd $d && mkdir ck && mkfifo ck/latest && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --steps 1 --load ck; s=$?; rm -rf $d; exit $s")
+pipe_refusal(cli.load_latest_links_outside
+  "pipe-train: error: --load ck: latest names 'step-00000001', which is not a step-N directory of ck"
+  sh -c "d=$(mktemp -d) && cd $d && mkdir -p ck out/step-00000001 && ln -s ../out/step-00000001 ck/step-00000001 && echo step-00000001 > ck/latest && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --steps 1 --load ck; s=$?; rm -rf $d; exit $s")
+# pipe-sim and pipe-plan: the same rules.
+pipe_refusal(sim.from_trace_is_a_device "pipe-sim: error: --from-trace /dev/zero: not a regular file (a character device)"
+  $<TARGET_FILE:pipe-sim> --from-trace /dev/zero)
+pipe_refusal(sim.schedule_file_is_a_device
+  "pipe-sim: error: --schedule-file /dev/zero: not a regular file (a character device)"
+  $<TARGET_FILE:pipe-sim> --schedule-file /dev/zero)
+pipe_refusal(sim.profile_is_a_directory "pipe-sim: error: --profile ${PIPE_TEST_DATA}: not a regular file (a directory)"
+  $<TARGET_FILE:pipe-sim> --stages 2 --micro-batches 4 --profile ${PIPE_TEST_DATA})
+foreach(flag svg trace from-trace schedule-file profile)
+  pipe_refusal(sim.empty_${flag}_path "pipe-sim: error: --${flag} needs a path, not an empty one"
+    sh -c "$<TARGET_FILE:pipe-sim> --stages 2 --micro-batches 4 --${flag} ''")
+endforeach()
+pipe_refusal(plan.empty_model_path "pipe-plan: error: --model needs a path, not an empty one"
+  sh -c "$<TARGET_FILE:pipe-plan> --stages 2 --model ''")

@@ -8,6 +8,10 @@
 #   timeout    one rank stopped (SIGSTOP) with --comm-timeout 3: the job ends, naming what was waited on
 #   nonfinite  a learning rate that overflows: exit status 4 with the step and the layer named;
 #              with --skip-nonfinite the steps are skipped and counted, exit 0
+#   fulldisk   the disk fills while a resumed run saves a step again: the job fails naming the
+#              full disk, and `latest` still names the earlier checkpoint of that step, which loads.
+#              Runs in a private mount namespace on a small tmpfs (unshare -m, mount: root or
+#              CAP_SYS_ADMIN); where the machine does not allow that it prints SKIPPED and exits 77.
 set -u
 # CPU checks: GPUs hidden, so that pipe-train's default device is the CPU on any machine
 # (tests/gpu_train_check.sh checks the GPU).
@@ -82,5 +86,33 @@ case $check in
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --lr 1e30 --clip-grad-norm 0 --skip-nonfinite >"$work/skip.log" 2>&1 ||
       { echo "FAIL: --skip-nonfinite exited non-zero"; cat "$work/skip.log"; exit 1; }
     grep -q "pipe-train: 4 non-finite steps skipped" "$work/skip.log" || { echo "FAIL: skips not counted"; cat "$work/skip.log"; exit 1; } ;;
+  fulldisk)
+    if [ -z "${PIPE_FAULT_IN_MOUNT_NAMESPACE:-}" ]; then
+      unshare -m --propagation private true 2>/dev/null ||
+        { echo "SKIPPED: cannot make a private mount namespace here (unshare -m needs root or CAP_SYS_ADMIN)"; exit 77; }
+      rm -rf "$work"; trap - EXIT
+      PIPE_FAULT_IN_MOUNT_NAMESPACE=1 exec unshare -m --propagation private "$0" fulldisk "$train" "${mpirun[@]}"
+    fi
+    disk=$work/disk
+    mkdir "$disk"
+    trap 'pkill -KILL -f -- "$marker" 2>/dev/null; umount "$disk" 2>/dev/null; rm -rf "$work"' EXIT
+    # gpt-tiny's checkpoint is about 9.6 MB: two fit in 24 MB, a third does not.
+    mount -t tmpfs -o size=24m tmpfs "$disk" 2>/dev/null ||
+      { echo "SKIPPED: cannot mount a tmpfs here"; exit 77; }
+    "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 4 --save "$disk/ck" --save-every 2 >"$work/first.log" 2>&1 ||
+      { echo "FAIL: the first run failed"; cat "$work/first.log"; exit 1; }
+    [ "$(cat "$disk/ck/latest")" = step-00000004 ] || { echo "FAIL: latest is not step 4"; exit 1; }
+    # Resume from step 2 and save step 4 again: it goes beside the good one and fills the disk on the way.
+    "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 4 --load "$disk/ck/step-00000002" --save "$disk/ck" \
+      --save-every 2 >"$work/resave.log" 2>&1
+    status=$?
+    grep "error" "$work/resave.log" | head -3
+    [ "$status" != 0 ] || { echo "FAIL: a save onto a full disk exited 0"; cat "$work/resave.log"; exit 1; }
+    grep -q "failed (disk full?)" "$work/resave.log" || { echo "FAIL: the error does not name the full disk"; cat "$work/resave.log"; exit 1; }
+    [ "$(cat "$disk/ck/latest")" = step-00000004 ] || { echo "FAIL: latest moved to $(cat "$disk/ck/latest")"; exit 1; }
+    "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --load "$disk/ck" >"$work/resume.log" 2>&1 ||
+      { echo "FAIL: the checkpoint latest names no longer loads"; cat "$work/resume.log"; exit 1; }
+    grep -q "resumed from $disk/ck at step 4" "$work/resume.log" || { echo "FAIL: no resume"; cat "$work/resume.log"; exit 1; }
+    echo "the disk filled during the re-save; latest still names step 4, which resumed" ;;
   *) echo "unknown check $check"; exit 2 ;;
 esac

@@ -162,12 +162,12 @@ std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
   return out;
 }
 
-// `what` names the file in the error ("--profile FILE"); without it, the path does.
-std::string read_file(const std::string& path, const std::string& what = "") {
+// `what` names the file in errors, flag and path ("--profile FILE"). Only a regular file is read: a FIFO or a
+// device would read for ever.
+std::string read_file(const std::string& path, const std::string& what) {
+  libpipe::require_regular_file(path, what);
   std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw libpipe::Error(what.empty() ? "cannot read " + path + ": " + std::strerror(errno)
-                                      : what + ": cannot read the file: " + std::strerror(errno));
+  if (!in) throw libpipe::Error(what + ": cannot read the file: " + std::strerror(errno));
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
@@ -216,7 +216,6 @@ struct CostSource {
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
 // --profile: a pipe-train run's measured per-stage costs.
 CostSource costs_from_profile(const std::string& path) {
-  libpipe::require_regular_file(path, "--profile " + path);
   const std::string text = read_file(path, "--profile " + path);
   json j;
   try {
@@ -387,7 +386,7 @@ int compare_schedules(const Options& o, const CostSource& src) {
 void read_schedule_file(Options& o, const po::variables_map& vm) {
   if (given(vm, "schedule")) throw libpipe::Error("--schedule and --schedule-file both choose the schedule; use one");
   if (o.compare) throw libpipe::Error("--compare simulates the built-in schedules; it cannot go with --schedule-file");
-  o.custom = libpipe::parse_schedules(read_file(o.schedule_file), o.schedule_file);
+  o.custom = libpipe::parse_schedules(read_file(o.schedule_file, "--schedule-file " + o.schedule_file), o.schedule_file);
   libpipe::check_schedules(o.custom);
   const int S = o.custom[0].stages, M = o.custom[0].micro_batches;
   if (given(vm, "stages") && o.stages != S)
@@ -599,7 +598,7 @@ int run_from_trace(const Options& o, const po::variables_map& vm) {
   for (const char* flag : {"costs", "model", "forward", "backward", "weight", "latency", "trace", "grid"})
     if (given(vm, flag))
       throw libpipe::Error(std::string("--from-trace draws a recorded run; --") + flag + " is for simulations");
-  libpipe::Timeline tl = libpipe::timeline_from_chrome_trace(read_file(o.from_trace));
+  libpipe::Timeline tl = libpipe::timeline_from_chrome_trace(read_file(o.from_trace, "--from-trace " + o.from_trace));
   const double span = tl.end() - tl.start();
   double busy = 0;
   json rows = json::array();

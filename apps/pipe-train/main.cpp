@@ -136,8 +136,12 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                              (registry.closest(type).empty() ? "" : " (did you mean '" + registry.closest(type) + "'?)"));
     data = options.data.empty() ? libpipe::make_synthetic_data(description, options.seed)
                                 : libpipe::make_byte_text_data(options.data, description, options.seed);
-    if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace, "--trace");
-    if (rank == 0 && !options.profile_out.empty()) pipe_train::check_writable(options.profile_out, "--profile-out");
+    using pipe_train::Output;
+    if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace, "--trace", Output::renamed);
+    if (rank == 0 && !options.profile_out.empty())
+      pipe_train::check_writable(options.profile_out, "--profile-out", Output::renamed);
+    if (rank == 0 && !options.metrics.empty())
+      pipe_train::check_writable(options.metrics, "--metrics", Output::streamed);
     if (rank == 0 && !options.save.empty()) libpipe::check_checkpoint_dir(options.save);
   };
   auto set_up_engine = [&] {
@@ -263,6 +267,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
         std::fprintf(stderr, "%s: profile written to %s (pipe-sim --profile %s)\n", kProgram,
                      options.profile_out.c_str(), options.profile_out.c_str());
       }
+      progress->close_metrics();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
       status = 1;

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "parse_flags.hpp"
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
 #include "pipe/describe.hpp"
@@ -200,13 +201,10 @@ Options parse_options(int argc, char** argv) {
       po::store(po::parse_config_file(text, flags), vm);
     }
     po::notify(vm);
+    pipe_apps::refuse_empty_paths(flags, vm);
   } catch (const po::error& e) {
     throw libpipe::Error(std::string(e.what()) + " (see --help)");
   }
-  // An empty path is a mistake (an unset shell variable), never "unset".
-  for (const char* flag : {"data", "metrics", "save", "load", "trace", "profile-out"})
-    if (vm.count(flag) && vm[flag].as<std::string>().empty())
-      throw libpipe::Error(std::string("--") + flag + " needs a path, not an empty one");
   if (vm.count("stages")) o.stages = vm["stages"].as<int>();
   if (vm.count("data-parallel")) o.data_parallel = vm["data-parallel"].as<int>();
   o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();

@@ -81,4 +81,10 @@ namespace pipe_train {
 
 void Progress::summary(const std::string& json_object) { write_metrics(json_object); }
 
+void Progress::close_metrics() {
+  if (!metrics_.is_open()) return;
+  metrics_.close();
+  if (!metrics_) throw libpipe::Error("--metrics " + metrics_path_ + ": closing failed (is the disk full?)");
+}
+
 }  // namespace pipe_train

@@ -21,6 +21,8 @@ class Progress {
   std::string finish();
   // Appends the run's summary object as the last --metrics line.
   void summary(const std::string& json_object);
+  // Closes the metrics file; a failed close (the last buffer not written) is an error naming it.
+  void close_metrics();
   double mean_tokens_per_s() const { return static_cast<double>(tokens_per_step_) * done_ / elapsed_; }
 
  private:

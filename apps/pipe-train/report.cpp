@@ -2,7 +2,10 @@
 #include "report.hpp"
 
 #include <cmath>
+#include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -10,6 +13,7 @@
 
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
+#include "pipe/paths.hpp"
 #include "pipe/schedule.hpp"
 #include "pipe/simulate.hpp"
 #include "pipe/work_kind.hpp"
@@ -145,13 +149,25 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
       .dump();
 }
 
-void check_writable(const std::string& path, const std::string& flag) {
-  const std::string probe = path + ".partial";
-  {
-    std::ofstream out(probe, std::ios::trunc);
-    if (!out) throw libpipe::Error(flag + " " + path + ": cannot write the file");
+void check_writable(const std::string& path, const std::string& flag, Output kind) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A file written by renaming a finished copy over it must be a file: renamed over /dev/null, it would replace
+    // the device. A stream (metrics) may go to a device or a pipe, which cannot be probed, but not to a directory.
+    if (kind == Output::streamed && !S_ISDIR(st.st_mode)) return;
+    libpipe::require_regular_file(path, flag + " " + path);
   }
+  // Create and test-write a sibling (the same directory and file system), synced, so that a missing directory,
+  // no permission or a full disk shows up now rather than after the training.
+  const std::string probe = path + ".partial";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw libpipe::Error(flag + " " + path + ": cannot write the file");
+  const std::string block(4096, '\n');
+  const bool written = ::write(fd, block.data(), block.size()) == static_cast<ssize_t>(block.size()) &&
+                       ::fsync(fd) == 0;
+  const bool closed = ::close(fd) == 0;
   std::remove(probe.c_str());
+  if (!written || !closed) throw libpipe::Error(flag + " " + path + ": writing failed (is the disk full?)");
 }
 
 namespace {

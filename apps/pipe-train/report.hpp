@@ -24,9 +24,13 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                          int virtual_stages, int micro_batches, double tokens_per_s, const std::string& comm,
                          const std::vector<libpipe::Schedule>& custom = {});
 
-// Throws libpipe::Error unless `path` can be written (checked before training,
-// so a bad --trace path does not waste a run); `flag` names it.
-void check_writable(const std::string& path, const std::string& flag);
+// How an output is written: whole at the end, into a temporary file renamed over `path` (--trace,
+// --profile-out), or streamed, line by line (--metrics).
+enum class Output { renamed, streamed };
+// Throws libpipe::Error "<flag> <path>: ..." unless `path` can be written: checked before training, so a bad path
+// does not waste a run. A sibling file is created, 4 KiB written and synced, then removed; a renamed output must
+// be a regular file if it exists, a streamed one anything but a directory.
+void check_writable(const std::string& path, const std::string& flag, Output kind);
 
 // What a profile says about the run it was measured in.
 struct ProfileRun {

@@ -42,6 +42,9 @@ std::string resolve_model_path(const std::string& name_or_path) {
     if (shipped.extension() != ".toml") shipped += ".toml";
     if (fs::is_regular_file(shipped)) return shipped.string();
   }
+  // Something that is not a file (a directory, a device) and no shipped model's name: refused as what it is.
+  std::error_code error;
+  if (fs::exists(name_or_path, error)) require_regular_file(name_or_path, "model file '" + name_or_path + "'");
   std::string list;
   for (const auto& n : builtin_model_names()) list += (list.empty() ? "" : ", ") + n;
   throw Error("model '" + name_or_path + "' is neither a file nor a shipped model (shipped: " +

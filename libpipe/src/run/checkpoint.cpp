@@ -224,12 +224,17 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
                              const ModelDescription& d) {
   fs::path root = dir;
   if (!fs::exists(root / "manifest.json")) {
+    require_regular_file((root / "latest").string(), "--load " + dir + ": latest");
     std::ifstream latest(root / "latest");
     std::string name;
     if (!latest || !(latest >> name))
       throw Error("--load " + dir + ": no checkpoint there (neither manifest.json nor latest)");
-    // latest names a checkpoint of this folder, never a path elsewhere.
-    if (name.rfind("step-", 0) != 0 || name.find('/') != std::string::npos)
+    // latest names a checkpoint of this folder, never a path elsewhere (nor a link out of it).
+    std::error_code target_error, root_error;
+    const fs::path target = fs::canonical(root / name, target_error), folder = fs::canonical(root, root_error);
+    const bool inside = name.rfind("step-", 0) == 0 && name.find('/') == std::string::npos && !target_error &&
+                        !root_error && target.parent_path() == folder;
+    if (!inside)
       throw Error("--load " + dir + ": latest names '" + name + "', which is not a step-N directory of " + dir);
     root /= name;
   }
