@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "pipe/describe.hpp"
@@ -42,10 +43,23 @@ PIPE_API std::string save_checkpoint(const std::string& dir, std::int64_t next_s
 // the training it was meant to keep. Errors: "--save DIR: cannot ...".
 PIPE_API void check_checkpoint_dir(const std::string& dir);
 
+// A checkpoint's manifest.json as load_checkpoint reads it: its structure (every field of the right type, counts
+// non-negative), its format version (1 to the current one) and, from version 2, its own checksum checked. Errors
+// name `path`: "checkpoint PATH: 'step' must be a non-negative integer". Pure: tests/fuzz/fuzz_manifest.cpp feeds
+// it any bytes.
+struct CheckpointManifest {
+  int version = 0;
+  std::string model, model_fingerprint, optimizer;
+  std::int64_t layers = 0, step = 0, optimizer_steps = 0;
+  std::map<std::string, std::string> files;  // file name -> its checksum (16 hex digits of FNV-1a)
+};
+PIPE_API CheckpointManifest parse_checkpoint_manifest(const std::string& text, const std::string& path);
+
 // Loads DIR/latest (or DIR itself when it holds a manifest) into this rank's
 // layers and optimizer state, verifying the model fingerprint, the optimizer
-// kind and every file's checksum; returns the step to resume at. Local (no
-// communication): errors name the file and leave the job to decide.
+// kind, every file's checksum and every tensor's shape before it changes any
+// state; returns the step to resume at. Local (no communication): errors name
+// the file and leave the job to decide.
 PIPE_API std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,
                                       const ModelDescription& description);
 

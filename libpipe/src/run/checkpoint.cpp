@@ -239,43 +239,13 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
     root /= name;
   }
   const std::string manifest_path = (root / "manifest.json").string();
-  json manifest;
-  try {
-    manifest = json::parse(read_file(manifest_path));
-  } catch (const json::exception& e) {
-    throw Error("checkpoint " + manifest_path + ": not a valid manifest (" + e.what() + ")");
-  }
-  // The manifest's structure is checked once, here, so that nothing below can
-  // meet a value of the wrong type (found by fuzzing).
-  auto integer = [&](const char* key) {
-    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_number_integer() ||
-        manifest[key].get<std::int64_t>() < 0)
-      throw Error("checkpoint " + manifest_path + ": '" + key + "' must be a non-negative integer");
-  };
-  auto text = [&](const char* key) {
-    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_string())
-      throw Error("checkpoint " + manifest_path + ": '" + key + "' must be a string");
-  };
-  for (const char* key : {"format", "model", "model_fingerprint", "optimizer"}) text(key);
-  for (const char* key : {"version", "layers", "step", "optimizer_steps"}) integer(key);
-  if (!manifest.contains("files") || !manifest["files"].is_object())
-    throw Error("checkpoint " + manifest_path + ": 'files' must be an object");
-  for (const auto& [name, sum] : manifest["files"].items())
-    if (!sum.is_string()) throw Error("checkpoint " + manifest_path + ": the checksum of " + name + " is not a string");
-  const int version = manifest.value("version", 0);
-  if (manifest.value("format", "") != kFormat || version < 1 || version > kVersion)
-    throw Error("checkpoint " + manifest_path + ": not a libpipe checkpoint of format version 1 to " +
-                std::to_string(kVersion));
-  if (version >= 2) {
-    text("checksum");
-    if (manifest["checksum"].get<std::string>() != manifest_checksum(manifest))
-      throw Error("checkpoint " + manifest_path +
-                  ": the manifest does not match its checksum (it was edited or is corrupt)");
-  }
-  if (manifest.value("model_fingerprint", "") != hex(model_fingerprint(d)))
-    throw Error("checkpoint " + manifest_path + " is of another model ('" + manifest.value("model", "?") +
-                "', " + std::to_string(manifest.value("layers", 0)) + " layers): its layers, shapes or ties differ");
-  const json& files = manifest.at("files");
+  const std::vector<std::uint8_t> manifest_bytes = read_file(manifest_path);
+  const CheckpointManifest manifest =
+      parse_checkpoint_manifest(std::string(manifest_bytes.begin(), manifest_bytes.end()), manifest_path);
+  if (manifest.model_fingerprint != hex(model_fingerprint(d)))
+    throw Error("checkpoint " + manifest_path + " is of another model ('" + manifest.model + "', " +
+                std::to_string(manifest.layers) + " layers): its layers, shapes or ties differ");
+  const std::map<std::string, std::string>& files = manifest.files;
   const std::vector<int> owner = tie_owner_of(d);
 
   // Each local layer's file (and the tie owner's for a tied weight).
@@ -285,13 +255,16 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
     if (it != cache.end()) return it->second;
     const std::string name = layer_file(layer);
     const std::string path = (root / name).string();
-    if (!files.contains(name)) throw Error("checkpoint " + manifest_path + " lists no file for layer " +
-                                           std::to_string(layer) + " (" + name + ")");
+    if (!files.count(name)) throw Error("checkpoint " + manifest_path + " lists no file for layer " +
+                                        std::to_string(layer) + " (" + name + ")");
     auto bytes = read_file(path);
-    if (hex(fnv1a(bytes.data(), bytes.size())) != files.at(name).get<std::string>())
+    if (hex(fnv1a(bytes.data(), bytes.size())) != files.at(name))
       throw Error("checkpoint " + path + ": checksum mismatch (the file is corrupt or was changed)");
     return cache[layer] = parse_safetensors(bytes.data(), bytes.size(), path);
   };
+  // Every tensor is found and checked first; only then is anything copied, so that a bad checkpoint leaves the
+  // run as it was.
+  std::vector<std::pair<Tensor*, const Tensor*>> copies;
   auto restore = [&](Tensor& into, const std::map<std::string, Tensor>& from, const std::string& key, int layer) {
     auto it = from.find(key);
     if (it == from.end())
@@ -300,12 +273,12 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
       throw Error("checkpoint " + (root / layer_file(layer)).string() + ": tensor '" + key + "' is " +
                   type_str({it->second.shape(), it->second.dtype()}) + ", the layer needs " +
                   type_str({into.shape(), into.dtype()}));
-    backend_for(into.device()).copy_from_host(into.data(), it->second.data(), into.bytes());
+    copies.emplace_back(&into, &it->second);
   };
-  const std::string kind = manifest.value("optimizer", "");
-  if (kind != optimizer.config().kind)
-    throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + kind + "'; this run uses '" +
-                optimizer.config().kind + "'");
+  if (manifest.optimizer != optimizer.config().kind)
+    throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + manifest.optimizer +
+                "'; this run uses '" + optimizer.config().kind + "'");
+  std::vector<Parameter*> restored;
   for (auto& local : module.layers())
     for (auto& p : local.layer->parameters()) {
       // A tied weight held by a later layer comes from its owner's file.
@@ -318,14 +291,59 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
       }
       const auto& tensors = tensors_of(source);
       restore(master_of(p), tensors, key, source);
-      refresh_from_master(p);
       Optimizer::State state = optimizer.state_of(p);
       restore(*state.first, tensors, "opt.m." + key, source);
       if (state.second) restore(*state.second, tensors, "opt.v." + key, source);
+      restored.push_back(&p);
     }
-  const std::int64_t steps = manifest.at("optimizer_steps").get<std::int64_t>();
-  optimizer.set_steps(steps);
-  return manifest.at("step").get<std::int64_t>();
+  for (const auto& [into, from] : copies)
+    backend_for(into->device()).copy_from_host(into->data(), from->data(), into->bytes());
+  for (Parameter* p : restored) refresh_from_master(*p);
+  optimizer.set_steps(manifest.optimizer_steps);
+  return manifest.step;
+}
+
+CheckpointManifest parse_checkpoint_manifest(const std::string& text, const std::string& path) {
+  json manifest;
+  try {
+    manifest = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error("checkpoint " + path + ": not a valid manifest (" + e.what() + ")");
+  }
+  // The structure is checked once, here, so that nothing after can meet a value of the wrong type (found by
+  // fuzzing).
+  auto integer = [&](const char* key) {
+    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_number_integer() ||
+        manifest[key].get<std::int64_t>() < 0)
+      throw Error("checkpoint " + path + ": '" + key + "' must be a non-negative integer");
+    return manifest[key].get<std::int64_t>();
+  };
+  auto text_of = [&](const char* key) {
+    if (!manifest.is_object() || !manifest.contains(key) || !manifest[key].is_string())
+      throw Error("checkpoint " + path + ": '" + key + "' must be a string");
+    return manifest[key].get<std::string>();
+  };
+  CheckpointManifest m;
+  const std::string format = text_of("format");
+  m.model = text_of("model");
+  m.model_fingerprint = text_of("model_fingerprint");
+  m.optimizer = text_of("optimizer");
+  const std::int64_t version = integer("version");
+  m.layers = integer("layers");
+  m.step = integer("step");
+  m.optimizer_steps = integer("optimizer_steps");
+  if (!manifest.contains("files") || !manifest["files"].is_object())
+    throw Error("checkpoint " + path + ": 'files' must be an object");
+  for (const auto& [name, sum] : manifest["files"].items()) {
+    if (!sum.is_string()) throw Error("checkpoint " + path + ": the checksum of " + name + " is not a string");
+    m.files[name] = sum.get<std::string>();
+  }
+  if (format != kFormat || version < 1 || version > kVersion)
+    throw Error("checkpoint " + path + ": not a libpipe checkpoint of format version 1 to " + std::to_string(kVersion));
+  m.version = static_cast<int>(version);
+  if (version >= 2 && text_of("checksum") != manifest_checksum(manifest))
+    throw Error("checkpoint " + path + ": the manifest does not match its checksum (it was edited or is corrupt)");
+  return m;
 }
 
 }  // namespace libpipe
