@@ -189,7 +189,31 @@ std::string deadlock_report() {
          std::to_string(warp) + " in warp primitives" + first_warp + ", " + std::to_string(done) + " have exited";
 }
 
+}  // namespace
+}  // namespace cuda_emu
+
+// The bounds of the section that holds every __shared__ array (shim/cuda_runtime.h), made by the linker; weak, so
+// that a program without shared arrays links too.
+extern "C" char __start_cuda_emu_shared[] __attribute__((weak));
+extern "C" char __stop_cuda_emu_shared[] __attribute__((weak));
+
+namespace cuda_emu {
+namespace {
+
+// Byte by byte through a volatile pointer, not memset: ASan pads its globals with redzones inside the section, and
+// its memset would report writing them.
+#ifdef CUDA_EMU_ASAN
+__attribute__((no_sanitize("address")))
+#endif
+void poison_shared_memory() {
+  if (__start_cuda_emu_shared == nullptr || __stop_cuda_emu_shared == nullptr) return;
+  volatile unsigned char* p = reinterpret_cast<unsigned char*>(__start_cuda_emu_shared);
+  const std::size_t n = static_cast<std::size_t>(__stop_cuda_emu_shared - __start_cuda_emu_shared);
+  for (std::size_t i = 0; i < n; ++i) p[i] = 0xFF;
+}
+
 void run_block() {
+  poison_shared_memory();
   Scheduler& s = sched();
   s.live = s.count;
   s.at_barrier = 0;

@@ -133,6 +133,13 @@ void reverse_kernel(int* out) {
   out[blockIdx.x * 64 + threadIdx.x] = s[63 - threadIdx.x];
 }
 
+void read_before_write_kernel(float* out) {  // reads shared memory no thread of this block has written
+  __shared__ float s[64];
+  out[blockIdx.x * 64 + threadIdx.x] = s[threadIdx.x];
+  __syncthreads();
+  s[threadIdx.x] = 1.0f;
+}
+
 void deadlock_kernel() {  // half a warp in a shuffle that waits for the other half, which waits in __syncthreads
   if (threadIdx.x % 32 < 16)
     (void)__shfl_xor_sync(0xffffffffu, 1, 16);
@@ -165,6 +172,13 @@ BOOST_AUTO_TEST_CASE(emulator_shuffles_barriers_and_faults) {
   for (int b = 0; b < 3; ++b)
     for (int t = 0; t < 64; ++t) ok = ok && rev[static_cast<std::size_t>(b * 64 + t)] == 63 - t + 100 * b;
   BOOST_TEST(ok, "__syncthreads orders shared memory");
+
+  // Shared memory starts undefined on a GPU: here every block starts with NaN, not zeros, and not the 1.0 the
+  // previous block left.
+  std::vector<float> stale(2 * 64, 0.0f);
+  cuda_emu::launcher(read_before_write_kernel, 2, 64)(stale.data());
+  BOOST_TEST(std::all_of(stale.begin(), stale.end(), [](float x) { return std::isnan(x); }),
+             "shared memory is poisoned before each block");
 
   BOOST_CHECK_THROW(cuda_emu::launcher(deadlock_kernel, 1, 64)(), cuda_emu::KernelFault);
   BOOST_CHECK_THROW(cuda_emu::launcher(exited_lane_kernel, 2, 32)(), cuda_emu::KernelFault);

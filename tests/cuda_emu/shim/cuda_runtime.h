@@ -22,9 +22,11 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-// Blocks run one at a time, so one static array per kernel is each block's shared memory. Unlike a GPU's it is
-// zero before the first block and keeps the previous block's contents afterwards.
-#define __shared__ static
+// Blocks run one at a time, so one static array per kernel is each block's shared memory. Every such array lies
+// in one section, cuda_emu_shared, which the emulator fills with 0xFF bytes (NaN in every float and double, -1 in
+// every integer) before each block: a GPU's shared memory starts undefined, so a kernel that reads before it
+// writes must not pass on zeros or on the previous block's values.
+#define __shared__ static __attribute__((section("cuda_emu_shared")))
 
 // ---- vector types
 
