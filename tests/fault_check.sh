@@ -8,6 +8,8 @@
 #   timeout    one rank stopped (SIGSTOP) with --comm-timeout 3: the job ends, naming what was waited on
 #   nonfinite  a learning rate that overflows: exit status 4 with the step and the layer named;
 #              with --skip-nonfinite the steps are skipped and counted, exit 0
+#   startup    one rank stopped before MPI_Init, with --comm-timeout 3: the others, waiting in MPI_Init,
+#              end the job within seconds with one line naming the wait (no MPI timeout covers it)
 #   fulldisk   the disk fills while a resumed run saves a step again: the job fails naming the
 #              full disk, and `latest` still names the earlier checkpoint of that step, which loads.
 #              Runs in a private mount namespace on a small tmpfs (unshare -m, mount: root or
@@ -86,6 +88,19 @@ case $check in
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --lr 1e30 --clip-grad-norm 0 --skip-nonfinite >"$work/skip.log" 2>&1 ||
       { echo "FAIL: --skip-nonfinite exited non-zero"; cat "$work/skip.log"; exit 1; }
     grep -q "pipe-train: 4 non-finite steps skipped" "$work/skip.log" || { echo "FAIL: skips not counted"; cat "$work/skip.log"; exit 1; } ;;
+  startup)
+    t0=$(date +%s%N)
+    # Rank 1 stops itself (Open MPI's rank variable) before it execs pipe-train, so it never reaches MPI_Init.
+    timeout -k 5 60 "${mpirun[@]}" -np 2 sh -c '[ "$OMPI_COMM_WORLD_RANK" = 1 ] && kill -STOP $$; exec "$0" "$@"' \
+      "$train" "${args[@]}" --stages 2 --steps 2 --comm-timeout 3 >"$work/start.log" 2>&1
+    status=$?
+    ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    grep "comm-timeout" "$work/start.log"
+    [ "$status" != 0 ] && [ "$status" != 124 ] || { echo "FAIL: exit status $status"; cat "$work/start.log"; exit 1; }
+    [ "$(grep -c "^pipe-train: rank 0: error: --comm-timeout: MPI_Init (the start of every rank) did not finish within 3 s" "$work/start.log")" = 1 ] ||
+      { echo "FAIL: no single line naming the wait"; cat "$work/start.log"; exit 1; }
+    pgrep -f -- "$marker" >/dev/null && { echo "FAIL: ranks left running"; exit 1; }
+    echo "job ended ${ms} ms after start with a rank stopped before MPI_Init" ;;
   fulldisk)
     if [ -z "${PIPE_FAULT_IN_MOUNT_NAMESPACE:-}" ]; then
       unshare -m --propagation private true 2>/dev/null ||

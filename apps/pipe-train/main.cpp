@@ -25,6 +25,7 @@
 #include "progress.hpp"
 #include "report.hpp"
 #include "pipe/collective.hpp"
+#include "pipe/watchdog.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/grid.hpp"
@@ -101,6 +102,7 @@ std::string chunk_note(const pipe_train::Options& options) {
 int ranks_on_node(MPI_Comm world) {
   MPI_Comm node = MPI_COMM_NULL;
   int size = 1;
+  const libpipe::Watch watch("MPI_Comm_split_type (the ranks of this node)", libpipe::collective_timeout());
   if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 1;
   MPI_Comm_size(node, &size);
   MPI_Comm_free(&node);
@@ -409,7 +411,11 @@ int run(MPI_Comm world, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  {
+    // Every rank must start: a rank that never reaches MPI_Init leaves the others waiting in it.
+    const libpipe::Watch watch("MPI_Init (the start of every rank)", pipe_train::comm_timeout_before_init(argc, argv));
+    MPI_Init(&argc, &argv);
+  }
   // MPI failures come back as codes that libpipe turns into one-line errors
   // (file:line, rank, host) instead of aborting inside MPI.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -422,6 +428,10 @@ int main(int argc, char** argv) {
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  MPI_Finalize();
+  {
+    // Every rank must reach the end: one stopped before MPI_Finalize leaves the others waiting in it.
+    const libpipe::Watch watch("MPI_Finalize (the end of every rank)", libpipe::collective_timeout());
+    MPI_Finalize();
+  }
   return rc;
 }

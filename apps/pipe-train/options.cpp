@@ -178,6 +178,23 @@ void refuse_placeholders(const std::string& text, const std::string& where) {
 
 }  // namespace
 
+double comm_timeout_before_init(int argc, char** argv) {
+  const std::string flag = "--comm-timeout";
+  std::string value;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == flag && i + 1 < argc) value = argv[i + 1];
+    if (arg.rfind(flag + "=", 0) == 0) value = arg.substr(flag.size() + 1);
+  }
+  try {
+    std::size_t used = 0;
+    const double seconds = std::stod(value, &used);
+    return used == value.size() && std::isfinite(seconds) && seconds > 0 ? seconds : 0.0;
+  } catch (const std::exception&) {
+    return 0.0;
+  }
+}
+
 Options parse_options(int argc, char** argv) {
   Options o;
   po::variables_map vm;

@@ -54,6 +54,9 @@ struct Options {
 
 // Parses argv; throws libpipe::Error with a one-line message on bad or conflicting flags.
 Options parse_options(int argc, char** argv);
+// --comm-timeout's value from the command line alone (--comm-timeout S or --comm-timeout=S), for the wait in
+// MPI_Init, before the flags can be parsed in full; 0 when absent or not a number (the full parse reports it).
+double comm_timeout_before_init(int argc, char** argv);
 std::string help_text();
 
 }  // namespace pipe_train

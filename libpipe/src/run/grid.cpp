@@ -9,7 +9,9 @@
 #include <string>
 
 #include "run/mpi_check.hpp"
+#include "pipe/collective.hpp"
 #include "pipe/error.hpp"
+#include "pipe/watchdog.hpp"
 
 namespace libpipe {
 
@@ -97,6 +99,7 @@ MPI_Comm PipelineParallelGrid::build_axis_comm(const char* axis, std::vector<int
                 " is in no group along the axis \"" + axis + "\" of the topology " +
                 topology_.str());
   }
+  const Watch watch(std::string("MPI_Comm_split along the axis \"") + axis + "\"", collective_timeout());
   PIPE_MPI_CHECK(MPI_Comm_split(world_, colour, key, &comm), global_rank_);
 
   int size = 0;

@@ -6,6 +6,7 @@
 #include "run/mpi_check.hpp"
 #include "pipe/collective.hpp"
 #include "pipe/error.hpp"
+#include "pipe/watchdog.hpp"
 
 namespace libpipe {
 namespace {
@@ -143,6 +144,7 @@ void PipelineModule::build_tie_groups(const ModelDescription& description, const
       // Ranked by their first layer in the group, so that rank 0 of the communicator holds the group's first
       // layer, whose initial value every copy takes (by stage without virtual stages).
       MPI_Comm comm = MPI_COMM_NULL;
+      const Watch watch("MPI_Comm_split for the tied weights '" + tie.key + "'", collective_timeout());
       PIPE_MPI_CHECK(MPI_Comm_split(grid.world(), member ? replica : MPI_UNDEFINED,
                                     member ? tie.local_layers.front() : 0, &comm),
                      grid.global_rank());
