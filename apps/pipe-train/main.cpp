@@ -239,7 +239,12 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     // Every rank took the same decision on the same global figures.
     if (rank == 0) std::fprintf(stderr, "%s: error: %s\n", kProgram, e.what());
     status = kExitNonFinite;
+  } catch (const libpipe::JobError& e) {
+    // Every rank is here, at the same point: the cause is printed once, by its rank, and the job ends normally.
+    if (!e.cause_elsewhere()) std::fprintf(stderr, "%s: rank %d (stage %d): error: %s\n", kProgram, rank, grid.stage_id(), e.what());
+    return 1;
   } catch (const std::exception& e) {
+    // This rank alone knows: the others may be waiting on it anywhere, so the job is ended from here.
     std::fprintf(stderr, "%s: rank %d (stage %d): error: %s\n", kProgram, rank, grid.stage_id(), e.what());
     std::fflush(stderr);
     MPI_Abort(world, 1);

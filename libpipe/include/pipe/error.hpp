@@ -30,4 +30,18 @@ class PIPE_API ShapeError : public Error {
   std::string expected_;
 };
 
+// A failure that every rank of the job learns of at the same point (a collective step agreed on it, as a
+// checkpoint save does): the rank that met the cause throws it with its message, every other rank with
+// cause_elsewhere() set. The cause is then printed once, and the job ends through MPI_Finalize and a non-zero exit
+// rather than MPI_Abort.
+class PIPE_API JobError : public Error {
+ public:
+  explicit JobError(const std::string& message, bool cause_elsewhere = false)
+      : Error(message), cause_elsewhere_(cause_elsewhere) {}
+  bool cause_elsewhere() const { return cause_elsewhere_; }
+
+ private:
+  bool cause_elsewhere_;
+};
+
 }  // namespace libpipe

@@ -147,7 +147,11 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   auto make_directory = [&] {
     if (grid.global_rank() != 0) return;
     while (fs::is_directory(copy_dir(copy))) ++copy;
-    fs::create_directories(copy_dir(copy));  // a file in the way fails here
+    std::error_code error;
+    fs::create_directories(copy_dir(copy), error);  // a file in the way fails here
+    if (error)
+      throw Error("--save " + dir + ": cannot create the checkpoint's directory " + copy_dir(copy).string() + " (" +
+                  error.message() + ")");
   };
   auto write_layers = [&] {
     if (!writer) return;
@@ -175,7 +179,7 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   if (ok) target = copy_dir(broadcast_int(grid.world(), copy, 0, "the name of the checkpoint's directory"));
   ok = ok && run_phase_on_all(grid.world(), write_layers, result);
   auto checksums = gather_strings(grid.world(), mine.dump());
-  if (!ok) throw Error(result.ok ? "checkpoint: another rank failed to write its layers" : result.message);
+  if (!ok) throw JobError(result.ok ? "checkpoint: another rank failed to save" : result.message, result.ok);
   if (grid.global_rank() == 0) {
     json files = json::object();
     for (const auto& c : checksums) files.update(json::parse(c));
