@@ -5,6 +5,7 @@
 #   sigkill    one rank killed with SIGKILL mid-run: the whole job ends within 10 s
 #   sigterm    SIGTERM to one rank: every rank stops after the same step, a checkpoint is saved,
 #              the job exits with status 3, and the checkpoint resumes
+#   sigusr1    the same, with SIGUSR1 to mpirun (which forwards it to every rank)
 #   timeout    one rank stopped (SIGSTOP) with --comm-timeout 3: the job ends, naming what was waited on
 #   nonfinite  a learning rate that overflows: exit status 4 with the step and the layer named;
 #              with --skip-nonfinite the steps are skipped and counted, exit 0
@@ -52,15 +53,19 @@ case $check in
     echo "job ended ${ms} ms after SIGKILL of rank pid $pid (status $(status_of kill.log))"
     [ "$ms" -le 10000 ] || { echo "FAIL: more than 10 s"; exit 1; }
     [ "$(status_of kill.log)" != 0 ] || { echo "FAIL: a job with a killed rank exited 0"; exit 1; } ;;
-  sigterm)
+  sigterm | sigusr1)
     start_job term.log --steps 100000 --save "$work/ck"
     pid=$(a_rank term.log); [ -n "$pid" ] || { echo "FAIL: the job never started"; cat "$work/term.log"; exit 1; }
-    kill -TERM "$pid"
+    if [ "$check" = sigterm ]; then
+      kill -TERM "$pid"
+    else  # to mpirun, which forwards SIGUSR1 to every rank
+      kill -USR1 "$(pgrep -P "$job_pid" | head -1)"
+    fi
     wait "$job_pid"
     cat "$work/term.log" | grep -E "stopped|checkpoint saved"
     [ "$(status_of term.log)" = 3 ] || { echo "FAIL: exit status $(status_of term.log), expected 3"; exit 1; }
-    grep -q "pipe-train: stopped by SIGTERM or SIGINT after step" "$work/term.log" || { echo "FAIL: no stop line"; exit 1; }
-    step=$(sed -n 's/.*stopped by SIGTERM or SIGINT after step \([0-9]*\).*/\1/p' "$work/term.log")
+    grep -q "pipe-train: stopped by SIGTERM, SIGINT or SIGUSR1 after step" "$work/term.log" || { echo "FAIL: no stop line"; exit 1; }
+    step=$(sed -n 's/.*stopped by SIGTERM, SIGINT or SIGUSR1 after step \([0-9]*\).*/\1/p' "$work/term.log")
     grep -q "^step-$(printf %08d "$step")$" "$work/ck/latest" || { echo "FAIL: latest is not step $step"; exit 1; }
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps $((step + 2)) --load "$work/ck" >"$work/resume.log" 2>&1 ||
       { echo "FAIL: the saved checkpoint does not resume"; cat "$work/resume.log"; exit 1; }

@@ -209,6 +209,9 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   action.sa_handler = on_stop_signal;
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  // mpirun forwards SIGUSR1 to every rank and leaves the job to end by itself (SIGTERM to mpirun kills the ranks a
+  // second later, before a long save could finish, and makes its own exit status 1).
+  sigaction(SIGUSR1, &action, nullptr);
   int status = 0;
   try {
     if (!options.trace.empty()) engine->start_trace();
@@ -225,7 +228,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       if (save_now) checkpoint(step + 1);
       if (stop) {
         if (rank == 0)
-          std::fprintf(stderr, "%s: stopped by SIGTERM or SIGINT after step %lld%s\n", kProgram,
+          std::fprintf(stderr, "%s: stopped by SIGTERM, SIGINT or SIGUSR1 after step %lld%s\n", kProgram,
                        static_cast<long long>(step + 1), options.save.empty() ? " (no --save: nothing saved)" : "");
         status = kExitStopped;
         break;

@@ -156,7 +156,7 @@ std::string help_text() {
        "Pipeline-parallel training: each rank builds only its stage's layers, micro-batches\n"
        "stream through the stages on a 1F1B schedule, gradients of data-parallel replicas and\n"
        "tied weights are reduced, and the optimizer steps. Loss falls on the built-in data.\n\n"
-       "Exit status: 0 done; 1 error (one line says what and where); 3 stopped by SIGTERM or SIGINT\n"
+       "Exit status: 0 done; 1 error (one line says what and where); 3 stopped by SIGTERM, SIGINT or SIGUSR1\n"
        "at a step boundary (a checkpoint is saved first when --save is set); 4 a non-finite loss\n"
        "or gradient (see --skip-nonfinite).\n"
     << describe_flags(o) << "\nExamples:\n  mpirun -np 4 pipe-train --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:block\n"
