@@ -42,8 +42,12 @@ run() {  # run NAME RANKS ARGS...: the job's metrics in $work/NAME.json
   fi
 }
 series() { grep -o "\"$2\":[^,}]*" "$work/$1.json" | cut -d: -f2; }
-same() {  # same A B: identical loss and grad_norm series, and at least one step
-  [ "$(series "$1" loss | wc -l)" -gt 0 ] || { echo "FAIL: $1 has no steps"; exit 1; }
+same() {  # same A B [N]: identical loss and grad_norm series of N steps each (default $steps)
+  local want=${3:-$steps}
+  for run in "$1" "$2"; do
+    [ "$(series "$run" loss | wc -l)" -eq "$want" ] ||
+      { echo "FAIL: $run has $(series "$run" loss | wc -l) steps, not $want"; exit 1; }
+  done
   for key in loss grad_norm; do
     if ! diff <(series "$1" $key) <(series "$2" $key) >/dev/null; then
       echo "FAIL: $key differs between $1 and $2:"; paste <(series "$1" $key) <(series "$2" $key); exit 1
@@ -60,12 +64,18 @@ case $check in
     run s1 1 "${small[@]}" --stages 1
     run s2d2 4 --model gpt-tiny --steps "$steps" --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2
     # Losses and gradient norms: a dropped 1/D factor in the gradients would hide behind clipping and AdamW in
-    # the losses, not in the norms.
+    # the losses, not in the norms (the first step's norm would be off by half). The first step differs only by
+    # the order of the gradient sums (7.6e-9 measured on an AMD EPYC); later norms amplify the runs' drift (up to
+    # 1.2e-6 there by step 7, while the losses stay within 2e-8), hence 1e-6 for the first step's norm and 1e-5
+    # for the rest.
     for key in loss grad_norm; do
-      paste <(series s1 $key) <(series s2d2 $key) | awk -v n="$steps" -v key=$key '
-        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r }
-        END { printf "largest relative %s difference over %d steps: %.3g (bound 1e-6)\n", key, NR, worst; exit !(NR == n && worst <= 1e-6) }' ||
-        { echo "FAIL: data-parallel ${key}s differ beyond 1e-6"; exit 1; }
+      bound=1e-6; [ $key = grad_norm ] && bound=1e-5
+      paste <(series s1 $key) <(series s2d2 $key) | awk -v n="$steps" -v key=$key -v bound=$bound '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r; if (NR == 1) first = r }
+        END { printf "largest relative %s difference over %d steps: %.3g (bound %s), first step %.3g (bound 1e-6)\n",
+                key, NR, worst, bound, first
+              exit !(NR == n && worst <= bound && first <= 1e-6) }' ||
+        { echo "FAIL: data-parallel ${key}s differ beyond their bounds"; exit 1; }
     done
     # Resuming under another data-parallel degree (and stage count): half the steps on 2 stages x 2 replicas,
     # saved, the rest on 1 stage with the same global batch, against 1 stage throughout (relative 1e-6).
@@ -114,7 +124,7 @@ case $check in
     dp=(--model gpt-tiny --steps "$half" --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2)
     run f1bd2 4 "${dp[@]}" --schedule 1f1b
     run zbd2 4 "${dp[@]}" --schedule zb-h1
-    same f1bd2 zbd2
+    same f1bd2 zbd2 "$half"
     run zbfirst 2 "${base[@]}" --stages 2 --steps "$half" --schedule zb-h1 --save "$work/zbck"
     run then 3 "${small[@]}" --stages 3 --schedule 1f1b --load "$work/zbck"
     cat "$work/zbfirst.json" "$work/then.json" | grep -v summary > "$work/joined.json"
@@ -144,7 +154,7 @@ case $check in
     six=(--model gpt-tiny --micro-batches 6 --micro-batch-size 4 --seed 7 --steps "$half")
     run s1m6 1 "${six[@]}" --stages 1
     run il3 3 "${six[@]}" --stages 3 --schedule interleaved-1f1b
-    same s1m6 il3
+    same s1m6 il3 "$half"
     if "${mpirun[@]}" -np 3 "$train" "${small[@]}" --stages 3 --schedule interleaved-1f1b > "$work/il3bad.log" 2>&1 ||
       ! grep -q "needs the micro-batches to be a multiple of the stages" "$work/il3bad.log"; then
       echo "FAIL: interleaved-1f1b with 4 micro-batches on 3 stages was not refused:"; cat "$work/il3bad.log"; exit 1
@@ -157,7 +167,7 @@ case $check in
     run f1bd2 4 "${dp[@]}" --schedule 1f1b
     run zbvd2 4 "${dp[@]}" --schedule zb-v
     run ild2 4 "${dp[@]}" --schedule interleaved-1f1b
-    same f1bd2 zbvd2; same f1bd2 ild2
+    same f1bd2 zbvd2 "$half"; same f1bd2 ild2 "$half"
     # pipe-sim --print writes chunked schedules that --schedule-file runs back bit-identically.
     "$(dirname "$train")/pipe-sim" --stages 2 --micro-batches 4 --schedule zb-v --print > "$work/zbv2.txt"
     grep -q "^virtual-stages 2 v-shape$" "$work/zbv2.txt" || { echo "FAIL: no virtual-stages line:"; cat "$work/zbv2.txt"; exit 1; }
@@ -182,7 +192,7 @@ case $check in
     l1=(--model "$PIPE_TEST_DATA/l1_mlp.toml" --micro-batches 4 --micro-batch-size 8 --seed 7 --steps 60)
     run l1s1 1 "${l1[@]}"
     run l1s2 2 "${l1[@]}" --stages 2
-    same l1s1 l1s2
+    same l1s1 l1s2 60
     [ "$(series l1s1 loss | wc -l)" -eq 60 ] || { echo "FAIL: not 60 steps"; exit 1; }
     first=$(series l1s1 loss | head -1) last=$(series l1s1 loss | tail -1)
     awk -v f="$first" -v l="$last" 'BEGIN { printf "L1 loss %.4f -> %.4f\n", f, l; exit !(l <= 0.7 * f) }' ||
