@@ -157,8 +157,9 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     if (!options.load.empty())
       first_step = libpipe::load_checkpoint(options.load, module, engine->optimizer(), description);
   };
-  if (!libpipe::run_phase_on_all(world, set_up_local, result) ||
-      !libpipe::run_phase_on_all(world, set_up_engine, result) || !libpipe::run_phase_on_all(world, resume, result)) {
+  if (!libpipe::run_phase_on_all(world, set_up_local, result, "setting up the data and the outputs") ||
+      !libpipe::run_phase_on_all(world, set_up_engine, result, "building the engine") ||
+      !libpipe::run_phase_on_all(world, resume, result, "loading the checkpoint")) {
     libpipe::report_phase_failure(world, kProgram, result);
     return 1;
   }
@@ -299,7 +300,8 @@ int run(MPI_Comm world, int argc, char** argv) {
   };
 
   pipe_train::Options options;
-  if (!libpipe::run_phase_on_all(world, [&] { options = pipe_train::parse_options(argc, argv); }, result))
+  if (!libpipe::run_phase_on_all(world, [&] { options = pipe_train::parse_options(argc, argv); }, result,
+                                 "reading the flags"))
     return failed();
   if (options.help || options.version) {
     if (rank == 0) std::cout << (options.help ? pipe_train::help_text() : std::string(kProgram) + " " + kVersion + "\n");
@@ -312,7 +314,7 @@ int run(MPI_Comm world, int argc, char** argv) {
   auto load = [&] {
     libpipe::load_plugins(registry, libpipe::PluginSearch{options.builtin_plugins, true, options.plugin_dirs});
   };
-  if (!libpipe::run_phase_on_all(world, load, result)) return failed();
+  if (!libpipe::run_phase_on_all(world, load, result, "loading the plugins and the model")) return failed();
   // Every rank must run the same job: the same flags and the same layer types
   // from the same plugin files (compared by name, so install paths may differ).
   auto same_job = [&] {
@@ -331,7 +333,7 @@ int run(MPI_Comm world, int argc, char** argv) {
                              " was started with other flags or other layer plugins than rank 0; every rank must "
                              "run the same command with the same plugins");
   };
-  if (!libpipe::run_phase_on_all(world, same_job, result)) return failed();
+  if (!libpipe::run_phase_on_all(world, same_job, result, "checking that every rank runs the same job")) return failed();
   if (options.list_layers) {
     if (rank == 0) print_layer_list(registry);
     return 0;
@@ -343,7 +345,7 @@ int run(MPI_Comm world, int argc, char** argv) {
     model = libpipe::load_model_file(libpipe::resolve_model_path(options.model));
     description = libpipe::describe_model(model, registry);
   };
-  if (!libpipe::run_phase_on_all(world, check_model, result)) return failed();
+  if (!libpipe::run_phase_on_all(world, check_model, result, "checking the model")) return failed();
   if (options.describe) {
     if (rank == 0) std::cout << libpipe::format_description(description);
     return 0;
@@ -351,7 +353,8 @@ int run(MPI_Comm world, int argc, char** argv) {
 
   // Before anything is made on a device: each rank binds its GPU here.
   pipe_train::DeviceChoice where;
-  if (!libpipe::run_phase_on_all(world, [&] { where = pipe_train::choose_device(world, options); }, result))
+  if (!libpipe::run_phase_on_all(world, [&] { where = pipe_train::choose_device(world, options); }, result,
+                                 "choosing the device"))
     return failed();
   options.train.comm = where.comm;
   options.train.dtype = options.dtype == "bf16" ? libpipe::DType::bfloat16 : libpipe::DType::float32;
@@ -360,7 +363,7 @@ int run(MPI_Comm world, int argc, char** argv) {
   auto build_grid = [&] {
     grid = std::make_unique<libpipe::PipelineParallelGrid>(world, pipe_train::job_topology(options, size));
   };
-  if (!libpipe::run_phase_on_all(world, build_grid, result)) return failed();
+  if (!libpipe::run_phase_on_all(world, build_grid, result, "building the process grid")) return failed();
 
   // Every rank plans the partition from descriptions alone; the module then
   // checks that all ranks agree and builds only this stage's layers.
@@ -392,7 +395,7 @@ int run(MPI_Comm world, int argc, char** argv) {
                    kProgram, list.c_str());
     }
   };
-  if (!libpipe::run_phase_on_all(world, plan_parts, result)) return failed();
+  if (!libpipe::run_phase_on_all(world, plan_parts, result, "partitioning the model")) return failed();
   auto build_module = [&] {
     const std::size_t before = libpipe::allocated_bytes(where.device);
     module = std::make_unique<libpipe::PipelineModule>(model, description, registry, *grid, plan.parts,
@@ -401,7 +404,7 @@ int run(MPI_Comm world, int argc, char** argv) {
                                                                               options.placement});
     allocated = libpipe::allocated_bytes(where.device) - before;
   };
-  if (!libpipe::run_phase_on_all(world, build_module, result)) return failed();
+  if (!libpipe::run_phase_on_all(world, build_module, result, "building this stage's layers")) return failed();
 
   if (!options.dry_run) return train(world, options, registry, description, *grid, *module, plan, where);
   auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated, where));

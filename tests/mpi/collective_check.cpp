@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <new>
+#include <stdexcept>
 #include <mpi.h>
 #include <string>
 #include <thread>
@@ -87,6 +89,15 @@ int main(int argc, char** argv) {
     }, mine);
     c.check(!all, "run_phase_on_all succeeded although rank 1 failed" + with);
     c.check(mine.ok == (rank != 1) && mine.message == (rank == 1 ? "boom" : ""), "this rank's PhaseResult" + with);
+    // An exception that is not libpipe's own says what was being done; running out of memory says so.
+    libpipe::run_phase_on_all(world, [&] {
+      if (rank == 0) throw std::runtime_error("vector::_M_default_append");
+      if (rank == 1) throw std::bad_alloc();
+    }, mine, "building the engine");
+    c.check(mine.message == (rank == 0   ? "vector::_M_default_append (while building the engine)"
+                             : rank == 1 ? "out of memory while building the engine"
+                                         : ""),
+            "a foreign exception names the phase" + with);
     all = libpipe::run_phase_on_all(world, [] {}, mine);
     c.check(all && mine.ok, "run_phase_on_all failed although every rank succeeded" + with);
     auto strings = libpipe::gather_strings(world, "r" + r + std::string(rank, 'x'));

@@ -37,7 +37,10 @@ PIPE_API double collective_timeout();
 
 // Runs `phase`, catching any exception, and returns whether every rank of
 // `comm` succeeded. Collective: every rank must call it. `what` names the
-// phase in a timeout's message ("finish <what>"; default "a phase").
+// phase ("building the engine"; default "a phase"): in a timeout's message
+// ("finish <what>"), and after any exception that is not a libpipe::Error,
+// whose text alone would not say what failed ("<text> (while <what>)", "out of
+// memory while <what>").
 PIPE_API bool run_phase_on_all(MPI_Comm comm, const std::function<void()>& phase, PhaseResult& mine,
                                const std::string& what = "");
 

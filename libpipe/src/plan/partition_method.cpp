@@ -189,7 +189,14 @@ std::vector<double> type_weights(const ModelDescription& model, const std::strin
   for (const auto& alt : parsed.alternatives) {
     bool any = false;
     for (std::size_t i = 0; i < model.layers.size(); ++i) {
-      if (!boost::regex_search(model.layers[i].type, alt.regex)) continue;
+      bool found = false;
+      try {
+        found = boost::regex_search(model.layers[i].type, alt.regex);
+      } catch (const std::exception& e) {  // Boost gives up on a pattern too costly to match, mid-search
+        throw Error(prefix + "regex '" + alt.pattern + "' is too complex to match against layer type '" +
+                    model.layers[i].type + "' (" + e.what() + ")");
+      }
+      if (!found) continue;
       any = true;
       if (!assigned[i]) weights[i] = alt.weight, assigned[i] = true;
     }

@@ -175,9 +175,9 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   };
   // A failure to write on any rank fails the save on every rank, and the
   // previous checkpoint stays the latest.
-  bool ok = run_phase_on_all(grid.world(), make_directory, result);
+  bool ok = run_phase_on_all(grid.world(), make_directory, result, "making the checkpoint's directory");
   if (ok) target = copy_dir(broadcast_int(grid.world(), copy, 0, "the name of the checkpoint's directory"));
-  ok = ok && run_phase_on_all(grid.world(), write_layers, result);
+  ok = ok && run_phase_on_all(grid.world(), write_layers, result, "writing the checkpoint's layers");
   auto checksums = gather_strings(grid.world(), mine.dump());
   if (!ok) throw JobError(result.ok ? "checkpoint: another rank failed to save" : result.message, result.ok);
   if (grid.global_rank() == 0) {

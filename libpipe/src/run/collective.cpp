@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 #include <thread>
 
 #include "run/mpi_check.hpp"
@@ -109,19 +110,26 @@ double collective_timeout() { return g_timeout.load(); }
 bool run_phase_on_all(MPI_Comm comm, const std::function<void()>& phase, PhaseResult& mine,
                       const std::string& what) {
   mine = PhaseResult{};
+  const std::string doing = what.empty() ? std::string("a phase") : what;
   try {
     phase();
-  } catch (const std::exception& e) {
+  } catch (const Error& e) {  // libpipe's own: a complete sentence already
     mine.ok = false;
     mine.message = e.what();
+  } catch (const std::bad_alloc&) {
+    mine.ok = false;
+    mine.message = "out of memory while " + doing;
+  } catch (const std::exception& e) {  // the standard library's or a plugin's: say what was being done
+    mine.ok = false;
+    mine.message = std::string(e.what()) + " (while " + doing + ")";
   } catch (...) {
     mine.ok = false;
-    mine.message = "unknown exception";
+    mine.message = "an unknown exception while " + doing;
   }
   auto p = std::make_unique<Pending>();
   p->value = mine.ok ? 1 : 0;
   PIPE_MPI_CHECK(MPI_Iallreduce(&p->value, &p->result, 1, MPI_INT, MPI_MIN, comm, &p->request), world_rank());
-  wait_for(p, comm, "finish " + (what.empty() ? std::string("a phase") : what));
+  wait_for(p, comm, "finish " + doing);
   return p->result == 1;
 }
 
