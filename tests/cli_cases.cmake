@@ -326,3 +326,8 @@ pipe_expect_test(cli.save_failure_printed_once 1
   --line "pipe-train: rank 0 (stage 0): error: --save ck: cannot create the checkpoint's directory ck/step-00000001 (Not a directory)"
   --absent "MPI_ABORT" --absent "another rank" --
   sh -c "d=$(mktemp -d) && cd $d && mkdir ck && touch ck/step-00000001 && ${PIPE_MPIRUN_LINE} -q -np 2 $<TARGET_FILE:pipe-train> --stages 2 --steps 1 --micro-batches 2 --save ck; s=$?; rm -rf $d; exit $s")
+# --data is read whole: a file beyond half the machine's memory (here a sparse 1 TB file) is refused up front.
+set(PIPE_HUGE_DATA ${CMAKE_CURRENT_BINARY_DIR}/cli-huge-data.txt)
+pipe_expect_test(cli.data_larger_than_memory 1
+  "pipe-train: error: --data ${PIPE_HUGE_DATA}: 1099.5 GB, more than half of this machine's memory (" --
+  sh -c "truncate -s 1T ${PIPE_HUGE_DATA} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --steps 1 --data ${PIPE_HUGE_DATA}; s=$?; rm -f ${PIPE_HUGE_DATA}; exit $s")

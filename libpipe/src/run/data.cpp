@@ -1,7 +1,11 @@
 // Built-in datasets (see data.hpp).
 #include "pipe/data.hpp"
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -133,6 +137,21 @@ class SyntheticData : public DataSource {
   std::vector<float> teacher_;
 };
 
+// Byte-level text is read whole into every rank's memory: a file beyond half the machine's memory would end in
+// std::bad_alloc or the kernel's OOM killer, so it is refused up front, naming both sizes.
+void refuse_larger_than_half_the_memory(const std::string& path) {
+  std::error_code error;
+  const auto size = std::filesystem::file_size(path, error);
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (error || pages <= 0 || page <= 0) return;
+  const double memory = static_cast<double>(pages) * static_cast<double>(page);
+  if (static_cast<double>(size) <= memory / 2) return;
+  char text[160];
+  std::snprintf(text, sizeof text, "%.1f GB, more than half of this machine's memory (%.1f GB)",
+                static_cast<double>(size) / 1e9, memory / 1e9);
+  throw Error("--data " + path + ": " + text + "; byte-level text is read whole into every rank");
+}
+
 class ByteTextData : public DataSource {
  public:
   ByteTextData(const std::string& path, const ModelDescription& model, std::uint64_t seed, double validation)
@@ -144,6 +163,7 @@ class ByteTextData : public DataSource {
       throw Error("--data " + path + ": byte-level text needs a vocabulary of at least 256, the model has " +
                   std::to_string(std::min(io_.vocab, io_.classes)));
     require_regular_file(path, "--data " + path);
+    refuse_larger_than_half_the_memory(path);
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("--data " + path + ": cannot open the file");
     bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
