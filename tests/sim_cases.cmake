@@ -129,7 +129,13 @@ pipe_sim_test(negative_cost 1 "pipe-sim: error: simulate: the forward cost must 
   -- --forward -1)
 pipe_sim_test(costs_and_model 1 "pipe-sim: error: --costs, --model and --profile each give the costs; use one"
   -- --costs 1:2 --model gpt-tiny)
-pipe_sim_test(missing_trace 1 "pipe-sim: error: cannot read ${PIPE_SIM_OUT}/no-such.json: No such file or directory"
+pipe_sim_test(missing_trace 1 "pipe-sim: error: --from-trace ${PIPE_SIM_OUT}/no-such.json: cannot read the file: No such file or directory"
   -- --from-trace ${PIPE_SIM_OUT}/no-such.json)
 pipe_sim_test(trace_with_costs 1 "pipe-sim: error: --from-trace draws a recorded run; --costs is for simulations"
   -- --from-trace ${PIPE_SIM_OUT}/no-such.json --costs 1:2)
+# The work is capped, and the error names the flag that lifts the cap.
+pipe_sim_test(over_the_slot_cap 1 --line
+  "pipe-sim: error: --stages 4,096 x 1 chunk(s) per stage x --micro-batches 65,536 = 268,435,456 slots, over the cap of 16,777,216 (raise --max-slots to simulate it: memory and time grow with the slots)"
+  -- --stages 4096 --micro-batches 65536)
+pipe_sim_test(max_slots_lifts_the_cap 0 "makespan: 33 units" -- --stages 4 --micro-batches 8 --max-slots 32)
+pipe_sim_test(max_slots_caps_chunks 1 "= 64 slots, over the cap of 32" -- --stages 4 --micro-batches 8 --schedule interleaved-1f1b --max-slots 32)

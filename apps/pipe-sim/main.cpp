@@ -47,6 +47,7 @@ struct Options {
   std::string method = "parameters";
   double gflops = 100;
   int micro_batch_size = 16;
+  long long max_slots = 1LL << 24;  // --max-slots: stages x chunks per stage x micro-batches simulated at most
   double latency = 0;
   std::vector<std::string> plugin_dirs;
   std::string svg, trace, from_trace, title;
@@ -61,6 +62,8 @@ po::options_description flags(Options& o) {
   d.add_options()
     ("stages", po::value(&o.stages)->value_name("S")->default_value(o.stages),
      "pipeline stages (with --costs and no --stages: one per entry)")
+    ("max-slots", po::value(&o.max_slots)->value_name("N")->default_value(o.max_slots),
+     "simulate at most N = stages x chunks per stage x micro-batches (default 2^24); memory and time grow with N")
     ("micro-batches", po::value(&o.micro_batches)->value_name("M")->default_value(o.micro_batches),
      "micro-batches per step")
     ("schedule", po::value(&o.schedule)->value_name("KIND")->default_value(o.schedule),
@@ -444,6 +447,14 @@ int run_simulation(Options& o, const po::variables_map& vm) {
                            " stages, not --stages " + std::to_string(o.stages));
   }
   if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
+  // A cap on the work (memory and time grow with the slots), with the flag that lifts it.
+  const long long chunks_per_stage = o.compare ? 2 : std::max(1, o.virtual_stages);
+  const long long slots = static_cast<long long>(o.stages) * chunks_per_stage * o.micro_batches;
+  if (slots > o.max_slots)
+    throw libpipe::Error("--stages " + libpipe::with_commas(o.stages) + " x " + std::to_string(chunks_per_stage) +
+                         " chunk(s) per stage x --micro-batches " + libpipe::with_commas(o.micro_batches) + " = " +
+                         libpipe::with_commas(slots) + " slots, over the cap of " + libpipe::with_commas(o.max_slots) +
+                         " (raise --max-slots to simulate it: memory and time grow with the slots)");
   if (!o.model.empty()) {
     o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
     src = costs_from_model(o, o.stages);
