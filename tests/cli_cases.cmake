@@ -323,9 +323,9 @@ pipe_refusal(plan.empty_model_path "pipe-plan: error: --model needs a path, not 
 # A failure every rank learns of together (a checkpoint save) is printed once, by the rank that met it, and ends
 # the job without MPI_Abort (mpirun -q then prints nothing else).
 pipe_expect_test(cli.save_failure_printed_once 1
-  --line "pipe-train: rank 0 (stage 0): error: --save ck: cannot create the checkpoint's directory ck/step-00000001 (Not a directory)"
-  --absent "MPI_ABORT" --absent "another rank" --
-  sh -c "d=$(mktemp -d) && cd $d && mkdir ck && touch ck/step-00000001 && ${PIPE_MPIRUN_LINE} -q -np 2 $<TARGET_FILE:pipe-train> --stages 2 --steps 1 --micro-batches 2 --save ck; s=$?; rm -rf $d; exit $s")
+  --line "pipe-train: rank 0 (stage 0): error: checkpoint: cannot rename ck/step-00000001.partial to ck/step-00000001 (Not a directory)"
+  --absent "MPI_ABORT" --absent "another rank" --absent "rank 1" --
+  sh -c "d=$(mktemp -d) && cd $d && mkdir ck && ln -s /no/such/target ck/step-00000001 && ${PIPE_MPIRUN_LINE} -q -np 2 $<TARGET_FILE:pipe-train> --stages 2 --steps 1 --micro-batches 2 --save ck; s=$?; rm -rf $d; exit $s")
 # --data is read whole: a file beyond half the machine's memory (here a sparse 1 TB file) is refused up front.
 set(PIPE_HUGE_DATA ${CMAKE_CURRENT_BINARY_DIR}/cli-huge-data.txt)
 pipe_expect_test(cli.data_larger_than_memory 1

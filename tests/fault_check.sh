@@ -121,6 +121,8 @@ case $check in
       { echo "SKIPPED: cannot mount a tmpfs here"; exit 77; }
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 4 --save "$disk/ck" --save-every 2 >"$work/first.log" 2>&1 ||
       { echo "FAIL: the first run failed"; cat "$work/first.log"; exit 1; }
+    [ "$(ls "$disk/ck")" = "$(printf 'latest\nstep-00000002\nstep-00000004')" ] ||
+      { echo "FAIL: after two saves the folder holds:"; ls "$disk/ck"; exit 1; }
     [ "$(cat "$disk/ck/latest")" = step-00000004 ] || { echo "FAIL: latest is not step 4"; exit 1; }
     # Resume from step 2 and save step 4 again: it goes beside the good one and fills the disk on the way.
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 4 --load "$disk/ck/step-00000002" --save "$disk/ck" \
@@ -130,6 +132,9 @@ case $check in
     [ "$status" != 0 ] || { echo "FAIL: a save onto a full disk exited 0"; cat "$work/resave.log"; exit 1; }
     grep -q "failed (disk full?)" "$work/resave.log" || { echo "FAIL: the error does not name the full disk"; cat "$work/resave.log"; exit 1; }
     [ "$(cat "$disk/ck/latest")" = step-00000004 ] || { echo "FAIL: latest moved to $(cat "$disk/ck/latest")"; exit 1; }
+    # The cut-off save never got a checkpoint's name: it stays step-00000004.partial, which nothing loads.
+    [ ! -e "$disk/ck/step-00000004.1" ] && [ -d "$disk/ck/step-00000004.partial" ] ||
+      { echo "FAIL: the failed save is not (only) a .partial directory"; ls "$disk/ck"; exit 1; }
     "${mpirun[@]}" -np 3 "$train" "${args[@]}" --steps 5 --load "$disk/ck" >"$work/resume.log" 2>&1 ||
       { echo "FAIL: the checkpoint latest names no longer loads"; cat "$work/resume.log"; exit 1; }
     grep -q "resumed from $disk/ck at step 4" "$work/resume.log" || { echo "FAIL: no resume"; cat "$work/resume.log"; exit 1; }

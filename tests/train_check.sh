@@ -258,8 +258,9 @@ case $check in
       expect_error "checkpoint $work/bad/manifest.json: " --model gpt-tiny --load "$work/bad"
     done
     # A save that cannot complete fails the job and leaves the previous checkpoint the latest.
-    touch "$work/ck/step-00000004"  # a file where the next checkpoint's directory must go
-    expect_error "pipe-train: rank 0 (stage 0): error:" --model gpt-tiny --steps 4 --load "$work/ck" --save "$work/ck"
+    # A dangling link where the finished checkpoint's directory must be renamed to: the rename fails.
+    ln -s /no/such/target "$work/ck/step-00000004"
+    expect_error "pipe-train: rank 0 (stage 0): error: checkpoint: cannot rename $work/ck/step-00000004.partial to $work/ck/step-00000004 (Not a directory)" --model gpt-tiny --steps 4 --load "$work/ck" --save "$work/ck"
     grep -q "^step-00000002$" "$work/ck/latest" || { echo "FAIL: latest moved"; exit 1; }
     # latest may only name a checkpoint of its own folder.
     rm -rf "$work/escape" && cp -r "$work/ck" "$work/escape" && echo "../ck/step-00000002" > "$work/escape/latest"

@@ -7,11 +7,13 @@
 //   DIR/step-00000010/manifest.json
 //   DIR/latest                                  "step-00000010"
 //
-// Every file is written to a temporary name, fsynced and renamed; `latest`
-// moves only after the manifest is in place, so a crash at any moment leaves
-// the previous checkpoint loadable. A step saved again (after resuming from an
-// older checkpoint) goes to a new directory, DIR/step-00000010.1, never over the
-// one `latest` may name; that one is removed once `latest` names the new one.
+// A save writes into DIR/step-00000010.partial (every file to a temporary
+// name, fsynced, renamed, read back and checked), then the manifest; rank 0
+// renames the directory into place and only then moves `latest`, so a crash at
+// any moment leaves the previous checkpoint loadable. A step saved again (after
+// resuming from an older checkpoint) becomes DIR/step-00000010.1, never
+// replacing the one `latest` may name; that one is removed once `latest` names
+// the new one.
 // Layers are found by global index, so a
 // checkpoint loads under any number of stages and data-parallel replicas.
 // A tied weight is stored once, by the first layer of its tie group.

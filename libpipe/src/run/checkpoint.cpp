@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -61,6 +62,18 @@ std::string layer_file(int index) {
   return buffer;
 }
 
+// A checkpoint being written: never loaded, never counted among the complete ones.
+constexpr const char* kPartialSuffix = ".partial";
+
+// fsync of a directory, so that a rename inside it survives a crash.
+void sync_directory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
 // Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an
 // fsync of the directory so that the rename itself survives a crash.
 void write_atomically(const std::string& path, const void* bytes, std::size_t size) {
@@ -79,11 +92,7 @@ void write_atomically(const std::string& path, const void* bytes, std::size_t si
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) throw Error("checkpoint: cannot flush " + partial);
   if (std::rename(partial.c_str(), path.c_str()) != 0) throw Error("checkpoint: cannot rename " + partial);
-  int dir = ::open(fs::path(path).parent_path().c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  sync_directory(fs::path(path).parent_path());
 }
 
 std::vector<std::uint8_t> read_file(const std::string& path) {
@@ -115,8 +124,10 @@ void remove_older_checkpoints(const std::string& dir, const fs::path& newest, in
   std::vector<std::pair<fs::file_time_type, fs::path>> others;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const fs::path manifest = entry.path() / "manifest.json";
-    if (entry.path() == newest || entry.path().filename().string().rfind("step-", 0) != 0 ||
-        !fs::is_regular_file(manifest, error))
+    const std::string name = entry.path().filename().string();
+    const bool partial = name.size() > std::strlen(kPartialSuffix) &&
+                         name.compare(name.size() - std::strlen(kPartialSuffix), std::string::npos, kPartialSuffix) == 0;
+    if (entry.path() == newest || name.rfind("step-", 0) != 0 || partial || !fs::is_regular_file(manifest, error))
       continue;
     others.emplace_back(fs::last_write_time(manifest, error), entry.path());
   }
@@ -129,14 +140,15 @@ void remove_older_checkpoints(const std::string& dir, const fs::path& newest, in
 std::string save_checkpoint(const std::string& dir, std::int64_t next_step, PipelineModule& module,
                             Optimizer& optimizer, const PipelineParallelGrid& grid, const ModelDescription& d,
                             const std::string& settings, int keep) {
-  // A step that already has a checkpoint (saved again after resuming from an older one) is saved beside it, in
-  // step-N.1 (.2, ...), never over it: `latest` may name it, and a save that fails half-way must leave it whole.
-  // Once the new one is complete and `latest` names it, the one it replaces goes. Rank 0 picks the name.
+  // Every rank writes into DIR/step-N.partial; once all have written and verified their files and rank 0 the
+  // manifest, rank 0 renames it to step-N and only then moves `latest`. A step that already has a checkpoint (saved
+  // again after resuming from an older one) is renamed to step-N.1 (.2, ...), never over it: `latest` may name
+  // it. Once `latest` names the new one, the one it replaces goes. A save that fails leaves only a .partial
+  // directory, which nothing loads or counts.
   auto copy_dir = [&](int copy) {
     return fs::path(dir) / (step_name(next_step) + (copy == 0 ? "" : "." + std::to_string(copy)));
   };
-  int copy = 0;
-  fs::path target;
+  const fs::path partial = fs::path(dir) / (step_name(next_step) + kPartialSuffix);
   const std::vector<int> owner = tie_owner_of(d);
   // Replica 0 of each stage writes its layers; the others hold the same values.
   const bool writer = grid.data_parallel_id() == 0 && grid.model_parallel_id() == 0;
@@ -146,11 +158,11 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   // barrier): rank 0 makes the directory, then the writers write into it.
   auto make_directory = [&] {
     if (grid.global_rank() != 0) return;
-    while (fs::is_directory(copy_dir(copy))) ++copy;
     std::error_code error;
-    fs::create_directories(copy_dir(copy), error);  // a file in the way fails here
+    fs::remove_all(partial, error);  // what a failed save left
+    fs::create_directories(partial, error);  // a file in the way fails here
     if (error)
-      throw Error("--save " + dir + ": cannot create the checkpoint's directory " + copy_dir(copy).string() + " (" +
+      throw Error("--save " + dir + ": cannot create the checkpoint's directory " + partial.string() + " (" +
                   error.message() + ")");
   };
   auto write_layers = [&] {
@@ -167,20 +179,26 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
       std::vector<std::pair<std::string, const Tensor*>> tensors;
       for (const auto& [name, tensor] : held) tensors.emplace_back(name, &tensor);
       const std::string name = layer_file(local.index);
-      auto bytes = serialize_safetensors(
-          tensors, {{"layer", std::to_string(local.index)}, {"type", local.type}}, (target / name).string());
-      write_atomically((target / name).string(), bytes.data(), bytes.size());
-      mine[name] = hex(fnv1a(bytes.data(), bytes.size()));
+      const std::string path = (partial / name).string();
+      auto bytes = serialize_safetensors(tensors, {{"layer", std::to_string(local.index)}, {"type", local.type}}, path);
+      write_atomically(path, bytes.data(), bytes.size());
+      const std::string sum = hex(fnv1a(bytes.data(), bytes.size()));
+      // Read back: what is on the disk is what the manifest will vouch for.
+      const std::vector<std::uint8_t> written = read_file(path);
+      if (hex(fnv1a(written.data(), written.size())) != sum)
+        throw Error("checkpoint: " + path + " reads back other bytes than were written");
+      mine[name] = sum;
     }
   };
   // A failure to write on any rank fails the save on every rank, and the
   // previous checkpoint stays the latest.
   bool ok = run_phase_on_all(grid.world(), make_directory, result, "making the checkpoint's directory");
-  if (ok) target = copy_dir(broadcast_int(grid.world(), copy, 0, "the name of the checkpoint's directory"));
   ok = ok && run_phase_on_all(grid.world(), write_layers, result, "writing the checkpoint's layers");
   auto checksums = gather_strings(grid.world(), mine.dump());
   if (!ok) throw JobError(result.ok ? "checkpoint: another rank failed to save" : result.message, result.ok);
-  if (grid.global_rank() == 0) {
+  int copy = 0;
+  auto finish = [&] {
+    if (grid.global_rank() != 0) return;
     json files = json::object();
     for (const auto& c : checksums) files.update(json::parse(c));
     json manifest = {{"format", kFormat},
@@ -197,17 +215,25 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
                      {"files", files}};
     manifest["checksum"] = manifest_checksum(manifest);
     const std::string text = manifest.dump(2) + "\n";
-    write_atomically((target / "manifest.json").string(), text.data(), text.size());
-    const std::string latest = target.filename().string() + "\n";
+    write_atomically((partial / "manifest.json").string(), text.data(), text.size());
+    while (fs::exists(copy_dir(copy))) ++copy;
+    std::error_code error;
+    fs::rename(partial, copy_dir(copy), error);
+    if (error)
+      throw Error("checkpoint: cannot rename " + partial.string() + " to " + copy_dir(copy).string() + " (" +
+                  error.message() + ")");
+    sync_directory(dir);
+    const std::string latest = copy_dir(copy).filename().string() + "\n";
     write_atomically((fs::path(dir) / "latest").string(), latest.data(), latest.size());
     for (int older = 0; older < copy; ++older) {  // the checkpoints of this step that the new one replaces
       std::error_code ignored;
       fs::remove_all(copy_dir(older), ignored);
     }
-    if (keep > 0) remove_older_checkpoints(dir, target, keep);
-  }
-  barrier(grid.world(), "the end of the checkpoint save");
-  return target.string();
+    if (keep > 0) remove_older_checkpoints(dir, copy_dir(copy), keep);
+  };
+  if (!run_phase_on_all(grid.world(), finish, result, "putting the checkpoint in place"))
+    throw JobError(result.ok ? "checkpoint: rank 0 failed to put it in place" : result.message, result.ok);
+  return copy_dir(broadcast_int(grid.world(), copy, 0, "the name of the checkpoint's directory")).string();
 }
 
 void check_checkpoint_dir(const std::string& dir) {
