@@ -28,7 +28,8 @@ function(pipe_cli_test name ranks status)
   pipe_expect_test(cli.${name} ${status} ${texts} -- ${PIPE_MPIRUN} -np ${ranks} $<TARGET_FILE:pipe-train> ${args})
 endfunction()
 
-pipe_cli_test(help 1 0 "usage: mpirun -np N pipe-train" "Parallelism (world size = product of the axes):" -- --help)
+pipe_cli_test(help 1 0 "usage: mpirun -np N pipe-train" "Parallelism (world size = product of the axes):"
+  "(gradient accumulation; 1 to 1,000,000)" "validation pass (1 to 1,000,000)" "optimizer steps to run (1 or more)" -- --help)
 # The dry run's JSON lines (keys sorted): exact for chosen ranks. gpt-tiny by
 # parameters on 2 stages is Embedding + 2 blocks | 2 blocks + norm + head +
 # loss, the split DeepSpeed makes (FACTS.md); each rank allocates exactly its

@@ -59,7 +59,7 @@ po::options_description describe_flags(Options& o) {
   po::options_description training("Training");
   libpipe::TrainOptions& t = o.train;
   training.add_options()
-    ("steps", po::value(&o.steps)->value_name("N")->default_value(o.steps), "optimizer steps to run")
+    ("steps", po::value(&o.steps)->value_name("N")->default_value(o.steps), "optimizer steps to run (1 or more)")
     ("schedule", po::value(&t.schedule)->value_name("KIND")->default_value(t.schedule),
      "pipeline schedule for training: 1f1b (DeepSpeed's TrainSchedule), gpipe (fill-drain), zb-h1 "
      "(zero-bubble: weight gradients deferred into the bubble, at 1F1B's peak memory; needs micro-batches >= "
@@ -76,14 +76,14 @@ po::options_description describe_flags(Options& o) {
      "its stage lines must match the stages, and --micro-batches defaults to its micro-batches; needs --comm mpi "
      "unless every message is received in the step it is sent")
     ("micro-batches", po::value(&t.micro_batches)->value_name("M")->default_value(t.micro_batches),
-     "micro-batches per step and replica (gradient accumulation)")
+     "micro-batches per step and replica (gradient accumulation; 1 to 1,000,000)")
     ("micro-batch-size", po::value(&t.micro_batch_size)->value_name("B")->default_value(t.micro_batch_size),
-     "samples per micro-batch; the global batch is B x M x data-parallel")
+     "samples per micro-batch (1 to 1,000,000); the global batch is B x M x data-parallel")
     ("optimizer", po::value(&t.optimizer.kind)->value_name("NAME")->default_value(t.optimizer.kind),
      "adamw (betas 0.9/0.95, decoupled weight decay) or sgd (momentum)")
     ("lr", po::value(&t.lr)->value_name("LR")->default_value(t.lr, "0.003"), "peak learning rate")
     ("warmup-steps", po::value(&t.warmup_steps)->value_name("N")->default_value(t.warmup_steps),
-     "linear learning-rate warm-up from 0")
+     "linear learning-rate warm-up (0 or more steps)")
     ("lr-decay-steps", po::value(&t.decay_steps)->value_name("N"),
      "cosine decay to --min-lr over N steps after warm-up (default: the remaining steps; 0 = constant)")
     ("min-lr", po::value(&t.min_lr)->value_name("LR")->default_value(t.min_lr, "0"), "learning rate at the end of the decay")
@@ -101,11 +101,11 @@ po::options_description describe_flags(Options& o) {
     ("data", po::value(&o.data)->value_name("FILE"),
      "byte-level language modelling on FILE (last 10% held out); default: the built-in synthetic data")
     ("eval-every", po::value(&o.eval_every)->value_name("N")->default_value(o.eval_every),
-     "validation loss every N steps (0: off)")
+     "validation loss every N steps (0: off; 0 or more)")
     ("eval-batches", po::value(&o.eval_batches)->value_name("M")->default_value(o.eval_batches),
-     "micro-batches per replica in a validation pass")
+     "micro-batches per replica in a validation pass (1 to 1,000,000)")
     ("threads", po::value(&o.threads)->value_name("N")->default_value(o.threads),
-     "CPU backend threads per rank (default 1: ranks share the cores)")
+     "CPU backend threads per rank (1 to 4,096; default 1: ranks share the cores)")
     ("metrics", po::value(&o.metrics)->value_name("FILE"),
      "write one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, step_time_s) to FILE (rank 0)")
     ("profile-out", po::value(&o.profile_out)->value_name("FILE"),
@@ -115,10 +115,10 @@ po::options_description describe_flags(Options& o) {
      "save checkpoints to DIR (one safetensors file per layer plus optimizer state, a manifest with checksums; "
      "DIR/latest names the newest complete one)")
     ("save-every", po::value(&o.save_every)->value_name("N")->default_value(o.save_every),
-     "checkpoint every N steps (0: only at the end); needs --save")
+     "checkpoint every N steps (0: only at the end; 0 or more); needs --save")
     ("keep-checkpoints", po::value(&o.keep_checkpoints)->value_name("K")->default_value(o.keep_checkpoints),
      "keep the K newest complete checkpoints in --save, removing older ones only once a new one is complete "
-     "(0: keep all)")
+     "(0: keep all; 0 or more)")
     ("load", po::value(&o.load)->value_name("DIR"),
      "resume from the checkpoint in DIR (its latest, or DIR itself), under any stage count or data-parallel "
      "degree; --steps stays the total")
