@@ -332,3 +332,10 @@ set(PIPE_HUGE_DATA ${CMAKE_CURRENT_BINARY_DIR}/cli-huge-data.txt)
 pipe_expect_test(cli.data_larger_than_memory 1
   "pipe-train: error: --data ${PIPE_HUGE_DATA}: 1099.5 GB, more than half of this machine's memory (" --
   sh -c "truncate -s 1T ${PIPE_HUGE_DATA} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --steps 1 --data ${PIPE_HUGE_DATA}; s=$?; rm -f ${PIPE_HUGE_DATA}; exit $s")
+# Before anything is allocated: a job whose ranks need more than the node's memory even at one micro-batch in
+# flight is refused, with the floor's parts and the flags that lower it (a sum over the node, printed once).
+pipe_cli_test(needs_more_than_the_memory 2 1
+  "pipe-train: error: the 2 rank(s) on this node need at least 85233.0 GB (parameters, gradients and optimizer state 0.4 GB"
+  "the activations of one micro-batch of 1000000 samples 85232.6 GB), more than its "
+  "use more --stages or nodes, a smaller --micro-batch-size, or --activation-checkpoint-interval"
+  -- --model gpt-small --stages 2 --micro-batch-size 1000000 --steps 1)

@@ -16,6 +16,7 @@
 
 #include "device_choice.hpp"
 #include "job_topology.hpp"
+#include "memory_floor.hpp"
 #include "options.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/checkpoint.hpp"
@@ -396,6 +397,12 @@ int run(MPI_Comm world, int argc, char** argv) {
     }
   };
   if (!libpipe::run_phase_on_all(world, plan_parts, result, "partitioning the model")) return failed();
+  auto check_memory = [&] {
+    const pipe_train::MemoryFloor floor =
+        pipe_train::memory_floor(description, plan.parts, grid->stage_id(), grid->num_stages(), options);
+    pipe_train::refuse_beyond_node_memory(world, floor, options, where.device == libpipe::Device::cpu);
+  };
+  if (!libpipe::run_phase_on_all(world, check_memory, result, "checking the memory the job needs")) return failed();
   auto build_module = [&] {
     const std::size_t before = libpipe::allocated_bytes(where.device);
     module = std::make_unique<libpipe::PipelineModule>(model, description, registry, *grid, plan.parts,
