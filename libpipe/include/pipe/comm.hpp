@@ -32,7 +32,10 @@ struct PIPE_API CommRequestState {
 struct CommRequest {
   MPI_Request mpi = MPI_REQUEST_NULL;
   std::shared_ptr<CommRequestState> state;
-  std::string what;  // for a timeout's message, e.g. "the activation of micro-batch 3 from stage 0"
+  std::string what;  // for a timeout's message, e.g. "the activation of micro-batch 3 from stage 0 (rank 0)"
+  // `what` names the peer rank that a timeout waited on (a transfer): the message then names that rank, the one
+  // that stalled, and not this one, the one that waited.
+  bool names_peer = false;
   bool active() const { return mpi != MPI_REQUEST_NULL || state != nullptr; }
 };
 

@@ -22,8 +22,8 @@ std::string Comm::timeout_message(const CommRequest& r, const std::string& group
   char seconds[32];
   std::snprintf(seconds, sizeof seconds, "%g", timeout_);
   return std::string("--comm-timeout: waited more than ") + seconds + " s for " +
-         (r.what.empty() ? std::string("a transfer") : r.what) + (group.empty() ? "" : " in " + group) + " (rank " +
-         std::to_string(world_rank) + ")";
+         (r.what.empty() ? std::string("a transfer") : r.what) + (group.empty() ? "" : " in " + group) +
+         (r.names_peer ? "" : " (rank " + std::to_string(world_rank) + ")");
 }
 
 const char* comm_kind_name(CommKind kind) { return kind == CommKind::nccl ? "nccl" : "mpi"; }

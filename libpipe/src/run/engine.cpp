@@ -234,6 +234,7 @@ struct PipelineEngine::Impl {
     request.what = std::string(tag % 2 ? "the gradient" : "the activation") + " of micro-batch " + std::to_string(mb) +
                    chunk_text(chunk) + " from stage " + std::to_string(source) + " (rank " +
                    std::to_string(grid.stage_to_global(source)) + ")";
+    request.names_peer = true;
   }
 
   // Sends `t`, the result of (chunk, mb), to `to_chunk`: over the pipe comm, or into its state on this stage.
@@ -251,6 +252,7 @@ struct PipelineEngine::Impl {
       request.what = std::string("the delivery of ") + (gradient ? "the gradient" : "the activation") +
                      " of micro-batch " + std::to_string(mb) + chunk_text(chunk) + " to stage " +
                      std::to_string(dest) + " (rank " + std::to_string(grid.stage_to_global(dest)) + ")";
+      request.names_peer = true;
       pending_sends.emplace_back(std::move(request), t);  // keeps the tensor alive until completion
     });
   }
