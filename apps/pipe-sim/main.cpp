@@ -389,7 +389,8 @@ int compare_schedules(const Options& o, const CostSource& src) {
 void read_schedule_file(Options& o, const po::variables_map& vm) {
   if (given(vm, "schedule")) throw libpipe::Error("--schedule and --schedule-file both choose the schedule; use one");
   if (o.compare) throw libpipe::Error("--compare simulates the built-in schedules; it cannot go with --schedule-file");
-  o.custom = libpipe::parse_schedules(read_file(o.schedule_file, "--schedule-file " + o.schedule_file), o.schedule_file);
+  o.custom =
+      libpipe::parse_schedules(read_file(o.schedule_file, "--schedule-file " + o.schedule_file), o.schedule_file);
   libpipe::check_schedules(o.custom);
   const int S = o.custom[0].stages, M = o.custom[0].micro_batches;
   if (given(vm, "stages") && o.stages != S)

@@ -246,7 +246,8 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     status = kExitNonFinite;
   } catch (const libpipe::JobError& e) {
     // Every rank is here, at the same point: the cause is printed once, by its rank, and the job ends normally.
-    if (!e.cause_elsewhere()) std::fprintf(stderr, "%s: rank %d (stage %d): error: %s\n", kProgram, rank, grid.stage_id(), e.what());
+    if (!e.cause_elsewhere())
+      std::fprintf(stderr, "%s: rank %d (stage %d): error: %s\n", kProgram, rank, grid.stage_id(), e.what());
     return 1;
   } catch (const std::exception& e) {
     // This rank alone knows: the others may be waiting on it anywhere, so the job is ended from here.
@@ -334,7 +335,8 @@ int run(MPI_Comm world, int argc, char** argv) {
                              " was started with other flags or other layer plugins than rank 0; every rank must "
                              "run the same command with the same plugins");
   };
-  if (!libpipe::run_phase_on_all(world, same_job, result, "checking that every rank runs the same job")) return failed();
+  if (!libpipe::run_phase_on_all(world, same_job, result, "checking that every rank runs the same job"))
+    return failed();
   if (options.list_layers) {
     if (rank == 0) print_layer_list(registry);
     return 0;

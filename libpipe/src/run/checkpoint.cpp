@@ -125,8 +125,8 @@ void remove_older_checkpoints(const std::string& dir, const fs::path& newest, in
   for (const auto& entry : fs::directory_iterator(dir, error)) {
     const fs::path manifest = entry.path() / "manifest.json";
     const std::string name = entry.path().filename().string();
-    const bool partial = name.size() > std::strlen(kPartialSuffix) &&
-                         name.compare(name.size() - std::strlen(kPartialSuffix), std::string::npos, kPartialSuffix) == 0;
+    const std::size_t suffix = std::strlen(kPartialSuffix);
+    const bool partial = name.size() > suffix && name.compare(name.size() - suffix, suffix, kPartialSuffix) == 0;
     if (entry.path() == newest || name.rfind("step-", 0) != 0 || partial || !fs::is_regular_file(manifest, error))
       continue;
     others.emplace_back(fs::last_write_time(manifest, error), entry.path());
@@ -154,8 +154,9 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   const bool writer = grid.data_parallel_id() == 0 && grid.model_parallel_id() == 0;
   json mine = json::object();
   PhaseResult result;
-  // Two phases, each ending with every rank agreeing (which is also the
-  // barrier): rank 0 makes the directory, then the writers write into it.
+  // Three phases, each ending with every rank agreeing (which is also the
+  // barrier): rank 0 makes the directory, the writers write into it, then rank
+  // 0 writes the manifest and puts the checkpoint in place.
   auto make_directory = [&] {
     if (grid.global_rank() != 0) return;
     std::error_code error;

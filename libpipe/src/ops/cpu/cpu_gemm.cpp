@@ -374,11 +374,13 @@ bool bf16_gemm_is_native() {
     if (want == "widened") return false;
     if (!want.empty() && want != "native")
       throw Error("PIPE_CPU_BF16_GEMM=" + want + " is not one of native, widened");
-    const bool has_bf16 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    const bool has_bf16 =
+        (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
     const bool on_onednn = gemm_library_in_use() == GemmLibrary::onednn;
     if (want == "native" && !(has_bf16 && on_onednn))
       throw Error(std::string("PIPE_CPU_BF16_GEMM=native: ") +
-                  (on_onednn ? std::string("oneDNN dispatches to ") + gemm_isa_name() + ", which has no bf16 instructions"
+                  (on_onednn ? std::string("oneDNN dispatches to ") + gemm_isa_name() +
+                                   ", which has no bf16 instructions"
                              : "PIPE_CPU_GEMM=openblas runs float32 products only"));
     return has_bf16 && on_onednn;
   }();

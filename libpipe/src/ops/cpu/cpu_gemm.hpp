@@ -47,7 +47,8 @@ GemmLibrary gemm_library_in_use();
 bool bf16_gemm_is_native();
 
 // The library gemm() runs, its version and the instruction set it dispatches to, e.g.
-// "oneDNN 2.6.3 (avx512_core_bf16, bf16 native)", "oneDNN 2.6.3 (avx2)" or "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)".
+// "oneDNN 2.6.3 (avx512_core_bf16, bf16 native)", "oneDNN 2.6.3 (avx2)" or
+// "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)".
 std::string gemm_library();
 // oneDNN's version ("2.6.3"), the instruction set it dispatches to ("avx512_core_vnni"), and whether that is
 // below AVX2 (generic, SSE4.1 or AVX).
