@@ -80,6 +80,10 @@ BOOST_AUTO_TEST_CASE(structure_errors) {
   BOOST_TEST(parse_error(kHeader + "[[layer]]\nin_features = 3\n") == "m.toml:5: layer 0: missing 'type'");
   BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nrepeat = 0\n") ==
              "m.toml:7: layer 0 (ReLU): 'repeat' must be an integer of at least 1");
+  // At most 10^5 layers: 10^5 parse, one more is refused before anything is allocated.
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nrepeat = 100000\n") == "(no error)");
+  BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nrepeat = 100000\n[[layer]]\ntype = \"ReLU\"\n") ==
+             "m.toml:8: layer 100000 (ReLU): the model would have more than 100000 layers");
   BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\ntie = 3\n") ==
              "m.toml:7: layer 0 (ReLU): 'tie' must be a non-empty string");
   BOOST_TEST(parse_error(kHeader + "[[layer]]\ntype = \"ReLU\"\n[[layer]]\ntype = \"X\"\nsub = { a = 1 }\n") ==

@@ -103,7 +103,7 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
     }
 
     current = info.description.output;
-    // Up to 10^6 layers of up to 2^50 elements each: the totals are counted
+    // Up to 10^5 layers of up to 2^50 elements each: the totals are counted
     // with overflow checks too (found by fuzzing).
     try {
       out.params = (Count(out.params) + info.unique_params).value();
