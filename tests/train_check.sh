@@ -206,7 +206,7 @@ case $check in
     for s in 1 4; do
       run "then$s" "$s" "${small[@]}" --stages "$s" --load "$work/ck"
       cat "$work/first.json" "$work/then$s.json" | grep -v summary > "$work/joined$s.json"
-      same straight "joined$s"
+      same straight "joined$s" 20
     done
     # The default --keep-checkpoints 2 keeps the newest two of three checkpoints.
     run keep 1 "${base[@]}" --steps 6 --save "$work/keep" --save-every 2
@@ -221,7 +221,7 @@ case $check in
     [ ! -e "$work/ck/step-00000010" ] || { echo "FAIL: the replaced checkpoint is still there"; exit 1; }
     run again 2 "${small[@]}" --stages 2 --load "$work/ck"
     cat "$work/first.json" "$work/again.json" | grep -v summary > "$work/joined_again.json"
-    same straight joined_again ;;
+    same straight joined_again 20 ;;
   checkpoint-errors)
     run saved 2 "${base[@]}" --stages 2 --steps 2 --save "$work/ck"
     ck="$work/ck/step-00000002"
