@@ -101,10 +101,8 @@ std::string chunk_note(const pipe_train::Options& options) {
 
 // The ranks of `world` on this rank's node (collective).
 int ranks_on_node(MPI_Comm world) {
-  MPI_Comm node = MPI_COMM_NULL;
+  MPI_Comm node = libpipe::node_comm(world);
   int size = 1;
-  const libpipe::Watch watch("MPI_Comm_split_type (the ranks of this node)", libpipe::collective_timeout());
-  if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 1;
   MPI_Comm_size(node, &size);
   MPI_Comm_free(&node);
   return size;
@@ -433,7 +431,8 @@ int run(MPI_Comm world, int argc, char** argv) {
 int main(int argc, char** argv) {
   {
     // Every rank must start: a rank that never reaches MPI_Init leaves the others waiting in it.
-    const libpipe::Watch watch("MPI_Init (the start of every rank)", pipe_train::comm_timeout_before_init(argc, argv));
+    const libpipe::Watch watch("MPI_Init (the start of every rank)",
+                               pipe_train::comm_timeout_before_init(argc, argv));
     MPI_Init(&argc, &argv);
   }
   // MPI failures come back as codes that libpipe turns into one-line errors

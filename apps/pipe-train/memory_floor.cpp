@@ -1,16 +1,14 @@
 // See memory_floor.hpp.
 #include "memory_floor.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <string>
 
 #include "pipe/collective.hpp"
+#include "pipe/cpu_info.hpp"
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
-#include "pipe/watchdog.hpp"
 
 namespace pipe_train {
 
@@ -36,19 +34,14 @@ MemoryFloor memory_floor(const libpipe::ModelDescription& description, const std
 
 void refuse_beyond_node_memory(MPI_Comm world, const MemoryFloor& mine, const Options& options, bool on_cpu) {
   if (!on_cpu) return;
-  MPI_Comm node = MPI_COMM_NULL;
-  {
-    const libpipe::Watch watch("MPI_Comm_split_type (the ranks of this node)", libpipe::collective_timeout());
-    if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return;
-  }
+  MPI_Comm node = libpipe::node_comm(world);
   double sums[2] = {mine.state_bytes, mine.activation_bytes};
   libpipe::allreduce(node, sums, 2, MPI_DOUBLE, MPI_SUM);
   int ranks = 1;
   MPI_Comm_size(node, &ranks);
   MPI_Comm_free(&node);
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page <= 0) return;
-  const double memory = static_cast<double>(pages) * static_cast<double>(page);
+  const double memory = libpipe::machine_memory_bytes();
+  if (memory <= 0) return;
   if (sums[0] + sums[1] <= memory) return;
   char text[512];
   std::snprintf(text, sizeof text,

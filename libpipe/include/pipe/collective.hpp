@@ -48,6 +48,10 @@ PIPE_API bool run_phase_on_all(MPI_Comm comm, const std::function<void()>& phase
 // prefixed with `program`, to stderr. Collective.
 PIPE_API void report_phase_failure(MPI_Comm comm, const std::string& program, const PhaseResult& mine);
 
+// The ranks of `comm` on this rank's node, in their order in `comm` (MPI_Comm_split_type, bounded by the
+// collective timeout through a Watch). Collective; the caller frees the communicator.
+PIPE_API MPI_Comm node_comm(MPI_Comm comm);
+
 // Gathers one string per rank to rank 0, in rank order (empty elsewhere).
 // Collective. `what` names the strings in a timeout's message ("send <what>
 // to rank 0"; default "its result").

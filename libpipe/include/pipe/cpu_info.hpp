@@ -16,6 +16,8 @@ PIPE_API std::string cpu_gemm_library();
 // taskset may have narrowed).
 PIPE_API int cpu_count_online();
 PIPE_API int cpu_count_usable();
+// This machine's physical memory in bytes (0 where the system does not say).
+PIPE_API double machine_memory_bytes();
 
 // Why the CPU backend will run slower than this machine allows, as one sentence without a final period, or ""
 // when nothing is amiss: more threads than CPUs (ranks_on_node ranks of threads_per_rank threads each against the

@@ -15,6 +15,7 @@
 
 #include "run/mpi_check.hpp"
 #include "pipe/error.hpp"
+#include "pipe/watchdog.hpp"
 
 namespace libpipe {
 
@@ -240,6 +241,13 @@ void allreduce(MPI_Comm comm, void* values, int count, MPI_Datatype type, MPI_Op
                  world_rank());
   wait_for(p, comm, contribute(what));
   std::copy(p->all_bytes.begin(), p->all_bytes.end(), static_cast<char*>(values));
+}
+
+MPI_Comm node_comm(MPI_Comm comm) {
+  MPI_Comm node = MPI_COMM_NULL;
+  const Watch watch("MPI_Comm_split_type (the ranks of this node)", collective_timeout());
+  PIPE_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node), world_rank());
+  return node;
 }
 
 }  // namespace libpipe

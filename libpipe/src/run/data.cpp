@@ -1,14 +1,13 @@
 // Built-in datasets (see data.hpp).
 #include "pipe/data.hpp"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 
+#include "pipe/cpu_info.hpp"
 #include "pipe/error.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/init.hpp"
@@ -142,9 +141,8 @@ class SyntheticData : public DataSource {
 void refuse_larger_than_half_the_memory(const std::string& path) {
   std::error_code error;
   const auto size = std::filesystem::file_size(path, error);
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  if (error || pages <= 0 || page <= 0) return;
-  const double memory = static_cast<double>(pages) * static_cast<double>(page);
+  const double memory = machine_memory_bytes();
+  if (error || memory <= 0) return;
   if (static_cast<double>(size) <= memory / 2) return;
   char text[160];
   std::snprintf(text, sizeof text, "%.1f GB, more than half of this machine's memory (%.1f GB)",

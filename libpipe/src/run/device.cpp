@@ -12,7 +12,6 @@
 #include "pipe/collective.hpp"
 #include "pipe/cuda.hpp"
 #include "pipe/error.hpp"
-#include "pipe/watchdog.hpp"
 #include "run/mpi_check.hpp"
 
 namespace libpipe {
@@ -20,9 +19,7 @@ namespace libpipe {
 int node_local_rank(MPI_Comm comm) {
   int rank = 0;
   PIPE_MPI_CHECK(MPI_Comm_rank(comm, &rank), rank);
-  MPI_Comm node = MPI_COMM_NULL;
-  const Watch watch("MPI_Comm_split_type (the ranks of this node)", collective_timeout());
-  PIPE_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node), rank);
+  MPI_Comm node = node_comm(comm);
   int local = 0;
   PIPE_MPI_CHECK(MPI_Comm_rank(node, &local), rank);
   MPI_Comm_free(&node);
