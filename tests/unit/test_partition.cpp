@@ -381,3 +381,94 @@ BOOST_AUTO_TEST_CASE(a_million_layers_on_1024_stages) {
   BOOST_REQUIRE_NO_THROW(libpipe::validate_parts(real_parts, n));
   BOOST_CHECK_LE(libpipe::bottleneck(w, real_parts), (static_cast<double>(limit) / 7.0) * (1 + 1e-12));
 }
+
+// ---- the V-shaped placement (zb-v): stage s holds chunks s and 2S-1-s
+
+namespace {
+
+// The best largest stage over every cut into 2S chunks each holding a weighted layer and no chunk above the
+// smallest possible largest chunk, stage sums as the library adds them (v_shape_stage_weights).
+double v_shape_brute_force(const Weights& w, int stages) {
+  double best_chunk = std::numeric_limits<double>::infinity();
+  for_each_partition(static_cast<int>(w.size()), 2 * stages, [&](const Parts& parts) {
+    if (every_stage_weighted(w, parts)) best_chunk = std::min(best_chunk, libpipe::bottleneck(w, parts));
+  });
+  double best = std::numeric_limits<double>::infinity();
+  for_each_partition(static_cast<int>(w.size()), 2 * stages, [&](const Parts& parts) {
+    if (!every_stage_weighted(w, parts) || libpipe::bottleneck(w, parts) > best_chunk) return;
+    const auto sums = libpipe::v_shape_stage_weights(w, parts);
+    best = std::min(best, *std::max_element(sums.begin(), sums.end()));
+  });
+  return best;
+}
+
+double v_shape_bottleneck(const Weights& w, const Parts& parts) {
+  const auto sums = libpipe::v_shape_stage_weights(w, parts);
+  return *std::max_element(sums.begin(), sums.end());
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(v_shape_is_optimal_by_brute_force) {
+  std::mt19937_64 rng(7);
+  int checked = 0, better_than_chunks = 0;
+  for (int round = 0; round < 400; ++round) {
+    const int stages = 1 + static_cast<int>(rng() % 3);
+    const int n = 2 * stages + static_cast<int>(rng() % 5);
+    const bool integral = round % 2 == 0;
+    Weights w(static_cast<std::size_t>(n));
+    for (auto& x : w) {
+      x = integral ? static_cast<double>(rng() % 20) : static_cast<double>(rng() % 1000) / 37.0;
+      if (rng() % 6 == 0) x = 0;  // zero-weight layers too
+    }
+    if (positive_count(w) < 2 * stages) {
+      BOOST_CHECK_THROW(libpipe::partition_balanced_v_shape(w, stages), libpipe::Error);
+      continue;
+    }
+    const Parts parts = libpipe::partition_balanced_v_shape(w, stages);
+    BOOST_REQUIRE_EQUAL(parts.size(), static_cast<std::size_t>(2 * stages + 1));
+    BOOST_REQUIRE_NO_THROW(libpipe::validate_parts(parts, n));
+    BOOST_REQUIRE(every_stage_weighted(w, parts));
+    BOOST_REQUIRE(parts == canonical(w, parts));  // zero-weight layers by partition_balanced's rule
+    // Exact: chunks as balanced as partition_balanced's, and the same double as the best stage of such cuts.
+    BOOST_REQUIRE_EQUAL(libpipe::bottleneck(w, parts), libpipe::bottleneck(w, libpipe::partition_balanced(w, 2 * stages)));
+    BOOST_REQUIRE_EQUAL(v_shape_bottleneck(w, parts), v_shape_brute_force(w, stages));
+    const double chunkwise = v_shape_bottleneck(w, libpipe::partition_balanced(w, 2 * stages));
+    BOOST_REQUIRE_LE(v_shape_bottleneck(w, parts), chunkwise);
+    if (v_shape_bottleneck(w, parts) < chunkwise) ++better_than_chunks;
+    ++checked;
+  }
+  BOOST_TEST_MESSAGE(checked << " cases, " << better_than_chunks << " better than balancing chunks one by one");
+  BOOST_CHECK_GT(checked, 300);
+  BOOST_CHECK_GT(better_than_chunks, 10);  // the point of it: chunk balance is not stage balance
+}
+
+BOOST_AUTO_TEST_CASE(v_shape_balances_a_gpt_like_model) {
+  // Embedding, 4 equal blocks, a head as heavy as a block: balancing the 4 chunks alone leaves stage 0 with the
+  // embedding, a block and the head; the V-shaped cut pairs them so that both stages carry 3 units.
+  const Weights w = {0.5, 1, 1, 1, 1, 0.5, 1};
+  const Parts parts = libpipe::partition_balanced_v_shape(w, 2);
+  BOOST_CHECK_EQUAL(v_shape_bottleneck(w, parts), 3.0);
+  BOOST_CHECK_GT(v_shape_bottleneck(w, libpipe::partition_balanced(w, 4)), 3.0);
+  // The middle stage's three blocks split 1 + 2, as evenly as they allow.
+  const auto chunks = libpipe::stage_weights(w, parts);
+  BOOST_CHECK_EQUAL(chunks[1] + chunks[2], 3.0);
+  BOOST_CHECK_EQUAL(std::max(chunks[1], chunks[2]), 2.0);
+}
+
+BOOST_AUTO_TEST_CASE(v_shape_errors_and_large_models) {
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::partition_balanced_v_shape({1, 0, 1, 1, 0}, 2); }),
+                    "only 3 layers have weight but there are 4 chunks (2 stages x 2): every chunk needs at least one");
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::partition_balanced_v_shape({1, 1, 1}, 2); }),
+                    "cannot split 3 layers into 4 stages: every stage needs at least one layer");
+  BOOST_CHECK_EQUAL(error_of([] { libpipe::v_shape_stage_weights({1, 1, 1}, {0, 1, 2, 3}); }),
+                    "a V-shaped partition has an even number of chunks, got 3");
+  // At the exact limit on 8 stages: optimal against the chunk-by-chunk cut, and beyond it that cut itself.
+  std::mt19937_64 rng(3);
+  Weights w(libpipe::kVShapeExactLimit);
+  for (auto& x : w) x = static_cast<double>(1 + rng() % 100);
+  const Parts exact = libpipe::partition_balanced_v_shape(w, 8);
+  BOOST_CHECK_LE(v_shape_bottleneck(w, exact), v_shape_bottleneck(w, libpipe::partition_balanced(w, 16)));
+  w.push_back(1);
+  BOOST_CHECK(libpipe::partition_balanced_v_shape(w, 8) == libpipe::partition_balanced(w, 16));
+}

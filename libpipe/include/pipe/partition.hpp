@@ -7,6 +7,7 @@
 // stage or to drop a layer; anything it cannot honour is a libpipe::Error.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -59,6 +60,21 @@ PIPE_API Parts partition_uniform(std::int64_t num_layers, int num_stages);
 // candidate bottlenecks): 10^6 layers on 1,024 stages take a few
 // milliseconds (pipe-bench partition).
 PIPE_API Parts partition_balanced(const std::vector<double>& weights, int num_stages);
+
+// The V-shaped placement of zero-bubble ZB-V: 2 chunks per stage, stage s holding chunks s and 2S-1-s (the
+// model's first and last chunk on stage 0). A stage's work is the sum of its two chunks, but the schedule also
+// runs chunk after chunk, so both count. The 2S chunk boundaries returned (2S+1 entries) are, among the cuts whose
+// largest chunk is as small as possible (partition_balanced's optimum over 2S chunks), one whose largest stage
+// sum is the smallest, exactly, under partition_balanced's arithmetic; within the middle stage the two chunks are
+// split as evenly as the limits allow. Never worse than partition_balanced(weights, 2S) on either count.
+// Every chunk gets a layer of positive weight (fewer than 2S is an error); zero-weight layers are placed by
+// partition_balanced's rule. O(S m^3 log W) for m layers of positive weight: beyond kVShapeExactLimit of them
+// it returns partition_balanced(weights, 2S).
+constexpr std::size_t kVShapeExactLimit = 128;
+PIPE_API Parts partition_balanced_v_shape(const std::vector<double>& weights, int num_stages);
+
+// The weight of each stage of a V-shaped partition (2S chunks): chunk s plus chunk 2S-1-s.
+PIPE_API std::vector<double> v_shape_stage_weights(const std::vector<double>& weights, const Parts& parts);
 
 // The weight of each stage, summed as partition_balanced sums it (see above).
 // `parts` is checked with validate_parts against weights.size().

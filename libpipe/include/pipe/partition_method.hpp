@@ -86,6 +86,13 @@ PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const Parti
 PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
                                       const std::vector<double>* measured_times = nullptr);
 
+// The same for the V-shaped placement of zb-v (2 chunks per stage, stage s holding chunks s and 2S-1-s): 2S
+// chunks, cut by a method that balances weights (parameters, flops, type:, profile) so that the largest stage,
+// the sum of its two chunks, is as small as possible (partition_balanced_v_shape); uniform and manual cut their
+// 2S chunks as they always do.
+PIPE_API PartitionPlan plan_partition_v_shape(const ModelDescription& model, const PartitionMethod& method,
+                                              int num_stages, const std::vector<double>* measured_times = nullptr);
+
 // The methods, on one line: "uniform, parameters, flops, type:REGEX, ...".
 PIPE_API std::string partition_methods_help();
 

@@ -276,6 +276,7 @@ struct MethodEntry {
   const char* name;
   const char* syntax;
   bool needs_measurement;
+  bool balances;  // cuts by partition_balanced (not uniform or manual): a V-shaped placement rebalances it
   void (*parse)(const std::string& method, const std::string& argument, Parsed& parsed);  // prefix methods
   void (*plan)(const ModelDescription& model, const std::string& method, const Parsed& parsed, int num_stages,
                const std::vector<double>* measured, PartitionPlan& plan);
@@ -284,25 +285,25 @@ struct MethodEntry {
 std::string prefix_of(const std::string& method) { return "partition method '" + method + "': "; }
 
 const MethodEntry kMethodTable[] = {
-    {"uniform", "uniform", false, nullptr,
+    {"uniform", "uniform", false, false, nullptr,
      [](const ModelDescription& model, const std::string&, const Parsed&, int S, const std::vector<double>*,
         PartitionPlan& plan) {
        plan.weights.assign(model.layers.size(), 1.0);
        plan.parts = partition_uniform(static_cast<std::int64_t>(model.layers.size()), S);
      }},
-    {"parameters", "parameters", false, nullptr,
+    {"parameters", "parameters", false, true, nullptr,
      [](const ModelDescription& model, const std::string& method, const Parsed&, int S, const std::vector<double>*,
         PartitionPlan& plan) {
        plan.weights = parameter_weights(model);
        plan.parts = balanced(plan.weights, S, only_layers(prefix_of(method), "trainable parameters"));
      }},
-    {"flops", "flops", false, nullptr,
+    {"flops", "flops", false, true, nullptr,
      [](const ModelDescription& model, const std::string& method, const Parsed&, int S, const std::vector<double>*,
         PartitionPlan& plan) {
        for (const auto& layer : model.layers) plan.weights.push_back(static_cast<double>(layer.description.flops));
        plan.parts = balanced(plan.weights, S, only_layers(prefix_of(method), "FLOPs"));
      }},
-    {"type:", "type:REGEX, type:REGEX:WEIGHT|...", false, parse_types,
+    {"type:", "type:REGEX, type:REGEX:WEIGHT|...", false, true, parse_types,
      [](const ModelDescription& model, const std::string& method, const Parsed& parsed, int S,
         const std::vector<double>*, PartitionPlan& plan) {
        plan.weights = type_weights(model, method, parsed);
@@ -312,13 +313,13 @@ const MethodEntry kMethodTable[] = {
          return method + " matches " + layers_str(count);
        });
      }},
-    {"manual:", "manual:B1,B2,...", false, parse_boundaries,
+    {"manual:", "manual:B1,B2,...", false, false, parse_boundaries,
      [](const ModelDescription& model, const std::string& method, const Parsed& parsed, int S,
         const std::vector<double>*, PartitionPlan& plan) {
        plan.weights = parameter_weights(model);
        plan.parts = manual_parts(method, parsed.boundaries, model.layers.size(), S);
      }},
-    {"profile", "profile", true, nullptr,
+    {"profile", "profile", true, true, nullptr,
      [](const ModelDescription&, const std::string& method, const Parsed&, int S, const std::vector<double>* measured,
         PartitionPlan& plan) {
        plan.weights = *measured;
@@ -391,6 +392,15 @@ PartitionPlan plan_partition(const ModelDescription& model, const PartitionMetho
 PartitionPlan plan_partition(const ModelDescription& model, const std::string& method, int num_stages,
                              const std::vector<double>* measured_times) {
   return plan_partition(model, PartitionMethod::parse(method), num_stages, measured_times);
+}
+
+PartitionPlan plan_partition_v_shape(const ModelDescription& model, const PartitionMethod& method, int num_stages,
+                                     const std::vector<double>* measured_times) {
+  if (num_stages < 1)
+    throw Error("the number of pipeline stages must be at least 1, got " + std::to_string(num_stages));
+  PartitionPlan plan = plan_partition(model, method, 2 * num_stages, measured_times);
+  if (method.parsed().entry->balances) plan.parts = partition_balanced_v_shape(plan.weights, num_stages);
+  return plan;
 }
 
 }  // namespace libpipe

@@ -18,6 +18,10 @@
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/nn_kernels.hpp"
 #include "ops/cuda/storage.cuh"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -314,5 +318,36 @@ void attention_backward(const CudaContext& ctx, const bf16* dout, const bf16* qk
                         std::int64_t batch, std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
   backward(ctx, dout, qkv, probs, dqkv, batch, seq, heads, head_dim);
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+void CudaBackend::attention_forward(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
+                                    std::int64_t heads, std::int64_t head_dim) {
+  bind();
+  if (all_bf16({qkv.dtype, out.dtype, probs.dtype}))
+    return cuda::attention_forward(ctx_, bits(qkv), bits(out), bits(probs), batch, seq, heads, head_dim);
+  const std::int64_t c = heads * head_dim;
+  Float32Views v(*this, "attention_forward");
+  cuda::attention_forward(ctx_, v.in(qkv, batch * seq * 3 * c), v.out(out, batch * seq * c),
+                          v.out(probs, batch * heads * seq * seq), batch, seq, heads, head_dim);
+  v.finish();
+}
+
+void CudaBackend::attention_backward(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
+                                     std::int64_t heads, std::int64_t head_dim) {
+  bind();
+  if (all_bf16({dout.dtype, qkv.dtype, probs.dtype, dqkv.dtype}))
+    return cuda::attention_backward(ctx_, bits(dout), bits(qkv), bits(probs), bits(dqkv), batch, seq, heads, head_dim);
+  const std::int64_t c = heads * head_dim;
+  Float32Views v(*this, "attention_backward");
+  cuda::attention_backward(ctx_, v.in(dout, batch * seq * c), v.in(qkv, batch * seq * 3 * c),
+                           v.in(probs, batch * heads * seq * seq), v.out(dqkv, batch * seq * 3 * c), batch, seq, heads,
+                           head_dim);
+  v.finish();
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda

@@ -1,6 +1,7 @@
-// The CUDA backend's ops: memory and GEMMs here, kernels in the .cu files
-// (cuda_kernels.hpp for the elementwise and optimizer ones, nn_kernels.hpp for
-// the layers). Argument checks and their messages are the CPU backend's.
+// The CUDA backend itself: its stream, allocator and cuBLAS handle, timing
+// marks, memory ops and GEMMs. Every other op sits at the end of its family's
+// .cu file, beside its kernels. Argument checks and their messages are the CPU
+// backend's.
 #include "ops/cuda/cuda_backend.hpp"
 
 #include <algorithm>
@@ -140,15 +141,7 @@ void CudaBackend::copy_from_host(void* dst, const void* host, std::size_t bytes)
 
 // ---- bfloat16
 
-void CudaBackend::to_bf16(const float* x, std::uint16_t* y, std::int64_t n) {
-  bind();
-  cuda::to_bf16(ctx_, x, y, n);
-}
 
-void CudaBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
-  bind();
-  cuda::from_bf16(ctx_, x, y, n);
-}
 
 // ---- GEMM
 //
@@ -207,294 +200,39 @@ void CudaBackend::gemm_strided_batched(bool trans_a, bool trans_b, std::int64_t 
   }
 }
 
-// ---- typed ops: native kernels when every array is bfloat16, float32 kernels on Float32Views otherwise
 
-namespace {
 
-bool all_bf16(std::initializer_list<DType> types) {
-  for (DType t : types)
-    if (t != DType::bfloat16) return false;
-  return true;
-}
-const std::uint16_t* bits(Backend::In x) { return static_cast<const std::uint16_t*>(x.data); }
-std::uint16_t* bits(Backend::Out x) { return static_cast<std::uint16_t*>(x.data); }
 
-}  // namespace
 
-void CudaBackend::add(In a, In b, Out out, std::int64_t n) {
-  bind();
-  if (all_bf16({a.dtype, b.dtype, out.dtype})) return cuda::add(ctx_, bits(a), bits(b), bits(out), n);
-  Float32Views v(*this, "add");
-  cuda::add(ctx_, v.in(a, n), v.in(b, n), v.out(out, n), n);
-  v.finish();
-}
 
-void CudaBackend::accumulate(Out y, In x, std::int64_t n) {
-  bind();
-  if (all_bf16({y.dtype, x.dtype})) return cuda::accumulate(ctx_, bits(y), bits(x), n);
-  Float32Views v(*this, "accumulate");
-  const float* x32 = v.in(x, n);
-  cuda::accumulate(ctx_, v.in_out(y, n), x32, n);
-  v.finish();
-}
 
-void CudaBackend::bias_epilogue(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) {
-  bind();
-  if (all_bf16({bias.dtype, y.dtype})) return cuda::bias_epilogue(ctx_, h, bits(bias), bits(y), rows, cols);
-  Float32Views v(*this, "bias_epilogue");
-  const float* b32 = v.in(bias, cols);
-  float* y32 = v.out(y, rows * cols);
-  if (y32 != h) copy(y32, h, rows * cols);
-  cuda::add_bias(ctx_, y32, b32, rows, cols);
-  v.finish();
-}
 
-void CudaBackend::bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) {
-  bind();
-  if (all_bf16({bias.dtype, pre.dtype, y.dtype}))
-    return cuda::bias_gelu(ctx_, h, bits(bias), bits(pre), bits(y), rows, cols);
-  Float32Views v(*this, "bias_gelu");
-  const float* b32 = v.in(bias, cols);
-  float* pre32 = v.out(pre, rows * cols);
-  if (pre32 != h) copy(pre32, h, rows * cols);
-  cuda::bias_gelu_forward(ctx_, pre32, b32, v.out(y, rows * cols), rows, cols);
-  v.finish();
-}
 
-void CudaBackend::gelu_backward(In x, In dy, Out dx, std::int64_t n) {
-  bind();
-  if (all_bf16({x.dtype, dy.dtype, dx.dtype})) return cuda::gelu_backward(ctx_, bits(x), bits(dy), bits(dx), n);
-  Float32Views v(*this, "gelu_backward");
-  cuda::gelu_backward(ctx_, v.in(x, n), v.in(dy, n), v.out(dx, n), n);
-  v.finish();
-}
 
-void CudaBackend::bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) {
-  bind();
-  if (all_bf16({dy.dtype})) return cuda::bias_grad(ctx_, bits(dy), db, rows, cols);
-  Float32Views v(*this, "bias_grad");
-  cuda::bias_grad(ctx_, v.in(dy, rows * cols), db, rows, cols);
-}
 
-void CudaBackend::layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
-                                    std::int64_t cols, float eps) {
-  bind();
-  if (all_bf16({x.dtype, weight.dtype, bias.dtype, y.dtype}))
-    return cuda::layernorm_forward(ctx_, bits(x), bits(weight), bits(bias), bits(y), mean, rstd, rows, cols, eps);
-  Float32Views v(*this, "layernorm_forward");
-  cuda::layernorm_forward(ctx_, v.in(x, rows * cols), v.in(weight, cols), v.in(bias, cols), v.out(y, rows * cols),
-                          mean, rstd, rows, cols, eps);
-  v.finish();
-}
 
-void CudaBackend::layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
-                                           std::int64_t rows, std::int64_t cols) {
-  bind();
-  if (all_bf16({dy.dtype, x.dtype, weight.dtype, dx.dtype}))
-    return cuda::layernorm_backward_input(ctx_, bits(dy), bits(x), bits(weight), mean, rstd, bits(dx), rows, cols);
-  Float32Views v(*this, "layernorm_backward_input");
-  cuda::layernorm_backward_input(ctx_, v.in(dy, rows * cols), v.in(x, rows * cols), v.in(weight, cols), mean, rstd,
-                                 v.out(dx, rows * cols), rows, cols);
-  v.finish();
-}
 
-void CudaBackend::layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight,
-                                            float* dbias, std::int64_t rows, std::int64_t cols) {
-  bind();
-  if (all_bf16({dy.dtype, x.dtype}))
-    return cuda::layernorm_backward_weight(ctx_, bits(dy), bits(x), mean, rstd, dweight, dbias, rows, cols);
-  Float32Views v(*this, "layernorm_backward_weight");
-  cuda::layernorm_backward_weight(ctx_, v.in(dy, rows * cols), v.in(x, rows * cols), mean, rstd, dweight, dbias, rows,
-                                  cols);
-}
 
-void CudaBackend::attention_forward(In qkv, Out out, Out probs, std::int64_t batch, std::int64_t seq,
-                                    std::int64_t heads, std::int64_t head_dim) {
-  bind();
-  if (all_bf16({qkv.dtype, out.dtype, probs.dtype}))
-    return cuda::attention_forward(ctx_, bits(qkv), bits(out), bits(probs), batch, seq, heads, head_dim);
-  const std::int64_t c = heads * head_dim;
-  Float32Views v(*this, "attention_forward");
-  cuda::attention_forward(ctx_, v.in(qkv, batch * seq * 3 * c), v.out(out, batch * seq * c),
-                          v.out(probs, batch * heads * seq * seq), batch, seq, heads, head_dim);
-  v.finish();
-}
 
-void CudaBackend::attention_backward(In dout, In qkv, In probs, Out dqkv, std::int64_t batch, std::int64_t seq,
-                                     std::int64_t heads, std::int64_t head_dim) {
-  bind();
-  if (all_bf16({dout.dtype, qkv.dtype, probs.dtype, dqkv.dtype}))
-    return cuda::attention_backward(ctx_, bits(dout), bits(qkv), bits(probs), bits(dqkv), batch, seq, heads, head_dim);
-  const std::int64_t c = heads * head_dim;
-  Float32Views v(*this, "attention_backward");
-  cuda::attention_backward(ctx_, v.in(dout, batch * seq * c), v.in(qkv, batch * seq * 3 * c),
-                           v.in(probs, batch * heads * seq * seq), v.out(dqkv, batch * seq * 3 * c), batch, seq, heads,
-                           head_dim);
-  v.finish();
-}
 
-void CudaBackend::cross_entropy_forward(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
-                                        std::int64_t vocab, std::int64_t rows_per_sample) {
-  bind();
-  if (all_bf16({logits.dtype}))
-    return cuda::cross_entropy_forward(ctx_, bits(logits), labels, loss, rows, vocab, rows_per_sample);
-  Float32Views v(*this, "cross_entropy_forward");
-  cuda::cross_entropy_forward(ctx_, v.in(logits, rows * vocab), labels, loss, rows, vocab, rows_per_sample);
-}
-
-void CudaBackend::cross_entropy_backward(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
-                                         std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
-  bind();
-  if (all_bf16({logits.dtype, dlogits.dtype}))
-    return cuda::cross_entropy_backward(ctx_, bits(logits), labels, dloss, bits(dlogits), rows, vocab,
-                                        rows_per_sample);
-  Float32Views v(*this, "cross_entropy_backward");
-  cuda::cross_entropy_backward(ctx_, v.in(logits, rows * vocab), labels, dloss, v.out(dlogits, rows * vocab), rows,
-                               vocab, rows_per_sample);
-  v.finish();
-}
-
-void CudaBackend::embedding_forward(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
-                                    std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
-  bind();
-  if (all_bf16({wte.dtype, wpe.dtype, out.dtype}))
-    return cuda::embedding_forward(ctx_, tokens, bits(wte), bits(wpe), bits(out), batch, seq, dim, vocab);
-  Float32Views v(*this, "embedding_forward");
-  // Only the first `seq` rows of wpe are read.
-  cuda::embedding_forward(ctx_, tokens, v.in(wte, vocab * dim), v.in(wpe, seq * dim), v.out(out, batch * seq * dim),
-                          batch, seq, dim, vocab);
-  v.finish();
-}
-
-void CudaBackend::embedding_backward(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
-                                     std::int64_t seq, std::int64_t dim) {
-  bind();
-  if (all_bf16({dout.dtype})) return cuda::embedding_backward(ctx_, tokens, bits(dout), dwte, dwpe, batch, seq, dim);
-  Float32Views v(*this, "embedding_backward");
-  cuda::embedding_backward(ctx_, tokens, v.in(dout, batch * seq * dim), dwte, dwpe, batch, seq, dim);
-}
 
 // ---- elementwise
 
-void CudaBackend::scale(float* y, float factor, std::int64_t n) {
-  bind();
-  cuda::scale(ctx_, y, factor, n);
-}
 
-void CudaBackend::relu_forward(const float* x, float* y, std::int64_t n) {
-  bind();
-  cuda::relu_forward(ctx_, x, y, n);
-}
 
-void CudaBackend::relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
-  bind();
-  cuda::relu_backward(ctx_, x, dy, dx, n);
-}
 
-void CudaBackend::gelu_forward(const float* x, float* y, std::int64_t n) {
-  bind();
-  cuda::gelu_forward(ctx_, x, y, n);
-}
 
-// ---- layers (nn_kernels.hpp)
 
-namespace {
 
-// PIPE_ATTENTION: "flash", "materialized" or unset (auto); anything else is an error naming the variable.
-enum class AttentionChoice { automatic, flash, materialized };
-AttentionChoice attention_choice() {
-  static const AttentionChoice choice = [] {
-    const char* env = std::getenv("PIPE_ATTENTION");
-    if (env == nullptr || *env == '\0' || std::string(env) == "auto") return AttentionChoice::automatic;
-    if (std::string(env) == "flash") return AttentionChoice::flash;
-    if (std::string(env) == "materialized") return AttentionChoice::materialized;
-    throw Error(std::string("PIPE_ATTENTION='") + env + "': expected flash, materialized or auto");
-  }();
-  return choice;
-}
 
-constexpr std::int64_t kFlashFromSeq = 2048;
 
-}  // namespace
 
-bool CudaBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const {
-  if (head_dim > cuda::kFlashMaxHeadDim) return false;
-  switch (attention_choice()) {
-    case AttentionChoice::flash: return true;
-    case AttentionChoice::materialized: return false;
-    case AttentionChoice::automatic: break;
-  }
-  return seq >= kFlashFromSeq;
-}
-
-void CudaBackend::flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,
-                                          std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
-  bind();
-  cuda::flash_attention_forward(ctx_, qkv, out, state, batch, seq, heads, head_dim);
-}
-
-void CudaBackend::flash_attention_backward(const float* dout, const float* qkv, const float* state, float* dqkv,
-                                           std::int64_t batch, std::int64_t seq, std::int64_t heads,
-                                           std::int64_t head_dim) {
-  bind();
-  cuda::flash_attention_backward(ctx_, dout, qkv, state, dqkv, batch, seq, heads, head_dim);
-}
-
-void CudaBackend::mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
-                              std::int64_t per_sample) {
-  bind();
-  cuda::mse_forward(ctx_, x, target, loss, batch, per_sample);
-}
-
-void CudaBackend::mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
-                               std::int64_t per_sample) {
-  bind();
-  cuda::mse_backward(ctx_, x, target, dloss, dx, batch, per_sample);
-}
 
 // ---- optimizers
 
-void CudaBackend::sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
-                               float momentum, float weight_decay) {
-  bind();
-  cuda::sgd_momentum(ctx_, param, grad, momentum_buffer, n, lr, momentum, weight_decay);
-}
 
-// The scalars are folded on the host exactly as the CPU backend does.
-void CudaBackend::adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
-                        float beta2, float eps, float weight_decay, std::int64_t step) {
-  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
-  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  bind();
-  cuda::adamw(ctx_, param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
-              static_cast<float>(1.0 / std::sqrt(bc2)));
-}
 
-void CudaBackend::adamw_multi(const AdamwTensor* tensors, int count, float lr, float beta1, float beta2, float eps,
-                              std::int64_t step) {
-  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
-  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  std::vector<cuda::AdamwMultiEntry> entries;
-  entries.reserve(static_cast<std::size_t>(std::max(count, 0)));
-  for (int i = 0; i < count; ++i) {
-    const AdamwTensor& t = tensors[i];
-    entries.push_back({t.param, t.grad, t.m, t.v, t.param_bf16, t.n, 1.0f - lr * t.weight_decay});
-  }
-  bind();
-  cuda::adamw_multi(ctx_, entries.data(), count, beta1, beta2, eps, static_cast<float>(lr / bc1),
-                    static_cast<float>(1.0 / std::sqrt(bc2)));
-}
 
-double CudaBackend::sum_squares(const float* x, std::int64_t n) {
-  bind();
-  return cuda::sum_squares(ctx_, x, n);
-}
 
-void CudaBackend::sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) {
-  bind();
-  cuda::sum_squares_each(ctx_, x, n, count, out);
-}
 
 }  // namespace libpipe::cuda

@@ -14,6 +14,10 @@
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/storage.cuh"
 #include "pipe/error.hpp"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -440,5 +444,96 @@ void scale_matrices(const CudaContext& ctx, float* c, std::int64_t ldc, std::int
   scale_matrices_kernel<<<cfg.grid, cfg.block, 0, ctx.stream>>>(c, ldc, m, n, beta, stride_c, batch);
   PIPE_CUDA_CHECK_LAUNCH("gemm (k = 0: C = beta C)");
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+void CudaBackend::to_bf16(const float* x, std::uint16_t* y, std::int64_t n) {
+  bind();
+  cuda::to_bf16(ctx_, x, y, n);
+}
+
+void CudaBackend::from_bf16(const std::uint16_t* x, float* y, std::int64_t n) {
+  bind();
+  cuda::from_bf16(ctx_, x, y, n);
+}
+
+void CudaBackend::add(In a, In b, Out out, std::int64_t n) {
+  bind();
+  if (all_bf16({a.dtype, b.dtype, out.dtype})) return cuda::add(ctx_, bits(a), bits(b), bits(out), n);
+  Float32Views v(*this, "add");
+  cuda::add(ctx_, v.in(a, n), v.in(b, n), v.out(out, n), n);
+  v.finish();
+}
+
+void CudaBackend::accumulate(Out y, In x, std::int64_t n) {
+  bind();
+  if (all_bf16({y.dtype, x.dtype})) return cuda::accumulate(ctx_, bits(y), bits(x), n);
+  Float32Views v(*this, "accumulate");
+  const float* x32 = v.in(x, n);
+  cuda::accumulate(ctx_, v.in_out(y, n), x32, n);
+  v.finish();
+}
+
+void CudaBackend::bias_epilogue(const float* h, In bias, Out y, std::int64_t rows, std::int64_t cols) {
+  bind();
+  if (all_bf16({bias.dtype, y.dtype})) return cuda::bias_epilogue(ctx_, h, bits(bias), bits(y), rows, cols);
+  Float32Views v(*this, "bias_epilogue");
+  const float* b32 = v.in(bias, cols);
+  float* y32 = v.out(y, rows * cols);
+  if (y32 != h) copy(y32, h, rows * cols);
+  cuda::add_bias(ctx_, y32, b32, rows, cols);
+  v.finish();
+}
+
+void CudaBackend::bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t rows, std::int64_t cols) {
+  bind();
+  if (all_bf16({bias.dtype, pre.dtype, y.dtype}))
+    return cuda::bias_gelu(ctx_, h, bits(bias), bits(pre), bits(y), rows, cols);
+  Float32Views v(*this, "bias_gelu");
+  const float* b32 = v.in(bias, cols);
+  float* pre32 = v.out(pre, rows * cols);
+  if (pre32 != h) copy(pre32, h, rows * cols);
+  cuda::bias_gelu_forward(ctx_, pre32, b32, v.out(y, rows * cols), rows, cols);
+  v.finish();
+}
+
+void CudaBackend::gelu_backward(In x, In dy, Out dx, std::int64_t n) {
+  bind();
+  if (all_bf16({x.dtype, dy.dtype, dx.dtype})) return cuda::gelu_backward(ctx_, bits(x), bits(dy), bits(dx), n);
+  Float32Views v(*this, "gelu_backward");
+  cuda::gelu_backward(ctx_, v.in(x, n), v.in(dy, n), v.out(dx, n), n);
+  v.finish();
+}
+
+void CudaBackend::bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) {
+  bind();
+  if (all_bf16({dy.dtype})) return cuda::bias_grad(ctx_, bits(dy), db, rows, cols);
+  Float32Views v(*this, "bias_grad");
+  cuda::bias_grad(ctx_, v.in(dy, rows * cols), db, rows, cols);
+}
+
+void CudaBackend::scale(float* y, float factor, std::int64_t n) {
+  bind();
+  cuda::scale(ctx_, y, factor, n);
+}
+
+void CudaBackend::relu_forward(const float* x, float* y, std::int64_t n) {
+  bind();
+  cuda::relu_forward(ctx_, x, y, n);
+}
+
+void CudaBackend::relu_backward(const float* x, const float* dy, float* dx, std::int64_t n) {
+  bind();
+  cuda::relu_backward(ctx_, x, dy, dx, n);
+}
+
+void CudaBackend::gelu_forward(const float* x, float* y, std::int64_t n) {
+  bind();
+  cuda::gelu_forward(ctx_, x, y, n);
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda

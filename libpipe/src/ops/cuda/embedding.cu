@@ -15,6 +15,10 @@
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/nn_kernels.hpp"
 #include "ops/cuda/storage.cuh"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -222,5 +226,31 @@ void embedding_backward(const CudaContext& ctx, const std::int32_t* tokens, cons
                         float* dwpe, std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   backward(ctx, tokens, dout, dwte, dwpe, batch, seq, dim);
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+void CudaBackend::embedding_forward(const std::int32_t* tokens, In wte, In wpe, Out out, std::int64_t batch,
+                                    std::int64_t seq, std::int64_t dim, std::int64_t vocab) {
+  bind();
+  if (all_bf16({wte.dtype, wpe.dtype, out.dtype}))
+    return cuda::embedding_forward(ctx_, tokens, bits(wte), bits(wpe), bits(out), batch, seq, dim, vocab);
+  Float32Views v(*this, "embedding_forward");
+  // Only the first `seq` rows of wpe are read.
+  cuda::embedding_forward(ctx_, tokens, v.in(wte, vocab * dim), v.in(wpe, seq * dim), v.out(out, batch * seq * dim),
+                          batch, seq, dim, vocab);
+  v.finish();
+}
+
+void CudaBackend::embedding_backward(const std::int32_t* tokens, In dout, float* dwte, float* dwpe, std::int64_t batch,
+                                     std::int64_t seq, std::int64_t dim) {
+  bind();
+  if (all_bf16({dout.dtype})) return cuda::embedding_backward(ctx_, tokens, bits(dout), dwte, dwpe, batch, seq, dim);
+  Float32Views v(*this, "embedding_backward");
+  cuda::embedding_backward(ctx_, tokens, v.in(dout, batch * seq * dim), dwte, dwpe, batch, seq, dim);
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda

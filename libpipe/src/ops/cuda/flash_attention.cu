@@ -15,12 +15,18 @@
 // each third), so no head-major copies are made. Head dimensions up to 128; arithmetic in fp32.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "ops/cuda/cuda_check.hpp"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/nn_kernels.hpp"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#include "pipe/error.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -309,5 +315,53 @@ void flash_attention_backward(const CudaContext& ctx, const float* dout, const f
   with_head_dim<Backward>(d.D, ctx, grid_of(batch, seq, heads), dout, qkv, state, dqkv,
                           static_cast<float*>(delta.get()), d);
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+namespace {
+
+// PIPE_ATTENTION: "flash", "materialized" or unset (auto); anything else is an error naming the variable.
+enum class AttentionChoice { automatic, flash, materialized };
+AttentionChoice attention_choice() {
+  static const AttentionChoice choice = [] {
+    const char* env = std::getenv("PIPE_ATTENTION");
+    if (env == nullptr || *env == '\0' || std::string(env) == "auto") return AttentionChoice::automatic;
+    if (std::string(env) == "flash") return AttentionChoice::flash;
+    if (std::string(env) == "materialized") return AttentionChoice::materialized;
+    throw Error(std::string("PIPE_ATTENTION='") + env + "': expected flash, materialized or auto");
+  }();
+  return choice;
+}
+
+constexpr std::int64_t kFlashFromSeq = 2048;
+
+}  // namespace
+
+bool CudaBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const {
+  if (head_dim > cuda::kFlashMaxHeadDim) return false;
+  switch (attention_choice()) {
+    case AttentionChoice::flash: return true;
+    case AttentionChoice::materialized: return false;
+    case AttentionChoice::automatic: break;
+  }
+  return seq >= kFlashFromSeq;
+}
+
+void CudaBackend::flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,
+                                          std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
+  bind();
+  cuda::flash_attention_forward(ctx_, qkv, out, state, batch, seq, heads, head_dim);
+}
+
+void CudaBackend::flash_attention_backward(const float* dout, const float* qkv, const float* state, float* dqkv,
+                                           std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                           std::int64_t head_dim) {
+  bind();
+  cuda::flash_attention_backward(ctx_, dout, qkv, state, dqkv, batch, seq, heads, head_dim);
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda

@@ -10,6 +10,10 @@
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/nn_kernels.hpp"
 #include "ops/cuda/storage.cuh"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -259,5 +263,43 @@ void layernorm_backward_weight(const CudaContext& ctx, const bf16* dy, const bf1
                                std::int64_t cols) {
   backward_weight(ctx, dy, x, mean, rstd, dweight, dbias, rows, cols);
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+void CudaBackend::layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
+                                    std::int64_t cols, float eps) {
+  bind();
+  if (all_bf16({x.dtype, weight.dtype, bias.dtype, y.dtype}))
+    return cuda::layernorm_forward(ctx_, bits(x), bits(weight), bits(bias), bits(y), mean, rstd, rows, cols, eps);
+  Float32Views v(*this, "layernorm_forward");
+  cuda::layernorm_forward(ctx_, v.in(x, rows * cols), v.in(weight, cols), v.in(bias, cols), v.out(y, rows * cols),
+                          mean, rstd, rows, cols, eps);
+  v.finish();
+}
+
+void CudaBackend::layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
+                                           std::int64_t rows, std::int64_t cols) {
+  bind();
+  if (all_bf16({dy.dtype, x.dtype, weight.dtype, dx.dtype}))
+    return cuda::layernorm_backward_input(ctx_, bits(dy), bits(x), bits(weight), mean, rstd, bits(dx), rows, cols);
+  Float32Views v(*this, "layernorm_backward_input");
+  cuda::layernorm_backward_input(ctx_, v.in(dy, rows * cols), v.in(x, rows * cols), v.in(weight, cols), mean, rstd,
+                                 v.out(dx, rows * cols), rows, cols);
+  v.finish();
+}
+
+void CudaBackend::layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight,
+                                            float* dbias, std::int64_t rows, std::int64_t cols) {
+  bind();
+  if (all_bf16({dy.dtype, x.dtype}))
+    return cuda::layernorm_backward_weight(ctx_, bits(dy), bits(x), mean, rstd, dweight, dbias, rows, cols);
+  Float32Views v(*this, "layernorm_backward_weight");
+  cuda::layernorm_backward_weight(ctx_, v.in(dy, rows * cols), v.in(x, rows * cols), mean, rstd, dweight, dbias, rows,
+                                  cols);
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda

@@ -16,6 +16,10 @@
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/nn_kernels.hpp"
 #include "ops/cuda/storage.cuh"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -289,5 +293,44 @@ void mse_backward(const CudaContext& ctx, const float* x, const float* target, c
                                                                                          per_sample);
   PIPE_CUDA_CHECK_LAUNCH("mse_backward_kernel");
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+void CudaBackend::cross_entropy_forward(In logits, const std::int32_t* labels, float* loss, std::int64_t rows,
+                                        std::int64_t vocab, std::int64_t rows_per_sample) {
+  bind();
+  if (all_bf16({logits.dtype}))
+    return cuda::cross_entropy_forward(ctx_, bits(logits), labels, loss, rows, vocab, rows_per_sample);
+  Float32Views v(*this, "cross_entropy_forward");
+  cuda::cross_entropy_forward(ctx_, v.in(logits, rows * vocab), labels, loss, rows, vocab, rows_per_sample);
+}
+
+void CudaBackend::cross_entropy_backward(In logits, const std::int32_t* labels, const float* dloss, Out dlogits,
+                                         std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
+  bind();
+  if (all_bf16({logits.dtype, dlogits.dtype}))
+    return cuda::cross_entropy_backward(ctx_, bits(logits), labels, dloss, bits(dlogits), rows, vocab,
+                                        rows_per_sample);
+  Float32Views v(*this, "cross_entropy_backward");
+  cuda::cross_entropy_backward(ctx_, v.in(logits, rows * vocab), labels, dloss, v.out(dlogits, rows * vocab), rows,
+                               vocab, rows_per_sample);
+  v.finish();
+}
+
+void CudaBackend::mse_forward(const float* x, const float* target, float* loss, std::int64_t batch,
+                              std::int64_t per_sample) {
+  bind();
+  cuda::mse_forward(ctx_, x, target, loss, batch, per_sample);
+}
+
+void CudaBackend::mse_backward(const float* x, const float* target, const float* dloss, float* dx, std::int64_t batch,
+                               std::int64_t per_sample) {
+  bind();
+  cuda::mse_backward(ctx_, x, target, dloss, dx, batch, per_sample);
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda

@@ -4,12 +4,20 @@
 // otherwise approximate them), so results match the CPU's to the rounding of
 // fused multiply-adds.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "ops/cuda/cuda_kernels.hpp"
 #include "ops/cuda/launch.cuh"
 #include "ops/cuda/storage.cuh"
+#ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/cuda/cuda_backend.hpp"
+#include "ops/float32_views.hpp"
+#include "pipe/error.hpp"
+#endif
 
 namespace libpipe::cuda {
 namespace {
@@ -249,5 +257,54 @@ void sum_squares_each(const CudaContext& ctx, const float* const* x, const std::
                                   cudaMemcpyDeviceToHost, ctx.stream));
   PIPE_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 }
+
+// ---- the backend's ops (CudaBackend, pipe/backend_ops.inc) on these kernels; left out of the CUDA-on-CPU
+// emulator, which tests the launchers above against the CPU backend.
+#ifndef PIPE_CUDA_EMULATOR
+
+void CudaBackend::sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
+                               float momentum, float weight_decay) {
+  bind();
+  cuda::sgd_momentum(ctx_, param, grad, momentum_buffer, n, lr, momentum, weight_decay);
+}
+
+// The scalars are folded on the host exactly as the CPU backend does.
+void CudaBackend::adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
+                        float beta2, float eps, float weight_decay, std::int64_t step) {
+  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  bind();
+  cuda::adamw(ctx_, param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
+              static_cast<float>(1.0 / std::sqrt(bc2)));
+}
+
+void CudaBackend::adamw_multi(const AdamwTensor* tensors, int count, float lr, float beta1, float beta2, float eps,
+                              std::int64_t step) {
+  if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  std::vector<cuda::AdamwMultiEntry> entries;
+  entries.reserve(static_cast<std::size_t>(std::max(count, 0)));
+  for (int i = 0; i < count; ++i) {
+    const AdamwTensor& t = tensors[i];
+    entries.push_back({t.param, t.grad, t.m, t.v, t.param_bf16, t.n, 1.0f - lr * t.weight_decay});
+  }
+  bind();
+  cuda::adamw_multi(ctx_, entries.data(), count, beta1, beta2, eps, static_cast<float>(lr / bc1),
+                    static_cast<float>(1.0 / std::sqrt(bc2)));
+}
+
+double CudaBackend::sum_squares(const float* x, std::int64_t n) {
+  bind();
+  return cuda::sum_squares(ctx_, x, n);
+}
+
+void CudaBackend::sum_squares_each(const float* const* x, const std::int64_t* n, int count, double* out) {
+  bind();
+  cuda::sum_squares_each(ctx_, x, n, count, out);
+}
+
+#endif  // PIPE_CUDA_EMULATOR
 
 }  // namespace libpipe::cuda
