@@ -140,8 +140,18 @@ pipe_cli_test(train_sgd_gpipe 2 0 "schedule gpipe, 2 micro-batches" "pipe-train:
   -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 2 --optimizer sgd --lr 0.01 --schedule gpipe)
 pipe_cli_test(profile_partition 2 0 "pipe-train: profile: forward + backward per layer" "2 ranks; partition profile: "
   -- --stages 2 --partition-method profile --micro-batch-size 2 --dry-run)
-pipe_cli_test(data_file_missing 2 1 "pipe-train: error: --data /no/such/file.txt: cannot open the file"
+pipe_cli_test(data_file_missing 2 1 "pipe-train: error: --data /no/such/file.txt: no such file or directory"
   -- --stages 2 --data /no/such/file.txt)
+pipe_cli_test(data_format_unknown 2 1 "pipe-train: error: --data-format 'csv': expected auto, bytes, llmc or nanogpt"
+  -- --stages 2 --data ${PIPE_TEST_DATA}/text.txt --data-format csv)
+pipe_cli_test(val_data_needs_data 2 1
+  "pipe-train: error: --val-data needs --data (the built-in synthetic data makes its own validation set)"
+  -- --stages 2 --val-data ${PIPE_TEST_DATA}/text.txt)
+pipe_cli_test(data_dir_without_shards 2 1
+  "pipe-train: error: --data ${PIPE_TEST_DATA}: the directory holds no .bin file (token shards)"
+  -- --stages 2 --data ${PIPE_TEST_DATA})
+pipe_cli_test(data_glob_matches_nothing 2 1 "pipe-train: error: --data /no/such/*.bin: the pattern matches no file"
+  -- --stages 2 --data "/no/such/*.bin")
 pipe_cli_test(data_needs_token_model 2 1
   "pipe-train: error: --data ${PIPE_TEST_DATA}/text.txt: byte-level text needs a token model (int32 input [T], cross-entropy); mlp takes float32[256]"
   -- --stages 2 --model mlp --data ${PIPE_TEST_DATA}/text.txt)
@@ -175,6 +185,8 @@ pipe_expect_test(cli.empty_save_path 1 "pipe-train: error: --save needs a path, 
   sh -c "${PIPE_MPIRUN_LINE} -np 2 $<TARGET_FILE:pipe-train> --stages 2 --save ''")
 pipe_expect_test(cli.empty_data_path 1 "pipe-train: error: --data needs a path, not an empty one" --
   sh -c "${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --data ''")
+pipe_expect_test(cli.empty_val_data_path 1 "pipe-train: error: --val-data needs a path, not an empty one" --
+  sh -c "${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --data ${PIPE_TEST_DATA}/text.txt --val-data ''")
 pipe_cli_test(save_on_a_device 2 1 "pipe-train: rank 0: error: --save /dev/null: "
   -- --stages 2 --steps 1 --save /dev/null)
 pipe_cli_test(save_under_a_file 1 1 "pipe-train: error: --save ${PIPE_TEST_DATA}/text.txt/ck: cannot create the directory"

@@ -12,6 +12,9 @@
 #   virtual-stages  interleaved-1f1b (V = 2, 3) and zb-v on 2, 3, 4 stages == 1 stage, with checkpointing, data
 #                   parallelism (== 1f1b), a schedule file with chunks, and saves resumed under another schedule
 #                   and V, all bit-identical
+#   tokens          llm.c token shards in a directory (train and _val_ shards, written here): 1 and 2 stages
+#                   bit-identical, the loss falls, nanoGPT files with --val-data train too, and a token beyond the
+#                   vocabulary stops the job with a line naming the file and offset
 #   plugin-loss     a model ending in a test plugin's own loss (L1Loss) trains, 1 and 2 stages bit-identical
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
@@ -186,6 +189,46 @@ case $check in
     first=$(series default loss | head -1) last=$(series default loss | tail -1)
     awk -v f="$first" -v l="$last" 'BEGIN { printf "loss %.4f -> %.4f\n", f, l; exit !(l <= f / 2) }' ||
       { echo "FAIL: the loss did not halve"; exit 1; } ;;
+  tokens)
+    # shard FILE SEED [FORMAT] [MAX]: 20,000 tokens of arithmetic runs (start a, stride k in {1,2,3,5,7}, 200 long,
+    # mod 256: learnable) as an llm.c shard (magic 20240520, version 1, count, then uint16) or raw uint16 (nanogpt);
+    # MAX replaces one token in the middle by a token id of MAX.
+    shard() {
+      perl -e 'my ($file, $seed, $format, $max) = @ARGV; srand($seed); my @t;
+        while (@t < 20000) { my $a = int(rand(256)); my $k = (1, 2, 3, 5, 7)[int(rand(5))];
+                             push @t, ($a + $k * $_) % 256 for 0 .. 199 }
+        $t[10000] = $max if $max;
+        open(my $f, ">", $file) or die; binmode $f;
+        print $f pack("l<256", 20240520, 1, scalar(@t), (0) x 253) if $format eq "llmc";
+        print $f pack("S<*", @t);' "$1" "$2" "${3:-llmc}" "${4:-0}"
+    }
+    mkdir -p "$work/shards"
+    shard "$work/shards/data_train_000001.bin" 1
+    shard "$work/shards/data_train_000002.bin" 2
+    shard "$work/shards/data_val_000000.bin" 3
+    tok=(--model gpt-tiny --micro-batches 4 --micro-batch-size 8 --seed 7 --data "$work/shards" --eval-every 20)
+    run tok1 1 "${tok[@]}" --steps 60
+    run tok2 2 "${tok[@]}" --steps 60 --stages 2
+    same tok1 tok2 60
+    grep -q "llm.c token shards: 40,000 tokens in 2 files for training, 20,000 for validation" "$work/tok1.log" ||
+      { echo "FAIL: the data line is missing"; cat "$work/tok1.log"; exit 1; }
+    first=$(series tok1 loss | head -1) last=$(series tok1 loss | tail -1)
+    awk -v f="$first" -v l="$last" 'BEGIN { printf "token shards: loss %.4f -> %.4f\n", f, l; exit !(l <= f / 2) }' ||
+      { echo "FAIL: the loss did not halve on token shards"; exit 1; }
+    # nanoGPT's raw train.bin and val.bin.
+    shard "$work/train.bin" 4 nanogpt
+    shard "$work/val.bin" 5 nanogpt
+    run nano 2 --model gpt-tiny --stages 2 --micro-batches 4 --micro-batch-size 4 --steps 4 --data "$work/train.bin" \
+      --val-data "$work/val.bin" --eval-every 2
+    grep -q "nanoGPT token files: 20,000 tokens in 1 file for training, 20,000 for validation" "$work/nano.log" ||
+      { echo "FAIL: nanoGPT files not read"; cat "$work/nano.log"; exit 1; }
+    # A token id beyond gpt-tiny's vocabulary of 256 stops the job with the file and the offset, never a crash.
+    mkdir -p "$work/bad"
+    shard "$work/bad/data_train_000001.bin" 6 llmc 300
+    bad=$(timeout -k 5 120 "${mpirun[@]}" -np 1 "$train" --model gpt-tiny --micro-batches 4 --micro-batch-size 64 \
+      --steps 20 --data "$work/bad/data_train_000001.bin" 2>&1) && { echo "FAIL: a bad token was accepted"; exit 1; }
+    echo "$bad" | grep -q "data_train_000001.bin: token 300 at token offset 10,000 (byte 21,024) is not below the model's vocabulary of 256" ||
+      { echo "FAIL: the bad token's line:"; echo "$bad"; exit 1; } ;;
   plugin-loss)
     # A loss that a plugin ships (tests/plugins/l1_loss, on PIPE_PLUGIN_PATH) trains: its float targets come from
     # the loss's own label contract, the loss falls, and 1 and 2 stages agree bit for bit.

@@ -13,13 +13,15 @@
 
 namespace pipe_apps {
 
-// A path flag (its value named FILE, DIR or FILE|NAME in the flag table) given an empty value is a mistake (an
+// A path flag (its value named FILE, DIR, PATH or FILE|NAME in the flag table) given an empty value is a mistake (an
 // unset shell variable), never "unset": "--save needs a path, not an empty one".
 inline void refuse_empty_paths(const boost::program_options::options_description& flags,
                                const boost::program_options::variables_map& vm) {
   for (const auto& option : flags.options()) {
     const std::string value_name = option->semantic()->name();
-    if (value_name.find("FILE") == std::string::npos && value_name.find("DIR") == std::string::npos) continue;
+    if (value_name.find("FILE") == std::string::npos && value_name.find("DIR") == std::string::npos &&
+        value_name.find("PATH") == std::string::npos)
+      continue;
     const std::string name = option->long_name();
     if (!vm.count(name) || vm[name].defaulted()) continue;
     const boost::any& value = vm[name].value();

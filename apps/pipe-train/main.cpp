@@ -135,8 +135,10 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       if (!registry.find(type))
         throw libpipe::Error("--checkpointable-layers: unknown layer type '" + type + "'" +
                              (registry.closest(type).empty() ? "" : " (did you mean '" + registry.closest(type) + "'?)"));
-    data = options.data.empty() ? libpipe::make_synthetic_data(description, options.seed)
-                                : libpipe::make_byte_text_data(options.data, description, options.seed);
+    data = options.data.empty()
+               ? libpipe::make_synthetic_data(description, options.seed)
+               : libpipe::make_file_data(options.data, options.val_data,
+                                         libpipe::parse_data_format(options.data_format), description, options.seed);
     using pipe_train::Output;
     if (rank == 0 && !options.trace.empty()) pipe_train::check_writable(options.trace, "--trace", Output::renamed);
     if (rank == 0 && !options.profile_out.empty())

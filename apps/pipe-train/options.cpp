@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "parse_flags.hpp"
+#include "pipe/data.hpp"
 #include "pipe/error.hpp"
 #include "pipe/schedule.hpp"
 #include "pipe/describe.hpp"
@@ -98,8 +99,14 @@ po::options_description describe_flags(Options& o) {
      "trainable parameters are not checkpointed, as in DeepSpeed")
     ("checkpointable-layers", po::value<std::string>()->value_name("TYPE,..."),
      "checkpoint groups made only of these layer types, whatever their parameters")
-    ("data", po::value(&o.data)->value_name("FILE"),
-     "byte-level language modelling on FILE (last 10% held out); default: the built-in synthetic data")
+    ("data", po::value(&o.data)->value_name("PATH"),
+     "train on files instead of the built-in synthetic data: a file, a directory (its .bin files) or a glob "
+     "('shards/*.bin'); "
+     "llm.c token shards, nanoGPT uint16 .bin files (memory-mapped) or byte-level text (see --data-format)")
+    ("val-data", po::value(&o.val_data)->value_name("PATH"),
+     "validation token files (default: a --data directory's llm.c _val_ shards, else the last 10% of each file)")
+    ("data-format", po::value(&o.data_format)->value_name("F")->default_value(o.data_format),
+     "auto (the llm.c header, else a .bin name for nanoGPT, else text), llmc, nanogpt or bytes")
     ("eval-every", po::value(&o.eval_every)->value_name("N")->default_value(o.eval_every),
      "validation loss every N steps (0: off; 0 or more)")
     ("eval-batches", po::value(&o.eval_batches)->value_name("M")->default_value(o.eval_batches),
@@ -272,6 +279,9 @@ Options parse_options(int argc, char** argv) {
   if (!o.topology.empty() && (o.stages || o.data_parallel))
     throw libpipe::Error("--topology cannot be combined with --stages or --data-parallel (the topology names every axis)");
   if (o.stages && *o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(*o.stages));
+  libpipe::parse_data_format(o.data_format);  // an unknown format fails here, before MPI work
+  if (!o.val_data.empty() && o.data.empty())
+    throw libpipe::Error("--val-data needs --data (the built-in synthetic data makes its own validation set)");
   if (o.data_parallel && *o.data_parallel < 1)
     throw libpipe::Error("--data-parallel must be at least 1, not " + std::to_string(*o.data_parallel));
   auto at_least = [](int value, int min, const char* flag) {

@@ -37,7 +37,9 @@ struct Options {
   int virtual_stages = 1;        // --virtual-stages V (resolved against the schedule: zb-v runs 2)
   libpipe::ChunkPlacement placement = libpipe::ChunkPlacement::looped;  // the schedule's
   int steps = 100;
-  std::string data;              // --data FILE, "" = the built-in synthetic data
+  std::string data;              // --data PATH, "" = the built-in synthetic data
+  std::string val_data;          // --val-data PATH
+  std::string data_format = "auto";
   int eval_every = 0;            // validation loss every N steps (0: off)
   int eval_batches = 4;          // micro-batches per replica for a validation pass
   int threads = 1;               // CPU backend threads per rank

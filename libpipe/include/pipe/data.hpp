@@ -51,4 +51,29 @@ PIPE_API std::unique_ptr<DataSource> make_synthetic_data(const ModelDescription&
 PIPE_API std::unique_ptr<DataSource> make_byte_text_data(const std::string& path, const ModelDescription& model,
                                                          std::uint64_t seed, double validation_fraction = 0.1);
 
+// Training data from files (--data, --val-data, --data-format):
+//  - bytes:   byte-level text, as make_byte_text_data (one file, the last 10% held out);
+//  - llmc:    llm.c's token shards: a header of 256 little-endian int32 (magic 20240520, version 1 for uint16
+//             tokens or 2 for uint32, the token count), then the tokens;
+//  - nanogpt: nanoGPT's raw little-endian uint16 tokens (train.bin, val.bin), no header.
+// `automatic` detects each file: the llm.c magic makes it llmc, else a name ending in ".bin" nanogpt, else bytes.
+enum class DataFormat { automatic, bytes, llmc, nanogpt };
+// "auto", "bytes", "llmc" or "nanogpt"; anything else is an error naming --data-format.
+PIPE_API DataFormat parse_data_format(const std::string& text);
+PIPE_API const char* data_format_name(DataFormat format);
+
+// The files a --data or --val-data value names: a file, a directory (its regular .bin files, by name; names
+// starting with '.' skipped) or a glob pattern (by name). Nothing found is an error naming `flag` and the value.
+PIPE_API std::vector<std::string> data_files(const std::string& spec, const std::string& flag);
+
+// The data source for --data SPEC [--val-data VAL_SPEC] in `format`. Token files (llmc, nanogpt) are
+// memory-mapped, never read whole; sample i is a window of T + 1 consecutive tokens of one file at a position
+// drawn from (seed, i), input the first T and labels the last T, every window of the train files equally
+// likely. Validation windows come from VAL_SPEC, or else from the llm.c validation shards of a --data directory
+// (names containing "_val_"), or else from the last 10% of each train file. A token id at or above the model's
+// vocabulary is an error naming the file and the token's offset. Needs a token model (int32 input [T]).
+PIPE_API std::unique_ptr<DataSource> make_file_data(const std::string& spec, const std::string& val_spec,
+                                                    DataFormat format, const ModelDescription& model,
+                                                    std::uint64_t seed);
+
 }  // namespace libpipe
