@@ -78,7 +78,7 @@ pipe_cli_test(broken_shape_chain 2 1
   "pipe-train: error: ${PIPE_TEST_DATA}/broken_chain.toml:16: layer 2 (Linear) expects input float32[*, 64] but layer 1 (ReLU) outputs float32[32]"
   -- --model ${PIPE_TEST_DATA}/broken_chain.toml --dry-run)
 pipe_cli_test(unknown_model 2 1
-  "pipe-train: error: model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, mlp)"
+  "pipe-train: error: model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, gpt2-tiny, mlp)"
   -- --model gpt-huge --dry-run)
 
 # Plugins through the command line and the environment.

@@ -162,9 +162,15 @@ BOOST_AUTO_TEST_CASE(gpt2_124m_has_the_published_count) {
   BOOST_TEST(d.layers.size() == 16u);  // embedding, 12 blocks, final norm, head, loss
 }
 
+BOOST_AUTO_TEST_CASE(gpt2_tiny_has_gpt2s_vocabulary_and_its_stated_count) {
+  auto d = describe_shipped("gpt2-tiny");
+  BOOST_TEST(d.params == 3320640);  // as its file says: 50,257 x 64 + 64 x 64 + 2 blocks of 12 C^2 + 13 C + 2 C
+  BOOST_TEST(d.layers.front().description.params.front().shape.front() == 50257);
+}
+
 BOOST_AUTO_TEST_CASE(every_shipped_model_describes) {
   auto names = libpipe::builtin_model_names();
-  BOOST_TEST(names == (std::vector<std::string>{"gpt-small", "gpt-tiny", "gpt2-124m", "mlp"}));
+  BOOST_TEST(names == (std::vector<std::string>{"gpt-small", "gpt-tiny", "gpt2-124m", "gpt2-tiny", "mlp"}));
   for (const auto& name : names) {
     auto d = describe_shipped(name);
     BOOST_TEST(d.params > 0, name);
@@ -179,7 +185,7 @@ BOOST_AUTO_TEST_CASE(model_names_resolve_to_shipped_files) {
   BOOST_TEST(libpipe::resolve_model_path("gpt-tiny") == libpipe::builtin_model_dir() + "/gpt-tiny.toml");
   BOOST_TEST(libpipe::resolve_model_path("gpt-tiny.toml") == libpipe::builtin_model_dir() + "/gpt-tiny.toml");
   BOOST_TEST(error_of([] { libpipe::resolve_model_path("gpt-huge"); }) ==
-             "model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, mlp)");
+             "model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, gpt2-tiny, mlp)");
 }
 
 // The loss contract: a loss declares the labels it takes, and model_loss reads it (never a type name).
