@@ -15,6 +15,7 @@
 #include <memory>
 #include <pipe/checked_layer.hpp>
 #include <pipe/gemm_shape.hpp>
+#include <pipe/hf_architecture.hpp>
 #include <pipe/init.hpp>
 #include <pipe/layer.hpp>
 #include <string>
@@ -99,5 +100,8 @@ libpipe::Tensor attention_backward_input(TransformerLayer& layer, const std::str
 // The four weight-gradient GEMMs: proj from (dy, out), qkv from (dqkv, x).
 void attention_backward_weight(TransformerLayer& layer, const std::string& prefix, const libpipe::Tensor& dy,
                                const libpipe::Tensor& out, const libpipe::Tensor& dqkv, const libpipe::Tensor& x);
+
+// Hugging Face's GPT2LMHeadModel (hf_gpt2.cpp), for pipe-convert.
+std::unique_ptr<libpipe::HfArchitecture> make_hf_gpt2();
 
 }  // namespace pipe_transformer

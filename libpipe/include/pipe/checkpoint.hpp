@@ -57,6 +57,10 @@ struct CheckpointManifest {
 };
 PIPE_API CheckpointManifest parse_checkpoint_manifest(const std::string& text, const std::string& path);
 
+// The directory of the checkpoint DIR names: DIR itself when it holds manifest.json, else the step directory its
+// `latest` file names (which must be a step-N directory inside DIR). Errors name --load and DIR.
+PIPE_API std::string checkpoint_step_dir(const std::string& dir);
+
 // Loads DIR/latest (or DIR itself when it holds a manifest) into this rank's
 // layers and optimizer state, verifying the model fingerprint, the optimizer
 // kind, every file's checksum and every tensor's shape before it changes any

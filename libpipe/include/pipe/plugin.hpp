@@ -11,14 +11,16 @@
 // differs from the host's, so that a stale plugin never touches the registry.
 #pragma once
 
+#include "pipe/hf_architecture.hpp"
 #include "pipe/layer.hpp"
 #include "pipe/registry.hpp"
 
 // Bumped whenever LayerFactory, Layer, LayerRegistry or anything they expose
 // changes layout or virtual functions. 3: Parameter gained its float32 master
 // (mixed precision). 4: LayerDescription gained the loss contract (`loss`)
-// and the layer's GEMM shapes (`gemms`).
-#define PIPE_PLUGIN_ABI 4
+// and the layer's GEMM shapes (`gemms`). 5: LayerRegistry gained Hugging Face
+// architectures (pipe/hf_architecture.hpp).
+#define PIPE_PLUGIN_ABI 5
 
 #define PIPE_PLUGIN_ENTRY_SYMBOL "pipe_plugin_init"
 

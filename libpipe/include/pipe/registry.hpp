@@ -13,6 +13,8 @@
 
 namespace libpipe {
 
+class HfArchitecture;  // pipe/hf_architecture.hpp
+
 class PIPE_API LayerRegistry {
  public:
   LayerRegistry();
@@ -39,6 +41,12 @@ class PIPE_API LayerRegistry {
   // sets it to the plugin's path while the plugin registers).
   void set_current_source(const std::string& source) { current_source_ = source; }
 
+  // Hugging Face architectures (pipe/hf_architecture.hpp), by their config.json "architectures" name; a name
+  // registered twice is an error naming both sources.
+  void add_hf_architecture(const std::string& name, std::unique_ptr<HfArchitecture> architecture);
+  const HfArchitecture* find_hf_architecture(const std::string& name) const;
+  std::vector<std::string> hf_architecture_names() const;  // sorted
+
   // Keeps a loaded plugin's handle for the lifetime of the process (see
   // plugin_loader.cpp for why plugins are never unloaded).
   void keep_handle(void* handle) { handles_.push_back(handle); }
@@ -49,6 +57,11 @@ class PIPE_API LayerRegistry {
     std::string source;
   };
   std::map<std::string, Entry> entries_;
+  struct Architecture {
+    std::unique_ptr<HfArchitecture> architecture;
+    std::string source;
+  };
+  std::map<std::string, Architecture> architectures_;
   std::string current_source_ = "<built in>";
   std::vector<void*> handles_;
 };

@@ -2,6 +2,7 @@
 #include "pipe/registry.hpp"
 
 #include "pipe/error.hpp"
+#include "pipe/hf_architecture.hpp"
 #include "model/suggest.hpp"
 
 namespace libpipe {
@@ -43,6 +44,30 @@ std::vector<std::string> LayerRegistry::names() const {
   for (const auto& [name, entry] : entries_) out.push_back(name);
   return out;
 }
+
+void LayerRegistry::add_hf_architecture(const std::string& name, std::unique_ptr<HfArchitecture> architecture) {
+  if (name.empty()) throw Error("a Hugging Face architecture with an empty name was registered by " + current_source_);
+  if (!architecture)
+    throw Error("Hugging Face architecture '" + name + "' was registered without a converter by " + current_source_);
+  auto it = architectures_.find(name);
+  if (it != architectures_.end())
+    throw Error("Hugging Face architecture '" + name + "' is registered twice: by " + it->second.source + " and by " +
+                current_source_);
+  architectures_.emplace(name, Architecture{std::move(architecture), current_source_});
+}
+
+const HfArchitecture* LayerRegistry::find_hf_architecture(const std::string& name) const {
+  auto it = architectures_.find(name);
+  return it == architectures_.end() ? nullptr : it->second.architecture.get();
+}
+
+std::vector<std::string> LayerRegistry::hf_architecture_names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, entry] : architectures_) out.push_back(name);
+  return out;
+}
+
+HfArchitecture::~HfArchitecture() = default;
 
 std::string LayerRegistry::closest(const std::string& name) const { return closest_name(name, names()); }
 

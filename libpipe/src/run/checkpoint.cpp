@@ -251,8 +251,7 @@ void check_checkpoint_dir(const std::string& dir) {
   fs::remove(probe, error);
 }
 
-std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,
-                             const ModelDescription& d) {
+std::string checkpoint_step_dir(const std::string& dir) {
   fs::path root = dir;
   if (!fs::exists(root / "manifest.json")) {
     require_regular_file((root / "latest").string(), "--load " + dir + ": latest");
@@ -269,6 +268,12 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
       throw Error("--load " + dir + ": latest names '" + name + "', which is not a step-N directory of " + dir);
     root /= name;
   }
+  return root.string();
+}
+
+std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,
+                             const ModelDescription& d) {
+  const fs::path root = checkpoint_step_dir(dir);
   const std::string manifest_path = (root / "manifest.json").string();
   const std::vector<std::uint8_t> manifest_bytes = read_file(manifest_path);
   const CheckpointManifest manifest =
