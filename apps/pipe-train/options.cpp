@@ -30,7 +30,8 @@ po::options_description describe_flags(Options& o) {
     ("plugin-dir", po::value(&o.plugin_dirs)->value_name("DIR")->composing(),
      "load every *.so in DIR as a layer plugin (repeatable; PIPE_PLUGIN_PATH adds more, colon-separated)")
     ("no-builtin-plugins", po::bool_switch(), "do not load the project's own layer plugins")
-    ("seed", po::value(&o.seed)->value_name("N")->default_value(o.seed), "seed for the initial weights (each layer is seeded by its index)");
+    ("seed", po::value(&o.seed)->value_name("N")->default_value(o.seed), "seed for the initial weights (each layer is seeded by its index) and for the data: which windows of "
+     "--data (or which synthetic samples) each step draws");
 
   po::options_description parallel("Parallelism (world size = product of the axes)");
   parallel.add_options()
@@ -84,7 +85,8 @@ po::options_description describe_flags(Options& o) {
      "adamw (betas 0.9/0.95, decoupled weight decay) or sgd (momentum)")
     ("lr", po::value(&t.lr)->value_name("LR")->default_value(t.lr, "0.003"), "peak learning rate")
     ("warmup-steps", po::value(&t.warmup_steps)->value_name("N")->default_value(t.warmup_steps),
-     "linear learning-rate warm-up (0 or more steps)")
+     "linear learning-rate warm-up over N steps (0 or more): step k (from 0) runs at lr x (k+1)/N, so the first at "
+     "lr/N, never 0")
     ("lr-decay-steps", po::value(&t.decay_steps)->value_name("N"),
      "cosine decay to --min-lr over N steps after warm-up (default: the remaining steps; 0 = constant)")
     ("min-lr", po::value(&t.min_lr)->value_name("LR")->default_value(t.min_lr, "0"), "learning rate at the end of the decay")
@@ -110,7 +112,8 @@ po::options_description describe_flags(Options& o) {
     ("eval-every", po::value(&o.eval_every)->value_name("N")->default_value(o.eval_every),
      "validation loss every N steps (0: off; 0 or more)")
     ("eval-batches", po::value(&o.eval_batches)->value_name("M")->default_value(o.eval_batches),
-     "micro-batches per replica in a validation pass (1 to 1,000,000)")
+     "micro-batches per replica in a validation pass (1 to 1,000,000); the validation set is the first D x M x B "
+     "validation samples (D data-parallel replicas, M this value, B --micro-batch-size), so it grows with D")
     ("threads", po::value(&o.threads)->value_name("N")->default_value(o.threads),
      "CPU backend threads per rank (1 to 4,096; default 1: ranks share the cores)")
     ("metrics", po::value(&o.metrics)->value_name("FILE"),

@@ -41,7 +41,7 @@ struct TrainOptions {
   int micro_batch_size = 16;
   OptimizerConfig optimizer;
   float lr = 3e-3f;
-  int warmup_steps = 10;     // linear warm-up from 0
+  int warmup_steps = 10;     // linear warm-up: step k (from 0) at lr (k+1)/W, the first at lr/W
   int decay_steps = 0;       // cosine decay to min_lr over this many steps after warm-up (0: constant)
   float min_lr = 0.0f;
   float clip_grad_norm = 1.0f;  // 0 disables clipping
