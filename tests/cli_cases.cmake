@@ -106,6 +106,15 @@ function(pipe_plan_test name status)
   pipe_expect_test(plan.${name} ${status} ${texts} -- $<TARGET_FILE:pipe-plan> ${args})
 endfunction()
 
+# Memory per rank (pipe/memory_model.hpp): 1F1B holds 2 micro-batches on stage 0 of 2; zb-v's activations are
+# pipe-sim's (sim.model_peak_bytes_zb_v) for the same V-shaped cut.
+pipe_plan_test(memory_table 0 "memory per rank (MB), 1f1b, 8 micro-batches of 16, adamw, fp32:"
+  "0              1.8         0.0         1.8         3.5           37.8         2       1.1        45.9"
+  -- --model gpt-tiny --stages 2)
+pipe_plan_test(memory_json_zb_v 0 [=["activations":42033152.0,]=] [=["activations":37814272.0,]=] [=["schedule":"zb-v"]=]
+  -- --model gpt-tiny --stages 2 --schedule zb-v --json)
+pipe_plan_test(memory_bad_optimizer 1 "pipe-plan: error: --optimizer 'lion': expected adamw or sgd"
+  -- --model gpt-tiny --stages 2 --optimizer lion)
 pipe_plan_test(gpt_tiny_json 0 [=["params":834304,"parts":[0,3,8],"stage_details":]=]
   [=["stage_weights":[437504.0,429568.0],"stages":2,"world_size":4}]=] [=["bottleneck":437504.0,"bottleneck_stage":0,]=]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --json)

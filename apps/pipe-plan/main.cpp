@@ -2,7 +2,10 @@
 // and without allocating a single parameter. Prints a table per stage (layer
 // range, types, parameters, FLOPs, activation bytes, partition weight), the
 // bottleneck and the imbalance; --json prints the same as one JSON object.
-// --weights partitions a raw list of numbers instead of a model.
+// --weights partitions a raw list of numbers instead of a model. Given a
+// model it also prints the memory each rank needs under a schedule
+// (pipe/memory_model.hpp): parameters, gradients, optimizer state, the
+// activations the schedule holds at its peak, and communication buffers.
 #include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
@@ -13,11 +16,13 @@
 #include "pipe/describe.hpp"
 #include "parse_flags.hpp"
 #include "pipe/error.hpp"
+#include "pipe/memory_model.hpp"
 #include "pipe/model.hpp"
 #include "pipe/partition.hpp"
 #include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/plugin_loader.hpp"
+#include "pipe/schedule.hpp"
 
 namespace po = boost::program_options;
 using nlohmann::json;
@@ -34,6 +39,14 @@ struct Options {
   std::vector<std::string> plugin_dirs;
   bool builtin_plugins = true;
   bool json = false;
+  // The memory model: the run pipe-train would make (its defaults).
+  std::string schedule = "1f1b";
+  int virtual_stages = 0;  // 0: the schedule's default
+  int micro_batches = 8;
+  std::int64_t micro_batch_size = 16;
+  std::string optimizer = "adamw";
+  std::string dtype = "fp32";
+  int checkpoint_interval = 0;
 };
 
 po::options_description flags(Options& o) {
@@ -51,6 +64,20 @@ po::options_description flags(Options& o) {
     ("plugin-dir", po::value(&o.plugin_dirs)->value_name("DIR")->composing(), "load layer plugins from DIR (repeatable)")
     ("no-builtin-plugins", po::bool_switch(), "do not load the project's own layer plugins")
     ("json", po::bool_switch(&o.json), "print the plan as JSON")
+    ("schedule", po::value(&o.schedule)->value_name("NAME")->default_value(o.schedule),
+     "memory per rank: the training schedule (as pipe-train's --schedule)")
+    ("virtual-stages", po::value(&o.virtual_stages)->value_name("V"),
+     "memory per rank: chunks per stage (default: the schedule's)")
+    ("micro-batches", po::value(&o.micro_batches)->value_name("M")->default_value(o.micro_batches),
+     "memory per rank: micro-batches per step")
+    ("micro-batch-size", po::value(&o.micro_batch_size)->value_name("B")->default_value(o.micro_batch_size),
+     "memory per rank: samples per micro-batch")
+    ("optimizer", po::value(&o.optimizer)->value_name("adamw|sgd")->default_value(o.optimizer),
+     "memory per rank: the optimizer's state")
+    ("dtype", po::value(&o.dtype)->value_name("fp32|bf16")->default_value(o.dtype),
+     "memory per rank: bf16 adds bfloat16 copies of the parameters")
+    ("activation-checkpoint-interval", po::value(&o.checkpoint_interval)->value_name("K")->default_value(0),
+     "memory per rank: keep only every K layers' input (0: off)")
     ("help,h", "show this help");
   return d;
 }
@@ -163,11 +190,38 @@ int plan_model(const Options& o) {
                       {"types", types}, {"params", params}, {"flops", flops}, {"activation_bytes", activations},
                       {"weight", sw[s]}});
   }
+  // Memory per rank under the schedule: the model cut into S x V chunks as pipe-train cuts it.
+  const int V = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
+  const libpipe::ChunkPlacement placement = libpipe::schedule_placement(o.schedule);
+  const libpipe::Parts chunk_parts =
+      V == 1 ? plan.parts
+             : (placement == libpipe::ChunkPlacement::v_shape && V == 2
+                    ? libpipe::plan_partition_v_shape(d, o.partition, o.stages)
+                    : libpipe::plan_partition(d, o.partition, o.stages * V))
+                   .parts;
+  std::vector<libpipe::Schedule> schedules;
+  for (int s = 0; s < o.stages; ++s)
+    schedules.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s, V));
+  libpipe::MemoryModelOptions mo;
+  mo.micro_batch_size = o.micro_batch_size;
+  mo.optimizer = o.optimizer;
+  mo.bf16 = o.dtype == "bf16";
+  mo.checkpoint_interval = o.checkpoint_interval;
+  const std::vector<libpipe::RankMemory> memory = libpipe::predict_memory(d, chunk_parts, schedules, mo);
+  json memory_json = json::array();
+  for (const auto& m : memory)
+    memory_json.push_back({{"stage", m.stage}, {"parameters", m.parameters}, {"bf16_copies", m.bf16_copies},
+                           {"gradients", m.gradients}, {"optimizer", m.optimizer}, {"activations", m.activations},
+                           {"peak_in_flight", m.peak_in_flight}, {"buffers", m.buffers}, {"total", m.total()}});
   if (o.json) {
     json j = {{"model", d.name}, {"layers", d.layers.size()}, {"params", d.params}, {"method", plan.method},
               {"stages", o.stages}, {"data_parallel", o.data_parallel}, {"world_size", o.stages * o.data_parallel},
               {"parts", plan.parts}, {"stage_weights", sw}, {"bottleneck", sw[b]}, {"bottleneck_stage", b},
-              {"imbalance", plan.imbalance()}, {"stage_details", stages}};
+              {"imbalance", plan.imbalance()}, {"stage_details", stages},
+              {"memory", {{"schedule", o.schedule}, {"virtual_stages", V}, {"micro_batches", o.micro_batches},
+                          {"micro_batch_size", o.micro_batch_size}, {"optimizer", o.optimizer},
+                          {"dtype", o.dtype}, {"activation_checkpoint_interval", o.checkpoint_interval},
+                          {"per_rank", memory_json}}}};
     std::cout << j.dump() << "\n";
     return 0;
   }
@@ -186,6 +240,19 @@ int plan_model(const Options& o) {
   }
   std::printf("bottleneck: stage %d, weight %s; imbalance %.1f%% (bottleneck / mean - 1)\n", b, number(sw[b]).c_str(),
               100 * plan.imbalance());
+  std::printf("memory per rank (MB), %s%s, %d micro-batches of %lld, %s, %s%s:\n", o.schedule.c_str(),
+              V > 1 ? (" with " + std::to_string(V) + " chunks per stage").c_str() : "", o.micro_batches,
+              static_cast<long long>(o.micro_batch_size), o.optimizer.c_str(), o.dtype.c_str(),
+              o.checkpoint_interval > 0
+                  ? (", activation checkpointing every " + std::to_string(o.checkpoint_interval)).c_str()
+                  : "");
+  std::printf("%-6s %11s %11s %11s %11s %14s %9s %9s %11s\n", "stage", "parameters", "bf16 copy", "gradients",
+              "optimizer", "activations", "(held)", "buffers", "total");
+  for (const auto& m : memory)
+    std::printf("%-6d %11.1f %11.1f %11.1f %11.1f %14.1f %9d %9.1f %11.1f\n", m.stage, m.parameters / 1e6,
+                m.bf16_copies / 1e6, m.gradients / 1e6, m.optimizer / 1e6, m.activations / 1e6, m.peak_in_flight,
+                m.buffers / 1e6, m.total() / 1e6);
+  std::printf("(held: chunk micro-batches of activations at the schedule's peak; the process itself is not counted)\n");
   return 0;
 }
 
@@ -206,6 +273,16 @@ int main(int argc, char** argv) {
     if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
     if (o.data_parallel < 1)
       throw libpipe::Error("--data-parallel must be at least 1, not " + std::to_string(o.data_parallel));
+    if (o.micro_batches < 1)
+      throw libpipe::Error("--micro-batches must be at least 1, not " + std::to_string(o.micro_batches));
+    if (o.micro_batch_size < 1)
+      throw libpipe::Error("--micro-batch-size must be at least 1, not " + std::to_string(o.micro_batch_size));
+    if (o.optimizer != "adamw" && o.optimizer != "sgd")
+      throw libpipe::Error("--optimizer '" + o.optimizer + "': expected adamw or sgd");
+    if (o.dtype != "fp32" && o.dtype != "bf16") throw libpipe::Error("--dtype '" + o.dtype + "': expected fp32 or bf16");
+    if (o.checkpoint_interval < 0)
+      throw libpipe::Error("--activation-checkpoint-interval must be 0 or more, not " +
+                           std::to_string(o.checkpoint_interval));
     o.partition = libpipe::PartitionMethod::parse(!o.weights.empty() && o.method == "balanced" ? "parameters" : o.method);
     return o.weights.empty() ? plan_model(o) : plan_weights(o);
   } catch (const std::exception& e) {

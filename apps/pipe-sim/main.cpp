@@ -19,6 +19,7 @@
 #include "pipe/describe.hpp"
 #include "parse_flags.hpp"
 #include "pipe/error.hpp"
+#include "pipe/memory_model.hpp"
 #include "pipe/model.hpp"
 #include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
@@ -300,21 +301,11 @@ CostSource chunk_costs(const Options& o, const CostSource& src, const std::strin
 }
 
 // With a model: the most activation bytes each stage holds at once under `schedules` (a chunk's micro-batch
-// from its F to its W), given each global chunk's bytes per micro-batch.
+// from its F to its W, libpipe::peak_activation_bytes), given each global chunk's bytes per micro-batch.
 std::vector<double> peak_activation_bytes(const std::vector<libpipe::Schedule>& schedules,
                                           const std::vector<double>& chunk_bytes) {
   std::vector<double> peaks;
-  for (const libpipe::Schedule& sch : schedules) {
-    const std::vector<int> chunks =
-        libpipe::stage_chunks(sch.placement, sch.stage, sch.stages, sch.virtual_stages);
-    double live = 0, peak = 0;
-    for (const auto& step : sch.steps)
-      for (const auto& in : step) {
-        if (in.kind == libpipe::WorkKind::Forward) peak = std::max(peak, live += chunk_bytes.at(chunks.at(in.chunk)));
-        if (in.kind == libpipe::WorkKind::BackwardWeight) live -= chunk_bytes.at(chunks.at(in.chunk));
-      }
-    peaks.push_back(peak);
-  }
+  for (const libpipe::Schedule& sch : schedules) peaks.push_back(libpipe::peak_activation_bytes(sch, chunk_bytes));
   return peaks;
 }
 

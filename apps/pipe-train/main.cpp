@@ -119,7 +119,8 @@ void print_layer_list(const libpipe::LayerRegistry& registry) {
 // the whole job with one line naming the rank and stage.
 int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::LayerRegistry& registry,
           const libpipe::ModelDescription& description, const libpipe::PipelineParallelGrid& grid,
-          libpipe::PipelineModule& module, const libpipe::PartitionPlan& plan, const pipe_train::DeviceChoice& where) {
+          libpipe::PipelineModule& module, const libpipe::PartitionPlan& plan, const pipe_train::DeviceChoice& where,
+          double rss_before_model) {
   const int rank = grid.global_rank();
   libpipe::PhaseResult result;
   std::unique_ptr<libpipe::DataSource> data;
@@ -262,13 +263,16 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   // The report and the trace: gathered to rank 0 (collective, so every rank
   // takes part; a failure to write is rank 0's alone and reported by it).
   auto summaries =
-      libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, where, !options.trace.empty()));
+      libpipe::gather_strings(world, pipe_train::rank_summary_json(grid, *engine, where, !options.trace.empty(),
+                                                                   rss_before_model));
   if (rank == 0) {
     try {
       progress->summary(pipe_train::print_report(summaries, options.train.schedule, grid.num_stages(),
                                                  options.virtual_stages, options.train.micro_batches,
                                                  progress->mean_tokens_per_s(),
-                                                 libpipe::comm_kind_name(where.comm), options.train.custom_schedules));
+                                                 libpipe::comm_kind_name(where.comm), options.train.custom_schedules,
+                                                 pipe_train::predicted_memory(description, plan.parts, options,
+                                                                              grid.num_stages())));
       if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
         std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());
@@ -409,6 +413,9 @@ int run(MPI_Comm world, int argc, char** argv) {
     pipe_train::refuse_beyond_node_memory(world, floor, options, where.device == libpipe::Device::cpu);
   };
   if (!libpipe::run_phase_on_all(world, check_memory, result, "checking the memory the job needs")) return failed();
+  // What the process holds before the model (program, libraries, MPI): the report sets the memory model's
+  // prediction beside what the run added to it.
+  const double rss_before_model = pipe_train::current_rss_bytes();
   auto build_module = [&] {
     const std::size_t before = libpipe::allocated_bytes(where.device);
     module = std::make_unique<libpipe::PipelineModule>(model, description, registry, *grid, plan.parts,
@@ -419,7 +426,8 @@ int run(MPI_Comm world, int argc, char** argv) {
   };
   if (!libpipe::run_phase_on_all(world, build_module, result, "building this stage's layers")) return failed();
 
-  if (!options.dry_run) return train(world, options, registry, description, *grid, *module, plan, where);
+  if (!options.dry_run)
+    return train(world, options, registry, description, *grid, *module, plan, where, rss_before_model);
   auto lines = libpipe::gather_strings(world, rank_json(*grid, *module, allocated, where));
   if (rank == 0) {
     std::fprintf(stderr, "%s: dry run: model %s (%zu layers, %s parameters) on %s, %d ranks; partition %s%s: %s\n",

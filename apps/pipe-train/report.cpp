@@ -13,6 +13,7 @@
 
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
+#include "pipe/memory_model.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/schedule.hpp"
 #include "pipe/simulate.hpp"
@@ -22,8 +23,15 @@ using nlohmann::json;
 
 namespace pipe_train {
 
+double current_rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  double pages = 0, resident = 0;
+  if (!(statm >> pages >> resident)) return 0;
+  return resident * static_cast<double>(::sysconf(_SC_PAGESIZE));
+}
+
 std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineEngine& engine,
-                              const DeviceChoice& where, bool with_events) {
+                              const DeviceChoice& where, bool with_events, double rss_before_model) {
   const auto& t = engine.totals();
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
@@ -33,6 +41,7 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
             {"optimizer_s", t.optimizer_s},        {"step_s", t.step_s},
             {"bytes_sent", t.bytes_sent},          {"bytes_received", t.bytes_received},
             {"peak_rss_bytes", static_cast<std::int64_t>(usage.ru_maxrss) * 1024},
+            {"rss_before_model_bytes", rss_before_model},
             {"device", where.description},         {"comm", libpipe::comm_kind_name(where.comm)},
             {"steps", t.steps},
             {"forward_s", t.work_s[static_cast<int>(libpipe::WorkKind::Forward)]},
@@ -99,17 +108,34 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
 
 }  // namespace
 
+std::vector<double> predicted_memory(const libpipe::ModelDescription& description, const libpipe::Parts& parts,
+                                     const Options& options, int stages) {
+  std::vector<libpipe::Schedule> schedules = options.train.custom_schedules;
+  if (schedules.empty())
+    for (int s = 0; s < stages; ++s)
+      schedules.push_back(libpipe::make_schedule(options.train.schedule, stages, options.train.micro_batches, s,
+                                                 options.virtual_stages));
+  libpipe::MemoryModelOptions mo;
+  mo.micro_batch_size = options.train.micro_batch_size;
+  mo.optimizer = options.train.optimizer.kind;
+  mo.bf16 = options.dtype == "bf16";
+  mo.checkpoint_interval = options.train.checkpoint_interval;
+  std::vector<double> out;
+  for (const auto& m : libpipe::predict_memory(description, parts, schedules, mo)) out.push_back(m.total());
+  return out;
+}
+
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
                          int virtual_stages, int micro_batches, double tokens_per_s, const std::string& comm,
-                         const std::vector<libpipe::Schedule>& custom) {
+                         const std::vector<libpipe::Schedule>& custom, const std::vector<double>& predicted_memory) {
   const double theory = libpipe::theoretical_bubble(schedule, stages, micro_batches, virtual_stages);
   std::vector<json> parsed;
   for (const auto& text : rank_summaries) parsed.push_back(json::parse(text));
   const std::vector<double> predicted =
       predicted_bubbles(parsed, schedule, stages, virtual_stages, micro_batches, custom);
-  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s  %s\n", "rank", "stage",
-               "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory", "sent",
-               "received", "peak RSS", "device");
+  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s %10s %10s  %s\n", "rank",
+               "stage", "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory", "sent",
+               "received", "peak RSS", "grown", "model", "device");
   json ranks = json::array();
   double worst = 0;
   for (std::size_t i = 0; i < parsed.size(); ++i) {
@@ -127,11 +153,17 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
       r["predicted_bubble"] = predicted[i];
       std::snprintf(guess, sizeof guess, "%.1f%%", 100 * predicted[i]);
     }
-    std::fprintf(stderr, "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %8s %14s %14s %8.0f MB  %s\n",
+    const std::size_t stage = r["stage"].get<std::size_t>();
+    const double model = stage < predicted_memory.size() ? predicted_memory[stage] : 0;
+    r["predicted_memory_bytes"] = model;
+    const double peak = r["peak_rss_bytes"].get<double>();
+    const double grown = std::max(0.0, peak - r["rss_before_model_bytes"].get<double>());
+    std::fprintf(stderr,
+                 "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %8s %14s %14s %7.0f MB %7.0f MB %7.0f MB  %s\n",
                  r["rank"].get<int>(), r["stage"].get<int>(), r["replica"].get<int>(), compute_s,
                  r["wait_s"].get<double>(), r["reduce_s"].get<double>(), r["optimizer_s"].get<double>(), 100 * bubble,
                  guess, closed_form, libpipe::with_commas(r["bytes_sent"]).c_str(),
-                 libpipe::with_commas(r["bytes_received"]).c_str(), r["peak_rss_bytes"].get<double>() / 1e6,
+                 libpipe::with_commas(r["bytes_received"]).c_str(), peak / 1e6, grown / 1e6, model / 1e6,
                  r["device"].get<std::string>().c_str());
     ranks.push_back(r);
   }
@@ -143,6 +175,11 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                "predicted = pipe-sim's %s fed with this run's F, B and W per stage, plus the rank's reductions and "
                "optimizer; theory = %s\n",
                schedule.c_str(), theory_text.c_str());
+  std::fprintf(stderr,
+               "grown = peak RSS less the RSS before the model was built (the program, its libraries and MPI); "
+               "model = the memory model's prediction of that growth for the rank's stage (parameters, gradients, "
+               "optimizer state, the activations its schedule holds at its peak, buffers: pipe-plan prints the "
+               "parts)\n");
   std::fprintf(stderr, "comm: %s (how activations, gradients and tied weights moved between ranks)\n", comm.c_str());
   return json{{"summary", true},       {"tokens_per_s", tokens_per_s}, {"theoretical_bubble", theory},
               {"max_bubble", worst},   {"ranks", ranks}}

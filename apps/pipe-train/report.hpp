@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "device_choice.hpp"
+#include "options.hpp"
+#include "pipe/describe.hpp"
 #include "pipe/engine.hpp"
 #include "pipe/grid.hpp"
 #include "pipe/schedule.hpp"
@@ -15,14 +17,22 @@
 namespace pipe_train {
 
 // This rank's totals and device (and events when `with_events`) as one JSON object.
+// `rss_before_model`: the process's resident memory before the model was built (current_rss_bytes).
 std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const libpipe::PipelineEngine& engine,
-                              const DeviceChoice& where, bool with_events);
+                              const DeviceChoice& where, bool with_events, double rss_before_model);
+// The process's resident memory now, in bytes (0 where /proc cannot tell).
+double current_rss_bytes();
 
 // Rank 0: prints the table to stderr and returns the run's summary as one
 // JSON object (for the last --metrics line). `comm` names the Comm kind.
+// `predicted_memory` (bytes per stage, predicted_memory below) is printed beside each rank's peak RSS.
 std::string print_report(const std::vector<std::string>& rank_summaries, const std::string& schedule, int stages,
                          int virtual_stages, int micro_batches, double tokens_per_s, const std::string& comm,
-                         const std::vector<libpipe::Schedule>& custom = {});
+                         const std::vector<libpipe::Schedule>& custom, const std::vector<double>& predicted_memory);
+// The memory model's total per stage (pipe/memory_model.hpp) for this run: its partition into chunks, its
+// schedules, micro-batch size, optimizer, dtype and activation checkpointing.
+std::vector<double> predicted_memory(const libpipe::ModelDescription& description, const libpipe::Parts& parts,
+                                     const Options& options, int stages);
 
 // How an output is written: whole at the end, into a temporary file renamed over `path` (--trace,
 // --profile-out), or streamed, line by line (--metrics).
