@@ -216,10 +216,11 @@ int export_hf(const Options& o, const libpipe::LayerRegistry& registry) {
     throw libpipe::Error("model " + model + " has the shape of no registered Hugging Face architecture (known: " +
                          architectures_list(registry) + ")");
 
-  OneRank one(spec, d, registry, manifest.optimizer);
-  libpipe::load_checkpoint(o.input, *one.module, *one.optimizer, d);
+  libpipe::PipelineParallelGrid grid(MPI_COMM_WORLD, libpipe::PipeDataParallelTopology(1, 1));
+  libpipe::PipelineModule module(spec, d, registry, grid, libpipe::Parts{0, static_cast<int>(d.layers.size())});
+  libpipe::load_checkpoint_weights(o.input, module, d);
   std::map<int, libpipe::NamedTensors> params;
-  for (auto& local : one.module->layers())
+  for (auto& local : module.layers())
     for (auto& p : local.layer->parameters())
       params[local.index][p.spec.name] = libpipe::ops::to_device(libpipe::master_of(p), libpipe::Device::cpu);
   const libpipe::NamedTensors hf = arch->export_tensors(spec, d, params);

@@ -29,7 +29,6 @@
 #include "pipe/init.hpp"
 #include "pipe/layer.hpp"
 #include "pipe/model.hpp"
-#include "pipe/optimizer.hpp"
 #include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/pipeline_module.hpp"
@@ -160,21 +159,7 @@ int run(const Options& o, int rank, int size) {
   libpipe::PipelineModule module(spec, d, registry, grid, plan.parts, libpipe::ModuleOptions{o.seed});
   const int stage = grid.stage_id();
   if (stage != rank) throw libpipe::Error("internal error: stage " + std::to_string(stage) + " on rank " + std::to_string(rank));
-  // The checkpoint loader fills an optimizer's state too: one of the checkpoint's kind, never stepped.
-  const std::string step_dir = libpipe::checkpoint_step_dir(o.load);
-  std::ifstream manifest_file(fs::path(step_dir) / "manifest.json");
-  std::stringstream manifest_text;
-  manifest_text << manifest_file.rdbuf();
-  const libpipe::CheckpointManifest manifest = libpipe::parse_checkpoint_manifest(manifest_text.str(), step_dir);
-  std::vector<libpipe::Layer*> layers;
-  for (auto& l : module.layers()) {
-    libpipe::allocate_grads(*l.layer);
-    layers.push_back(l.layer.get());
-  }
-  libpipe::OptimizerConfig config;
-  config.kind = manifest.optimizer;
-  libpipe::Optimizer optimizer(config, libpipe::parameters_of(layers));
-  libpipe::load_checkpoint(o.load, module, optimizer, d);
+  libpipe::load_checkpoint_weights(o.load, module, d);
 
   const bool bpe = vocab > 256;
   const std::string table = bpe ? find_table(o, model_path) : "";

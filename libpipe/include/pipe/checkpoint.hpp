@@ -68,5 +68,11 @@ PIPE_API std::string checkpoint_step_dir(const std::string& dir);
 // the file and leave the job to decide.
 PIPE_API std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,
                                       const ModelDescription& description);
+// The same without the optimizer state (inference, export): weights only, every check but the optimizer's kind.
+PIPE_API std::int64_t load_checkpoint_weights(const std::string& dir, PipelineModule& module,
+                                              const ModelDescription& description);
+// Either of the two: the optimizer state too when `optimizer` is set.
+PIPE_API std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer* optimizer,
+                                      const ModelDescription& description);
 
 }  // namespace libpipe

@@ -273,6 +273,15 @@ std::string checkpoint_step_dir(const std::string& dir) {
 
 std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer& optimizer,
                              const ModelDescription& d) {
+  return load_checkpoint(dir, module, &optimizer, d);
+}
+
+std::int64_t load_checkpoint_weights(const std::string& dir, PipelineModule& module, const ModelDescription& d) {
+  return load_checkpoint(dir, module, nullptr, d);
+}
+
+std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Optimizer* optimizer,
+                             const ModelDescription& d) {
   const fs::path root = checkpoint_step_dir(dir);
   const std::string manifest_path = (root / "manifest.json").string();
   const std::vector<std::uint8_t> manifest_bytes = read_file(manifest_path);
@@ -311,9 +320,9 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
                   type_str({into.shape(), into.dtype()}));
     copies.emplace_back(&into, &it->second);
   };
-  if (manifest.optimizer != optimizer.config().kind)
+  if (optimizer && manifest.optimizer != optimizer->config().kind)
     throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + manifest.optimizer +
-                "'; this run uses '" + optimizer.config().kind + "'");
+                "'; this run uses '" + optimizer->config().kind + "'");
   std::vector<Parameter*> restored;
   for (auto& local : module.layers())
     for (auto& p : local.layer->parameters()) {
@@ -327,15 +336,17 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
       }
       const auto& tensors = tensors_of(source);
       restore(master_of(p), tensors, key, source);
-      Optimizer::State state = optimizer.state_of(p);
-      restore(*state.first, tensors, "opt.m." + key, source);
-      if (state.second) restore(*state.second, tensors, "opt.v." + key, source);
+      if (optimizer) {
+        Optimizer::State state = optimizer->state_of(p);
+        restore(*state.first, tensors, "opt.m." + key, source);
+        if (state.second) restore(*state.second, tensors, "opt.v." + key, source);
+      }
       restored.push_back(&p);
     }
   for (const auto& [into, from] : copies)
     backend_for(into->device()).copy_from_host(into->data(), from->data(), into->bytes());
   for (Parameter* p : restored) refresh_from_master(*p);
-  optimizer.set_steps(manifest.optimizer_steps);
+  if (optimizer) optimizer->set_steps(manifest.optimizer_steps);
   return manifest.step;
 }
 
