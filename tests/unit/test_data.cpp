@@ -133,6 +133,13 @@ BOOST_AUTO_TEST_CASE(nanogpt_files_and_val_data) {
   check_windows(data->samples(libpipe::Split::train, 0, 16));
   // The one validation window, every time.
   for (std::int32_t t : first_tokens(data->samples(libpipe::Split::validation, 0, 8))) BOOST_CHECK_EQUAL(t, 200);
+  write_raw(dir / "short.bin", ramp(64, 0));  // one token short of a window
+  BOOST_CHECK_EQUAL(error_of([&] {
+                      libpipe::make_file_data(dir / "train.bin", dir / "short.bin", libpipe::DataFormat::automatic,
+                                              gpt_tiny(), 1);
+                    }),
+                    "validation data (--val-data " + (dir / "short.bin") +
+                        "): no file holds a window of 65 tokens (sequence length + 1)");
 }
 
 BOOST_AUTO_TEST_CASE(directories_globs_and_llmc_validation_shards) {

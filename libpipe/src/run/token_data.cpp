@@ -191,7 +191,9 @@ class TokenData : public DataSource {
     window_ = io_.input.shape[0] + 1;
     for (const auto& path : train) files_.push_back(open_token_file(path, format, "--data"));
     const std::size_t train_files = files_.size();
-    for (const auto& path : val) files_.push_back(open_token_file(path, format, val_source));
+    // Validation files named by --val-data, or found in the --data directory.
+    const std::string val_flag = val_source.rfind("--val-data", 0) == 0 ? "--val-data" : "--data";
+    for (const auto& path : val) files_.push_back(open_token_file(path, format, val_flag));
     if (val.empty()) {
       // The last 10% of each file is held out, as for byte-level text.
       for (std::size_t i = 0; i < train_files; ++i) {
@@ -213,7 +215,7 @@ class TokenData : public DataSource {
       throw Error("--data " + train.front() + ": no file holds a window of " + std::to_string(window_) +
                   " tokens (sequence length + 1)");
     if (val_.starts() == 0)
-      throw Error(val_source_ + ": no validation file holds a window of " + std::to_string(window_) +
+      throw Error("validation data (" + val_source_ + "): no file holds a window of " + std::to_string(window_) +
                   " tokens (sequence length + 1)");
   }
 
