@@ -292,7 +292,7 @@ set(PIPE_DEVICE_CFG ${CMAKE_CURRENT_BINARY_DIR}/cli-device.cfg)
 pipe_expect_test(cli.device_from_config 1 "pipe-train: error: unknown --device 'tpu' (expected cpu or cuda)" --
   sh -c "printf 'device = tpu\\n' > ${PIPE_DEVICE_CFG} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_DEVICE_CFG}")
 # The end-of-run report names each rank's device and the comm.
-pipe_cli_test(report_names_device 2 0 "peak RSS  device" "comm: mpi (how activations, gradients and tied weights"
+pipe_cli_test(report_names_device 2 0 "peak RSS      grown      model  device" "comm: mpi (how activations, gradients and tied weights"
   -- --stages 2 --steps 1 --micro-batches 2 --micro-batch-size 2 --device cpu --comm mpi --dtype fp32)
 
 # Reliability II: every output checked and every input stat-ed before any training, each refusal one exact line
