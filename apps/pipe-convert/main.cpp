@@ -171,9 +171,7 @@ int import_hf(const Options& o, const libpipe::LayerRegistry& registry) {
       auto layer = params.find(local.index);
       const bool given = layer != params.end() && layer->second.count(p.spec.name);
       // A tied weight is given once, by its group's first layer; on one rank the others share its storage.
-      if (!given && !local.layer->parameters().empty() && !d.layers[static_cast<std::size_t>(local.index)].tie.empty() &&
-          p.spec.tieable)
-        continue;
+      if (!given && p.spec.tieable && !d.layers[static_cast<std::size_t>(local.index)].tie.empty()) continue;
       if (!given)
         throw libpipe::Error(weights + ": nothing for layer " + std::to_string(local.index) + " (" + local.type +
                              ")'s parameter '" + p.spec.name + "'");

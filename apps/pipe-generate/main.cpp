@@ -131,11 +131,13 @@ std::int32_t choose(const float* logits, std::int64_t vocab, const Options& o, l
   }
   std::vector<std::pair<float, std::int32_t>> order;
   for (std::int64_t v = 0; v < vocab; ++v) order.emplace_back(logits[v], static_cast<std::int32_t>(v));
-  std::sort(order.begin(), order.end(), [](auto a, auto b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  std::sort(order.begin(), order.end(),
+            [](auto a, auto b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
   if (o.top_k > 0 && static_cast<std::int64_t>(order.size()) > o.top_k) order.resize(static_cast<std::size_t>(o.top_k));
   std::vector<double> p(order.size());
   double total = 0;
-  for (std::size_t i = 0; i < order.size(); ++i) total += p[i] = std::exp((order[i].first - order[0].first) / o.temperature);
+  for (std::size_t i = 0; i < order.size(); ++i)
+    total += p[i] = std::exp((order[i].first - order[0].first) / o.temperature);
   double u = rng.uniform() * total;
   for (std::size_t i = 0; i < order.size(); ++i)
     if ((u -= p[i]) < 0) return order[i].second;
@@ -158,19 +160,23 @@ int run(const Options& o, int rank, int size) {
   const libpipe::PartitionPlan plan = libpipe::plan_partition(d, libpipe::PartitionMethod::parse(o.partition), size);
   libpipe::PipelineModule module(spec, d, registry, grid, plan.parts, libpipe::ModuleOptions{o.seed});
   const int stage = grid.stage_id();
-  if (stage != rank) throw libpipe::Error("internal error: stage " + std::to_string(stage) + " on rank " + std::to_string(rank));
+  if (stage != rank)
+    throw libpipe::Error("internal error: stage " + std::to_string(stage) + " on rank " + std::to_string(rank));
   libpipe::load_checkpoint_weights(o.load, module, d);
 
   const bool bpe = vocab > 256;
   const std::string table = bpe ? find_table(o, model_path) : "";
-  pipe_generate::Tokenizer tokenizer = table.empty() ? pipe_generate::Tokenizer::bytes() : pipe_generate::Tokenizer::bpe(table);
+  const pipe_generate::Tokenizer tokenizer =
+      table.empty() ? pipe_generate::Tokenizer::bytes() : pipe_generate::Tokenizer::bpe(table);
   if (bpe && table.empty() && !o.prompt.empty())
     throw libpipe::Error("--prompt needs GPT-2's BPE table for a vocabulary of " + std::to_string(vocab) +
                          ": give --tokenizer FILE (gpt2.tiktoken) or --prompt-ids");
   std::vector<std::int32_t> context = o.prompt.empty() ? parse_ids(o.prompt_ids) : tokenizer.encode(o.prompt);
   if (context.empty()) throw libpipe::Error("the prompt is empty");
   for (std::int32_t id : context)
-    if (id >= vocab) throw libpipe::Error("prompt token " + std::to_string(id) + " is not below the vocabulary of " + std::to_string(vocab));
+    if (id >= vocab)
+      throw libpipe::Error("prompt token " + std::to_string(id) + " is not below the vocabulary of " +
+                           std::to_string(vocab));
   const std::vector<std::int32_t> prompt = context;
 
   const bool last = stage == size - 1;
@@ -206,7 +212,8 @@ int run(const Options& o, int rank, int size) {
       MPI_Send(x.data(), static_cast<int>(x.bytes()), MPI_BYTE, rank + 1, 0, MPI_COMM_WORLD);
     } else {
       const float* row = x.host_data<float>() + static_cast<std::int64_t>(len - 1) * vocab;
-      if (write_logits) logits_out.write(reinterpret_cast<const char*>(row), static_cast<std::streamsize>(vocab * sizeof(float)));
+      if (write_logits)
+        logits_out.write(reinterpret_cast<const char*>(row), static_cast<std::streamsize>(vocab * sizeof(float)));
       token = choose(row, vocab, o, rng);
     }
     MPI_Bcast(&token, 1, MPI_INT32_T, size - 1, MPI_COMM_WORLD);
@@ -218,7 +225,8 @@ int run(const Options& o, int rank, int size) {
     if (!logits_out) throw libpipe::Error("--logits " + o.logits + ": cannot write the file");
   }
   if (rank != 0) return 0;
-  const std::vector<std::int32_t> generated(context.begin() + static_cast<std::ptrdiff_t>(prompt.size()), context.end());
+  const std::vector<std::int32_t> generated(context.begin() + static_cast<std::ptrdiff_t>(prompt.size()),
+                                            context.end());
   const bool text = !bpe || !table.empty();
   if (o.json) {
     json out = {{"prompt_ids", prompt}, {"ids", generated}, {"seconds", seconds}};
@@ -255,7 +263,8 @@ int main(int argc, char** argv) {
     rc = run(o, rank, size);
   } catch (const std::exception& e) {
     // Every rank meets the same setup errors; one line from rank 0 (or the rank alone that failed).
-    std::fprintf(stderr, "%s: %s%s\n", kProgram, size > 1 ? ("rank " + std::to_string(rank) + ": error: ").c_str() : "error: ", e.what());
+    const std::string who = size > 1 ? "rank " + std::to_string(rank) + ": error: " : "error: ";
+    std::fprintf(stderr, "%s: %s%s\n", kProgram, who.c_str(), e.what());
     std::fflush(stderr);
     if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
     rc = 1;

@@ -279,7 +279,8 @@ int main(int argc, char** argv) {
       throw libpipe::Error("--micro-batch-size must be at least 1, not " + std::to_string(o.micro_batch_size));
     if (o.optimizer != "adamw" && o.optimizer != "sgd")
       throw libpipe::Error("--optimizer '" + o.optimizer + "': expected adamw or sgd");
-    if (o.dtype != "fp32" && o.dtype != "bf16") throw libpipe::Error("--dtype '" + o.dtype + "': expected fp32 or bf16");
+    if (o.dtype != "fp32" && o.dtype != "bf16")
+      throw libpipe::Error("--dtype '" + o.dtype + "': expected fp32 or bf16");
     if (o.checkpoint_interval < 0)
       throw libpipe::Error("--activation-checkpoint-interval must be 0 or more, not " +
                            std::to_string(o.checkpoint_interval));

@@ -30,7 +30,8 @@ po::options_description describe_flags(Options& o) {
     ("plugin-dir", po::value(&o.plugin_dirs)->value_name("DIR")->composing(),
      "load every *.so in DIR as a layer plugin (repeatable; PIPE_PLUGIN_PATH adds more, colon-separated)")
     ("no-builtin-plugins", po::bool_switch(), "do not load the project's own layer plugins")
-    ("seed", po::value(&o.seed)->value_name("N")->default_value(o.seed), "seed for the initial weights (each layer is seeded by its index) and for the data: which windows of "
+    ("seed", po::value(&o.seed)->value_name("N")->default_value(o.seed),
+     "seed for the initial weights (each layer is seeded by its index) and for the data: which windows of "
      "--data (or which synthetic samples) each step draws");
 
   po::options_description parallel("Parallelism (world size = product of the axes)");
