@@ -8,6 +8,7 @@
 set -u
 export CUDA_VISIBLE_DEVICES=
 convert=$1 train=$2; shift 2
+here=$(cd "$(dirname "$0")" && pwd)
 mpirun=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -27,16 +28,14 @@ echo "export -> import -> export: identical model.safetensors ($(stat -c %s hf/m
 "${mpirun[@]}" -np 2 "$train" --model imported/model.toml --load imported/checkpoint --stages 2 --steps 2 \
   --micro-batches 2 --micro-batch-size 2 >resume.log 2>&1 || { cat resume.log; fail "resuming the import"; }
 grep -q "resumed from imported/checkpoint at step 0" resume.log || { cat resume.log; fail "no resume line"; }
-# Bad input: one line each, non-zero.
-expect() {  # expect STATUS TEXT COMMAND...
-  local status=$1 text=$2; shift 2
-  out=$("$@" 2>&1); rc=$?
-  [ "$rc" -eq "$status" ] || fail "$* exited $rc, not $status: $out"
-  # The first line (a sanitizer run may append its statistics).
-  [ "$(echo "$out" | head -1)" = "$text" ] || fail "$*: expected '$text', got '$out'"
+# Bad input: one line each (tests/expect.sh: the exit status, the line exactly once).
+expect() {  # expect STATUS LINE COMMAND...
+  local status=$1 line=$2; shift 2
+  "$here/expect.sh" "$status" --line "$line" -- "$@" || fail "$*"
 }
 mkdir -p empty
-expect 1 "pipe-convert: error: empty/config.json: cannot open the file" "$convert" import-hf empty out
+expect 1 "pipe-convert: error: empty/config.json: cannot read the file: No such file or directory" \
+  "$convert" import-hf empty out
 echo '{"architectures": ["BertForMaskedLM"]}' >empty/config.json
 expect 1 "pipe-convert: error: empty/config.json: architecture 'BertForMaskedLM' is not registered by any plugin (known: GPT2LMHeadModel)" \
   "$convert" import-hf empty out

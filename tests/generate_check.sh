@@ -7,6 +7,7 @@
 set -u
 export CUDA_VISIBLE_DEVICES=
 generate=$1 train=$2; shift 2
+here=$(cd "$(dirname "$0")" && pwd)
 mpirun=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -34,15 +35,13 @@ c=$(gen 1 --prompt "The " --max-new-tokens 24 --temperature 1 --top-k 40 --seed 
 [ "$a" = "$b" ] || fail "sampling with one seed differs between 1 and 2 stages: '$a' / '$b'"
 [ "$a" != "$c" ] || fail "seeds 5 and 6 sampled the same text: '$a'"
 echo "sampled, seed 5 on 1 and 2 stages: '$a'"
-expect() {  # expect TEXT ARGS...: a non-zero exit, this line first on stderr
-  local text=$1; shift
-  out=$("$generate" "$@" 2>&1) && fail "$* succeeded"
-  # The first line (a sanitizer run may append its statistics).
-  [ "$(echo "$out" | head -1)" = "$text" ] || fail "$*: expected '$text', got '$out'"
+expect() {  # expect STATUS LINE ARGS...: tests/expect.sh (the exit status, the line exactly once)
+  local status=$1 line=$2; shift 2
+  "$here/expect.sh" "$status" --line "$line" -- "$generate" "$@" || fail "pipe-generate $*"
 }
-expect "pipe-generate: error: --load CKPT is required: generation needs trained weights" --prompt x
-expect "pipe-generate: error: give one of --prompt and --prompt-ids" --load "$work/ck" --prompt x --prompt-ids 1
-expect "pipe-generate: error: prompt token 300 is not below the vocabulary of 256" --load "$work/ck" --prompt-ids 300
-expect "pipe-generate: error: --prompt-ids: 'x' is not a token id" --load "$work/ck" --prompt-ids 1,x
-expect "pipe-generate: error: --temperature must be 0 or more" --load "$work/ck" --prompt x --temperature -1
+expect 2 "pipe-generate: error: --load CKPT is required: generation needs trained weights" --prompt x
+expect 2 "pipe-generate: error: give one of --prompt and --prompt-ids" --load "$work/ck" --prompt x --prompt-ids 1
+expect 1 "pipe-generate: error: prompt token 300 is not below the vocabulary of 256" --load "$work/ck" --prompt-ids 300
+expect 1 "pipe-generate: error: --prompt-ids: 'x' is not a token id" --load "$work/ck" --prompt-ids 1,x
+expect 2 "pipe-generate: error: --temperature must be 0 or more" --load "$work/ck" --prompt x --temperature -1
 echo "pipe-generate: all checks passed"

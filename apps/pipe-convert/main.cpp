@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "parse_flags.hpp"
+#include "text_file.hpp"
 #include "pipe/checkpoint.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
@@ -68,22 +69,6 @@ const char* kUsage =
     "OUT_DIR/model.safetensors, which transformers' from_pretrained loads. Architectures come from plugins\n"
     "(the transformer plugin ships GPT2LMHeadModel). Nothing is downloaded: bring the weights.";
 
-std::string read_text(const std::string& path, const std::string& what) {
-  libpipe::require_regular_file(path, what);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw libpipe::Error(what + ": cannot open the file");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) throw libpipe::Error(path + ": cannot write the file");
-}
-
 std::string architectures_list(const libpipe::LayerRegistry& registry) {
   std::string out;
   for (const auto& n : registry.hf_architecture_names()) out += (out.empty() ? "" : ", ") + n;
@@ -114,7 +99,7 @@ struct OneRank {
 
 int import_hf(const Options& o, const libpipe::LayerRegistry& registry) {
   const std::string config_path = (fs::path(o.input) / "config.json").string();
-  const std::string config_text = read_text(config_path, config_path);
+  const std::string config_text = pipe_apps::read_text_file(config_path, config_path);
   json config;
   try {
     config = json::parse(config_text);
@@ -145,7 +130,7 @@ int import_hf(const Options& o, const libpipe::LayerRegistry& registry) {
   fs::create_directories(o.output, error);
   if (error) throw libpipe::Error(o.output + ": cannot create the directory (" + error.message() + ")");
   const std::string model_path = (fs::path(o.output) / "model.toml").string();
-  write_text(model_path, toml);
+  pipe_apps::write_text_file(model_path, toml);
   const libpipe::ModelSpec spec = libpipe::load_model_file(model_path);
   const libpipe::ModelDescription d = libpipe::describe_model(spec, registry);
 
@@ -194,7 +179,7 @@ int export_hf(const Options& o, const libpipe::LayerRegistry& registry) {
   const std::string step = libpipe::checkpoint_step_dir(o.input);
   const std::string manifest_path = (fs::path(step) / "manifest.json").string();
   const libpipe::CheckpointManifest manifest =
-      libpipe::parse_checkpoint_manifest(read_text(manifest_path, manifest_path), manifest_path);
+      libpipe::parse_checkpoint_manifest(pipe_apps::read_text_file(manifest_path, manifest_path), manifest_path);
   // The model: --model, else the model.toml that import-hf wrote beside the checkpoint folder, else the
   // manifest's model name as a shipped model.
   std::string model = o.model;
@@ -226,7 +211,7 @@ int export_hf(const Options& o, const libpipe::LayerRegistry& registry) {
   std::error_code error;
   fs::create_directories(o.output, error);
   if (error) throw libpipe::Error(o.output + ": cannot create the directory (" + error.message() + ")");
-  write_text((fs::path(o.output) / "config.json").string(), arch->config_json(spec, d));
+  pipe_apps::write_text_file((fs::path(o.output) / "config.json").string(), arch->config_json(spec, d));
   std::vector<std::pair<std::string, const libpipe::Tensor*>> tensors;
   for (const auto& [key, t] : hf) tensors.emplace_back(key, &t);
   // transformers reads safetensors files whose metadata says they hold PyTorch tensors.

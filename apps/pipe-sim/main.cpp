@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "pipe/describe.hpp"
 #include "parse_flags.hpp"
+#include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/memory_model.hpp"
 #include "pipe/model.hpp"
@@ -29,6 +29,7 @@
 #include "pipe/timeline.hpp"
 #include "pipe/work_kind.hpp"
 #include "svg.hpp"
+#include "text_file.hpp"
 
 namespace po = boost::program_options;
 using nlohmann::json;
@@ -168,21 +169,6 @@ std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
 
 // `what` names the file in errors, flag and path ("--profile FILE"). Only a regular file is read: a FIFO or a
 // device would read for ever.
-std::string read_file(const std::string& path, const std::string& what) {
-  libpipe::require_regular_file(path, what);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw libpipe::Error(what + ": cannot read the file: " + std::strerror(errno));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  if (out) out << text;
-  if (!out) throw libpipe::Error("cannot write " + path + ": " + std::strerror(errno));
-}
-
 // A time with its unit: seconds as s/ms/us by magnitude, abstract units as
 // they are.
 std::string time_text(double v, const std::string& unit) {
@@ -220,7 +206,7 @@ struct CostSource {
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
 // --profile: a pipe-train run's measured per-stage costs.
 CostSource costs_from_profile(const std::string& path) {
-  const std::string text = read_file(path, "--profile " + path);
+  const std::string text = pipe_apps::read_text_file(path, "--profile " + path);
   json j;
   try {
     j = json::parse(text);
@@ -384,7 +370,8 @@ void read_schedule_file(Options& o, const po::variables_map& vm) {
   if (given(vm, "schedule")) throw libpipe::Error("--schedule and --schedule-file both choose the schedule; use one");
   if (o.compare) throw libpipe::Error("--compare simulates the built-in schedules; it cannot go with --schedule-file");
   o.custom =
-      libpipe::parse_schedules(read_file(o.schedule_file, "--schedule-file " + o.schedule_file), o.schedule_file);
+      libpipe::parse_schedules(pipe_apps::read_text_file(o.schedule_file, "--schedule-file " + o.schedule_file),
+                               o.schedule_file);
   libpipe::check_schedules(o.custom);
   const int S = o.custom[0].stages, M = o.custom[0].micro_batches;
   if (given(vm, "stages") && o.stages != S)
@@ -506,9 +493,9 @@ int run_simulation(Options& o, const po::variables_map& vm) {
     svg.title = o.title.empty() ? std::string(head) + ": makespan " + time_text(r.makespan, unit) + ", bubble " +
                                       percent(r.bubble) + " (" + theory + ")"
                                 : o.title;
-    write_file(o.svg, pipe_sim::render_svg(r.timeline, svg));
+    pipe_apps::write_text_file(o.svg, pipe_sim::render_svg(r.timeline, svg));
   }
-  if (!o.trace.empty()) write_file(o.trace, libpipe::to_chrome_trace(r.timeline));
+  if (!o.trace.empty()) pipe_apps::write_text_file(o.trace, libpipe::to_chrome_trace(r.timeline));
 
   if (o.json) {
     json costs_json = json::array();
@@ -604,7 +591,8 @@ int run_from_trace(const Options& o, const po::variables_map& vm) {
   for (const char* flag : {"costs", "model", "forward", "backward", "weight", "latency", "trace", "grid"})
     if (given(vm, flag))
       throw libpipe::Error(std::string("--from-trace draws a recorded run; --") + flag + " is for simulations");
-  libpipe::Timeline tl = libpipe::timeline_from_chrome_trace(read_file(o.from_trace, "--from-trace " + o.from_trace));
+  libpipe::Timeline tl =
+      libpipe::timeline_from_chrome_trace(pipe_apps::read_text_file(o.from_trace, "--from-trace " + o.from_trace));
   const double span = tl.end() - tl.start();
   double busy = 0;
   json rows = json::array();
@@ -622,7 +610,7 @@ int run_from_trace(const Options& o, const po::variables_map& vm) {
   if (!o.svg.empty()) {
     pipe_sim::SvgOptions svg;
     svg.title = o.title.empty() ? "trace " + o.from_trace : o.title;
-    write_file(o.svg, pipe_sim::render_svg(tl, svg));
+    pipe_apps::write_text_file(o.svg, pipe_sim::render_svg(tl, svg));
   }
   if (o.json) {
     json j = {{"trace", o.from_trace}, {"rows", rows},     {"blocks", tl.block_count()},
