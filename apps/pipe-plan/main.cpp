@@ -194,11 +194,7 @@ int plan_model(const Options& o) {
   const int V = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   const libpipe::ChunkPlacement placement = libpipe::schedule_placement(o.schedule);
   const libpipe::Parts chunk_parts =
-      V == 1 ? plan.parts
-             : (placement == libpipe::ChunkPlacement::v_shape && V == 2
-                    ? libpipe::plan_partition_v_shape(d, o.partition, o.stages)
-                    : libpipe::plan_partition(d, o.partition, o.stages * V))
-                   .parts;
+      V == 1 ? plan.parts : libpipe::plan_chunk_partition(d, o.partition, o.stages, V, placement).parts;
   std::vector<libpipe::Schedule> schedules;
   for (int s = 0; s < o.stages; ++s)
     schedules.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s, V));

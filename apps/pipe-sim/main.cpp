@@ -236,7 +236,7 @@ CostSource costs_from_profile(const std::string& path) {
   return c;
 }
 
-CostSource costs_from_model(const Options& o, int chunks, libpipe::ChunkPlacement placement) {
+CostSource costs_from_model(const Options& o, int virtual_stages, libpipe::ChunkPlacement placement) {
   if (!(o.gflops > 0) || !std::isfinite(o.gflops))
     throw libpipe::Error("--gflops must be a positive number, not " + std::to_string(o.gflops));
   if (o.micro_batch_size < 1)
@@ -246,9 +246,9 @@ CostSource costs_from_model(const Options& o, int chunks, libpipe::ChunkPlacemen
   auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
   auto d = libpipe::describe_model(model, registry);
   // As pipe-train cuts it: a V-shaped placement balances each stage's two chunks together.
-  const bool v_shape = placement == libpipe::ChunkPlacement::v_shape && chunks == 2 * o.stages;
-  auto plan = v_shape ? libpipe::plan_partition_v_shape(d, libpipe::PartitionMethod::parse(o.method), o.stages)
-                      : libpipe::plan_partition(d, o.method, chunks);
+  const int chunks = o.stages * virtual_stages;
+  auto plan = libpipe::plan_chunk_partition(d, libpipe::PartitionMethod::parse(o.method), o.stages, virtual_stages,
+                                            placement);
   CostSource c;
   c.unit = "s";
   char gflops[32];
@@ -280,7 +280,7 @@ CostSource costs_from_model(const Options& o, int chunks, libpipe::ChunkPlacemen
 // stage's chunks, 1/V each.
 CostSource chunk_costs(const Options& o, const CostSource& src, const std::string& kind, int V) {
   if (V == 1) return src;
-  if (src.model_based) return costs_from_model(o, o.stages * V, libpipe::schedule_placement(kind));
+  if (src.model_based) return costs_from_model(o, V, libpipe::schedule_placement(kind));
   CostSource out = src;
   out.costs = libpipe::chunk_costs_from_stages(src.costs, o.stages, V, libpipe::schedule_placement(kind));
   return out;
@@ -439,7 +439,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
                          " (raise --max-slots to simulate it: memory and time grow with the slots)");
   if (!o.model.empty()) {
     o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
-    src = costs_from_model(o, o.stages, libpipe::ChunkPlacement::looped);
+    src = costs_from_model(o, 1, libpipe::ChunkPlacement::looped);
   } else if (o.costs.empty() && o.profile.empty()) {
     src.costs = {{o.forward, o.backward, o.weight}};
     char b[160];

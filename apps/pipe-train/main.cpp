@@ -388,11 +388,9 @@ int run(MPI_Comm world, int argc, char** argv) {
     // With virtual stages the model is cut into stages x V chunks by the same exact partitioner.
     const int chunks = grid->num_stages() * options.virtual_stages;
     try {
-      const std::vector<double>* measured = times.empty() ? nullptr : &times;
       // A V-shaped placement (zb-v) balances the sum of each stage's two chunks, its work per micro-batch.
-      plan = options.placement == libpipe::ChunkPlacement::v_shape && options.virtual_stages == 2
-                 ? libpipe::plan_partition_v_shape(description, options.partition, grid->num_stages(), measured)
-                 : libpipe::plan_partition(description, options.partition, chunks, measured);
+      plan = libpipe::plan_chunk_partition(description, options.partition, grid->num_stages(), options.virtual_stages,
+                                           options.placement, times.empty() ? nullptr : &times);
     } catch (const libpipe::Error& e) {
       if (options.virtual_stages == 1) throw;
       throw libpipe::Error("--virtual-stages " + std::to_string(options.virtual_stages) + ": the model is split into " +

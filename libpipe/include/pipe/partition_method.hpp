@@ -34,6 +34,7 @@
 #include "pipe/describe.hpp"
 #include "pipe/export.hpp"
 #include "pipe/partition.hpp"
+#include "pipe/schedule.hpp"
 
 namespace libpipe {
 
@@ -92,6 +93,13 @@ PIPE_API PartitionPlan plan_partition(const ModelDescription& model, const std::
 // 2S chunks as they always do.
 PIPE_API PartitionPlan plan_partition_v_shape(const ModelDescription& model, const PartitionMethod& method,
                                               int num_stages, const std::vector<double>* measured_times = nullptr);
+
+// The model cut into num_stages x virtual_stages chunks, as a schedule with `placement` runs them: under a
+// V-shaped placement of 2 chunks per stage, plan_partition_v_shape; otherwise plan_partition over all the
+// chunks (one per stage without virtual stages). What pipe-train, pipe-plan and pipe-sim all cut.
+PIPE_API PartitionPlan plan_chunk_partition(const ModelDescription& model, const PartitionMethod& method,
+                                            int num_stages, int virtual_stages, ChunkPlacement placement,
+                                            const std::vector<double>* measured_times = nullptr);
 
 // The methods, on one line: "uniform, parameters, flops, type:REGEX, ...".
 PIPE_API std::string partition_methods_help();

@@ -403,4 +403,12 @@ PartitionPlan plan_partition_v_shape(const ModelDescription& model, const Partit
   return plan;
 }
 
+PartitionPlan plan_chunk_partition(const ModelDescription& model, const PartitionMethod& method, int num_stages,
+                                   int virtual_stages, ChunkPlacement placement,
+                                   const std::vector<double>* measured_times) {
+  if (placement == ChunkPlacement::v_shape && virtual_stages == 2)
+    return plan_partition_v_shape(model, method, num_stages, measured_times);
+  return plan_partition(model, method, num_stages * virtual_stages, measured_times);
+}
+
 }  // namespace libpipe
