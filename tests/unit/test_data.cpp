@@ -17,10 +17,7 @@
 #include "pipe/data.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
-#include "pipe/model.hpp"
-#include "pipe/paths.hpp"
-#include "pipe/plugin_loader.hpp"
-#include "pipe/registry.hpp"
+#include "shipped_model.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -29,14 +26,7 @@ using pipe_test::error_of;
 namespace {
 
 // gpt-tiny: vocabulary 256, sequences of 64.
-const libpipe::ModelDescription& gpt_tiny() {
-  static libpipe::LayerRegistry registry;
-  static libpipe::ModelDescription d = [] {
-    libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}});
-    return libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path("gpt-tiny")), registry);
-  }();
-  return d;
-}
+const libpipe::ModelDescription& gpt_tiny() { return pipe_test::shipped_model("gpt-tiny"); }
 
 // A fresh directory per test case, removed at the end.
 struct TempDir {

@@ -12,26 +12,16 @@
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/memory_model.hpp"
-#include "pipe/model.hpp"
 #include "pipe/partition_method.hpp"
-#include "pipe/paths.hpp"
-#include "pipe/plugin_loader.hpp"
-#include "pipe/registry.hpp"
 #include "pipe/schedule.hpp"
+#include "shipped_model.hpp"
 #include "test_util.hpp"
 
 using pipe_test::error_of;
 
 namespace {
 
-const libpipe::ModelDescription& gpt_tiny() {
-  static libpipe::LayerRegistry registry;
-  static libpipe::ModelDescription d = [] {
-    libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}});
-    return libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path("gpt-tiny")), registry);
-  }();
-  return d;
-}
+const libpipe::ModelDescription& gpt_tiny() { return pipe_test::shipped_model("gpt-tiny"); }
 
 std::vector<libpipe::Schedule> schedules(const std::string& kind, int S, int M, int V = 1) {
   std::vector<libpipe::Schedule> out;

@@ -20,6 +20,7 @@
 #include "pipe/paths.hpp"
 #include "pipe/plugin_loader.hpp"
 #include "pipe/registry.hpp"
+#include "shipped_model.hpp"
 #include "test_util.hpp"
 
 using libpipe::PartitionPlan;
@@ -30,18 +31,7 @@ namespace {
 using pipe_test::error_of;
 
 // The shipped models, described once with the built-in plugins.
-const libpipe::ModelDescription& model(const std::string& name) {
-  static libpipe::LayerRegistry registry;
-  static std::map<std::string, libpipe::ModelDescription> cache;
-  if (registry.empty()) libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}});
-  auto it = cache.find(name);
-  if (it == cache.end())
-    it = cache
-             .emplace(name,
-                      libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path(name)), registry))
-             .first;
-  return it->second;
-}
+const libpipe::ModelDescription& model(const std::string& name) { return pipe_test::shipped_model(name); }
 
 PartitionPlan plan(const std::string& name, const std::string& method, int stages) {
   return libpipe::plan_partition(model(name), method, stages);
@@ -339,9 +329,7 @@ BOOST_AUTO_TEST_CASE(a_model_without_a_name) {
 }
 
 BOOST_AUTO_TEST_CASE(profile_balances_measured_times) {
-  libpipe::LayerRegistry registry;
-  libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}});
-  auto d = libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path("gpt-tiny")), registry);
+  const auto& d = model("gpt-tiny");
   // Made-up times: the head and loss are slow, so the last stage takes fewer blocks.
   std::vector<double> times = {1, 2, 2, 2, 2, 0.1, 5, 1};
   auto plan = libpipe::plan_partition(d, "profile", 2, &times);
