@@ -17,9 +17,6 @@
 #include "pipe/model.hpp"
 #include "pipe/partition.hpp"
 #include "pipe/partition_method.hpp"
-#include "pipe/paths.hpp"
-#include "pipe/plugin_loader.hpp"
-#include "pipe/registry.hpp"
 #include "shipped_model.hpp"
 #include "test_util.hpp"
 
