@@ -75,11 +75,13 @@ bool first_int32(const std::string& path, std::int32_t* value) {
   return got == static_cast<ssize_t>(sizeof *value);
 }
 
+// A file name ending in ".bin" (and more than it): how nanoGPT and llm.c name token files.
+bool bin_name(const std::string& name) { return name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0; }
+
 DataFormat detect(const std::string& path) {
   std::int32_t magic = 0;
   if (first_int32(path, &magic) && magic == kLlmcMagic) return DataFormat::llmc;
-  const std::string name = std::filesystem::path(path).filename().string();
-  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0) return DataFormat::nanogpt;
+  if (bin_name(std::filesystem::path(path).filename().string())) return DataFormat::nanogpt;
   return DataFormat::bytes;
 }
 
@@ -294,8 +296,7 @@ std::vector<std::string> data_files(const std::string& spec, const std::string& 
   if (fs::is_directory(spec, error)) {
     for (const auto& entry : fs::directory_iterator(spec, error)) {
       const std::string name = entry.path().filename().string();
-      const bool bin = name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0;
-      if (bin && name[0] != '.' && entry.is_regular_file(error)) files.push_back(entry.path().string());
+      if (bin_name(name) && name[0] != '.' && entry.is_regular_file(error)) files.push_back(entry.path().string());
     }
     if (error) throw Error(flag + " " + spec + ": cannot list the directory: " + error.message());
     if (files.empty()) throw Error(flag + " " + spec + ": the directory holds no .bin file (token shards)");
