@@ -17,6 +17,7 @@
 #include "parse_flags.hpp"
 #include "pipe/error.hpp"
 #include "pipe/memory_model.hpp"
+#include "pipe/memory_partition.hpp"
 #include "pipe/model.hpp"
 #include "pipe/partition.hpp"
 #include "pipe/partition_method.hpp"
@@ -47,6 +48,8 @@ struct Options {
   std::string optimizer = "adamw";
   std::string dtype = "fp32";
   int checkpoint_interval = 0;
+  int zero = 0;                  // --zero 1: the optimizer's state split over the data-parallel replicas
+  std::string memory_limit;      // --memory-limit, as given ("" when none)
 };
 
 po::options_description flags(Options& o) {
@@ -78,6 +81,11 @@ po::options_description flags(Options& o) {
      "memory per rank: bf16 adds bfloat16 copies of the parameters")
     ("activation-checkpoint-interval", po::value(&o.checkpoint_interval)->value_name("K")->default_value(0),
      "memory per rank: keep only every K layers' input (0: off)")
+    ("zero", po::value(&o.zero)->value_name("0|1")->default_value(0),
+     "memory per rank: 1 splits the optimizer's state over the data-parallel replicas (ZeRO stage 1)")
+    ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
+     "bytes per rank (8GiB, 512MiB, ...): the cut with the smallest bottleneck among those whose predicted peak "
+     "fits (one chunk per stage)")
     ("help,h", "show this help");
   return d;
 }
@@ -171,7 +179,25 @@ int plan_model(const Options& o) {
   libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
   auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
   auto d = libpipe::describe_model(model, registry);
-  auto plan = libpipe::plan_partition(d, o.partition, o.stages);
+  libpipe::MemoryModelOptions mo;
+  mo.micro_batch_size = o.micro_batch_size;
+  mo.optimizer = o.optimizer;
+  mo.bf16 = o.dtype == "bf16";
+  mo.checkpoint_interval = o.checkpoint_interval;
+  mo.optimizer_shards = o.zero == 1 ? o.data_parallel : 1;
+  const int V = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
+  libpipe::PartitionPlan plan;
+  double limit = 0;
+  if (!o.memory_limit.empty()) {
+    limit = libpipe::parse_byte_size(o.memory_limit);
+    if (V != 1)
+      throw libpipe::Error("--memory-limit needs one chunk per stage; --schedule " + o.schedule + " runs " +
+                           std::to_string(V));
+    libpipe::MemoryLimitRequest request{o.schedule, o.micro_batches, mo, limit, o.data_parallel};
+    plan = libpipe::plan_partition_memory(d, o.partition, o.stages, request);
+  } else {
+    plan = libpipe::plan_partition(d, o.partition, o.stages);
+  }
   auto sw = plan.stage_weights();
   int b = bottleneck_stage(sw);
 
@@ -191,18 +217,12 @@ int plan_model(const Options& o) {
                       {"weight", sw[s]}});
   }
   // Memory per rank under the schedule: the model cut into S x V chunks as pipe-train cuts it.
-  const int V = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   const libpipe::ChunkPlacement placement = libpipe::schedule_placement(o.schedule);
   const libpipe::Parts chunk_parts =
       V == 1 ? plan.parts : libpipe::plan_chunk_partition(d, o.partition, o.stages, V, placement).parts;
   std::vector<libpipe::Schedule> schedules;
   for (int s = 0; s < o.stages; ++s)
     schedules.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s, V));
-  libpipe::MemoryModelOptions mo;
-  mo.micro_batch_size = o.micro_batch_size;
-  mo.optimizer = o.optimizer;
-  mo.bf16 = o.dtype == "bf16";
-  mo.checkpoint_interval = o.checkpoint_interval;
   const std::vector<libpipe::RankMemory> memory = libpipe::predict_memory(d, chunk_parts, schedules, mo);
   json memory_json = json::array();
   for (const auto& m : memory)
@@ -217,7 +237,7 @@ int plan_model(const Options& o) {
               {"memory", {{"schedule", o.schedule}, {"virtual_stages", V}, {"micro_batches", o.micro_batches},
                           {"micro_batch_size", o.micro_batch_size}, {"optimizer", o.optimizer},
                           {"dtype", o.dtype}, {"activation_checkpoint_interval", o.checkpoint_interval},
-                          {"per_rank", memory_json}}}};
+                          {"zero", o.zero}, {"memory_limit", limit}, {"per_rank", memory_json}}}};
     std::cout << j.dump() << "\n";
     return 0;
   }
@@ -236,12 +256,12 @@ int plan_model(const Options& o) {
   }
   std::printf("bottleneck: stage %d, weight %s; imbalance %.1f%% (bottleneck / mean - 1)\n", b, number(sw[b]).c_str(),
               100 * plan.imbalance());
-  std::printf("memory per rank (MB), %s%s, %d micro-batches of %lld, %s, %s%s:\n", o.schedule.c_str(),
+  std::string settings = o.optimizer + ", " + o.dtype;
+  if (o.checkpoint_interval > 0) settings += ", activation checkpointing every " + std::to_string(o.checkpoint_interval);
+  if (o.zero == 1) settings += ", optimizer state split over " + std::to_string(o.data_parallel) + " replicas (--zero 1)";
+  std::printf("memory per rank (MB), %s%s, %d micro-batches of %lld, %s:\n", o.schedule.c_str(),
               V > 1 ? (" with " + std::to_string(V) + " chunks per stage").c_str() : "", o.micro_batches,
-              static_cast<long long>(o.micro_batch_size), o.optimizer.c_str(), o.dtype.c_str(),
-              o.checkpoint_interval > 0
-                  ? (", activation checkpointing every " + std::to_string(o.checkpoint_interval)).c_str()
-                  : "");
+              static_cast<long long>(o.micro_batch_size), settings.c_str());
   std::printf("%-6s %11s %11s %11s %11s %14s %9s %9s %11s\n", "stage", "parameters", "bf16 copy", "gradients",
               "optimizer", "activations", "(held)", "buffers", "total");
   for (const auto& m : memory)
@@ -249,6 +269,12 @@ int plan_model(const Options& o) {
                 m.bf16_copies / 1e6, m.gradients / 1e6, m.optimizer / 1e6, m.activations / 1e6, m.peak_in_flight,
                 m.buffers / 1e6, m.total() / 1e6);
   std::printf("(held: chunk micro-batches of activations at the schedule's peak; the process itself is not counted)\n");
+  if (limit > 0)
+    std::printf("memory limit %s per rank: the cut above is the most balanced one that fits%s\n",
+                libpipe::byte_size_str(limit).c_str(),
+                plan.parts == libpipe::plan_partition(d, o.partition, o.stages).parts
+                    ? " (the method's own)"
+                    : " (the method's own cut does not)");
   return 0;
 }
 
@@ -277,6 +303,7 @@ int main(int argc, char** argv) {
       throw libpipe::Error("--optimizer '" + o.optimizer + "': expected adamw or sgd");
     if (o.dtype != "fp32" && o.dtype != "bf16")
       throw libpipe::Error("--dtype '" + o.dtype + "': expected fp32 or bf16");
+    if (o.zero != 0 && o.zero != 1) throw libpipe::Error("--zero " + std::to_string(o.zero) + ": expected 0 or 1");
     if (o.checkpoint_interval < 0)
       throw libpipe::Error("--activation-checkpoint-interval must be 0 or more, not " +
                            std::to_string(o.checkpoint_interval));

@@ -38,6 +38,7 @@ struct MemoryModelOptions {
   std::string optimizer = "adamw";  // "adamw" (m, v) or "sgd" (momentum)
   bool bf16 = false;                // --dtype bf16: bfloat16 copies of the parameters beside the float32 masters
   int checkpoint_interval = 0;      // --activation-checkpoint-interval K (0: off)
+  int optimizer_shards = 1;         // --zero 1: the optimizer's state is split over this many data-parallel ranks
 };
 
 struct RankMemory {
@@ -60,5 +61,39 @@ PIPE_API std::vector<RankMemory> predict_memory(const ModelDescription& model, c
 // micro-batches are held at that peak.
 PIPE_API double peak_activation_bytes(const Schedule& schedule, const std::vector<double>& chunk_bytes,
                                       int* count = nullptr);
+
+// An upper bound of predict_memory's total for a stage holding layers [begin, end) as its one chunk, that never
+// decreases when the range grows (what partition_balanced_capped needs, so what --memory-limit constrains). It
+// equals predict_memory's total except where predict_memory depends on the exact ends of the range:
+//  - a weight tied between two layers of the stage counts twice (predict_memory: once);
+//  - the boundary buffers are those of the largest activation coming into and leaving any layer of the range
+//    (predict_memory: of its first and last layer);
+//  - under activation checkpointing the groups keep at most the most that any group starting in the range keeps,
+//    each, and at most what groups starting at every layer would keep, together; and recompute the most that any
+//    group starting in the range recomputes.
+// For a stack of identical blocks without checkpointing these differences vanish but for the ends of the model.
+// Needs one chunk per stage (schedules without virtual stages). O(1) per call after O(n log n) set-up.
+class PIPE_API StageMemoryBound {
+ public:
+  StageMemoryBound(const ModelDescription& model, const std::vector<Schedule>& schedules,
+                   const MemoryModelOptions& options);
+  double operator()(int stage, int begin, int end) const;
+  // Chunk micro-batches the stage holds at its peak (from its schedule).
+  int in_flight(int stage) const { return in_flight_.at(static_cast<std::size_t>(stage)); }
+
+ private:
+  // Largest value over a range in O(1): table[k][i] is the maximum of values[i, i + 2^k).
+  struct RangeMax {
+    std::vector<std::vector<double>> table;
+    void build(const std::vector<double>& values);
+    double operator()(int begin, int end) const;
+  };
+  std::vector<int> in_flight_;
+  // Running sums of parameters, activation bytes, and what a checkpoint group starting at each layer keeps.
+  std::vector<double> param_prefix_, activation_prefix_, kept_prefix_;
+  double bytes_per_param_ = 0;
+  int interval_ = 0;
+  RangeMax in_, out_, group_kept_, group_recompute_;
+};
 
 }  // namespace libpipe

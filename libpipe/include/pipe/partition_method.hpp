@@ -66,6 +66,8 @@ class PIPE_API PartitionMethod {
   // True when the weights are measured times that the caller must supply
   // (profile: pipe-train times the layers; pipe-plan cannot).
   bool needs_measurement() const;
+  // True when the method balances per-layer weights (not uniform or manual): other cuts may rebalance them.
+  bool balances() const;
   const Parsed& parsed() const { return *parsed_; }
 
  private:

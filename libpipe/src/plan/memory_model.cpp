@@ -104,12 +104,97 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
     m.parameters = 4 * params;
     m.bf16_copies = o.bf16 ? 2 * params : 0;
     m.gradients = 4 * params;
-    m.optimizer = (o.optimizer == "adamw" ? 8 : 4) * params;
+    m.optimizer = (o.optimizer == "adamw" ? 8 : 4) * params / std::max(1, o.optimizer_shards);
     m.activations = peak_activation_bytes(sch, chunk_bytes, &m.peak_in_flight) + recompute;
     m.buffers = 2 * boundaries;  // one being received and one being sent, each way
     out.push_back(m);
   }
   return out;
+}
+
+void StageMemoryBound::RangeMax::build(const std::vector<double>& values) {
+  table.assign(1, values);
+  for (std::size_t k = 1; (std::size_t{1} << k) <= values.size(); ++k) {
+    const std::vector<double>& prev = table.back();
+    const std::size_t half = std::size_t{1} << (k - 1);
+    std::vector<double> next(values.size() - (std::size_t{1} << k) + 1);
+    for (std::size_t i = 0; i < next.size(); ++i) next[i] = std::max(prev[i], prev[i + half]);
+    table.push_back(std::move(next));
+  }
+}
+
+double StageMemoryBound::RangeMax::operator()(int begin, int end) const {
+  const auto length = static_cast<unsigned>(end - begin);
+  const int k = 31 - __builtin_clz(length);
+  return std::max(table[static_cast<std::size_t>(k)][static_cast<std::size_t>(begin)],
+                  table[static_cast<std::size_t>(k)][static_cast<std::size_t>(end - (1 << k))]);
+}
+
+StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<Schedule>& schedules,
+                                   const MemoryModelOptions& o)
+    : interval_(o.checkpoint_interval) {
+  if (schedules.empty()) throw Error("the memory model needs every stage's schedule");
+  if (schedules.front().virtual_stages != 1)
+    throw Error("a memory limit needs one chunk per stage; the schedule has " +
+                std::to_string(schedules.front().virtual_stages) + " (virtual stages)");
+  if (o.optimizer != "adamw" && o.optimizer != "sgd")
+    throw Error("the memory model knows optimizers adamw and sgd, not '" + o.optimizer + "'");
+  const std::vector<double> unit(schedules.size(), 1.0);
+  for (const Schedule& sch : schedules) {
+    int held = 0;
+    peak_activation_bytes(sch, unit, &held);
+    in_flight_.push_back(held);
+  }
+  bytes_per_param_ = 4 + (o.bf16 ? 2 : 0) + 4 + (o.optimizer == "adamw" ? 8.0 : 4.0) / std::max(1, o.optimizer_shards);
+  const double batch = static_cast<double>(o.micro_batch_size);
+  const std::size_t n = d.layers.size();
+  std::vector<double> in(n), out(n), activation(n), kept(n, 0.0), recompute(n, 0.0);
+  param_prefix_.assign(n + 1, 0.0);
+  activation_prefix_.assign(n + 1, 0.0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const LayerInfo& layer = d.layers[i];
+    double params = 0;
+    for (const auto& p : layer.description.params) params += static_cast<double>(numel(p.shape));
+    activation[i] = static_cast<double>(layer.description.activation_bytes) * batch;
+    in[i] = type_bytes(layer.input) * batch;
+    out[i] = type_bytes(layer.description.output) * batch;
+    param_prefix_[i + 1] = param_prefix_[i] + params;
+    activation_prefix_[i + 1] = activation_prefix_[i] + activation[i];
+  }
+  if (interval_ > 0) {
+    // A group starting at i keeps its input if it holds parameters, else everything; cut short by the stage's
+    // end it may lose its parameters, and then keeps what it holds before its first layer with parameters.
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::size_t full = std::min(n, i + static_cast<std::size_t>(interval_));
+      double before_params = 0;
+      std::size_t j = i;
+      for (; j < full && d.layers[j].description.params.empty(); ++j) before_params += activation[j];
+      kept[i] = j < full ? std::max(in[i], before_params) : before_params;
+      recompute[i] = activation_prefix_[full] - activation_prefix_[i];
+    }
+  }
+  kept_prefix_.assign(n + 1, 0.0);
+  for (std::size_t i = 0; i < n; ++i) kept_prefix_[i + 1] = kept_prefix_[i] + kept[i];
+  in_.build(in);
+  out_.build(out);
+  group_kept_.build(kept);
+  group_recompute_.build(recompute);
+}
+
+double StageMemoryBound::operator()(int stage, int begin, int end) const {
+  const auto b = static_cast<std::size_t>(begin), e = static_cast<std::size_t>(end);
+  double activations;
+  if (interval_ > 0) {
+    const int groups = (end - begin + interval_ - 1) / interval_;
+    // Each group keeps at most the most any keeps; and all of them together at most what every layer would keep
+    // if a group started there (exact when every layer is a group). The smaller of the two bounds holds.
+    const double kept = std::min(groups * group_kept_(begin, end), kept_prefix_[e] - kept_prefix_[b]);
+    activations = in_flight(stage) * kept + group_recompute_(begin, end);
+  } else {
+    activations = in_flight(stage) * (activation_prefix_[e] - activation_prefix_[b]);
+  }
+  return bytes_per_param_ * (param_prefix_[e] - param_prefix_[b]) + activations +
+         2 * (in_(begin, end) + out_(begin, end));
 }
 
 }  // namespace libpipe

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "pipe/error.hpp"
+#include "run_sums.hpp"
 
 namespace libpipe {
 namespace {
@@ -54,50 +55,6 @@ void check_weights(const std::vector<double>& weights) {
       throw Error("layer " + std::to_string(i) + " has weight " + number_str(weights[i]) +
                   ": partition weights must be finite and non-negative");
 }
-
-// Sums of runs of weights, computed the same way for every caller so that the
-// partitioner's feasibility test and the reported stage weights agree bit for
-// bit. Built over the full weight list or over its positive entries only: the
-// zeros in between add exactly nothing in either arithmetic.
-class RunSums {
- public:
-  explicit RunSums(const std::vector<double>& weights) {
-    // 2^63: the first double that no longer fits in int64.
-    constexpr double kInt64Limit = 9223372036854775808.0;
-    ints_.resize(weights.size() + 1);
-    ints_[0] = 0;
-    for (std::size_t i = 0; i < weights.size(); ++i) {
-      const double w = weights[i];
-      if (w != std::floor(w) || w >= kInt64Limit ||
-          static_cast<std::int64_t>(w) > std::numeric_limits<std::int64_t>::max() - ints_[i]) {
-        integral_ = false;
-        break;
-      }
-      ints_[i + 1] = ints_[i] + static_cast<std::int64_t>(w);
-    }
-    if (!integral_) {
-      ints_ = {};
-      reals_.resize(weights.size() + 1);
-      reals_[0] = 0.0L;
-      for (std::size_t i = 0; i < weights.size(); ++i) reals_[i + 1] = reals_[i] + weights[i];
-    }
-  }
-
-  bool integral() const { return integral_; }
-  // Items [a, b), exactly; only when integral().
-  std::int64_t int_sum(std::size_t a, std::size_t b) const { return ints_[b] - ints_[a]; }
-  // Items [a, b) as a double. Rounding is monotone, so this never decreases
-  // when the run grows at either end, which is all the greedy sweeps need.
-  double sum(std::size_t a, std::size_t b) const {
-    if (integral_) return static_cast<double>(int_sum(a, b));
-    return static_cast<double>(reals_[b] - reals_[a]);
-  }
-
- private:
-  bool integral_ = true;
-  std::vector<std::int64_t> ints_;
-  std::vector<long double> reals_;
-};
 
 // Can `count` items be cut into at most `stages` non-empty runs whose sums
 // are all <= limit? Greedy from the left, each run as long as the limit
@@ -262,18 +219,6 @@ class VShapeCut {
   Weight cap_;
   std::vector<std::vector<char>> reach_;
 };
-
-std::uint64_t bits_of(double value) {
-  std::uint64_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
-
-double double_of(std::uint64_t bits) {
-  double value;
-  std::memcpy(&value, &bits, sizeof value);
-  return value;
-}
 
 }  // namespace
 

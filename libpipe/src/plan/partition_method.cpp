@@ -358,6 +358,7 @@ PartitionMethod PartitionMethod::parse(const std::string& text) {
 const std::string& PartitionMethod::name() const { return parsed_->name; }
 
 bool PartitionMethod::needs_measurement() const { return parsed_->entry->needs_measurement; }
+bool PartitionMethod::balances() const { return parsed_->entry->balances; }
 
 std::vector<double> PartitionPlan::stage_weights() const { return libpipe::stage_weights(weights, parts); }
 
@@ -399,7 +400,7 @@ PartitionPlan plan_partition_v_shape(const ModelDescription& model, const Partit
   if (num_stages < 1)
     throw Error("the number of pipeline stages must be at least 1, got " + std::to_string(num_stages));
   PartitionPlan plan = plan_partition(model, method, 2 * num_stages, measured_times);
-  if (method.parsed().entry->balances) plan.parts = partition_balanced_v_shape(plan.weights, num_stages);
+  if (method.balances()) plan.parts = partition_balanced_v_shape(plan.weights, num_stages);
   return plan;
 }
 

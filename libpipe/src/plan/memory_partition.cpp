@@ -1,0 +1,123 @@
+// Memory-aware partitioning (see memory_partition.hpp).
+#include "pipe/memory_partition.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "pipe/error.hpp"
+#include "pipe/partition_capped.hpp"
+#include "pipe/schedule.hpp"
+
+namespace libpipe {
+namespace {
+
+std::vector<Schedule> schedules_for(const std::string& kind, int stages, int micro_batches) {
+  std::vector<Schedule> out;
+  for (int s = 0; s < stages; ++s) out.push_back(make_schedule(kind, stages, micro_batches, s, 1));
+  return out;
+}
+
+StageCost cost_of(const StageMemoryBound& bound) {
+  return [&bound](int stage, int begin, int end) { return bound(stage, begin, end); };
+}
+
+double smallest_peak(const ModelDescription& model, int stages, const std::string& schedule, int micro_batches,
+                     const MemoryModelOptions& memory) {
+  const StageMemoryBound bound(model, schedules_for(schedule, stages, micro_batches), memory);
+  return smallest_peak_cost(static_cast<int>(model.layers.size()), stages, cost_of(bound));
+}
+
+// The flags that would lower the smallest peak, each with the peak it reaches: "--zero 1 (1.20 GiB), ...".
+std::string remedies(const ModelDescription& model, int stages, const MemoryLimitRequest& r, double peak) {
+  std::vector<std::pair<std::string, MemoryModelOptions>> tries;
+  if (r.memory.checkpoint_interval != 1) {
+    MemoryModelOptions o = r.memory;
+    o.checkpoint_interval = 1;
+    tries.emplace_back("--activation-checkpoint-interval 1", o);
+  }
+  if (r.memory.micro_batch_size > 1) {
+    MemoryModelOptions o = r.memory;
+    o.micro_batch_size = r.memory.micro_batch_size / 2;
+    tries.emplace_back("--micro-batch-size " + std::to_string(o.micro_batch_size), o);
+  }
+  if (r.data_parallel > 1 && r.memory.optimizer_shards == 1) {
+    MemoryModelOptions o = r.memory;
+    o.optimizer_shards = r.data_parallel;
+    tries.emplace_back("--zero 1", o);
+  }
+  if (r.memory.bf16) {
+    MemoryModelOptions o = r.memory;
+    o.bf16 = false;
+    tries.emplace_back("--dtype float32", o);
+  }
+  std::string out;
+  for (const auto& [flag, options] : tries) {
+    const double p = smallest_peak(model, stages, r.schedule, r.micro_batches, options);
+    if (p < peak) out += (out.empty() ? "" : ", ") + flag + " (" + byte_size_str(p) + ")";
+  }
+  if (static_cast<int>(model.layers.size()) > stages) out += std::string(out.empty() ? "" : ", ") + "more stages";
+  return out.empty() ? "" : "; would lower it: " + out;
+}
+
+}  // namespace
+
+double parse_byte_size(const std::string& text, const std::string& flag) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  const double value = std::strtod(begin, &end);
+  std::string suffix(end);
+  for (char& c : suffix) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!suffix.empty() && suffix.back() == 'b') suffix.pop_back();
+  static const std::pair<const char*, double> kUnits[] = {
+      {"", 1},           {"k", 1e3},          {"m", 1e6},          {"g", 1e9},          {"t", 1e12},
+      {"ki", 1024.0},    {"mi", 1048576.0},   {"gi", 1073741824.0}, {"ti", 1099511627776.0}};
+  for (const auto& [name, scale] : kUnits)
+    if (suffix == name && end != begin && std::isfinite(value) && value > 0) return value * scale;
+  throw Error(flag + " " + text + ": expected a positive size in bytes, such as 8GiB, 512MiB, 1.5GB or 4096");
+}
+
+std::string byte_size_str(double bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  while (unit < 4 && std::fabs(bytes) >= 1024) bytes /= 1024, ++unit;
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, unit == 0 ? "%.0f %s" : bytes < 10 ? "%.2f %s" : bytes < 100 ? "%.1f %s"
+                                                                                             : "%.0f %s",
+                bytes, kUnits[unit]);
+  return buffer;
+}
+
+PartitionPlan plan_partition_memory(const ModelDescription& model, const PartitionMethod& method, int num_stages,
+                                    const MemoryLimitRequest& r, const std::vector<double>* measured_times) {
+  PartitionPlan plan = plan_partition(model, method, num_stages, measured_times);
+  const StageMemoryBound bound(model, schedules_for(r.schedule, num_stages, r.micro_batches), r.memory);
+  const std::string limit = "--memory-limit " + byte_size_str(r.limit);
+  auto over = [&](const Parts& parts) {  // the first stage over the limit, or -1
+    for (int s = 0; s < num_stages; ++s)
+      if (bound(s, parts[static_cast<std::size_t>(s)], parts[static_cast<std::size_t>(s) + 1]) > r.limit) return s;
+    return -1;
+  };
+  const int first_over = over(plan.parts);
+  if (first_over < 0) return plan;
+  const std::string setting = " (" + r.schedule + ", " + std::to_string(r.micro_batches) + " micro-batches of " +
+                              std::to_string(r.memory.micro_batch_size) + ")";
+  if (!method.balances() && method.name() != "uniform") {
+    const int s = first_over;
+    throw Error(limit + ": the " + method.text() + " cut puts " +
+                byte_size_str(bound(s, plan.parts[static_cast<std::size_t>(s)],
+                                    plan.parts[static_cast<std::size_t>(s) + 1])) +
+                " on stage " + std::to_string(s) + setting + "; move its boundaries or drop the limit");
+  }
+  const double peak = smallest_peak_cost(static_cast<int>(model.layers.size()), num_stages, cost_of(bound));
+  if (peak > r.limit)
+    throw Error(limit + ": no cut of " + model.name + " into " + std::to_string(num_stages) + " stages fits" +
+                setting + "; the smallest peak any cut reaches is " + byte_size_str(peak) +
+                remedies(model, num_stages, r, peak));
+  plan.parts = partition_balanced_capped(plan.weights, num_stages, cost_of(bound), r.limit);
+  return plan;
+}
+
+}  // namespace libpipe
