@@ -22,7 +22,10 @@
 #include "bench.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
+#include "pipe/memory_model.hpp"
 #include "pipe/partition.hpp"
+#include "pipe/partition_capped.hpp"
+#include "pipe/schedule.hpp"
 
 namespace pipe_bench {
 namespace {
@@ -92,6 +95,77 @@ std::string host_line() {
   return std::string(host) + ", " + cpu;
 }
 
+
+// The memory-capped partitioner (--memory-limit) on a synthetic model of n layers: random parameter counts and
+// activation bytes, hidden-sized boundaries, 1F1B with S micro-batches. The cap lies halfway between the smallest
+// peak any cut reaches and the time-balanced cut's peak, so it binds. Timed: the memory bound's set-up and the
+// capped search; checked: every stage within the cap, and a bottleneck no smaller than the unconstrained one.
+// "smallest(ms)": smallest_peak_cost once (what a limit that nothing meets costs before its error).
+void run_capped(std::uint64_t seed, int iters, std::int64_t max_layers, bool json, nlohmann::json& out, int& wrong) {
+  if (!json) std::printf("#\n# memory-capped (partition_balanced_capped + StageMemoryBound), 1f1b, M = S:\n"
+                         "# %9s %7s %10s %10s %13s %13s %7s %14s\n", "layers", "stages", "time(ms)", "best(ms)",
+                         "bottleneck", "uncapped", "check", "smallest(ms)");
+  out = nlohmann::json::array();
+  for (std::int64_t n : {10000, 100000}) {
+    if (n > max_layers) continue;
+    std::mt19937_64 rng(seed);
+    libpipe::ModelDescription d;
+    d.name = "synthetic";
+    std::vector<double> weights;
+    for (std::int64_t i = 0; i < n; ++i) {
+      libpipe::LayerInfo layer;
+      layer.index = static_cast<int>(i);
+      layer.type = "Synthetic";
+      layer.input = {{1024}, libpipe::DType::float32};
+      layer.description.output = layer.input;
+      const auto params = static_cast<std::int64_t>(1 + rng() % kMaxWeight) * 1000;
+      layer.description.params.push_back({"weight", {params}, false});
+      layer.description.activation_bytes = static_cast<std::int64_t>(1 + rng() % kMaxWeight) * 4096;
+      weights.push_back(static_cast<double>(params));
+      d.layers.push_back(layer);
+    }
+    for (int stages : {32, 1024}) {
+      std::vector<libpipe::Schedule> schedules;
+      for (int s = 0; s < stages; ++s) schedules.push_back(libpipe::make_schedule("1f1b", stages, stages, s, 1));
+      const libpipe::MemoryModelOptions options;
+      const libpipe::Parts balanced = libpipe::partition_balanced(weights, stages);
+      const libpipe::StageMemoryBound bound0(d, schedules, options);
+      const libpipe::StageCost cost0 = [&](int s, int a, int b) { return bound0(s, a, b); };
+      double balanced_peak = 0;
+      for (int s = 0; s < stages; ++s)
+        balanced_peak = std::max(balanced_peak, bound0(s, balanced[static_cast<std::size_t>(s)],
+                                                       balanced[static_cast<std::size_t>(s) + 1]));
+      const auto p0 = std::chrono::steady_clock::now();
+      const double smallest = libpipe::smallest_peak_cost(static_cast<int>(n), stages, cost0);
+      const double peak_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - p0).count();
+      const double cap = (smallest + balanced_peak) / 2;
+      double sum_ms = 0, best_ms = 1e300, result = 0;
+      std::string verdict = "OK";
+      for (int it = -1; it < iters; ++it) {
+        auto t0 = std::chrono::steady_clock::now();
+        const libpipe::StageMemoryBound bound(d, schedules, options);
+        const libpipe::StageCost cost = [&](int s, int a, int b) { return bound(s, a, b); };
+        const libpipe::Parts parts = libpipe::partition_balanced_capped(weights, stages, cost, cap);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (it >= 0) sum_ms += ms, best_ms = std::min(best_ms, ms);
+        for (int s = 0; s < stages; ++s)
+          if (cost(s, parts[static_cast<std::size_t>(s)], parts[static_cast<std::size_t>(s) + 1]) > cap)
+            verdict = "OVERCAP";
+        result = libpipe::bottleneck(weights, parts);
+        if (result < libpipe::bottleneck(weights, balanced)) verdict = "BELOW";
+      }
+      if (verdict != "OK") ++wrong;
+      const double uncapped = libpipe::bottleneck(weights, balanced);
+      out.push_back({{"layers", n}, {"stages", stages}, {"time_ms", sum_ms / iters}, {"best_ms", best_ms},
+                     {"bottleneck", result}, {"uncapped_bottleneck", uncapped}, {"smallest_peak_ms", peak_ms}, {"check", verdict}});
+      if (!json)
+        std::printf("  %9lld %7d %10.3f %10.3f %13.0f %13.0f %7s %14.1f\n", static_cast<long long>(n), stages,
+                    sum_ms / iters, best_ms, result, uncapped, verdict.c_str(), peak_ms);
+      std::fflush(stdout);
+    }
+  }
+}
+
 }  // namespace
 
 int run_partition(const std::vector<std::string>& args, const std::string& command_line) {
@@ -114,7 +188,8 @@ int run_partition(const std::vector<std::string>& args, const std::string& comma
   if (help) {
     std::cout << "usage: pipe-bench partition [options]\n\n"
                  "Times libpipe::partition_balanced on random integer weights and checks each result\n"
-                 "(valid cover, lower bound, optimality certificate); exits 1 if any is wrong.\n\n"
+                 "(valid cover, lower bound, optimality certificate), then the memory-capped partitioner\n"
+                 "(--memory-limit) on synthetic models; exits 1 if any is wrong.\n\n"
               << desc;
     return 0;
   }
@@ -191,6 +266,9 @@ int run_partition(const std::vector<std::string>& args, const std::string& comma
     }
   }
 
+  nlohmann::json capped;
+  run_capped(seed, iters, max_layers, json, capped, wrong);
+
   const Row* deepspeed_case = nullptr;
   for (const auto& r : rows)
     if (r.layers == kDeepSpeedLayers && r.stages == kDeepSpeedStages) deepspeed_case = &r;
@@ -207,6 +285,7 @@ int run_partition(const std::vector<std::string>& args, const std::string& comma
                              {"bottleneck", r.bottleneck},
                              {"lower_bound", r.lower_bound},
                              {"check", r.check}});
+    out["memory_capped"] = capped;
     if (deepspeed_case)
       out["deepspeed"] = {{"layers", kDeepSpeedLayers},
                           {"stages", kDeepSpeedStages},

@@ -32,6 +32,8 @@ PIPE_API Parts partition_balanced_capped(const std::vector<double>& weights, int
 
 // The smallest value of max over stages of cost(s, stage s's layers) that any partition of `num_layers` layers
 // into `num_stages` non-empty stages reaches, exactly (the limit below which partition_balanced_capped fails).
+// About 55 capped searches, each O(S^2 log n) cost evaluations at caps near the answer: milliseconds for
+// hundreds of layers on tens of stages, 16 s for 10^5 layers on 1,024 stages (pipe-bench partition).
 PIPE_API double smallest_peak_cost(int num_layers, int num_stages, const StageCost& cost);
 
 }  // namespace libpipe

@@ -203,7 +203,17 @@ double smallest_peak_cost(int num_layers, int num_stages, const StageCost& cost)
   double top = 0;
   for (int s = 0; s < num_stages; ++s) top = std::max(top, cost(s, 0, num_layers));
   if (!std::isfinite(top) || top < 0) throw Error("smallest_peak_cost: costs must be finite and non-negative");
-  std::uint64_t lo = 0, hi = bits_of(top);
+  // Halve until a cap fails, then bisect between it and the last that fitted. Far below the answer nearly every
+  // layer is blocked and a cap costs O(n) per stage; halving never goes below half the answer.
+  double fitted = top, failed = top;
+  for (;;) {
+    failed = fitted / 2;
+    if (failed == 0) return 0;
+    search.set_cap(failed);
+    if (!search.fits(0.0)) break;
+    fitted = failed;
+  }
+  std::uint64_t lo = bits_of(failed) + 1, hi = bits_of(fitted);
   while (lo < hi) {
     const std::uint64_t mid = lo + (hi - lo) / 2;
     search.set_cap(double_of(mid));
