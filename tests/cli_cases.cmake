@@ -115,6 +115,19 @@ pipe_plan_test(memory_json_zb_v 0 [=["activations":42033152.0,]=] [=["activation
   -- --model gpt-tiny --stages 2 --schedule zb-v --json)
 pipe_plan_test(memory_bad_optimizer 1 "pipe-plan: error: --optimizer 'lion': expected adamw or sgd"
   -- --model gpt-tiny --stages 2 --optimizer lion)
+# --memory-limit (pipe/memory_partition.hpp): at 64 samples per micro-batch 1F1B's first stage of the balanced cut
+# [0,3,8] needs about 155 MiB (2 micro-batches held); under 150 MiB the cut moves to [0,2,8], which fits.
+pipe_plan_test(memory_limit_moves_the_cut 0 [=["parts":[0,2,8]]=] [=["memory_limit":157286400.0]=]
+  -- --model gpt-tiny --stages 2 --micro-batch-size 64 --memory-limit 150MiB --json)
+pipe_plan_test(memory_limit_kept_cut 0 "0      0-2" "the cut above is the most balanced one that fits (the method's own)"
+  -- --model gpt-tiny --stages 2 --micro-batch-size 64 --memory-limit 1GiB)
+pipe_plan_test(memory_limit_unmet 1 "pipe-plan: error: --memory-limit 1.00 MiB: no cut of gpt-tiny into 2 stages fits (1f1b, 8 micro-batches of 16); the smallest peak any cut reaches is 42.6 MiB; would lower it: --activation-checkpoint-interval 1 (22.6 MiB), --micro-batch-size 8 (25.7 MiB), --zero 1 (40.2 MiB), more stages"
+  -- --model gpt-tiny --stages 2 --data-parallel 2 --memory-limit 1MiB)
+# --zero 1 over 2 replicas: AdamW's 8 bytes per parameter become 4, as many as the parameters' own.
+pipe_plan_test(memory_limit_zero_shards 0 [=["optimizer":1750016.0,"parameters":1750016.0,]=] [=["zero":1}]=]
+  -- --model gpt-tiny --stages 2 --data-parallel 2 --zero 1 --json)
+pipe_plan_test(memory_limit_interleaved 1 "pipe-plan: error: --memory-limit needs one chunk per stage, but --schedule zb-v runs 2"
+  -- --model gpt-tiny --stages 2 --schedule zb-v --memory-limit 1GiB)
 pipe_plan_test(gpt_tiny_json 0 [=["params":834304,"parts":[0,3,8],"stage_details":]=]
   [=["stage_weights":[437504.0,429568.0],"stages":2,"world_size":4}]=] [=["bottleneck":437504.0,"bottleneck_stage":0,]=]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --json)
@@ -302,6 +315,17 @@ function(pipe_refusal name line)  # pipe_refusal(NAME "exact line" COMMAND ...)
   pipe_expect_test(${name} 1 --line "${line}" -- ${ARGN})
 endfunction()
 set(PIPE_TRAIN_1 ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train>)
+# A memory limit that the balanced cut [0,3,8] breaks on stage 0 (pipe-plan's memory_limit_moves_the_cut): the
+# run trains on the cut that fits.
+pipe_cli_test(memory_limit_trains 2 0
+  "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters within --memory-limit 150 MiB per rank [0,2,8]; schedule 1f1b, 2 micro-batches x 64 samples"
+  -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 64 --memory-limit 150MiB --device cpu --comm mpi)
+pipe_refusal(cli.memory_limit_not_a_size
+  "pipe-train: error: --memory-limit 8XB: expected a positive size in bytes, such as 8GiB, 512MiB, 1.5GB or 4096"
+  ${PIPE_TRAIN_1} --steps 1 --memory-limit 8XB)
+pipe_refusal(cli.memory_limit_with_chunks
+  "pipe-train: error: --memory-limit needs one chunk per stage, but --schedule interleaved-1f1b runs 2"
+  ${PIPE_TRAIN_1} --steps 1 --memory-limit 1GiB --schedule interleaved-1f1b --micro-batches 4)
 pipe_refusal(cli.trace_on_a_device "pipe-train: error: --trace /dev/null: not a regular file (a character device)"
   ${PIPE_TRAIN_1} --steps 1 --trace /dev/null)
 pipe_refusal(cli.profile_out_is_a_directory

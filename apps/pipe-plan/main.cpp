@@ -191,7 +191,7 @@ int plan_model(const Options& o) {
   if (!o.memory_limit.empty()) {
     limit = libpipe::parse_byte_size(o.memory_limit);
     if (V != 1)
-      throw libpipe::Error("--memory-limit needs one chunk per stage; --schedule " + o.schedule + " runs " +
+      throw libpipe::Error("--memory-limit needs one chunk per stage, but --schedule " + o.schedule + " runs " +
                            std::to_string(V));
     libpipe::MemoryLimitRequest request{o.schedule, o.micro_batches, mo, limit, o.data_parallel};
     plan = libpipe::plan_partition_memory(d, o.partition, o.stages, request);

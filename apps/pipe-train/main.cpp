@@ -31,6 +31,7 @@
 #include "pipe/error.hpp"
 #include "pipe/grid.hpp"
 #include "pipe/model.hpp"
+#include "pipe/memory_partition.hpp"
 #include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/pipeline_module.hpp"
@@ -94,6 +95,9 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
 
 // " into 8 chunks (2 per stage, looped)" where there are virtual stages.
 std::string chunk_note(const pipe_train::Options& options) {
+  if (!options.memory_limit.empty())
+    return " within --memory-limit " + libpipe::byte_size_str(libpipe::parse_byte_size(options.memory_limit)) +
+           " per rank";
   if (options.virtual_stages <= 1) return "";
   return " into " + std::to_string(options.virtual_stages) + " chunks per stage (" +
          libpipe::placement_name(options.placement) + ")";
@@ -389,8 +393,18 @@ int run(MPI_Comm world, int argc, char** argv) {
     const int chunks = grid->num_stages() * options.virtual_stages;
     try {
       // A V-shaped placement (zb-v) balances the sum of each stage's two chunks, its work per micro-batch.
-      plan = libpipe::plan_chunk_partition(description, options.partition, grid->num_stages(), options.virtual_stages,
-                                           options.placement, times.empty() ? nullptr : &times);
+      if (!options.memory_limit.empty()) {
+        const libpipe::MemoryLimitRequest request{options.train.schedule, options.train.micro_batches,
+                                                  memory_model_options(options),
+                                                  libpipe::parse_byte_size(options.memory_limit),
+                                                  grid->data_parallel_size()};
+        plan = libpipe::plan_partition_memory(description, options.partition, grid->num_stages(), request,
+                                              times.empty() ? nullptr : &times);
+      } else {
+        plan = libpipe::plan_chunk_partition(description, options.partition, grid->num_stages(),
+                                             options.virtual_stages, options.placement,
+                                             times.empty() ? nullptr : &times);
+      }
     } catch (const libpipe::Error& e) {
       if (options.virtual_stages == 1) throw;
       throw libpipe::Error("--virtual-stages " + std::to_string(options.virtual_stages) + ": the model is split into " +

@@ -15,6 +15,7 @@
 #include "pipe/schedule.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/paths.hpp"
+#include "pipe/memory_partition.hpp"
 #include "pipe/partition_method.hpp"
 
 namespace po = boost::program_options;
@@ -43,7 +44,10 @@ po::options_description describe_flags(Options& o) {
      "custom axis order and sizes instead of --stages/--data-parallel, outermost first, "
      "e.g. data=2,pipe=4 or pipe=2,data=2,model=2 (axes: pipe, data, model)")
     ("partition-method", po::value(&o.partition_method)->value_name("METHOD")->default_value(o.partition_method),
-     libpipe::partition_methods_help().c_str());
+     libpipe::partition_methods_help().c_str())
+    ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
+     "bytes per rank (8GiB, 512MiB, ...): cut the model with the smallest bottleneck among the cuts whose predicted "
+     "peak memory fits every rank (pipe-plan prints the prediction); one chunk per stage");
 
   po::options_description device("Device");
   device.add_options()
@@ -159,6 +163,15 @@ po::options_description describe_flags(Options& o) {
 }
 
 }  // namespace
+
+libpipe::MemoryModelOptions memory_model_options(const Options& o) {
+  libpipe::MemoryModelOptions mo;
+  mo.micro_batch_size = o.train.micro_batch_size;
+  mo.optimizer = o.train.optimizer.kind;
+  mo.bf16 = o.dtype == "bf16";
+  mo.checkpoint_interval = o.train.checkpoint_interval;
+  return mo;
+}
 
 std::string help_text() {
   Options o;
@@ -344,6 +357,14 @@ Options parse_options(int argc, char** argv) {
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);
   if (actions > 1) throw libpipe::Error("choose one of --describe, --list-layers and --dry-run");
   o.partition = libpipe::PartitionMethod::parse(o.partition_method);
+  if (!o.memory_limit.empty()) {
+    libpipe::parse_byte_size(o.memory_limit);  // the size's error now, before MPI and the model
+    if (o.virtual_stages != 1)
+      throw libpipe::Error("--memory-limit needs one chunk per stage, but --schedule " + o.train.schedule + " runs " +
+                           std::to_string(o.virtual_stages));
+    if (!o.train.custom_schedules.empty())
+      throw libpipe::Error("--memory-limit needs a named --schedule, not --schedule-file");
+  }
   return o;
 }
 

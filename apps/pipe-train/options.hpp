@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pipe/engine.hpp"
+#include "pipe/memory_model.hpp"
 #include "pipe/partition_method.hpp"
 
 namespace pipe_train {
@@ -20,6 +21,7 @@ struct Options {
   std::string topology;               // --topology, "" when not given
   std::string partition_method = "parameters";  // --partition-method, as given
   libpipe::PartitionMethod partition;           // ... parsed once, when the flags are read
+  std::string memory_limit;                     // --memory-limit SIZE, "" when none
   std::vector<std::string> plugin_dirs;
   bool builtin_plugins = true;
   std::uint64_t seed = 1234;
@@ -60,5 +62,7 @@ Options parse_options(int argc, char** argv);
 // MPI_Init, before the flags can be parsed in full; 0 when absent or not a number (the full parse reports it).
 double comm_timeout_before_init(int argc, char** argv);
 std::string help_text();
+// The memory model's view of the run (pipe/memory_model.hpp): micro-batch size, optimizer, dtype, checkpointing.
+libpipe::MemoryModelOptions memory_model_options(const Options& o);
 
 }  // namespace pipe_train

@@ -115,13 +115,9 @@ std::vector<double> predicted_memory(const libpipe::ModelDescription& descriptio
     for (int s = 0; s < stages; ++s)
       schedules.push_back(libpipe::make_schedule(options.train.schedule, stages, options.train.micro_batches, s,
                                                  options.virtual_stages));
-  libpipe::MemoryModelOptions mo;
-  mo.micro_batch_size = options.train.micro_batch_size;
-  mo.optimizer = options.train.optimizer.kind;
-  mo.bf16 = options.dtype == "bf16";
-  mo.checkpoint_interval = options.train.checkpoint_interval;
   std::vector<double> out;
-  for (const auto& m : libpipe::predict_memory(description, parts, schedules, mo)) out.push_back(m.total());
+  for (const auto& m : libpipe::predict_memory(description, parts, schedules, memory_model_options(options)))
+    out.push_back(m.total());
   return out;
 }
 

@@ -113,7 +113,8 @@ PartitionPlan plan_partition_memory(const ModelDescription& model, const Partiti
   }
   const double peak = smallest_peak_cost(static_cast<int>(model.layers.size()), num_stages, cost_of(bound));
   if (peak > r.limit)
-    throw Error(limit + ": no cut of " + model.name + " into " + std::to_string(num_stages) + " stages fits" +
+    throw Error(limit + ": no cut of " + model.name + " into " + std::to_string(num_stages) +
+                (num_stages == 1 ? " stage fits" : " stages fits") +
                 setting + "; the smallest peak any cut reaches is " + byte_size_str(peak) +
                 remedies(model, num_stages, r, peak));
   plan.parts = partition_balanced_capped(plan.weights, num_stages, cost_of(bound), r.limit);
