@@ -17,6 +17,9 @@
 #                   vocabulary stops the job with a line naming the file and offset
 #   plugin-loss     a model ending in a test plugin's own loss (L1Loss) trains, 1 and 2 stages bit-identical
 #   resume          20 steps straight == 10 steps + save + load on other stage counts + 10 (bit-identical)
+#   zero            --zero 1 (ZeRO-1) on 2 stages x 2 replicas == without (bit-identical), the optimizer state
+#                   halved (reported), 4 replicas within 1e-6, saves resumed with and without it (bit-identical)
+#                   and under another data-parallel degree (1e-6)
 #   checkpoint-errors  a corrupt, incomplete or foreign checkpoint is refused with one clear line
 #   bf16            mixed precision (--dtype bf16, emulated on the CPU with the GPU's rounding): 1 and 2
 #                   stages bit-identical; within 1e-2 of fp32 every
@@ -91,6 +94,52 @@ case $check in
       END { printf "resumed across data-parallel degrees: largest relative loss difference over %d steps %.3g\n", NR, worst
             exit !(NR == n && worst <= 1e-6) }' ||
       { echo "FAIL: a run saved under data parallelism 2 and resumed under 1 drifts from one stage"; exit 1; } ;;
+  zero)
+    # With 2 replicas every gradient element's sum has two terms, the same in either order, so the updates and the
+    # losses are bit-identical with and without the split. The printed norm is summed in another order (each
+    # layer's squares in two halves, then added over the replicas): it agrees within 1e-12 relative, and the clip
+    # factor computed from it (rounded to float32) did not change, or the losses would differ.
+    d2=(--model gpt-tiny --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2)
+    run z0 4 "${d2[@]}" --steps "$steps"
+    run z1 4 "${d2[@]}" --steps "$steps" --zero 1
+    diff <(series z0 loss) <(series z1 loss) >/dev/null && [ "$(series z1 loss | wc -l)" -eq "$steps" ] ||
+      { echo "FAIL: the losses differ with --zero 1:"; paste <(series z0 loss) <(series z1 loss); exit 1; }
+    paste <(series z0 grad_norm) <(series z1 grad_norm) | awk '
+      { d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > worst) worst = r }
+      END { printf "--zero 1 on 2 x 2: losses bit-identical, norms within %.3g relative\n", worst; exit !(worst <= 1e-12) }' ||
+      { echo "FAIL: the gradient norms differ beyond 1e-12 with --zero 1"; exit 1; }
+    grep -q "^pipe-train: --zero 1: rank 0 (stage 0) keeps 1,750,016 of its stage's 3,500,032 bytes of optimizer state (2 replicas)$" \
+      "$work/z1.log" || { echo "FAIL: no halved optimizer state reported"; cat "$work/z1.log"; exit 1; }
+    # 4 replicas of 1 stage: 4-term sums in MPI's reduce-scatter order, not its all-reduce's; within 1e-6.
+    d4=(--model gpt-tiny --micro-batches 1 --micro-batch-size 4 --seed 7 --stages 1 --data-parallel 4)
+    run y0 4 "${d4[@]}" --steps "$steps"
+    run y1 4 "${d4[@]}" --steps "$steps" --zero 1
+    within() {  # within A B: loss series of A and B within 1e-6 relative
+      paste <(series "$1" loss) <(series "$2" loss) | awk -v n="$steps" -v a="$1" -v b="$2" '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r; same += (d == 0) }
+        END { printf "%s vs %s: largest relative loss difference over %d steps %.3g, %d of them identical\n", a, b, NR,
+                worst, same
+              exit !(NR == n && worst <= 1e-6) }' || { echo "FAIL: $1 and $2 differ beyond 1e-6"; exit 1; }
+    }
+    within y0 y1
+    # Checkpoints hold the whole optimizer state: saved under --zero 1, resumed without it and the reverse, the
+    # runs continue bit for bit; resumed under --zero 1 with 4 replicas of 1 stage (the same global batch), within
+    # 1e-6 of the run that stayed on 2 x 2.
+    run zfirst 4 "${d2[@]}" --steps "$half" --zero 1 --save "$work/zck"
+    run zplain 4 "${d2[@]}" --steps "$steps" --load "$work/zck"
+    cat "$work/zfirst.json" "$work/zplain.json" | grep -v summary > "$work/zjoined.json"
+    diff <(series z0 loss) <(series zjoined loss) >/dev/null && [ "$(series zjoined loss | wc -l)" -eq "$steps" ] ||
+      { echo "FAIL: saved under --zero 1, resumed without it, the losses differ"; exit 1; }
+    echo "saved under --zero 1, resumed without it: $steps losses bit-identical"
+    run pfirst 4 "${d2[@]}" --steps "$half" --save "$work/pck"
+    run pzero 4 "${d2[@]}" --steps "$steps" --load "$work/pck" --zero 1
+    cat "$work/pfirst.json" "$work/pzero.json" | grep -v summary > "$work/pjoined.json"
+    diff <(series z0 loss) <(series pjoined loss) >/dev/null && [ "$(series pjoined loss | wc -l)" -eq "$steps" ] ||
+      { echo "FAIL: saved without --zero, resumed with it, the losses differ"; exit 1; }
+    echo "saved without --zero, resumed with it: $steps losses bit-identical"
+    run z4 4 "${d4[@]}" --steps "$steps" --load "$work/zck" --zero 1
+    cat "$work/zfirst.json" "$work/z4.json" | grep -v summary > "$work/z4joined.json"
+    within z0 z4joined ;;
   checkpointing)
     run plain 2 "${small[@]}" --stages 2
     run ckpt1 2 "${small[@]}" --stages 2 --activation-checkpoint-interval 1

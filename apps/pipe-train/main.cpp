@@ -209,6 +209,11 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                  chunk_note(options).c_str(), nlohmann::json(plan.parts).dump().c_str(), options.train.schedule.c_str(),
                  options.train.micro_batches, options.train.micro_batch_size, grid.data_parallel_size(),
                  static_cast<long long>(engine->global_batch()), data->describe().c_str());
+  if (options.train.zero == 1 && rank == 0)
+    std::fprintf(stderr, "%s: --zero 1: rank 0 (stage %d) keeps %s of its stage's %s bytes of optimizer state (%d "
+                 "replicas)\n", kProgram, grid.stage_id(),
+                 libpipe::with_commas(engine->optimizer().state_bytes()).c_str(),
+                 libpipe::with_commas(engine->optimizer().unsharded_state_bytes()).c_str(), grid.data_parallel_size());
   if (engine->checkpoint_saved_bytes() > 0)
     std::fprintf(stderr, "%s: rank %d (stage %d): activation checkpointing saves %s bytes per micro-batch\n",
                  kProgram, rank, grid.stage_id(), libpipe::with_commas(engine->checkpoint_saved_bytes()).c_str());
@@ -276,7 +281,8 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                                                  progress->mean_tokens_per_s(),
                                                  libpipe::comm_kind_name(where.comm), options.train.custom_schedules,
                                                  pipe_train::predicted_memory(description, plan.parts, options,
-                                                                              grid.num_stages())));
+                                                                              grid.num_stages(),
+                                                                              grid.data_parallel_size())));
       if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
         std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());
@@ -395,7 +401,7 @@ int run(MPI_Comm world, int argc, char** argv) {
       // A V-shaped placement (zb-v) balances the sum of each stage's two chunks, its work per micro-batch.
       if (!options.memory_limit.empty()) {
         const libpipe::MemoryLimitRequest request{options.train.schedule, options.train.micro_batches,
-                                                  memory_model_options(options),
+                                                  memory_model_options(options, grid->data_parallel_size()),
                                                   libpipe::parse_byte_size(options.memory_limit),
                                                   grid->data_parallel_size()};
         plan = libpipe::plan_partition_memory(description, options.partition, grid->num_stages(), request,

@@ -101,6 +101,9 @@ po::options_description describe_flags(Options& o) {
      "sgd momentum")
     ("clip-grad-norm", po::value(&t.clip_grad_norm)->value_name("X")->default_value(t.clip_grad_norm, "1"),
      "clip the global gradient norm (over all stages) to X; 0 disables")
+    ("zero", po::value(&t.zero)->value_name("0|1")->default_value(0),
+     "1: ZeRO stage 1, the optimizer state split over the data-parallel replicas (gradients reduce-scattered, "
+     "parameters all-gathered after the step; checkpoints hold the whole state and load with or without it)")
     ("activation-checkpoint-interval", po::value(&t.checkpoint_interval)->value_name("K")->default_value(0),
      "keep only the input of every K layers and recompute them in backward (0: off); groups without "
      "trainable parameters are not checkpointed, as in DeepSpeed")
@@ -164,12 +167,13 @@ po::options_description describe_flags(Options& o) {
 
 }  // namespace
 
-libpipe::MemoryModelOptions memory_model_options(const Options& o) {
+libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel) {
   libpipe::MemoryModelOptions mo;
   mo.micro_batch_size = o.train.micro_batch_size;
   mo.optimizer = o.train.optimizer.kind;
   mo.bf16 = o.dtype == "bf16";
   mo.checkpoint_interval = o.train.checkpoint_interval;
+  mo.optimizer_shards = o.train.zero == 1 ? data_parallel : 1;
   return mo;
 }
 
@@ -357,6 +361,8 @@ Options parse_options(int argc, char** argv) {
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);
   if (actions > 1) throw libpipe::Error("choose one of --describe, --list-layers and --dry-run");
   o.partition = libpipe::PartitionMethod::parse(o.partition_method);
+  if (o.train.zero != 0 && o.train.zero != 1)
+    throw libpipe::Error("--zero " + std::to_string(o.train.zero) + ": expected 0 or 1");
   if (!o.memory_limit.empty()) {
     libpipe::parse_byte_size(o.memory_limit);  // the size's error now, before MPI and the model
     if (o.virtual_stages != 1)

@@ -62,7 +62,8 @@ Options parse_options(int argc, char** argv);
 // MPI_Init, before the flags can be parsed in full; 0 when absent or not a number (the full parse reports it).
 double comm_timeout_before_init(int argc, char** argv);
 std::string help_text();
-// The memory model's view of the run (pipe/memory_model.hpp): micro-batch size, optimizer, dtype, checkpointing.
-libpipe::MemoryModelOptions memory_model_options(const Options& o);
+// The memory model's view of the run (pipe/memory_model.hpp): micro-batch size, optimizer, dtype, checkpointing,
+// and the optimizer state split over `data_parallel` replicas under --zero 1.
+libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel);
 
 }  // namespace pipe_train

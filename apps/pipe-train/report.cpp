@@ -109,14 +109,14 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
 }  // namespace
 
 std::vector<double> predicted_memory(const libpipe::ModelDescription& description, const libpipe::Parts& parts,
-                                     const Options& options, int stages) {
+                                     const Options& options, int stages, int data_parallel) {
   std::vector<libpipe::Schedule> schedules = options.train.custom_schedules;
   if (schedules.empty())
     for (int s = 0; s < stages; ++s)
       schedules.push_back(libpipe::make_schedule(options.train.schedule, stages, options.train.micro_batches, s,
                                                  options.virtual_stages));
   std::vector<double> out;
-  for (const auto& m : libpipe::predict_memory(description, parts, schedules, memory_model_options(options)))
+  for (const auto& m : libpipe::predict_memory(description, parts, schedules, memory_model_options(options, data_parallel)))
     out.push_back(m.total());
   return out;
 }

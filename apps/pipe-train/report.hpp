@@ -32,7 +32,7 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
 // The memory model's total per stage (pipe/memory_model.hpp) for this run: its partition into chunks, its
 // schedules, micro-batch size, optimizer, dtype and activation checkpointing.
 std::vector<double> predicted_memory(const libpipe::ModelDescription& description, const libpipe::Parts& parts,
-                                     const Options& options, int stages);
+                                     const Options& options, int stages, int data_parallel);
 
 // How an output is written: whole at the end, into a temporary file renamed over `path` (--trace,
 // --profile-out), or streamed, line by line (--metrics).

@@ -44,6 +44,15 @@ struct CommStats {
   std::int64_t bytes_received = 0;
 };
 
+// The slice of an n-element tensor that group rank `rank` of `size` owns when state is split over a group (ZeRO
+// stage 1): equal slices of ceil(n / size) elements in rank order, so the last ones may be shorter or empty (equal
+// slices are what NCCL's reduce-scatter and all-gather move).
+struct ShardRange {
+  std::int64_t begin = 0, end = 0;
+  std::int64_t size() const { return end - begin; }
+};
+PIPE_API ShardRange shard_range(std::int64_t numel, int size, int rank);
+
 enum class CommKind { mpi, nccl };
 PIPE_API const char* comm_kind_name(CommKind kind);
 
@@ -63,6 +72,10 @@ class PIPE_API Comm {
   virtual void allreduce_sum(Tensor& t) = 0;  // float32
   virtual void allreduce_sum(double* values, int count) = 0;  // host values
   virtual void broadcast(Tensor& t, int root) = 0;
+  // float32, in place, slices by shard_range: afterwards this rank's slice of `t` holds the group's sum (the rest
+  // of `t` is unspecified), and all_gather gives every rank every rank's slice.
+  virtual void reduce_scatter_sum(Tensor& t) = 0;
+  virtual void all_gather(Tensor& t) = 0;
 
   // Point-to-point calls between begin_batch() and end_batch() are issued as
   // one transfer, and their requests are not waited on before end_batch().

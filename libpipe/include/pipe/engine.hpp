@@ -45,6 +45,10 @@ struct TrainOptions {
   int decay_steps = 0;       // cosine decay to min_lr over this many steps after warm-up (0: constant)
   float min_lr = 0.0f;
   float clip_grad_norm = 1.0f;  // 0 disables clipping
+  // ZeRO stage 1 (1): the optimizer's state is split over the data-parallel group; gradients are reduce-scattered,
+  // each rank updates its slice of every parameter, and the parameters are all-gathered. 0: every replica keeps
+  // all of it (gradients all-reduced).
+  int zero = 0;
   // Activation checkpointing: keep only the input of every group of this many
   // local layers and recompute the group in backward (0: off). A group is
   // checkpointed only when it has trainable parameters, unless its layers'

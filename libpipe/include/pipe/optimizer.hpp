@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "pipe/comm.hpp"
 #include "pipe/export.hpp"
 #include "pipe/layer.hpp"
 
@@ -27,17 +28,28 @@ class PIPE_API Optimizer {
   // `params` must have gradients allocated. Weight decay applies to tensors
   // of 2 or more dimensions (weights, embeddings), never to biases or norm
   // gains: nanoGPT's rule.
-  Optimizer(const OptimizerConfig& config, const std::vector<Parameter*>& params);
+  // Sharded (ZeRO stage 1, shard_count > 1): the state covers only slice shard_rank of every parameter
+  // (shard_range), and step() updates only that slice of the parameters; the caller reduce-scatters the gradients
+  // before and all-gathers the parameters after.
+  Optimizer(const OptimizerConfig& config, const std::vector<Parameter*>& params, int shard_rank = 0,
+            int shard_count = 1);
   // One update with learning rate `lr` from the parameters' current gradients.
   void step(float lr);
+  bool sharded() const { return shard_count_ > 1; }
+  // The slice of `param` this optimizer updates (all of it unless sharded).
+  ShardRange shard_of(const Parameter& param) const;
+  // Bytes of optimizer state held here (m and v, or the momentum buffers), and what it would be unsharded.
+  std::int64_t state_bytes() const;
+  std::int64_t unsharded_state_bytes() const;
   std::int64_t steps() const { return steps_; }
   const OptimizerConfig& config() const { return config_; }
   // Number of distinct parameter tensors it updates.
   std::size_t size() const { return slots_.size(); }
 
   // The state kept for `param` (checkpoints): AdamW's first and second
-  // moments, or SGD's momentum buffer in `first` (second undefined). Throws
-  // for a parameter this optimizer does not update.
+  // moments, or SGD's momentum buffer in `first` (second undefined); when
+  // sharded, of shard_of(param) only (1-D). Throws for a parameter this
+  // optimizer does not update.
   struct State {
     Tensor* first;
     Tensor* second;
@@ -52,11 +64,17 @@ class PIPE_API Optimizer {
     Tensor m;  // AdamW first moment, or SGD momentum buffer
     Tensor v;  // AdamW second moment
     bool decay;
+    ShardRange shard;  // the elements it updates
   };
   OptimizerConfig config_;
+  int shard_rank_ = 0, shard_count_ = 1;
   std::vector<Slot> slots_;
   std::int64_t steps_ = 0;
 };
+
+// Elements [range.begin, range.end) of `t` as a 1-D tensor sharing its storage (`t` itself, shape and all, when
+// the range covers it). Valid while `t`'s storage lives.
+PIPE_API Tensor shard_view(Tensor& t, const ShardRange& range);
 
 // Collects the parameters of `layers` (pointers stay valid while the layers live).
 PIPE_API std::vector<Parameter*> parameters_of(const std::vector<Layer*>& layers);

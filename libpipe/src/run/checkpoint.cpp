@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 
 #include "run/mpi_check.hpp"
 #include "pipe/collective.hpp"
+#include "pipe/comm.hpp"
 #include "pipe/error.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/ops.hpp"
@@ -117,6 +119,17 @@ bool stores(const Parameter& p, int layer, const std::vector<int>& owner) {
 // What the file gets: the tensor itself on the host, a host copy of a device tensor.
 Tensor host_copy(const Tensor& t) { return ops::to_device(t, Device::cpu); }
 
+// The whole of a sharded optimizer state tensor (ZeRO-1: each data-parallel rank holds one slice): the slices
+// all-gathered over `group` into a host tensor of the parameter's shape. Collective over the group.
+Tensor gathered_state(const Tensor& slice, const Parameter& p, const ShardRange& range, Comm& group) {
+  Tensor full = Tensor::zeros(p.value.shape(), DType::float32, Device::cpu);
+  const Tensor mine = host_copy(slice);
+  if (range.size() > 0)
+    std::memcpy(full.f32() + range.begin, mine.f32(), static_cast<std::size_t>(range.size()) * sizeof(float));
+  group.all_gather(full);
+  return full;
+}
+
 // Keeps the `keep` newest complete checkpoints of `dir` (by their manifests' times; `newest` is one of them) and
 // removes the others. Directories without a manifest (a save that failed) are not ours to judge and stay.
 void remove_older_checkpoints(const std::string& dir, const fs::path& newest, int keep) {
@@ -152,6 +165,28 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
   const std::vector<int> owner = tie_owner_of(d);
   // Replica 0 of each stage writes its layers; the others hold the same values.
   const bool writer = grid.data_parallel_id() == 0 && grid.model_parallel_id() == 0;
+  // Under ZeRO-1 the optimizer state is in slices over the data-parallel group: the writers gather it first, one
+  // tensor at a time and before anything can fail on a disk, so that the checkpoint is the same as without
+  // --zero and loads under any data-parallel degree.
+  std::map<std::string, Tensor> gathered;  // "LAYER/opt.m.NAME" -> the whole tensor (writers only)
+  if (optimizer.sharded()) {
+    const std::unique_ptr<Comm> group = make_mpi_comm(grid.data_parallel_comm(), "the data-parallel group");
+    for (auto& local : module.layers())
+      for (auto& p : local.layer->parameters()) {
+        if (!stores(p, local.index, owner)) continue;
+        const Optimizer::State state = optimizer.state_of(p);
+        const ShardRange range = optimizer.shard_of(p);
+        const std::string prefix = std::to_string(local.index) + "/opt.";
+        Tensor m = gathered_state(*state.first, p, range, *group);
+        if (writer) gathered[prefix + "m." + p.spec.name] = m;
+        if (!state.second) continue;
+        Tensor v = gathered_state(*state.second, p, range, *group);
+        if (writer) gathered[prefix + "v." + p.spec.name] = v;
+      }
+  }
+  auto state_copy = [&](int layer, const std::string& key, const Tensor& local_state) {
+    return optimizer.sharded() ? gathered.at(std::to_string(layer) + "/" + key) : host_copy(local_state);
+  };
   json mine = json::object();
   PhaseResult result;
   // Three phases, each ending with every rank agreeing (which is also the
@@ -174,8 +209,9 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
         if (!stores(p, local.index, owner)) continue;
         held.emplace_back(p.spec.name, host_copy(master_of(p)));  // float32 under mixed precision too
         Optimizer::State state = optimizer.state_of(p);
-        held.emplace_back("opt.m." + p.spec.name, host_copy(*state.first));
-        if (state.second) held.emplace_back("opt.v." + p.spec.name, host_copy(*state.second));
+        held.emplace_back("opt.m." + p.spec.name, state_copy(local.index, "opt.m." + p.spec.name, *state.first));
+        if (state.second)
+          held.emplace_back("opt.v." + p.spec.name, state_copy(local.index, "opt.v." + p.spec.name, *state.second));
       }
       std::vector<std::pair<std::string, const Tensor*>> tensors;
       for (const auto& [name, tensor] : held) tensors.emplace_back(name, &tensor);
@@ -320,6 +356,22 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
                   type_str({into.shape(), into.dtype()}));
     copies.emplace_back(&into, &it->second);
   };
+  // Optimizer state: the whole tensor, or under ZeRO-1 this rank's slice of it (any data-parallel degree loads
+  // any checkpoint: the files hold the whole state).
+  std::deque<Tensor> slices;  // views of the files' tensors, alive until the copies below
+  auto restore_state = [&](Tensor& into, const Parameter& p, const ShardRange& range,
+                           const std::map<std::string, Tensor>& from, const std::string& key, int layer) {
+    if (into.shape() == p.value.shape()) return restore(into, from, key, layer);  // not sharded
+    auto it = from.find(key);
+    if (it == from.end())
+      throw Error("checkpoint " + (root / layer_file(layer)).string() + ": missing tensor '" + key + "'");
+    if (it->second.shape() != p.value.shape() || it->second.dtype() != DType::float32)
+      throw Error("checkpoint " + (root / layer_file(layer)).string() + ": tensor '" + key + "' is " +
+                  type_str({it->second.shape(), it->second.dtype()}) + ", the layer needs " +
+                  type_str({p.value.shape(), DType::float32}));
+    slices.push_back(shard_view(const_cast<Tensor&>(it->second), range));
+    copies.emplace_back(&into, &slices.back());
+  };
   if (optimizer && manifest.optimizer != optimizer->config().kind)
     throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + manifest.optimizer +
                 "'; this run uses '" + optimizer->config().kind + "'");
@@ -338,8 +390,8 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
       restore(master_of(p), tensors, key, source);
       if (optimizer) {
         Optimizer::State state = optimizer->state_of(p);
-        restore(*state.first, tensors, "opt.m." + key, source);
-        if (state.second) restore(*state.second, tensors, "opt.v." + key, source);
+        restore_state(*state.first, p, optimizer->shard_of(p), tensors, "opt.m." + key, source);
+        if (state.second) restore_state(*state.second, p, optimizer->shard_of(p), tensors, "opt.v." + key, source);
       }
       restored.push_back(&p);
     }

@@ -3,10 +3,12 @@
 // receive lands in host memory and is copied to the device when it completes.
 #include "pipe/comm.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include "run/mpi_check.hpp"
@@ -24,6 +26,13 @@ std::string Comm::timeout_message(const CommRequest& r, const std::string& group
   return std::string("--comm-timeout: waited more than ") + seconds + " s for " +
          (r.what.empty() ? std::string("a transfer") : r.what) + (group.empty() ? "" : " in " + group) +
          (r.names_peer ? "" : " (rank " + std::to_string(world_rank) + ")");
+}
+
+ShardRange shard_range(std::int64_t numel, int size, int rank) {
+  if (size < 1 || rank < 0 || rank >= size)
+    throw Error("shard_range: rank " + std::to_string(rank) + " of a group of " + std::to_string(size));
+  const std::int64_t slice = (numel + size - 1) / size;
+  return {std::min(numel, slice * rank), std::min(numel, slice * (rank + 1))};
 }
 
 const char* comm_kind_name(CommKind kind) { return kind == CommKind::nccl ? "nccl" : "mpi"; }
@@ -147,6 +156,45 @@ class MpiComm : public Comm {
     wait(r);
   }
 
+  void reduce_scatter_sum(Tensor& t) override {
+    check_float(t, "reduce-scatter");
+    if (size_ == 1) return;
+    if (t.numel() > INT32_MAX) throw Error("reduce-scatter of more than 2^31 elements is not supported");
+    std::vector<int> counts, offsets;
+    slices(t.numel(), counts, offsets);
+    auto staging = stage(t, true);
+    float* all = static_cast<float*>(buffer(staging, t));
+    std::vector<float> mine(static_cast<std::size_t>(std::max(1, counts[static_cast<std::size_t>(rank_)])));
+    CommRequest r;
+    r.what = "a reduce-scatter of " + std::to_string(t.numel()) + " gradients";
+    PIPE_MPI_CHECK(MPI_Ireduce_scatter(all, mine.data(), counts.data(), MPI_FLOAT, MPI_SUM, comm_, &r.mpi),
+                   world_rank_);
+    wait(r);
+    std::copy(mine.begin(), mine.begin() + counts[static_cast<std::size_t>(rank_)],
+              all + offsets[static_cast<std::size_t>(rank_)]);
+    if (staging) staging->to_device(t);
+    stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
+    stats_.bytes_received += static_cast<std::int64_t>(counts[static_cast<std::size_t>(rank_)]) * 4;
+  }
+
+  void all_gather(Tensor& t) override {
+    check_float(t, "all-gather");
+    if (size_ == 1) return;
+    if (t.numel() > INT32_MAX) throw Error("all-gather of more than 2^31 elements is not supported");
+    std::vector<int> counts, offsets;
+    slices(t.numel(), counts, offsets);
+    auto staging = stage(t, true);
+    CommRequest r;
+    r.what = "an all-gather of " + std::to_string(t.numel()) + " parameters";
+    PIPE_MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer(staging, t), counts.data(),
+                                   offsets.data(), MPI_FLOAT, comm_, &r.mpi),
+                   world_rank_);
+    wait(r);
+    if (staging) staging->to_device(t);
+    stats_.bytes_sent += static_cast<std::int64_t>(counts[static_cast<std::size_t>(rank_)]) * 4;
+    stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
+  }
+
   void broadcast(Tensor& t, int root) override {
     if (size_ == 1) return;
     auto staging = stage(t, rank_ == root);
@@ -159,6 +207,15 @@ class MpiComm : public Comm {
   }
 
  private:
+  // Every rank's slice of an n-element tensor (shard_range), as MPI's counts and displacements.
+  void slices(std::int64_t n, std::vector<int>& counts, std::vector<int>& offsets) const {
+    for (int r = 0; r < size_; ++r) {
+      const ShardRange range = shard_range(n, size_, r);
+      counts.push_back(static_cast<int>(range.size()));
+      offsets.push_back(static_cast<int>(range.begin));
+    }
+  }
+
   // The MPI part is done: a staged receive's data goes to the device.
   static void finish(CommRequest& r) {
     if (!r.state) return;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "run/mpi_check.hpp"
 #include "pipe/collective.hpp"
@@ -535,10 +536,21 @@ struct PipelineEngine::Impl {
     }
   }
 
+  // Every parameter tensor of the stage once (tied layers on one stage share theirs).
+  std::vector<Parameter*> distinct_params() {
+    std::vector<Parameter*> out;
+    std::set<const void*> seen;
+    for (auto& l : module.layers())
+      for (auto& p : l.layer->parameters())
+        if (seen.insert(p.value.data()).second) out.push_back(&p);
+    return out;
+  }
+
+  // Sharded (ZeRO-1), each rank needs the sum of only its slice of every gradient.
   void reduce_data_parallel_grads() {
     if (grid.data_parallel_size() == 1) return;
-    for (auto& l : module.layers())
-      for (auto& p : l.layer->parameters()) data_comm->allreduce_sum(p.grad);
+    for (Parameter* p : distinct_params())
+      optimizer->sharded() ? data_comm->reduce_scatter_sum(p->grad) : data_comm->allreduce_sum(p->grad);
   }
 
   // The global gradient norm, summed per global layer and then in layer order,
@@ -551,16 +563,20 @@ struct PipelineEngine::Impl {
     for (const auto& t : description.ties)
       for (std::size_t i = 1; i < t.layers.size(); ++i) tie_owner[t.layers[i]] = false;
     // Summed in one call, so that a GPU is waited for once per step, not once per parameter.
-    std::vector<const Tensor*> grads;
+    // Sharded, a rank holds the sum of its slice of each gradient only: the slices' squares add up over the group.
+    std::vector<Tensor> slices;
     std::vector<int> layer_of;
     for (auto& l : module.layers())
       for (auto& p : l.layer->parameters())
         if (!p.spec.tieable || tie_owner[l.index]) {
-          grads.push_back(&p.grad);
+          slices.push_back(optimizer->sharded() ? shard_view(p.grad, optimizer->shard_of(p)) : p.grad);
           layer_of.push_back(l.index);
         }
+    std::vector<const Tensor*> grads;
+    for (const Tensor& t : slices) grads.push_back(&t);
     const std::vector<double> squares = ops::sum_squares_each(grads);
     for (std::size_t i = 0; i < squares.size(); ++i) per_layer[layer_of[i]] += squares[i];
+    if (optimizer->sharded()) data_comm->allreduce_sum(per_layer.data(), static_cast<int>(per_layer.size()));
     pipe_comm->allreduce_sum(per_layer.data(), static_cast<int>(per_layer.size()));
     double total = 0;
     nonfinite_layer = -1;
@@ -584,10 +600,14 @@ struct PipelineEngine::Impl {
     timed(WorkKind::OptimizerStep, 0, -1, totals.optimizer_s, [&] {
       if (options.clip_grad_norm > 0 && stats.grad_norm > options.clip_grad_norm) {
         const float factor = static_cast<float>(options.clip_grad_norm / (stats.grad_norm + 1e-6));
-        for (auto& l : module.layers())
-          for (auto& p : l.layer->parameters()) ops::scale(p.grad, factor);
+        for (Parameter* p : distinct_params()) ops::scale(p->grad, factor);  // a shared gradient once
       }
       optimizer->step(stats.lr);
+      if (optimizer->sharded())  // every rank updated its slice: gather the whole of every parameter
+        for (Parameter* p : distinct_params()) {
+          data_comm->all_gather(master_of(*p));
+          refresh_from_master(*p);
+        }
       for (auto& l : module.layers()) zero_grads(*l.layer);
     });
   }
@@ -707,7 +727,10 @@ PipelineEngine::PipelineEngine(PipelineModule& module, const PipelineParallelGri
     allocate_grads(*l.layer);
     layers.push_back(l.layer.get());
   }
-  e.optimizer = std::make_unique<Optimizer>(options.optimizer, parameters_of(layers));
+  if (options.zero != 0 && options.zero != 1) throw Error("--zero " + std::to_string(options.zero) + ": expected 0 or 1");
+  const bool shard = options.zero == 1;
+  e.optimizer = std::make_unique<Optimizer>(options.optimizer, parameters_of(layers), shard ? e.data_comm->rank() : 0,
+                                            shard ? e.data_comm->size() : 1);
 }
 
 PipelineEngine::~PipelineEngine() = default;

@@ -10,37 +10,79 @@
 
 namespace libpipe {
 
-Optimizer::Optimizer(const OptimizerConfig& config, const std::vector<Parameter*>& params) : config_(config) {
+Tensor shard_view(Tensor& t, const ShardRange& range) {
+  if (range.begin == 0 && range.end == t.numel()) return t;
+  if (range.begin < 0 || range.end > t.numel() || range.begin > range.end)
+    throw Error("shard_view: elements [" + std::to_string(range.begin) + ", " + std::to_string(range.end) +
+                ") of a tensor of " + std::to_string(t.numel()));
+  auto* base = static_cast<unsigned char*>(t.data()) + static_cast<std::size_t>(range.begin) * dtype_size(t.dtype());
+  return Tensor::borrow(base, {range.size()}, t.dtype(), t.device());
+}
+
+Optimizer::Optimizer(const OptimizerConfig& config, const std::vector<Parameter*>& params, int shard_rank,
+                     int shard_count)
+    : config_(config), shard_rank_(shard_rank), shard_count_(shard_count) {
   if (config_.kind != "adamw" && config_.kind != "sgd")
     throw Error("unknown optimizer '" + config_.kind + "' (expected adamw or sgd)");
   std::set<const void*> seen;
   for (Parameter* p : params) {
     if (!p->grad.defined()) throw Error("optimizer: parameter '" + p->spec.name + "' has no gradient allocated");
     if (!seen.insert(p->value.data()).second) continue;  // a tied parameter already listed
-    Slot slot{p, Tensor::zeros(p->value.shape(), DType::float32, p->value.device()), Tensor(),
-              p->value.shape().size() >= 2};
-    if (config_.kind == "adamw") slot.v = Tensor::zeros(p->value.shape(), DType::float32, p->value.device());
+    const ShardRange shard = shard_range(p->value.numel(), shard_count_, shard_rank_);
+    const Shape shape = sharded() ? Shape{shard.size()} : p->value.shape();
+    Slot slot{p, Tensor::zeros(shape, DType::float32, p->value.device()), Tensor(), p->value.shape().size() >= 2,
+              shard};
+    if (config_.kind == "adamw") slot.v = Tensor::zeros(shape, DType::float32, p->value.device());
     slots_.push_back(std::move(slot));
   }
 }
 
 void Optimizer::step(float lr) {
   ++steps_;
+  // Views of the slice each slot updates (the whole tensors unless sharded); kept alive through the call.
+  std::vector<Tensor> masters, grads, values;
+  masters.reserve(slots_.size()), grads.reserve(slots_.size()), values.reserve(slots_.size());
+  for (auto& s : slots_) {
+    Parameter& p = *s.param;
+    masters.push_back(shard_view(master_of(p), s.shard));
+    grads.push_back(shard_view(p.grad, s.shard));
+    values.push_back(p.master.defined() ? shard_view(p.value, s.shard) : Tensor());
+  }
   if (config_.kind == "adamw") {  // every tensor in one call: a device fuses them into a few launches
     std::vector<ops::AdamwParam> all;
-    for (auto& s : slots_) {
-      Parameter& p = *s.param;
-      all.push_back({&master_of(p), &p.grad, &s.m, &s.v, p.master.defined() ? &p.value : nullptr,
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      Slot& s = slots_[i];
+      if (s.shard.size() == 0) continue;
+      all.push_back({&masters[i], &grads[i], &s.m, &s.v, values[i].defined() ? &values[i] : nullptr,
                      s.decay ? config_.weight_decay : 0.0f});
     }
     ops::adamw_multi(all, lr, config_.beta1, config_.beta2, config_.eps, steps_);
     return;
   }
-  for (auto& s : slots_) {
-    ops::sgd_momentum(master_of(*s.param), s.param->grad, s.m, lr, config_.momentum,
-                      s.decay ? config_.weight_decay : 0.0f);
-    refresh_from_master(*s.param);
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    if (s.shard.size() == 0) continue;
+    ops::sgd_momentum(masters[i], grads[i], s.m, lr, config_.momentum, s.decay ? config_.weight_decay : 0.0f);
+    if (!sharded()) refresh_from_master(*s.param);  // sharded: after the all-gather, by the caller
   }
+}
+
+ShardRange Optimizer::shard_of(const Parameter& param) const {
+  for (const auto& s : slots_)
+    if (s.param->value.data() == param.value.data()) return s.shard;
+  throw Error("the optimizer does not update parameter '" + param.spec.name + "'");
+}
+
+std::int64_t Optimizer::unsharded_state_bytes() const {
+  std::int64_t bytes = 0;
+  for (const auto& s : slots_) bytes += s.param->value.numel() * 4 * (s.v.defined() ? 2 : 1);
+  return bytes;
+}
+
+std::int64_t Optimizer::state_bytes() const {
+  std::int64_t bytes = 0;
+  for (const auto& s : slots_) bytes += static_cast<std::int64_t>(s.m.bytes() + (s.v.defined() ? s.v.bytes() : 0));
+  return bytes;
 }
 
 Optimizer::State Optimizer::state_of(const Parameter& param) {

@@ -133,6 +133,12 @@ class NcclComm : public Comm {
     return true;
   }
 
+  void check_float(const Tensor& t, const char* what) const {
+    check_device(t, what);
+    if (t.dtype() != DType::float32)
+      throw Error(std::string("the NCCL communicator cannot ") + what + " a " + dtype_name(t.dtype()) + " tensor");
+  }
+
   void allreduce_sum(Tensor& t) override {
     check_device(t, "all-reduce");
     if (t.dtype() != DType::float32)
@@ -146,6 +152,53 @@ class NcclComm : public Comm {
     });
     wait(r);
     stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
+    stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
+  }
+
+  // NCCL moves equal slices: `t` goes through a buffer padded to size x ceil(n / size) (shard_range's slices). The
+  // buffer is freed after wait(), in the compute stream's order, which by then waits for the comm stream.
+  void reduce_scatter_sum(Tensor& t) override {
+    check_float(t, "reduce-scatter");
+    if (size_ == 1) return;
+    const auto n = static_cast<std::size_t>(t.numel()), slice = (n + size_ - 1) / size_;
+    Tensor padded = Tensor::empty({static_cast<std::int64_t>(slice * size_)}, DType::float32, t.device());
+    float* base = static_cast<float*>(padded.data());
+    float* mine = base + static_cast<std::size_t>(rank_) * slice;
+    const ShardRange range = shard_range(t.numel(), size_, rank_);
+    CommRequest r;
+    r.what = "a reduce-scatter of " + std::to_string(n) + " gradients";
+    r.state = issue([&] {
+      PIPE_COMM_CUDA_CHECK(cudaMemsetAsync(base, 0, padded.bytes(), stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(base, t.data(), t.bytes(), cudaMemcpyDeviceToDevice, stream_));
+      PIPE_NCCL_CHECK(ncclReduceScatter(base, mine, slice, ncclFloat, ncclSum, nccl_, stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(static_cast<float*>(t.data()) + range.begin, mine,
+                                           static_cast<std::size_t>(range.size()) * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, stream_));
+    });
+    wait(r);
+    stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
+    stats_.bytes_received += range.size() * 4;
+  }
+
+  void all_gather(Tensor& t) override {
+    check_float(t, "all-gather");
+    if (size_ == 1) return;
+    const auto n = static_cast<std::size_t>(t.numel()), slice = (n + size_ - 1) / size_;
+    Tensor padded = Tensor::empty({static_cast<std::int64_t>(slice * size_)}, DType::float32, t.device());
+    float* base = static_cast<float*>(padded.data());
+    float* mine = base + static_cast<std::size_t>(rank_) * slice;
+    const ShardRange range = shard_range(t.numel(), size_, rank_);
+    CommRequest r;
+    r.what = "an all-gather of " + std::to_string(n) + " parameters";
+    r.state = issue([&] {
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(mine, static_cast<const float*>(t.data()) + range.begin,
+                                           static_cast<std::size_t>(range.size()) * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, stream_));
+      PIPE_NCCL_CHECK(ncclAllGather(mine, base, slice, ncclFloat, nccl_, stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(t.data(), base, t.bytes(), cudaMemcpyDeviceToDevice, stream_));
+    });
+    wait(r);
+    stats_.bytes_sent += range.size() * 4;
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
   }
 
