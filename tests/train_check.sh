@@ -110,6 +110,16 @@ case $check in
       { echo "FAIL: the gradient norms differ beyond 1e-12 with --zero 1"; exit 1; }
     grep -q "^pipe-train: --zero 1: rank 0 (stage 0) keeps 1,750,016 of its stage's 3,500,032 bytes of optimizer state (2 replicas)$" \
       "$work/z1.log" || { echo "FAIL: no halved optimizer state reported"; cat "$work/z1.log"; exit 1; }
+    # Under bf16 (the bfloat16 values refreshed from the gathered float32 masters) and under SGD, the same.
+    for extra in "--dtype bf16" "--optimizer sgd"; do
+      name=$(echo "$extra" | tr -dc 'a-z0-9')
+      run "${name}0" 4 "${d2[@]}" --steps "$half" $extra
+      run "${name}1" 4 "${d2[@]}" --steps "$half" $extra --zero 1
+      diff <(series "${name}0" loss) <(series "${name}1" loss) >/dev/null &&
+        [ "$(series "${name}1" loss | wc -l)" -eq "$half" ] ||
+        { echo "FAIL: with $extra the losses differ with --zero 1"; exit 1; }
+      echo "$extra: --zero 1 bit-identical over $half steps"
+    done
     # 4 replicas of 1 stage: 4-term sums in MPI's reduce-scatter order, not its all-reduce's; within 1e-6.
     d4=(--model gpt-tiny --micro-batches 1 --micro-batch-size 4 --seed 7 --stages 1 --data-parallel 4)
     run y0 4 "${d4[@]}" --steps "$steps"
