@@ -126,6 +126,19 @@ pipe_plan_test(memory_limit_unmet 1 "pipe-plan: error: --memory-limit 1.00 MiB: 
 # --zero 1 over 2 replicas: AdamW's 8 bytes per parameter become 4, as many as the parameters' own.
 pipe_plan_test(memory_limit_zero_shards 0 [=["optimizer":1750016.0,"parameters":1750016.0,]=] [=["zero":1}]=]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --zero 1 --json)
+# The planner (pipe-plan --auto): a given rate (--gflops) makes the search deterministic. 4 ranks, 64 samples per
+# step: every plan considered fits without a limit, 108 of them under 20 MiB, none under 2 MiB.
+pipe_plan_test(auto_json 0 [=["considered":186,"fitting":186,]=] [=["flops_per_s":50000000000.0,]=]
+  [=["command":"mpirun -np 4 pipe-train --model gpt-tiny --stages 1 --data-parallel 4 --schedule 1f1b ]=]
+  -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --json --top 1)
+pipe_plan_test(auto_memory_limit 0 "186 plans considered, 108 fit, in "
+  "pipe-plan --auto: gpt-tiny on 4 ranks, global batch 64, memory limit 20.0 MiB per rank"
+  -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --memory-limit 20MiB)
+pipe_plan_test(auto_nothing_fits 1 "pipe-plan: error: --auto: none of the 186 plans for gpt-tiny on 4 ranks fits --memory-limit 2.00 MiB per rank"
+  "the smallest predicted peak is 4.50 MiB (more ranks, a smaller global batch or bf16 off would lower it)"
+  -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --memory-limit 2MiB)
+pipe_plan_test(auto_needs_a_batch 1 "pipe-plan: error: --auto needs --global-batch G (samples per optimizer step)"
+  -- --auto --model gpt-tiny --world-size 4)
 pipe_plan_test(memory_limit_interleaved 1 "pipe-plan: error: --memory-limit needs one chunk per stage, but --schedule zb-v runs 2"
   -- --model gpt-tiny --stages 2 --schedule zb-v --memory-limit 1GiB)
 pipe_plan_test(gpt_tiny_json 0 [=["params":834304,"parts":[0,3,8],"stage_details":]=]
@@ -320,6 +333,13 @@ set(PIPE_TRAIN_1 ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train>)
 pipe_cli_test(memory_limit_trains 2 0
   "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters within --memory-limit 150 MiB per rank [0,2,8]; schedule 1f1b, 2 micro-batches x 64 samples"
   -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 64 --memory-limit 150MiB --device cpu --comm mpi)
+# pipe-train --plan auto: rank 0 plans (its GEMM measured, so the plan is not fixed here), every rank runs it.
+pipe_cli_test(plan_auto_trains 2 0 "pipe-train: --plan auto: --stages " "pipe-train: trained 2 steps in "
+  -- --plan auto --global-batch 32 --steps 2 --device cpu --comm mpi)
+pipe_refusal(cli.plan_auto_chooses_the_stages "pipe-train: error: --plan auto chooses --stages: leave it out"
+  ${PIPE_TRAIN_1} --plan auto --global-batch 32 --stages 1)
+pipe_refusal(cli.global_batch_without_a_plan "pipe-train: error: --global-batch goes with --plan auto"
+  ${PIPE_TRAIN_1} --global-batch 32)
 pipe_refusal(cli.memory_limit_not_a_size
   "pipe-train: error: --memory-limit 8XB: expected a positive size in bytes, such as 8GiB, 512MiB, 1.5GB or 4096"
   ${PIPE_TRAIN_1} --steps 1 --memory-limit 8XB)

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "pipe/describe.hpp"
+#include "auto.hpp"
 #include "parse_flags.hpp"
 #include "pipe/error.hpp"
 #include "pipe/memory_model.hpp"
@@ -50,6 +51,13 @@ struct Options {
   int checkpoint_interval = 0;
   int zero = 0;                  // --zero 1: the optimizer's state split over the data-parallel replicas
   std::string memory_limit;      // --memory-limit, as given ("" when none)
+  // --auto: the planner
+  bool auto_plan = false;
+  int world_size = 0;
+  std::int64_t global_batch = 0;
+  double gflops = 0;
+  std::vector<std::string> profiles;
+  int top = 5;
 };
 
 po::options_description flags(Options& o) {
@@ -86,6 +94,18 @@ po::options_description flags(Options& o) {
     ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
      "bytes per rank (8GiB, 512MiB, ...): the cut with the smallest bottleneck among those whose predicted peak "
      "fits (one chunk per stage)")
+    ("auto", po::bool_switch(&o.auto_plan),
+     "search the plans for --world-size ranks and --global-batch samples per step (within --memory-limit): the "
+     "pipe x data split, schedule, micro-batches, activation checkpointing, --zero and the partition; prints the "
+     "fastest with their pipe-train commands")
+    ("world-size", po::value(&o.world_size)->value_name("N"), "--auto: ranks in the job")
+    ("global-batch", po::value(&o.global_batch)->value_name("G"), "--auto: samples per optimizer step, all replicas")
+    ("gflops", po::value(&o.gflops)->value_name("R"),
+     "--auto: the device rate per rank in GFLOP/s (default: a GEMM measured here)")
+    ("profile", po::value(&o.profiles)->value_name("FILE")->composing(),
+     "--auto: calibrate the rate and the F:B:W shares from pipe-train --profile-out FILE of this model; repeat it "
+     "with runs at other --micro-batch-size values to fit a fixed cost per layer and micro-batch as well")
+    ("top", po::value(&o.top)->value_name("K")->default_value(o.top), "--auto: how many plans to print")
     ("help,h", "show this help");
   return d;
 }
@@ -287,7 +307,9 @@ int main(int argc, char** argv) {
     if (!pipe_apps::parse_flags(argc, argv, flags(o),
                                 "usage: pipe-plan --model M --stages S [--data-parallel D] [--partition-method X] "
                                 "[--json]\n"
-                                "       pipe-plan --weights 3,1,4,1,5 --stages 2 [--json]\n\n"
+                                "       pipe-plan --weights 3,1,4,1,5 --stages 2 [--json]\n"
+                                "       pipe-plan --auto --model M --world-size N --global-batch G "
+                                "[--memory-limit SIZE] [--profile FILE]\n\n"
                                 "Plans a pipeline partition without MPI and without allocating parameters.",
                                 vm))
       return 0;
@@ -308,6 +330,30 @@ int main(int argc, char** argv) {
       throw libpipe::Error("--activation-checkpoint-interval must be 0 or more, not " +
                            std::to_string(o.checkpoint_interval));
     o.partition = libpipe::PartitionMethod::parse(!o.weights.empty() && o.method == "balanced" ? "parameters" : o.method);
+    if (o.auto_plan) {
+      if (!o.weights.empty()) throw libpipe::Error("--auto plans a model, not --weights");
+      if (o.world_size < 1) throw libpipe::Error("--auto needs --world-size N (the job's ranks)");
+      if (o.global_batch < 1) throw libpipe::Error("--auto needs --global-batch G (samples per optimizer step)");
+      if (vm.count("gflops") && !(o.gflops > 0)) throw libpipe::Error("--gflops must be positive");
+      if (vm.count("gflops") && !o.profiles.empty()) throw libpipe::Error("--gflops and --profile both give the rate");
+      libpipe::LayerRegistry registry;
+      libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
+      const auto d = libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path(o.model)), registry);
+      pipe_plan::AutoFlags f;
+      f.model = o.model;
+      f.world_size = o.world_size;
+      f.global_batch = o.global_batch;
+      f.memory_limit = o.memory_limit.empty() ? 0 : libpipe::parse_byte_size(o.memory_limit);
+      f.gflops = o.gflops;
+      f.profiles = o.profiles;
+      f.top = o.top;
+      f.optimizer = o.optimizer;
+      f.bf16 = o.dtype == "bf16";
+      // Time is what the planner balances: FLOPs, unless a method is asked for.
+      f.method = libpipe::PartitionMethod::parse(vm["partition-method"].defaulted() ? "flops" : o.method);
+      f.json = o.json;
+      return pipe_plan::plan_auto(d, f);
+    }
     return o.weights.empty() ? plan_model(o) : plan_weights(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pipe-plan: error: %s\n", e.what());

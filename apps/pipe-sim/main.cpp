@@ -28,6 +28,7 @@
 #include "pipe/simulate.hpp"
 #include "pipe/timeline.hpp"
 #include "pipe/work_kind.hpp"
+#include "profile_file.hpp"
 #include "svg.hpp"
 #include "text_file.hpp"
 
@@ -206,32 +207,12 @@ struct CostSource {
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
 // --profile: a pipe-train run's measured per-stage costs.
 CostSource costs_from_profile(const std::string& path) {
-  const std::string text = pipe_apps::read_text_file(path, "--profile " + path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw libpipe::Error("--profile " + path + ": not JSON (" + e.what() + ")");
-  }
-  if (!j.is_object() || j.value("pipe_profile", 0) != 1 || !j.contains("costs") || !j["costs"].is_array() ||
-      j["costs"].empty())
-    throw libpipe::Error("--profile " + path + ": not a profile written by pipe-train --profile-out");
+  const pipe_apps::ProfileFile profile = pipe_apps::read_profile_file(path);
   CostSource c;
   c.unit = "s";
-  try {
-    for (const auto& e : j["costs"]) {
-      libpipe::StageCosts x;
-      x.forward = e.at("forward").get<double>();
-      x.backward_input = e.at("backward_input").get<double>();
-      x.backward_weight = e.at("backward_weight").get<double>();
-      c.costs.push_back(x);
-    }
-  } catch (const json::exception& e) {
-    throw libpipe::Error("--profile " + path + ": a cost entry is malformed (" + e.what() + ")");
-  }
-  c.text = "costs per stage measured by pipe-train (" + j.value("model", std::string("?")) + ", " +
-           j.value("schedule", std::string("?")) + ", micro-batch size " + std::to_string(j.value("micro_batch_size", 0)) +
-           ") from " + path;
+  c.costs = profile.costs;
+  c.text = "costs per stage measured by pipe-train (" + profile.model + ", " + profile.schedule +
+           ", micro-batch size " + std::to_string(profile.micro_batch_size) + ") from " + path;
   c.extra = {{"profile", path}};
   return c;
 }

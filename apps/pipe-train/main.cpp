@@ -23,6 +23,7 @@
 #include "pipe/cpu_info.hpp"
 #include "pipe/data.hpp"
 #include "pipe/engine.hpp"
+#include "plan_rate.hpp"
 #include "progress.hpp"
 #include "report.hpp"
 #include "pipe/collective.hpp"
@@ -31,6 +32,7 @@
 #include "pipe/error.hpp"
 #include "pipe/grid.hpp"
 #include "pipe/model.hpp"
+#include "pipe/auto_plan.hpp"
 #include "pipe/memory_partition.hpp"
 #include "pipe/partition_method.hpp"
 #include "pipe/paths.hpp"
@@ -101,6 +103,48 @@ std::string chunk_note(const pipe_train::Options& options) {
   if (options.virtual_stages <= 1) return "";
   return " into " + std::to_string(options.virtual_stages) + " chunks per stage (" +
          libpipe::placement_name(options.placement) + ")";
+}
+
+// --plan auto: rank 0 calibrates the rate (a GEMM measured here, or --plan-profile files) and searches the plans;
+// every rank then takes the best one's layout. False when rank 0 failed (`result` says why).
+bool choose_plan(MPI_Comm world, pipe_train::Options& options, const libpipe::ModelDescription& description,
+                 libpipe::PhaseResult& result) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(world, &rank);
+  MPI_Comm_size(world, &size);
+  libpipe::AutoPlanRequest request = pipe_train::plan_request(options, size);
+  libpipe::AutoPlan best;
+  auto search = [&] {
+    if (rank != 0) return;
+    const std::string rate = pipe_apps::calibrate_rate(description, options.plan_profiles, 0, request);
+    const libpipe::AutoPlanResult found = libpipe::search_plans(description, request);
+    if (found.plans.empty())
+      throw libpipe::Error("--plan auto: none of the " + std::to_string(found.considered) + " plans for " +
+                           description.name + " on " + std::to_string(size) + " ranks fits --memory-limit " +
+                           options.memory_limit + "; the smallest predicted peak is " +
+                           libpipe::byte_size_str(found.smallest_peak));
+    best = found.plans.front();
+    std::fprintf(stderr, "%s: --plan auto: %s (of %d plans; predicted %.1f samples/s, peak %s per rank; device rate "
+                 "%s)\n", kProgram, libpipe::plan_flags(best, request).c_str(), found.considered, best.samples_per_s,
+                 libpipe::byte_size_str(best.peak_bytes).c_str(), rate.c_str());
+  };
+  if (!libpipe::run_phase_on_all(world, search, result, "planning the job (--plan auto)")) return false;
+  // The layout as integers from rank 0 (nothing here can fail on one rank alone).
+  int schedule = 0;
+  for (std::size_t i = 0; i < request.schedules.size(); ++i)
+    if (request.schedules[i] == best.schedule) schedule = static_cast<int>(i);
+  auto from_0 = [&](int value) { return libpipe::broadcast_int(world, value, 0, "the plan"); };
+  best.stages = from_0(best.stages);
+  best.data_parallel = from_0(best.data_parallel);
+  best.schedule = request.schedules.at(static_cast<std::size_t>(from_0(schedule)));
+  best.virtual_stages = from_0(best.virtual_stages);
+  best.micro_batches = from_0(best.micro_batches);
+  best.micro_batch_size = from_0(static_cast<int>(best.micro_batch_size));
+  best.checkpoint_interval = from_0(best.checkpoint_interval);
+  best.zero = from_0(best.zero);
+  best.memory_capped = from_0(best.memory_capped ? 1 : 0) != 0;
+  pipe_train::apply_plan(options, best);
+  return true;
 }
 
 // The ranks of `world` on this rank's node (collective).
@@ -367,6 +411,8 @@ int run(MPI_Comm world, int argc, char** argv) {
     if (rank == 0) std::cout << libpipe::format_description(description);
     return 0;
   }
+
+  if (options.plan_auto && !choose_plan(world, options, description, result)) return failed();
 
   // Before anything is made on a device: each rank binds its GPU here.
   pipe_train::DeviceChoice where;

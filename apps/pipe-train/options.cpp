@@ -45,6 +45,14 @@ po::options_description describe_flags(Options& o) {
      "e.g. data=2,pipe=4 or pipe=2,data=2,model=2 (axes: pipe, data, model)")
     ("partition-method", po::value(&o.partition_method)->value_name("METHOD")->default_value(o.partition_method),
      libpipe::partition_methods_help().c_str())
+    ("plan", po::value<std::string>()->value_name("auto"),
+     "auto: the planner (pipe-plan --auto) picks the pipe x data split, schedule, micro-batches, activation "
+     "checkpointing, --zero and the partition for the world size, --global-batch and --memory-limit; those flags "
+     "are then not given")
+    ("global-batch", po::value(&o.global_batch)->value_name("G"), "with --plan auto: samples per optimizer step")
+    ("plan-profile", po::value(&o.plan_profiles)->value_name("FILE")->composing(),
+     "with --plan auto: calibrate the planner's times from pipe-train --profile-out FILE of this model (repeatable, "
+     "at several micro-batch sizes); default: a GEMM measured on rank 0")
     ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
      "bytes per rank (8GiB, 512MiB, ...): cut the model with the smallest bottleneck among the cuts whose predicted "
      "peak memory fits every rank (pipe-plan prints the prediction); one chunk per stage");
@@ -166,6 +174,30 @@ po::options_description describe_flags(Options& o) {
 }
 
 }  // namespace
+
+void apply_plan(Options& o, const libpipe::AutoPlan& p) {
+  o.stages = p.stages;
+  o.data_parallel = p.data_parallel;
+  o.train.schedule = p.schedule;
+  o.virtual_stages = p.virtual_stages;
+  o.placement = libpipe::schedule_placement(p.schedule);
+  o.train.micro_batches = p.micro_batches;
+  o.train.micro_batch_size = static_cast<int>(p.micro_batch_size);
+  o.train.checkpoint_interval = p.checkpoint_interval;
+  o.train.zero = p.zero;
+  if (!p.memory_capped) o.memory_limit.clear();  // the method's own cut fits: no cap to apply
+}
+
+libpipe::AutoPlanRequest plan_request(const Options& o, int world_size) {
+  libpipe::AutoPlanRequest r;
+  r.world_size = world_size;
+  r.global_batch = o.global_batch;
+  r.memory_limit = o.memory_limit.empty() ? 0 : libpipe::parse_byte_size(o.memory_limit);
+  r.optimizer = o.train.optimizer.kind;
+  r.bf16 = o.dtype == "bf16";
+  r.method = o.partition;
+  return r;
+}
 
 libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel) {
   libpipe::MemoryModelOptions mo;
@@ -360,6 +392,21 @@ Options parse_options(int argc, char** argv) {
   one_of(o.dtype, {"fp32", "tf32", "bf16"}, "--dtype", "fp32, tf32 or bf16");
   int actions = int(o.describe) + int(o.list_layers) + int(o.dry_run);
   if (actions > 1) throw libpipe::Error("choose one of --describe, --list-layers and --dry-run");
+  o.partition_method_given = !vm["partition-method"].defaulted();
+  if (vm.count("plan")) {
+    if (vm["plan"].as<std::string>() != "auto")
+      throw libpipe::Error("--plan " + vm["plan"].as<std::string>() + ": the only plan is 'auto'");
+    o.plan_auto = true;
+    for (const char* chosen : {"stages", "data-parallel", "topology", "schedule", "schedule-file", "virtual-stages",
+                               "micro-batches", "micro-batch-size", "activation-checkpoint-interval", "zero"})
+      if (vm.count(chosen) && !vm[chosen].defaulted())
+        throw libpipe::Error(std::string("--plan auto chooses --") + chosen + ": leave it out");
+    if (o.global_batch < 1) throw libpipe::Error("--plan auto needs --global-batch G (samples per optimizer step)");
+  } else if (vm.count("global-batch") || !o.plan_profiles.empty()) {
+    throw libpipe::Error(std::string(vm.count("global-batch") ? "--global-batch" : "--plan-profile") +
+                         " goes with --plan auto");
+  }
+  if (!o.partition_method_given && o.plan_auto) o.partition_method = "flops";  // time is what the planner balances
   o.partition = libpipe::PartitionMethod::parse(o.partition_method);
   if (o.train.zero != 0 && o.train.zero != 1)
     throw libpipe::Error("--zero " + std::to_string(o.train.zero) + ": expected 0 or 1");

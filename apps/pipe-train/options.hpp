@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "pipe/engine.hpp"
+#include "pipe/auto_plan.hpp"
 #include "pipe/memory_model.hpp"
 #include "pipe/partition_method.hpp"
 
@@ -22,6 +23,10 @@ struct Options {
   std::string partition_method = "parameters";  // --partition-method, as given
   libpipe::PartitionMethod partition;           // ... parsed once, when the flags are read
   std::string memory_limit;                     // --memory-limit SIZE, "" when none
+  bool plan_auto = false;                       // --plan auto: the planner picks the layout (apply_plan)
+  std::int64_t global_batch = 0;                // --global-batch G (with --plan auto)
+  std::vector<std::string> plan_profiles;       // --plan-profile FILE (with --plan auto)
+  bool partition_method_given = false;          // --partition-method on the command line
   std::vector<std::string> plugin_dirs;
   bool builtin_plugins = true;
   std::uint64_t seed = 1234;
@@ -62,6 +67,11 @@ Options parse_options(int argc, char** argv);
 // MPI_Init, before the flags can be parsed in full; 0 when absent or not a number (the full parse reports it).
 double comm_timeout_before_init(int argc, char** argv);
 std::string help_text();
+// --plan auto: the plan's layout (pipe-plan --auto's flags) becomes the options' own, as if given.
+void apply_plan(Options& o, const libpipe::AutoPlan& plan);
+// The planner's request for this job on `world_size` ranks (rate left to pipe_apps::calibrate_rate).
+libpipe::AutoPlanRequest plan_request(const Options& o, int world_size);
+
 // The memory model's view of the run (pipe/memory_model.hpp): micro-batch size, optimizer, dtype, checkpointing,
 // and the optimizer state split over `data_parallel` replicas under --zero 1.
 libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel);
