@@ -248,7 +248,8 @@ int plan_model(const Options& o) {
   for (const auto& m : memory)
     memory_json.push_back({{"stage", m.stage}, {"parameters", m.parameters}, {"bf16_copies", m.bf16_copies},
                            {"gradients", m.gradients}, {"optimizer", m.optimizer}, {"activations", m.activations},
-                           {"peak_in_flight", m.peak_in_flight}, {"buffers", m.buffers}, {"total", m.total()}});
+                           {"peak_in_flight", m.peak_in_flight}, {"workspace", m.workspace}, {"buffers", m.buffers},
+                           {"total", m.total()}});
   if (o.json) {
     json j = {{"model", d.name}, {"layers", d.layers.size()}, {"params", d.params}, {"method", plan.method},
               {"stages", o.stages}, {"data_parallel", o.data_parallel}, {"world_size", o.stages * o.data_parallel},
@@ -282,12 +283,12 @@ int plan_model(const Options& o) {
   std::printf("memory per rank (MB), %s%s, %d micro-batches of %lld, %s:\n", o.schedule.c_str(),
               V > 1 ? (" with " + std::to_string(V) + " chunks per stage").c_str() : "", o.micro_batches,
               static_cast<long long>(o.micro_batch_size), settings.c_str());
-  std::printf("%-6s %11s %11s %11s %11s %14s %9s %9s %11s\n", "stage", "parameters", "bf16 copy", "gradients",
-              "optimizer", "activations", "(held)", "buffers", "total");
+  std::printf("%-6s %11s %11s %11s %11s %14s %9s %10s %9s %11s\n", "stage", "parameters", "bf16 copy", "gradients",
+              "optimizer", "activations", "(held)", "workspace", "buffers", "total");
   for (const auto& m : memory)
-    std::printf("%-6d %11.1f %11.1f %11.1f %11.1f %14.1f %9d %9.1f %11.1f\n", m.stage, m.parameters / 1e6,
+    std::printf("%-6d %11.1f %11.1f %11.1f %11.1f %14.1f %9d %10.1f %9.1f %11.1f\n", m.stage, m.parameters / 1e6,
                 m.bf16_copies / 1e6, m.gradients / 1e6, m.optimizer / 1e6, m.activations / 1e6, m.peak_in_flight,
-                m.buffers / 1e6, m.total() / 1e6);
+                m.workspace / 1e6, m.buffers / 1e6, m.total() / 1e6);
   std::printf("(held: chunk micro-batches of activations at the schedule's peak; the process itself is not counted)\n");
   if (limit > 0)
     std::printf("memory limit %s per rank: the cut above is the most balanced one that fits%s\n",

@@ -202,6 +202,7 @@ struct CostSource {
   json extra = json::object();
   bool model_based = false;  // per chunk from the model's split (no scaling by V)
   std::vector<double> activation_bytes;  // with a model: what one micro-batch keeps on each chunk, in bytes
+  std::vector<double> gradient_bytes;    // ... and the gradients its layers receive, kept from its B to its W
 };
 
 // Costs per chunk of the model split into `chunks` parts (one per stage without virtual stages).
@@ -247,6 +248,12 @@ CostSource costs_from_model(const Options& o, int virtual_stages, libpipe::Chunk
     for (int i = plan.parts[s]; i < plan.parts[s + 1]; ++i)
       bytes += static_cast<double>(d.layers[i].description.activation_bytes) * o.micro_batch_size;
     c.activation_bytes.push_back(bytes);
+    double gradients = 0;
+    for (int i = plan.parts[s]; i < plan.parts[s + 1]; ++i)
+      gradients += static_cast<double>(libpipe::numel(d.layers[i].description.output.shape) *
+                                       libpipe::dtype_size(d.layers[i].description.output.dtype)) *
+                   o.micro_batch_size;
+    c.gradient_bytes.push_back(gradients);
   }
   c.model_based = true;
   c.text = "costs from model " + d.name + " (" + libpipe::with_commas(d.params) + " parameters) split by " +
@@ -268,11 +275,14 @@ CostSource chunk_costs(const Options& o, const CostSource& src, const std::strin
 }
 
 // With a model: the most activation bytes each stage holds at once under `schedules` (a chunk's micro-batch
-// from its F to its W, libpipe::peak_activation_bytes), given each global chunk's bytes per micro-batch.
+// from its F to its W, and the gradients its layers received from its B to its W: libpipe::peak_activation_bytes,
+// as the memory model counts them), given each global chunk's bytes per micro-batch.
 std::vector<double> peak_activation_bytes(const std::vector<libpipe::Schedule>& schedules,
-                                          const std::vector<double>& chunk_bytes) {
+                                          const std::vector<double>& chunk_bytes,
+                                          const std::vector<double>& gradient_bytes) {
   std::vector<double> peaks;
-  for (const libpipe::Schedule& sch : schedules) peaks.push_back(libpipe::peak_activation_bytes(sch, chunk_bytes));
+  for (const libpipe::Schedule& sch : schedules)
+    peaks.push_back(libpipe::peak_activation_bytes(sch, chunk_bytes, nullptr, &gradient_bytes));
   return peaks;
 }
 
@@ -456,7 +466,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
   std::vector<double> peak_bytes;
   if (src.model_based && libpipe::is_training_schedule(o.schedule) &&
       static_cast<long long>(o.stages) * V * o.micro_batches <= (1LL << 20))
-    peak_bytes = peak_activation_bytes(all_schedules(), chunked.activation_bytes);
+    peak_bytes = peak_activation_bytes(all_schedules(), chunked.activation_bytes, chunked.gradient_bytes);
   libpipe::SimResult r = o.custom.empty() ? libpipe::simulate(o.schedule, o.stages, o.micro_batches, costs, o.latency,
                                                               with_timeline, V)
                                           : libpipe::simulate(o.custom, costs, o.latency, with_timeline);

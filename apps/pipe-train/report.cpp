@@ -42,6 +42,7 @@ std::string rank_summary_json(const libpipe::PipelineParallelGrid& grid, const l
             {"bytes_sent", t.bytes_sent},          {"bytes_received", t.bytes_received},
             {"peak_rss_bytes", static_cast<std::int64_t>(usage.ru_maxrss) * 1024},
             {"rss_before_model_bytes", rss_before_model},
+            {"peak_tensor_bytes", static_cast<double>(libpipe::peak_allocated_bytes(where.device))},
             {"device", where.description},         {"comm", libpipe::comm_kind_name(where.comm)},
             {"steps", t.steps},
             {"forward_s", t.work_s[static_cast<int>(libpipe::WorkKind::Forward)]},
@@ -129,9 +130,9 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
   for (const auto& text : rank_summaries) parsed.push_back(json::parse(text));
   const std::vector<double> predicted =
       predicted_bubbles(parsed, schedule, stages, virtual_stages, micro_batches, custom);
-  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s %10s %10s  %s\n", "rank",
-               "stage", "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory", "sent",
-               "received", "peak RSS", "grown", "model", "device");
+  std::fprintf(stderr, "%-5s %-6s %-8s %10s %10s %10s %10s %8s %9s %8s %14s %14s %10s %10s %10s %10s  %s\n",
+               "rank", "stage", "replica", "compute s", "wait s", "reduce s", "optim s", "bubble", "predicted", "theory",
+               "sent", "received", "peak RSS", "grown", "tensors", "model", "device");
   json ranks = json::array();
   double worst = 0;
   for (std::size_t i = 0; i < parsed.size(); ++i) {
@@ -154,12 +155,14 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
     r["predicted_memory_bytes"] = model;
     const double peak = r["peak_rss_bytes"].get<double>();
     const double grown = std::max(0.0, peak - r["rss_before_model_bytes"].get<double>());
+    const double tensors = r.value("peak_tensor_bytes", 0.0);
     std::fprintf(stderr,
-                 "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %8s %14s %14s %7.0f MB %7.0f MB %7.0f MB  %s\n",
+                 "%-5d %-6d %-8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %9s %8s %14s %14s %7.0f MB %7.0f MB %7.0f MB %7.0f MB  "
+                 "%s\n",
                  r["rank"].get<int>(), r["stage"].get<int>(), r["replica"].get<int>(), compute_s,
                  r["wait_s"].get<double>(), r["reduce_s"].get<double>(), r["optimizer_s"].get<double>(), 100 * bubble,
                  guess, closed_form, libpipe::with_commas(r["bytes_sent"]).c_str(),
-                 libpipe::with_commas(r["bytes_received"]).c_str(), peak / 1e6, grown / 1e6, model / 1e6,
+                 libpipe::with_commas(r["bytes_received"]).c_str(), peak / 1e6, grown / 1e6, tensors / 1e6, model / 1e6,
                  r["device"].get<std::string>().c_str());
     ranks.push_back(r);
   }
@@ -173,7 +176,9 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                schedule.c_str(), theory_text.c_str());
   std::fprintf(stderr,
                "grown = peak RSS less the RSS before the model was built (the program, its libraries and MPI); "
-               "model = the memory model's prediction of that growth for the rank's stage (parameters, gradients, "
+               "tensors = the most the rank's tensors held at once (the allocator's count, its slack and the "
+               "libraries' memory left out); "
+               "model = the memory model's prediction of that for the rank's stage (parameters, gradients, "
                "optimizer state, the activations its schedule holds at its peak, buffers: pipe-plan prints the "
                "parts)\n");
   std::fprintf(stderr, "comm: %s (how activations, gradients and tied weights moved between ranks)\n", comm.c_str());

@@ -6,6 +6,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,23 @@ double activations(int begin, int end) {
   return a;
 }
 
+// The gradients that layers [begin, end) received in backward (their outputs' size) per sample, and the largest
+// layer's activation bytes per sample.
+double outputs(int begin, int end) {
+  double o = 0;
+  for (int i = begin; i < end; ++i) {
+    const auto& out = gpt_tiny().layers[i].description.output;
+    o += static_cast<double>(libpipe::numel(out.shape) * libpipe::dtype_size(out.dtype));
+  }
+  return o;
+}
+double largest(int begin, int end) {
+  double a = 0;
+  for (int i = begin; i < end; ++i)
+    a = std::max(a, static_cast<double>(gpt_tiny().layers[i].description.activation_bytes));
+  return a;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(one_f_one_b_on_two_stages) {
@@ -57,10 +75,15 @@ BOOST_AUTO_TEST_CASE(one_f_one_b_on_two_stages) {
   // 1F1B holds S - s micro-batches on stage s.
   BOOST_CHECK_EQUAL(m[0].peak_in_flight, 2);
   BOOST_CHECK_EQUAL(m[1].peak_in_flight, 1);
-  BOOST_CHECK_EQUAL(m[0].activations, 2 * 16 * activations(parts[0], parts[1]));
-  BOOST_CHECK_EQUAL(m[1].activations, 1 * 16 * activations(parts[1], parts[2]));
+  // At the peak, one of them is between its B and W: it also holds the gradients its layers received.
+  BOOST_CHECK_EQUAL(m[0].activations, 16 * (2 * activations(parts[0], parts[1]) + outputs(parts[0], parts[1])));
+  BOOST_CHECK_EQUAL(m[1].activations, 16 * (activations(parts[1], parts[2]) + outputs(parts[1], parts[2])));
+  // The largest layer's backward makes a gradient of each tensor it saved.
+  BOOST_CHECK_EQUAL(m[0].workspace, 16 * largest(parts[0], parts[1]));
+  BOOST_CHECK_EQUAL(m[1].workspace, 16 * largest(parts[1], parts[2]));
   BOOST_CHECK_GT(m[0].buffers, 0);
-  BOOST_CHECK_EQUAL(m[0].total(), m[0].parameters + m[0].gradients + m[0].optimizer + m[0].activations + m[0].buffers);
+  BOOST_CHECK_EQUAL(m[0].total(), m[0].parameters + m[0].gradients + m[0].optimizer + m[0].activations +
+                                      m[0].workspace + m[0].buffers);
 }
 
 BOOST_AUTO_TEST_CASE(one_stage_holds_a_tied_weight_once_and_gpipe_holds_every_micro_batch) {
@@ -69,7 +92,8 @@ BOOST_AUTO_TEST_CASE(one_stage_holds_a_tied_weight_once_and_gpipe_holds_every_mi
   const auto m = libpipe::predict_memory(d, {0, static_cast<int>(d.layers.size())}, schedules("gpipe", 1, 4), o);
   BOOST_CHECK_EQUAL(m[0].parameters, 4.0 * static_cast<double>(d.params));  // the tied weight once
   BOOST_CHECK_EQUAL(m[0].peak_in_flight, 4);
-  BOOST_CHECK_EQUAL(m[0].activations, 4 * activations(0, static_cast<int>(d.layers.size())));
+  const int n = static_cast<int>(d.layers.size());
+  BOOST_CHECK_EQUAL(m[0].activations, 4 * activations(0, n) + outputs(0, n));
 }
 
 BOOST_AUTO_TEST_CASE(sgd_bf16_and_checkpointing) {

@@ -10,15 +10,19 @@
 //    momentum buffer;
 //  - activations: what forward keeps for backward (describe's activation
 //    bytes x the micro-batch size), per chunk micro-batch from its F to its W,
-//    at the most the schedule holds at once (simulated, not a formula per
-//    schedule). Under activation checkpointing every K layers keep only the
-//    group's input (groups without parameters keep everything, as the engine
-//    does), plus, once, the largest group recomputed in backward;
+//    and the gradient each layer's backward received (its output's size),
+//    kept from the chunk's B to its W for the weights' gradients; at the most
+//    the schedule holds at once (simulated, not a formula per schedule).
+//    Under activation checkpointing every K layers keep only the group's
+//    input (groups without parameters keep everything, as the engine does),
+//    plus, once, the largest group recomputed in backward;
+//  - workspace: the largest layer's saved activations, once: its backward
+//    makes a gradient for each of them;
 //  - buffers: the boundary tensors of each chunk (the activation in, the
 //    gradient back, and the same at its far end), twice: one being received
 //    while one is sent.
 // Not counted: the process itself (libraries, MPI, the allocator's slack) and
-// workspace inside ops. Activations are counted in float32 under bf16 too (an
+// scratch memory inside ops (oneDNN's, cuBLAS's). Activations are counted in float32 under bf16 too (an
 // over-estimate of up to 2x for that part).
 #pragma once
 
@@ -46,8 +50,11 @@ struct RankMemory {
   double parameters = 0, bf16_copies = 0, gradients = 0, optimizer = 0;
   double activations = 0;  // the peak over the schedule
   int peak_in_flight = 0;  // chunk micro-batches held at that peak
+  double workspace = 0;
   double buffers = 0;
-  double total() const { return parameters + bf16_copies + gradients + optimizer + activations + buffers; }
+  double total() const {
+    return parameters + bf16_copies + gradients + optimizer + activations + workspace + buffers;
+  }
 };
 
 // One entry per stage. `parts` splits the model into S x V chunks (S+1 entries without virtual stages) and
@@ -57,10 +64,11 @@ PIPE_API std::vector<RankMemory> predict_memory(const ModelDescription& model, c
                                                 const MemoryModelOptions& options);
 
 // The most activation bytes `schedule`'s stage holds at once, each chunk micro-batch from its Forward to its
-// BackwardWeight, given each global chunk's bytes per micro-batch; `count` (if given) receives how many chunk
-// micro-batches are held at that peak.
+// BackwardWeight, given each global chunk's bytes per micro-batch, and (if given) `backward_bytes` of it from its
+// BackwardInput to its BackwardWeight; `count` (if given) receives how many chunk micro-batches are held at that
+// peak.
 PIPE_API double peak_activation_bytes(const Schedule& schedule, const std::vector<double>& chunk_bytes,
-                                      int* count = nullptr);
+                                      int* count = nullptr, const std::vector<double>* backward_bytes = nullptr);
 
 // An upper bound of predict_memory's total for a stage holding layers [begin, end) as its one chunk, that never
 // decreases when the range grows (what partition_balanced_capped needs, so what --memory-limit constrains). It
@@ -68,6 +76,7 @@ PIPE_API double peak_activation_bytes(const Schedule& schedule, const std::vecto
 //  - a weight tied between two layers of the stage counts twice (predict_memory: once);
 //  - the boundary buffers are those of the largest activation coming into and leaving any layer of the range
 //    (predict_memory: of its first and last layer);
+//  - the workspace is the largest layer's in the range either way (exact);
 //  - under activation checkpointing the groups keep at most the most that any group starting in the range keeps,
 //    each, and at most what groups starting at every layer would keep, together; and recompute the most that any
 //    group starting in the range recomputes.
@@ -80,6 +89,11 @@ class PIPE_API StageMemoryBound {
   double operator()(int stage, int begin, int end) const;
   // Chunk micro-batches the stage holds at its peak (from its schedule).
   int in_flight(int stage) const { return in_flight_.at(static_cast<std::size_t>(stage)); }
+  // The points (micro-batches held from F to W, of them between B and W) where a stage's schedule may peak: its
+  // activations peak at the largest of held x kept + between x gradients over them.
+  struct Holding {
+    int held, between;
+  };
 
  private:
   // Largest value over a range in O(1): table[k][i] is the maximum of values[i, i + 2^k).
@@ -89,11 +103,12 @@ class PIPE_API StageMemoryBound {
     double operator()(int begin, int end) const;
   };
   std::vector<int> in_flight_;
+  std::vector<std::vector<Holding>> holdings_;  // per stage
   // Running sums of parameters, activation bytes, and what a checkpoint group starting at each layer keeps.
-  std::vector<double> param_prefix_, activation_prefix_, kept_prefix_;
+  std::vector<double> param_prefix_, activation_prefix_, kept_prefix_, output_prefix_;
   double bytes_per_param_ = 0;
   int interval_ = 0;
-  RangeMax in_, out_, group_kept_, group_recompute_;
+  RangeMax in_, out_, group_kept_, group_recompute_, activation_;
 };
 
 }  // namespace libpipe

@@ -72,5 +72,8 @@ class PIPE_API Tensor {
 // Bytes currently allocated by Tensor::zeros and Tensor::empty on each device (for tests and
 // reports: a rank must allocate only its own layers).
 PIPE_API std::size_t allocated_bytes(Device device);
+// The most allocated_bytes(device) has been since the process started: what the tensors needed at once, without
+// the allocator's slack or the libraries' own memory.
+PIPE_API std::size_t peak_allocated_bytes(Device device);
 
 }  // namespace libpipe

@@ -15,6 +15,7 @@ namespace libpipe::detail {
 std::shared_ptr<void> allocate_device_memory(Device device, std::size_t bytes, bool zero);
 // Bytes handed out and not yet returned (not counting blocks cached for reuse).
 std::size_t device_allocated_bytes(Device device);
+std::size_t device_peak_allocated_bytes(Device device);
 // The process's CUDA backend (bound to the GPU select_cuda_device chose, device 0 by default).
 Backend& cuda_backend();
 // The cudaStream_t the CUDA backend runs every op on, as void* (this header stays free of CUDA's):

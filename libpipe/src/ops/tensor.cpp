@@ -13,6 +13,7 @@ namespace libpipe {
 namespace {
 
 std::atomic<std::size_t> g_cpu_bytes{0};
+std::atomic<std::size_t> g_cpu_peak{0};
 
 // 64-byte alignment: whole cache lines, and what vector loads want.
 std::shared_ptr<void> allocate_cpu(std::size_t bytes, bool zero) {
@@ -21,7 +22,9 @@ std::shared_ptr<void> allocate_cpu(std::size_t bytes, bool zero) {
   void* p = std::aligned_alloc(64, rounded);
   if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
   if (zero) std::memset(p, 0, rounded);
-  g_cpu_bytes += bytes;
+  const std::size_t now = g_cpu_bytes += bytes;
+  for (std::size_t peak = g_cpu_peak.load(); now > peak && !g_cpu_peak.compare_exchange_weak(peak, now);) {
+  }
   return std::shared_ptr<void>(p, [bytes](void* q) {
     g_cpu_bytes -= bytes;
     std::free(q);
@@ -110,6 +113,10 @@ void Tensor::check_host_access(std::size_t element_size) const {
 
 std::size_t allocated_bytes(Device device) {
   return device == Device::cpu ? g_cpu_bytes.load() : detail::device_allocated_bytes(device);
+}
+
+std::size_t peak_allocated_bytes(Device device) {
+  return device == Device::cpu ? g_cpu_peak.load() : detail::device_peak_allocated_bytes(device);
 }
 
 }  // namespace libpipe

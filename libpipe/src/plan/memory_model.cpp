@@ -20,9 +20,16 @@ double type_bytes(const TensorType& t) {
 // engine makes them: a group with parameters keeps only its input.
 struct ChunkActivations {
   double kept = 0, recompute = 0;
+  double gradients = 0;  // the gradients its layers' backward received, kept from B to W
+  double workspace = 0;  // the largest layer's saved activations (its backward's gradients of them)
 };
 ChunkActivations chunk_activations(const ModelDescription& d, int begin, int end, int interval, double batch) {
   ChunkActivations a;
+  for (int i = begin; i < end; ++i) {
+    const LayerInfo& layer = d.layers[static_cast<std::size_t>(i)];
+    a.gradients += type_bytes(layer.description.output) * batch;
+    a.workspace = std::max(a.workspace, static_cast<double>(layer.description.activation_bytes) * batch);
+  }
   const int step = interval > 0 ? interval : end - begin;
   for (int first = begin; first < end; first += step) {
     const int last = std::min(end, first + step);
@@ -44,7 +51,8 @@ ChunkActivations chunk_activations(const ModelDescription& d, int begin, int end
 
 }  // namespace
 
-double peak_activation_bytes(const Schedule& schedule, const std::vector<double>& chunk_bytes, int* count) {
+double peak_activation_bytes(const Schedule& schedule, const std::vector<double>& chunk_bytes, int* count,
+                             const std::vector<double>* backward_bytes) {
   const std::vector<int> chunks =
       stage_chunks(schedule.placement, schedule.stage, schedule.stages, schedule.virtual_stages);
   double live = 0, peak = 0;
@@ -56,8 +64,13 @@ double peak_activation_bytes(const Schedule& schedule, const std::vector<double>
         ++held;
         if (live > peak || (live == peak && held > peak_held)) peak = live, peak_held = held;
       }
+      const auto global = static_cast<std::size_t>(chunks.at(static_cast<std::size_t>(in.chunk)));
+      if (in.kind == WorkKind::BackwardInput && backward_bytes) {
+        live += backward_bytes->at(global);
+        if (live > peak) peak = live, peak_held = held;
+      }
       if (in.kind == WorkKind::BackwardWeight) {
-        live -= chunk_bytes.at(static_cast<std::size_t>(chunks.at(static_cast<std::size_t>(in.chunk))));
+        live -= chunk_bytes.at(global) + (backward_bytes ? backward_bytes->at(global) : 0.0);
         --held;
       }
     }
@@ -76,11 +89,12 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
   if (o.optimizer != "adamw" && o.optimizer != "sgd")
     throw Error("the memory model knows optimizers adamw and sgd, not '" + o.optimizer + "'");
   const double batch = static_cast<double>(o.micro_batch_size);
-  std::vector<double> chunk_bytes;
+  std::vector<double> chunk_bytes, chunk_gradients;
   std::vector<ChunkActivations> chunk_acts;
   for (int c = 0; c < S * V; ++c) {
     chunk_acts.push_back(chunk_activations(d, parts[c], parts[c + 1], o.checkpoint_interval, batch));
     chunk_bytes.push_back(chunk_acts.back().kept);
+    chunk_gradients.push_back(chunk_acts.back().gradients);
   }
   std::vector<RankMemory> out;
   for (const Schedule& sch : schedules) {
@@ -97,6 +111,7 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
         }
       }
       recompute = std::max(recompute, chunk_acts[static_cast<std::size_t>(c)].recompute);
+      m.workspace = std::max(m.workspace, chunk_acts[static_cast<std::size_t>(c)].workspace);
       // The activation that comes in and the gradient that goes back, and the same at the chunk's far end.
       boundaries += type_bytes(d.layers[static_cast<std::size_t>(parts[c])].input) * batch +
                     type_bytes(d.layers[static_cast<std::size_t>(parts[c + 1] - 1)].description.output) * batch;
@@ -105,7 +120,7 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
     m.bf16_copies = o.bf16 ? 2 * params : 0;
     m.gradients = 4 * params;
     m.optimizer = (o.optimizer == "adamw" ? 8 : 4) * params / std::max(1, o.optimizer_shards);
-    m.activations = peak_activation_bytes(sch, chunk_bytes, &m.peak_in_flight) + recompute;
+    m.activations = peak_activation_bytes(sch, chunk_bytes, &m.peak_in_flight, &chunk_gradients) + recompute;
     m.buffers = 2 * boundaries;  // one being received and one being sent, each way
     out.push_back(m);
   }
@@ -144,6 +159,26 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
     int held = 0;
     peak_activation_bytes(sch, unit, &held);
     in_flight_.push_back(held);
+    // Every (held, between) the schedule passes through, then only those no other one dominates.
+    std::vector<Holding> seen;
+    int h = 0, b = 0;
+    for (const auto& step : sch.steps)
+      for (const auto& in : step) {
+        if (in.kind == WorkKind::Forward) ++h;
+        if (in.kind == WorkKind::BackwardInput) ++b;
+        if (in.kind == WorkKind::BackwardWeight) --h, --b;
+        seen.push_back({h, b});
+      }
+    std::vector<Holding> frontier;
+    for (const Holding& p : seen) {
+      bool dominated = false;
+      for (const Holding& q : seen)
+        dominated = dominated || (q.held >= p.held && q.between >= p.between && (q.held > p.held || q.between > p.between));
+      bool duplicate = false;
+      for (const Holding& q : frontier) duplicate = duplicate || (q.held == p.held && q.between == p.between);
+      if (!dominated && !duplicate) frontier.push_back(p);
+    }
+    holdings_.push_back(frontier);
   }
   bytes_per_param_ = 4 + (o.bf16 ? 2 : 0) + 4 + (o.optimizer == "adamw" ? 8.0 : 4.0) / std::max(1, o.optimizer_shards);
   const double batch = static_cast<double>(o.micro_batch_size);
@@ -151,6 +186,7 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
   std::vector<double> in(n), out(n), activation(n), kept(n, 0.0), recompute(n, 0.0);
   param_prefix_.assign(n + 1, 0.0);
   activation_prefix_.assign(n + 1, 0.0);
+  output_prefix_.assign(n + 1, 0.0);
   for (std::size_t i = 0; i < n; ++i) {
     const LayerInfo& layer = d.layers[i];
     double params = 0;
@@ -160,6 +196,7 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
     out[i] = type_bytes(layer.description.output) * batch;
     param_prefix_[i + 1] = param_prefix_[i] + params;
     activation_prefix_[i + 1] = activation_prefix_[i] + activation[i];
+    output_prefix_[i + 1] = output_prefix_[i] + out[i];
   }
   if (interval_ > 0) {
     // A group starting at i keeps its input if it holds parameters, else everything; cut short by the stage's
@@ -177,24 +214,30 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
   for (std::size_t i = 0; i < n; ++i) kept_prefix_[i + 1] = kept_prefix_[i] + kept[i];
   in_.build(in);
   out_.build(out);
+  activation_.build(activation);
   group_kept_.build(kept);
   group_recompute_.build(recompute);
 }
 
 double StageMemoryBound::operator()(int stage, int begin, int end) const {
   const auto b = static_cast<std::size_t>(begin), e = static_cast<std::size_t>(end);
-  double activations;
+  double kept_bytes;
+  double recompute = 0;
   if (interval_ > 0) {
     const int groups = (end - begin + interval_ - 1) / interval_;
     // Each group keeps at most the most any keeps; and all of them together at most what every layer would keep
     // if a group started there (exact when every layer is a group). The smaller of the two bounds holds.
-    const double kept = std::min(groups * group_kept_(begin, end), kept_prefix_[e] - kept_prefix_[b]);
-    activations = in_flight(stage) * kept + group_recompute_(begin, end);
+    kept_bytes = std::min(groups * group_kept_(begin, end), kept_prefix_[e] - kept_prefix_[b]);
+    recompute = group_recompute_(begin, end);
   } else {
-    activations = in_flight(stage) * (activation_prefix_[e] - activation_prefix_[b]);
+    kept_bytes = activation_prefix_[e] - activation_prefix_[b];
   }
-  return bytes_per_param_ * (param_prefix_[e] - param_prefix_[b]) + activations +
-         2 * (in_(begin, end) + out_(begin, end));
+  const double gradients = output_prefix_[e] - output_prefix_[b];
+  double activations = 0;
+  for (const Holding& h : holdings_.at(static_cast<std::size_t>(stage)))
+    activations = std::max(activations, h.held * kept_bytes + h.between * gradients);
+  return bytes_per_param_ * (param_prefix_[e] - param_prefix_[b]) + activations + recompute +
+         activation_(begin, end) + 2 * (in_(begin, end) + out_(begin, end));
 }
 
 }  // namespace libpipe

@@ -155,6 +155,12 @@ std::size_t device_allocated_bytes(Device device) {
   return existing != nullptr ? existing->allocator().in_use_bytes() : 0;
 }
 
+std::size_t device_peak_allocated_bytes(Device device) {
+  if (device != Device::cuda) return 0;
+  auto* existing = g_backend.load(std::memory_order_acquire);
+  return existing != nullptr ? existing->allocator().stats().peak : 0;
+}
+
 Backend& cuda_backend() { return backend(); }
 
 void* cuda_compute_stream() { return backend().stream(); }

@@ -32,6 +32,7 @@ std::shared_ptr<void> allocate_device_memory(Device device, std::size_t, bool) {
   throw Error(std::string("device '") + device_name(device) + "': " + kNotBuilt);
 }
 std::size_t device_allocated_bytes(Device) { return 0; }
+std::size_t device_peak_allocated_bytes(Device) { return 0; }
 Backend& cuda_backend() { throw Error(std::string("device 'cuda': ") + kNotBuilt); }
 void* cuda_compute_stream() { throw Error(kNotBuilt); }
 }  // namespace detail
