@@ -15,6 +15,7 @@
 
 #include "pipe/describe.hpp"
 #include "auto.hpp"
+#include "plan_rate.hpp"
 #include "parse_flags.hpp"
 #include "pipe/error.hpp"
 #include "pipe/memory_model.hpp"
@@ -101,9 +102,10 @@ po::options_description flags(Options& o) {
     ("world-size", po::value(&o.world_size)->value_name("N"), "--auto: ranks in the job")
     ("global-batch", po::value(&o.global_batch)->value_name("G"), "--auto: samples per optimizer step, all replicas")
     ("gflops", po::value(&o.gflops)->value_name("R"),
-     "--auto: the device rate per rank in GFLOP/s (default: a GEMM measured here)")
+     "the device rate per rank in GFLOP/s: --auto's (default: a GEMM measured here), or, without --auto, a "
+     "predicted step time for the run described")
     ("profile", po::value(&o.profiles)->value_name("FILE")->composing(),
-     "--auto: calibrate the rate and the F:B:W shares from pipe-train --profile-out FILE of this model; repeat it "
+     "calibrate the rate (--auto's, or a predicted step time without it) and the F:B:W shares from pipe-train --profile-out FILE of this model; repeat it "
      "with runs at other --micro-batch-size values to fit a fixed cost per layer and micro-batch as well")
     ("top", po::value(&o.top)->value_name("K")->default_value(o.top), "--auto: how many plans to print")
     ("help,h", "show this help");
@@ -244,6 +246,17 @@ int plan_model(const Options& o) {
   for (int s = 0; s < o.stages; ++s)
     schedules.push_back(libpipe::make_schedule(o.schedule, o.stages, o.micro_batches, s, V));
   const std::vector<libpipe::RankMemory> memory = libpipe::predict_memory(d, chunk_parts, schedules, mo);
+  // With a device rate (--gflops, or --profile files), the step this run would take (the planner's prediction).
+  double step_seconds = 0, step_bubble = 0;
+  std::string rate_source;
+  if (o.gflops > 0 || !o.profiles.empty()) {
+    libpipe::AutoPlanRequest rate;
+    rate_source = pipe_apps::calibrate_rate(d, o.profiles, o.gflops, rate);
+    const libpipe::SimResult sim = libpipe::predict_step(d, chunk_parts, o.schedule, o.stages, V, o.micro_batches,
+                                                         o.micro_batch_size, o.checkpoint_interval, rate);
+    step_seconds = sim.makespan;
+    step_bubble = sim.bubble;
+  }
   json memory_json = json::array();
   for (const auto& m : memory)
     memory_json.push_back({{"stage", m.stage}, {"parameters", m.parameters}, {"bf16_copies", m.bf16_copies},
@@ -259,6 +272,7 @@ int plan_model(const Options& o) {
                           {"micro_batch_size", o.micro_batch_size}, {"optimizer", o.optimizer},
                           {"dtype", o.dtype}, {"activation_checkpoint_interval", o.checkpoint_interval},
                           {"zero", o.zero}, {"memory_limit", limit}, {"per_rank", memory_json}}}};
+    if (step_seconds > 0) j["predicted_step_seconds"] = step_seconds, j["predicted_bubble"] = step_bubble;
     std::cout << j.dump() << "\n";
     return 0;
   }
@@ -290,6 +304,11 @@ int plan_model(const Options& o) {
                 m.bf16_copies / 1e6, m.gradients / 1e6, m.optimizer / 1e6, m.activations / 1e6, m.peak_in_flight,
                 m.workspace / 1e6, m.buffers / 1e6, m.total() / 1e6);
   std::printf("(held: chunk micro-batches of activations at the schedule's peak; the process itself is not counted)\n");
+  if (step_seconds > 0)
+    std::printf("predicted step: %.4f s, %.1f samples/s, bubble %.1f%% (device rate: %s)\n", step_seconds,
+                static_cast<double>(o.micro_batches) * static_cast<double>(o.micro_batch_size) * o.data_parallel /
+                    step_seconds,
+                100 * step_bubble, rate_source.c_str());
   if (limit > 0)
     std::printf("memory limit %s per rank: the cut above is the most balanced one that fits%s\n",
                 libpipe::byte_size_str(limit).c_str(),
@@ -331,12 +350,12 @@ int main(int argc, char** argv) {
       throw libpipe::Error("--activation-checkpoint-interval must be 0 or more, not " +
                            std::to_string(o.checkpoint_interval));
     o.partition = libpipe::PartitionMethod::parse(!o.weights.empty() && o.method == "balanced" ? "parameters" : o.method);
+    if (vm.count("gflops") && !(o.gflops > 0)) throw libpipe::Error("--gflops must be positive");
+    if (vm.count("gflops") && !o.profiles.empty()) throw libpipe::Error("--gflops and --profile both give the rate");
     if (o.auto_plan) {
       if (!o.weights.empty()) throw libpipe::Error("--auto plans a model, not --weights");
       if (o.world_size < 1) throw libpipe::Error("--auto needs --world-size N (the job's ranks)");
       if (o.global_batch < 1) throw libpipe::Error("--auto needs --global-batch G (samples per optimizer step)");
-      if (vm.count("gflops") && !(o.gflops > 0)) throw libpipe::Error("--gflops must be positive");
-      if (vm.count("gflops") && !o.profiles.empty()) throw libpipe::Error("--gflops and --profile both give the rate");
       libpipe::LayerRegistry registry;
       libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
       const auto d = libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path(o.model)), registry);

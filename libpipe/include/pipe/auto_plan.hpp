@@ -21,6 +21,7 @@
 #include "pipe/export.hpp"
 #include "pipe/partition.hpp"
 #include "pipe/partition_method.hpp"
+#include "pipe/simulate.hpp"
 
 namespace libpipe {
 
@@ -64,6 +65,12 @@ struct AutoPlanResult {
 // Throws libpipe::Error for a request that cannot hold (world size or global batch below 1, a global batch that
 // no data-parallel degree divides, ...).
 PIPE_API AutoPlanResult search_plans(const ModelDescription& model, const AutoPlanRequest& request);
+
+// The predicted step of one layout (what search_plans ranks by): `parts` cuts the model into stages x V chunks.
+// Returns the simulation (makespan: the step's seconds; bubble); only the request's rate and shares are used.
+PIPE_API SimResult predict_step(const ModelDescription& model, const Parts& parts, const std::string& schedule,
+                                int stages, int virtual_stages, int micro_batches, std::int64_t micro_batch_size,
+                                int checkpoint_interval, const AutoPlanRequest& rate);
 
 // The pipe-train flags that run `plan` (after --model): "--stages 2 --data-parallel 2 --schedule zb-h1 ...".
 PIPE_API std::string plan_flags(const AutoPlan& plan, const AutoPlanRequest& request);

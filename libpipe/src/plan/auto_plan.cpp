@@ -50,6 +50,23 @@ bool capped_cut(const ModelDescription& d, const PartitionPlan& own, int stages,
 
 }  // namespace
 
+SimResult predict_step(const ModelDescription& d, const Parts& parts, const std::string& schedule, int stages,
+                       int virtual_stages, int micro_batches, std::int64_t micro_batch_size, int checkpoint_interval,
+                       const AutoPlanRequest& r) {
+  std::vector<StageCosts> costs;
+  for (int c = 0; c < stages * virtual_stages; ++c) {
+    const int begin = parts.at(static_cast<std::size_t>(c)), end = parts.at(static_cast<std::size_t>(c) + 1);
+    double f = 0;
+    for (int i = begin; i < end; ++i) f += static_cast<double>(d.layers[static_cast<std::size_t>(i)].description.flops);
+    const double seconds =
+        f * static_cast<double>(micro_batch_size) / r.flops_per_s + (end - begin) * r.overhead_per_layer_s;
+    StageCosts sc{seconds * r.forward_share, seconds * r.backward_input_share, seconds * r.backward_weight_share};
+    if (checkpoint_interval > 0) sc.backward_input += sc.forward;  // the group's forward again, before its backward
+    costs.push_back(sc);
+  }
+  return simulate(schedule, stages, micro_batches, costs, 0, false, virtual_stages);
+}
+
 AutoPlanResult search_plans(const ModelDescription& d, const AutoPlanRequest& r) {
   if (r.world_size < 1) throw Error("the planner needs a world size of at least 1, not " + std::to_string(r.world_size));
   if (r.global_batch < 1)
@@ -112,19 +129,7 @@ AutoPlanResult search_plans(const ModelDescription& d, const AutoPlanRequest& r)
               result.smallest_peak = std::min(result.smallest_peak, p.peak_bytes);
               continue;
             }
-            std::vector<StageCosts> costs;
-            for (int c = 0; c < stages * V; ++c) {
-              const int begin = p.parts[static_cast<std::size_t>(c)], end = p.parts[static_cast<std::size_t>(c) + 1];
-              double f = 0;
-              for (int i = begin; i < end; ++i)
-                f += static_cast<double>(d.layers[static_cast<std::size_t>(i)].description.flops);
-              const double seconds = f * static_cast<double>(B) / r.flops_per_s + (end - begin) * r.overhead_per_layer_s;
-              StageCosts sc{seconds * r.forward_share, seconds * r.backward_input_share,
-                            seconds * r.backward_weight_share};
-              if (ckpt) sc.backward_input += sc.forward;  // the group's forward again, before its backward
-              costs.push_back(sc);
-            }
-            const SimResult sim = simulate(kind, stages, static_cast<int>(M), costs, 0, false, V);
+            const SimResult sim = predict_step(d, p.parts, kind, stages, V, static_cast<int>(M), B, ckpt, r);
             p.stages = stages;
             p.data_parallel = D;
             p.schedule = kind;
