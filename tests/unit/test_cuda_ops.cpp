@@ -1004,6 +1004,21 @@ BOOST_AUTO_TEST_CASE(llama_ops_match_the_cpu) {
             elementwise);
     compare("swiglu_backward" + tag, dims({B, T, F}), host_floats(ops::swiglu_backward(h.first, da.first)),
             host_floats(ops::swiglu_backward(h.second, da.second)), elementwise);
+
+    // Embedding without a position table (an undefined wpe): the token rows alone, and their scatter-add.
+    const std::int64_t V = 50;
+    const auto wte = pair_of(randoms(V * C), {V, C});
+    Tensor tokens = Tensor::empty({B, T}, DType::int32);
+    for (std::int64_t i = 0; i < B * T; ++i) tokens.host_data<std::int32_t>()[i] = static_cast<std::int32_t>(i * 7 % V);
+    const Tensor gtokens = ops::to_device(tokens, tested());
+    compare("embedding without wpe" + tag, dims({B, T, C}), host_floats(ops::embedding(tokens, wte.first, Tensor())),
+            host_floats(ops::embedding(gtokens, wte.second, Tensor())), kExact);
+    Tensor dwte_c = Tensor::zeros({V, C}, DType::float32), dwte_g = Tensor::zeros({V, C}, DType::float32, tested());
+    Tensor no_wpe;
+    ops::embedding_backward(tokens, dy.first, dwte_c, no_wpe);
+    ops::embedding_backward(gtokens, dy.second, dwte_g, no_wpe);
+    compare("embedding_backward without wpe" + tag, dims({B, T, C}), host_floats(dwte_c), host_floats(dwte_g),
+            kReduce);
   }
 }
 

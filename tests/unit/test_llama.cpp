@@ -645,3 +645,28 @@ hidden = 8
   BOOST_TEST(message.find("kv_heads = 3") != std::string::npos, message);
   BOOST_TEST(message.find('\n') == std::string::npos, message);
 }
+
+// The ops' own checks: a wrong shape is one line naming the op and the shapes.
+BOOST_AUTO_TEST_CASE(op_errors_name_the_op_and_shapes) {
+  libpipe::Rng rng(12);
+  namespace ops = libpipe::ops;
+  auto check = [](const std::function<void()>& call, std::initializer_list<std::string> parts) {
+    const std::string message = error_of(call);
+    BOOST_TEST_REQUIRE(!message.empty(), "no error for " << *parts.begin());
+    for (const auto& part : parts) BOOST_TEST(message.find(part) != std::string::npos, message);
+    BOOST_TEST(message.find('\n') == std::string::npos, message);
+  };
+  check([&] { ops::rotary_gqa(random({2, 5, 24}, rng), 4, 2, 1e4f); },
+        {"rotary_gqa", "float32[2, 5, 24]", "even head dimension"});  // D = 24 / 8 = 3
+  check([&] { ops::rotary_gqa(random({2, 5, 32}, rng), 4, 3, 1e4f); }, {"rotary_gqa", "multiple of kv_heads 3"});
+  check([&] { ops::rotary_gqa(random({2, 5, 32}, rng), 4, 2, 0.0f); }, {"rotary_gqa", "theta"});
+  check([&] { ops::rotary_gqa_backward(random({2, 5, 20}, rng), 4, 2, 1e4f); },
+        {"rotary_gqa_backward", "float32[2, 5, 20]"});
+  check([&] { ops::swiglu(random({2, 5}, rng)); }, {"swiglu", "float32[2, 5]", "[..., 2F]"});
+  check([&] { ops::swiglu_backward(random({2, 6}, rng), random({2, 2}, rng)); },
+        {"swiglu_backward", "float32[2, 2]", "[2, 3]"});
+  Tensor rstd;
+  check([&] { ops::rms_norm(random({2, 8}, rng), random({7}, rng), 1e-5f, rstd); },
+        {"rms_norm", "weight", "float32[7]", "[8]"});
+  check([&] { ops::rms_norm(random({2, 8}, rng), random({8}, rng), 0.0f, rstd); }, {"rms_norm", "eps"});
+}
