@@ -10,7 +10,6 @@
 // q_proj, k_proj and v_proj are stacked by rows into attn.qkv.weight, and
 // gate_proj and up_proj into mlp.gate_up.weight. Rotary embeddings pair
 // channels as Hugging Face's rotate_half does, so q and k need no permutation.
-#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -107,13 +106,10 @@ const BlockName kBlock[] = {
     {"mlp.down.weight", {"mlp.down_proj.weight"}},
 };
 
-// Rows of each Hugging Face tensor in a stacked parameter: q, k, v of attention, gate and up of the MLP.
-std::vector<std::int64_t> part_rows(const std::string& ours, std::int64_t dim, std::int64_t heads,
-                                    std::int64_t kv_heads, std::int64_t hidden) {
-  const std::int64_t d = dim / heads;
-  if (ours == "attn.qkv.weight") return {heads * d, kv_heads * d, kv_heads * d};
-  if (ours == "mlp.gate_up.weight") return {hidden, hidden};
-  return {-1};  // one tensor, the parameter's own shape
+// Rows of each Hugging Face tensor in a stacked parameter: q, k, v of attention, or gate and up of the MLP.
+std::vector<std::int64_t> part_rows(const std::string& ours, const AttentionConfig& a, const MlpConfig& m) {
+  if (ours == "attn.qkv.weight") return {a.heads * a.head_dim, a.kv_heads * a.head_dim, a.kv_heads * a.head_dim};
+  return {m.hidden, m.hidden};  // mlp.gate_up.weight
 }
 
 class Llama : public libpipe::HfArchitecture {
@@ -190,7 +186,7 @@ class Llama : public libpipe::HfArchitecture {
     return s;
   }
 
-  std::map<int, NamedTensors> import_parameters(const libpipe::ModelSpec& spec, const libpipe::ModelDescription& d,
+  std::map<int, NamedTensors> import_parameters(const libpipe::ModelSpec&, const libpipe::ModelDescription& d,
                                                 const NamedTensors& hf) const override {
     LlamaLayers g;
     if (!is_llama(d, &g))
@@ -222,7 +218,6 @@ class Llama : public libpipe::HfArchitecture {
         }
       out[layer][ours] = t;
     };
-    (void)spec;
     take(g.embedding, "wte", {"embed_tokens.weight"});
     for (std::size_t b = 0; b < g.blocks.size(); ++b)
       for (const BlockName& n : kBlock) {
@@ -297,7 +292,7 @@ class Llama : public libpipe::HfArchitecture {
           hf[prefix + n.hf[0]] = t;
           continue;
         }
-        const std::vector<std::int64_t> rows = part_rows(n.ours, a.dim, a.heads, a.kv_heads, m.hidden);
+        const std::vector<std::int64_t> rows = part_rows(n.ours, a, m);
         std::int64_t first = 0;
         for (std::size_t k = 0; k < n.hf.size(); ++k) {
           hf[prefix + n.hf[k]] = rows_of(t, first, rows[k]);
