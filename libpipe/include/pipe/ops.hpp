@@ -52,7 +52,7 @@ PIPE_API Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, cons
 PIPE_API void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                         Tensor& dweight, Tensor& dbias);
 
-// ---- RMSNorm over the last dimension C (Llama's): y = x / sqrt(mean(x^2) + eps) * weight, x [..., C], weight [C];
+// ---- root-mean-square norm over the last dimension C: y = x / sqrt(mean(x^2) + eps) * weight, x [..., C], weight [C];
 // rstd [rows] is an output for backward. Math in float32 whatever the dtypes.
 PIPE_API Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& rstd);
 PIPE_API Tensor rms_norm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd);
@@ -67,7 +67,7 @@ PIPE_API Tensor rotary_gqa(const Tensor& x, std::int64_t heads, std::int64_t kv_
 // dx [B, T, (H + 2 KV) D] from dqkv [B, T, 3 H D]: rotated back, and summed over each group's repeated heads.
 PIPE_API Tensor rotary_gqa_backward(const Tensor& dqkv, std::int64_t heads, std::int64_t kv_heads, float theta);
 
-// ---- SwiGLU gate: h [..., 2F] = [gate, up] side by side -> silu(gate) * up [..., F]
+// ---- swiglu gate: h [..., 2F] = [gate, up] side by side -> silu(gate) * up [..., F]
 PIPE_API Tensor swiglu(const Tensor& h);
 PIPE_API Tensor swiglu_backward(const Tensor& h, const Tensor& dy);  // dh [..., 2F]
 

@@ -1,4 +1,4 @@
-// RMSNorm as ops (kernels: cpu/rmsnorm.cpp, cuda/rmsnorm.cu).
+// Root-mean-square norm as ops (kernels: cpu/rmsnorm.cpp, cuda/rmsnorm.cu).
 #include <string>
 
 #include "ops/op_checks.hpp"

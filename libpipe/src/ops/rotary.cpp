@@ -1,5 +1,5 @@
 // Rotary position embedding with grouped key/value heads as ops (kernels:
-// cpu/rotary.cpp, cuda/rotary.cu): the step between a Llama attention's
+// cpu/rotary.cpp, cuda/rotary.cu): the step between a rotary attention layer's
 // q/k/v projection and the causal attention op, which takes one k and v per
 // query head. Repeating the shared heads here keeps attention() unchanged;
 // the backward sums the repeated heads' gradients back in a fixed order.

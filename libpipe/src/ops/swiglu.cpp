@@ -1,4 +1,4 @@
-// The SwiGLU gate as ops (kernels: cpu/swiglu.cpp, cuda/swiglu.cu): the
+// The swiglu gate as ops (kernels: cpu/swiglu.cpp, cuda/swiglu.cu): the
 // gate and up projections come out of one GEMM side by side, [gate, up].
 #include <string>
 

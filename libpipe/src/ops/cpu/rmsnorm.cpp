@@ -1,4 +1,4 @@
-// RMSNorm on the CPU: forward, backward to the input, backward to the weight;
+// Root-mean-square norm on the CPU: forward, backward to the input, backward to the weight;
 // float32 loops, typed arrays through Float32Views. Plain loops: the row sums
 // run in index order, so that a row's result does not depend on its batch.
 #include <cmath>

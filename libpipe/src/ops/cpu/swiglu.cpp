@@ -1,4 +1,4 @@
-// The SwiGLU gate on the CPU: y = silu(gate) * up over rows of [gate, up].
+// The swiglu gate on the CPU: y = silu(gate) * up over rows of [gate, up].
 #include <cmath>
 #include <cstdint>
 

@@ -29,7 +29,7 @@ void layernorm_backward_weight(const CudaContext& ctx, const std::uint16_t* dy, 
                                const float* mean, const float* rstd, float* dweight, float* dbias, std::int64_t rows,
                                std::int64_t cols);
 
-// RMSNorm (rmsnorm.cu), SwiGLU (swiglu.cu) and rotary embedding with grouped key/value heads (rotary.cu), on float
+// rms_norm (rmsnorm.cu), swiglu (swiglu.cu) and rotary embedding with grouped key/value heads (rotary.cu), on float
 // arrays and on bfloat16 ones (their bits as std::uint16_t; float math and statistics).
 void rms_norm_forward(const CudaContext& ctx, const float* x, const float* weight, float* y, float* rstd,
                       std::int64_t rows, std::int64_t cols, float eps);

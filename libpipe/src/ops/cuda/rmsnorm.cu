@@ -1,4 +1,4 @@
-// RMSNorm over the last dimension on the GPU, laid out as layernorm.cu: one
+// Root-mean-square norm over the last dimension on the GPU, laid out as layernorm.cu: one
 // warp per row for the forward and the input gradient, and a deterministic
 // two-pass column reduction (per-chunk partial sums, then one thread per
 // column adding them in chunk order) for the weight gradient.

@@ -1,4 +1,4 @@
-// The SwiGLU gate on the GPU: one thread per output element in a grid-stride
+// The swiglu gate on the GPU: one thread per output element in a grid-stride
 // loop over rows of [gate, up] (cpu/swiglu.cpp has the same formulas).
 #include <cstdint>
 
