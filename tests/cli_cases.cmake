@@ -78,7 +78,7 @@ pipe_cli_test(broken_shape_chain 2 1
   "pipe-train: error: ${PIPE_TEST_DATA}/broken_chain.toml:16: layer 2 (Linear) expects input float32[*, 64] but layer 1 (ReLU) outputs float32[32]"
   -- --model ${PIPE_TEST_DATA}/broken_chain.toml --dry-run)
 pipe_cli_test(unknown_model 2 1
-  "pipe-train: error: model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, gpt2-tiny, mlp)"
+  "pipe-train: error: model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, gpt2-tiny, llama-3.2-1b, llama-tiny, mlp)"
   -- --model gpt-huge --dry-run)
 
 # Plugins through the command line and the environment.
@@ -113,6 +113,18 @@ pipe_plan_test(memory_table 0 "memory per rank (MB), 1f1b, 8 micro-batches of 16
   -- --model gpt-tiny --stages 2)
 pipe_plan_test(memory_json_zb_v 0 [=["activations":46227584.0,]=] [=["activations":39387136.0,]=] [=["schedule":"zb-v"]=]
   -- --model gpt-tiny --stages 2 --schedule zb-v --json)
+# llama-3.2-1b (plugins/llama) on 8 stages: the split by parameters (the tied 128,256 x 2048 table on the first
+# and last stage) and the memory per rank; by type:LlamaBlock, two blocks per stage.
+pipe_plan_test(llama_3_2_1b_8_stages 0
+  "0      0-0          262,668,288         12,582,912            8,192    262,668,288  Embedding"
+  "7      18-19        262,668,288  3,229,243,932,672    1,067,450,368    262,668,288  LMHead, SoftmaxCrossEntropy"
+  "memory per rank (MB), 1f1b, 8 micro-batches of 16, adamw, fp32:"
+  "0           1050.7         0.0      1050.7      2101.3          269.5         8        0.1     537.1      5009.4"
+  -- --model llama-3.2-1b --stages 8)
+pipe_plan_test(llama_3_2_1b_by_block 0
+  "3      7-8          121,643,008  1,703,621,427,200    1,744,863,232              2  LlamaBlock x2"
+  "7      15-19        384,313,344  4,932,898,914,304    2,829,099,008              2  LlamaBlock x2, RMSNorm, LMHead, SoftmaxCrossEntropy"
+  -- --model llama-3.2-1b --stages 8 --partition-method type:LlamaBlock)
 pipe_plan_test(memory_bad_optimizer 1 "pipe-plan: error: --optimizer 'lion': expected adamw or sgd"
   -- --model gpt-tiny --stages 2 --optimizer lion)
 # --memory-limit (pipe/memory_partition.hpp): at 64 samples per micro-batch 1F1B's first stage of the balanced cut
@@ -318,7 +330,7 @@ set(PIPE_DEVICE_CFG ${CMAKE_CURRENT_BINARY_DIR}/cli-device.cfg)
 pipe_expect_test(cli.device_from_config 1 "pipe-train: error: unknown --device 'tpu' (expected cpu or cuda)" --
   sh -c "printf 'device = tpu\\n' > ${PIPE_DEVICE_CFG} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_DEVICE_CFG}")
 # The end-of-run report names each rank's device and the comm.
-pipe_cli_test(report_names_device 2 0 "peak RSS      grown      model  device" "comm: mpi (how activations, gradients and tied weights"
+pipe_cli_test(report_names_device 2 0 "peak RSS      grown    tensors      model  device" "comm: mpi (how activations, gradients and tied weights"
   -- --stages 2 --steps 1 --micro-batches 2 --micro-batch-size 2 --device cpu --comm mpi --dtype fp32)
 
 # Reliability II: every output checked and every input stat-ed before any training, each refusal one exact line

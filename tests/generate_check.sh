@@ -3,7 +3,8 @@
 #
 # pipe-generate on a byte-level gpt-tiny trained here: greedy text is the same on 1, 2 and 4 pipeline stages,
 # --json holds the prompt's and the new ids and the text, sampling is reproducible by --seed, --logits holds one
-# vocabulary row per new token, and bad input is one clear line. (Parity with transformers: scripts/check-hf.)
+# vocabulary row per new token, and bad input is one clear line. The same greedy check for llama-tiny (rotary
+# positions, no position table). (Parity with transformers: scripts/check-hf.)
 set -u
 export CUDA_VISIBLE_DEVICES=
 generate=$1 train=$2; shift 2
@@ -35,6 +36,16 @@ c=$(gen 1 --prompt "The " --max-new-tokens 24 --temperature 1 --top-k 40 --seed 
 [ "$a" = "$b" ] || fail "sampling with one seed differs between 1 and 2 stages: '$a' / '$b'"
 [ "$a" != "$c" ] || fail "seeds 5 and 6 sampled the same text: '$a'"
 echo "sampled, seed 5 on 1 and 2 stages: '$a'"
+"${mpirun[@]}" -np 2 "$train" --model llama-tiny --stages 2 --steps "${PIPE_TRAIN_CHECK_STEPS:-40}" --micro-batches 4 \
+  --micro-batch-size 8 --data "$PIPE_TEST_DATA/text.txt" --save "$work/lck" >"$work/ltrain.log" 2>&1 ||
+  { cat "$work/ltrain.log"; fail "training llama-tiny"; }
+lgen() { "${mpirun[@]}" -np "$1" "$generate" --model llama-tiny --load "$work/lck" "${@:2}" 2>"$work/gen.err"; }
+l1=$(lgen 1 --prompt "The " --max-new-tokens 24 --temperature 0) || { cat "$work/gen.err"; fail "llama, 1 stage"; }
+l2=$(lgen 2 --prompt "The " --max-new-tokens 24 --temperature 0) || { cat "$work/gen.err"; fail "llama, 2 stages"; }
+l4=$(lgen 4 --prompt "The " --max-new-tokens 24 --temperature 0) || { cat "$work/gen.err"; fail "llama, 4 stages"; }
+[ "$l1" = "$l2" ] && [ "$l1" = "$l4" ] || fail "llama greedy text differs: '$l1' / '$l2' / '$l4'"
+[ "${l1:0:4}" = "The " ] && [ "${#l1}" -eq 28 ] || fail "llama: not the prompt and 24 bytes: '$l1'"
+echo "llama-tiny greedy, 1 = 2 = 4 stages: '$l1'"
 expect() {  # expect STATUS LINE ARGS...: tests/expect.sh (the exit status, the line exactly once)
   local status=$1 line=$2; shift 2
   "$here/expect.sh" "$status" --line "$line" -- "$generate" "$@" || fail "pipe-generate $*"

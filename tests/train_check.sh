@@ -25,6 +25,10 @@
 #                   stages bit-identical; within 1e-2 of fp32 every
 #                   step but not equal to it; a bf16 checkpoint (float32 masters) resumes bit-identically on
 #                   other stage counts
+#   llama           llama-tiny (plugins/llama): 1, 2 and 4 stages bit-identical, the loss falls by a third on the
+#                   built-in data, type:LlamaBlock partitioning, zb-h1 and interleaved-1f1b, activation
+#                   checkpointing, a save resumed on another stage count, and --dtype bf16 on 1 and 2 stages, all
+#                   bit-identical to their references
 set -u
 # CPU checks: GPUs hidden, so that pipe-train's default device is the CPU on any machine
 # (tests/gpu_train_check.sh checks the GPU).
@@ -396,5 +400,26 @@ case $check in
     run then4 4 "${small[@]}" --stages 4 --dtype bf16 --load "$work/ck"
     cat "$work/first.json" "$work/then4.json" | grep -v summary > "$work/joined.json"
     same b2 joined ;;
+  llama)
+    llama=(--model llama-tiny --micro-batches 4 --micro-batch-size 4 --seed 7)
+    run l1 1 "${llama[@]}" --steps "$steps" --stages 1
+    for s in 2 4; do run "l$s" "$s" "${llama[@]}" --steps "$steps" --stages "$s"; same l1 "l$s"; done
+    first=$(series l1 loss | head -1) last=$(series l1 loss | tail -1)
+    awk -v f="$first" -v l="$last" 'BEGIN { printf "llama-tiny: loss %.4f -> %.4f\n", f, l; exit !(l <= 2 * f / 3) }' ||
+      { echo "FAIL: llama-tiny's loss did not fall by a third"; exit 1; }
+    run ltype 2 "${llama[@]}" --steps "$steps" --stages 2 --partition-method type:LlamaBlock
+    same l1 ltype
+    grep -q "partition type:LlamaBlock" "$work/ltype.log" || { echo "FAIL: no type:LlamaBlock banner:"; head -3 "$work/ltype.log"; exit 1; }
+    run lzb 2 "${llama[@]}" --steps "$steps" --stages 2 --schedule zb-h1 --activation-checkpoint-interval 1
+    same l1 lzb
+    run lil 2 "${llama[@]}" --steps "$steps" --stages 2 --schedule interleaved-1f1b
+    same l1 lil
+    run lfirst 2 "${llama[@]}" --steps "$half" --stages 2 --save "$work/lck"
+    run lthen 4 "${llama[@]}" --steps "$steps" --stages 4 --load "$work/lck"
+    cat "$work/lfirst.json" "$work/lthen.json" | grep -v summary > "$work/ljoined.json"
+    same l1 ljoined
+    run lb1 1 "${llama[@]}" --steps "$steps" --stages 1 --dtype bf16
+    run lb2 2 "${llama[@]}" --steps "$steps" --stages 2 --dtype bf16
+    same lb1 lb2 ;;
   *) echo "unknown check $check"; exit 2 ;;
 esac

@@ -65,7 +65,7 @@ bool is_gpt2(const libpipe::ModelDescription& d, Gpt2Layers* out) {
   const auto& L = d.layers;
   if (L.size() < 4) return false;
   std::size_t i = 0;
-  if (L[i].type != "Embedding") return false;
+  if (L[i].type != "Embedding" || L[i].description.params.size() != 2) return false;  // wte and wpe
   g.embedding = static_cast<int>(i++);
   while (i < L.size() && L[i].type == "TransformerBlock") g.blocks.push_back(static_cast<int>(i++));
   if (g.blocks.empty() || i + 3 != L.size()) return false;

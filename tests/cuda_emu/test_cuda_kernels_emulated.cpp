@@ -811,3 +811,138 @@ BOOST_AUTO_TEST_CASE(bf16_losses_attention_match_the_widening_path) {
   cu::attention_backward(ctx(), gdout.get(), gqkv.get(), cprobs.get(), gdqkv.get(), B, T, H, D);
   compare("attention_backward (bf16)", "B2 T37 H2 D16", from_halves(dqkv), from_halves(gdqkv.download()), kBf16Out);
 }
+
+// ---------------------------------------------------------------- rmsnorm.cu, rotary.cu, swiglu.cu (Llama's ops)
+
+BOOST_AUTO_TEST_CASE(rms_norm_forward_and_backward) {
+  const float eps = 1e-5f;
+  for (auto [rows, cols] : kRowShapes) {
+    const std::string what = dims({rows, cols});
+    const Floats x = randoms(rows * cols, -2.0f, 2.0f), w = randoms(cols, 0.5f, 1.5f);
+    Floats y = randoms(rows * cols), rstd = randoms(rows);
+    Dev<float> gx(x), gw(w), gy(y), grstd(rstd);
+    cpu().rms_norm_forward(In{x.data(), libpipe::DType::float32}, In{w.data(), libpipe::DType::float32},
+                           Out{y.data(), libpipe::DType::float32}, rstd.data(), rows, cols, eps);
+    cu::rms_norm_forward(ctx(), gx.get(), gw.get(), gy.get(), grstd.get(), rows, cols, eps);
+    compare("rms_norm_forward (y)", what, y, gy, kRow);
+    compare("rms_norm_forward (rstd)", what, rstd, grstd, kRow);
+
+    // The backward ops get the CPU's rstd on both sides, so that each op is compared on its own.
+    Dev<float> crstd(rstd);
+    const Floats dy = randoms(rows * cols);
+    Floats dx = randoms(rows * cols);
+    Dev<float> gdy(dy), gdx(dx);
+    cpu().rms_norm_backward_input(In{dy.data(), libpipe::DType::float32}, In{x.data(), libpipe::DType::float32},
+                                  In{w.data(), libpipe::DType::float32}, rstd.data(),
+                                  Out{dx.data(), libpipe::DType::float32}, rows, cols);
+    cu::rms_norm_backward_input(ctx(), gdy.get(), gx.get(), gw.get(), crstd.get(), gdx.get(), rows, cols);
+    // dx = rstd (g - x rstd^2 mean(g x)) cancels (to eps / (x^2 + eps) of its terms with one column): the floor
+    // follows the terms, rstd |dy w|.
+    double terms = 0;
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c)
+        terms = std::max(terms, std::fabs(static_cast<double>(rstd[r]) * dy[r * cols + c] * w[c]));
+    compare("rms_norm_backward_input", what, dx, gdx, kRow, terms);
+
+    Floats dw = randoms(cols);  // accumulates
+    Dev<float> gdw(dw);
+    cpu().rms_norm_backward_weight(In{dy.data(), libpipe::DType::float32}, In{x.data(), libpipe::DType::float32},
+                                   rstd.data(), dw.data(), rows, cols);
+    cu::rms_norm_backward_weight(ctx(), gdy.get(), gx.get(), crstd.get(), gdw.get(), rows, cols);
+    compare("rms_norm_backward_weight", what, dw, gdw, kReduce);
+
+    // bfloat16 arrays: the native kernels against the CPU's widening path.
+    const Halves hx = random_halves(rows * cols, -2.0f, 2.0f), hw = random_halves(cols, 0.5f, 1.5f);
+    const Halves hdy = random_halves(rows * cols);
+    Halves hy(static_cast<std::size_t>(rows * cols)), hdx(hy.size());
+    Floats hrstd(static_cast<std::size_t>(rows)), hdw(static_cast<std::size_t>(cols), 0.0f);
+    Dev<std::uint16_t> ghx(hx), ghw(hw), ghy(hy), ghdy(hdy), ghdx(hdx);
+    Dev<float> ghrstd(hrstd), ghdw(hdw);
+    cpu().rms_norm_forward(In{hx.data(), kBf16}, In{hw.data(), kBf16}, Out{hy.data(), kBf16}, hrstd.data(), rows,
+                           cols, eps);
+    cu::rms_norm_forward(ctx(), ghx.get(), ghw.get(), ghy.get(), ghrstd.get(), rows, cols, eps);
+    compare("rms_norm_forward (bf16 y)", what, from_halves(hy), from_halves(ghy.download()), kBf16Out);
+    Dev<float> chrstd(hrstd);
+    cpu().rms_norm_backward_input(In{hdy.data(), kBf16}, In{hx.data(), kBf16}, In{hw.data(), kBf16}, hrstd.data(),
+                                  Out{hdx.data(), kBf16}, rows, cols);
+    cu::rms_norm_backward_input(ctx(), ghdy.get(), ghx.get(), ghw.get(), chrstd.get(), ghdx.get(), rows, cols);
+    compare("rms_norm_backward_input (bf16)", what, from_halves(hdx), from_halves(ghdx.download()),
+            cols == 1 ? Tol{8e-3, 1.0} : kBf16Out);
+    cpu().rms_norm_backward_weight(In{hdy.data(), kBf16}, In{hx.data(), kBf16}, hrstd.data(), hdw.data(), rows,
+                                   cols);
+    cu::rms_norm_backward_weight(ctx(), ghdy.get(), ghx.get(), chrstd.get(), ghdw.get(), rows, cols);
+    compare("rms_norm_backward_weight (bf16 dy)", what, hdw, ghdw, kReduce);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(rotary_gqa_forward_and_backward) {
+  struct Case {
+    std::int64_t batch, seq, heads, kv_heads, head_dim;
+    float theta;
+  };
+  // Multi-head (KV = H), grouped, multi-query (KV = 1); head dimension 2 (one pair), odd pair counts, Llama's 64
+  // with theta 500,000, and enough rows that grid-stride loops go round.
+  const Case cases[] = {{1, 1, 1, 1, 2, 10000.0f}, {2, 5, 4, 2, 6, 10000.0f}, {2, 37, 4, 1, 8, 10000.0f},
+                        {1, 70, 8, 2, 64, 500000.0f}, {3, 9, 6, 6, 10, 100.0f}};
+  for (const Case& c : cases) {
+    const std::string what = "B" + std::to_string(c.batch) + " T" + std::to_string(c.seq) + " H" +
+                             std::to_string(c.heads) + " KV" + std::to_string(c.kv_heads) + " D" +
+                             std::to_string(c.head_dim);
+    const std::int64_t rows = c.batch * c.seq, in = (c.heads + 2 * c.kv_heads) * c.head_dim,
+                       qkv_n = rows * 3 * c.heads * c.head_dim;
+    const Floats x = randoms(rows * in);
+    Floats qkv = randoms(qkv_n);
+    Dev<float> gx(x), gqkv(qkv);
+    cpu().rotary_gqa_forward(In{x.data(), libpipe::DType::float32}, Out{qkv.data(), libpipe::DType::float32},
+                             c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, c.theta);
+    cu::rotary_gqa_forward(ctx(), gx.get(), gqkv.get(), c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, c.theta);
+    compare("rotary_gqa_forward", what, qkv, gqkv, kElementwise);
+
+    const Floats dqkv = randoms(qkv_n);
+    Floats dx = randoms(rows * in);
+    Dev<float> gdqkv(dqkv), gdx(dx);
+    cpu().rotary_gqa_backward(In{dqkv.data(), libpipe::DType::float32}, Out{dx.data(), libpipe::DType::float32},
+                              c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, c.theta);
+    cu::rotary_gqa_backward(ctx(), gdqkv.get(), gdx.get(), c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, c.theta);
+    compare("rotary_gqa_backward", what, dx, gdx, kRow);
+
+    const Halves hx = to_halves(x), hdqkv = to_halves(dqkv);
+    Halves hqkv(static_cast<std::size_t>(qkv_n)), hdx(static_cast<std::size_t>(rows * in));
+    Dev<std::uint16_t> ghx(hx), ghqkv(hqkv), ghdqkv(hdqkv), ghdx(hdx);
+    cpu().rotary_gqa_forward(In{hx.data(), kBf16}, Out{hqkv.data(), kBf16}, c.batch, c.seq, c.heads, c.kv_heads,
+                             c.head_dim, c.theta);
+    cu::rotary_gqa_forward(ctx(), ghx.get(), ghqkv.get(), c.batch, c.seq, c.heads, c.kv_heads, c.head_dim, c.theta);
+    compare("rotary_gqa_forward (bf16)", what, from_halves(hqkv), from_halves(ghqkv.download()), kBf16Out);
+    cpu().rotary_gqa_backward(In{hdqkv.data(), kBf16}, Out{hdx.data(), kBf16}, c.batch, c.seq, c.heads, c.kv_heads,
+                              c.head_dim, c.theta);
+    cu::rotary_gqa_backward(ctx(), ghdqkv.get(), ghdx.get(), c.batch, c.seq, c.heads, c.kv_heads, c.head_dim,
+                            c.theta);
+    compare("rotary_gqa_backward (bf16)", what, from_halves(hdx), from_halves(ghdx.download()), kBf16Out);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(swiglu_forward_and_backward) {
+  for (auto [rows, cols] : kRowShapes) {
+    const std::string what = dims({rows, cols});
+    const Floats h = randoms(rows * 2 * cols, -4.0f, 4.0f), dy = randoms(rows * cols);
+    Floats y = randoms(rows * cols), dh = randoms(rows * 2 * cols);
+    Dev<float> gh(h), gdy(dy), gy(y), gdh(dh);
+    cpu().swiglu_forward(In{h.data(), libpipe::DType::float32}, Out{y.data(), libpipe::DType::float32}, rows, cols);
+    cu::swiglu_forward(ctx(), gh.get(), gy.get(), rows, cols);
+    compare("swiglu_forward", what, y, gy, kElementwise);
+    cpu().swiglu_backward(In{h.data(), libpipe::DType::float32}, In{dy.data(), libpipe::DType::float32},
+                          Out{dh.data(), libpipe::DType::float32}, rows, cols);
+    cu::swiglu_backward(ctx(), gh.get(), gdy.get(), gdh.get(), rows, cols);
+    compare("swiglu_backward", what, dh, gdh, kElementwise);
+
+    const Halves hh = to_halves(h), hdy = to_halves(dy);
+    Halves hy(static_cast<std::size_t>(rows * cols)), hdh(hh.size());
+    Dev<std::uint16_t> ghh(hh), ghdy(hdy), ghy(hy), ghdh(hdh);
+    cpu().swiglu_forward(In{hh.data(), kBf16}, Out{hy.data(), kBf16}, rows, cols);
+    cu::swiglu_forward(ctx(), ghh.get(), ghy.get(), rows, cols);
+    compare("swiglu_forward (bf16)", what, from_halves(hy), from_halves(ghy.download()), kBf16Out);
+    cpu().swiglu_backward(In{hh.data(), kBf16}, In{hdy.data(), kBf16}, Out{hdh.data(), kBf16}, rows, cols);
+    cu::swiglu_backward(ctx(), ghh.get(), ghdy.get(), ghdh.get(), rows, cols);
+    compare("swiglu_backward (bf16)", what, from_halves(hdh), from_halves(ghdh.download()), kBf16Out);
+  }
+}

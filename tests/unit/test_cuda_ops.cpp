@@ -949,6 +949,79 @@ BOOST_AUTO_TEST_CASE(ops_layer_runs_on_cuda_tensors) {
   compare("ops::linear", dims({R, in, out}), yc_h, yg, gemm_tol(GemmMath::fp32));
 }
 
+// ---------------------------------------------------------------- Llama's ops (rmsnorm.cu, rotary.cu, swiglu.cu)
+
+BOOST_AUTO_TEST_CASE(llama_ops_match_the_cpu) {
+  // RMSNorm, rotary embedding with grouped key/value heads and the SwiGLU gate through libpipe::ops on the device
+  // under test against the CPU, in float32 and in bfloat16 (the native kernels).
+  namespace ops = libpipe::ops;
+  const std::int64_t B = 2, T = 37, H = 8, KV = 2, D = 64, C = H * D, F = 96;
+  for (DType dtype : {DType::float32, DType::bfloat16}) {
+    const bool bf16 = dtype == DType::bfloat16;
+    const std::string tag = bf16 ? " (bf16)" : "";
+    auto pair_of = [&](const Floats& v, const libpipe::Shape& shape) {
+      Tensor host = Tensor::empty(shape, DType::float32);
+      std::memcpy(host.data(), v.data(), v.size() * sizeof(float));
+      Tensor typed = ops::to_dtype(host, dtype);
+      return std::make_pair(typed, ops::to_device(typed, tested()));
+    };
+    auto host_floats = [](const Tensor& t) {
+      const Tensor wide = ops::to_device(ops::to_dtype(t, DType::float32), Device::cpu);
+      Floats v(static_cast<std::size_t>(wide.numel()));
+      std::memcpy(v.data(), wide.data(), v.size() * sizeof(float));
+      return v;
+    };
+    const Tol row = bf16 ? Tol{8e-3, 0.1} : kRow;
+    const Tol elementwise = bf16 ? Tol{8e-3, 0.01} : kElementwise;
+
+    const auto x = pair_of(randoms(B * T * C, -2.0f, 2.0f), {B, T, C});
+    const auto w = pair_of(randoms(C, 0.5f, 1.5f), {C});
+    const auto dy = pair_of(randoms(B * T * C), {B, T, C});
+    Tensor rc, rg;
+    const Tensor yc = ops::rms_norm(x.first, w.first, 1e-5f, rc);
+    const Tensor yg = ops::rms_norm(x.second, w.second, 1e-5f, rg);
+    compare("rms_norm" + tag, dims({B, T, C}), host_floats(yc), host_floats(yg), row);
+    compare("rms_norm_backward_input" + tag, dims({B, T, C}),
+            host_floats(ops::rms_norm_backward_input(dy.first, x.first, w.first, rc)),
+            host_floats(ops::rms_norm_backward_input(dy.second, x.second, w.second, ops::to_device(rc, tested()))),
+            row);
+    Tensor dwc = Tensor::zeros({C}, DType::float32), dwg = Tensor::zeros({C}, DType::float32, tested());
+    ops::rms_norm_backward_weight(dy.first, x.first, rc, dwc);
+    ops::rms_norm_backward_weight(dy.second, x.second, ops::to_device(rc, tested()), dwg);
+    compare("rms_norm_backward_weight" + tag, dims({B, T, C}), host_floats(dwc), host_floats(dwg), kReduce);
+
+    const auto proj = pair_of(randoms(B * T * (H + 2 * KV) * D), {B, T, (H + 2 * KV) * D});
+    const auto dqkv = pair_of(randoms(B * T * 3 * C), {B, T, 3 * C});
+    compare("rotary_gqa" + tag, dims({B, T, H, KV, D}), host_floats(ops::rotary_gqa(proj.first, H, KV, 500000.0f)),
+            host_floats(ops::rotary_gqa(proj.second, H, KV, 500000.0f)), elementwise);
+    compare("rotary_gqa_backward" + tag, dims({B, T, H, KV, D}),
+            host_floats(ops::rotary_gqa_backward(dqkv.first, H, KV, 500000.0f)),
+            host_floats(ops::rotary_gqa_backward(dqkv.second, H, KV, 500000.0f)), row);
+
+    const auto h = pair_of(randoms(B * T * 2 * F, -4.0f, 4.0f), {B, T, 2 * F});
+    const auto da = pair_of(randoms(B * T * F), {B, T, F});
+    compare("swiglu" + tag, dims({B, T, F}), host_floats(ops::swiglu(h.first)), host_floats(ops::swiglu(h.second)),
+            elementwise);
+    compare("swiglu_backward" + tag, dims({B, T, F}), host_floats(ops::swiglu_backward(h.first, da.first)),
+            host_floats(ops::swiglu_backward(h.second, da.second)), elementwise);
+
+    // Embedding without a position table (an undefined wpe): the token rows alone, and their scatter-add.
+    const std::int64_t V = 50;
+    const auto wte = pair_of(randoms(V * C), {V, C});
+    Tensor tokens = Tensor::empty({B, T}, DType::int32);
+    for (std::int64_t i = 0; i < B * T; ++i) tokens.host_data<std::int32_t>()[i] = static_cast<std::int32_t>(i * 7 % V);
+    const Tensor gtokens = ops::to_device(tokens, tested());
+    compare("embedding without wpe" + tag, dims({B, T, C}), host_floats(ops::embedding(tokens, wte.first, Tensor())),
+            host_floats(ops::embedding(gtokens, wte.second, Tensor())), kExact);
+    Tensor dwte_c = Tensor::zeros({V, C}, DType::float32), dwte_g = Tensor::zeros({V, C}, DType::float32, tested());
+    Tensor no_wpe;
+    ops::embedding_backward(tokens, dy.first, dwte_c, no_wpe);
+    ops::embedding_backward(gtokens, dy.second, dwte_g, no_wpe);
+    compare("embedding_backward without wpe" + tag, dims({B, T, C}), host_floats(dwte_c), host_floats(dwte_g),
+            kReduce);
+  }
+}
+
 int main(int argc, char** argv) {
   const bool probe = argc > 1 && std::string(argv[1]) == "--probe";
   const char* harness = std::getenv("PIPE_CUDA_OPS_HARNESS");

@@ -323,8 +323,12 @@ BOOST_AUTO_TEST_CASE(embedding) {
   check_shape_error("Embedding", args, i32({65}), "int32[T <= 64]");
   check_shape_error("Embedding", args, f32({64}), "int32[T <= 64]");
   check_shape_error("Embedding", args, i32({2, 32}), "int32[T <= 64]");
-  check_arg_error("Embedding", make_args({{"vocab", I(256)}, {"dim", I(128)}}), i32({64}),
+  check_arg_error("Embedding", make_args({{"vocab", I(256)}, {"dim", I(128)}, {"positions", I(0)}}), i32({64}),
                   "positions");
+  // Without positions: the token table alone, any length.
+  const auto tokens_only = describe("Embedding", make_args({{"vocab", I(256)}, {"dim", I(128)}}), i32({4096}));
+  BOOST_TEST(param_names(tokens_only) == (std::vector<std::string>{"wte"}), boost::test_tools::per_element());
+  BOOST_TEST(libpipe::type_str(tokens_only.output) == "float32[4096, 128]");
   check_arg_error("Embedding",
                   make_args({{"vocab", F(256.0)}, {"dim", I(128)}, {"positions", I(64)}}),
                   i32({64}), "vocab");

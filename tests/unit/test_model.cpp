@@ -170,7 +170,8 @@ BOOST_AUTO_TEST_CASE(gpt2_tiny_has_gpt2s_vocabulary_and_its_stated_count) {
 
 BOOST_AUTO_TEST_CASE(every_shipped_model_describes) {
   auto names = libpipe::builtin_model_names();
-  BOOST_TEST(names == (std::vector<std::string>{"gpt-small", "gpt-tiny", "gpt2-124m", "gpt2-tiny", "mlp"}));
+  BOOST_TEST(names == (std::vector<std::string>{"gpt-small", "gpt-tiny", "gpt2-124m", "gpt2-tiny", "llama-3.2-1b",
+                                                "llama-tiny", "mlp"}));
   for (const auto& name : names) {
     auto d = describe_shipped(name);
     BOOST_TEST(d.params > 0, name);
@@ -185,7 +186,8 @@ BOOST_AUTO_TEST_CASE(model_names_resolve_to_shipped_files) {
   BOOST_TEST(libpipe::resolve_model_path("gpt-tiny") == libpipe::builtin_model_dir() + "/gpt-tiny.toml");
   BOOST_TEST(libpipe::resolve_model_path("gpt-tiny.toml") == libpipe::builtin_model_dir() + "/gpt-tiny.toml");
   BOOST_TEST(error_of([] { libpipe::resolve_model_path("gpt-huge"); }) ==
-             "model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, gpt2-tiny, mlp)");
+             "model 'gpt-huge' is neither a file nor a shipped model (shipped: gpt-small, gpt-tiny, gpt2-124m, "
+             "gpt2-tiny, llama-3.2-1b, llama-tiny, mlp)");
 }
 
 // The loss contract: a loss declares the labels it takes, and model_loss reads it (never a type name).

@@ -275,3 +275,7 @@ BOOST_AUTO_TEST_CASE(mlp_matches_pytorch) { check_model("mlp", false); }
 BOOST_AUTO_TEST_CASE(mlp_matches_pytorch_with_weight_grads_deferred) { check_model("mlp", true); }
 BOOST_AUTO_TEST_CASE(gpt_tiny_matches_pytorch) { check_model("gpt-tiny", false); }
 BOOST_AUTO_TEST_CASE(gpt_tiny_matches_pytorch_with_weight_grads_deferred) { check_model("gpt-tiny", true); }
+// llama-tiny (plugins/llama): RMSNorm, rotary attention with grouped key/value heads, SwiGLU, an untied head;
+// the reference is Hugging Face's Llama math (rotate_half, repeat_kv) written out in the fixture script.
+BOOST_AUTO_TEST_CASE(llama_tiny_matches_pytorch) { check_model("llama-tiny", false); }
+BOOST_AUTO_TEST_CASE(llama_tiny_matches_pytorch_with_weight_grads_deferred) { check_model("llama-tiny", true); }

@@ -27,12 +27,14 @@ libpipe::PluginSearch only(std::vector<std::string> dirs, bool builtin = false) 
 BOOST_AUTO_TEST_CASE(builtin_plugins_register_the_shipped_types) {
   libpipe::LayerRegistry registry;
   auto files = libpipe::load_plugins(registry, only({}, true));
-  BOOST_TEST(files.size() == 2u);
+  BOOST_TEST(files.size() == 3u);
   for (const char* type : {"Linear", "ReLU", "GELU", "LayerNorm", "Embedding", "LMHead", "SoftmaxCrossEntropy",
-                           "MSELoss", "CausalSelfAttention", "TransformerBlock"})
+                           "MSELoss", "CausalSelfAttention", "TransformerBlock", "RMSNorm", "LlamaAttention", "SwiGLU",
+                           "LlamaBlock"})
     BOOST_TEST(registry.find(type) != nullptr, type);
   BOOST_TEST(registry.source_of("Linear") == libpipe::builtin_plugin_dir() + "/pipe_core.so");
   BOOST_TEST(registry.source_of("TransformerBlock") == libpipe::builtin_plugin_dir() + "/pipe_transformer.so");
+  BOOST_TEST(registry.source_of("LlamaBlock") == libpipe::builtin_plugin_dir() + "/pipe_llama.so");
 }
 
 BOOST_AUTO_TEST_CASE(a_users_plugin_registers_from_its_directory) {
@@ -58,7 +60,7 @@ BOOST_AUTO_TEST_CASE(plugin_path_environment_variable) {
   auto files = libpipe::load_plugins(registry, libpipe::PluginSearch{true, true, {}});
   unsetenv("PIPE_PLUGIN_PATH");
   // The built-in directory named again is skipped, not a duplicate.
-  BOOST_TEST(files.size() == 3u);
+  BOOST_TEST(files.size() == 4u);
   BOOST_TEST(registry.find("Scale") != nullptr);
   BOOST_TEST(registry.find("Linear") != nullptr);
 }

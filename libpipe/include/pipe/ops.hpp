@@ -52,6 +52,25 @@ PIPE_API Tensor layernorm_backward_input(const Tensor& dy, const Tensor& x, cons
 PIPE_API void layernorm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& rstd,
                                         Tensor& dweight, Tensor& dbias);
 
+// ---- root-mean-square norm over the last dimension C: y = x / sqrt(mean(x^2) + eps) * weight, x [..., C], weight [C];
+// rstd [rows] is an output for backward. Math in float32 whatever the dtypes.
+PIPE_API Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor& rstd);
+PIPE_API Tensor rms_norm_backward_input(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd);
+// dweight += sum over rows of dy * x * rstd
+PIPE_API void rms_norm_backward_weight(const Tensor& dy, const Tensor& x, const Tensor& rstd, Tensor& dweight);
+
+// ---- rotary position embedding with grouped key/value heads, feeding attention(): x [B, T, (H + 2 KV) D] holds
+// q (H heads), k and v (KV heads each), heads contiguous; the result is attention()'s qkv [B, T, 3 H D], with q and
+// k rotated by their position t in the sequence (rotate_half pairs: channel i with i + D/2, angle
+// t * theta^(-2i/D), as Hugging Face's Llama) and each k and v head repeated for the H / KV query heads it serves.
+PIPE_API Tensor rotary_gqa(const Tensor& x, std::int64_t heads, std::int64_t kv_heads, float theta);
+// dx [B, T, (H + 2 KV) D] from dqkv [B, T, 3 H D]: rotated back, and summed over each group's repeated heads.
+PIPE_API Tensor rotary_gqa_backward(const Tensor& dqkv, std::int64_t heads, std::int64_t kv_heads, float theta);
+
+// ---- swiglu gate: h [..., 2F] = [gate, up] side by side -> silu(gate) * up [..., F]
+PIPE_API Tensor swiglu(const Tensor& h);
+PIPE_API Tensor swiglu_backward(const Tensor& h, const Tensor& dy);  // dh [..., 2F]
+
 // ---- causal self-attention core: qkv [B, T, 3C] -> out [B, T, C]; probs is an output for backward: the
 // probabilities [B, H, T, T], or where the backend runs flash attention (long sequences on a GPU) each row's output
 // and log-sum-exp, float32 [B H, T, D + 1].
@@ -67,7 +86,8 @@ PIPE_API Tensor cross_entropy_backward(const Tensor& logits, const Tensor& label
 PIPE_API Tensor mse(const Tensor& x, const Tensor& target);
 PIPE_API Tensor mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss);
 
-// ---- embedding: tokens int32 [B, T], wte [V, C], wpe [P, C] (T <= P) -> [B, T, C]
+// ---- embedding: tokens int32 [B, T], wte [V, C], wpe [P, C] (T <= P) -> [B, T, C]. An undefined wpe (and dwpe)
+// is no position table: the token rows alone.
 PIPE_API Tensor embedding(const Tensor& tokens, const Tensor& wte, const Tensor& wpe);
 PIPE_API void embedding_backward(const Tensor& tokens, const Tensor& dout, Tensor& dwte, Tensor& dwpe);
 

@@ -2,6 +2,7 @@
 #include "pipe/memory_model.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -159,25 +160,24 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
     int held = 0;
     peak_activation_bytes(sch, unit, &held);
     in_flight_.push_back(held);
-    // Every (held, between) the schedule passes through, then only those no other one dominates.
-    std::vector<Holding> seen;
+    // Every (held, between) the schedule passes through, then only those no other one dominates: by held
+    // descending, a point stays when its between exceeds every between seen so far.
+    std::set<std::pair<int, int>, std::greater<>> seen;
     int h = 0, b = 0;
     for (const auto& step : sch.steps)
       for (const auto& in : step) {
         if (in.kind == WorkKind::Forward) ++h;
         if (in.kind == WorkKind::BackwardInput) ++b;
         if (in.kind == WorkKind::BackwardWeight) --h, --b;
-        seen.push_back({h, b});
+        seen.insert({h, b});
       }
     std::vector<Holding> frontier;
-    for (const Holding& p : seen) {
-      bool dominated = false;
-      for (const Holding& q : seen)
-        dominated = dominated || (q.held >= p.held && q.between >= p.between && (q.held > p.held || q.between > p.between));
-      bool duplicate = false;
-      for (const Holding& q : frontier) duplicate = duplicate || (q.held == p.held && q.between == p.between);
-      if (!dominated && !duplicate) frontier.push_back(p);
-    }
+    int most_between = -1;
+    for (const auto& [held, between] : seen)
+      if (between > most_between) {
+        frontier.push_back({held, between});
+        most_between = between;
+      }
     holdings_.push_back(frontier);
   }
   bytes_per_param_ = 4 + (o.bf16 ? 2 : 0) + 4 + (o.optimizer == "adamw" ? 8.0 : 4.0) / std::max(1, o.optimizer_shards);

@@ -21,8 +21,12 @@ PIPE_INLINE void embedding_kernel(const std::int32_t* tokens, const float* wte, 
                                   std::int64_t batch, std::int64_t seq, std::int64_t dim) {
   for (std::int64_t r = 0; r < batch * seq; ++r) {
     const float* e = wte + static_cast<std::int64_t>(tokens[r]) * dim;
-    const float* p = wpe + (r % seq) * dim;
     float* o = out + r * dim;
+    if (wpe == nullptr) {
+      for (std::int64_t c = 0; c < dim; ++c) o[c] = e[c];
+      continue;
+    }
+    const float* p = wpe + (r % seq) * dim;
     for (std::int64_t c = 0; c < dim; ++c) o[c] = e[c] + p[c];
   }
 }
@@ -38,11 +42,10 @@ PIPE_INLINE void embedding_backward_kernel(const std::int32_t* tokens, const flo
     for (std::int64_t t = 0; t < seq; ++t) {
       const float* g = dout + (b * seq + t) * dim;
       float* e = dwte + static_cast<std::int64_t>(tokens[b * seq + t]) * dim;
+      for (std::int64_t c = 0; c < dim; ++c) e[c] += g[c];
+      if (dwpe == nullptr) continue;
       float* p = dwpe + t * dim;
-      for (std::int64_t c = 0; c < dim; ++c) {
-        e[c] += g[c];
-        p[c] += g[c];
-      }
+      for (std::int64_t c = 0; c < dim; ++c) p[c] += g[c];
     }
 }
 PIPE_ISA_DISPATCH(embedding_backward_kernel,
@@ -62,7 +65,8 @@ void CpuBackend::embedding_forward(const std::int32_t* tokens, In wte, In wpe, O
                   std::to_string(vocab) + ")");
   Float32Views v(*this, "embedding_forward");
   // Only the first `seq` rows of wpe are read.
-  embedding_kernel_any(tokens, v.in(wte, vocab * dim), v.in(wpe, seq * dim), v.out(out, rows * dim), batch, seq, dim);
+  const float* positions = wpe.data == nullptr ? nullptr : v.in(wpe, seq * dim);
+  embedding_kernel_any(tokens, v.in(wte, vocab * dim), positions, v.out(out, rows * dim), batch, seq, dim);
   v.finish();
 }
 

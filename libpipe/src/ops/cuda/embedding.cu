@@ -45,14 +45,16 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
   const T* e = wte + static_cast<std::int64_t>(token) * dim;
-  const T* p = wpe + (row % seq) * dim;
+  const T* p = wpe == nullptr ? nullptr : wpe + (row % seq) * dim;  // null: no position table
   T* o = out + row * dim;
   for (std::int64_t c = static_cast<std::int64_t>(lane) * V; c < dim; c += kWarp * V) {
     float a[V], b[V];
     nn::load_vec<V>(e + c, a);
-    nn::load_vec<V>(p + c, b);
+    if (p != nullptr) {
+      nn::load_vec<V>(p + c, b);
 #pragma unroll
-    for (int i = 0; i < V; ++i) a[i] += b[i];
+      for (int i = 0; i < V; ++i) a[i] += b[i];
+    }
     nn::store_vec<V>(o + c, a);
   }
 }
@@ -167,14 +169,17 @@ void backward(const CudaContext& ctx, const std::int32_t* tokens, const T* dout,
     throw Error("embedding_backward: " + std::to_string(rows) + " token rows are too many for the CUDA kernels");
   const bool vec = dim % 4 == 0 && nn::vec4_aligned(dout) && nn::aligned16(dwte) && nn::aligned16(dwpe);
 
-  // dwpe
-  const std::int64_t n_pos = seq * dim;
-  if (vec)
-    wpe_grad_kernel<T, 4><<<nn::grid_for(ctx, n_pos / 4, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch,
-                                                                                              seq, dim);
-  else
-    wpe_grad_kernel<T, 1><<<nn::grid_for(ctx, n_pos, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch, seq, dim);
-  PIPE_CUDA_CHECK_LAUNCH("wpe_grad_kernel");
+  // dwpe (none without a position table)
+  if (dwpe != nullptr) {
+    const std::int64_t n_pos = seq * dim;
+    if (vec)
+      wpe_grad_kernel<T, 4><<<nn::grid_for(ctx, n_pos / 4, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch,
+                                                                                                seq, dim);
+    else
+      wpe_grad_kernel<T, 1><<<nn::grid_for(ctx, n_pos, kThreads), kThreads, 0, ctx.stream>>>(dout, dwpe, batch, seq,
+                                                                                            dim);
+    PIPE_CUDA_CHECK_LAUNCH("wpe_grad_kernel");
+  }
 
   // dwte: sort (token, row) pairs by token, stably, then one warp per run.
   const int n = static_cast<int>(rows);
@@ -238,8 +243,9 @@ void CudaBackend::embedding_forward(const std::int32_t* tokens, In wte, In wpe, 
     return cuda::embedding_forward(ctx_, tokens, bits(wte), bits(wpe), bits(out), batch, seq, dim, vocab);
   Float32Views v(*this, "embedding_forward");
   // Only the first `seq` rows of wpe are read.
-  cuda::embedding_forward(ctx_, tokens, v.in(wte, vocab * dim), v.in(wpe, seq * dim), v.out(out, batch * seq * dim),
-                          batch, seq, dim, vocab);
+  const float* positions = wpe.data == nullptr ? nullptr : v.in(wpe, seq * dim);
+  cuda::embedding_forward(ctx_, tokens, v.in(wte, vocab * dim), positions, v.out(out, batch * seq * dim), batch, seq,
+                          dim, vocab);
   v.finish();
 }
 

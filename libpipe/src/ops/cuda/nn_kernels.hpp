@@ -29,6 +29,40 @@ void layernorm_backward_weight(const CudaContext& ctx, const std::uint16_t* dy, 
                                const float* mean, const float* rstd, float* dweight, float* dbias, std::int64_t rows,
                                std::int64_t cols);
 
+// rms_norm (rmsnorm.cu), swiglu (swiglu.cu) and rotary embedding with grouped key/value heads (rotary.cu), on float
+// arrays and on bfloat16 ones (their bits as std::uint16_t; float math and statistics).
+void rms_norm_forward(const CudaContext& ctx, const float* x, const float* weight, float* y, float* rstd,
+                      std::int64_t rows, std::int64_t cols, float eps);
+void rms_norm_forward(const CudaContext& ctx, const std::uint16_t* x, const std::uint16_t* weight, std::uint16_t* y,
+                      float* rstd, std::int64_t rows, std::int64_t cols, float eps);
+void rms_norm_backward_input(const CudaContext& ctx, const float* dy, const float* x, const float* weight,
+                             const float* rstd, float* dx, std::int64_t rows, std::int64_t cols);
+void rms_norm_backward_input(const CudaContext& ctx, const std::uint16_t* dy, const std::uint16_t* x,
+                             const std::uint16_t* weight, const float* rstd, std::uint16_t* dx, std::int64_t rows,
+                             std::int64_t cols);
+// Accumulates into dweight.
+void rms_norm_backward_weight(const CudaContext& ctx, const float* dy, const float* x, const float* rstd,
+                              float* dweight, std::int64_t rows, std::int64_t cols);
+void rms_norm_backward_weight(const CudaContext& ctx, const std::uint16_t* dy, const std::uint16_t* x,
+                              const float* rstd, float* dweight, std::int64_t rows, std::int64_t cols);
+void swiglu_forward(const CudaContext& ctx, const float* h, float* y, std::int64_t rows, std::int64_t cols);
+void swiglu_forward(const CudaContext& ctx, const std::uint16_t* h, std::uint16_t* y, std::int64_t rows,
+                    std::int64_t cols);
+void swiglu_backward(const CudaContext& ctx, const float* h, const float* dy, float* dh, std::int64_t rows,
+                     std::int64_t cols);
+void swiglu_backward(const CudaContext& ctx, const std::uint16_t* h, const std::uint16_t* dy, std::uint16_t* dh,
+                     std::int64_t rows, std::int64_t cols);
+void rotary_gqa_forward(const CudaContext& ctx, const float* x, float* qkv, std::int64_t batch, std::int64_t seq,
+                        std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, float theta);
+void rotary_gqa_forward(const CudaContext& ctx, const std::uint16_t* x, std::uint16_t* qkv, std::int64_t batch,
+                        std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+                        float theta);
+void rotary_gqa_backward(const CudaContext& ctx, const float* dqkv, float* dx, std::int64_t batch, std::int64_t seq,
+                         std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim, float theta);
+void rotary_gqa_backward(const CudaContext& ctx, const std::uint16_t* dqkv, std::uint16_t* dx, std::int64_t batch,
+                         std::int64_t seq, std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim,
+                         float theta);
+
 void attention_forward(const CudaContext& ctx, const float* qkv, float* out, float* probs, std::int64_t batch,
                        std::int64_t seq, std::int64_t heads, std::int64_t head_dim);
 void attention_backward(const CudaContext& ctx, const float* dout, const float* qkv, const float* probs, float* dqkv,
