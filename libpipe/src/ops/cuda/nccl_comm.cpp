@@ -157,18 +157,36 @@ class NcclComm : public Comm {
 
   // NCCL moves equal slices: `t` goes through a buffer padded to size x ceil(n / size) (shard_range's slices). The
   // buffer is freed after wait(), in the compute stream's order, which by then waits for the comm stream.
+  struct Padded {
+    Tensor buffer;            // size x slice floats
+    std::size_t slice;        // elements per rank
+    float* base;              // the buffer
+    float* mine;              // this rank's slice in it
+    ShardRange range;         // this rank's slice of the tensor (shard_range: may be shorter)
+  };
+  Padded padded_for(const Tensor& t) const {
+    Padded p;
+    const auto n = static_cast<std::size_t>(t.numel());
+    p.slice = (n + size_ - 1) / size_;
+    p.buffer = Tensor::empty({static_cast<std::int64_t>(p.slice * size_)}, DType::float32, t.device());
+    p.base = static_cast<float*>(p.buffer.data());
+    p.mine = p.base + static_cast<std::size_t>(rank_) * p.slice;
+    p.range = shard_range(t.numel(), size_, rank_);
+    return p;
+  }
+
   void reduce_scatter_sum(Tensor& t) override {
     check_float(t, "reduce-scatter");
     if (size_ == 1) return;
-    const auto n = static_cast<std::size_t>(t.numel()), slice = (n + size_ - 1) / size_;
-    Tensor padded = Tensor::empty({static_cast<std::int64_t>(slice * size_)}, DType::float32, t.device());
-    float* base = static_cast<float*>(padded.data());
-    float* mine = base + static_cast<std::size_t>(rank_) * slice;
-    const ShardRange range = shard_range(t.numel(), size_, rank_);
+    const auto n = static_cast<std::size_t>(t.numel());
+    Padded padded = padded_for(t);
+    float *base = padded.base, *mine = padded.mine;
+    const std::size_t slice = padded.slice;
+    const ShardRange range = padded.range;
     CommRequest r;
     r.what = "a reduce-scatter of " + std::to_string(n) + " gradients";
     r.state = issue([&] {
-      PIPE_COMM_CUDA_CHECK(cudaMemsetAsync(base, 0, padded.bytes(), stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemsetAsync(base, 0, padded.buffer.bytes(), stream_));
       PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(base, t.data(), t.bytes(), cudaMemcpyDeviceToDevice, stream_));
       PIPE_NCCL_CHECK(ncclReduceScatter(base, mine, slice, ncclFloat, ncclSum, nccl_, stream_));
       PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(static_cast<float*>(t.data()) + range.begin, mine,
@@ -183,11 +201,11 @@ class NcclComm : public Comm {
   void all_gather(Tensor& t) override {
     check_float(t, "all-gather");
     if (size_ == 1) return;
-    const auto n = static_cast<std::size_t>(t.numel()), slice = (n + size_ - 1) / size_;
-    Tensor padded = Tensor::empty({static_cast<std::int64_t>(slice * size_)}, DType::float32, t.device());
-    float* base = static_cast<float*>(padded.data());
-    float* mine = base + static_cast<std::size_t>(rank_) * slice;
-    const ShardRange range = shard_range(t.numel(), size_, rank_);
+    const auto n = static_cast<std::size_t>(t.numel());
+    Padded padded = padded_for(t);
+    float *base = padded.base, *mine = padded.mine;
+    const std::size_t slice = padded.slice;
+    const ShardRange range = padded.range;
     CommRequest r;
     r.what = "an all-gather of " + std::to_string(n) + " parameters";
     r.state = issue([&] {
