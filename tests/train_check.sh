@@ -114,8 +114,11 @@ case $check in
       { echo "FAIL: the gradient norms differ beyond 1e-12 with --zero 1"; exit 1; }
     grep -q "^pipe-train: --zero 1: rank 0 (stage 0) keeps 1,750,016 of its stage's 3,500,032 bytes of optimizer state (2 replicas)$" \
       "$work/z1.log" || { echo "FAIL: no halved optimizer state reported"; cat "$work/z1.log"; exit 1; }
-    # Under bf16 (the bfloat16 values refreshed from the gathered float32 masters) and under SGD, the same.
-    for extra in "--dtype bf16" "--optimizer sgd"; do
+    # Under bf16 (the bfloat16 values refreshed from the gathered float32 masters) and under SGD, the same (left
+    # out of the sanitizers' short runs, which keep the 2 x 2 case, 4 replicas and the resumes).
+    extras=("--dtype bf16" "--optimizer sgd")
+    [ "$steps" -ge 20 ] || extras=()
+    for extra in "${extras[@]}"; do
       name=$(echo "$extra" | tr -dc 'a-z0-9')
       run "${name}0" 4 "${d2[@]}" --steps "$half" $extra
       run "${name}1" 4 "${d2[@]}" --steps "$half" $extra --zero 1
@@ -405,8 +408,10 @@ case $check in
     run l1 1 "${llama[@]}" --steps "$steps" --stages 1
     for s in 2 4; do run "l$s" "$s" "${llama[@]}" --steps "$steps" --stages "$s"; same l1 "l$s"; done
     first=$(series l1 loss | head -1) last=$(series l1 loss | tail -1)
-    awk -v f="$first" -v l="$last" 'BEGIN { printf "llama-tiny: loss %.4f -> %.4f\n", f, l; exit !(l <= 2 * f / 3) }' ||
-      { echo "FAIL: llama-tiny's loss did not fall by a third"; exit 1; }
+    # 20 steps take the loss down by a third; the sanitizers' 6 steps only down.
+    awk -v f="$first" -v l="$last" -v n="$steps" 'BEGIN { printf "llama-tiny: loss %.4f -> %.4f in %d steps\n", f, l, n
+                                                          exit !(n >= 20 ? l <= 2 * f / 3 : l < f) }' ||
+      { echo "FAIL: llama-tiny's loss did not fall (by a third over 20 steps or more)"; exit 1; }
     run ltype 2 "${llama[@]}" --steps "$steps" --stages 2 --partition-method type:LlamaBlock
     same l1 ltype
     grep -q "partition type:LlamaBlock" "$work/ltype.log" || { echo "FAIL: no type:LlamaBlock banner:"; head -3 "$work/ltype.log"; exit 1; }
