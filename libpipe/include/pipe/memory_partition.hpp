@@ -4,6 +4,7 @@
 // model's StageMemoryBound). Pure: no MPI, nothing allocated.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,13 @@ struct MemoryLimitRequest {
   double limit = 0;       // bytes per rank
   int data_parallel = 1;  // replicas, for the --zero 1 suggestion
 };
+
+// The cut plan_partition_memory makes, without its errors: `own` (the method's cut, one chunk per stage) when every
+// stage's bound fits `limit`; otherwise, for a method that balances weights or uniform, the cut with the smallest
+// bottleneck among those that fit (`*recut` set); std::nullopt when none fits or the method's cut may not move.
+PIPE_API std::optional<Parts> cut_within_memory_limit(const PartitionPlan& own, const PartitionMethod& method,
+                                                      const StageMemoryBound& bound, double limit,
+                                                      bool* recut = nullptr);
 
 // The cut of `method` into `num_stages` stages whose every rank's predicted peak (StageMemoryBound) is within
 // request.limit. The method's own cut when it fits; otherwise, for a method that balances weights or uniform (its

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <optional>
 
 #include "pipe/error.hpp"
 #include "pipe/memory_model.hpp"
@@ -22,30 +23,6 @@ std::vector<std::int64_t> divisors(std::int64_t n, std::int64_t at_most) {
   for (std::int64_t d = 1; d <= n && d <= at_most; ++d)
     if (n % d == 0) out.push_back(d);
   return out;
-}
-
-// The cut of a one-chunk schedule under the limit: the method's own when it fits, else the most balanced one that
-// fits (plan_partition_memory without its error's search for remedies); false when none fits.
-bool capped_cut(const ModelDescription& d, const PartitionPlan& own, int stages,
-                const std::vector<Schedule>& schedules, const MemoryModelOptions& mo, double limit, Parts& parts,
-                bool& capped) {
-  const StageMemoryBound bound(d, schedules, mo);
-  bool fits = true;
-  for (int s = 0; s < stages && fits; ++s)
-    fits = bound(s, own.parts[static_cast<std::size_t>(s)], own.parts[static_cast<std::size_t>(s) + 1]) <= limit;
-  if (fits) {
-    parts = own.parts;
-    capped = false;
-    return true;
-  }
-  try {
-    parts = partition_balanced_capped(own.weights, stages, [&](int s, int a, int b) { return bound(s, a, b); },
-                                      limit);
-  } catch (const Error&) {
-    return false;
-  }
-  capped = true;
-  return true;
 }
 
 }  // namespace
@@ -114,13 +91,18 @@ AutoPlanResult search_plans(const ModelDescription& d, const AutoPlanRequest& r)
             mo.optimizer_shards = zero == 1 ? D : 1;
             AutoPlan p;
             p.parts = own.parts;
-            if (r.memory_limit > 0 && V == 1 &&
-                !capped_cut(d, own, stages, schedules, mo, r.memory_limit, p.parts, p.memory_capped)) {
+            if (r.memory_limit > 0 && V == 1) {
+              // The cut pipe-train makes under --memory-limit (plan_partition_memory's).
               const StageMemoryBound bound(d, schedules, mo);
-              result.smallest_peak =
-                  std::min(result.smallest_peak,
-                           smallest_peak_cost(n, stages, [&](int s, int a, int b) { return bound(s, a, b); }));
-              continue;
+              const std::optional<Parts> cut =
+                  cut_within_memory_limit(own, r.method, bound, r.memory_limit, &p.memory_capped);
+              if (!cut) {
+                result.smallest_peak =
+                    std::min(result.smallest_peak,
+                             smallest_peak_cost(n, stages, [&](int s, int a, int b) { return bound(s, a, b); }));
+                continue;
+              }
+              p.parts = *cut;
             }
             const std::vector<RankMemory> memory = predict_memory(d, p.parts, schedules, mo);
             for (const RankMemory& m : memory)

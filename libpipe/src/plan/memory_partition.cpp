@@ -90,35 +90,48 @@ std::string byte_size_str(double bytes) {
   return buffer;
 }
 
+std::optional<Parts> cut_within_memory_limit(const PartitionPlan& own, const PartitionMethod& method,
+                                             const StageMemoryBound& bound, double limit, bool* recut) {
+  if (recut) *recut = false;
+  bool fits = true;
+  for (std::size_t s = 0; s + 1 < own.parts.size() && fits; ++s)
+    fits = bound(static_cast<int>(s), own.parts[s], own.parts[s + 1]) <= limit;
+  if (fits) return own.parts;
+  if (!method.balances() && method.name() != "uniform") return std::nullopt;  // a manual cut is never moved
+  try {
+    Parts parts = partition_balanced_capped(own.weights, static_cast<int>(own.parts.size()) - 1, cost_of(bound),
+                                            limit);
+    if (recut) *recut = true;
+    return parts;
+  } catch (const Error&) {
+    return std::nullopt;  // no cut fits
+  }
+}
+
 PartitionPlan plan_partition_memory(const ModelDescription& model, const PartitionMethod& method, int num_stages,
                                     const MemoryLimitRequest& r, const std::vector<double>* measured_times) {
   PartitionPlan plan = plan_partition(model, method, num_stages, measured_times);
   const StageMemoryBound bound(model, schedules_for(r.schedule, num_stages, r.micro_batches), r.memory);
+  if (const std::optional<Parts> cut = cut_within_memory_limit(plan, method, bound, r.limit)) {
+    plan.parts = *cut;
+    return plan;
+  }
   const std::string limit = "--memory-limit " + byte_size_str(r.limit);
-  auto over = [&](const Parts& parts) {  // the first stage over the limit, or -1
-    for (int s = 0; s < num_stages; ++s)
-      if (bound(s, parts[static_cast<std::size_t>(s)], parts[static_cast<std::size_t>(s) + 1]) > r.limit) return s;
-    return -1;
-  };
-  const int first_over = over(plan.parts);
-  if (first_over < 0) return plan;
   const std::string setting = " (" + r.schedule + ", " + std::to_string(r.micro_batches) + " micro-batches of " +
                               std::to_string(r.memory.micro_batch_size) + ")";
   if (!method.balances() && method.name() != "uniform") {
-    const int s = first_over;
+    int s = 0;  // the first stage over the limit
+    while (bound(s, plan.parts[static_cast<std::size_t>(s)], plan.parts[static_cast<std::size_t>(s) + 1]) <= r.limit)
+      ++s;
     throw Error(limit + ": the " + method.text() + " cut puts " +
                 byte_size_str(bound(s, plan.parts[static_cast<std::size_t>(s)],
                                     plan.parts[static_cast<std::size_t>(s) + 1])) +
                 " on stage " + std::to_string(s) + setting + "; move its boundaries or drop the limit");
   }
   const double peak = smallest_peak_cost(static_cast<int>(model.layers.size()), num_stages, cost_of(bound));
-  if (peak > r.limit)
-    throw Error(limit + ": no cut of " + model.name + " into " + std::to_string(num_stages) +
-                (num_stages == 1 ? " stage fits" : " stages fits") +
-                setting + "; the smallest peak any cut reaches is " + byte_size_str(peak) +
-                remedies(model, num_stages, r, peak));
-  plan.parts = partition_balanced_capped(plan.weights, num_stages, cost_of(bound), r.limit);
-  return plan;
+  throw Error(limit + ": no cut of " + model.name + " into " + std::to_string(num_stages) +
+              (num_stages == 1 ? " stage fits" : " stages fits") + setting +
+              "; the smallest peak any cut reaches is " + byte_size_str(peak) + remedies(model, num_stages, r, peak));
 }
 
 }  // namespace libpipe

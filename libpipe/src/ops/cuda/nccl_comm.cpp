@@ -140,9 +140,7 @@ class NcclComm : public Comm {
   }
 
   void allreduce_sum(Tensor& t) override {
-    check_device(t, "all-reduce");
-    if (t.dtype() != DType::float32)
-      throw Error(std::string("the NCCL communicator cannot all-reduce a ") + dtype_name(t.dtype()) + " tensor");
+    check_float(t, "all-reduce");
     if (size_ == 1) return;
     CommRequest r;
     r.what = "an all-reduce of " + std::to_string(t.numel()) + " gradients";
@@ -178,45 +176,37 @@ class NcclComm : public Comm {
   void reduce_scatter_sum(Tensor& t) override {
     check_float(t, "reduce-scatter");
     if (size_ == 1) return;
-    const auto n = static_cast<std::size_t>(t.numel());
-    Padded padded = padded_for(t);
-    float *base = padded.base, *mine = padded.mine;
-    const std::size_t slice = padded.slice;
-    const ShardRange range = padded.range;
+    const Padded p = padded_for(t);
     CommRequest r;
-    r.what = "a reduce-scatter of " + std::to_string(n) + " gradients";
+    r.what = "a reduce-scatter of " + std::to_string(t.numel()) + " gradients";
     r.state = issue([&] {
-      PIPE_COMM_CUDA_CHECK(cudaMemsetAsync(base, 0, padded.buffer.bytes(), stream_));
-      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(base, t.data(), t.bytes(), cudaMemcpyDeviceToDevice, stream_));
-      PIPE_NCCL_CHECK(ncclReduceScatter(base, mine, slice, ncclFloat, ncclSum, nccl_, stream_));
-      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(static_cast<float*>(t.data()) + range.begin, mine,
-                                           static_cast<std::size_t>(range.size()) * sizeof(float),
+      PIPE_COMM_CUDA_CHECK(cudaMemsetAsync(p.base, 0, p.buffer.bytes(), stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(p.base, t.data(), t.bytes(), cudaMemcpyDeviceToDevice, stream_));
+      PIPE_NCCL_CHECK(ncclReduceScatter(p.base, p.mine, p.slice, ncclFloat, ncclSum, nccl_, stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(static_cast<float*>(t.data()) + p.range.begin, p.mine,
+                                           static_cast<std::size_t>(p.range.size()) * sizeof(float),
                                            cudaMemcpyDeviceToDevice, stream_));
     });
     wait(r);
     stats_.bytes_sent += static_cast<std::int64_t>(t.bytes());
-    stats_.bytes_received += range.size() * 4;
+    stats_.bytes_received += p.range.size() * 4;
   }
 
   void all_gather(Tensor& t) override {
     check_float(t, "all-gather");
     if (size_ == 1) return;
-    const auto n = static_cast<std::size_t>(t.numel());
-    Padded padded = padded_for(t);
-    float *base = padded.base, *mine = padded.mine;
-    const std::size_t slice = padded.slice;
-    const ShardRange range = padded.range;
+    const Padded p = padded_for(t);
     CommRequest r;
-    r.what = "an all-gather of " + std::to_string(n) + " parameters";
+    r.what = "an all-gather of " + std::to_string(t.numel()) + " parameters";
     r.state = issue([&] {
-      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(mine, static_cast<const float*>(t.data()) + range.begin,
-                                           static_cast<std::size_t>(range.size()) * sizeof(float),
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(p.mine, static_cast<const float*>(t.data()) + p.range.begin,
+                                           static_cast<std::size_t>(p.range.size()) * sizeof(float),
                                            cudaMemcpyDeviceToDevice, stream_));
-      PIPE_NCCL_CHECK(ncclAllGather(mine, base, slice, ncclFloat, nccl_, stream_));
-      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(t.data(), base, t.bytes(), cudaMemcpyDeviceToDevice, stream_));
+      PIPE_NCCL_CHECK(ncclAllGather(p.mine, p.base, p.slice, ncclFloat, nccl_, stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(t.data(), p.base, t.bytes(), cudaMemcpyDeviceToDevice, stream_));
     });
     wait(r);
-    stats_.bytes_sent += range.size() * 4;
+    stats_.bytes_sent += p.range.size() * 4;
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
   }
 
