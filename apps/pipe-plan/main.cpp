@@ -91,7 +91,8 @@ po::options_description flags(Options& o) {
     ("activation-checkpoint-interval", po::value(&o.checkpoint_interval)->value_name("K")->default_value(0),
      "memory per rank: keep only every K layers' input (0: off)")
     ("zero", po::value(&o.zero)->value_name("0|1")->default_value(0),
-     "memory per rank: 1 splits the optimizer's state over the data-parallel replicas (ZeRO stage 1)")
+     "memory per rank: 1 splits the optimizer's state (and bf16's float32 masters) over the data-parallel "
+     "replicas (ZeRO stage 1)")
     ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
      "bytes per rank (8GiB, 512MiB, ...): the cut with the smallest bottleneck among those whose predicted peak "
      "fits (one chunk per stage)")

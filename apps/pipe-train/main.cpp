@@ -253,11 +253,18 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                  chunk_note(options).c_str(), nlohmann::json(plan.parts).dump().c_str(), options.train.schedule.c_str(),
                  options.train.micro_batches, options.train.micro_batch_size, grid.data_parallel_size(),
                  static_cast<long long>(engine->global_batch()), data->describe().c_str());
-  if (options.train.zero == 1 && rank == 0)
-    std::fprintf(stderr, "%s: --zero 1: rank 0 (stage %d) keeps %s of its stage's %s bytes of optimizer state (%d "
-                 "replicas)\n", kProgram, grid.stage_id(),
-                 libpipe::with_commas(engine->optimizer().state_bytes()).c_str(),
-                 libpipe::with_commas(engine->optimizer().unsharded_state_bytes()).c_str(), grid.data_parallel_size());
+  if (options.train.zero == 1 && rank == 0) {
+    const libpipe::Optimizer& optimizer = engine->optimizer();
+    const std::string masters = optimizer.unsharded_master_bytes() == 0
+                                    ? ""
+                                    : " and " + libpipe::with_commas(optimizer.master_bytes()) + " of its " +
+                                          libpipe::with_commas(optimizer.unsharded_master_bytes()) +
+                                          " bytes of float32 masters";
+    std::fprintf(stderr, "%s: --zero 1: rank 0 (stage %d) keeps %s of its stage's %s bytes of optimizer state%s (%d "
+                 "replicas)\n", kProgram, grid.stage_id(), libpipe::with_commas(optimizer.state_bytes()).c_str(),
+                 libpipe::with_commas(optimizer.unsharded_state_bytes()).c_str(), masters.c_str(),
+                 grid.data_parallel_size());
+  }
   if (engine->checkpoint_saved_bytes() > 0)
     std::fprintf(stderr, "%s: rank %d (stage %d): activation checkpointing saves %s bytes per micro-batch\n",
                  kProgram, rank, grid.stage_id(), libpipe::with_commas(engine->checkpoint_saved_bytes()).c_str());
@@ -473,7 +480,8 @@ int run(MPI_Comm world, int argc, char** argv) {
   if (!libpipe::run_phase_on_all(world, plan_parts, result, "partitioning the model")) return failed();
   auto check_memory = [&] {
     const pipe_train::MemoryFloor floor =
-        pipe_train::memory_floor(description, plan.parts, grid->stage_id(), grid->num_stages(), options);
+        pipe_train::memory_floor(description, plan.parts, grid->stage_id(), grid->num_stages(),
+                                 grid->data_parallel_size(), options);
     pipe_train::refuse_beyond_node_memory(world, floor, options, where.device == libpipe::Device::cpu);
   };
   if (!libpipe::run_phase_on_all(world, check_memory, result, "checking the memory the job needs")) return failed();

@@ -13,10 +13,12 @@
 namespace pipe_train {
 
 MemoryFloor memory_floor(const libpipe::ModelDescription& description, const std::vector<int>& parts, int stage,
-                         int stages, const Options& options) {
+                         int stages, int data_parallel, const Options& options) {
   const bool bf16 = options.dtype == "bf16";
+  const double shards = options.train.zero == 1 ? std::max(1, data_parallel) : 1;  // --zero 1 splits these
   const double optimizer_bytes = options.train.optimizer.kind == "adamw" ? 8 : 0;  // m and v; sgd's momentum may be off
-  const double per_parameter = 4 /* master */ + 4 /* gradient */ + optimizer_bytes + (bf16 ? 2 : 0);
+  const double per_parameter = (bf16 ? 2 + 4 / shards : 4) /* values and masters */ + 4 /* gradient */ +
+                               optimizer_bytes / shards;
   const bool checkpointing = options.train.checkpoint_interval > 0;
   MemoryFloor floor;
   double activations = 0, largest = 0;

@@ -110,8 +110,9 @@ po::options_description describe_flags(Options& o) {
     ("clip-grad-norm", po::value(&t.clip_grad_norm)->value_name("X")->default_value(t.clip_grad_norm, "1"),
      "clip the global gradient norm (over all stages) to X; 0 disables")
     ("zero", po::value(&t.zero)->value_name("0|1")->default_value(0),
-     "1: ZeRO stage 1, the optimizer state split over the data-parallel replicas (gradients reduce-scattered, "
-     "parameters all-gathered after the step; checkpoints hold the whole state and load with or without it)")
+     "1: ZeRO stage 1, the optimizer state (and bf16's float32 masters) split over the data-parallel replicas "
+     "(gradients reduce-scattered, parameters all-gathered after the step; checkpoints hold the whole state and "
+     "load with or without it)")
     ("activation-checkpoint-interval", po::value(&t.checkpoint_interval)->value_name("K")->default_value(0),
      "keep only the input of every K layers and recompute them in backward (0: off); groups without "
      "trainable parameters are not checkpointed, as in DeepSpeed")

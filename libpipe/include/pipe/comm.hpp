@@ -72,8 +72,9 @@ class PIPE_API Comm {
   virtual void allreduce_sum(Tensor& t) = 0;  // float32
   virtual void allreduce_sum(double* values, int count) = 0;  // host values
   virtual void broadcast(Tensor& t, int root) = 0;
-  // float32, in place, slices by shard_range: afterwards this rank's slice of `t` holds the group's sum (the rest
-  // of `t` is unspecified), and all_gather gives every rank every rank's slice.
+  // In place, slices by shard_range: afterwards this rank's slice of `t` holds the group's sum (float32; the rest
+  // of `t` is unspecified), and all_gather gives every rank every rank's slice (float32 or bfloat16: ZeRO-1
+  // gathers mixed precision's bfloat16 values, whose float32 masters stay split).
   virtual void reduce_scatter_sum(Tensor& t) = 0;
   virtual void all_gather(Tensor& t) = 0;
 

@@ -5,7 +5,7 @@
 // What it counts, per stage (every data-parallel replica of a stage alike):
 //  - parameters: float32 masters of the stage's layers, a weight tied between
 //    layers of one stage once (they share storage), a weight tied across
-//    stages on each of them; under bf16 also their bfloat16 copies;
+//    stages on each of them; under bf16 also their bfloat16 copies (and --zero 1 splits the masters);
 //  - gradients (float32) and the optimizer's state: AdamW's m and v, or SGD's
 //    momentum buffer;
 //  - activations: what forward keeps for backward (describe's activation
@@ -42,7 +42,7 @@ struct MemoryModelOptions {
   std::string optimizer = "adamw";  // "adamw" (m, v) or "sgd" (momentum)
   bool bf16 = false;                // --dtype bf16: bfloat16 copies of the parameters beside the float32 masters
   int checkpoint_interval = 0;      // --activation-checkpoint-interval K (0: off)
-  int optimizer_shards = 1;         // --zero 1: the optimizer's state is split over this many data-parallel ranks
+  int optimizer_shards = 1;         // --zero 1: the optimizer's state (and bf16's masters) split over this many ranks
 };
 
 struct RankMemory {

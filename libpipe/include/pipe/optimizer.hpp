@@ -30,7 +30,9 @@ class PIPE_API Optimizer {
   // gains: nanoGPT's rule.
   // Sharded (ZeRO stage 1, shard_count > 1): the state covers only slice shard_rank of every parameter
   // (shard_range), and step() updates only that slice of the parameters; the caller reduce-scatters the gradients
-  // before and all-gathers the parameters after.
+  // before and all-gathers the parameters after. Under mixed precision the float32 masters are split too: the
+  // optimizer takes this rank's slice of each (master_slice) and releases the parameter's master, and step()
+  // writes the slice's bfloat16 rounding into the value, which is what the caller all-gathers.
   Optimizer(const OptimizerConfig& config, const std::vector<Parameter*>& params, int shard_rank = 0,
             int shard_count = 1);
   // One update with learning rate `lr` from the parameters' current gradients.
@@ -41,6 +43,9 @@ class PIPE_API Optimizer {
   // Bytes of optimizer state held here (m and v, or the momentum buffers), and what it would be unsharded.
   std::int64_t state_bytes() const;
   std::int64_t unsharded_state_bytes() const;
+  // Bytes of float32 masters (mixed precision) held here, sliced or in the parameters, and what they are whole.
+  std::int64_t master_bytes() const;
+  std::int64_t unsharded_master_bytes() const;
   std::int64_t steps() const { return steps_; }
   const OptimizerConfig& config() const { return config_; }
   // Number of distinct parameter tensors it updates.
@@ -55,6 +60,10 @@ class PIPE_API Optimizer {
     Tensor* second;
   };
   State state_of(const Parameter& param);
+  // Sharded under mixed precision: this rank's slice of the float32 master of `param` (1-D, shard_of(param)),
+  // which the optimizer holds in place of Parameter::master. Null where the parameter keeps its master, or has
+  // none.
+  Tensor* master_slice(const Parameter& param);
   // Restores the step count (AdamW's bias correction depends on it).
   void set_steps(std::int64_t steps) { steps_ = steps; }
 
@@ -65,7 +74,10 @@ class PIPE_API Optimizer {
     Tensor v;  // AdamW second moment
     bool decay;
     ShardRange shard;  // the elements it updates
+    Tensor master;     // sharded under mixed precision: the float32 master of `shard` (else undefined)
   };
+  const Slot& slot_of(const Parameter& param) const;
+  Slot& slot_of(const Parameter& param);
   OptimizerConfig config_;
   int shard_rank_ = 0, shard_count_ = 1;
   std::vector<Slot> slots_;

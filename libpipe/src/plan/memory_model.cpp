@@ -117,7 +117,7 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
       boundaries += type_bytes(d.layers[static_cast<std::size_t>(parts[c])].input) * batch +
                     type_bytes(d.layers[static_cast<std::size_t>(parts[c + 1] - 1)].description.output) * batch;
     }
-    m.parameters = 4 * params;
+    m.parameters = 4 * params / (o.bf16 ? std::max(1, o.optimizer_shards) : 1);  // bf16: --zero 1 splits the masters
     m.bf16_copies = o.bf16 ? 2 * params : 0;
     m.gradients = 4 * params;
     m.optimizer = (o.optimizer == "adamw" ? 8 : 4) * params / std::max(1, o.optimizer_shards);
@@ -180,7 +180,8 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
       }
     holdings_.push_back(frontier);
   }
-  bytes_per_param_ = 4 + (o.bf16 ? 2 : 0) + 4 + (o.optimizer == "adamw" ? 8.0 : 4.0) / std::max(1, o.optimizer_shards);
+  const double shards = std::max(1, o.optimizer_shards);
+  bytes_per_param_ = (o.bf16 ? 2 + 4 / shards : 4.0) + 4 + (o.optimizer == "adamw" ? 8.0 : 4.0) / shards;
   const double batch = static_cast<double>(o.micro_batch_size);
   const std::size_t n = d.layers.size();
   std::vector<double> in(n), out(n), activation(n), kept(n, 0.0), recompute(n, 0.0);

@@ -176,6 +176,10 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
         if (!stores(p, local.index, owner)) continue;
         const Optimizer::State state = optimizer.state_of(p);
         const ShardRange range = optimizer.shard_of(p);
+        if (const Tensor* master = optimizer.master_slice(p)) {  // mixed precision: the float32 master is split too
+          Tensor whole = gathered_state(*master, p, range, *group);
+          if (writer) gathered[std::to_string(local.index) + "/" + p.spec.name] = whole;
+        }
         const std::string prefix = std::to_string(local.index) + "/opt.";
         Tensor m = gathered_state(*state.first, p, range, *group);
         if (writer) gathered[prefix + "m." + p.spec.name] = m;
@@ -207,7 +211,9 @@ std::string save_checkpoint(const std::string& dir, std::int64_t next_step, Pipe
       std::vector<std::pair<std::string, Tensor>> held;
       for (auto& p : local.layer->parameters()) {
         if (!stores(p, local.index, owner)) continue;
-        held.emplace_back(p.spec.name, host_copy(master_of(p)));  // float32 under mixed precision too
+        held.emplace_back(p.spec.name, optimizer.master_slice(p)  // float32 under mixed precision too
+                                           ? gathered.at(std::to_string(local.index) + "/" + p.spec.name)
+                                           : host_copy(master_of(p)));
         Optimizer::State state = optimizer.state_of(p);
         held.emplace_back("opt.m." + p.spec.name, state_copy(local.index, "opt.m." + p.spec.name, *state.first));
         if (state.second)
@@ -376,6 +382,8 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
     throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + manifest.optimizer +
                 "'; this run uses '" + optimizer->config().kind + "'");
   std::vector<Parameter*> restored;
+  // Split masters: each parameter's value is rounded from the whole master in the file.
+  std::vector<std::pair<Parameter*, const Tensor*>> rounded_values;
   for (auto& local : module.layers())
     for (auto& p : local.layer->parameters()) {
       // A tied weight held by a later layer comes from its owner's file.
@@ -387,7 +395,13 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
           if (spec.tieable) key = spec.name;
       }
       const auto& tensors = tensors_of(source);
-      restore(master_of(p), tensors, key, source);
+      if (Tensor* master = optimizer ? optimizer->master_slice(p) : nullptr) {
+        // Split master (ZeRO-1 under bf16): this rank's slice, and the value rounded from the whole.
+        restore_state(*master, p, optimizer->shard_of(p), tensors, key, source);
+        rounded_values.emplace_back(&p, &tensors.at(key));
+      } else {
+        restore(master_of(p), tensors, key, source);
+      }
       if (optimizer) {
         Optimizer::State state = optimizer->state_of(p);
         restore_state(*state.first, p, optimizer->shard_of(p), tensors, "opt.m." + key, source);
@@ -398,6 +412,10 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
   for (const auto& [into, from] : copies)
     backend_for(into->device()).copy_from_host(into->data(), from->data(), into->bytes());
   for (Parameter* p : restored) refresh_from_master(*p);
+  for (const auto& [p, whole] : rounded_values) {
+    const Tensor rounded = ops::to_dtype(*whole, p->value.dtype());
+    backend_for(p->value.device()).copy_from_host(p->value.data(), rounded.data(), p->value.bytes());
+  }
   if (optimizer) optimizer->set_steps(manifest.optimizer_steps);
   return manifest.step;
 }

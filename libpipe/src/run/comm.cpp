@@ -178,7 +178,7 @@ class MpiComm : public Comm {
   }
 
   void all_gather(Tensor& t) override {
-    check_float(t, "all-gather");
+    if (t.dtype() != DType::bfloat16) check_float(t, "all-gather");
     if (size_ == 1) return;
     if (t.numel() > INT32_MAX) throw Error("all-gather of more than 2^31 elements is not supported");
     std::vector<int> counts, offsets;
@@ -187,11 +187,13 @@ class MpiComm : public Comm {
     CommRequest r;
     r.what = "an all-gather of " + std::to_string(t.numel()) + " parameters";
     PIPE_MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer(staging, t), counts.data(),
-                                   offsets.data(), MPI_FLOAT, comm_, &r.mpi),
+                                   offsets.data(), t.dtype() == DType::bfloat16 ? MPI_UINT16_T : MPI_FLOAT, comm_,
+                                   &r.mpi),
                    world_rank_);
     wait(r);
     if (staging) staging->to_device(t);
-    stats_.bytes_sent += static_cast<std::int64_t>(counts[static_cast<std::size_t>(rank_)]) * 4;
+    stats_.bytes_sent += static_cast<std::int64_t>(counts[static_cast<std::size_t>(rank_)]) *
+                         static_cast<std::int64_t>(dtype_size(t.dtype()));
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
   }
 

@@ -603,9 +603,11 @@ struct PipelineEngine::Impl {
         for (Parameter* p : distinct_params()) ops::scale(p->grad, factor);  // a shared gradient once
       }
       optimizer->step(stats.lr);
-      if (optimizer->sharded())  // every rank updated its slice: gather the whole of every parameter
+      // Every rank updated its slice: gather the whole of every parameter; under mixed precision its bfloat16
+      // values (the float32 masters stay split), else the float32 values themselves.
+      if (optimizer->sharded())
         for (Parameter* p : distinct_params()) {
-          data_comm->all_gather(master_of(*p));
+          data_comm->all_gather(optimizer->master_slice(*p) ? p->value : master_of(*p));
           refresh_from_master(*p);
         }
       for (auto& l : module.layers()) zero_grads(*l.layer);

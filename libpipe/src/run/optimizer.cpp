@@ -31,8 +31,12 @@ Optimizer::Optimizer(const OptimizerConfig& config, const std::vector<Parameter*
     const ShardRange shard = shard_range(p->value.numel(), shard_count_, shard_rank_);
     const Shape shape = sharded() ? Shape{shard.size()} : p->value.shape();
     Slot slot{p, Tensor::zeros(shape, DType::float32, p->value.device()), Tensor(), p->value.shape().size() >= 2,
-              shard};
+              shard, Tensor()};
     if (config_.kind == "adamw") slot.v = Tensor::zeros(shape, DType::float32, p->value.device());
+    if (sharded() && p->master.defined()) {  // ZeRO-1 under bf16: keep only this rank's slice of the master
+      slot.master = ops::clone(shard_view(p->master, shard));
+      p->master = Tensor();
+    }
     slots_.push_back(std::move(slot));
   }
 }
@@ -44,9 +48,10 @@ void Optimizer::step(float lr) {
   masters.reserve(slots_.size()), grads.reserve(slots_.size()), values.reserve(slots_.size());
   for (auto& s : slots_) {
     Parameter& p = *s.param;
-    masters.push_back(shard_view(master_of(p), s.shard));
+    const bool mixed = s.master.defined() || p.master.defined();  // value is the bfloat16 rounding of a master
+    masters.push_back(s.master.defined() ? s.master : shard_view(master_of(p), s.shard));
     grads.push_back(shard_view(p.grad, s.shard));
-    values.push_back(p.master.defined() ? shard_view(p.value, s.shard) : Tensor());
+    values.push_back(mixed ? shard_view(p.value, s.shard) : Tensor());
   }
   if (config_.kind == "adamw") {  // every tensor in one call: a device fuses them into a few launches
     std::vector<ops::AdamwParam> all;
@@ -63,15 +68,11 @@ void Optimizer::step(float lr) {
     Slot& s = slots_[i];
     if (s.shard.size() == 0) continue;
     ops::sgd_momentum(masters[i], grads[i], s.m, lr, config_.momentum, s.decay ? config_.weight_decay : 0.0f);
-    if (!sharded()) refresh_from_master(*s.param);  // sharded: after the all-gather, by the caller
+    if (values[i].defined()) ops::convert_into(values[i], masters[i]);  // the slice's bfloat16 rounding
   }
 }
 
-ShardRange Optimizer::shard_of(const Parameter& param) const {
-  for (const auto& s : slots_)
-    if (s.param->value.data() == param.value.data()) return s.shard;
-  throw Error("the optimizer does not update parameter '" + param.spec.name + "'");
-}
+ShardRange Optimizer::shard_of(const Parameter& param) const { return slot_of(param).shard; }
 
 std::int64_t Optimizer::unsharded_state_bytes() const {
   std::int64_t bytes = 0;
@@ -85,10 +86,38 @@ std::int64_t Optimizer::state_bytes() const {
   return bytes;
 }
 
-Optimizer::State Optimizer::state_of(const Parameter& param) {
-  for (auto& s : slots_)
-    if (s.param->value.data() == param.value.data()) return State{&s.m, s.v.defined() ? &s.v : nullptr};
+std::int64_t Optimizer::master_bytes() const {
+  std::int64_t bytes = 0;
+  for (const auto& s : slots_)
+    bytes += static_cast<std::int64_t>(s.master.defined() ? s.master.bytes() : s.param->master.bytes());
+  return bytes;
+}
+
+std::int64_t Optimizer::unsharded_master_bytes() const {
+  std::int64_t bytes = 0;
+  for (const auto& s : slots_)
+    if (s.master.defined() || s.param->master.defined()) bytes += s.param->value.numel() * 4;
+  return bytes;
+}
+
+const Optimizer::Slot& Optimizer::slot_of(const Parameter& param) const {
+  for (const auto& s : slots_)
+    if (s.param->value.data() == param.value.data()) return s;
   throw Error("the optimizer does not update parameter '" + param.spec.name + "'");
+}
+
+Optimizer::Slot& Optimizer::slot_of(const Parameter& param) {
+  return const_cast<Slot&>(static_cast<const Optimizer*>(this)->slot_of(param));
+}
+
+Optimizer::State Optimizer::state_of(const Parameter& param) {
+  Slot& s = slot_of(param);
+  return State{&s.m, s.v.defined() ? &s.v : nullptr};
+}
+
+Tensor* Optimizer::master_slice(const Parameter& param) {
+  Slot& s = slot_of(param);
+  return s.master.defined() ? &s.master : nullptr;
 }
 
 std::vector<Parameter*> parameters_of(const std::vector<Layer*>& layers) {

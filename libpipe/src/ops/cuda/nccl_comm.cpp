@@ -156,19 +156,23 @@ class NcclComm : public Comm {
   // NCCL moves equal slices: `t` goes through a buffer padded to size x ceil(n / size) (shard_range's slices). The
   // buffer is freed after wait(), in the compute stream's order, which by then waits for the comm stream.
   struct Padded {
-    Tensor buffer;            // size x slice floats
+    Tensor buffer;            // size x slice elements of t's type
     std::size_t slice;        // elements per rank
-    float* base;              // the buffer
-    float* mine;              // this rank's slice in it
+    std::size_t element;      // bytes per element
+    char* base;               // the buffer
+    char* mine;               // this rank's slice in it
     ShardRange range;         // this rank's slice of the tensor (shard_range: may be shorter)
+    std::size_t range_bytes() const { return static_cast<std::size_t>(range.size()) * element; }
+    std::size_t range_offset() const { return static_cast<std::size_t>(range.begin) * element; }
   };
   Padded padded_for(const Tensor& t) const {
     Padded p;
     const auto n = static_cast<std::size_t>(t.numel());
     p.slice = (n + size_ - 1) / size_;
-    p.buffer = Tensor::empty({static_cast<std::int64_t>(p.slice * size_)}, DType::float32, t.device());
-    p.base = static_cast<float*>(p.buffer.data());
-    p.mine = p.base + static_cast<std::size_t>(rank_) * p.slice;
+    p.element = dtype_size(t.dtype());
+    p.buffer = Tensor::empty({static_cast<std::int64_t>(p.slice * size_)}, t.dtype(), t.device());
+    p.base = static_cast<char*>(p.buffer.data());
+    p.mine = p.base + static_cast<std::size_t>(rank_) * p.slice * p.element;
     p.range = shard_range(t.numel(), size_, rank_);
     return p;
   }
@@ -183,8 +187,7 @@ class NcclComm : public Comm {
       PIPE_COMM_CUDA_CHECK(cudaMemsetAsync(p.base, 0, p.buffer.bytes(), stream_));
       PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(p.base, t.data(), t.bytes(), cudaMemcpyDeviceToDevice, stream_));
       PIPE_NCCL_CHECK(ncclReduceScatter(p.base, p.mine, p.slice, ncclFloat, ncclSum, nccl_, stream_));
-      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(static_cast<float*>(t.data()) + p.range.begin, p.mine,
-                                           static_cast<std::size_t>(p.range.size()) * sizeof(float),
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(t.data()) + p.range_offset(), p.mine, p.range_bytes(),
                                            cudaMemcpyDeviceToDevice, stream_));
     });
     wait(r);
@@ -193,20 +196,23 @@ class NcclComm : public Comm {
   }
 
   void all_gather(Tensor& t) override {
-    check_float(t, "all-gather");
+    if (t.dtype() == DType::bfloat16)
+      check_device(t, "all-gather");
+    else
+      check_float(t, "all-gather");
     if (size_ == 1) return;
     const Padded p = padded_for(t);
     CommRequest r;
     r.what = "an all-gather of " + std::to_string(t.numel()) + " parameters";
     r.state = issue([&] {
-      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(p.mine, static_cast<const float*>(t.data()) + p.range.begin,
-                                           static_cast<std::size_t>(p.range.size()) * sizeof(float),
-                                           cudaMemcpyDeviceToDevice, stream_));
-      PIPE_NCCL_CHECK(ncclAllGather(p.mine, p.base, p.slice, ncclFloat, nccl_, stream_));
+      PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(p.mine, static_cast<const char*>(t.data()) + p.range_offset(),
+                                           p.range_bytes(), cudaMemcpyDeviceToDevice, stream_));
+      PIPE_NCCL_CHECK(ncclAllGather(p.mine, p.base, p.slice, t.dtype() == DType::bfloat16 ? ncclBfloat16 : ncclFloat,
+                                    nccl_, stream_));
       PIPE_COMM_CUDA_CHECK(cudaMemcpyAsync(t.data(), p.base, t.bytes(), cudaMemcpyDeviceToDevice, stream_));
     });
     wait(r);
-    stats_.bytes_sent += p.range.size() * 4;
+    stats_.bytes_sent += static_cast<std::int64_t>(p.range_bytes());
     stats_.bytes_received += static_cast<std::int64_t>(t.bytes());
   }
 
