@@ -151,8 +151,11 @@ pipe_plan_test(auto_nothing_fits 1 "pipe-plan: error: --auto: none of the 186 pl
   -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --memory-limit 2MiB)
 pipe_plan_test(auto_needs_a_batch 1 "pipe-plan: error: --auto needs --global-batch G (samples per optimizer step)"
   -- --auto --model gpt-tiny --world-size 4)
-pipe_plan_test(memory_limit_interleaved 1 "pipe-plan: error: --memory-limit needs one chunk per stage, but --schedule zb-v runs 2"
-  -- --model gpt-tiny --stages 2 --schedule zb-v --memory-limit 1GiB)
+# With virtual stages a stage's chunks are not one range of layers: the method's chunk cut is checked, not moved.
+pipe_plan_test(memory_limit_interleaved 1 "pipe-plan: error: --memory-limit 1.00 MiB: the parameters cut of gpt-tiny into 2 x 2 chunks (zb-v, 8 micro-batches of 16) puts 61.8 MiB on stage 0: with virtual stages the cut is checked, not moved (--schedule 1f1b moves it and reaches 54.7 MiB); would lower it: --activation-checkpoint-interval 1 (36.7 MiB), --micro-batch-size 8 (34.2 MiB), more stages"
+  -- --model gpt-tiny --stages 2 --schedule zb-v --memory-limit 1MiB)
+pipe_plan_test(memory_limit_interleaved_fits 0 "memory limit 1.00 GiB per rank: the method's cut into 2 x 2 chunks fits every rank (with virtual stages it is checked, not moved)"
+  -- --model gpt-tiny --stages 2 --schedule interleaved-1f1b --micro-batches 8 --memory-limit 1GiB)
 pipe_plan_test(gpt_tiny_json 0 [=["params":834304,"parts":[0,3,8],"stage_details":]=]
   [=["stage_weights":[437504.0,429568.0],"stages":2,"world_size":4}]=] [=["bottleneck":437504.0,"bottleneck_stage":0,]=]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --json)
@@ -345,6 +348,10 @@ set(PIPE_TRAIN_1 ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train>)
 pipe_cli_test(memory_limit_trains 2 0
   "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters within --memory-limit 195 MiB per rank [0,2,8]; schedule 1f1b, 2 micro-batches x 64 samples"
   -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 64 --memory-limit 195MiB --device cpu --comm mpi)
+# With virtual stages the method's chunk cut is checked against the limit and trains when it fits.
+pipe_cli_test(memory_limit_trains_interleaved 2 0
+  "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters into 2 chunks per stage (looped) within --memory-limit 1.00 GiB per rank [0,2,3,4,8]; schedule interleaved-1f1b"
+  -- --stages 2 --steps 2 --micro-batches 4 --memory-limit 1GiB --schedule interleaved-1f1b --device cpu --comm mpi)
 # pipe-train --plan auto: rank 0 plans (its GEMM measured, so the plan is not fixed here), every rank runs it.
 pipe_cli_test(plan_auto_trains 2 0 "pipe-train: --plan auto: --stages " "pipe-train: trained 2 steps in "
   -- --plan auto --global-batch 32 --steps 2 --device cpu --comm mpi)
@@ -355,9 +362,12 @@ pipe_refusal(cli.global_batch_without_a_plan "pipe-train: error: --global-batch 
 pipe_refusal(cli.memory_limit_not_a_size
   "pipe-train: error: --memory-limit 8XB: expected a positive size in bytes, such as 8GiB, 512MiB, 1.5GB or 4096"
   ${PIPE_TRAIN_1} --steps 1 --memory-limit 8XB)
-pipe_refusal(cli.memory_limit_with_chunks
-  "pipe-train: error: --memory-limit needs one chunk per stage, but --schedule interleaved-1f1b runs 2"
-  ${PIPE_TRAIN_1} --steps 1 --memory-limit 1GiB --schedule interleaved-1f1b --micro-batches 4)
+# (Two parts of one line: a CMake string cannot hold its semicolon.)
+pipe_expect_test(cli.memory_limit_with_chunks 1
+  "pipe-train: error: --memory-limit 1.00 MiB: the parameters cut of gpt-tiny into 1 x 2 chunks (interleaved-1f1b, 4 micro-batches of 16) puts 64.3 MiB on stage 0: with virtual stages the cut is checked, not moved"
+  " would lower it: --activation-checkpoint-interval 1 (39.3 MiB), --micro-batch-size 8 (38.5 MiB), more stages"
+  --
+  ${PIPE_TRAIN_1} --steps 1 --memory-limit 1MiB --schedule interleaved-1f1b --micro-batches 4)
 pipe_refusal(cli.trace_on_a_device "pipe-train: error: --trace /dev/null: not a regular file (a character device)"
   ${PIPE_TRAIN_1} --steps 1 --trace /dev/null)
 pipe_refusal(cli.profile_out_is_a_directory

@@ -95,7 +95,7 @@ po::options_description flags(Options& o) {
      "replicas (ZeRO stage 1)")
     ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
      "bytes per rank (8GiB, 512MiB, ...): the cut with the smallest bottleneck among those whose predicted peak "
-     "fits (one chunk per stage)")
+     "fits (with virtual stages the method's cut, checked against it)")
     ("auto", po::bool_switch(&o.auto_plan),
      "search the plans for --world-size ranks and --global-batch samples per step (within --memory-limit): the "
      "pipe x data split, schedule, micro-batches, activation checkpointing, --zero and the partition; prints the "
@@ -213,11 +213,9 @@ int plan_model(const Options& o) {
   double limit = 0;
   if (!o.memory_limit.empty()) {
     limit = libpipe::parse_byte_size(o.memory_limit);
-    if (V != 1)
-      throw libpipe::Error("--memory-limit needs one chunk per stage, but --schedule " + o.schedule + " runs " +
-                           std::to_string(V));
-    libpipe::MemoryLimitRequest request{o.schedule, o.micro_batches, mo, limit, o.data_parallel};
-    plan = libpipe::plan_partition_memory(d, o.partition, o.stages, request);
+    libpipe::MemoryLimitRequest request{o.schedule, o.micro_batches, mo, limit, o.data_parallel, V};
+    plan = libpipe::plan_partition_memory(d, o.partition, o.stages, request);  // V > 1: the chunk cut, checked
+    if (V > 1) plan = libpipe::plan_partition(d, o.partition, o.stages);  // the stage table below: S stages
   } else {
     plan = libpipe::plan_partition(d, o.partition, o.stages);
   }
@@ -310,7 +308,10 @@ int plan_model(const Options& o) {
                 static_cast<double>(o.micro_batches) * static_cast<double>(o.micro_batch_size) * o.data_parallel /
                     step_seconds,
                 100 * step_bubble, rate_source.c_str());
-  if (limit > 0)
+  if (limit > 0 && V > 1)
+    std::printf("memory limit %s per rank: the method's cut into %d x %d chunks fits every rank (with virtual "
+                "stages it is checked, not moved)\n", libpipe::byte_size_str(limit).c_str(), o.stages, V);
+  else if (limit > 0)
     std::printf("memory limit %s per rank: the cut above is the most balanced one that fits%s\n",
                 libpipe::byte_size_str(limit).c_str(),
                 plan.parts == libpipe::plan_partition(d, o.partition, o.stages).parts

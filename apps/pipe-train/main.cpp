@@ -97,12 +97,14 @@ std::string rank_json(const libpipe::PipelineParallelGrid& grid, const libpipe::
 
 // " into 8 chunks (2 per stage, looped)" where there are virtual stages.
 std::string chunk_note(const pipe_train::Options& options) {
+  std::string note;
+  if (options.virtual_stages > 1)
+    note = " into " + std::to_string(options.virtual_stages) + " chunks per stage (" +
+           libpipe::placement_name(options.placement) + ")";
   if (!options.memory_limit.empty())
-    return " within --memory-limit " + libpipe::byte_size_str(libpipe::parse_byte_size(options.memory_limit)) +
-           " per rank";
-  if (options.virtual_stages <= 1) return "";
-  return " into " + std::to_string(options.virtual_stages) + " chunks per stage (" +
-         libpipe::placement_name(options.placement) + ")";
+    note += " within --memory-limit " + libpipe::byte_size_str(libpipe::parse_byte_size(options.memory_limit)) +
+            " per rank";
+  return note;
 }
 
 // --plan auto: rank 0 calibrates the rate (a GEMM measured here, or --plan-profile files) and searches the plans;
@@ -456,7 +458,7 @@ int run(MPI_Comm world, int argc, char** argv) {
         const libpipe::MemoryLimitRequest request{options.train.schedule, options.train.micro_batches,
                                                   memory_model_options(options, grid->data_parallel_size()),
                                                   libpipe::parse_byte_size(options.memory_limit),
-                                                  grid->data_parallel_size()};
+                                                  grid->data_parallel_size(), options.virtual_stages};
         plan = libpipe::plan_partition_memory(description, options.partition, grid->num_stages(), request,
                                               times.empty() ? nullptr : &times);
       } else {
@@ -465,7 +467,7 @@ int run(MPI_Comm world, int argc, char** argv) {
                                              times.empty() ? nullptr : &times);
       }
     } catch (const libpipe::Error& e) {
-      if (options.virtual_stages == 1) throw;
+      if (options.virtual_stages == 1 || !options.memory_limit.empty()) throw;  // a limit's error says the chunks
       throw libpipe::Error("--virtual-stages " + std::to_string(options.virtual_stages) + ": the model is split into " +
                            std::to_string(grid->num_stages()) + " x " + std::to_string(options.virtual_stages) +
                            " = " + std::to_string(chunks) + " chunks (the partitioner's stages): " + e.what());

@@ -55,7 +55,8 @@ po::options_description describe_flags(Options& o) {
      "at several micro-batch sizes); default: a GEMM measured on rank 0")
     ("memory-limit", po::value(&o.memory_limit)->value_name("SIZE"),
      "bytes per rank (8GiB, 512MiB, ...): cut the model with the smallest bottleneck among the cuts whose predicted "
-     "peak memory fits every rank (pipe-plan prints the prediction); one chunk per stage");
+     "peak memory fits every rank (pipe-plan prints the prediction); with virtual stages the method's cut is "
+     "checked against it, not moved");
 
   po::options_description device("Device");
   device.add_options()
@@ -413,9 +414,6 @@ Options parse_options(int argc, char** argv) {
     throw libpipe::Error("--zero " + std::to_string(o.train.zero) + ": expected 0 or 1");
   if (!o.memory_limit.empty()) {
     libpipe::parse_byte_size(o.memory_limit);  // the size's error now, before MPI and the model
-    if (o.virtual_stages != 1)
-      throw libpipe::Error("--memory-limit needs one chunk per stage, but --schedule " + o.train.schedule + " runs " +
-                           std::to_string(o.virtual_stages));
     if (!o.train.custom_schedules.empty())
       throw libpipe::Error("--memory-limit needs a named --schedule, not --schedule-file");
   }

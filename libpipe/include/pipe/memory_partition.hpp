@@ -22,11 +22,12 @@ PIPE_API double parse_byte_size(const std::string& text, const std::string& flag
 PIPE_API std::string byte_size_str(double bytes);
 
 struct MemoryLimitRequest {
-  std::string schedule = "1f1b";  // one chunk per stage
+  std::string schedule = "1f1b";
   int micro_batches = 1;
   MemoryModelOptions memory;
   double limit = 0;       // bytes per rank
   int data_parallel = 1;  // replicas, for the --zero 1 suggestion
+  int virtual_stages = 1;  // chunks per stage (schedule_virtual_stages): above 1 the method's cut is only checked
 };
 
 // The cut plan_partition_memory makes, without its errors: `own` (the method's cut, one chunk per stage) when every
@@ -40,7 +41,9 @@ PIPE_API std::optional<Parts> cut_within_memory_limit(const PartitionPlan& own, 
 // request.limit. The method's own cut when it fits; otherwise, for a method that balances weights or uniform (its
 // weights all 1), the cut with the smallest bottleneck among those that fit, exactly; a manual cut is never
 // changed. When nothing fits, the error says the smallest peak any cut reaches and which flags would lower it
-// (with the peak each reaches).
+// (with the peak each reaches). With virtual stages (request.virtual_stages > 1) a stage's chunks are not one range
+// of layers, so the bound does not apply: the method's chunk cut (plan_chunk_partition) is kept when every rank's
+// predict_memory fits the limit, else the error names the stage over it and what would lower its peak.
 PIPE_API PartitionPlan plan_partition_memory(const ModelDescription& model, const PartitionMethod& method,
                                              int num_stages, const MemoryLimitRequest& request,
                                              const std::vector<double>* measured_times = nullptr);

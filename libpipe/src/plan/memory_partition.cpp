@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 
 #include "pipe/error.hpp"
 #include "pipe/partition_capped.hpp"
@@ -30,8 +31,9 @@ double smallest_peak(const ModelDescription& model, int stages, const std::strin
   return smallest_peak_cost(static_cast<int>(model.layers.size()), stages, cost_of(bound));
 }
 
-// The flags that would lower the smallest peak, each with the peak it reaches: "--zero 1 (1.20 GiB), ...".
-std::string remedies(const ModelDescription& model, int stages, const MemoryLimitRequest& r, double peak) {
+// The flags that would lower the peak, each with the peak `peak_with` gives under it: "--zero 1 (1.20 GiB), ...".
+std::string remedies(const ModelDescription& model, int stages, const MemoryLimitRequest& r, double peak,
+                     const std::function<double(const MemoryModelOptions&)>& peak_with) {
   std::vector<std::pair<std::string, MemoryModelOptions>> tries;
   if (r.memory.checkpoint_interval != 1) {
     MemoryModelOptions o = r.memory;
@@ -55,11 +57,43 @@ std::string remedies(const ModelDescription& model, int stages, const MemoryLimi
   }
   std::string out;
   for (const auto& [flag, options] : tries) {
-    const double p = smallest_peak(model, stages, r.schedule, r.micro_batches, options);
+    const double p = peak_with(options);
     if (p < peak) out += (out.empty() ? "" : ", ") + flag + " (" + byte_size_str(p) + ")";
   }
   if (static_cast<int>(model.layers.size()) > stages) out += std::string(out.empty() ? "" : ", ") + "more stages";
   return out.empty() ? "" : "; would lower it: " + out;
+}
+
+// With virtual stages: the method's chunk cut, kept when every rank's predicted peak fits (predict_memory, exact
+// for that cut), else an error naming the stage over the limit and what would lower its peak.
+PartitionPlan checked_chunk_plan(const ModelDescription& model, const PartitionMethod& method, int stages,
+                                 const MemoryLimitRequest& r, const std::vector<double>* measured_times) {
+  const int V = r.virtual_stages;
+  PartitionPlan plan = plan_chunk_partition(model, method, stages, V, schedule_placement(r.schedule), measured_times);
+  std::vector<Schedule> schedules;
+  for (int s = 0; s < stages; ++s) schedules.push_back(make_schedule(r.schedule, stages, r.micro_batches, s, V));
+  int worst = 0;
+  auto peak_with = [&](const MemoryModelOptions& options) {
+    const std::vector<RankMemory> ranks = predict_memory(model, plan.parts, schedules, options);
+    double peak = 0;
+    for (const RankMemory& m : ranks)
+      if (m.total() > peak) peak = m.total(), worst = m.stage;
+    return peak;
+  };
+  const double peak = peak_with(r.memory);
+  if (peak <= r.limit) return plan;
+  const int over = worst;
+  // One chunk per stage lets the cut move: say what 1F1B's best cut reaches where that is lower.
+  const double one_chunk = smallest_peak(model, stages, "1f1b", r.micro_batches, r.memory);
+  const std::string moved = one_chunk < peak ? " (--schedule 1f1b moves it and reaches " + byte_size_str(one_chunk) +
+                                                   ")"
+                                             : "";
+  throw Error("--memory-limit " + byte_size_str(r.limit) + ": the " + method.text() + " cut of " + model.name +
+              " into " + std::to_string(stages) + " x " + std::to_string(V) + " chunks (" + r.schedule + ", " +
+              std::to_string(r.micro_batches) + " micro-batches of " + std::to_string(r.memory.micro_batch_size) +
+              ") puts " + byte_size_str(peak) + " on stage " + std::to_string(over) +
+              ": with virtual stages the cut is checked, not moved" + moved +
+              remedies(model, stages, r, peak, peak_with));
 }
 
 }  // namespace
@@ -110,6 +144,7 @@ std::optional<Parts> cut_within_memory_limit(const PartitionPlan& own, const Par
 
 PartitionPlan plan_partition_memory(const ModelDescription& model, const PartitionMethod& method, int num_stages,
                                     const MemoryLimitRequest& r, const std::vector<double>* measured_times) {
+  if (r.virtual_stages > 1) return checked_chunk_plan(model, method, num_stages, r, measured_times);
   PartitionPlan plan = plan_partition(model, method, num_stages, measured_times);
   const StageMemoryBound bound(model, schedules_for(r.schedule, num_stages, r.micro_batches), r.memory);
   if (const std::optional<Parts> cut = cut_within_memory_limit(plan, method, bound, r.limit)) {
@@ -131,7 +166,10 @@ PartitionPlan plan_partition_memory(const ModelDescription& model, const Partiti
   const double peak = smallest_peak_cost(static_cast<int>(model.layers.size()), num_stages, cost_of(bound));
   throw Error(limit + ": no cut of " + model.name + " into " + std::to_string(num_stages) +
               (num_stages == 1 ? " stage fits" : " stages fits") + setting +
-              "; the smallest peak any cut reaches is " + byte_size_str(peak) + remedies(model, num_stages, r, peak));
+              "; the smallest peak any cut reaches is " + byte_size_str(peak) +
+              remedies(model, num_stages, r, peak, [&](const MemoryModelOptions& options) {
+                return smallest_peak(model, num_stages, r.schedule, r.micro_batches, options);
+              }));
 }
 
 }  // namespace libpipe
