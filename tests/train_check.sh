@@ -6,7 +6,7 @@
 #   data-parallel   2 stages x 2 replicas match 1 stage with the same global batch (relative 1e-6)
 #   checkpointing   activation checkpointing every 1 and 2 layers changes nothing (bit-identical)
 #   schedules       gpipe and 1f1b give bit-identical losses
-#   learns          the default job on the built-in data at least halves the loss
+#   learns          gpt-tiny on the built-in data (2 stages x 2 replicas, 4 micro-batches) at least halves the loss in 60 steps
 #   zero-bubble     zb-h1 (split backward) on 2, 3, 4 stages == 1 stage, with checkpointing, data parallelism
 #                   (== 1f1b) and a save under zb-h1 resumed under 1f1b, all bit-identical
 #   virtual-stages  interleaved-1f1b (V = 2, 3) and zb-v on 2, 3, 4 stages == 1 stage, with checkpointing, data
@@ -265,7 +265,9 @@ case $check in
       same s1 "joined$1"
     done ;;
   learns)
-    run default 4 --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:TransformerBlock --steps 60 --warmup-steps 5
+    # 4 micro-batches (128 samples per step): the loss falls to about a third in 60 steps (5.58 -> 1.82).
+    run default 4 --model gpt-tiny --stages 2 --data-parallel 2 --partition-method type:TransformerBlock --steps 60 \
+      --warmup-steps 5 --micro-batches 4
     first=$(series default loss | head -1) last=$(series default loss | tail -1)
     awk -v f="$first" -v l="$last" 'BEGIN { printf "loss %.4f -> %.4f\n", f, l; exit !(l <= f / 2) }' ||
       { echo "FAIL: the loss did not halve"; exit 1; } ;;
