@@ -12,6 +12,11 @@
 // loop of 2-D primitives and 339 us for a loop of dnnl_sgemm), else a loop of dnnl_sgemm, as fast as oneDNN's
 // batched JIT GEMM (strided: 397-411 us); those figures were not re-measured.
 //
+// Below AVX-512 (no brgemm in oneDNN 2.6) the products with A transposed, the weight gradients dW = dY^T X, run on
+// OpenBLAS where it knows the CPU (transposed_a_on_openblas): on an AMD EPYC (AVX2) oneDNN's sgemm does them at
+// 62-86 GFLOP/s and OpenBLAS's Zen kernel at 91-93, while oneDNN leads on the other two passes (94-98 against
+// 82-90; build/bin/pipe-bench ops, gpt-tiny's shapes). The choice depends on the shape and the machine only.
+//
 // Threads: set_cpu_threads' count, applied per calling thread before each GEMM (oneDNN's OpenMP runtime reads
 // omp_get_max_threads()); the count is part of a plan's key, since a primitive's blocking is chosen for it.
 //
@@ -315,11 +320,26 @@ GemmLibrary gemm_library_in_use() {
   static const GemmLibrary lib = [] {
     const char* env = std::getenv("PIPE_CPU_GEMM");
     const std::string want = env == nullptr ? "" : env;
-    if (want.empty() || want == "onednn") return GemmLibrary::onednn;
+    if (want.empty() || want == "auto") return GemmLibrary::automatic;
+    if (want == "onednn") return GemmLibrary::onednn;
     if (want == "openblas") return GemmLibrary::openblas;
-    throw Error("PIPE_CPU_GEMM=" + want + " is not one of onednn, openblas");
+    throw Error("PIPE_CPU_GEMM=" + want + " is not one of auto, onednn, openblas");
   }();
   return lib;
+}
+
+bool transposed_a_on_openblas() {
+  static const bool yes = [] {
+    if (gemm_library_in_use() != GemmLibrary::automatic) return false;
+    // oneDNN 2.6's f32 brgemm needs avx512_core: below it every product is its sgemm.
+    if ((dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core) return false;
+    // OpenBLAS's own AVX2 and AVX-512 kernels only, never a generic core it falls back to on a CPU it does not know.
+    const std::string core = openblas_get_corename();
+    for (const char* known : {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"})
+      if (core == known) return true;
+    return false;
+  }();
+  return yes;
 }
 
 void gemm(const GemmCall& g) {
@@ -329,7 +349,9 @@ void gemm(const GemmCall& g) {
     for (std::int64_t z = 0; z < g.batch; ++z) scale_block(g, static_cast<char*>(g.c) + z * g.stride_c * c_size);
     return;
   }
-  if (gemm_library_in_use() == GemmLibrary::openblas) {
+  const bool float32 = g.ab_type == DType::float32 && g.c_type == DType::float32;
+  if (gemm_library_in_use() == GemmLibrary::openblas ||
+      (float32 && g.trans_a && !g.trans_b && transposed_a_on_openblas())) {
     use_threads(cpu_threads());  // oneDNN's too, so that a raw dnnl_sgemm beside it (pipe-bench ops) runs on as many
     return openblas_gemm(g);
   }
@@ -376,7 +398,7 @@ bool bf16_gemm_is_native() {
       throw Error("PIPE_CPU_BF16_GEMM=" + want + " is not one of native, widened");
     const bool has_bf16 =
         (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
-    const bool on_onednn = gemm_library_in_use() == GemmLibrary::onednn;
+    const bool on_onednn = gemm_library_in_use() != GemmLibrary::openblas;
     if (want == "native" && !(has_bf16 && on_onednn))
       throw Error(std::string("PIPE_CPU_BF16_GEMM=native: ") +
                   (on_onednn ? std::string("oneDNN dispatches to ") + gemm_isa_name() +
@@ -404,7 +426,15 @@ std::string gemm_library() {
     if (second != std::string::npos) config.resize(second);
     return config + " (core " + openblas_get_corename() + ", PIPE_CPU_GEMM=openblas)";
   }
-  return "oneDNN " + onednn_version() + " (" + gemm_isa_name() + (bf16_gemm_is_native() ? ", bf16 native" : "") + ")";
+  std::string name =
+      "oneDNN " + onednn_version() + " (" + gemm_isa_name() + (bf16_gemm_is_native() ? ", bf16 native" : "") + ")";
+  if (transposed_a_on_openblas()) {
+    const std::string config = openblas_get_config();  // "OpenBLAS 0.3.21 DYNAMIC_ARCH ...": its first two words
+    const std::size_t first = config.find(' ');
+    name += "; A-transposed products on " + config.substr(0, config.find(' ', first + 1)) + " (core " +
+            openblas_get_corename() + ")";
+  }
+  return name;
 }
 
 }  // namespace libpipe::cpu

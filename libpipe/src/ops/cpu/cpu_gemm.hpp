@@ -28,16 +28,21 @@ struct GemmCall {
   std::int64_t batch = 1;
   DType ab_type = DType::float32, c_type = DType::float32;
 };
-// The CPU backend's GEMM: on oneDNN, or on OpenBLAS under PIPE_CPU_GEMM=openblas (kept to measure the two side
-// by side, share/doc/PERFORMANCE.md; OpenBLAS runs float32 products only).
+// The CPU backend's GEMM: on oneDNN, the products with A transposed on OpenBLAS where transposed_a_on_openblas();
+// PIPE_CPU_GEMM=onednn or =openblas runs every product on one library (to measure them side by side,
+// share/doc/PERFORMANCE.md; OpenBLAS runs float32 products only).
 void gemm(const GemmCall& call);
 // oneDNN alone, whatever PIPE_CPU_GEMM says.
 void onednn_gemm(const GemmCall& call);
 
-// Which library gemm() runs: PIPE_CPU_GEMM unset, empty or "onednn", or "openblas". Decided at first use;
-// throws libpipe::Error for another value.
-enum class GemmLibrary { onednn, openblas };
+// Which library gemm() runs: PIPE_CPU_GEMM unset, empty or "auto" (oneDNN, and OpenBLAS where it is faster),
+// "onednn" or "openblas". Decided at first use; throws libpipe::Error for another value.
+enum class GemmLibrary { automatic, onednn, openblas };
 GemmLibrary gemm_library_in_use();
+// Whether float32 products with A transposed (not B) run on OpenBLAS: automatic, on a CPU where oneDNN has no
+// brgemm (below avx512_core), and OpenBLAS runs one of its own AVX2 or AVX-512 kernels (Haswell, Zen, SkylakeX,
+// Cooperlake, SapphireRapids), not a generic core.
+bool transposed_a_on_openblas();
 
 // Whether the backend's GEMMs of bfloat16 A and B run as oneDNN's bf16 matmul (products accumulated in float32 by
 // the CPU's bf16 dot-product instructions) rather than widened to float32: on CPUs whose instruction set oneDNN
@@ -47,7 +52,8 @@ GemmLibrary gemm_library_in_use();
 bool bf16_gemm_is_native();
 
 // The library gemm() runs, its version and the instruction set it dispatches to, e.g.
-// "oneDNN 2.6.3 (avx512_core_bf16, bf16 native)", "oneDNN 2.6.3 (avx2)" or
+// "oneDNN 2.6.3 (avx512_core_bf16, bf16 native)", "oneDNN 2.6.3 (avx2); A-transposed products on OpenBLAS 0.3.21
+// (core Zen)" or
 // "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)".
 std::string gemm_library();
 // oneDNN's version ("2.6.3"), the instruction set it dispatches to ("avx512_core_vnni"), and whether that is
