@@ -53,6 +53,8 @@ run() {  # run NAME RANKS ARGS...: the job's metrics in $work/NAME.json
   fi
 }
 series() { grep -o "\"$2\":[^,}]*" "$work/$1.json" | cut -d: -f2; }
+# joined A B C: the steps of run A followed by those of run B (resumed from A's checkpoint) as run C.
+joined() { cat "$work/$1.json" "$work/$2.json" | grep -v summary > "$work/$3.json"; }
 same() {  # same A B [N]: identical loss and grad_norm series of N steps each (default $steps)
   local want=${3:-$steps}
   for run in "$1" "$2"; do
@@ -93,7 +95,7 @@ case $check in
     run d2first 4 --model gpt-tiny --steps "$half" --micro-batches 2 --micro-batch-size 4 --seed 7 --stages 2 --data-parallel 2 \
       --save "$work/d2ck"
     run d1then 1 "${small[@]}" --stages 1 --load "$work/d2ck"
-    cat "$work/d2first.json" "$work/d1then.json" | grep -v summary > "$work/d2joined.json"
+    joined d2first d1then d2joined
     paste <(series s1 loss) <(series d2joined loss) | awk -v n="$steps" '
       { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1); if (r > worst) worst = r }
       END { printf "resumed across data-parallel degrees: largest relative loss difference over %d steps %.3g\n", NR, worst
@@ -118,7 +120,6 @@ case $check in
     # Under bf16 the float32 masters are split too: each rank steps its slice, and the bfloat16 values are
     # gathered. The same losses bit for bit, the masters' bytes halved, and checkpoints that hold the whole masters:
     # saved split, resumed unsplit and split, both continue the unsplit run bit for bit.
-    joined() { cat "$work/$1.json" "$work/$2.json" | grep -v summary > "$work/$3.json"; }
     run b0 4 "${d2[@]}" --steps "$steps" --dtype bf16
     run bz 4 "${d2[@]}" --steps "$half" --dtype bf16 --zero 1 --save "$work/bck"
     diff <(series b0 loss | head -n "$half") <(series bz loss) >/dev/null && [ "$(series bz loss | wc -l)" -eq "$half" ] ||
@@ -158,18 +159,18 @@ case $check in
     # 1e-6 of the run that stayed on 2 x 2.
     run zfirst 4 "${d2[@]}" --steps "$half" --zero 1 --save "$work/zck"
     run zplain 4 "${d2[@]}" --steps "$steps" --load "$work/zck"
-    cat "$work/zfirst.json" "$work/zplain.json" | grep -v summary > "$work/zjoined.json"
+    joined zfirst zplain zjoined
     diff <(series z0 loss) <(series zjoined loss) >/dev/null && [ "$(series zjoined loss | wc -l)" -eq "$steps" ] ||
       { echo "FAIL: saved under --zero 1, resumed without it, the losses differ"; exit 1; }
     echo "saved under --zero 1, resumed without it: $steps losses bit-identical"
     run pfirst 4 "${d2[@]}" --steps "$half" --save "$work/pck"
     run pzero 4 "${d2[@]}" --steps "$steps" --load "$work/pck" --zero 1
-    cat "$work/pfirst.json" "$work/pzero.json" | grep -v summary > "$work/pjoined.json"
+    joined pfirst pzero pjoined
     diff <(series z0 loss) <(series pjoined loss) >/dev/null && [ "$(series pjoined loss | wc -l)" -eq "$steps" ] ||
       { echo "FAIL: saved without --zero, resumed with it, the losses differ"; exit 1; }
     echo "saved without --zero, resumed with it: $steps losses bit-identical"
     run z4 4 "${d4[@]}" --steps "$steps" --load "$work/zck" --zero 1
-    cat "$work/zfirst.json" "$work/z4.json" | grep -v summary > "$work/z4joined.json"
+    joined zfirst z4 z4joined
     within z0 z4joined ;;
   checkpointing)
     run plain 2 "${small[@]}" --stages 2
@@ -210,7 +211,7 @@ case $check in
     same f1bd2 zbd2 "$half"
     run zbfirst 2 "${base[@]}" --stages 2 --steps "$half" --schedule zb-h1 --save "$work/zbck"
     run then 3 "${small[@]}" --stages 3 --schedule 1f1b --load "$work/zbck"
-    cat "$work/zbfirst.json" "$work/then.json" | grep -v summary > "$work/joined.json"
+    joined zbfirst then joined
     same s1 joined ;;
   virtual-stages)
     # Chunks (virtual stages) change where layers run, never what is computed: every chunked schedule is
@@ -261,7 +262,7 @@ case $check in
     for then in "4 --schedule interleaved-1f1b" "3 --schedule 1f1b"; do
       set -- $then
       run "then$1" "$1" "${small[@]}" --partition-method uniform --stages "$@" --load "$work/zbvck"
-      cat "$work/zbvfirst.json" "$work/then$1.json" | grep -v summary > "$work/joined$1.json"
+      joined zbvfirst "then$1" "joined$1"
       same s1 "joined$1"
     done ;;
   learns)
@@ -337,7 +338,7 @@ case $check in
     grep -q "^step-00000010$" "$work/ck/latest" || { echo "FAIL: latest does not name step 10"; exit 1; }
     for s in 1 4; do
       run "then$s" "$s" "${small[@]}" --stages "$s" --load "$work/ck"
-      cat "$work/first.json" "$work/then$s.json" | grep -v summary > "$work/joined$s.json"
+      joined first "then$s" "joined$s"
       same straight "joined$s" 20
     done
     # The default --keep-checkpoints 2 keeps the newest two of three checkpoints.
@@ -352,7 +353,7 @@ case $check in
     grep -q "^step-00000010.1$" "$work/ck/latest" || { echo "FAIL: latest does not name step-00000010.1"; exit 1; }
     [ ! -e "$work/ck/step-00000010" ] || { echo "FAIL: the replaced checkpoint is still there"; exit 1; }
     run again 2 "${small[@]}" --stages 2 --load "$work/ck"
-    cat "$work/first.json" "$work/again.json" | grep -v summary > "$work/joined_again.json"
+    joined first again joined_again
     same straight joined_again 20 ;;
   checkpoint-errors)
     run saved 2 "${base[@]}" --stages 2 --steps 2 --save "$work/ck"
@@ -417,7 +418,7 @@ case $check in
     # Half the steps on 2 stages, saved, then the rest on 4 stages: the same as all straight (so 4 stages agree too).
     run first 2 "${base[@]}" --stages 2 --steps "$half" --dtype bf16 --save "$work/ck"
     run then4 4 "${small[@]}" --stages 4 --dtype bf16 --load "$work/ck"
-    cat "$work/first.json" "$work/then4.json" | grep -v summary > "$work/joined.json"
+    joined first then4 joined
     same b2 joined ;;
   llama)
     llama=(--model llama-tiny --micro-batches 4 --micro-batch-size 4 --seed 7)
@@ -437,7 +438,7 @@ case $check in
     same l1 lil
     run lfirst 2 "${llama[@]}" --steps "$half" --stages 2 --save "$work/lck"
     run lthen 4 "${llama[@]}" --steps "$steps" --stages 4 --load "$work/lck"
-    cat "$work/lfirst.json" "$work/lthen.json" | grep -v summary > "$work/ljoined.json"
+    joined lfirst lthen ljoined
     same l1 ljoined
     run lb1 1 "${llama[@]}" --steps "$steps" --stages 1 --dtype bf16
     run lb2 2 "${llama[@]}" --steps "$steps" --stages 2 --dtype bf16

@@ -50,6 +50,18 @@ ChunkActivations chunk_activations(const ModelDescription& d, int begin, int end
   return a;
 }
 
+// Bytes each parameter of a stage costs, apart from activations: its float32 master (split over the replicas
+// under bf16 with --zero 1; in float32 the master is the value the layers compute with), its bfloat16 copy, its
+// gradient and the optimizer's state (split under --zero 1).
+struct PerParameter {
+  double master, bf16_copy, gradient, optimizer;
+  double total() const { return master + bf16_copy + gradient + optimizer; }
+};
+PerParameter per_parameter_bytes(const MemoryModelOptions& o) {
+  const double shards = std::max(1, o.optimizer_shards);
+  return {o.bf16 ? 4 / shards : 4.0, o.bf16 ? 2.0 : 0.0, 4.0, (o.optimizer == "adamw" ? 8.0 : 4.0) / shards};
+}
+
 }  // namespace
 
 double peak_activation_bytes(const Schedule& schedule, const std::vector<double>& chunk_bytes, int* count,
@@ -117,10 +129,11 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
       boundaries += type_bytes(d.layers[static_cast<std::size_t>(parts[c])].input) * batch +
                     type_bytes(d.layers[static_cast<std::size_t>(parts[c + 1] - 1)].description.output) * batch;
     }
-    m.parameters = 4 * params / (o.bf16 ? std::max(1, o.optimizer_shards) : 1);  // bf16: --zero 1 splits the masters
-    m.bf16_copies = o.bf16 ? 2 * params : 0;
-    m.gradients = 4 * params;
-    m.optimizer = (o.optimizer == "adamw" ? 8 : 4) * params / std::max(1, o.optimizer_shards);
+    const PerParameter bytes = per_parameter_bytes(o);
+    m.parameters = bytes.master * params;
+    m.bf16_copies = bytes.bf16_copy * params;
+    m.gradients = bytes.gradient * params;
+    m.optimizer = bytes.optimizer * params;
     m.activations = peak_activation_bytes(sch, chunk_bytes, &m.peak_in_flight, &chunk_gradients) + recompute;
     m.buffers = 2 * boundaries;  // one being received and one being sent, each way
     out.push_back(m);
@@ -180,8 +193,7 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
       }
     holdings_.push_back(frontier);
   }
-  const double shards = std::max(1, o.optimizer_shards);
-  bytes_per_param_ = (o.bf16 ? 2 + 4 / shards : 4.0) + 4 + (o.optimizer == "adamw" ? 8.0 : 4.0) / shards;
+  bytes_per_param_ = per_parameter_bytes(o).total();
   const double batch = static_cast<double>(o.micro_batch_size);
   const std::size_t n = d.layers.size();
   std::vector<double> in(n), out(n), activation(n), kept(n, 0.0), recompute(n, 0.0);

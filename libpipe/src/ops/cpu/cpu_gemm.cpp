@@ -416,24 +416,23 @@ std::string onednn_version() {
   return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
+namespace {
+// "OpenBLAS 0.3.21 (core Zen": openblas_get_config() is "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen
+// MAX_THREADS=64"; its first two words and the core it chose (the caller closes the parenthesis).
+std::string openblas_name() {
+  std::string config = openblas_get_config();
+  const std::size_t first = config.find(' ');
+  const std::size_t second = first == std::string::npos ? first : config.find(' ', first + 1);
+  if (second != std::string::npos) config.resize(second);
+  return config + " (core " + openblas_get_corename();
+}
+}  // namespace
+
 std::string gemm_library() {
-  if (gemm_library_in_use() == GemmLibrary::openblas) {
-    // openblas_get_config(): "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64"; its first two
-    // words and the core it chose.
-    std::string config = openblas_get_config();
-    const std::size_t first = config.find(' ');
-    const std::size_t second = first == std::string::npos ? first : config.find(' ', first + 1);
-    if (second != std::string::npos) config.resize(second);
-    return config + " (core " + openblas_get_corename() + ", PIPE_CPU_GEMM=openblas)";
-  }
+  if (gemm_library_in_use() == GemmLibrary::openblas) return openblas_name() + ", PIPE_CPU_GEMM=openblas)";
   std::string name =
       "oneDNN " + onednn_version() + " (" + gemm_isa_name() + (bf16_gemm_is_native() ? ", bf16 native" : "") + ")";
-  if (transposed_a_on_openblas()) {
-    const std::string config = openblas_get_config();  // "OpenBLAS 0.3.21 DYNAMIC_ARCH ...": its first two words
-    const std::size_t first = config.find(' ');
-    name += "; A-transposed products on " + config.substr(0, config.find(' ', first + 1)) + " (core " +
-            openblas_get_corename() + ")";
-  }
+  if (transposed_a_on_openblas()) name += "; A-transposed products on " + openblas_name() + ")";
   return name;
 }
 
