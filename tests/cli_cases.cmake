@@ -107,10 +107,15 @@ function(pipe_plan_test name status)
 endfunction()
 
 # Memory per rank (pipe/memory_model.hpp): 1F1B holds 2 micro-batches on stage 0 of 2; zb-v's activations are
-# pipe-sim's (sim.model_peak_bytes_zb_v) for the same V-shaped cut.
+# pipe-sim's (sim.model_peak_bytes_zb_v) for the same V-shaped cut. On the CPU (the default --device) the libraries'
+# own 10 MiB count; on a GPU they do not.
 pipe_plan_test(memory_table 0 "memory per rank (MB), 1f1b, 8 micro-batches of 16, adamw, fp32:"
-  "0              1.8         0.0         1.8         3.5           39.4         2        9.5       1.1        56.9"
+  "0              1.8         0.0         1.8         3.5           39.4         2        9.5       1.1      10.5        67.4"
   -- --model gpt-tiny --stages 2)
+pipe_plan_test(memory_table_cuda 0
+  "0              1.8         0.0         1.8         3.5           39.4         2        9.5       1.1       0.0        56.9"
+  -- --model gpt-tiny --stages 2 --device cuda)
+pipe_plan_test(bad_device 1 "pipe-plan: error: --device 'tpu': expected cpu or cuda" -- --model gpt-tiny --device tpu)
 pipe_plan_test(memory_json_zb_v 0 [=["activations":46227584.0,]=] [=["activations":39387136.0,]=] [=["schedule":"zb-v"]=]
   -- --model gpt-tiny --stages 2 --schedule zb-v --json)
 # llama-3.2-1b (plugins/llama) on 8 stages: the split by parameters (the tied 128,256 x 2048 table on the first
@@ -119,8 +124,8 @@ pipe_plan_test(llama_3_2_1b_8_stages 0
   "0      0-0          262,668,288         12,582,912            8,192    262,668,288  Embedding"
   "7      18-19        262,668,288  3,229,243,932,672    1,067,450,368    262,668,288  LMHead, SoftmaxCrossEntropy"
   "memory per rank (MB), 1f1b, 8 micro-batches of 16, adamw, fp32:"
-  "0           1050.7         0.0      1050.7      2101.3          269.5         8        0.1     537.1      5009.4"
-  -- --model llama-3.2-1b --stages 8)
+  "0           1050.7         0.0      1050.7      2101.3          269.5         8        0.1     537.1       0.0      5009.4"
+  -- --model llama-3.2-1b --stages 8 --device cuda)
 pipe_plan_test(llama_3_2_1b_by_block 0
   "3      7-8          121,643,008  1,703,621,427,200    1,744,863,232              2  LlamaBlock x2"
   "7      15-19        384,313,344  4,932,898,914,304    2,829,099,008              2  LlamaBlock x2, RMSNorm, LMHead, SoftmaxCrossEntropy"
@@ -128,31 +133,32 @@ pipe_plan_test(llama_3_2_1b_by_block 0
 pipe_plan_test(memory_bad_optimizer 1 "pipe-plan: error: --optimizer 'lion': expected adamw or sgd"
   -- --model gpt-tiny --stages 2 --optimizer lion)
 # --memory-limit (pipe/memory_partition.hpp): at 64 samples per micro-batch 1F1B's first stage of the balanced cut
-# [0,3,8] needs about 197 MiB (2 micro-batches held); under 195 MiB the cut moves to [0,2,8], which fits.
-pipe_plan_test(memory_limit_moves_the_cut 0 [=["parts":[0,2,8]]=] [=["memory_limit":204472320.0]=]
-  -- --model gpt-tiny --stages 2 --micro-batch-size 64 --memory-limit 195MiB --json)
+# [0,3,8] needs about 207 MiB (2 micro-batches held); under 205 MiB the cut moves to [0,2,8] (200 MiB), which fits.
+pipe_plan_test(memory_limit_moves_the_cut 0 [=["parts":[0,2,8]]=] [=["memory_limit":214958080.0]=]
+  -- --model gpt-tiny --stages 2 --micro-batch-size 64 --memory-limit 205MiB --json)
 pipe_plan_test(memory_limit_kept_cut 0 "0      0-2" "the cut above is the most balanced one that fits (the method's own)"
   -- --model gpt-tiny --stages 2 --micro-batch-size 64 --memory-limit 1GiB)
-pipe_plan_test(memory_limit_unmet 1 "pipe-plan: error: --memory-limit 1.00 MiB: no cut of gpt-tiny into 2 stages fits (1f1b, 8 micro-batches of 16); the smallest peak any cut reaches is 54.7 MiB; would lower it: --activation-checkpoint-interval 1 (34.1 MiB), --micro-batch-size 8 (31.0 MiB), --zero 1 (52.3 MiB), more stages"
+pipe_plan_test(memory_limit_unmet 1 "pipe-plan: error: --memory-limit 1.00 MiB: no cut of gpt-tiny into 2 stages fits (1f1b, 8 micro-batches of 16); the smallest peak any cut reaches is 64.7 MiB; would lower it: --activation-checkpoint-interval 1 (44.1 MiB), --micro-batch-size 8 (41.0 MiB), --zero 1 (62.3 MiB), more stages"
   -- --model gpt-tiny --stages 2 --data-parallel 2 --memory-limit 1MiB)
 # --zero 1 over 2 replicas: AdamW's 8 bytes per parameter become 4, as many as the parameters' own.
 pipe_plan_test(memory_limit_zero_shards 0 [=["optimizer":1750016.0,"parameters":1750016.0,]=] [=["zero":1}]=]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --zero 1 --json)
 # The planner (pipe-plan --auto): a given rate (--gflops) makes the search deterministic. 4 ranks, 64 samples per
-# step: every plan considered fits without a limit, 91 of them under 20 MiB, none under 2 MiB.
+# step: every plan considered fits without a limit, 91 of them under 30 MiB (10 MiB of them the CPU libraries'), none
+# under 2 MiB.
 pipe_plan_test(auto_json 0 [=["considered":186,"fitting":186,]=] [=["flops_per_s":50000000000.0,]=]
   [=["command":"mpirun -np 4 pipe-train --model gpt-tiny --stages 1 --data-parallel 4 --schedule 1f1b ]=]
   -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --json --top 1)
 pipe_plan_test(auto_memory_limit 0 "186 plans considered, 91 fit, in "
-  "pipe-plan --auto: gpt-tiny on 4 ranks, global batch 64, memory limit 20.0 MiB per rank"
-  -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --memory-limit 20MiB)
+  "pipe-plan --auto: gpt-tiny on 4 ranks, global batch 64, memory limit 30.0 MiB per rank"
+  -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --memory-limit 30MiB)
 pipe_plan_test(auto_nothing_fits 1 "pipe-plan: error: --auto: none of the 186 plans for gpt-tiny on 4 ranks fits --memory-limit 2.00 MiB per rank"
-  "the smallest predicted peak is 5.19 MiB (more ranks, a smaller global batch or bf16 off would lower it)"
+  "the smallest predicted peak is 15.2 MiB (more ranks, a smaller global batch or bf16 off would lower it)"
   -- --auto --model gpt-tiny --world-size 4 --global-batch 64 --gflops 50 --memory-limit 2MiB)
 pipe_plan_test(auto_needs_a_batch 1 "pipe-plan: error: --auto needs --global-batch G (samples per optimizer step)"
   -- --auto --model gpt-tiny --world-size 4)
 # With virtual stages a stage's chunks are not one range of layers: the method's chunk cut is checked, not moved.
-pipe_plan_test(memory_limit_interleaved 1 "pipe-plan: error: --memory-limit 1.00 MiB: the parameters cut of gpt-tiny into 2 x 2 chunks (zb-v, 8 micro-batches of 16) puts 61.8 MiB on stage 0: with virtual stages the cut is checked, not moved (--schedule 1f1b moves it and reaches 54.7 MiB); would lower it: --activation-checkpoint-interval 1 (36.7 MiB), --micro-batch-size 8 (34.2 MiB), more stages"
+pipe_plan_test(memory_limit_interleaved 1 "pipe-plan: error: --memory-limit 1.00 MiB: the parameters cut of gpt-tiny into 2 x 2 chunks (zb-v, 8 micro-batches of 16) puts 71.8 MiB on stage 0: with virtual stages the cut is checked, not moved (--schedule 1f1b moves it and reaches 64.7 MiB); would lower it: --activation-checkpoint-interval 1 (46.7 MiB), --micro-batch-size 8 (44.2 MiB), more stages"
   -- --model gpt-tiny --stages 2 --schedule zb-v --memory-limit 1MiB)
 pipe_plan_test(memory_limit_interleaved_fits 0 "memory limit 1.00 GiB per rank: the method's cut into 2 x 2 chunks fits every rank (with virtual stages it is checked, not moved)"
   -- --model gpt-tiny --stages 2 --schedule interleaved-1f1b --micro-batches 8 --memory-limit 1GiB)
@@ -346,8 +352,8 @@ set(PIPE_TRAIN_1 ${PIPE_MPIRUN} -np 1 $<TARGET_FILE:pipe-train>)
 # A memory limit that the balanced cut [0,3,8] breaks on stage 0 (pipe-plan's memory_limit_moves_the_cut): the
 # run trains on the cut that fits.
 pipe_cli_test(memory_limit_trains 2 0
-  "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters within --memory-limit 195 MiB per rank [0,2,8]; schedule 1f1b, 2 micro-batches x 64 samples"
-  -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 64 --memory-limit 195MiB --device cpu --comm mpi)
+  "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters within --memory-limit 205 MiB per rank [0,2,8]; schedule 1f1b, 2 micro-batches x 64 samples"
+  -- --stages 2 --steps 2 --micro-batches 2 --micro-batch-size 64 --memory-limit 205MiB --device cpu --comm mpi)
 # With virtual stages the method's chunk cut is checked against the limit and trains when it fits.
 pipe_cli_test(memory_limit_trains_interleaved 2 0
   "pipe-train: training gpt-tiny (8 layers, 834,304 parameters) on pipe=2 x data=1; partition parameters into 2 chunks per stage (looped) within --memory-limit 1.00 GiB per rank [0,2,3,4,8]; schedule interleaved-1f1b"
@@ -364,8 +370,8 @@ pipe_refusal(cli.memory_limit_not_a_size
   ${PIPE_TRAIN_1} --steps 1 --memory-limit 8XB)
 # (Two parts of one line: a CMake string cannot hold its semicolon.)
 pipe_expect_test(cli.memory_limit_with_chunks 1
-  "pipe-train: error: --memory-limit 1.00 MiB: the parameters cut of gpt-tiny into 1 x 2 chunks (interleaved-1f1b, 4 micro-batches of 16) puts 64.3 MiB on stage 0: with virtual stages the cut is checked, not moved"
-  " would lower it: --activation-checkpoint-interval 1 (39.3 MiB), --micro-batch-size 8 (38.5 MiB), more stages"
+  "pipe-train: error: --memory-limit 1.00 MiB: the parameters cut of gpt-tiny into 1 x 2 chunks (interleaved-1f1b, 4 micro-batches of 16) puts 74.3 MiB on stage 0: with virtual stages the cut is checked, not moved"
+  " would lower it: --activation-checkpoint-interval 1 (49.3 MiB), --micro-batch-size 8 (48.5 MiB), more stages"
   --
   ${PIPE_TRAIN_1} --steps 1 --memory-limit 1MiB --schedule interleaved-1f1b --micro-batches 4)
 pipe_refusal(cli.trace_on_a_device "pipe-train: error: --trace /dev/null: not a regular file (a character device)"

@@ -33,6 +33,7 @@ int plan_auto(const libpipe::ModelDescription& d, const AutoFlags& f) {
   r.memory_limit = f.memory_limit;
   r.optimizer = f.optimizer;
   r.bf16 = f.bf16;
+  r.runtime_bytes = f.runtime_bytes;
   r.method = f.method;
   const std::string rate_source = pipe_apps::calibrate_rate(d, f.profiles, f.gflops, r);
   const auto t0 = std::chrono::steady_clock::now();
@@ -90,7 +91,8 @@ int plan_auto(const libpipe::ModelDescription& d, const AutoFlags& f) {
     std::printf("     %s\n", command(p).c_str());
   }
   std::printf("(step: simulated from FLOPs at the device rate, transfers and the data-parallel reduction left out; "
-              "peak/rank: pipe/memory_model.hpp's prediction, the process itself not counted)\n");
+              "peak/rank: pipe/memory_model.hpp's prediction, the CPU libraries' own memory in it under --device cpu, the "
+              "process before the model is built not counted)\n");
   return 0;
 }
 

@@ -20,6 +20,7 @@ struct AutoFlags {
   int top = 5;
   std::string optimizer = "adamw";
   bool bf16 = false;
+  double runtime_bytes = 0;  // per rank: the CPU libraries' own memory (--device cpu)
   libpipe::PartitionMethod method;
   bool json = false;
 };

@@ -49,6 +49,7 @@ struct Options {
   std::int64_t micro_batch_size = 16;
   std::string optimizer = "adamw";
   std::string dtype = "fp32";
+  std::string device = "cpu";  // --device: the CPU adds its libraries' own memory per rank
   int checkpoint_interval = 0;
   int zero = 0;                  // --zero 1: the optimizer's state split over the data-parallel replicas
   std::string memory_limit;      // --memory-limit, as given ("" when none)
@@ -88,6 +89,9 @@ po::options_description flags(Options& o) {
      "memory per rank: the optimizer's state")
     ("dtype", po::value(&o.dtype)->value_name("fp32|bf16")->default_value(o.dtype),
      "memory per rank: bf16 adds bfloat16 copies of the parameters")
+    ("device", po::value(&o.device)->value_name("cpu|cuda")->default_value(o.device),
+     "memory per rank: cpu adds what the CPU backend's libraries hold beside the tensors (10 MiB, measured), to "
+     "predict the resident memory; cuda counts the tensors, what the GPU's allocator holds")
     ("activation-checkpoint-interval", po::value(&o.checkpoint_interval)->value_name("K")->default_value(0),
      "memory per rank: keep only every K layers' input (0: off)")
     ("zero", po::value(&o.zero)->value_name("0|1")->default_value(0),
@@ -112,6 +116,9 @@ po::options_description flags(Options& o) {
     ("help,h", "show this help");
   return d;
 }
+
+// MemoryModelOptions::runtime_bytes for --device.
+double runtime_bytes(const std::string& device) { return device == "cpu" ? libpipe::kCpuRuntimeBytes : 0.0; }
 
 std::vector<double> parse_weights(const std::string& text) {
   std::vector<double> out;
@@ -208,6 +215,7 @@ int plan_model(const Options& o) {
   mo.bf16 = o.dtype == "bf16";
   mo.checkpoint_interval = o.checkpoint_interval;
   mo.optimizer_shards = o.zero == 1 ? o.data_parallel : 1;
+  mo.runtime_bytes = runtime_bytes(o.device);
   const int V = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   libpipe::PartitionPlan plan;
   double limit = 0;
@@ -261,7 +269,7 @@ int plan_model(const Options& o) {
     memory_json.push_back({{"stage", m.stage}, {"parameters", m.parameters}, {"bf16_copies", m.bf16_copies},
                            {"gradients", m.gradients}, {"optimizer", m.optimizer}, {"activations", m.activations},
                            {"peak_in_flight", m.peak_in_flight}, {"workspace", m.workspace}, {"buffers", m.buffers},
-                           {"total", m.total()}});
+                           {"runtime", m.runtime}, {"total", m.total()}});
   if (o.json) {
     json j = {{"model", d.name}, {"layers", d.layers.size()}, {"params", d.params}, {"method", plan.method},
               {"stages", o.stages}, {"data_parallel", o.data_parallel}, {"world_size", o.stages * o.data_parallel},
@@ -296,13 +304,14 @@ int plan_model(const Options& o) {
   std::printf("memory per rank (MB), %s%s, %d micro-batches of %lld, %s:\n", o.schedule.c_str(),
               V > 1 ? (" with " + std::to_string(V) + " chunks per stage").c_str() : "", o.micro_batches,
               static_cast<long long>(o.micro_batch_size), settings.c_str());
-  std::printf("%-6s %11s %11s %11s %11s %14s %9s %10s %9s %11s\n", "stage", "parameters", "bf16 copy", "gradients",
-              "optimizer", "activations", "(held)", "workspace", "buffers", "total");
+  std::printf("%-6s %11s %11s %11s %11s %14s %9s %10s %9s %9s %11s\n", "stage", "parameters", "bf16 copy",
+              "gradients", "optimizer", "activations", "(held)", "workspace", "buffers", "runtime", "total");
   for (const auto& m : memory)
-    std::printf("%-6d %11.1f %11.1f %11.1f %11.1f %14.1f %9d %10.1f %9.1f %11.1f\n", m.stage, m.parameters / 1e6,
+    std::printf("%-6d %11.1f %11.1f %11.1f %11.1f %14.1f %9d %10.1f %9.1f %9.1f %11.1f\n", m.stage, m.parameters / 1e6,
                 m.bf16_copies / 1e6, m.gradients / 1e6, m.optimizer / 1e6, m.activations / 1e6, m.peak_in_flight,
-                m.workspace / 1e6, m.buffers / 1e6, m.total() / 1e6);
-  std::printf("(held: chunk micro-batches of activations at the schedule's peak; the process itself is not counted)\n");
+                m.workspace / 1e6, m.buffers / 1e6, m.runtime / 1e6, m.total() / 1e6);
+  std::printf("(held: chunk micro-batches of activations at the schedule's peak; runtime: the %s libraries' own "
+              "memory (--device); the process before the model is built is not counted)\n", o.device.c_str());
   if (step_seconds > 0)
     std::printf("predicted step: %.4f s, %.1f samples/s, bubble %.1f%% (device rate: %s)\n", step_seconds,
                 static_cast<double>(o.micro_batches) * static_cast<double>(o.micro_batch_size) * o.data_parallel /
@@ -348,6 +357,8 @@ int main(int argc, char** argv) {
     if (o.dtype != "fp32" && o.dtype != "bf16")
       throw libpipe::Error("--dtype '" + o.dtype + "': expected fp32 or bf16");
     if (o.zero != 0 && o.zero != 1) throw libpipe::Error("--zero " + std::to_string(o.zero) + ": expected 0 or 1");
+    if (o.device != "cpu" && o.device != "cuda")
+      throw libpipe::Error("--device '" + o.device + "': expected cpu or cuda");
     if (o.checkpoint_interval < 0)
       throw libpipe::Error("--activation-checkpoint-interval must be 0 or more, not " +
                            std::to_string(o.checkpoint_interval));
@@ -371,6 +382,7 @@ int main(int argc, char** argv) {
       f.top = o.top;
       f.optimizer = o.optimizer;
       f.bf16 = o.dtype == "bf16";
+      f.runtime_bytes = runtime_bytes(o.device);
       // Time is what the planner balances: FLOPs, unless a method is asked for.
       f.method = libpipe::PartitionMethod::parse(vm["partition-method"].defaulted() ? "flops" : o.method);
       f.json = o.json;

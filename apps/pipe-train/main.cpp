@@ -335,7 +335,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
                                                  libpipe::comm_kind_name(where.comm), options.train.custom_schedules,
                                                  pipe_train::predicted_memory(description, plan.parts, options,
                                                                               grid.num_stages(),
-                                                                              grid.data_parallel_size())));
+                                                                              grid.data_parallel_size(), where.device)));
       if (!options.trace.empty()) {
         pipe_train::write_trace(options.trace, summaries);
         std::fprintf(stderr, "%s: trace written to %s\n", kProgram, options.trace.c_str());
@@ -456,7 +456,7 @@ int run(MPI_Comm world, int argc, char** argv) {
       // A V-shaped placement (zb-v) balances the sum of each stage's two chunks, its work per micro-batch.
       if (!options.memory_limit.empty()) {
         const libpipe::MemoryLimitRequest request{options.train.schedule, options.train.micro_batches,
-                                                  memory_model_options(options, grid->data_parallel_size()),
+                                                  memory_model_options(options, grid->data_parallel_size(), where.device),
                                                   libpipe::parse_byte_size(options.memory_limit),
                                                   grid->data_parallel_size(), options.virtual_stages};
         plan = libpipe::plan_partition_memory(description, options.partition, grid->num_stages(), request,

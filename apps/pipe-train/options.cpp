@@ -201,13 +201,14 @@ libpipe::AutoPlanRequest plan_request(const Options& o, int world_size) {
   return r;
 }
 
-libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel) {
+libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel, libpipe::Device device) {
   libpipe::MemoryModelOptions mo;
   mo.micro_batch_size = o.train.micro_batch_size;
   mo.optimizer = o.train.optimizer.kind;
   mo.bf16 = o.dtype == "bf16";
   mo.checkpoint_interval = o.train.checkpoint_interval;
   mo.optimizer_shards = o.train.zero == 1 ? data_parallel : 1;
+  mo.runtime_bytes = device == libpipe::Device::cpu ? libpipe::kCpuRuntimeBytes : 0.0;
   return mo;
 }
 

@@ -73,7 +73,8 @@ void apply_plan(Options& o, const libpipe::AutoPlan& plan);
 libpipe::AutoPlanRequest plan_request(const Options& o, int world_size);
 
 // The memory model's view of the run (pipe/memory_model.hpp): micro-batch size, optimizer, dtype, checkpointing,
-// and the optimizer state split over `data_parallel` replicas under --zero 1.
-libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel);
+// and the optimizer state split over `data_parallel` replicas under --zero 1; on the CPU (`device`) the compute
+// libraries' own memory.
+libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_parallel, libpipe::Device device);
 
 }  // namespace pipe_train

@@ -110,14 +110,14 @@ std::vector<double> predicted_bubbles(const std::vector<json>& ranks, const std:
 }  // namespace
 
 std::vector<double> predicted_memory(const libpipe::ModelDescription& description, const libpipe::Parts& parts,
-                                     const Options& options, int stages, int data_parallel) {
+                                     const Options& options, int stages, int data_parallel, libpipe::Device device) {
   std::vector<libpipe::Schedule> schedules = options.train.custom_schedules;
   if (schedules.empty())
     for (int s = 0; s < stages; ++s)
       schedules.push_back(libpipe::make_schedule(options.train.schedule, stages, options.train.micro_batches, s,
                                                  options.virtual_stages));
   std::vector<double> out;
-  for (const auto& m : libpipe::predict_memory(description, parts, schedules, memory_model_options(options, data_parallel)))
+  for (const auto& m : libpipe::predict_memory(description, parts, schedules, memory_model_options(options, data_parallel, device)))
     out.push_back(m.total());
   return out;
 }
@@ -178,9 +178,9 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                "grown = peak RSS less the RSS before the model was built (the program, its libraries and MPI); "
                "tensors = the most the rank's tensors held at once (the allocator's count, its slack and the "
                "libraries' memory left out); "
-               "model = the memory model's prediction of that for the rank's stage (parameters, gradients, "
-               "optimizer state, the activations its schedule holds at its peak, buffers: pipe-plan prints the "
-               "parts)\n");
+               "model = the memory model's prediction for the rank's stage (parameters, gradients, optimizer "
+               "state, the activations its schedule holds at its peak, buffers, and on the CPU the libraries' own "
+               "memory, so that it predicts grown there; on a GPU it predicts tensors: pipe-plan prints the parts)\n");
   std::fprintf(stderr, "comm: %s (how activations, gradients and tied weights moved between ranks)\n", comm.c_str());
   return json{{"summary", true},       {"tokens_per_s", tokens_per_s}, {"theoretical_bubble", theory},
               {"max_bubble", worst},   {"ranks", ranks}}

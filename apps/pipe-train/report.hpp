@@ -30,9 +30,9 @@ std::string print_report(const std::vector<std::string>& rank_summaries, const s
                          int virtual_stages, int micro_batches, double tokens_per_s, const std::string& comm,
                          const std::vector<libpipe::Schedule>& custom, const std::vector<double>& predicted_memory);
 // The memory model's total per stage (pipe/memory_model.hpp) for this run: its partition into chunks, its
-// schedules, micro-batch size, optimizer, dtype and activation checkpointing.
+// schedules, micro-batch size, optimizer, dtype and activation checkpointing, on `device`.
 std::vector<double> predicted_memory(const libpipe::ModelDescription& description, const libpipe::Parts& parts,
-                                     const Options& options, int stages, int data_parallel);
+                                     const Options& options, int stages, int data_parallel, libpipe::Device device);
 
 // How an output is written: whole at the end, into a temporary file renamed over `path` (--trace,
 // --profile-out), or streamed, line by line (--metrics).

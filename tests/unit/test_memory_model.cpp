@@ -139,6 +139,22 @@ BOOST_AUTO_TEST_CASE(zero_splits_the_state_and_bf16_masters) {
                     params * (4 - 1 + 8 - 2), 1e-9);
 }
 
+// The CPU libraries' own memory is one constant per rank, whatever the stage holds.
+BOOST_AUTO_TEST_CASE(runtime_counts_once_per_rank) {
+  const auto& d = gpt_tiny();
+  const libpipe::Parts parts = libpipe::plan_partition(d, "parameters", 2).parts;
+  libpipe::MemoryModelOptions o;
+  const auto tensors = libpipe::predict_memory(d, parts, schedules("gpipe", 2, 8), o);
+  o.runtime_bytes = libpipe::kCpuRuntimeBytes;
+  const auto cpu = libpipe::predict_memory(d, parts, schedules("gpipe", 2, 8), o);
+  for (std::size_t s = 0; s < 2; ++s) {
+    BOOST_CHECK_EQUAL(tensors[s].runtime, 0.0);
+    BOOST_CHECK_EQUAL(cpu[s].runtime, libpipe::kCpuRuntimeBytes);
+    BOOST_CHECK_EQUAL(cpu[s].total(), tensors[s].total() + libpipe::kCpuRuntimeBytes);
+    BOOST_CHECK_EQUAL(cpu[s].activations, tensors[s].activations);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(zero_bubble_v_holds_what_the_simulation_says) {
   const auto& d = gpt_tiny();
   const libpipe::PartitionPlan plan =

@@ -136,6 +136,7 @@ BOOST_AUTO_TEST_CASE(bound_covers_the_prediction_on_every_cut) {
         libpipe::MemoryModelOptions o;
         o.micro_batch_size = 4;
         o.checkpoint_interval = interval;
+        o.runtime_bytes = libpipe::kCpuRuntimeBytes;  // in both, once per stage
         const auto sch = schedules(kind, S, 4);
         const libpipe::StageMemoryBound bound(d, sch, o);
         each_cut(n, S, [&](const libpipe::Parts& p) {

@@ -8,6 +8,7 @@
 #define BOOST_TEST_MODULE ops
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <random>
@@ -263,6 +264,46 @@ BOOST_AUTO_TEST_CASE(backend_lookup_and_threads) {
   libpipe::set_cpu_threads(1);
   BOOST_TEST(error_of([] { libpipe::set_cpu_threads(0); }) ==
              "set_cpu_threads: thread count must be at least 1, got 0");
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PIPE_TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PIPE_TEST_UNDER_ASAN 1
+#endif
+#endif
+
+// Host blocks of 64 KiB and more are kept when freed and handed out again at the same size (cpu_allocator.hpp),
+// so that a training step's resident memory is its tensors' peak; a reused block still comes back zeroed.
+BOOST_AUTO_TEST_CASE(host_blocks_are_reused_and_zeroed) {
+  const std::size_t before = libpipe::allocated_bytes(Device::cpu);
+  const Shape large{256, 1024};  // 1 MiB of float32
+  void* first = nullptr;
+  {
+    Tensor t = Tensor::empty(large, DType::float32, Device::cpu);
+    first = t.data();
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(first) % 64 == 0);
+    BOOST_TEST(libpipe::allocated_bytes(Device::cpu) == before + t.bytes());
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = 1.5f;
+  }
+  BOOST_TEST(libpipe::allocated_bytes(Device::cpu) == before);
+  Tensor again = Tensor::zeros(large, DType::float32, Device::cpu);
+#ifndef PIPE_TEST_UNDER_ASAN  // under ASan every block comes from malloc, so a use after free is caught
+  BOOST_TEST(again.data() == first);
+#endif
+  std::size_t nonzero = 0;
+  for (std::int64_t i = 0; i < again.numel(); ++i) nonzero += again.f32()[i] != 0.0f;
+  BOOST_TEST(nonzero == 0u);
+  // Another size does not take the cached block, and both are counted while alive.
+  Tensor other = Tensor::empty({257, 1024}, DType::float32, Device::cpu);
+  BOOST_TEST(other.data() != again.data());
+  BOOST_TEST(libpipe::allocated_bytes(Device::cpu) == before + again.bytes() + other.bytes());
+  BOOST_TEST(libpipe::peak_allocated_bytes(Device::cpu) >= before + again.bytes() + other.bytes());
+  // Small blocks come from malloc and are aligned the same way.
+  Tensor small = Tensor::zeros({3}, DType::float32, Device::cpu);
+  BOOST_TEST(reinterpret_cast<std::uintptr_t>(small.data()) % 64 == 0);
+  BOOST_TEST(small.f32()[2] == 0.0f);
 }
 
 BOOST_AUTO_TEST_CASE(elementwise_basics) {

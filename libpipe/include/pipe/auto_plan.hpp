@@ -35,6 +35,7 @@ struct AutoPlanRequest {
   double forward_share = 1.0 / 3, backward_input_share = 1.0 / 3, backward_weight_share = 1.0 / 3;
   std::string optimizer = "adamw";
   bool bf16 = false;
+  double runtime_bytes = 0;  // per rank, MemoryModelOptions::runtime_bytes
   PartitionMethod method = PartitionMethod::parse("flops");
   std::vector<std::string> schedules = {"1f1b", "gpipe", "zb-h1", "interleaved-1f1b", "zb-v"};
   std::int64_t max_micro_batch_size = 64;

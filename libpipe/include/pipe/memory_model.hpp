@@ -21,9 +21,10 @@
 //  - buffers: the boundary tensors of each chunk (the activation in, the
 //    gradient back, and the same at its far end), twice: one being received
 //    while one is sent.
-// Not counted: the process itself (libraries, MPI, the allocator's slack) and
-// scratch memory inside ops (oneDNN's, cuBLAS's). Activations are counted in float32 under bf16 too (an
-// over-estimate of up to 2x for that part).
+//  - runtime: what the compute libraries add once they run (MemoryModelOptions::runtime_bytes; on the CPU
+//    kCpuRuntimeBytes, 0 on a GPU, whose allocator's peak counts tensors only).
+// Not counted: the process before the model is built (the program, its libraries, MPI). Activations are counted in
+// float32 under bf16 too (an over-estimate of up to 2x for that part).
 #pragma once
 
 #include <cstdint>
@@ -37,12 +38,19 @@
 
 namespace libpipe {
 
+// What the CPU backend's libraries add to a rank's resident memory once they compute, beyond its tensors: oneDNN's
+// code and JIT kernels, the GEMMs' and attention's scratch memory, OpenBLAS's buffer, the small blocks of the heap.
+// A measured constant (scripts/bench-planner: 9-12 MB on gpt-tiny's ranks, AMD EPYC, oneDNN 2.6, OpenBLAS 0.3.21;
+// on gpt-small the scratch grows to about 20 MB), not derived from the model.
+inline constexpr double kCpuRuntimeBytes = 10.0 * 1024 * 1024;
+
 struct MemoryModelOptions {
   std::int64_t micro_batch_size = 1;
   std::string optimizer = "adamw";  // "adamw" (m, v) or "sgd" (momentum)
   bool bf16 = false;                // --dtype bf16: bfloat16 copies of the parameters beside the float32 masters
   int checkpoint_interval = 0;      // --activation-checkpoint-interval K (0: off)
   int optimizer_shards = 1;         // --zero 1: the optimizer's state (and bf16's masters) split over this many ranks
+  double runtime_bytes = 0;         // the compute libraries' own memory per rank (kCpuRuntimeBytes on the CPU)
 };
 
 struct RankMemory {
@@ -52,8 +60,9 @@ struct RankMemory {
   int peak_in_flight = 0;  // chunk micro-batches held at that peak
   double workspace = 0;
   double buffers = 0;
+  double runtime = 0;
   double total() const {
-    return parameters + bf16_copies + gradients + optimizer + activations + workspace + buffers;
+    return parameters + bf16_copies + gradients + optimizer + activations + workspace + buffers + runtime;
   }
 };
 
@@ -107,6 +116,7 @@ class PIPE_API StageMemoryBound {
   // Running sums of parameters, activation bytes, and what a checkpoint group starting at each layer keeps.
   std::vector<double> param_prefix_, activation_prefix_, kept_prefix_, output_prefix_;
   double bytes_per_param_ = 0;
+  double runtime_ = 0;
   int interval_ = 0;
   RangeMax in_, out_, group_kept_, group_recompute_, activation_;
 };

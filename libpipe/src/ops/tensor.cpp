@@ -1,37 +1,12 @@
-// Tensor storage. The CPU allocator lives here; other devices' memory comes
-// from their allocator through device_hooks.hpp.
+// Tensor storage: host memory from the CPU allocator (ops/cpu/cpu_allocator.hpp), other devices' memory from
+// their allocator through device_hooks.hpp.
 #include "pipe/tensor.hpp"
 
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
-
+#include "ops/cpu/cpu_allocator.hpp"
 #include "ops/device_hooks.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
-namespace {
-
-std::atomic<std::size_t> g_cpu_bytes{0};
-std::atomic<std::size_t> g_cpu_peak{0};
-
-// 64-byte alignment: whole cache lines, and what vector loads want.
-std::shared_ptr<void> allocate_cpu(std::size_t bytes, bool zero) {
-  std::size_t rounded = ((bytes + 63) / 64) * 64;
-  if (rounded == 0) rounded = 64;
-  void* p = std::aligned_alloc(64, rounded);
-  if (!p) throw Error("out of host memory allocating " + std::to_string(bytes) + " bytes");
-  if (zero) std::memset(p, 0, rounded);
-  const std::size_t now = g_cpu_bytes += bytes;
-  for (std::size_t peak = g_cpu_peak.load(); now > peak && !g_cpu_peak.compare_exchange_weak(peak, now);) {
-  }
-  return std::shared_ptr<void>(p, [bytes](void* q) {
-    g_cpu_bytes -= bytes;
-    std::free(q);
-  });
-}
-
-}  // namespace
 
 const char* device_name(Device device) { return device == Device::cpu ? "cpu" : "cuda"; }
 
@@ -48,7 +23,7 @@ Tensor Tensor::allocate(const Shape& shape, DType dtype, Device device, bool zer
   t.shape_ = shape;
   t.dtype_ = dtype;
   t.device_ = device;
-  t.data_ = device == Device::cpu ? allocate_cpu(t.bytes(), zero)
+  t.data_ = device == Device::cpu ? cpu::allocate_host(t.bytes(), zero)
                                   : detail::allocate_device_memory(device, t.bytes(), zero);
   return t;
 }
@@ -112,11 +87,11 @@ void Tensor::check_host_access(std::size_t element_size) const {
 }
 
 std::size_t allocated_bytes(Device device) {
-  return device == Device::cpu ? g_cpu_bytes.load() : detail::device_allocated_bytes(device);
+  return device == Device::cpu ? cpu::host_memory_stats().in_use : detail::device_allocated_bytes(device);
 }
 
 std::size_t peak_allocated_bytes(Device device) {
-  return device == Device::cpu ? g_cpu_peak.load() : detail::device_peak_allocated_bytes(device);
+  return device == Device::cpu ? cpu::host_memory_stats().peak : detail::device_peak_allocated_bytes(device);
 }
 
 }  // namespace libpipe

@@ -89,6 +89,7 @@ AutoPlanResult search_plans(const ModelDescription& d, const AutoPlanRequest& r)
             mo.bf16 = r.bf16;
             mo.checkpoint_interval = ckpt;
             mo.optimizer_shards = zero == 1 ? D : 1;
+            mo.runtime_bytes = r.runtime_bytes;
             AutoPlan p;
             p.parts = own.parts;
             if (r.memory_limit > 0 && V == 1) {

@@ -136,6 +136,7 @@ std::vector<RankMemory> predict_memory(const ModelDescription& d, const Parts& p
     m.optimizer = bytes.optimizer * params;
     m.activations = peak_activation_bytes(sch, chunk_bytes, &m.peak_in_flight, &chunk_gradients) + recompute;
     m.buffers = 2 * boundaries;  // one being received and one being sent, each way
+    m.runtime = o.runtime_bytes;
     out.push_back(m);
   }
   return out;
@@ -194,6 +195,7 @@ StageMemoryBound::StageMemoryBound(const ModelDescription& d, const std::vector<
     holdings_.push_back(frontier);
   }
   bytes_per_param_ = per_parameter_bytes(o).total();
+  runtime_ = o.runtime_bytes;
   const double batch = static_cast<double>(o.micro_batch_size);
   const std::size_t n = d.layers.size();
   std::vector<double> in(n), out(n), activation(n), kept(n, 0.0), recompute(n, 0.0);
@@ -250,7 +252,7 @@ double StageMemoryBound::operator()(int stage, int begin, int end) const {
   for (const Holding& h : holdings_.at(static_cast<std::size_t>(stage)))
     activations = std::max(activations, h.held * kept_bytes + h.between * gradients);
   return bytes_per_param_ * (param_prefix_[e] - param_prefix_[b]) + activations + recompute +
-         activation_(begin, end) + 2 * (in_(begin, end) + out_(begin, end));
+         activation_(begin, end) + 2 * (in_(begin, end) + out_(begin, end)) + runtime_;
 }
 
 }  // namespace libpipe
