@@ -13,11 +13,12 @@
 
 #include "pipe/error.hpp"
 
+// Under AddressSanitizer every block comes from malloc, so that a use after free is caught.
 #if defined(__SANITIZE_ADDRESS__)
-#define PIPE_HOST_BLOCK_CACHE 1
+#define PIPE_HOST_BLOCK_CACHE 0
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define PIPE_HOST_BLOCK_CACHE 1
+#define PIPE_HOST_BLOCK_CACHE 0
 #endif
 #endif
 #ifndef PIPE_HOST_BLOCK_CACHE
