@@ -144,7 +144,7 @@ pipe_plan_test(memory_limit_unmet 1 "pipe-plan: error: --memory-limit 1.00 MiB: 
 pipe_plan_test(memory_limit_zero_shards 0 [=["optimizer":1750016.0,"parameters":1750016.0,]=] [=["zero":1}]=]
   -- --model gpt-tiny --stages 2 --data-parallel 2 --zero 1 --json)
 # The planner (pipe-plan --auto): a given rate (--gflops) makes the search deterministic. 4 ranks, 64 samples per
-# step: every plan considered fits without a limit, 91 of them under 30 MiB (10 MiB of them the CPU libraries'), none
+# step: every plan considered fits without a limit, 91 of them under 30 MiB (10 MiB of each peak is the CPU libraries'), none
 # under 2 MiB.
 pipe_plan_test(auto_json 0 [=["considered":186,"fitting":186,]=] [=["flops_per_s":50000000000.0,]=]
   [=["command":"mpirun -np 4 pipe-train --model gpt-tiny --stages 1 --data-parallel 4 --schedule 1f1b ]=]
