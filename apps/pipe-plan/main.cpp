@@ -117,9 +117,6 @@ po::options_description flags(Options& o) {
   return d;
 }
 
-// MemoryModelOptions::runtime_bytes for --device.
-double runtime_bytes(const std::string& device) { return device == "cpu" ? libpipe::kCpuRuntimeBytes : 0.0; }
-
 std::vector<double> parse_weights(const std::string& text) {
   std::vector<double> out;
   std::stringstream s(text);
@@ -215,7 +212,7 @@ int plan_model(const Options& o) {
   mo.bf16 = o.dtype == "bf16";
   mo.checkpoint_interval = o.checkpoint_interval;
   mo.optimizer_shards = o.zero == 1 ? o.data_parallel : 1;
-  mo.runtime_bytes = runtime_bytes(o.device);
+  mo.runtime_bytes = libpipe::runtime_bytes(libpipe::parse_device(o.device));
   const int V = libpipe::schedule_virtual_stages(o.schedule, o.virtual_stages);
   libpipe::PartitionPlan plan;
   double limit = 0;
@@ -382,7 +379,7 @@ int main(int argc, char** argv) {
       f.top = o.top;
       f.optimizer = o.optimizer;
       f.bf16 = o.dtype == "bf16";
-      f.runtime_bytes = runtime_bytes(o.device);
+      f.runtime_bytes = libpipe::runtime_bytes(libpipe::parse_device(o.device));
       // Time is what the planner balances: FLOPs, unless a method is asked for.
       f.method = libpipe::PartitionMethod::parse(vm["partition-method"].defaulted() ? "flops" : o.method);
       f.json = o.json;

@@ -208,7 +208,7 @@ libpipe::MemoryModelOptions memory_model_options(const Options& o, int data_para
   mo.bf16 = o.dtype == "bf16";
   mo.checkpoint_interval = o.train.checkpoint_interval;
   mo.optimizer_shards = o.train.zero == 1 ? data_parallel : 1;
-  mo.runtime_bytes = device == libpipe::Device::cpu ? libpipe::kCpuRuntimeBytes : 0.0;
+  mo.runtime_bytes = libpipe::runtime_bytes(device);
   return mo;
 }
 

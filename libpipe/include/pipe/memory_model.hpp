@@ -35,6 +35,7 @@
 #include "pipe/export.hpp"
 #include "pipe/partition.hpp"
 #include "pipe/schedule.hpp"
+#include "pipe/tensor.hpp"
 
 namespace libpipe {
 
@@ -43,6 +44,10 @@ namespace libpipe {
 // A measured constant (scripts/bench-planner: 9-12 MB on gpt-tiny's ranks, AMD EPYC, oneDNN 2.6, OpenBLAS 0.3.21;
 // on gpt-small the scratch grows to about 20 MB), not derived from the model.
 inline constexpr double kCpuRuntimeBytes = 10.0 * 1024 * 1024;
+
+// MemoryModelOptions::runtime_bytes for a device: kCpuRuntimeBytes on the CPU, 0 on a GPU (its allocator's peak,
+// which the prediction is for there, counts tensors only).
+inline double runtime_bytes(Device device) { return device == Device::cpu ? kCpuRuntimeBytes : 0.0; }
 
 struct MemoryModelOptions {
   std::int64_t micro_batch_size = 1;

@@ -42,7 +42,6 @@ class HostBlockCache {
       if (it != free_.end()) {
         ptr = it->second;
         free_.erase(it);
-        stats_.cached -= size;
       } else {
         trim_locked(size, bytes);
         ptr = map_locked(size, bytes);
@@ -102,7 +101,6 @@ class HostBlockCache {
   void unmap_locked(std::multimap<std::size_t, void*>::iterator it) {
     munmap(it->second, it->first);
     stats_.reserved -= it->first;
-    stats_.cached -= it->first;
     free_.erase(it);
   }
 
@@ -121,7 +119,6 @@ class HostBlockCache {
   void release(void* ptr, std::size_t size, std::size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     free_.emplace(size, ptr);
-    stats_.cached += size;
     stats_.in_use -= bytes;
   }
 

@@ -25,8 +25,7 @@ std::shared_ptr<void> allocate_host(std::size_t bytes, bool zero);
 struct HostMemoryStats {
   std::size_t in_use = 0;    // bytes requested by live blocks
   std::size_t peak = 0;      // the most in_use has been
-  std::size_t cached = 0;    // bytes in freed blocks kept for reuse
-  std::size_t reserved = 0;  // bytes obtained from mmap, live or cached
+  std::size_t reserved = 0;  // bytes obtained from mmap, live or kept for reuse
 };
 HostMemoryStats host_memory_stats();
 
