@@ -116,13 +116,36 @@ constexpr int kMaxVectors = W == 16 ? 4 : 2;
 std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
 // dst[d][j] = src[j][d] for j < T (rows of src at stride ld), zero columns up to Tp: one head's keys (or
-// values) transposed, so that a row of scores is a sum of contiguous rows of keys.
+// values) transposed, so that a row of scores is a sum of contiguous rows of keys. In 4 x 4 blocks through
+// registers (D is a multiple of 16 here): element by element, the strided stores cost an eighth of the
+// forward.
 PIPE_INLINE void pack_transposed(const float* src, std::int64_t ld, std::int64_t T, std::int64_t D, float* dst,
                                  std::int64_t Tp) {
-  for (std::int64_t j = 0; j < T; ++j)
+  using V4 = Simd<4>::f;
+  std::int64_t j = 0;
+  for (; j + 4 <= T; j += 4)
+    for (std::int64_t d = 0; d < D; d += 4) {
+      const V4 r0 = load<4>(src + j * ld + d), r1 = load<4>(src + (j + 1) * ld + d);
+      const V4 r2 = load<4>(src + (j + 2) * ld + d), r3 = load<4>(src + (j + 3) * ld + d);
+      const V4 t0 = __builtin_shufflevector(r0, r1, 0, 4, 1, 5), t1 = __builtin_shufflevector(r0, r1, 2, 6, 3, 7);
+      const V4 t2 = __builtin_shufflevector(r2, r3, 0, 4, 1, 5), t3 = __builtin_shufflevector(r2, r3, 2, 6, 3, 7);
+      store<4>(dst + d * Tp + j, __builtin_shufflevector(t0, t2, 0, 1, 4, 5));
+      store<4>(dst + (d + 1) * Tp + j, __builtin_shufflevector(t0, t2, 2, 3, 6, 7));
+      store<4>(dst + (d + 2) * Tp + j, __builtin_shufflevector(t1, t3, 0, 1, 4, 5));
+      store<4>(dst + (d + 3) * Tp + j, __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
+    }
+  for (; j < T; ++j)
     for (std::int64_t d = 0; d < D; ++d) dst[d * Tp + j] = src[j * ld + d];
   for (std::int64_t d = 0; d < D; ++d)
-    for (std::int64_t j = T; j < Tp; ++j) dst[d * Tp + j] = 0.0f;
+    for (j = T; j < Tp; ++j) dst[d * Tp + j] = 0.0f;
+}
+
+// Zeroed accumulators, one by one: `acc[RB][N] = {}` made GCC clear a copy on the stack with `rep stos` on
+// every tile (5% of the forward), although the loop keeps them in registers.
+template <int W, int RB, int N>
+PIPE_INLINE void zero_tile(vf<W> (&acc)[RB][N]) {
+  for (int r = 0; r < RB; ++r)
+    for (int k = 0; k < N; ++k) acc[r][k] = vf<W>{};
 }
 
 // c[r][0, W NC) = alpha sum_d a[r][d] bt[d][0, W NC) for RB rows, stored up to column `cols` (the row's
@@ -130,7 +153,8 @@ PIPE_INLINE void pack_transposed(const float* src, std::int64_t ld, std::int64_t
 template <int W, int RB, int NC>
 PIPE_INLINE void tile_abt(const float* a, std::int64_t lda, const float* bt, std::int64_t ldbt, std::int64_t D,
                           float alpha, float* c, std::int64_t ldc, std::int64_t cols) {
-  vf<W> acc[RB][NC] = {};
+  vf<W> acc[RB][NC];
+  zero_tile<W, RB, NC>(acc);
   for (std::int64_t d = 0; d < D; ++d) {
     vf<W> b[NC];
     for (int k = 0; k < NC; ++k) b[k] = load<W>(bt + d * ldbt + k * W);
@@ -155,7 +179,8 @@ PIPE_INLINE void tile_abt(const float* a, std::int64_t lda, const float* bt, std
 template <int W, int RB, int NV>
 PIPE_INLINE void tile_ab(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t jn,
                          float alpha, float* c, std::int64_t ldc) {
-  vf<W> acc[RB][NV] = {};
+  vf<W> acc[RB][NV];
+  zero_tile<W, RB, NV>(acc);
   for (std::int64_t j = 0; j < jn; ++j) {
     vf<W> bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load<W>(b + j * ldb + v * W);
@@ -174,7 +199,8 @@ PIPE_INLINE void tile_ab(const float* p, std::int64_t ldp, const float* b, std::
 template <int W, int RB, int NV>
 PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t i0,
                           std::int64_t i1, float alpha, float* c, std::int64_t ldc) {
-  vf<W> acc[RB][NV] = {};
+  vf<W> acc[RB][NV];
+  zero_tile<W, RB, NV>(acc);
   for (std::int64_t i = i0; i < i1; ++i) {
     vf<W> bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load<W>(b + i * ldb + v * W);
