@@ -210,15 +210,7 @@ struct IntOf<Simd<4>::f> {
 // polynomial for e^f. (The clamp before the integer tricks vectorises only with -fno-trapping-math, which the
 // CPU backend's files are built with; see libpipe/CMakeLists.txt.) Constants are scalars: GCC folds their
 // broadcast, unlike that of run-time scalars (see splat).
-template <class F>
-PIPE_INLINE F exp_in_range(const F& x);
-
-template <class F>
-PIPE_INLINE F fast_exp(const F& x) {
-  return exp_in_range(minf<F>(maxf<F>(x, F{} - 87.3f), F{} + 88.3f));
-}
-
-// fast_exp's body, for x already in [-87.3, 88.3]: callers that bound x themselves skip a clamp.
+// exp_in_range is the body, for x already in [-87.3, 88.3]: callers that bound x themselves skip the clamp.
 template <class F>
 PIPE_INLINE F exp_in_range(const F& x) {
   using I = typename IntOf<F>::type;
@@ -238,6 +230,11 @@ PIPE_INLINE F exp_in_range(const F& x) {
   return p * __builtin_bit_cast(F, (ni + 127) << 23);
 }
 
+template <class F>
+PIPE_INLINE F fast_exp(const F& x) {
+  return exp_in_range(minf<F>(maxf<F>(x, F{} - 87.3f), F{} + 88.3f));
+}
+
 // GELU, tanh form, written as x * sigmoid(2u) = 0.5 x (1 + tanh u) with u = sqrt(2/pi) (x + 0.044715 x^3):
 // one exp and one division, exact at both tails.
 constexpr float kGeluS = 0.7978845608028654f;  // sqrt(2/pi)
@@ -246,7 +243,7 @@ constexpr float kGeluC = 0.044715f;
 PIPE_INLINE float gelu_sigmoid(float x) {
   const float u = kGeluS * (x + kGeluC * x * x * x);
   // At most 80 keeps 1/(1+e^z) a normal float; at least -87.3 is fast_exp's own bound. Two clamps where
-  // fast_exp(min(z, 80)) made three: the same value, 7% less time in GELU's loops.
+  // fast_exp(min(z, 80)) made three: the same value, and gpt-tiny's bias + GELU epilogue 412 -> 350 us.
   const float z = maxf(minf(-2.0f * u, 80.0f), -87.3f);
   return 1.0f / (1.0f + exp_in_range(z));
 }
