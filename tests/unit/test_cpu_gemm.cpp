@@ -117,6 +117,17 @@ BOOST_AUTO_TEST_CASE(library_is_named) {
   BOOST_TEST(lib.find('(') != std::string::npos, lib);  // the ISA or core it dispatched to
 }
 
+// On more than one thread every product runs on oneDNN: OpenBLAS's thread pool beside oneDNN's OpenMP threads
+// would contend for the same cores (cpu_gemm.cpp).
+BOOST_AUTO_TEST_CASE(several_threads_run_on_one_library) {
+  libpipe::set_cpu_threads(2);
+  const std::string lib = libpipe::cpu_gemm_library();
+  libpipe::set_cpu_threads(1);
+  const char* env = std::getenv("PIPE_CPU_GEMM");
+  if (env == nullptr || *env == '\0' || std::string(env) == "auto")
+    BOOST_TEST(lib.find("OpenBLAS") == std::string::npos, lib);
+}
+
 BOOST_AUTO_TEST_CASE(matches_double_reference) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (const Shape& s : kShapes)

@@ -15,7 +15,9 @@
 // Below AVX-512 (no brgemm in oneDNN 2.6) the products with A transposed, the weight gradients dW = dY^T X, run on
 // OpenBLAS where it knows the CPU (transposed_a_on_openblas): on an AMD EPYC (AVX2) oneDNN's sgemm does them at
 // 62-86 GFLOP/s and OpenBLAS's Zen kernel at 91-93, while oneDNN leads on the other two passes (94-98 against
-// 82-90; build/bin/pipe-bench ops, gpt-tiny's shapes). The choice depends on the shape and the machine only.
+// 82-90; build/bin/pipe-bench ops, gpt-tiny's shapes). That holds on one thread: with more, the two libraries'
+// thread pools contend, and every product runs on oneDNN. The choice depends on the shape, the machine and the
+// thread count only.
 //
 // Threads: set_cpu_threads' count, applied per calling thread before each GEMM (oneDNN's OpenMP runtime reads
 // omp_get_max_threads()); the count is part of a plan's key, since a primitive's blocking is chosen for it.
@@ -329,7 +331,7 @@ GemmLibrary gemm_library_in_use() {
 }
 
 bool transposed_a_on_openblas() {
-  static const bool yes = [] {
+  static const bool where_it_pays = [] {
     if (gemm_library_in_use() != GemmLibrary::automatic) return false;
     // oneDNN 2.6's f32 brgemm needs avx512_core: below it every product is its sgemm.
     if ((dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core) return false;
@@ -339,7 +341,10 @@ bool transposed_a_on_openblas() {
       if (core == known) return true;
     return false;
   }();
-  return yes;
+  // One thread per rank only. With more, OpenBLAS's thread pool and oneDNN's OpenMP threads each spin on the same
+  // cores while the other library works: gpt-tiny's step on 2 threads took longer than on one (AMD EPYC, 2 cores,
+  // pipe-bench train: 99-109 ms against 73-94), and on oneDNN alone 53-55 ms.
+  return where_it_pays && cpu_threads() == 1;
 }
 
 void gemm(const GemmCall& g) {

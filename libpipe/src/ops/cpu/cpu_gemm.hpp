@@ -40,8 +40,8 @@ void onednn_gemm(const GemmCall& call);
 enum class GemmLibrary { automatic, onednn, openblas };
 GemmLibrary gemm_library_in_use();
 // Whether float32 products with A transposed (not B) run on OpenBLAS: automatic, on a CPU where oneDNN has no
-// brgemm (below avx512_core), and OpenBLAS runs one of its own AVX2 or AVX-512 kernels (Haswell, Zen, SkylakeX,
-// Cooperlake, SapphireRapids), not a generic core.
+// brgemm (below avx512_core), OpenBLAS runs one of its own AVX2 or AVX-512 kernels (Haswell, Zen, SkylakeX,
+// Cooperlake, SapphireRapids), not a generic core, and the backend runs one thread (set_cpu_threads).
 bool transposed_a_on_openblas();
 
 // Whether the backend's GEMMs of bfloat16 A and B run as oneDNN's bf16 matmul (products accumulated in float32 by
