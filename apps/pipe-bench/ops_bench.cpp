@@ -116,23 +116,27 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
   double min_seconds = 0.2;
   bool json = false;
   std::int64_t batch = 0;
+  int threads = 1;
   po::options_description d("pipe-bench ops options");
   // clang-format off
   d.add_options()
     ("model", po::value(&model)->default_value(model), "shapes of gpt-tiny (B=16 T=64 C=128 H=4) or gpt-small (B=8 T=256 C=512 H=8)")
     ("batch", po::value(&batch), "micro-batch size (default: the model's)")
     ("min-time", po::value(&min_seconds)->default_value(min_seconds), "seconds per measurement (best of the calls in it)")
+    ("threads", po::value(&threads)->default_value(threads), "CPU backend threads (default 1: one core, as FACTS.md's targets)")
     ("json", po::bool_switch(&json), "print one JSON object")
     ("help,h", "show this help");
   // clang-format on
   po::variables_map vm;
-  if (!parse_flags(args, d, "usage: pipe-bench ops [--model gpt-tiny|gpt-small] [--batch B] [--min-time S] [--json]",
+  if (!parse_flags(args, d,
+                   "usage: pipe-bench ops [--model gpt-tiny|gpt-small] [--batch B] [--min-time S] [--threads N] [--json]",
                    vm))
     return 0;
   Shapes s = preset(model);
   if (vm.count("batch")) s.batch = batch;
-  if (s.batch < 1 || min_seconds <= 0) throw libpipe::Error("pipe-bench ops: --batch and --min-time must be positive");
-  libpipe::set_cpu_threads(1);  // one core, as the targets in FACTS.md
+  if (s.batch < 1 || min_seconds <= 0 || threads < 1)
+    throw libpipe::Error("pipe-bench ops: --batch, --min-time and --threads must be positive");
+  libpipe::set_cpu_threads(threads);
   std::mt19937 rng(7);
   const std::int64_t R = s.batch * s.seq, C = s.dim, T = s.seq, H = s.heads, V = s.vocab;
 
@@ -293,6 +297,7 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
                         {"command", command_line},
                         {"model", model},
                         {"batch", s.batch},
+                        {"threads", threads},
                         {"seq", T},
                         {"dim", C},
                         {"heads", H},
@@ -318,9 +323,9 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
     std::cout << j.dump() << "\n";
     return wrong == 0 ? 0 : 1;
   }
-  std::printf("# %s\n# %s: B=%ld T=%ld C=%ld H=%ld V=%ld, one thread%s%s\n", command_line.c_str(), model.c_str(),
+  std::printf("# %s\n# %s: B=%ld T=%ld C=%ld H=%ld V=%ld, %d thread%s%s%s\n", command_line.c_str(), model.c_str(),
               static_cast<long>(s.batch), static_cast<long>(T), static_cast<long>(C), static_cast<long>(H),
-              static_cast<long>(V), isa ? ", PIPE_CPU_ISA=" : "", isa ? isa : "");
+              static_cast<long>(V), threads, threads == 1 ? "" : "s", isa ? ", PIPE_CPU_ISA=" : "", isa ? isa : "");
   std::printf("# CPU GEMMs: %s; the cblas column is %s (core %s)\n", libpipe::cpu_gemm_library().c_str(),
               openblas_get_config(), openblas_get_corename());
   std::printf(

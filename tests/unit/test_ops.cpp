@@ -9,6 +9,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -610,6 +611,99 @@ BOOST_AUTO_TEST_CASE(attention_is_causal) {
     Vec dqkv = to_vec(ops::attention_backward(from_vec({c.B, c.T, C}, dout), qkv, probs, c.H));
     for (std::int64_t t = t0 + 1; t < c.T; ++t)
       for (std::int64_t j = 0; j < 3 * C; ++j) BOOST_TEST(dqkv[(t * 3 * C) + j] == 0.0);
+  }
+}
+
+// ---------------------------------------------------------------- threads
+
+namespace {
+
+std::vector<std::uint32_t> bits_of(const Tensor& t) {
+  Tensor c = t;
+  std::vector<std::uint32_t> out(static_cast<std::size_t>(t.numel()));
+  std::memcpy(out.data(), c.host_data<float>(), out.size() * sizeof(float));
+  return out;
+}
+
+// Small integers: products and sums of them are exact in float in any order, so the GEMMs inside linear ops give
+// the same bits on any thread count too, and what is compared below is the kernels' split alone.
+Tensor integer_tensor(const Shape& shape) {
+  Tensor t = Tensor::empty(shape, DType::float32);
+  std::uniform_int_distribution<int> dist(-3, 3);
+  float* p = t.host_data<float>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(dist(rng()));
+  return t;
+}
+
+}  // namespace
+
+// The kernels split their work over set_cpu_threads' threads (cpu_threads.hpp) by elements, rows, columns or
+// heads: every output must have the same bits as on one thread, at even and uneven splits, with tails.
+BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
+  const Tensor a = random_tensor({100003}, -6, 6), b = random_tensor({100003});
+  const Tensor x = random_tensor({2000, 33}, -2, 2), w = random_tensor({33}), bias = random_tensor({33});
+  const Tensor dy = random_tensor({2000, 33});
+  const Tensor xi = integer_tensor({600, 40}), wi = integer_tensor({520, 40}), bi = random_tensor({520});
+  const Tensor dyi = integer_tensor({600, 520});
+  const Tensor dw0 = random_tensor({33}), db0 = random_tensor({33}), dbi0 = random_tensor({520});  // += into these
+  // 7 samples of 30 rows over 257 classes (per-sample losses); AdamW over 100003 parameters.
+  const Tensor logits = random_tensor({7, 30, 257}, -4, 4), labels = random_labels({7, 30}, 257);
+  const Tensor dloss = random_tensor({7});
+  const Tensor param0 = random_tensor({100003}), grad = random_tensor({100003});
+  const Tensor m0 = random_tensor({100003}, -0.1, 0.1), v0 = random_tensor({100003}, 0, 0.01);
+  const AttnCase attn_cases[] = {{3, 37, 3, 16}, {4, 64, 4, 32}};
+  std::vector<Tensor> qkvs, douts;
+  for (const AttnCase& c : attn_cases) {
+    qkvs.push_back(random_tensor({c.B, c.T, 3 * c.H * c.D}, -2, 2));
+    douts.push_back(random_tensor({c.B, c.T, c.H * c.D}));
+  }
+  auto run_all = [&] {
+    std::vector<Tensor> out;
+    out.push_back(ops::add(a, b));
+    Tensor acc = ops::clone(a);
+    ops::accumulate(acc, b);
+    out.push_back(acc);
+    out.push_back(ops::gelu_backward(a, b));
+    Tensor mean, rstd;
+    out.push_back(ops::layernorm(x, w, bias, 1e-5f, mean, rstd));
+    out.push_back(mean);
+    out.push_back(rstd);
+    out.push_back(ops::layernorm_backward_input(dy, x, w, mean, rstd));
+    Tensor dw = ops::clone(dw0), db = ops::clone(db0);
+    ops::layernorm_backward_weight(dy, x, mean, rstd, dw, db);
+    out.push_back(dw);
+    out.push_back(db);
+    out.push_back(ops::linear(xi, wi, bi));
+    Tensor pre;
+    out.push_back(ops::linear_gelu(xi, wi, bi, pre));
+    out.push_back(pre);
+    Tensor dwi = Tensor::zeros({520, 40}, DType::float32), dbi = ops::clone(dbi0);
+    ops::linear_backward_weight(dyi, xi, dwi, dbi);
+    out.push_back(dwi);
+    out.push_back(dbi);
+    out.push_back(ops::cross_entropy(logits, labels));
+    out.push_back(ops::cross_entropy_backward(logits, labels, dloss));
+    Tensor param = ops::clone(param0), m = ops::clone(m0), v = ops::clone(v0);
+    ops::adamw(param, grad, m, v, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
+    out.push_back(param);
+    out.push_back(m);
+    out.push_back(v);
+    for (std::size_t i = 0; i < qkvs.size(); ++i) {
+      Tensor probs;
+      out.push_back(ops::attention(qkvs[i], attn_cases[i].H, probs));
+      out.push_back(probs);
+      out.push_back(ops::attention_backward(douts[i], qkvs[i], probs, attn_cases[i].H));
+    }
+    return out;
+  };
+  const std::vector<Tensor> one = run_all();
+  for (int threads : {2, 3}) {
+    libpipe::set_cpu_threads(threads);
+    const std::vector<Tensor> many = run_all();
+    libpipe::set_cpu_threads(1);
+    BOOST_TEST_REQUIRE(many.size() == one.size());
+    for (std::size_t i = 0; i < one.size(); ++i)
+      BOOST_TEST((bits_of(many[i]) == bits_of(one[i])), "output " << i << " differs on " << threads << " threads");
   }
 }
 

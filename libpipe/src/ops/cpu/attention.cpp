@@ -19,6 +19,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 
 namespace libpipe::cpu {
@@ -365,8 +366,21 @@ void CpuBackend::attention_forward(In qkv_in, Out out_in, Out probs_in, std::int
   float* out = views.out(out_in, batch * T * C);
   float* probs = views.out(probs_in, batch * heads * T * T);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  thread_local std::vector<float> kt_buffer;
-  float* kt = tiled(D) ? scratch(kt_buffer, D * round_up(T, 16)) : nullptr;
+  if (tiled(D)) {
+    // Heads are independent: spread over the backend's threads, each with its own scratch.
+    parallel_for(batch * heads, 2, [&](std::int64_t begin, std::int64_t end) {
+      thread_local std::vector<float> kt_buffer;
+      float* kt = scratch(kt_buffer, D * round_up(T, 16));
+      for (std::int64_t bh = begin; bh < end; ++bh) {
+        const std::int64_t b = bh / heads, h = bh % heads;
+        const float* q = qkv + b * T * ld + h * D;  // (T, D) at stride 3C
+        head_forward_any(q, q + C, q + 2 * C, ld, probs + bh * T * T, out + b * T * C + h * D, C, T, D, scale, kt);
+      }
+    });
+    views.finish();
+    return;
+  }
+  // Other head sizes: blocks of rows through the backend's GEMM (which has the threads), one head at a time.
   const std::int64_t bs = causal_block(T);
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t h = 0; h < heads; ++h) {
@@ -375,10 +389,6 @@ void CpuBackend::attention_forward(In qkv_in, Out out_in, Out probs_in, std::int
       const float* v = q + 2 * C;
       float* p = probs + (b * heads + h) * T * T;  // (T, T)
       float* o = out + b * T * C + h * D;          // (T, D) at stride C
-      if (kt) {
-        head_forward_any(q, k, v, ld, p, o, C, T, D, scale, kt);
-        continue;
-      }
       for (std::int64_t r0 = 0; r0 < T; r0 += bs) {
         const std::int64_t r1 = std::min(T, r0 + bs), nr = r1 - r0;
         gemm(false, true, nr, r1, D, scale, q + r0 * ld, ld, k, ld, 0.0f, p + r0 * T, T);  // scores
@@ -401,8 +411,22 @@ void CpuBackend::attention_backward(In dout_in, In qkv_in, In probs_in, Out dqkv
   float* dqkv = views.out(dqkv_in, batch * T * ld);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   thread_local std::vector<float> ds_buffer, vt_buffer;
-  float* ds = scratch(ds_buffer, T * T);  // dS for one head
-  float* vt = tiled(D) ? scratch(vt_buffer, D * round_up(T, 16)) : nullptr;
+  if (tiled(D)) {
+    parallel_for(batch * heads, 2, [&](std::int64_t begin, std::int64_t end) {
+      float* ds = scratch(ds_buffer, T * T);  // dS for one head (thread_local: this thread's)
+      float* vt = scratch(vt_buffer, D * round_up(T, 16));
+      for (std::int64_t bh = begin; bh < end; ++bh) {
+        const std::int64_t b = bh / heads, h = bh % heads;
+        const float* q = qkv + b * T * ld + h * D;
+        float* dq = dqkv + b * T * ld + h * D;
+        head_backward_any(q, q + C, q + 2 * C, ld, probs + bh * T * T, dout + b * T * C + h * D, C, dq, dq + C,
+                          dq + 2 * C, T, D, scale, ds, vt);
+      }
+    });
+    views.finish();
+    return;
+  }
+  float* ds = scratch(ds_buffer, T * T);
   const std::int64_t bs = causal_block(T);
   for (std::int64_t b = 0; b < batch; ++b)
     for (std::int64_t h = 0; h < heads; ++h) {
@@ -414,10 +438,6 @@ void CpuBackend::attention_backward(In dout_in, In qkv_in, In probs_in, Out dqkv
       float* dq = dqkv + b * T * ld + h * D;
       float* dk = dq + C;
       float* dv = dq + 2 * C;
-      if (vt) {
-        head_backward_any(q, k, v, ld, p, dO, C, dq, dk, dv, T, D, scale, ds, vt);
-        continue;
-      }
       for (std::int64_t r0 = 0; r0 < T; r0 += bs) {
         const std::int64_t r1 = std::min(T, r0 + bs), nr = r1 - r0;
         gemm(false, true, nr, r1, D, 1.0f, dO + r0 * C, C, v, ld, 0.0f, ds + r0 * T, T);  // dP

@@ -28,7 +28,6 @@
 #include "cpu_gemm.hpp"
 
 #include <cblas.h>
-#include <dlfcn.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +40,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cpu_threads.hpp"
 #include "pipe/backend.hpp"
 #include "pipe/bfloat16.hpp"
 #include "pipe/error.hpp"
@@ -51,43 +51,6 @@
 
 namespace libpipe::cpu {
 namespace {
-
-// ---- threads
-//
-// oneDNN's CPU runtime in Debian's build is OpenMP (GCC's libgomp): a GEMM runs on omp_get_max_threads() threads,
-// a setting of the calling thread. libpipe sets it through the runtime that libdnnl itself loaded, found among
-// the libraries already in the process, rather than linking one of its own: a compiler's other runtime (clang's
-// libomp) would keep a setting that oneDNN never reads.
-struct OpenMp {
-  int (*get_max_threads)() = nullptr;
-  void (*set_num_threads)(int) = nullptr;
-};
-
-const OpenMp& openmp() {
-  static const OpenMp omp = [] {
-    OpenMp o;
-#if DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP
-    auto lookup = [&o](void* lib) {
-      o.get_max_threads = reinterpret_cast<int (*)()>(dlsym(lib, "omp_get_max_threads"));
-      o.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(lib, "omp_set_num_threads"));
-      return o.get_max_threads != nullptr && o.set_num_threads != nullptr;
-    };
-    for (const char* name : {"libgomp.so.1", "libomp.so.5", "libomp.so", "libiomp5.so"})
-      if (void* lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD); lib != nullptr && lookup(lib)) return o;
-    if (lookup(RTLD_DEFAULT)) return o;
-    throw Error(
-        "the CPU backend cannot find the OpenMP runtime that oneDNN runs on, so it cannot set its thread count");
-#endif
-    return o;
-  }();
-  return omp;
-}
-
-// The calling thread's GEMMs run on `threads` threads (a no-op when they already do: one call per GEMM).
-void use_threads(int threads) {
-  const OpenMp& omp = openmp();
-  if (omp.get_max_threads != nullptr && omp.get_max_threads() != threads) omp.set_num_threads(threads);
-}
 
 // ---- oneDNN's engine, a stream and scratch memory per thread
 

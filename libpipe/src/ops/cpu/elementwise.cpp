@@ -8,6 +8,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 #include "pipe/error.hpp"
 
@@ -48,15 +49,16 @@ PIPE_INLINE void add_bias_kernel(float* y, const float* bias, std::int64_t rows,
 PIPE_ISA_DISPATCH(add_bias_kernel, (float* y, const float* bias, std::int64_t rows, std::int64_t cols),
                   (y, bias, rows, cols))
 
+// Columns [0, cols) of rows `ld` apart.
 template <int W>
-PIPE_INLINE void bias_grad_kernel(const float* dy, float* db, std::int64_t rows, std::int64_t cols) {
+PIPE_INLINE void bias_grad_kernel(const float* dy, std::int64_t ld, float* db, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
-    const float* row = dy + r * cols;
+    const float* row = dy + r * ld;
     for (std::int64_t c = 0; c < cols; ++c) db[c] += row[c];
   }
 }
-PIPE_ISA_DISPATCH(bias_grad_kernel, (const float* dy, float* db, std::int64_t rows, std::int64_t cols),
-                  (dy, db, rows, cols))
+PIPE_ISA_DISPATCH(bias_grad_kernel, (const float* dy, std::int64_t ld, float* db, std::int64_t rows, std::int64_t cols),
+                  (dy, ld, db, rows, cols))
 
 template <int W>
 PIPE_INLINE void relu_kernel(const float* x, float* y, std::int64_t n) {
@@ -104,14 +106,22 @@ PIPE_ISA_DISPATCH(bias_gelu_kernel, (float* x, const float* bias, float* y, std:
 
 void CpuBackend::add(In a, In b, Out out, std::int64_t n) {
   Float32Views v(*this, "add");
-  add_kernel_any(v.in(a, n), v.in(b, n), v.out(out, n), n);
+  const float* a32 = v.in(a, n);
+  const float* b32 = v.in(b, n);
+  float* out32 = v.out(out, n);
+  parallel_for(
+      n, kMinShare, [&](std::int64_t i, std::int64_t e) { add_kernel_any(a32 + i, b32 + i, out32 + i, e - i); },
+      kShareAlign);
   v.finish();
 }
 
 void CpuBackend::accumulate(Out y, In x, std::int64_t n) {
   Float32Views v(*this, "accumulate");
   const float* x32 = v.in(x, n);
-  accumulate_kernel_any(v.in_out(y, n), x32, n);
+  float* y32 = v.in_out(y, n);
+  parallel_for(
+      n, kMinShare, [&](std::int64_t i, std::int64_t e) { accumulate_kernel_any(y32 + i, x32 + i, e - i); },
+      kShareAlign);
   v.finish();
 }
 
@@ -121,14 +131,20 @@ void CpuBackend::bias_epilogue(const float* h, In bias, Out y, std::int64_t rows
   Float32Views v(*this, "bias_epilogue");
   const float* b32 = v.in(bias, cols);
   float* y32 = v.out(y, rows * cols);
-  copy(y32, h, rows * cols);  // nothing to do when y is h
-  add_bias_kernel_any(y32, b32, rows, cols);
+  parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
+    copy(y32 + r * cols, h + r * cols, (e - r) * cols);  // nothing to do when y is h
+    add_bias_kernel_any(y32 + r * cols, b32, e - r, cols);
+  });
   v.finish();
 }
 
 void CpuBackend::bias_grad(In dy, float* db, std::int64_t rows, std::int64_t cols) {
   Float32Views v(*this, "bias_grad");
-  bias_grad_kernel_any(v.in(dy, rows * cols), db, rows, cols);
+  const float* dy32 = v.in(dy, rows * cols);
+  // Split by columns: each column's sum runs down the rows in the same order on any thread count.
+  parallel_for(cols, min_cols(rows),
+               [&](std::int64_t c, std::int64_t e) { bias_grad_kernel_any(dy32 + c, cols, db + c, rows, e - c); },
+               kShareAlign);
 }
 
 void CpuBackend::relu_forward(const float* x, float* y, std::int64_t n) { relu_kernel_any(x, y, n); }
@@ -141,7 +157,12 @@ void CpuBackend::gelu_forward(const float* x, float* y, std::int64_t n) { gelu_k
 
 void CpuBackend::gelu_backward(In x, In dy, Out dx, std::int64_t n) {
   Float32Views v(*this, "gelu_backward");
-  gelu_backward_kernel_any(v.in(x, n), v.in(dy, n), v.out(dx, n), n);
+  const float* x32 = v.in(x, n);
+  const float* dy32 = v.in(dy, n);
+  float* dx32 = v.out(dx, n);
+  parallel_for(n, kMinShare,
+               [&](std::int64_t i, std::int64_t e) { gelu_backward_kernel_any(x32 + i, dy32 + i, dx32 + i, e - i); },
+               kShareAlign);
   v.finish();
 }
 
@@ -149,8 +170,11 @@ void CpuBackend::bias_gelu(const float* h, In bias, Out pre, Out y, std::int64_t
   Float32Views v(*this, "bias_gelu");
   const float* b32 = v.in(bias, cols);
   float* pre32 = v.out(pre, rows * cols);
-  copy(pre32, h, rows * cols);  // nothing to do when pre is h
-  bias_gelu_kernel_any(pre32, b32, v.out(y, rows * cols), rows, cols);  // pre += b; y = gelu(pre), one pass
+  float* y32 = v.out(y, rows * cols);
+  parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
+    copy(pre32 + r * cols, h + r * cols, (e - r) * cols);  // nothing to do when pre is h
+    bias_gelu_kernel_any(pre32 + r * cols, b32, y32 + r * cols, e - r, cols);  // pre += b; y = gelu(pre), one pass
+  });
   v.finish();
 }
 

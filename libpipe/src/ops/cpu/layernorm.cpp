@@ -7,6 +7,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 #include "pipe/error.hpp"
 
@@ -79,12 +80,14 @@ PIPE_ISA_DISPATCH(layernorm_backward_input_kernel,
                    float* dx, std::int64_t rows, std::int64_t cols),
                   (dy, x, weight, mean, rstd, dx, rows, cols))
 
+// Columns [0, cols) of rows `ld` apart.
 template <int W>
-PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* x, const float* mean, const float* rstd,
-                                                  float* dweight, float* dbias, std::int64_t rows, std::int64_t cols) {
+PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* x, std::int64_t ld, const float* mean,
+                                                  const float* rstd, float* dweight, float* dbias, std::int64_t rows,
+                                                  std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
-    const float* dyr = dy + r * cols;
-    const float* xr = x + r * cols;
+    const float* dyr = dy + r * ld;
+    const float* xr = x + r * ld;
     const float m = mean[r];
     const float rs = rstd[r];
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -94,33 +97,51 @@ PIPE_INLINE void layernorm_backward_weight_kernel(const float* dy, const float* 
   }
 }
 PIPE_ISA_DISPATCH(layernorm_backward_weight_kernel,
-                  (const float* dy, const float* x, const float* mean, const float* rstd, float* dweight, float* dbias,
-                   std::int64_t rows, std::int64_t cols),
-                  (dy, x, mean, rstd, dweight, dbias, rows, cols))
+                  (const float* dy, const float* x, std::int64_t ld, const float* mean, const float* rstd,
+                   float* dweight, float* dbias, std::int64_t rows, std::int64_t cols),
+                  (dy, x, ld, mean, rstd, dweight, dbias, rows, cols))
 
 }  // namespace
 
 void CpuBackend::layernorm_forward(In x, In weight, In bias, Out y, float* mean, float* rstd, std::int64_t rows,
                                    std::int64_t cols, float eps) {
   Float32Views v(*this, "layernorm_forward");
-  layernorm_kernel_any(v.in(x, rows * cols), v.in(weight, cols), v.in(bias, cols), v.out(y, rows * cols), mean, rstd,
-                       rows, cols, eps);
+  const float* x32 = v.in(x, rows * cols);
+  const float* w32 = v.in(weight, cols);
+  const float* b32 = v.in(bias, cols);
+  float* y32 = v.out(y, rows * cols);
+  parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
+    layernorm_kernel_any(x32 + r * cols, w32, b32, y32 + r * cols, mean + r, rstd + r, e - r, cols, eps);
+  });
   v.finish();
 }
 
 void CpuBackend::layernorm_backward_input(In dy, In x, In weight, const float* mean, const float* rstd, Out dx,
                                           std::int64_t rows, std::int64_t cols) {
   Float32Views v(*this, "layernorm_backward_input");
-  layernorm_backward_input_kernel_any(v.in(dy, rows * cols), v.in(x, rows * cols), v.in(weight, cols), mean, rstd,
-                                      v.out(dx, rows * cols), rows, cols);
+  const float* dy32 = v.in(dy, rows * cols);
+  const float* x32 = v.in(x, rows * cols);
+  const float* w32 = v.in(weight, cols);
+  float* dx32 = v.out(dx, rows * cols);
+  parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
+    layernorm_backward_input_kernel_any(dy32 + r * cols, x32 + r * cols, w32, mean + r, rstd + r, dx32 + r * cols,
+                                        e - r, cols);
+  });
   v.finish();
 }
 
 void CpuBackend::layernorm_backward_weight(In dy, In x, const float* mean, const float* rstd, float* dweight,
                                            float* dbias, std::int64_t rows, std::int64_t cols) {
   Float32Views v(*this, "layernorm_backward_weight");
-  layernorm_backward_weight_kernel_any(v.in(dy, rows * cols), v.in(x, rows * cols), mean, rstd, dweight, dbias, rows,
-                                       cols);
+  const float* dy32 = v.in(dy, rows * cols);
+  const float* x32 = v.in(x, rows * cols);
+  // By columns: each column's sum runs down the rows in the same order on any thread count.
+  parallel_for(cols, min_cols(rows),
+               [&](std::int64_t c, std::int64_t e) {
+                 layernorm_backward_weight_kernel_any(dy32 + c, x32 + c, cols, mean, rstd, dweight + c, dbias + c,
+                                                      rows, e - c);
+               },
+               kShareAlign);
 }
 
 }  // namespace libpipe::cpu

@@ -7,6 +7,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 #include "pipe/error.hpp"
 
@@ -112,7 +113,13 @@ void CpuBackend::cross_entropy_forward(In logits, const std::int32_t* labels, fl
                                        std::int64_t vocab, std::int64_t rows_per_sample) {
   check_labels("cross_entropy", labels, rows, vocab);
   Float32Views v(*this, "cross_entropy_forward");
-  if (rows_per_sample > 0) cross_entropy_kernel_any(v.in(logits, rows * vocab), labels, loss, rows, vocab, rows_per_sample);
+  if (rows_per_sample <= 0) return;
+  const float* z = v.in(logits, rows * vocab);
+  const std::int64_t rps = rows_per_sample, per_sample = rps * vocab;
+  // Split by samples (cpu_threads.hpp): each sample's loss sums its rows in order on any thread count.
+  parallel_for(rows / rps, min_rows(per_sample), [&](std::int64_t b, std::int64_t e) {
+    cross_entropy_kernel_any(z + b * per_sample, labels + b * rps, loss + b, (e - b) * rps, vocab, rps);
+  });
 }
 
 // dlogits = (softmax - onehot(label)) * dloss[b] / rows_per_sample
@@ -120,9 +127,15 @@ void CpuBackend::cross_entropy_backward(In logits, const std::int32_t* labels, c
                                         std::int64_t rows, std::int64_t vocab, std::int64_t rows_per_sample) {
   check_labels("cross_entropy_backward", labels, rows, vocab);
   Float32Views v(*this, "cross_entropy_backward");
-  if (rows_per_sample > 0)
-    cross_entropy_backward_kernel_any(v.in(logits, rows * vocab), labels, dloss, v.out(dlogits, rows * vocab), rows,
-                                      vocab, rows_per_sample);
+  if (rows_per_sample > 0) {
+    const float* z = v.in(logits, rows * vocab);
+    float* dz = v.out(dlogits, rows * vocab);
+    const std::int64_t rps = rows_per_sample, per_sample = rps * vocab;
+    parallel_for((rows + rps - 1) / rps, min_rows(per_sample), [&](std::int64_t b, std::int64_t e) {
+      const std::int64_t r0 = b * rps, r1 = std::min(rows, e * rps);
+      cross_entropy_backward_kernel_any(z + r0 * vocab, labels + r0, dloss + b, dz + r0 * vocab, r1 - r0, vocab, rps);
+    });
+  }
   v.finish();
 }
 

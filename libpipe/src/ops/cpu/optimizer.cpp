@@ -7,6 +7,7 @@
 
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 #include "pipe/error.hpp"
 
@@ -73,7 +74,12 @@ PIPE_ISA_DISPATCH(sum_squares_kernel, (const float* x, std::int64_t n, double* o
 
 void CpuBackend::sgd_momentum(float* param, const float* grad, float* momentum_buffer, std::int64_t n, float lr,
                               float momentum, float weight_decay) {
-  sgd_kernel_any(param, grad, momentum_buffer, n, lr, momentum, weight_decay);
+  parallel_for(
+      n, kMinShare,
+      [&](std::int64_t i, std::int64_t e) {
+        sgd_kernel_any(param + i, grad + i, momentum_buffer + i, e - i, lr, momentum, weight_decay);
+      },
+      kShareAlign);
 }
 
 void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
@@ -81,8 +87,14 @@ void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, std:
   if (step < 1) throw Error("adamw: step must count from 1, got " + std::to_string(step));
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  adamw_kernel_any(param, grad, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay, static_cast<float>(lr / bc1),
-                   static_cast<float>(1.0 / std::sqrt(bc2)));
+  const float decay = 1.0f - lr * weight_decay, step_size = static_cast<float>(lr / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  parallel_for(
+      n, kMinShare,
+      [&](std::int64_t i, std::int64_t e) {
+        adamw_kernel_any(param + i, grad + i, m + i, v + i, e - i, beta1, beta2, eps, decay, step_size, inv_sqrt_bc2);
+      },
+      kShareAlign);
 }
 
 double CpuBackend::sum_squares(const float* x, std::int64_t n) {
