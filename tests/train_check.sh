@@ -2,7 +2,8 @@
 # train_check.sh CHECK PIPE_TRAIN MPIRUN [MPIRUN ARGS...]
 #
 # Real pipe-train jobs under mpirun, compared through their --metrics lines:
-#   stages          1, 2, 3 and 4 stages give bit-identical losses and gradient norms, and 1 and 2 at --threads 2
+#   stages          1, 2, 3 and 4 stages give bit-identical losses and gradient norms, and so do 1 and 2
+#                   at --threads 2
 #   data-parallel   2 stages x 2 replicas match 1 stage with the same global batch (relative 1e-6)
 #   checkpointing   activation checkpointing every 1 and 2 layers changes nothing (bit-identical)
 #   schedules       gpipe and 1f1b give bit-identical losses
