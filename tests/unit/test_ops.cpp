@@ -651,6 +651,8 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
   const Tensor dloss = random_tensor({7});
   const Tensor param0 = random_tensor({100003}), grad = random_tensor({100003});
   const Tensor m0 = random_tensor({100003}, -0.1, 0.1), v0 = random_tensor({100003}, 0, 0.01);
+  // Llama's ops: RMS norm over the rows of x, the swiglu gate over [gate, up] rows of 2 x 33.
+  const Tensor h = random_tensor({2000, 66}, -4, 4), dyh = random_tensor({2000, 33}), drms0 = random_tensor({33});
   const AttnCase attn_cases[] = {{3, 37, 3, 16}, {4, 64, 4, 32}};
   std::vector<Tensor> qkvs, douts;
   for (const AttnCase& c : attn_cases) {
@@ -681,6 +683,15 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
     ops::linear_backward_weight(dyi, xi, dwi, dbi);
     out.push_back(dwi);
     out.push_back(dbi);
+    Tensor rms_rstd;
+    out.push_back(ops::rms_norm(x, w, 1e-5f, rms_rstd));
+    out.push_back(rms_rstd);
+    out.push_back(ops::rms_norm_backward_input(dy, x, w, rms_rstd));
+    Tensor drms = ops::clone(drms0);
+    ops::rms_norm_backward_weight(dy, x, rms_rstd, drms);
+    out.push_back(drms);
+    out.push_back(ops::swiglu(h));
+    out.push_back(ops::swiglu_backward(h, dyh));
     out.push_back(ops::cross_entropy(logits, labels));
     out.push_back(ops::cross_entropy_backward(logits, labels, dloss));
     Tensor param = ops::clone(param0), m = ops::clone(m0), v = ops::clone(v0);

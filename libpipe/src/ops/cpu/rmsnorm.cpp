@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cpu_backend.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 
 namespace libpipe::cpu {
@@ -42,11 +43,12 @@ void rms_norm_backward_input_kernel(const float* dy, const float* x, const float
   }
 }
 
-void rms_norm_backward_weight_kernel(const float* dy, const float* x, const float* rstd, float* dweight,
-                                     std::int64_t rows, std::int64_t cols) {
+// Columns [0, cols) of rows `ld` apart.
+void rms_norm_backward_weight_kernel(const float* dy, const float* x, std::int64_t ld, const float* rstd,
+                                     float* dweight, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
-    const float* dyr = dy + r * cols;
-    const float* xr = x + r * cols;
+    const float* dyr = dy + r * ld;
+    const float* xr = x + r * ld;
     const float rs = rstd[r];
     for (std::int64_t c = 0; c < cols; ++c) dweight[c] += dyr[c] * (xr[c] * rs);
   }
@@ -57,22 +59,40 @@ void rms_norm_backward_weight_kernel(const float* dy, const float* x, const floa
 void CpuBackend::rms_norm_forward(In x, In weight, Out y, float* rstd, std::int64_t rows, std::int64_t cols,
                                   float eps) {
   Float32Views v(*this, "rms_norm_forward");
-  rms_norm_kernel(v.in(x, rows * cols), v.in(weight, cols), v.out(y, rows * cols), rstd, rows, cols, eps);
+  const float* x32 = v.in(x, rows * cols);
+  const float* w32 = v.in(weight, cols);
+  float* y32 = v.out(y, rows * cols);
+  // Whole rows per thread (cpu_threads.hpp); the weight gradient below by columns.
+  parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
+    rms_norm_kernel(x32 + r * cols, w32, y32 + r * cols, rstd + r, e - r, cols, eps);
+  });
   v.finish();
 }
 
 void CpuBackend::rms_norm_backward_input(In dy, In x, In weight, const float* rstd, Out dx, std::int64_t rows,
                                          std::int64_t cols) {
   Float32Views v(*this, "rms_norm_backward_input");
-  rms_norm_backward_input_kernel(v.in(dy, rows * cols), v.in(x, rows * cols), v.in(weight, cols), rstd,
-                                 v.out(dx, rows * cols), rows, cols);
+  const float* dy32 = v.in(dy, rows * cols);
+  const float* x32 = v.in(x, rows * cols);
+  const float* w32 = v.in(weight, cols);
+  float* dx32 = v.out(dx, rows * cols);
+  parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
+    rms_norm_backward_input_kernel(dy32 + r * cols, x32 + r * cols, w32, rstd + r, dx32 + r * cols, e - r, cols);
+  });
   v.finish();
 }
 
 void CpuBackend::rms_norm_backward_weight(In dy, In x, const float* rstd, float* dweight, std::int64_t rows,
                                           std::int64_t cols) {
   Float32Views v(*this, "rms_norm_backward_weight");
-  rms_norm_backward_weight_kernel(v.in(dy, rows * cols), v.in(x, rows * cols), rstd, dweight, rows, cols);
+  const float* dy32 = v.in(dy, rows * cols);
+  const float* x32 = v.in(x, rows * cols);
+  parallel_for(
+      cols, min_cols(rows),
+      [&](std::int64_t c, std::int64_t e) {
+        rms_norm_backward_weight_kernel(dy32 + c, x32 + c, cols, rstd, dweight + c, rows, e - c);
+      },
+      kShareAlign);
 }
 
 }  // namespace libpipe::cpu

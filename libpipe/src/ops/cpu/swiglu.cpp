@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "cpu_backend.hpp"
+#include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 
 namespace libpipe::cpu {
@@ -40,13 +41,23 @@ void swiglu_backward_kernel(const float* h, const float* dy, float* dh, std::int
 
 void CpuBackend::swiglu_forward(In h, Out y, std::int64_t rows, std::int64_t cols) {
   Float32Views v(*this, "swiglu_forward");
-  swiglu_kernel(v.in(h, rows * 2 * cols), v.out(y, rows * cols), rows, cols);
+  const float* h32 = v.in(h, rows * 2 * cols);
+  float* y32 = v.out(y, rows * cols);
+  // Whole rows per thread (cpu_threads.hpp).
+  parallel_for(rows, min_rows(2 * cols), [&](std::int64_t r, std::int64_t e) {
+    swiglu_kernel(h32 + r * 2 * cols, y32 + r * cols, e - r, cols);
+  });
   v.finish();
 }
 
 void CpuBackend::swiglu_backward(In h, In dy, Out dh, std::int64_t rows, std::int64_t cols) {
   Float32Views v(*this, "swiglu_backward");
-  swiglu_backward_kernel(v.in(h, rows * 2 * cols), v.in(dy, rows * cols), v.out(dh, rows * 2 * cols), rows, cols);
+  const float* h32 = v.in(h, rows * 2 * cols);
+  const float* dy32 = v.in(dy, rows * cols);
+  float* dh32 = v.out(dh, rows * 2 * cols);
+  parallel_for(rows, min_rows(2 * cols), [&](std::int64_t r, std::int64_t e) {
+    swiglu_backward_kernel(h32 + r * 2 * cols, dy32 + r * cols, dh32 + r * 2 * cols, e - r, cols);
+  });
   v.finish();
 }
 
