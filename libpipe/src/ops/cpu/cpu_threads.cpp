@@ -52,7 +52,8 @@ const OpenMp& openmp() {
 }
 
 struct Job {
-  const std::function<void(std::int64_t, std::int64_t)>* body;
+  void (*body)(const void*, std::int64_t, std::int64_t);
+  const void* closure;
   std::int64_t n, align;
   const OpenMp* omp;
 };
@@ -65,7 +66,7 @@ void run_share(void* data) {
     return i >= team ? job.n : std::min(job.n, job.n * i / team / job.align * job.align);
   };
   const std::int64_t begin = bound(t), end = bound(t + 1);
-  if (begin < end) (*job.body)(begin, end);
+  if (begin < end) job.body(job.closure, begin, end);
 }
 
 }  // namespace
@@ -75,14 +76,16 @@ void use_threads(int threads) {
   if (omp.get_max_threads != nullptr && omp.get_max_threads() != threads) omp.set_num_threads(threads);
 }
 
-void parallel_for(std::int64_t n, std::int64_t min_chunk, const std::function<void(std::int64_t, std::int64_t)>& body,
-                  std::int64_t align) {
-  if (n <= 0) return;
-  const std::int64_t threads = std::min<std::int64_t>(cpu_threads(), n / std::max<std::int64_t>(min_chunk, 1));
-  const OpenMp& omp = openmp();
-  if (threads <= 1 || omp.parallel == nullptr) return body(0, n);
-  Job job{&body, n, std::max<std::int64_t>(align, 1), &omp};
-  omp.parallel(run_share, &job, static_cast<unsigned>(threads), 0);
+int parallel_threads(std::int64_t n, std::int64_t min_chunk) {
+  const int threads = cpu_threads();
+  if (threads <= 1 || openmp().parallel == nullptr) return 1;
+  return static_cast<int>(std::min<std::int64_t>(threads, n / std::max<std::int64_t>(min_chunk, 1)));
+}
+
+void run_parallel(std::int64_t n, int threads, std::int64_t align,
+                  void (*body)(const void* closure, std::int64_t begin, std::int64_t end), const void* closure) {
+  Job job{body, closure, n, std::max<std::int64_t>(align, 1), &openmp()};
+  openmp().parallel(run_share, &job, static_cast<unsigned>(threads), 0);
 }
 
 }  // namespace libpipe::cpu

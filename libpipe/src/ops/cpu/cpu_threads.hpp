@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 
 namespace libpipe::cpu {
 
@@ -17,9 +16,26 @@ void use_threads(int threads);
 // thread for); on the calling thread alone when that is one. Each index is computed by exactly one call, with the
 // code one thread would run, so a kernel whose indices are independent gives the same bits on any thread count.
 // Chunk bounds are multiples of `align` (but the last), so that vector loops split at the same elements. `body`
-// must not throw.
-void parallel_for(std::int64_t n, std::int64_t min_chunk, const std::function<void(std::int64_t, std::int64_t)>& body,
-                  std::int64_t align = 1);
+// must not throw. On one thread body is called directly: the default thread count pays no dispatch.
+template <class Body>
+void parallel_for(std::int64_t n, std::int64_t min_chunk, const Body& body, std::int64_t align = 1);
+
+// parallel_for's parts: how many threads it uses for n items of at least min_chunk each (1: the caller alone),
+// and the parallel region that runs a type-erased body on them.
+int parallel_threads(std::int64_t n, std::int64_t min_chunk);
+void run_parallel(std::int64_t n, int threads, std::int64_t align,
+                  void (*body)(const void* closure, std::int64_t begin, std::int64_t end), const void* closure);
+
+template <class Body>
+void parallel_for(std::int64_t n, std::int64_t min_chunk, const Body& body, std::int64_t align) {
+  if (n <= 0) return;
+  const int threads = parallel_threads(n, min_chunk);
+  if (threads <= 1) return body(0, n);
+  auto call = [](const void* closure, std::int64_t begin, std::int64_t end) {
+    (*static_cast<const Body*>(closure))(begin, end);
+  };
+  run_parallel(n, threads, align, call, &body);
+}
 
 // The kernels' shares: elementwise passes in chunks of at least kMinShare elements, aligned to kShareAlign (a cache
 // line of floats, a whole vector of every width); passes over rows in whole rows, at least kMinShare elements
