@@ -10,6 +10,10 @@
 //    every replica (seeded by global layer index, not by placement);
 //  - each tie group's communicator joins exactly the ranks that hold the tied
 //    layers in this replica (a real all-reduce of world ranks).
+// A METHOD of 'profile' times the layers first (profile_layer_times, 2 samples
+// per micro-batch) and checks that every layer got a time, that identical
+// layers (same_cost_layers) got the same one, and that every rank holds the
+// same vector.
 // module_check --expect-disagreement MODEL STAGES: rank 1 offers a different
 // partition; every rank must throw the same "disagree" error.
 // module_check --expect-model-disagreement MODEL STAGES OTHER: rank 1 loads
@@ -33,6 +37,7 @@
 #include "pipe/paths.hpp"
 #include "pipe/pipeline_module.hpp"
 #include "pipe/plugin_loader.hpp"
+#include "pipe/profile.hpp"
 #include "pipe/topology.hpp"
 
 namespace {
@@ -60,7 +65,21 @@ long long weights_hash(libpipe::Layer& layer) {
 std::vector<long long> build_and_check(const libpipe::ModelSpec& model, const libpipe::ModelDescription& d,
                                        const libpipe::LayerRegistry& registry,
                                        const libpipe::PipelineParallelGrid& grid, const std::string& method) {
-  auto plan = libpipe::plan_partition(d, method, grid.num_stages());
+  std::vector<double> times;
+  if (method == "profile") {
+    times = libpipe::profile_layer_times(model, d, registry, MPI_COMM_WORLD, 2);
+    const std::vector<int> same = libpipe::same_cost_layers(model, d);
+    for (std::size_t i = 0; i < times.size(); ++i) {
+      expect(times[i] > 0, "profile: layer " + std::to_string(i) + " has no time");
+      expect(times[i] == times[same[i]], "profile: layer " + std::to_string(i) + " is timed apart from layer " +
+                                             std::to_string(same[i]) + ", the same layer");
+    }
+    std::vector<double> lowest(times.size()), highest(times.size());
+    MPI_Allreduce(times.data(), lowest.data(), static_cast<int>(times.size()), MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(times.data(), highest.data(), static_cast<int>(times.size()), MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    expect(lowest == highest, "profile: the ranks hold different times");
+  }
+  auto plan = libpipe::plan_partition(d, method, grid.num_stages(), times.empty() ? nullptr : &times);
   const std::size_t before = libpipe::allocated_bytes(libpipe::Device::cpu);
   libpipe::PipelineModule module(model, d, registry, grid, plan.parts);
   const std::size_t allocated = libpipe::allocated_bytes(libpipe::Device::cpu) - before;

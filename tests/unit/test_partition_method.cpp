@@ -17,6 +17,10 @@
 #include "pipe/model.hpp"
 #include "pipe/partition.hpp"
 #include "pipe/partition_method.hpp"
+#include "pipe/paths.hpp"
+#include "pipe/plugin_loader.hpp"
+#include "pipe/profile.hpp"
+#include "pipe/registry.hpp"
 #include "shipped_model.hpp"
 #include "test_util.hpp"
 
@@ -323,6 +327,20 @@ BOOST_AUTO_TEST_CASE(a_model_without_a_name) {
       error_of([&] { libpipe::plan_partition(m, "parameters", 1); }),
       "partition method 'parameters': no layer has trainable parameters but there is 1 stage: every stage "
       "needs at least one");
+}
+
+// 'profile' times one layer of each group of identical layers and gives all of them its time: gpt-tiny's four
+// blocks are one group; a block with another argument is a group of its own, and so is a layer of another type.
+BOOST_AUTO_TEST_CASE(profile_times_identical_layers_once) {
+  libpipe::LayerRegistry registry;
+  libpipe::load_plugins(registry, libpipe::PluginSearch{true, false, {}});
+  libpipe::ModelSpec spec = libpipe::load_model_file(libpipe::resolve_model_path("gpt-tiny"));
+  auto groups = [&] { return libpipe::same_cost_layers(spec, libpipe::describe_model(spec, registry)); };
+  BOOST_TEST(groups() == (std::vector<int>{0, 1, 1, 1, 1, 5, 6, 7}), boost::test_tools::per_element());
+  spec.layers[3].args.set("heads", std::int64_t{8});
+  BOOST_TEST(groups() == (std::vector<int>{0, 1, 1, 3, 1, 5, 6, 7}), boost::test_tools::per_element());
+  spec.layers[2].args.set("heads", std::int64_t{8});
+  BOOST_TEST(groups() == (std::vector<int>{0, 1, 2, 2, 1, 5, 6, 7}), boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(profile_balances_measured_times) {

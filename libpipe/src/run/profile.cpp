@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+#include <vector>
 
 #include "run/mpi_check.hpp"
 #include "pipe/backend.hpp"
@@ -63,6 +65,29 @@ double time_layer(const ModelSpec& model, const ModelDescription& description, c
 
 }  // namespace
 
+std::vector<int> same_cost_layers(const ModelSpec& model, const ModelDescription& description) {
+  if (model.layers.size() != description.layers.size())
+    throw Error("same_cost_layers: the model has " + std::to_string(model.layers.size()) +
+                " layers but its description " + std::to_string(description.layers.size()));
+  const int n = static_cast<int>(model.layers.size());
+  std::vector<int> first(n);
+  std::vector<int> distinct;  // the first layer of each group, in order
+  for (int i = 0; i < n; ++i) {
+    const LayerSpec& layer = model.layers[i];
+    first[i] = i;
+    for (int j : distinct) {
+      const LayerSpec& other = model.layers[j];
+      if (layer.type == other.type && layer.tie == other.tie && layer.args.values() == other.args.values() &&
+          description.layers[i].input == description.layers[j].input) {
+        first[i] = j;
+        break;
+      }
+    }
+    if (first[i] == i) distinct.push_back(i);
+  }
+  return first;
+}
+
 std::vector<double> profile_layer_times(const ModelSpec& model, const ModelDescription& description,
                                         const LayerRegistry& registry, MPI_Comm comm, std::int64_t micro_batch_size,
                                         Device device, int repeats) {
@@ -75,9 +100,14 @@ std::vector<double> profile_layer_times(const ModelSpec& model, const ModelDescr
   // it through as a flag and throw on every rank.
   double failed = 0;
   std::string why;
+  std::vector<int> same;
+  std::vector<int> timed;  // one layer of each group, spread over the ranks
   try {
-    for (int i = rank; i < n; i += size)
-      times[i] = time_layer(model, description, registry, i, micro_batch_size, device, repeats);
+    same = same_cost_layers(model, description);
+    for (int i = 0; i < n; ++i)
+      if (same[i] == i) timed.push_back(i);
+    for (std::size_t k = static_cast<std::size_t>(rank); k < timed.size(); k += static_cast<std::size_t>(size))
+      times[timed[k]] = time_layer(model, description, registry, timed[k], micro_batch_size, device, repeats);
   } catch (const std::exception& e) {
     failed = 1;
     why = e.what();
@@ -87,6 +117,7 @@ std::vector<double> profile_layer_times(const ModelSpec& model, const ModelDescr
   if (times.back() > 0)
     throw Error("profiling the layers failed" + (why.empty() ? std::string(" on another rank") : ": " + why));
   times.pop_back();
+  for (int i = 0; i < n; ++i) times[i] = times[same[i]];
   return times;
 }
 
