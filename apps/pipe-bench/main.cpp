@@ -14,7 +14,9 @@ namespace {
 // Add a benchmark here: name, one-line summary, entry point.
 const pipe_bench::Subcommand kSubcommands[] = {
     {"partition", "partitioner time and optimality, 10^3..10^6 layers on 2..1024 stages", pipe_bench::run_partition},
-    {"train", "one rank's forward + backward + AdamW step over a model: tokens/s, GFLOP/s, sgemm share",
+    {"train",
+     "one rank's forward + backward + AdamW step over a model: tokens/s, GFLOP/s, sgemm share, and the GEMMs' own "
+     "rate and part of the step",
      pipe_bench::run_train},
     {"ops",
      "the op layer at gpt-tiny/gpt-small shapes: GEMMs against raw dnnl_sgemm and cblas_sgemm, other ops' time and "

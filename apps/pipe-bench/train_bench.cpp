@@ -1,6 +1,7 @@
 // pipe-bench train: one rank's training step (forward, backward, AdamW) over a
 // whole shipped model on synthetic data, with tokens/s, model GFLOP/s and the
-// share of the backend's own sgemm rate measured in the same run. The loss is
+// share of the backend's own sgemm rate measured in the same run, and the
+// GEMMs' own rate and share of the step time inside the steps. The loss is
 // checked in the same loop (finite, and falling over the timed steps since the
 // batch repeats), as nccl-tests check their buffers.
 #include <boost/program_options.hpp>
@@ -182,6 +183,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
   StepTimes total;
   double first_loss = 0, last_loss = 0;
   bool finite = true;
+  const libpipe::GemmTotals gemms_before = libpipe::cpu_gemm_totals();
   auto t0 = Clock::now();
   for (int s = 0; s < steps; ++s) {
     StepTimes t = train_step(m, optimizer, input, labels, lr);
@@ -193,7 +195,13 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
     last_loss = t.loss;
   }
   const double elapsed = seconds_since(t0);
+  const libpipe::GemmTotals gemms_after = libpipe::cpu_gemm_totals();
   const double peak = sgemm_gflops();
+  // The GEMMs inside the timed steps: their own rate, and the part of the step they take (the rest is the other
+  // ops: attention, norms, activations, the optimizer).
+  const double gemm_seconds = gemms_after.seconds - gemms_before.seconds;
+  const double gemm_gflops = gemm_seconds > 0 ? (gemms_after.flops - gemms_before.flops) / gemm_seconds / 1e9 : 0.0;
+  const double gemm_time_share = gemm_seconds / elapsed;
 
   const std::int64_t tokens_per_sample =
       m.description.input.dtype == libpipe::DType::int32 ? libpipe::numel(m.description.input.shape) : 1;
@@ -216,6 +224,9 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
                         {"gflops", gflops},
                         {"sgemm_gflops", peak},
                         {"sgemm_share", gflops / peak},
+                        {"gemm_gflops", gemm_gflops},
+                        {"gemm_share", gemm_gflops / peak},
+                        {"gemm_time_share", gemm_time_share},
                         {"gemm_library", libpipe::cpu_gemm_library()},
                         {"first_loss", first_loss},
                         {"last_loss", last_loss},
@@ -235,6 +246,9 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
                 static_cast<long long>(batch), 1e3 * elapsed / steps, 1e3 * total.forward / steps,
                 1e3 * total.backward / steps, 1e3 * total.optimizer / steps, tokens_per_s, gflops, peak,
                 100 * gflops / peak, ok ? "OK" : "WRONG");
+    std::printf("# GEMMs inside the steps: %.1f GFLOP/s, %.1f%% of the sgemm ceiling; %.1f%% of the step time "
+                "(the rest: the other ops)\n",
+                gemm_gflops, 100 * gemm_gflops / peak, 100 * gemm_time_share);
     std::printf("# loss %.4f -> %.4f over the timed steps (same batch: it must fall)\n", first_loss, last_loss);
   }
   return ok ? 0 : 1;

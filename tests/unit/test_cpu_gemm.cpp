@@ -166,6 +166,24 @@ BOOST_AUTO_TEST_CASE(k_zero_scales_c) {
   for (float x : c) BOOST_TEST(x == 0.0f);
 }
 
+// pipe-bench train's GEMM figures come from these totals: each product counts once with its 2 m n k operations
+// (a strided batch once, with all of its products' operations), and the time spent in it.
+BOOST_AUTO_TEST_CASE(totals_count_every_product) {
+  const Floats a = random_floats(64 * 32, 31), b = random_floats(32 * 48, 32);
+  Floats c(64 * 48 * 3);
+  const libpipe::GemmTotals before = libpipe::cpu_gemm_totals();
+  cpu().gemm(false, false, 64, 48, 32, 1.0f, a.data(), 32, b.data(), 48, 0.0f, c.data(), 48);
+  const libpipe::GemmTotals one = libpipe::cpu_gemm_totals();
+  BOOST_TEST(one.calls == before.calls + 1);
+  BOOST_TEST(one.flops - before.flops == 2.0 * 64 * 48 * 32);
+  BOOST_TEST(one.seconds > before.seconds);
+  cpu().gemm_strided_batched(false, false, 16, 48, 32, 1.0f, a.data(), 32, 16 * 32, b.data(), 48, 0, 0.0f, c.data(),
+                             48, 16 * 48, 3);
+  const libpipe::GemmTotals batch = libpipe::cpu_gemm_totals();
+  BOOST_TEST(batch.calls == one.calls + 1);
+  BOOST_TEST(batch.flops - one.flops == 3 * 2.0 * 16 * 48 * 32);
+}
+
 BOOST_AUTO_TEST_CASE(strided_batches_match_one_by_one) {
   // Attention's products: heads of [T, D] read from a wider row (leading dimension 3 * H * D), and dense ones.
   const std::int64_t batch = 6, m = 64, n = 64, k = 32;

@@ -2,6 +2,7 @@
 // messages (pipe-train warns once when the CPU path will be slow) and benchmarks (pipe-bench prints the library).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "pipe/export.hpp"
@@ -12,6 +13,16 @@ namespace libpipe {
 // e.g. "oneDNN 2.6.3 (avx512_core_vnni)", or "OpenBLAS 0.3.21 (core Prescott, PIPE_CPU_GEMM=openblas)" where
 // PIPE_CPU_GEMM=openblas asks for the old path (kept for side-by-side measurements).
 PIPE_API std::string cpu_gemm_library();
+// The CPU backend's GEMMs so far in this process, over every thread: products run (a batch counts once),
+// their floating-point operations (2 m n k per product) and the wall-clock seconds spent inside them. For
+// benchmarks: pipe-bench train reports the GEMMs' own rate inside the training step and their share of its time.
+struct GemmTotals {
+  std::int64_t calls = 0;
+  double flops = 0;
+  double seconds = 0;
+};
+PIPE_API GemmTotals cpu_gemm_totals();
+
 // Logical CPUs online on this machine, and those this process may run on (its affinity mask, which mpirun or
 // taskset may have narrowed).
 PIPE_API int cpu_count_online();

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "pipe/cpu_info.hpp"
 #include "pipe/tensor.hpp"
 
 namespace libpipe::cpu {
@@ -32,6 +33,8 @@ struct GemmCall {
 // PIPE_CPU_GEMM=onednn or =openblas runs every product on one library (to measure them side by side,
 // share/doc/PERFORMANCE.md; OpenBLAS runs float32 products only).
 void gemm(const GemmCall& call);
+// What gemm() has run in this process so far (see cpu_gemm_totals, cpu_info.hpp).
+GemmTotals gemm_totals();
 // oneDNN alone, whatever PIPE_CPU_GEMM says.
 void onednn_gemm(const GemmCall& call);
 

@@ -27,6 +27,8 @@ const char* hardware_vectors() {
 
 std::string cpu_gemm_library() { return cpu::gemm_library(); }
 
+GemmTotals cpu_gemm_totals() { return cpu::gemm_totals(); }
+
 double machine_memory_bytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
