@@ -653,6 +653,8 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
   const Tensor m0 = random_tensor({100003}, -0.1, 0.1), v0 = random_tensor({100003}, 0, 0.01);
   // Llama's ops: RMS norm over the rows of x, the swiglu gate over [gate, up] rows of 2 x 33.
   const Tensor h = random_tensor({2000, 66}, -4, 4), dyh = random_tensor({2000, 33}), drms0 = random_tensor({33});
+  // Rotary embeddings of 4 query heads and 2 key/value heads of 16 over 5 x 37 rows (uneven parts).
+  const Tensor rope_x = random_tensor({5, 37, 8 * 16}, -2, 2), rope_dqkv = random_tensor({5, 37, 12 * 16});
   const AttnCase attn_cases[] = {{3, 37, 3, 16}, {4, 64, 4, 32}};
   std::vector<Tensor> qkvs, douts;
   for (const AttnCase& c : attn_cases) {
@@ -692,6 +694,8 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
     out.push_back(drms);
     out.push_back(ops::swiglu(h));
     out.push_back(ops::swiglu_backward(h, dyh));
+    out.push_back(ops::rotary_gqa(rope_x, 4, 2, 10000.0f));
+    out.push_back(ops::rotary_gqa_backward(rope_dqkv, 4, 2, 10000.0f));
     out.push_back(ops::cross_entropy(logits, labels));
     out.push_back(ops::cross_entropy_backward(logits, labels, dloss));
     Tensor param = ops::clone(param0), m = ops::clone(m0), v = ops::clone(v0);

@@ -250,6 +250,9 @@ PIPE_INLINE float gelu_sigmoid(float x) {
 
 PIPE_INLINE float gelu(float x) { return x * gelu_sigmoid(x); }
 
+// 1 / (1 + e^-a) with fast_exp, clamped as gelu_sigmoid is (exact at both tails, never a denormal): SwiGLU's gate.
+PIPE_INLINE float sigmoid(float a) { return 1.0f / (1.0f + exp_in_range(maxf(minf(-a, 80.0f), -87.3f))); }
+
 // d gelu / dx = s + 2 x s (1 - s) u', s = sigmoid(2u), u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 PIPE_INLINE float gelu_grad(float x) {
   const float s = gelu_sigmoid(x);

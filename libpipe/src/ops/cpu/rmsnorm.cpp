@@ -1,10 +1,10 @@
 // Root-mean-square norm on the CPU: forward, backward to the input, backward to the weight;
-// float32 loops, typed arrays through Float32Views. Plain loops: the row sums
-// run in index order, so that a row's result does not depend on its batch.
+// float32 kernels, typed arrays through Float32Views.
 #include <cmath>
 #include <cstdint>
 
 #include "cpu_backend.hpp"
+#include "cpu_math.hpp"
 #include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 
@@ -12,40 +12,57 @@ namespace libpipe::cpu {
 
 namespace {
 
+// Compiled per instruction set (cpu_math.hpp); the row sums in vectors of W lanes, as LayerNorm's, so a row's
+// result depends on the row alone, not on its batch or on the thread that runs it. As plain scalar loops these
+// kernels took 6% of llama-tiny's training step on one core.
+
 // y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps)
-void rms_norm_kernel(const float* x, const float* weight, float* y, float* rstd, std::int64_t rows,
-                     std::int64_t cols, float eps) {
+template <int W>
+PIPE_INLINE void rms_norm_kernel(const float* x, const float* weight, float* y, float* rstd, std::int64_t rows,
+                                 std::int64_t cols, float eps) {
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     float* yr = y + r * cols;
-    float ss = 0.0f;
-    for (std::int64_t c = 0; c < cols; ++c) ss += xr[c] * xr[c];
+    const float ss = sum_sq_dev<W>(xr, 0.0f, 0.0f, cols);  // (x - 0) - 0 is x exactly
     const float rs = 1.0f / std::sqrt(ss * inv_cols + eps);
     for (std::int64_t c = 0; c < cols; ++c) yr[c] = xr[c] * rs * weight[c];
     rstd[r] = rs;
   }
 }
+PIPE_ISA_DISPATCH(rms_norm_kernel,
+                  (const float* x, const float* weight, float* y, float* rstd, std::int64_t rows, std::int64_t cols,
+                   float eps),
+                  (x, weight, y, rstd, rows, cols, eps))
 
 // dx = rstd (g - x rstd^2 mean(g x)), g = dy * w
-void rms_norm_backward_input_kernel(const float* dy, const float* x, const float* weight, const float* rstd,
-                                    float* dx, std::int64_t rows, std::int64_t cols) {
+template <int W>
+PIPE_INLINE void rms_norm_backward_input_kernel(const float* dy, const float* x, const float* weight,
+                                                const float* rstd, float* dx, std::int64_t rows, std::int64_t cols) {
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* dyr = dy + r * cols;
     const float* xr = x + r * cols;
     float* dxr = dx + r * cols;
     const float rs = rstd[r];
-    float sgx = 0.0f;
-    for (std::int64_t c = 0; c < cols; ++c) sgx += dyr[c] * weight[c] * xr[c];
+    vf<W> acc = {};
+    std::int64_t c = 0;
+    for (; c + W <= cols; c += W) acc += load<W>(dyr + c) * load<W>(weight + c) * load<W>(xr + c);
+    float sgx = hsum(acc);
+    for (; c < cols; ++c) sgx += dyr[c] * weight[c] * xr[c];
     const float k = sgx * inv_cols * rs * rs;
-    for (std::int64_t c = 0; c < cols; ++c) dxr[c] = rs * (dyr[c] * weight[c] - xr[c] * k);
+    for (c = 0; c < cols; ++c) dxr[c] = rs * (dyr[c] * weight[c] - xr[c] * k);
   }
 }
+PIPE_ISA_DISPATCH(rms_norm_backward_input_kernel,
+                  (const float* dy, const float* x, const float* weight, const float* rstd, float* dx,
+                   std::int64_t rows, std::int64_t cols),
+                  (dy, x, weight, rstd, dx, rows, cols))
 
 // Columns [0, cols) of rows `ld` apart.
-void rms_norm_backward_weight_kernel(const float* dy, const float* x, std::int64_t ld, const float* rstd,
-                                     float* dweight, std::int64_t rows, std::int64_t cols) {
+template <int W>
+PIPE_INLINE void rms_norm_backward_weight_kernel(const float* dy, const float* x, std::int64_t ld, const float* rstd,
+                                                 float* dweight, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* dyr = dy + r * ld;
     const float* xr = x + r * ld;
@@ -53,6 +70,10 @@ void rms_norm_backward_weight_kernel(const float* dy, const float* x, std::int64
     for (std::int64_t c = 0; c < cols; ++c) dweight[c] += dyr[c] * (xr[c] * rs);
   }
 }
+PIPE_ISA_DISPATCH(rms_norm_backward_weight_kernel,
+                  (const float* dy, const float* x, std::int64_t ld, const float* rstd, float* dweight,
+                   std::int64_t rows, std::int64_t cols),
+                  (dy, x, ld, rstd, dweight, rows, cols))
 
 }  // namespace
 
@@ -64,7 +85,7 @@ void CpuBackend::rms_norm_forward(In x, In weight, Out y, float* rstd, std::int6
   float* y32 = v.out(y, rows * cols);
   // Whole rows per thread (cpu_threads.hpp); the weight gradient below by columns.
   parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
-    rms_norm_kernel(x32 + r * cols, w32, y32 + r * cols, rstd + r, e - r, cols, eps);
+    rms_norm_kernel_any(x32 + r * cols, w32, y32 + r * cols, rstd + r, e - r, cols, eps);
   });
   v.finish();
 }
@@ -77,7 +98,7 @@ void CpuBackend::rms_norm_backward_input(In dy, In x, In weight, const float* rs
   const float* w32 = v.in(weight, cols);
   float* dx32 = v.out(dx, rows * cols);
   parallel_for(rows, min_rows(cols), [&](std::int64_t r, std::int64_t e) {
-    rms_norm_backward_input_kernel(dy32 + r * cols, x32 + r * cols, w32, rstd + r, dx32 + r * cols, e - r, cols);
+    rms_norm_backward_input_kernel_any(dy32 + r * cols, x32 + r * cols, w32, rstd + r, dx32 + r * cols, e - r, cols);
   });
   v.finish();
 }
@@ -90,7 +111,7 @@ void CpuBackend::rms_norm_backward_weight(In dy, In x, const float* rstd, float*
   parallel_for(
       cols, min_cols(rows),
       [&](std::int64_t c, std::int64_t e) {
-        rms_norm_backward_weight_kernel(dy32 + c, x32 + c, cols, rstd, dweight + c, rows, e - c);
+        rms_norm_backward_weight_kernel_any(dy32 + c, x32 + c, cols, rstd, dweight + c, rows, e - c);
       },
       kShareAlign);
 }

@@ -1,8 +1,8 @@
 // The swiglu gate on the CPU: y = silu(gate) * up over rows of [gate, up].
-#include <cmath>
 #include <cstdint>
 
 #include "cpu_backend.hpp"
+#include "cpu_math.hpp"
 #include "cpu_threads.hpp"
 #include "ops/float32_views.hpp"
 
@@ -10,9 +10,10 @@ namespace libpipe::cpu {
 
 namespace {
 
-inline float sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
-
-void swiglu_kernel(const float* h, float* y, std::int64_t rows, std::int64_t cols) {
+// Compiled per instruction set (cpu_math.hpp), with cpu_math's sigmoid (fast_exp): with libm's expf the loops
+// stayed scalar, and the gate took 15% of llama-tiny's training step on one core.
+template <int W>
+PIPE_INLINE void swiglu_kernel(const float* h, float* y, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* gate = h + r * 2 * cols;
     const float* up = gate + cols;
@@ -20,9 +21,12 @@ void swiglu_kernel(const float* h, float* y, std::int64_t rows, std::int64_t col
     for (std::int64_t c = 0; c < cols; ++c) yr[c] = gate[c] * sigmoid(gate[c]) * up[c];
   }
 }
+PIPE_ISA_DISPATCH(swiglu_kernel, (const float* h, float* y, std::int64_t rows, std::int64_t cols), (h, y, rows, cols))
 
 // d gate = dy up sigmoid(a) (1 + a (1 - sigmoid(a))), d up = dy silu(a)
-void swiglu_backward_kernel(const float* h, const float* dy, float* dh, std::int64_t rows, std::int64_t cols) {
+template <int W>
+PIPE_INLINE void swiglu_backward_kernel(const float* h, const float* dy, float* dh, std::int64_t rows,
+                                        std::int64_t cols) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* gate = h + r * 2 * cols;
     const float* up = gate + cols;
@@ -36,6 +40,9 @@ void swiglu_backward_kernel(const float* h, const float* dy, float* dh, std::int
     }
   }
 }
+PIPE_ISA_DISPATCH(swiglu_backward_kernel,
+                  (const float* h, const float* dy, float* dh, std::int64_t rows, std::int64_t cols),
+                  (h, dy, dh, rows, cols))
 
 }  // namespace
 
@@ -45,7 +52,7 @@ void CpuBackend::swiglu_forward(In h, Out y, std::int64_t rows, std::int64_t col
   float* y32 = v.out(y, rows * cols);
   // Whole rows per thread (cpu_threads.hpp).
   parallel_for(rows, min_rows(2 * cols), [&](std::int64_t r, std::int64_t e) {
-    swiglu_kernel(h32 + r * 2 * cols, y32 + r * cols, e - r, cols);
+    swiglu_kernel_any(h32 + r * 2 * cols, y32 + r * cols, e - r, cols);
   });
   v.finish();
 }
@@ -56,7 +63,7 @@ void CpuBackend::swiglu_backward(In h, In dy, Out dh, std::int64_t rows, std::in
   const float* dy32 = v.in(dy, rows * cols);
   float* dh32 = v.out(dh, rows * 2 * cols);
   parallel_for(rows, min_rows(2 * cols), [&](std::int64_t r, std::int64_t e) {
-    swiglu_backward_kernel(h32 + r * 2 * cols, dy32 + r * cols, dh32 + r * 2 * cols, e - r, cols);
+    swiglu_backward_kernel_any(h32 + r * 2 * cols, dy32 + r * cols, dh32 + r * 2 * cols, e - r, cols);
   });
   v.finish();
 }
