@@ -694,6 +694,7 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
     out.push_back(drms);
     out.push_back(ops::swiglu(h));
     out.push_back(ops::swiglu_backward(h, dyh));
+    out.push_back(ops::to_dtype(ops::to_dtype(a, DType::bfloat16), DType::float32));  // both conversions
     out.push_back(ops::rotary_gqa(rope_x, 4, 2, 10000.0f));
     out.push_back(ops::rotary_gqa_backward(rope_dqkv, 4, 2, 10000.0f));
     out.push_back(ops::cross_entropy(logits, labels));
