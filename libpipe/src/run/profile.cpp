@@ -71,19 +71,17 @@ std::vector<int> same_cost_layers(const ModelSpec& model, const ModelDescription
                 " layers but its description " + std::to_string(description.layers.size()));
   const int n = static_cast<int>(model.layers.size());
   std::vector<int> first(n);
-  std::vector<int> distinct;  // the first layer of each group, in order
   for (int i = 0; i < n; ++i) {
     const LayerSpec& layer = model.layers[i];
     first[i] = i;
-    for (int j : distinct) {
+    for (int j = 0; j < i; ++j) {
       const LayerSpec& other = model.layers[j];
-      if (layer.type == other.type && layer.tie == other.tie && layer.args.values() == other.args.values() &&
-          description.layers[i].input == description.layers[j].input) {
+      if (first[j] == j && layer.type == other.type && layer.tie == other.tie &&
+          layer.args.values() == other.args.values() && description.layers[i].input == description.layers[j].input) {
         first[i] = j;
         break;
       }
     }
-    if (first[i] == i) distinct.push_back(i);
   }
   return first;
 }

@@ -35,6 +35,9 @@ struct RotaryTable {
       }
     }
   }
+  // The D/2 cosines and sines of row r of the batch x seq rows (its position r mod seq).
+  const float* cos_of_row(std::int64_t r) const { return cos.data() + (r % seq) * (head_dim / 2); }
+  const float* sin_of_row(std::int64_t r) const { return sin.data() + (r % seq) * (head_dim / 2); }
 };
 
 // The table of the calling thread's last (seq, head_dim, theta): every call of a model asks for the same one, and
@@ -64,11 +67,9 @@ PIPE_INLINE void rotary_gqa_forward_kernel(const float* x, float* qkv, const Rot
   const std::int64_t D = table->head_dim, half = D / 2, group = heads / kv_heads;
   const std::int64_t in_row = (heads + 2 * kv_heads) * D, out_row = 3 * heads * D;
   for (std::int64_t r = r0; r < r1; ++r) {
-    const std::int64_t t = r % table->seq;
     const float* xr = x + r * in_row;
     float* yr = qkv + r * out_row;
-    const float* c = table->cos.data() + t * half;
-    const float* s = table->sin.data() + t * half;
+    const float *c = table->cos_of_row(r), *s = table->sin_of_row(r);
     for (std::int64_t h = 0; h < heads; ++h) {
       const std::int64_t g = h / group;
       rotate(xr + h * D, yr + h * D, c, s, half, 1.0f);                                     // q
@@ -90,11 +91,9 @@ PIPE_INLINE void rotary_gqa_backward_kernel(const float* dqkv, float* dx, const 
   const std::int64_t D = table->head_dim, half = D / 2, group = heads / kv_heads;
   const std::int64_t in_row = 3 * heads * D, out_row = (heads + 2 * kv_heads) * D;
   for (std::int64_t r = r0; r < r1; ++r) {
-    const std::int64_t t = r % table->seq;
     const float* gr = dqkv + r * in_row;
     float* dr = dx + r * out_row;
-    const float* c = table->cos.data() + t * half;
-    const float* s = table->sin.data() + t * half;
+    const float *c = table->cos_of_row(r), *s = table->sin_of_row(r);
     for (std::int64_t h = 0; h < heads; ++h) rotate(gr + h * D, dr + h * D, c, s, half, -1.0f);  // dq
     for (std::int64_t g = 0; g < kv_heads; ++g) {
       // dk: the group's heads summed in order, then rotated back (the rotation is linear).
