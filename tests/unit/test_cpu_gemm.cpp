@@ -43,10 +43,12 @@ struct Shape {
 };
 
 // The shapes a training step runs (forward NT, input gradient NN, weight gradient TN) at small and gpt-tiny
-// sizes, and odd sizes that leave remainders in every blocking.
-const Shape kShapes[] = {{false, true, 64, 96, 32},    {false, false, 64, 32, 96},  {true, false, 96, 32, 64},
+// sizes, odd sizes that leave remainders in every blocking, and products wide enough (n >= 768) that an AVX-512
+// CPU runs them on dnnl_sgemm instead of brgemm (cpu_gemm.cpp's kBrgemmNarrowerThan).
+const Shape kShapes[] = {{false, true, 64, 96, 32},     {false, false, 64, 32, 96},    {true, false, 96, 32, 64},
                          {false, true, 1024, 384, 128}, {true, false, 384, 128, 1024}, {false, false, 37, 53, 29},
-                         {true, true, 17, 5, 70},       {false, true, 1, 300, 7}};
+                         {true, true, 17, 5, 70},       {false, true, 1, 300, 7},      {false, false, 48, 800, 40},
+                         {true, false, 40, 1024, 56}};
 
 // C = alpha op(A) op(B) + beta C in double, row-major at the given leading dimensions.
 std::vector<double> reference(const Shape& s, float alpha, const float* a, std::int64_t lda, const float* b,

@@ -1,10 +1,10 @@
 // The CPU backend's GEMMs on oneDNN (see cpu_gemm.hpp).
 //
 // Each shape (dimensions, transposes, leading dimensions, batch strides, dtypes, alpha, beta, threads) gets a
-// plan once, kept in a small cache: a oneDNN matmul primitive where oneDNN has a brgemm kernel for it, which is
-// what makes oneDNN fast here (dense operands: every GEMM of a linear layer), else plain dnnl_sgemm, which runs
-// the same JIT GEMM kernel that the primitive would (strided operands, as attention's blocks read from qkv)
-// without the primitive's per-call cost. gpt-tiny's 15 linear GEMMs (rows 1024, widths 128..512), one core of
+// plan once, kept in a small cache: a oneDNN matmul primitive where oneDNN has a brgemm kernel for it and the
+// product is narrow (n < kBrgemmNarrowerThan: every GEMM of gpt-tiny's linear layers), else plain dnnl_sgemm,
+// which runs the same JIT GEMM kernel that a non-brgemm primitive would (strided operands, as attention's blocks
+// read from qkv; wide products, where brgemm falls behind) without the primitive's per-call cost. gpt-tiny's 15 linear GEMMs (rows 1024, widths 128..512), one core of
 // the 2-vCPU Xeon of share/doc/PERFORMANCE.md (AVX-512, loaded), best mean of 10 calls over 21 rounds, an ad-hoc
 // program: matmul 10.8 ms, dnnl_sgemm 12.2 ms, OpenBLAS 0.3.21 (SkylakeX core) 14.1 ms; the primitive was the
 // faster on 14 of the 15. The first draft of this file measured creating a primitive at 0.2-0.5 ms, and strided
@@ -146,6 +146,21 @@ dnnl::memory::desc matrix(std::int64_t batch, std::int64_t rows, std::int64_t co
   return dnnl::memory::desc({batch, rows, cols}, type, dims{stride, strides2[0], strides2[1]});
 }
 
+// float32 products with n (C's columns) at least this wide run on dnnl_sgemm even where brgemm would take them.
+// oneDNN 2.6's f32 brgemm leads on narrow products and falls far behind on wide ones, most of all where B is read
+// untransposed (rows of B n floats apart). One core of the Ice Lake Xeon of share/doc/PERFORMANCE.md, GFLOP/s of
+// brgemm / dnnl_sgemm, best of 3 calls, an ad-hoc program (2026-12-07), m x n x k:
+//   n <= 512 (all of gpt-tiny, gpt-small's narrow half): brgemm ahead by 1-56%, e.g. TN 2048x512x4096 125 / 80;
+//   n = 640 and 704: brgemm ahead by 1-22%;
+//   n = 768 (gpt2-124m's width): NN 1024x768x3072 92 / 116, TN 3072x768x1024 109 / 141, TN 50257x768x1024 (the
+//     LM head's weight gradient) 89 / 152, NN 1024x768x50257 75 / 117; NT 1024x768x768 112 / 110;
+//   n >= 2048: NN 1024x3072x768 51 / 116, TN 768x3072x1024 49 / 147, NT 1024x50257x768 141 / 152; gpt-small's
+//     n = 2048 products 3-7% behind.
+// Where the rule errs it costs less: TN 256x1024x2048 136 / 127 (a width-256 model's). Below AVX-512 there is no
+// brgemm and every float32 product is dnnl_sgemm's anyway. The rule is a function of the shape only, so that every
+// rank makes the same choice: the same bits on any stage count.
+constexpr std::int64_t kBrgemmNarrowerThan = 768;
+
 std::shared_ptr<const Plan> make_plan(const Key& key) {
   auto plan = std::make_shared<Plan>();
   plan->a = matrix(key.batch, key.m, key.k, key.trans_a, key.lda, key.stride_a, dnnl_type(key.ab_type));
@@ -163,8 +178,10 @@ std::shared_ptr<const Plan> make_plan(const Key& key) {
     attr.set_post_ops(ops);
   }
   const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(plan->a, plan->b, plan->c), attr, engine());
-  // bfloat16 has no dnnl_sgemm to fall back on; float32 takes the primitive only where its kernel is brgemm.
-  plan->primitive = key.ab_type == DType::bfloat16 || std::strncmp(pd.impl_info_str(), "brg", 3) == 0;
+  // bfloat16 has no dnnl_sgemm to fall back on; float32 takes the primitive only where its kernel is brgemm and
+  // the product is narrow enough for it to pay.
+  plan->primitive = key.ab_type == DType::bfloat16 ||
+                    (std::strncmp(pd.impl_info_str(), "brg", 3) == 0 && key.n < kBrgemmNarrowerThan);
   if (plan->primitive) {
     plan->matmul = dnnl::matmul(pd);
     plan->scratch = pd.scratchpad_desc();
