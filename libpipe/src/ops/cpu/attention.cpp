@@ -116,13 +116,16 @@ constexpr int kMaxVectors = W == 16 ? 4 : 2;
 
 std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
-// dst[d][j] = src[j][d] for j < T (rows of src at stride ld), zero columns up to Tp: one head's keys (or
-// values) transposed, so that a row of scores is a sum of contiguous rows of keys. In 4 x 4 blocks through
-// registers (D is a multiple of 16 here): element by element, the strided stores cost an eighth of the
+// One head's keys (or values) transposed, in panels of P columns: column j of row d at
+// dst[(j / P) D P + d P + j % P] holds src[j][d] (rows of src at stride ld), columns [T, Tp) zero. A tile of
+// scores then reads one panel, D rows of P contiguous floats (16 KB at D = 64 on AVX-512), where rows of a plain
+// transpose lie Tp floats apart: 4 KB at T = 1024, every one in the same L1 set. In 4 x 4 blocks through
+// registers (D is a multiple of 16 here, P of 4): element by element, the strided stores cost an eighth of the
 // forward.
 PIPE_INLINE void pack_transposed(const float* src, std::int64_t ld, std::int64_t T, std::int64_t D, float* dst,
-                                 std::int64_t Tp) {
+                                 std::int64_t Tp, std::int64_t P) {
   using V4 = Simd<4>::f;
+  auto at = [&](std::int64_t d, std::int64_t j) { return dst + (j / P) * D * P + d * P + j % P; };
   std::int64_t j = 0;
   for (; j + 4 <= T; j += 4)
     for (std::int64_t d = 0; d < D; d += 4) {
@@ -130,15 +133,15 @@ PIPE_INLINE void pack_transposed(const float* src, std::int64_t ld, std::int64_t
       const V4 r2 = load<4>(src + (j + 2) * ld + d), r3 = load<4>(src + (j + 3) * ld + d);
       const V4 t0 = __builtin_shufflevector(r0, r1, 0, 4, 1, 5), t1 = __builtin_shufflevector(r0, r1, 2, 6, 3, 7);
       const V4 t2 = __builtin_shufflevector(r2, r3, 0, 4, 1, 5), t3 = __builtin_shufflevector(r2, r3, 2, 6, 3, 7);
-      store<4>(dst + d * Tp + j, __builtin_shufflevector(t0, t2, 0, 1, 4, 5));
-      store<4>(dst + (d + 1) * Tp + j, __builtin_shufflevector(t0, t2, 2, 3, 6, 7));
-      store<4>(dst + (d + 2) * Tp + j, __builtin_shufflevector(t1, t3, 0, 1, 4, 5));
-      store<4>(dst + (d + 3) * Tp + j, __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
+      store<4>(at(d, j), __builtin_shufflevector(t0, t2, 0, 1, 4, 5));
+      store<4>(at(d + 1, j), __builtin_shufflevector(t0, t2, 2, 3, 6, 7));
+      store<4>(at(d + 2, j), __builtin_shufflevector(t1, t3, 0, 1, 4, 5));
+      store<4>(at(d + 3, j), __builtin_shufflevector(t1, t3, 2, 3, 6, 7));
     }
   for (; j < T; ++j)
-    for (std::int64_t d = 0; d < D; ++d) dst[d * Tp + j] = src[j * ld + d];
+    for (std::int64_t d = 0; d < D; ++d) *at(d, j) = src[j * ld + d];
   for (std::int64_t d = 0; d < D; ++d)
-    for (j = T; j < Tp; ++j) dst[d * Tp + j] = 0.0f;
+    for (j = T; j < Tp; ++j) *at(d, j) = 0.0f;
 }
 
 // Zeroed accumulators, one by one: `acc[RB][N] = {}` made GCC clear a copy on the stack with `rep stos` on
@@ -195,14 +198,15 @@ PIPE_INLINE void tile_ab(const float* p, std::int64_t ldp, const float* b, std::
     for (int v = 0; v < NV; ++v) store<W>(c + r * ldc + v * W, acc[r][v] * alpha_v);
 }
 
-// c[r][0, W NV) = alpha sum_{i in [i0, i1)} p[i][r] b[i][0, W NV) for RB columns r of p: dK = dS^T Q,
-// dV = P^T dO. Key j is seen by queries i >= j only, and p is zero above the diagonal, so [j0, T) serves all.
+// c[r][0, W NV) = alpha sum_{i < n} p[i][r] b[i][0, W NV) for RB columns r of p: dK = dS^T Q, dV = P^T dO.
+// Key j is seen by queries i >= j only, and p is zero above the diagonal, so the callers start both operands at
+// row j0 of the tile's first key.
 template <int W, int RB, int NV>
-PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t i0,
-                          std::int64_t i1, float alpha, float* c, std::int64_t ldc) {
+PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t n,
+                          float alpha, float* c, std::int64_t ldc) {
   vf<W> acc[RB][NV];
   zero_tile<W, RB, NV>(acc);
-  for (std::int64_t i = i0; i < i1; ++i) {
+  for (std::int64_t i = 0; i < n; ++i) {
     vf<W> bv[NV];
     for (int v = 0; v < NV; ++v) bv[v] = load<W>(b + i * ldb + v * W);
     for (int r = 0; r < RB; ++r) {
@@ -215,38 +219,44 @@ PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std:
     for (int v = 0; v < NV; ++v) store<W>(c + r * ldc + v * W, acc[r][v] * alpha_v);
 }
 
-// The run-time widths (1 .. kMaxVectors vectors) to the templates.
+// Columns per panel of a transposed operand (pack_transposed): one tile's width.
+template <int W>
+constexpr std::int64_t kPanel = kMaxVectors<W> * W;
+
+// The run-time widths (1 .. kMaxVectors vectors) to the templates; bt is in panels of kPanel<W> columns.
 template <int W, int RB>
-PIPE_INLINE void abt_rows(const float* a, std::int64_t lda, const float* bt, std::int64_t ldbt, std::int64_t D,
-                          float alpha, float* c, std::int64_t ldc, std::int64_t nvec, std::int64_t cols) {
+PIPE_INLINE void abt_rows(const float* a, std::int64_t lda, const float* bt, std::int64_t D, float alpha, float* c,
+                          std::int64_t ldc, std::int64_t nvec, std::int64_t cols) {
   constexpr int kMax = kMaxVectors<W>;
+  constexpr std::int64_t P = kPanel<W>;
   for (std::int64_t k0 = 0; k0 < nvec; k0 += kMax) {
     const std::int64_t off = k0 * W;
+    const float* panel = bt + (k0 / kMax) * D * P;
     switch (std::min<std::int64_t>(kMax, nvec - k0)) {
       case 4:
-        tile_abt<W, RB, (kMax >= 4 ? 4 : 1)>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        tile_abt<W, RB, (kMax >= 4 ? 4 : 1)>(a, lda, panel, P, D, alpha, c + off, ldc, cols - off);
         break;
       case 3:
-        tile_abt<W, RB, (kMax >= 3 ? 3 : 1)>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        tile_abt<W, RB, (kMax >= 3 ? 3 : 1)>(a, lda, panel, P, D, alpha, c + off, ldc, cols - off);
         break;
       case 2:
-        tile_abt<W, RB, 2>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        tile_abt<W, RB, 2>(a, lda, panel, P, D, alpha, c + off, ldc, cols - off);
         break;
       default:
-        tile_abt<W, RB, 1>(a, lda, bt + off, ldbt, D, alpha, c + off, ldc, cols - off);
+        tile_abt<W, RB, 1>(a, lda, panel, P, D, alpha, c + off, ldc, cols - off);
         break;
     }
   }
 }
 
-// Causal A B^T into the rows of c (T x T): row block [i0, i0 + rb) needs keys [0, i0 + rb).
+// Causal A B^T into the rows of c (T x T): row block [i0, i0 + rb) needs keys [0, i0 + rb). bt is B^T in panels.
 template <int W>
-PIPE_INLINE void causal_abt(const float* a, std::int64_t lda, const float* bt, std::int64_t Tp, std::int64_t T,
-                            std::int64_t D, float alpha, float* c) {
+PIPE_INLINE void causal_abt(const float* a, std::int64_t lda, const float* bt, std::int64_t T, std::int64_t D,
+                            float alpha, float* c) {
   std::int64_t i0 = 0;
   for (; i0 + kTileRows <= T; i0 += kTileRows)
-    abt_rows<W, kTileRows>(a + i0 * lda, lda, bt, Tp, D, alpha, c + i0 * T, T, (i0 + kTileRows + W - 1) / W, T);
-  for (; i0 < T; ++i0) abt_rows<W, 1>(a + i0 * lda, lda, bt, Tp, D, alpha, c + i0 * T, T, (i0 + W) / W, T);
+    abt_rows<W, kTileRows>(a + i0 * lda, lda, bt, D, alpha, c + i0 * T, T, (i0 + kTileRows + W - 1) / W, T);
+  for (; i0 < T; ++i0) abt_rows<W, 1>(a + i0 * lda, lda, bt, D, alpha, c + i0 * T, T, (i0 + W) / W, T);
 }
 
 template <int W, int RB>
@@ -282,22 +292,22 @@ PIPE_INLINE void causal_ab(const float* p, const float* b, std::int64_t ldb, std
 }
 
 template <int W, int RB>
-PIPE_INLINE void atb_rows(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t i0,
-                          std::int64_t i1, std::int64_t D, float alpha, float* c, std::int64_t ldc) {
+PIPE_INLINE void atb_rows(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t n,
+                          std::int64_t D, float alpha, float* c, std::int64_t ldc) {
   constexpr int kMax = kMaxVectors<W>;
   for (std::int64_t d0 = 0; d0 < D; d0 += kMax * W) {
     switch (std::min<std::int64_t>(kMax, (D - d0) / W)) {
       case 4:
-        tile_atb<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        tile_atb<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
         break;
       case 3:
-        tile_atb<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        tile_atb<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
         break;
       case 2:
-        tile_atb<W, RB, 2>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        tile_atb<W, RB, 2>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
         break;
       default:
-        tile_atb<W, RB, 1>(p, ldp, b + d0, ldb, i0, i1, alpha, c + d0, ldc);
+        tile_atb<W, RB, 1>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
         break;
     }
   }
@@ -309,17 +319,16 @@ PIPE_INLINE void causal_atb(const float* p, const float* b, std::int64_t ldb, st
                             float alpha, float* c, std::int64_t ldc) {
   std::int64_t j0 = 0;
   for (; j0 + kTileRows <= T; j0 += kTileRows)
-    atb_rows<W, kTileRows>(p + j0, T, b, ldb, j0, T, D, alpha, c + j0 * ldc, ldc);
-  for (; j0 < T; ++j0) atb_rows<W, 1>(p + j0, T, b, ldb, j0, T, D, alpha, c + j0 * ldc, ldc);
+    atb_rows<W, kTileRows>(p + j0 * T + j0, T, b + j0 * ldb, ldb, T - j0, D, alpha, c + j0 * ldc, ldc);
+  for (; j0 < T; ++j0) atb_rows<W, 1>(p + j0 * T + j0, T, b + j0 * ldb, ldb, T - j0, D, alpha, c + j0 * ldc, ldc);
 }
 
-// One head's forward: S = scale Q K^T, P = causal softmax(S) (into probs), O = P V; kt (D x Tp) is scratch.
+// One head's forward: S = scale Q K^T, P = causal softmax(S) (into probs), O = P V; kt (K^T in panels) is scratch.
 template <int W>
 PIPE_INLINE void head_forward(const float* q, const float* k, const float* v, std::int64_t ld, float* p, float* o,
                               std::int64_t ldo, std::int64_t T, std::int64_t D, float scale, float* kt) {
-  const std::int64_t Tp = round_up(T, W);
-  pack_transposed(k, ld, T, D, kt, Tp);
-  causal_abt<W>(q, ld, kt, Tp, T, D, scale, p);
+  pack_transposed(k, ld, T, D, kt, round_up(T, W), kPanel<W>);
+  causal_abt<W>(q, ld, kt, T, D, scale, p);
   causal_softmax_rows<W>(p, 0, T, T);
   causal_ab<W>(p, v, ld, T, D, 1.0f, o, ldo);
 }
@@ -328,14 +337,13 @@ PIPE_ISA_DISPATCH(head_forward,
                    std::int64_t ldo, std::int64_t T, std::int64_t D, float scale, float* kt),
                   (q, k, v, ld, p, o, ldo, T, D, scale, kt))
 
-// One head's backward; ds (T x T) and vt (D x Tp) are scratch.
+// One head's backward; ds (T x T) and vt (V^T in panels) are scratch.
 template <int W>
 PIPE_INLINE void head_backward(const float* q, const float* k, const float* v, std::int64_t ld, const float* p,
                                const float* dO, std::int64_t ldo, float* dq, float* dk, float* dv, std::int64_t T,
                                std::int64_t D, float scale, float* ds, float* vt) {
-  const std::int64_t Tp = round_up(T, W);
-  pack_transposed(v, ld, T, D, vt, Tp);
-  causal_abt<W>(dO, ldo, vt, Tp, T, D, 1.0f, ds);  // dP
+  pack_transposed(v, ld, T, D, vt, round_up(T, W), kPanel<W>);
+  causal_abt<W>(dO, ldo, vt, T, D, 1.0f, ds);  // dP
   softmax_backward_rows<W>(p, ds, 0, T, T);
   causal_ab<W>(ds, k, ld, T, D, scale, dq, ld);
   causal_atb<W>(ds, q, ld, T, D, scale, dk, ld);
@@ -370,7 +378,7 @@ void CpuBackend::attention_forward(In qkv_in, Out out_in, Out probs_in, std::int
     // Heads are independent: spread over the backend's threads, each with its own scratch.
     parallel_for(batch * heads, 2, [&](std::int64_t begin, std::int64_t end) {
       thread_local std::vector<float> kt_buffer;
-      float* kt = scratch(kt_buffer, D * round_up(T, 16));
+      float* kt = scratch(kt_buffer, D * round_up(T, kPanel<16>));
       for (std::int64_t bh = begin; bh < end; ++bh) {
         const std::int64_t b = bh / heads, h = bh % heads;
         const float* q = qkv + b * T * ld + h * D;  // (T, D) at stride 3C
@@ -414,7 +422,7 @@ void CpuBackend::attention_backward(In dout_in, In qkv_in, In probs_in, Out dqkv
   if (tiled(D)) {
     parallel_for(batch * heads, 2, [&](std::int64_t begin, std::int64_t end) {
       float* ds = scratch(ds_buffer, T * T);  // dS for one head (thread_local: this thread's)
-      float* vt = scratch(vt_buffer, D * round_up(T, 16));
+      float* vt = scratch(vt_buffer, D * round_up(T, kPanel<16>));
       for (std::int64_t bh = begin; bh < end; ++bh) {
         const std::int64_t b = bh / heads, h = bh % heads;
         const float* q = qkv + b * T * ld + h * D;
