@@ -21,6 +21,14 @@ class CpuBackend final : public Backend {
 #define PIPE_BACKEND_OP(ret, name, params) ret name params override;
 #include "pipe/backend_ops.inc"
 #undef PIPE_BACKEND_OP
+
+  // Causal attention without the T x T matrix for long sequences (flash_attention.cpp).
+  bool flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const override;
+  void flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch, std::int64_t seq,
+                               std::int64_t heads, std::int64_t head_dim) override;
+  void flash_attention_backward(const float* dout, const float* qkv, const float* state, float* dqkv,
+                                std::int64_t batch, std::int64_t seq, std::int64_t heads,
+                                std::int64_t head_dim) override;
 };
 
 // The one CPU backend of the process.

@@ -23,6 +23,7 @@
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/nn_kernels.hpp"
 #ifndef PIPE_CUDA_EMULATOR  // the backend's ops at the end of the file
+#include "ops/attention_choice.hpp"
 #include "ops/cuda/cuda_backend.hpp"
 #include "ops/float32_views.hpp"
 #include "pipe/error.hpp"
@@ -321,19 +322,6 @@ void flash_attention_backward(const CudaContext& ctx, const float* dout, const f
 #ifndef PIPE_CUDA_EMULATOR
 
 namespace {
-
-// PIPE_ATTENTION: "flash", "materialized" or unset (auto); anything else is an error naming the variable.
-enum class AttentionChoice { automatic, flash, materialized };
-AttentionChoice attention_choice() {
-  static const AttentionChoice choice = [] {
-    const char* env = std::getenv("PIPE_ATTENTION");
-    if (env == nullptr || *env == '\0' || std::string(env) == "auto") return AttentionChoice::automatic;
-    if (std::string(env) == "flash") return AttentionChoice::flash;
-    if (std::string(env) == "materialized") return AttentionChoice::materialized;
-    throw Error(std::string("PIPE_ATTENTION='") + env + "': expected flash, materialized or auto");
-  }();
-  return choice;
-}
 
 constexpr std::int64_t kFlashFromSeq = 2048;
 
