@@ -33,7 +33,7 @@ constexpr std::int64_t kBlock = 64;  // queries and keys per block: a multiple o
 
 // Flash attention from this many tokens on (PIPE_ATTENTION=flash|materialized forces one path). Forward +
 // backward of 12 heads of 64, one sample, best of 3-5 (the Ice Lake Xeon of share/doc/PERFORMANCE.md, one core,
-// 2026-12-07): T = 256 5.9-6.7 ms materialised / 6.7-8.8 flash; 512: 23.0 / 28.9-29.0; 768: 42.3-42.4 /
+// 2026-12-07): T = 256 5.8-6.0 ms materialised / 6.7-8.8 flash; 512: 23.0 / 28.9-29.0; 768: 42.3-42.4 /
 // 45.3-46.1; 1024: 117.4-117.9 / 78.3-102.2; 2048: 556-565 / 292-297. Below 1024 tokens the materialised path's
 // products (the whole triangle at once, no recomputation) win; from there its T^2 matrices no longer stay in cache.
 constexpr std::int64_t kFlashFromSeq = 1024;
