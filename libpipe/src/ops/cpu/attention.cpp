@@ -13,6 +13,8 @@
 //
 // Either way, entries of probs above the diagonal are exact zeros (the
 // forward writes them), so products over whole blocks or vectors stay exact.
+// The register tiles are in attention_tiles.hpp; long sequences (from 1024
+// tokens) take flash_attention.cpp instead, which keeps no T x T matrix.
 #include <algorithm>
 #include <cmath>
 #include <vector>

@@ -1,16 +1,16 @@
 // The CPU backend's GEMMs on oneDNN (see cpu_gemm.hpp).
 //
-// Each shape (dimensions, transposes, leading dimensions, batch strides, dtypes, alpha, beta, threads) gets a
-// plan once, kept in a small cache: a oneDNN matmul primitive where oneDNN has a brgemm kernel for it and the
-// product is narrow (n < kBrgemmNarrowerThan: every GEMM of gpt-tiny's linear layers), else plain dnnl_sgemm,
-// which runs the same JIT GEMM kernel that a non-brgemm primitive would (strided operands, as attention's blocks
-// read from qkv; wide products, where brgemm falls behind) without the primitive's per-call cost. gpt-tiny's 15 linear GEMMs (rows 1024, widths 128..512), one core of
-// the 2-vCPU Xeon of share/doc/PERFORMANCE.md (AVX-512, loaded), best mean of 10 calls over 21 rounds, an ad-hoc
-// program: matmul 10.8 ms, dnnl_sgemm 12.2 ms, OpenBLAS 0.3.21 (SkylakeX core) 14.1 ms; the primitive was the
-// faster on 14 of the 15. The first draft of this file measured creating a primitive at 0.2-0.5 ms, and strided
-// batches: a 3-D matmul where its kernel is brgemm (64 heads of 64x64x32, dense: 143 us against 250 us for a
-// loop of 2-D primitives and 339 us for a loop of dnnl_sgemm), else a loop of dnnl_sgemm, as fast as oneDNN's
-// batched JIT GEMM (strided: 397-411 us); those figures were not re-measured.
+// Each shape (dimensions, transposes, leading dimensions, batch strides, dtypes, alpha, beta, threads) gets a plan
+// once, kept in a small cache: a oneDNN matmul primitive where oneDNN has a brgemm kernel for it and the product is
+// narrow (n < kBrgemmNarrowerThan: every GEMM of gpt-tiny's linear layers), else plain dnnl_sgemm, which runs the same
+// JIT GEMM kernel that a non-brgemm primitive would (strided operands, as attention's blocks read from qkv; wide
+// products, where brgemm falls behind) without the primitive's per-call cost. gpt-tiny's 15 linear GEMMs (rows 1024,
+// widths 128..512), one core of the 2-vCPU Xeon of share/doc/PERFORMANCE.md (AVX-512, loaded), best mean of 10 calls
+// over 21 rounds, an ad-hoc program: matmul 10.8 ms, dnnl_sgemm 12.2 ms, OpenBLAS 0.3.21 (SkylakeX core) 14.1 ms; the
+// primitive was the faster on 14 of the 15. The first draft of this file measured creating a primitive at 0.2-0.5 ms,
+// and strided batches: a 3-D matmul where its kernel is brgemm (64 heads of 64x64x32, dense: 143 us against 250 us for
+// a loop of 2-D primitives and 339 us for a loop of dnnl_sgemm), else a loop of dnnl_sgemm, as fast as oneDNN's batched
+// JIT GEMM (strided: 397-411 us); those figures were not re-measured.
 //
 // Below AVX-512 (no brgemm in oneDNN 2.6) the products with A transposed, the weight gradients dW = dY^T X, run on
 // OpenBLAS where it knows the CPU (transposed_a_on_openblas): on an AMD EPYC (AVX2) oneDNN's sgemm does them at
