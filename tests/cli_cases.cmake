@@ -119,7 +119,9 @@ pipe_plan_test(bad_device 1 "pipe-plan: error: --device 'tpu': expected cpu or c
 pipe_plan_test(memory_json_zb_v 0 [=["activations":46227584.0,]=] [=["activations":39387136.0,]=] [=["schedule":"zb-v"]=]
   -- --model gpt-tiny --stages 2 --schedule zb-v --json)
 # llama-3.2-1b (plugins/llama) on 8 stages: the split by parameters (the tied 128,256 x 2048 table on the first
-# and last stage) and the memory per rank; by type:LlamaBlock, two blocks per stage.
+# and last stage) and the memory per rank; by type:LlamaBlock, two blocks per stage. Its 2048 tokens run flash
+# attention on the CPU (the default --device) and on a GPU: each block keeps 32 heads x 2048 rows of output and
+# log-sum-exp (17 MB per sample), not 32 x 2048^2 probabilities (537 MB), in act.bytes/smp and the memory.
 pipe_plan_test(llama_3_2_1b_8_stages 0
   "0      0-0          262,668,288         12,582,912            8,192    262,668,288  Embedding"
   "7      18-19        262,668,288  3,229,243,932,672    1,067,450,368    262,668,288  LMHead, SoftmaxCrossEntropy"
@@ -127,8 +129,8 @@ pipe_plan_test(llama_3_2_1b_8_stages 0
   "0           1050.7         0.0      1050.7      2101.3          269.5         8        0.1     537.1       0.0      5009.4"
   -- --model llama-3.2-1b --stages 8 --device cuda)
 pipe_plan_test(llama_3_2_1b_by_block 0
-  "3      7-8          121,643,008  1,703,621,427,200    1,744,863,232              2  LlamaBlock x2"
-  "7      15-19        384,313,344  4,932,898,914,304    2,829,099,008              2  LlamaBlock x2, RMSNorm, LMHead, SoftmaxCrossEntropy"
+  "3      7-8          121,643,008  1,703,621,427,200      705,200,128              2  LlamaBlock x2"
+  "7      15-19        384,313,344  4,932,898,914,304    1,789,435,904              2  LlamaBlock x2, RMSNorm, LMHead, SoftmaxCrossEntropy"
   -- --model llama-3.2-1b --stages 8 --partition-method type:LlamaBlock)
 pipe_plan_test(memory_bad_optimizer 1 "pipe-plan: error: --optimizer 'lion': expected adamw or sgd"
   -- --model gpt-tiny --stages 2 --optimizer lion)

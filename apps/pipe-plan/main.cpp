@@ -206,6 +206,7 @@ int plan_model(const Options& o) {
   libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
   auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
   auto d = libpipe::describe_model(model, registry);
+  libpipe::account_attention(d, libpipe::parse_device(o.device));  // as pipe-train does once it has its device
   libpipe::MemoryModelOptions mo;
   mo.micro_batch_size = o.micro_batch_size;
   mo.optimizer = o.optimizer;

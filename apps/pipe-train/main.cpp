@@ -430,6 +430,10 @@ int run(MPI_Comm world, int argc, char** argv) {
     return failed();
   options.train.comm = where.comm;
   options.train.dtype = options.dtype == "bf16" ? libpipe::DType::bfloat16 : libpipe::DType::float32;
+  // What attention keeps on this device (flash attention's state for long sequences), for the memory checks,
+  // --memory-limit and the report below. (--plan auto, above, planned with the T x T probabilities: an
+  // over-estimate.)
+  libpipe::account_attention(description, where.device);
 
   std::unique_ptr<libpipe::PipelineParallelGrid> grid;
   auto build_grid = [&] {

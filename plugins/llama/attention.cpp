@@ -65,10 +65,14 @@ void describe_attention(const AttentionConfig& config, std::int64_t tokens, cons
                        Count(kSoftmaxFlopsPerElement) * heads * t * t)
                           .value();
   // Saved for backward: the input (qkv weight gradient), the rotated and repeated q, k, v (3 H D per token),
-  // every head's T x T probabilities, and the heads' output (proj weight gradient).
+  // every head's T x T probabilities (flash attention's state instead where the device runs that:
+  // libpipe::account_attention), and the heads' output (proj weight gradient).
   description.activation_bytes =
       (description.activation_bytes + (t * c + Count(3) * t * inner + heads * t * t + t * inner) * kElementBytes)
           .value();
+  description.attention_heads = heads.value();
+  description.attention_seq = t.value();
+  description.attention_head_dim = d.value();
 }
 
 void init_attention(const AttentionConfig& config, const std::string& prefix, libpipe::ParameterLayer& layer,

@@ -49,9 +49,13 @@ void describe_attention(const AttentionConfig& config, std::int64_t tokens, cons
                           .value();
   // Saved for backward: the input (qkv weight gradient), q, k and v, the
   // T x T probabilities of every head, and the heads' output before proj
-  // (proj weight gradient). No flash-style recomputation is assumed.
+  // (proj weight gradient). Where the device runs flash attention instead,
+  // libpipe::account_attention swaps the probabilities for its state.
   description.activation_bytes =
       (description.activation_bytes + (t * c + Count(3) * t * c + heads * t * t + t * c) * kElementBytes).value();
+  description.attention_heads = heads.value();
+  description.attention_seq = t.value();
+  description.attention_head_dim = c.value() / heads.value();
 }
 
 void init_attention(const AttentionConfig& config, const std::string& prefix, libpipe::ParameterLayer& layer,

@@ -162,6 +162,36 @@ BOOST_AUTO_TEST_CASE(gpt2_124m_has_the_published_count) {
   BOOST_TEST(d.layers.size() == 16u);  // embedding, 12 blocks, final norm, head, loss
 }
 
+// Attention's saved bytes per device: GPT-2's blocks (12 heads of 64, 1024 tokens) keep flash attention's state on
+// the CPU (from 1024 tokens) and the T x T probabilities on a GPU (from 2048); gpt-tiny's 64 tokens keep the
+// probabilities on both. (Run without PIPE_ATTENTION, which would force one path everywhere.)
+BOOST_AUTO_TEST_CASE(attention_is_accounted_per_device) {
+  const auto described = describe_shipped("gpt2-124m");
+  std::int64_t blocks = 0;
+  for (const auto& layer : described.layers)
+    if (layer.description.attention_heads > 0) {
+      ++blocks;
+      BOOST_TEST(layer.description.attention_heads == 12);
+      BOOST_TEST(layer.description.attention_seq == 1024);
+      BOOST_TEST(layer.description.attention_head_dim == 64);
+    }
+  BOOST_TEST(blocks == 12);
+  auto cpu = described, cuda = described;
+  libpipe::account_attention(cpu, libpipe::Device::cpu);
+  libpipe::account_attention(cuda, libpipe::Device::cuda);
+  const std::int64_t per_block = 12 * 1024 * (1024 - (64 + 1)) * 4;  // probabilities out, each row's O and lse in
+  BOOST_TEST(cuda.activation_bytes == described.activation_bytes);
+  BOOST_TEST(cpu.activation_bytes == described.activation_bytes - 12 * per_block);
+  std::int64_t sum = 0;
+  for (const auto& layer : cpu.layers) sum += layer.description.activation_bytes;
+  BOOST_TEST(sum == cpu.activation_bytes);
+
+  const auto tiny = describe_shipped("gpt-tiny");
+  auto tiny_cpu = tiny;
+  libpipe::account_attention(tiny_cpu, libpipe::Device::cpu);
+  BOOST_TEST(tiny_cpu.activation_bytes == tiny.activation_bytes);
+}
+
 BOOST_AUTO_TEST_CASE(gpt2_tiny_has_gpt2s_vocabulary_and_its_stated_count) {
   auto d = describe_shipped("gpt2-tiny");
   BOOST_TEST(d.params == 3320640);  // as its file says: 50,257 x 64 + 64 x 64 + 2 blocks of 12 C^2 + 13 C + 2 C

@@ -101,6 +101,10 @@ class PIPE_API Backend {
 // The backend of a device; throws libpipe::Error when this build has none.
 PIPE_API Backend& backend_for(Device device);
 
+// Whether `device`'s backend runs causal attention of these sizes as flash attention (its flash_attention_pays),
+// answered without the device: for planning. PIPE_ATTENTION=flash|materialized forces either answer.
+PIPE_API bool flash_attention_runs(Device device, std::int64_t seq, std::int64_t head_dim);
+
 // Threads the CPU backend may use per rank (default 1: ranks share the cores).
 PIPE_API void set_cpu_threads(int threads);
 PIPE_API int cpu_threads();

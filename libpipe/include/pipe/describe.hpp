@@ -50,6 +50,11 @@ struct ModelDescription {
 // chain both layers and both types.
 PIPE_API ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& registry);
 
+// Makes the layers' activation bytes (and the model's) what `device` keeps: where its backend runs flash attention
+// for a layer's attention sizes (flash_attention_runs, backend.hpp), the T x T probabilities counted by describe
+// give way to each row's output and log-sum-exp (heads T (D + 1) floats). Call once, where the device is known.
+PIPE_API void account_attention(ModelDescription& description, Device device);
+
 // The labels the model's loss takes: its last layer's loss contract
 // (LayerDescription::loss). A model whose last layer is not a loss cannot
 // train, and this is the error that says so, naming the layer.

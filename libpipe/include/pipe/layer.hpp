@@ -66,6 +66,10 @@ struct PIPE_API LayerDescription {
   std::int64_t flops = 0;
   // Bytes this layer saves in forward for its backward, per sample.
   std::int64_t activation_bytes = 0;
+  // Causal attention inside the layer, if any (0: none): its heads, tokens per sample and head size.
+  // activation_bytes counts its T x T probabilities, as the materialised path keeps them; account_attention
+  // (describe.hpp) swaps them for flash attention's state where the device runs that for these sizes.
+  std::int64_t attention_heads = 0, attention_seq = 0, attention_head_dim = 0;
   // Set by loss layers only (see LossLabels). A model trains when its last layer is a loss.
   std::optional<LossLabels> loss;
   // The layer's GEMMs per sample (see GemmShape); optional.

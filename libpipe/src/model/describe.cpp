@@ -1,12 +1,14 @@
 // Whole-model description and the end-to-end shape check.
 #include "pipe/describe.hpp"
 
+#include <algorithm>
 #include <iomanip>
 #include <map>
 #include <sstream>
 
-#include "pipe/error.hpp"
 #include "model/suggest.hpp"
+#include "pipe/backend.hpp"
+#include "pipe/error.hpp"
 
 namespace libpipe {
 namespace {
@@ -117,6 +119,21 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
   }
   out.output = current;
   return out;
+}
+
+void account_attention(ModelDescription& description, Device device) {
+  constexpr std::int64_t kFloat = 4;  // materialised probabilities are counted in float32 (as describe does)
+  std::int64_t total = 0;
+  for (LayerInfo& info : description.layers) {
+    LayerDescription& d = info.description;
+    if (d.attention_heads > 0 && flash_attention_runs(device, d.attention_seq, d.attention_head_dim)) {
+      const std::int64_t probabilities = d.attention_heads * d.attention_seq * d.attention_seq * kFloat;
+      const std::int64_t state = d.attention_heads * d.attention_seq * (d.attention_head_dim + 1) * kFloat;
+      d.activation_bytes = std::max<std::int64_t>(0, d.activation_bytes - probabilities) + state;
+    }
+    total += d.activation_bytes;
+  }
+  description.activation_bytes = total;
 }
 
 const LossLabels& model_loss(const ModelDescription& description) {

@@ -3,9 +3,25 @@
 #include <cstdlib>
 #include <string>
 
+#include "pipe/backend.hpp"
 #include "pipe/error.hpp"
 
 namespace libpipe {
+namespace {
+
+// Flash attention by default from this many tokens on.
+// CPU (ops/cpu/flash_attention.cpp): forward + backward of 12 heads of 64, one sample, best of 3-5 (the Ice Lake
+// Xeon of share/doc/PERFORMANCE.md, one core, 2026-12-07): T = 256 5.8-6.0 ms materialised / 6.7-8.8 flash; 512:
+// 23.0 / 28.9-29.0; 768: 42.3-42.4 / 45.3-46.1; 1024: 117.4-117.9 / 78.3-102.2; 2048: 556-565 / 292-297. Below
+// 1024 tokens the materialised path's products (the whole triangle at once, no recomputation) win; from there its
+// T^2 matrices no longer stay in cache.
+constexpr std::int64_t kCpuFlashFromSeq = 1024;
+// GPU (ops/cuda/flash_attention.cu): the flash kernels run on the CUDA cores, the materialised path's products on
+// the tensor cores; from 2048 tokens its probabilities (B H T^2 values per layer, kept for backward) outgrow that
+// advantage. Not measured yet.
+constexpr std::int64_t kCudaFlashFromSeq = 2048;
+
+}  // namespace
 
 AttentionChoice attention_choice() {
   static const AttentionChoice choice = [] {
@@ -16,6 +32,19 @@ AttentionChoice attention_choice() {
     throw Error(std::string("PIPE_ATTENTION='") + env + "': expected flash, materialized or auto");
   }();
   return choice;
+}
+
+bool flash_attention_runs(Device device, std::int64_t seq, std::int64_t head_dim) {
+  if (device == Device::cuda && head_dim > kCudaFlashMaxHeadDim) return false;  // the CPU's takes any head size
+  switch (attention_choice()) {
+    case AttentionChoice::flash:
+      return true;
+    case AttentionChoice::materialized:
+      return false;
+    case AttentionChoice::automatic:
+      break;
+  }
+  return seq >= (device == Device::cpu ? kCpuFlashFromSeq : kCudaFlashFromSeq);
 }
 
 }  // namespace libpipe

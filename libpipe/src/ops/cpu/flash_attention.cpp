@@ -22,7 +22,7 @@
 #include "cpu_backend.hpp"
 #include "cpu_math.hpp"
 #include "cpu_threads.hpp"
-#include "ops/attention_choice.hpp"
+#include "pipe/backend.hpp"
 
 namespace libpipe::cpu {
 namespace {
@@ -30,13 +30,6 @@ namespace {
 using namespace tiles;
 
 constexpr std::int64_t kBlock = 64;  // queries and keys per block: a multiple of every panel width (64, 16, 8)
-
-// Flash attention from this many tokens on (PIPE_ATTENTION=flash|materialized forces one path). Forward +
-// backward of 12 heads of 64, one sample, best of 3-5 (the Ice Lake Xeon of share/doc/PERFORMANCE.md, one core,
-// 2026-12-07): T = 256 5.8-6.0 ms materialised / 6.7-8.8 flash; 512: 23.0 / 28.9-29.0; 768: 42.3-42.4 /
-// 45.3-46.1; 1024: 117.4-117.9 / 78.3-102.2; 2048: 556-565 / 292-297. Below 1024 tokens the materialised path's
-// products (the whole triangle at once, no recomputation) win; from there its T^2 matrices no longer stay in cache.
-constexpr std::int64_t kFlashFromSeq = 1024;
 
 // Rows [0, T) of a head (D columns at stride ld) into dst as rows of Dp floats, columns [D, Dp) zero.
 PIPE_INLINE void pack_rows(const float* src, std::int64_t ld, std::int64_t T, std::int64_t D, float* dst,
@@ -265,16 +258,8 @@ float* head_scratch(std::int64_t T, std::int64_t D) {
 
 }  // namespace
 
-bool CpuBackend::flash_attention_pays(std::int64_t seq, std::int64_t /*head_dim*/) const {
-  switch (attention_choice()) {
-    case AttentionChoice::flash:
-      return true;
-    case AttentionChoice::materialized:
-      return false;
-    case AttentionChoice::automatic:
-      break;
-  }
-  return seq >= kFlashFromSeq;
+bool CpuBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const {
+  return flash_attention_runs(Device::cpu, seq, head_dim);  // from 1024 tokens (ops/attention_choice.cpp)
 }
 
 void CpuBackend::flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,

@@ -321,20 +321,10 @@ void flash_attention_backward(const CudaContext& ctx, const float* dout, const f
 // emulator, which tests the launchers above against the CPU backend.
 #ifndef PIPE_CUDA_EMULATOR
 
-namespace {
-
-constexpr std::int64_t kFlashFromSeq = 2048;
-
-}  // namespace
+static_assert(cuda::kFlashMaxHeadDim == kCudaFlashMaxHeadDim, "ops/attention_choice.hpp's copy of the head limit");
 
 bool CudaBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const {
-  if (head_dim > cuda::kFlashMaxHeadDim) return false;
-  switch (attention_choice()) {
-    case AttentionChoice::flash: return true;
-    case AttentionChoice::materialized: return false;
-    case AttentionChoice::automatic: break;
-  }
-  return seq >= kFlashFromSeq;
+  return flash_attention_runs(Device::cuda, seq, head_dim);  // from 2048 tokens (ops/attention_choice.cpp)
 }
 
 void CudaBackend::flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,
