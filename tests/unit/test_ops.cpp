@@ -661,6 +661,11 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
     qkvs.push_back(random_tensor({c.B, c.T, 3 * c.H * c.D}, -2, 2));
     douts.push_back(random_tensor({c.B, c.T, c.H * c.D}));
   }
+  // Flash attention (the CPU's path from 1024 tokens), called on the backend at a short length: 9 heads over 2 and
+  // 3 threads, 130 tokens across its 64-row blocks, heads of 24 padded to 32.
+  const AttnCase flash{3, 130, 3, 24};
+  const Tensor flash_qkv = random_tensor({flash.B, flash.T, 3 * flash.H * flash.D}, -2, 2);
+  const Tensor flash_dout = random_tensor({flash.B, flash.T, flash.H * flash.D});
   auto run_all = [&] {
     std::vector<Tensor> out;
     out.push_back(ops::add(a, b));
@@ -710,6 +715,16 @@ BOOST_AUTO_TEST_CASE(kernels_give_the_same_bits_on_any_thread_count) {
       out.push_back(probs);
       out.push_back(ops::attention_backward(douts[i], qkvs[i], probs, attn_cases[i].H));
     }
+    Tensor flash_out = Tensor::empty({flash.B, flash.T, flash.H * flash.D}, DType::float32);
+    Tensor state = Tensor::empty({flash.B * flash.H, flash.T, flash.D + 1}, DType::float32);
+    Tensor flash_dqkv = Tensor::empty(flash_qkv.shape(), DType::float32);
+    libpipe::Backend& cpu = libpipe::backend_for(libpipe::Device::cpu);
+    cpu.flash_attention_forward(flash_qkv.f32(), flash_out.f32(), state.f32(), flash.B, flash.T, flash.H, flash.D);
+    cpu.flash_attention_backward(flash_dout.f32(), flash_qkv.f32(), state.f32(), flash_dqkv.f32(), flash.B, flash.T,
+                                 flash.H, flash.D);
+    out.push_back(flash_out);
+    out.push_back(state);
+    out.push_back(flash_dqkv);
     return out;
   };
   const std::vector<Tensor> one = run_all();
