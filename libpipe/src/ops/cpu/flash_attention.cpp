@@ -256,6 +256,16 @@ float* head_scratch(std::int64_t T, std::int64_t D) {
   return buffer.data();
 }
 
+// fn(bh, sample, head, this thread's scratch) for every (sample, head), the heads spread over the backend's threads:
+// each head is computed whole by one thread, so the bits do not depend on the thread count.
+template <class Fn>
+void for_each_head(std::int64_t batch, std::int64_t heads, std::int64_t T, std::int64_t D, const Fn& fn) {
+  parallel_for(batch * heads, 1, [&](std::int64_t begin, std::int64_t end) {
+    float* work = head_scratch(T, D);
+    for (std::int64_t bh = begin; bh < end; ++bh) fn(bh, bh / heads, bh % heads, work);
+  });
+}
+
 }  // namespace
 
 bool CpuBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) const {
@@ -265,15 +275,10 @@ bool CpuBackend::flash_attention_pays(std::int64_t seq, std::int64_t head_dim) c
 void CpuBackend::flash_attention_forward(const float* qkv, float* out, float* state, std::int64_t batch,
                                          std::int64_t seq, std::int64_t heads, std::int64_t head_dim) {
   const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  parallel_for(batch * heads, 1, [&](std::int64_t begin, std::int64_t end) {
-    float* work = head_scratch(T, D);
-    for (std::int64_t bh = begin; bh < end; ++bh) {
-      const std::int64_t b = bh / heads, h = bh % heads;
-      const float* q = qkv + b * T * ld + h * D;
-      flash_head_forward_any(q, q + C, q + 2 * C, ld, out + b * T * C + h * D, C, state + bh * T * (D + 1), T, D,
-                             scale, work);
-    }
+  for_each_head(batch, heads, T, D, [&](std::int64_t bh, std::int64_t b, std::int64_t h, float* work) {
+    const float* q = qkv + b * T * ld + h * D;
+    flash_head_forward_any(q, q + C, q + 2 * C, ld, out + b * T * C + h * D, C, state + bh * T * (D + 1), T, D,
+                           1.0f / std::sqrt(static_cast<float>(D)), work);
   });
 }
 
@@ -281,16 +286,11 @@ void CpuBackend::flash_attention_backward(const float* dout, const float* qkv, c
                                           std::int64_t batch, std::int64_t seq, std::int64_t heads,
                                           std::int64_t head_dim) {
   const std::int64_t T = seq, D = head_dim, C = heads * head_dim, ld = 3 * C;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  parallel_for(batch * heads, 1, [&](std::int64_t begin, std::int64_t end) {
-    float* work = head_scratch(T, D);
-    for (std::int64_t bh = begin; bh < end; ++bh) {
-      const std::int64_t b = bh / heads, h = bh % heads;
-      const float* q = qkv + b * T * ld + h * D;
-      float* dq = dqkv + b * T * ld + h * D;
-      flash_head_backward_any(q, q + C, q + 2 * C, ld, dout + b * T * C + h * D, C, state + bh * T * (D + 1), dq,
-                              dq + C, dq + 2 * C, T, D, scale, work);
-    }
+  for_each_head(batch, heads, T, D, [&](std::int64_t bh, std::int64_t b, std::int64_t h, float* work) {
+    const float* q = qkv + b * T * ld + h * D;
+    float* dq = dqkv + b * T * ld + h * D;
+    flash_head_backward_any(q, q + C, q + 2 * C, ld, dout + b * T * C + h * D, C, state + bh * T * (D + 1), dq,
+                            dq + C, dq + 2 * C, T, D, 1.0f / std::sqrt(static_cast<float>(D)), work);
   });
 }
 
