@@ -19,8 +19,9 @@
 // changes layout or virtual functions. 3: Parameter gained its float32 master
 // (mixed precision). 4: LayerDescription gained the loss contract (`loss`)
 // and the layer's GEMM shapes (`gemms`). 5: LayerRegistry gained Hugging Face
-// architectures (pipe/hf_architecture.hpp).
-#define PIPE_PLUGIN_ABI 5
+// architectures (pipe/hf_architecture.hpp). 6: LayerDescription gained the
+// attention it holds (`attention_heads`, `attention_seq`, `attention_head_dim`).
+#define PIPE_PLUGIN_ABI 6
 
 #define PIPE_PLUGIN_ENTRY_SYMBOL "pipe_plugin_init"
 
