@@ -91,7 +91,9 @@ po::options_description flags(Options& o) {
      "memory per rank: bf16 adds bfloat16 copies of the parameters")
     ("device", po::value(&o.device)->value_name("cpu|cuda")->default_value(o.device),
      "memory per rank: cpu adds what the CPU backend's libraries hold beside the tensors (10 MiB, measured), to "
-     "predict the resident memory; cuda counts the tensors, what the GPU's allocator holds")
+     "predict the resident memory; cuda counts the tensors, what the GPU's allocator holds. Attention keeps each "
+     "row's output and log-sum-exp instead of the T x T probabilities where the device runs flash attention "
+     "(cpu from 1024 tokens, cuda from 2048)")
     ("activation-checkpoint-interval", po::value(&o.checkpoint_interval)->value_name("K")->default_value(0),
      "memory per rank: keep only every K layers' input (0: off)")
     ("zero", po::value(&o.zero)->value_name("0|1")->default_value(0),
@@ -369,7 +371,8 @@ int main(int argc, char** argv) {
       if (o.global_batch < 1) throw libpipe::Error("--auto needs --global-batch G (samples per optimizer step)");
       libpipe::LayerRegistry registry;
       libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
-      const auto d = libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path(o.model)), registry);
+      auto d = libpipe::describe_model(libpipe::load_model_file(libpipe::resolve_model_path(o.model)), registry);
+      libpipe::account_attention(d, libpipe::parse_device(o.device));  // as pipe-train --plan auto does
       pipe_plan::AutoFlags f;
       f.model = o.model;
       f.world_size = o.world_size;

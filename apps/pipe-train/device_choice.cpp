@@ -21,7 +21,7 @@ using libpipe::Error;
 // This rank's device from the flags and what it sees.
 Device requested_device(const Options& o) {
   const bool has_gpu = libpipe::cuda_device_count() > 0;
-  const Device device = o.device.empty() ? (has_gpu ? Device::cuda : Device::cpu) : libpipe::parse_device(o.device);
+  const Device device = planned_device(o);
   if (device == Device::cuda && !has_gpu) throw Error("--device cuda: " + libpipe::cuda_unavailable_reason());
   if (device == Device::cpu) {
     // When the CPU is the default, it is for want of a GPU: say why there is none.
@@ -48,6 +48,11 @@ int local_rank(MPI_Comm world) {
 }
 
 }  // namespace
+
+Device planned_device(const Options& o) {
+  if (!o.device.empty()) return libpipe::parse_device(o.device);
+  return libpipe::cuda_device_count() > 0 ? Device::cuda : Device::cpu;
+}
 
 DeviceChoice choose_device(MPI_Comm world, const Options& o) {
   // Errors wait until every rank is past the collectives, so none is left in one.

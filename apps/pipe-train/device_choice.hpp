@@ -24,4 +24,8 @@ struct DeviceChoice {
 // fails on every rank (pipe/collective.hpp).
 DeviceChoice choose_device(MPI_Comm world, const Options& options);
 
+// The device choose_device will pick from the flags and this machine (--device, else cuda where a GPU is seen),
+// without its checks or binding a GPU: for --plan auto, which plans before that.
+libpipe::Device planned_device(const Options& options);
+
 }  // namespace pipe_train

@@ -118,8 +118,10 @@ bool choose_plan(MPI_Comm world, pipe_train::Options& options, const libpipe::Mo
   libpipe::AutoPlan best;
   auto search = [&] {
     if (rank != 0) return;
-    const std::string rate = pipe_apps::calibrate_rate(description, options.plan_profiles, 0, request);
-    const libpipe::AutoPlanResult found = libpipe::search_plans(description, request);
+    libpipe::ModelDescription planned = description;  // counting what the device's attention keeps
+    libpipe::account_attention(planned, pipe_train::planned_device(options));
+    const std::string rate = pipe_apps::calibrate_rate(planned, options.plan_profiles, 0, request);
+    const libpipe::AutoPlanResult found = libpipe::search_plans(planned, request);
     if (found.plans.empty())
       throw libpipe::Error("--plan auto: none of the " + std::to_string(found.considered) + " plans for " +
                            description.name + " on " + std::to_string(size) + " ranks fits --memory-limit " +
@@ -431,8 +433,7 @@ int run(MPI_Comm world, int argc, char** argv) {
   options.train.comm = where.comm;
   options.train.dtype = options.dtype == "bf16" ? libpipe::DType::bfloat16 : libpipe::DType::float32;
   // What attention keeps on this device (flash attention's state for long sequences), for the memory checks,
-  // --memory-limit and the report below. (--plan auto, above, planned with the T x T probabilities: an
-  // over-estimate.)
+  // --memory-limit and the report below (--plan auto, above, counted it for the device it will be).
   libpipe::account_attention(description, where.device);
 
   std::unique_ptr<libpipe::PipelineParallelGrid> grid;
