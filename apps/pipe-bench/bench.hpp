@@ -6,6 +6,7 @@
 #include "parse_flags.hpp"
 
 #include <boost/program_options.hpp>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,14 @@ namespace pipe_bench {
 // Parses a subcommand's flags (apps/common/parse_flags.hpp): --help prints and returns false; bad flags throw
 // (main prints one line).
 using pipe_apps::parse_flags;
+
+// The CPU's model name from /proc/cpuinfo ("unknown CPU" elsewhere): every table names the CPU it came from.
+inline std::string cpu_model_name() {
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
 
 struct Subcommand {
   const char* name;
@@ -31,6 +40,8 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
 int run_p2p(const std::vector<std::string>& args, const std::string& command_line);
 // Under mpirun -np 4: step time and measured bubble for 1, 2, 4 stages and 1..32 micro-batches.
 int run_pipeline(const std::vector<std::string>& args, const std::string& command_line);
+// Causal attention, materialised against flash, forward and backward at each sequence length.
+int run_attention(const std::vector<std::string>& args, const std::string& command_line);
 // The backend's GEMMs at a model's training shapes on --device cpu|cuda and --dtype fp32|tf32|bf16: TFLOP/s and % of peak.
 int run_gemm(const std::vector<std::string>& args, const std::string& command_line);
 

@@ -26,6 +26,9 @@ const pipe_bench::Subcommand kSubcommands[] = {
      pipe_bench::run_p2p},
     {"pipeline", "under mpirun -np 4: step time and measured bubble, 1/2/4 stages x 1..32 micro-batches",
      pipe_bench::run_pipeline},
+    {"attention", "causal attention, materialised against flash, forward and backward at each sequence length: "
+     "time, GFLOP/s, memory kept, the default path",
+     pipe_bench::run_attention},
     {"gemm", "backend GEMMs at a model's training shapes on cpu or cuda (fp32/tf32/bf16): TFLOP/s, % of peak",
      pipe_bench::run_gemm},
 };

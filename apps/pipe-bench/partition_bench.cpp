@@ -85,14 +85,7 @@ std::string check(const std::vector<std::int64_t>& w, int stages, const libpipe:
 std::string host_line() {
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
-  std::string cpu = "unknown CPU";
-  std::ifstream info("/proc/cpuinfo");
-  for (std::string line; std::getline(info, line);)
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  return std::string(host) + ", " + cpu;
+  return std::string(host) + ", " + cpu_model_name();
 }
 
 
