@@ -76,6 +76,15 @@ pipe_sim_test(model_peak_bytes 0 [=["peak_activation_bytes":[39395328.0,23633984
   -- --model gpt-tiny --stages 2 --micro-batches 8 --json)
 pipe_sim_test(model_peak_bytes_zb_v 0 "activation memory at most, per stage (bytes kept for backward, from describe): 46.2 MB 39.4 MB"
   -- --model gpt-tiny --stages 2 --micro-batches 8 --schedule zb-v)
+# --device: GPT-2's 1024 tokens run flash attention on the CPU, not on a GPU (from 2048 there). Each of a stage's
+# 6 blocks keeps 12 x 1024 x 65 floats per micro-batch instead of 12 x 1024^2: on cpu, stage 0 (2 micro-batches
+# held) 565,641,216 bytes fewer than on cuda, stage 1 (one) 282,820,608.
+pipe_sim_test(model_device_cpu 0 [=["peak_activation_bytes":[664543232.0,761282564.0]]=] [["device":"cpu"]]
+  -- --model gpt2-124m --stages 2 --micro-batches 4 --micro-batch-size 1 --json)
+pipe_sim_test(model_device_cuda 0 [=["peak_activation_bytes":[1230184448.0,1044103172.0]]=] [["device":"cuda"]]
+  -- --model gpt2-124m --stages 2 --micro-batches 4 --micro-batch-size 1 --device cuda --json)
+pipe_sim_test(device_without_model 1 "pipe-sim: error: --device applies with --model only"
+  -- --stages 2 --micro-batches 4 --device cuda)
 pipe_sim_test(model_gpt_tiny 0 [["model":"gpt-tiny"]] [=["parts":[0,3,8]]=] [=["stage_flops_per_sample":[164847616,177569792]]=]
   [["time_unit":"s"]] -- --model gpt-tiny --stages 2 --micro-batches 8 --json)
 

@@ -50,6 +50,7 @@ struct Options {
   std::string method = "parameters";
   double gflops = 100;
   int micro_batch_size = 16;
+  std::string device = "cpu";  // --device: what attention keeps for backward (flash or the T x T probabilities)
   long long max_slots = 1LL << 24;  // --max-slots: stages x chunks per stage x micro-batches simulated at most
   double latency = 0;
   std::vector<std::string> plugin_dirs;
@@ -93,6 +94,9 @@ po::options_description flags(Options& o) {
     ("gflops", po::value(&o.gflops)->value_name("R")->default_value(o.gflops), "with --model: assumed GFLOP/s per stage")
     ("micro-batch-size", po::value(&o.micro_batch_size)->value_name("B")->default_value(o.micro_batch_size),
      "with --model: samples per micro-batch")
+    ("device", po::value(&o.device)->value_name("cpu|cuda")->default_value(o.device),
+     "with --model: the device whose attention the activation memory counts (each row's output and log-sum-exp "
+     "where it runs flash attention: cpu from 1024 tokens, cuda from 2048; the T x T probabilities below)")
     ("plugin-dir", po::value(&o.plugin_dirs)->value_name("DIR")->composing(), "with --model: load layer plugins from DIR")
     ("no-builtin-plugins", po::bool_switch(), "with --model: do not load the project's own layer plugins")
     ("latency", po::value(&o.latency)->value_name("T")->default_value(o.latency),
@@ -227,6 +231,7 @@ CostSource costs_from_model(const Options& o, int virtual_stages, libpipe::Chunk
   libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
   auto model = libpipe::load_model_file(libpipe::resolve_model_path(o.model));
   auto d = libpipe::describe_model(model, registry);
+  libpipe::account_attention(d, libpipe::parse_device(o.device));  // as pipe-train does once it has its device
   // As pipe-train cuts it: a V-shaped placement balances each stage's two chunks together.
   const int chunks = o.stages * virtual_stages;
   auto plan = libpipe::plan_chunk_partition(d, libpipe::PartitionMethod::parse(o.method), o.stages, virtual_stages,
@@ -257,9 +262,11 @@ CostSource costs_from_model(const Options& o, int virtual_stages, libpipe::Chunk
   }
   c.model_based = true;
   c.text = "costs from model " + d.name + " (" + libpipe::with_commas(d.params) + " parameters) split by " +
-           plan.method + (chunks != o.stages ? " into " + std::to_string(chunks) + " chunks" : "") + ", micro-batch size " + std::to_string(o.micro_batch_size) + ", at " + gflops + " GFLOP/s";
+           plan.method + (chunks != o.stages ? " into " + std::to_string(chunks) + " chunks" : "") + ", micro-batch size " +
+           std::to_string(o.micro_batch_size) + ", at " + gflops + " GFLOP/s, attention's memory as on " + o.device;
   c.extra = {{"model", d.name},    {"partition_method", plan.method},        {"parts", plan.parts},
-             {"gflops", o.gflops}, {"micro_batch_size", o.micro_batch_size}, {"stage_flops_per_sample", stage_flops}};
+             {"gflops", o.gflops}, {"micro_batch_size", o.micro_batch_size}, {"stage_flops_per_sample", stage_flops},
+             {"device", o.device}};
   return c;
 }
 
@@ -395,6 +402,8 @@ int run_simulation(Options& o, const po::variables_map& vm) {
     throw libpipe::Error(std::string("--forward, --backward and --weight set uniform costs; they cannot go with ") +
                          (!o.costs.empty() ? "--costs" : !o.model.empty() ? "--model" : "--profile"));
   if (o.json && o.grid) throw libpipe::Error("--grid prints text; it cannot go with --json");
+  if (o.device != "cpu" && o.device != "cuda") throw libpipe::Error("--device '" + o.device + "': expected cpu or cuda");
+  if (given(vm, "device") && o.model.empty()) throw libpipe::Error("--device applies with --model only");
 
   CostSource src;
   if (!o.costs.empty()) {
