@@ -57,16 +57,19 @@ struct Row {
   int wrong;
 };
 
-// The mean time of a call in the best of 3 rounds (a busy host delays one round, not all), in microseconds. A round
-// runs as many calls as fill min_seconds / 3, judged from one untimed warm-up call.
-double time_us(libpipe::Backend& be, const std::function<void()>& call, double min_seconds) {
+// A call's time in microseconds, the best of rounds (a busy host delays one round, not all) over at least
+// min_seconds, after one untimed warm-up call. On the CPU a round is one call; on a GPU as many calls as fill a
+// third of min_seconds (judged from the warm-up call), over which a synchronize costs little, and 3 rounds.
+double time_us(libpipe::Backend& be, Device device, const std::function<void()>& call, double min_seconds) {
   auto t0 = Clock::now();
   call();
   be.synchronize();
   const double once = std::chrono::duration<double>(Clock::now() - t0).count();
-  const int calls = std::max(1, static_cast<int>(min_seconds / 3 / std::max(once, 1e-9)));
+  const int calls = device == Device::cpu ? 1 : std::max(1, static_cast<int>(min_seconds / 3 / std::max(once, 1e-9)));
   double best = 1e300;
-  for (int round = 0; round < 3; ++round) {
+  const auto start = Clock::now();
+  for (int round = 0; round < 3 || std::chrono::duration<double>(Clock::now() - start).count() < min_seconds;
+       ++round) {
     t0 = Clock::now();
     for (int i = 0; i < calls; ++i) call();
     be.synchronize();
@@ -128,15 +131,15 @@ Row run_one(libpipe::Backend& be, Device device, const Sizes& s, double min_seco
   {  // the materialised path; its probabilities freed before flash runs, as a step would hold one or the other
     Tensor probs = Tensor::empty({B, H, T, T}, DType::float32, device);
     r.mat_fwd_us = time_us(
-        be, [&] { be.attention_forward(qkv.f32(), out_mat.f32(), probs.f32(), B, T, H, D); }, min_seconds);
+        be, device, [&] { be.attention_forward(qkv.f32(), out_mat.f32(), probs.f32(), B, T, H, D); }, min_seconds);
     r.mat_bwd_us = time_us(
-        be, [&] { be.attention_backward(dout.f32(), qkv.f32(), probs.f32(), dqkv_mat.f32(), B, T, H, D); },
+        be, device, [&] { be.attention_backward(dout.f32(), qkv.f32(), probs.f32(), dqkv_mat.f32(), B, T, H, D); },
         min_seconds);
   }
   r.flash_fwd_us = time_us(
-      be, [&] { be.flash_attention_forward(qkv.f32(), out_flash.f32(), state.f32(), B, T, H, D); }, min_seconds);
+      be, device, [&] { be.flash_attention_forward(qkv.f32(), out_flash.f32(), state.f32(), B, T, H, D); }, min_seconds);
   r.flash_bwd_us = time_us(
-      be, [&] { be.flash_attention_backward(dout.f32(), qkv.f32(), state.f32(), dqkv_flash.f32(), B, T, H, D); },
+      be, device, [&] { be.flash_attention_backward(dout.f32(), qkv.f32(), state.f32(), dqkv_flash.f32(), B, T, H, D); },
       min_seconds);
   be.synchronize();
 
@@ -194,7 +197,7 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
     ("heads", po::value(&heads)->default_value(heads), "attention heads (H; default: GPT-2 124M's)")
     ("head-dim", po::value(&head_dim)->default_value(head_dim), "channels per head (D)")
     ("device", po::value(&device_name), "cpu or cuda (default: cuda when a GPU is usable, else cpu)")
-    ("min-time", po::value(&min_seconds)->default_value(min_seconds), "seconds per measurement (best of 3 rounds in it)")
+    ("min-time", po::value(&min_seconds)->default_value(min_seconds), "seconds per measurement (its best call; on a GPU the best of 3 rounds, each a mean over its calls)")
     ("threads", po::value(&threads)->default_value(threads), "CPU backend threads (--device cpu)")
     ("json", po::bool_switch(&json), "print one JSON object")
     ("help,h", "show this help");
@@ -254,9 +257,10 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
     return wrong == 0 ? 0 : 1;
   }
   std::printf("# %s\n", command_line.c_str());
-  std::printf("# causal attention, B=%ld H=%ld D=%ld; device %s (%s); best of 3 rounds of %.2f s\n",
+  std::printf("# causal attention, B=%ld H=%ld D=%ld; device %s (%s); per call, the best over %.2f s%s\n",
               static_cast<long>(batch), static_cast<long>(heads), static_cast<long>(head_dim),
-              libpipe::device_name(device), description.c_str(), min_seconds / 3);
+              libpipe::device_name(device), description.c_str(), min_seconds,
+              device == Device::cpu ? "" : " (3 rounds, each a mean over its calls)");
   std::printf("# GFLOP/s count whole T x T products (4 B H T^2 D forward, twice that backward), as model descriptions"
               " do;\n# kept(MB): what each path keeps for backward (probabilities / output and log-sum-exp per row);"
               " default:\n# the path the backend takes at that length (PIPE_ATTENTION forces one)\n");

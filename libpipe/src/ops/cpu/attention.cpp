@@ -6,9 +6,11 @@
 // AVX2 or SSE, see cpu_math.hpp) that touch only the causal triangle: tiles of
 // 4 query rows whose key range stops at their last row. At GPT-sized heads
 // they beat small sgemm calls, whose packing does not pay on 64 x 64 x 32
-// products. Measured on one core, B=16 T=64 H=4 D=32, forward / backward:
+// products. Measured on one core when chosen (an older machine), B=16 T=64 H=4 D=32, forward / backward:
 // sgemm path 354 / 575 us; tiles 195 / 232 us (AVX-512), 339 / 393 us (AVX2).
-// T=256 D=64: backward 16.3 -> 11.3 ms; T=1024: never slower. Other head sizes
+// T=256 D=64: backward 16.3 -> 11.3 ms; T=1024: never slower. On the Ice Lake Xeon of PERFORMANCE.md
+// (2026-12-08) `pipe-bench attention --batch 16 --seq 64 --heads 4 --head-dim 32` gives the tiles 372-381 /
+// 470-488 us (AVX-512), 414-421 / 522-533 us (PIPE_CPU_ISA=avx2). Other head sizes
 // take sgemm over blocks of rows: rows [r0, r1) only see keys [0, r1).
 //
 // Either way, entries of probs above the diagonal are exact zeros (the
