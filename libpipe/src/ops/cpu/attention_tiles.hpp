@@ -85,11 +85,28 @@ PIPE_INLINE void tile_abt(const float* a, std::int64_t lda, const float* bt, std
     }
 }
 
-// c[r][0, W NV) = alpha sum_{j < jn} p[r][j] b[j][0, W NV) for RB rows: O = P V, dQ = dS K. Entries of p
-// above the diagonal are zeros, so one key range [0, jn) serves all RB rows.
+// The tiles' stores: c = alpha acc, or with `accumulate` c = c row_scale[r] + alpha acc (row_scale null: 1), so
+// flash attention sums its blocks into its accumulators without a pass over a scratch block.
+template <int W, int RB, int N>
+PIPE_INLINE void store_tile(vf<W> (&acc)[RB][N], float alpha, float* c, std::int64_t ldc, bool accumulate,
+                            const float* row_scale) {
+  const vf<W> alpha_v = splat<W>(alpha);
+  for (int r = 0; r < RB; ++r) {
+    float* cr = c + r * ldc;
+    if (!accumulate) {
+      for (int v = 0; v < N; ++v) store<W>(cr + v * W, acc[r][v] * alpha_v);
+      continue;
+    }
+    const vf<W> scale_v = splat<W>(row_scale ? row_scale[r] : 1.0f);
+    for (int v = 0; v < N; ++v) store<W>(cr + v * W, load<W>(cr + v * W) * scale_v + acc[r][v] * alpha_v);
+  }
+}
+
+// c[r][0, W NV) = alpha sum_{j < jn} p[r][j] b[j][0, W NV) for RB rows: O = P V, dQ = dS K (stored as
+// store_tile says). Entries of p above the diagonal are zeros, so one key range [0, jn) serves all RB rows.
 template <int W, int RB, int NV>
 PIPE_INLINE void tile_ab(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t jn,
-                         float alpha, float* c, std::int64_t ldc) {
+                         float alpha, float* c, std::int64_t ldc, bool accumulate, const float* row_scale) {
   vf<W> acc[RB][NV];
   zero_tile<W, RB, NV>(acc);
   for (std::int64_t j = 0; j < jn; ++j) {
@@ -100,17 +117,15 @@ PIPE_INLINE void tile_ab(const float* p, std::int64_t ldp, const float* b, std::
       for (int v = 0; v < NV; ++v) acc[r][v] += pv * bv[v];
     }
   }
-  const vf<W> alpha_v = splat<W>(alpha);
-  for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < NV; ++v) store<W>(c + r * ldc + v * W, acc[r][v] * alpha_v);
+  store_tile<W, RB, NV>(acc, alpha, c, ldc, accumulate, row_scale);
 }
 
 // c[r][0, W NV) = alpha sum_{i < n} p[i][r] b[i][0, W NV) for RB columns r of p: dK = dS^T Q, dV = P^T dO.
 // Key j is seen by queries i >= j only, and p is zero above the diagonal, so the callers start both operands at
-// row j0 of the tile's first key.
+// row j0 of the tile's first key. Stored as store_tile says.
 template <int W, int RB, int NV>
 PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t n,
-                          float alpha, float* c, std::int64_t ldc) {
+                          float alpha, float* c, std::int64_t ldc, bool accumulate, const float* row_scale) {
   vf<W> acc[RB][NV];
   zero_tile<W, RB, NV>(acc);
   for (std::int64_t i = 0; i < n; ++i) {
@@ -121,9 +136,7 @@ PIPE_INLINE void tile_atb(const float* p, std::int64_t ldp, const float* b, std:
       for (int v = 0; v < NV; ++v) acc[r][v] += pv * bv[v];
     }
   }
-  const vf<W> alpha_v = splat<W>(alpha);
-  for (int r = 0; r < RB; ++r)
-    for (int v = 0; v < NV; ++v) store<W>(c + r * ldc + v * W, acc[r][v] * alpha_v);
+  store_tile<W, RB, NV>(acc, alpha, c, ldc, accumulate, row_scale);
 }
 
 // Columns per panel of a transposed operand (pack_transposed): one tile's width.
@@ -158,21 +171,22 @@ PIPE_INLINE void abt_rows(const float* a, std::int64_t lda, const float* bt, std
 
 template <int W, int RB>
 PIPE_INLINE void ab_rows(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t jn,
-                         std::int64_t D, float alpha, float* c, std::int64_t ldc) {
+                         std::int64_t D, float alpha, float* c, std::int64_t ldc, bool accumulate = false,
+                         const float* row_scale = nullptr) {
   constexpr int kMax = kMaxVectors<W>;
   for (std::int64_t d0 = 0; d0 < D; d0 += kMax * W) {
     switch (std::min<std::int64_t>(kMax, (D - d0) / W)) {
       case 4:
-        tile_ab<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        tile_ab<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc, accumulate, row_scale);
         break;
       case 3:
-        tile_ab<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        tile_ab<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc, accumulate, row_scale);
         break;
       case 2:
-        tile_ab<W, RB, 2>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        tile_ab<W, RB, 2>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc, accumulate, row_scale);
         break;
       default:
-        tile_ab<W, RB, 1>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc);
+        tile_ab<W, RB, 1>(p, ldp, b + d0, ldb, jn, alpha, c + d0, ldc, accumulate, row_scale);
         break;
     }
   }
@@ -180,21 +194,22 @@ PIPE_INLINE void ab_rows(const float* p, std::int64_t ldp, const float* b, std::
 
 template <int W, int RB>
 PIPE_INLINE void atb_rows(const float* p, std::int64_t ldp, const float* b, std::int64_t ldb, std::int64_t n,
-                          std::int64_t D, float alpha, float* c, std::int64_t ldc) {
+                          std::int64_t D, float alpha, float* c, std::int64_t ldc, bool accumulate = false,
+                          const float* row_scale = nullptr) {
   constexpr int kMax = kMaxVectors<W>;
   for (std::int64_t d0 = 0; d0 < D; d0 += kMax * W) {
     switch (std::min<std::int64_t>(kMax, (D - d0) / W)) {
       case 4:
-        tile_atb<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
+        tile_atb<W, RB, (kMax >= 4 ? 4 : 1)>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc, accumulate, row_scale);
         break;
       case 3:
-        tile_atb<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
+        tile_atb<W, RB, (kMax >= 3 ? 3 : 1)>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc, accumulate, row_scale);
         break;
       case 2:
-        tile_atb<W, RB, 2>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
+        tile_atb<W, RB, 2>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc, accumulate, row_scale);
         break;
       default:
-        tile_atb<W, RB, 1>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc);
+        tile_atb<W, RB, 1>(p, ldp, b + d0, ldb, n, alpha, c + d0, ldc, accumulate, row_scale);
         break;
     }
   }

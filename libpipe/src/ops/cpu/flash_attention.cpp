@@ -52,34 +52,27 @@ PIPE_INLINE void block_abt(const float* a, std::int64_t lda, const float* bt, st
   for (; r < nq; ++r) abt_rows<W, 1>(a + r * lda, lda, bt, D, alpha, s + r * kBlock, kBlock, nvec, nk);
 }
 
-// out[r] = alpha sum_{c < nk} p[r][c] b[c] for rows r < nq (p rows of kBlock floats, b rows of D at stride ldb).
+// acc[r] = acc[r] scale[r] + alpha sum_{c < nk} p[r][c] b[c] for rows r < nq (p rows of kBlock floats, b and acc
+// rows of D at stride ldb and D; scale null: 1).
 template <int W>
-PIPE_INLINE void block_ab(const float* p, const float* b, std::int64_t ldb, std::int64_t D, float alpha, float* out,
-                          std::int64_t nq, std::int64_t nk) {
+PIPE_INLINE void block_ab_add(const float* p, const float* b, std::int64_t ldb, std::int64_t D, float alpha,
+                              float* acc, const float* scale, std::int64_t nq, std::int64_t nk) {
   std::int64_t r = 0;
   for (; r + kTileRows <= nq; r += kTileRows)
-    ab_rows<W, kTileRows>(p + r * kBlock, kBlock, b, ldb, nk, D, alpha, out + r * D, D);
-  for (; r < nq; ++r) ab_rows<W, 1>(p + r * kBlock, kBlock, b, ldb, nk, D, alpha, out + r * D, D);
+    ab_rows<W, kTileRows>(p + r * kBlock, kBlock, b, ldb, nk, D, alpha, acc + r * D, D, true,
+                          scale ? scale + r : nullptr);
+  for (; r < nq; ++r)
+    ab_rows<W, 1>(p + r * kBlock, kBlock, b, ldb, nk, D, alpha, acc + r * D, D, true, scale ? scale + r : nullptr);
 }
 
-// out[c] = alpha sum_{r < nq} p[r][c] b[r] for keys c < nk (p rows of kBlock floats, b rows of D at stride ldb).
+// acc[c] += alpha sum_{r < nq} p[r][c] b[r] for keys c < nk (p rows of kBlock floats, b rows of D at stride ldb).
 template <int W>
-PIPE_INLINE void block_atb(const float* p, const float* b, std::int64_t ldb, std::int64_t D, float alpha, float* out,
-                           std::int64_t nq, std::int64_t nk) {
+PIPE_INLINE void block_atb_add(const float* p, const float* b, std::int64_t ldb, std::int64_t D, float alpha,
+                               float* acc, std::int64_t nq, std::int64_t nk) {
   std::int64_t c = 0;
   for (; c + kTileRows <= nk; c += kTileRows)
-    atb_rows<W, kTileRows>(p + c, kBlock, b, ldb, nq, D, alpha, out + c * D, D);
-  for (; c < nk; ++c) atb_rows<W, 1>(p + c, kBlock, b, ldb, nq, D, alpha, out + c * D, D);
-}
-
-// acc[r] = acc[r] * scale_r + add[r] over rows of D floats (D a multiple of W); scale null: plain sum.
-template <int W>
-PIPE_INLINE void scale_add_rows(float* acc, const float* scale, const float* add, std::int64_t rows, std::int64_t D) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const vf<W> sv = splat<W>(scale ? scale[r] : 1.0f);
-    for (std::int64_t d = 0; d < D; d += W)
-      store<W>(acc + r * D + d, load<W>(acc + r * D + d) * sv + load<W>(add + r * D + d));
-  }
+    atb_rows<W, kTileRows>(p + c, kBlock, b, ldb, nq, D, alpha, acc + c * D, D, true);
+  for (; c < nk; ++c) atb_rows<W, 1>(p + c, kBlock, b, ldb, nq, D, alpha, acc + c * D, D, true);
 }
 
 // One row of a score block: the columns [0, len) are the keys the query sees (the causal mask), the rest of the
@@ -125,7 +118,7 @@ PIPE_INLINE void probabilities_row(float* row, std::int64_t len, std::int64_t nk
 // Scratch floats one head needs (forward and backward alike; the larger of the two).
 std::int64_t head_scratch_floats(std::int64_t T, std::int64_t Dp) {
   const std::int64_t panels = Dp * round_up(T, kBlock);
-  return 4 * T * Dp + 2 * panels + 2 * kBlock * kBlock + 3 * kBlock * Dp + T;
+  return 4 * T * Dp + 2 * panels + 2 * kBlock * kBlock + 2 * kBlock * Dp + T;
 }
 
 // One head's forward: out rows at stride ldo, its state rows [T, D + 1] (output, log-sum-exp).
@@ -140,7 +133,6 @@ PIPE_INLINE void flash_head_forward(const float* q, const float* k, const float*
   float* kt = kp + T * Dp;                 // K^T in panels
   float* s = kt + Dp * round_up(T, kBlock);  // kBlock x kBlock scores, then probabilities
   float* acc = s + kBlock * kBlock;        // kBlock x Dp: the output rows summed so far
-  float* pv = acc + kBlock * Dp;           // kBlock x Dp: one key block's P V
   pack_rows(q, ld, T, D, qp, Dp);
   pack_rows(k, ld, T, D, kp, Dp);
   pack_rows(v, ld, T, D, vp, Dp);
@@ -156,8 +148,7 @@ PIPE_INLINE void flash_head_forward(const float* q, const float* k, const float*
       block_abt<W>(qp + i0 * Dp, Dp, kt + (j0 / kPanel<W>) * Dp * kPanel<W>, Dp, scale, s, nq, nk);
       for (std::int64_t r = 0; r < nq; ++r)
         correction[r] = online_softmax_row<W>(s + r * kBlock, std::min(nk, i0 + r - j0 + 1), nk, m[r], l[r]);
-      block_ab<W>(s, vp + j0 * Dp, Dp, Dp, 1.0f, pv, nq, nk);
-      scale_add_rows<W>(acc, correction, pv, nq, Dp);
+      block_ab_add<W>(s, vp + j0 * Dp, Dp, Dp, 1.0f, acc, correction, nq, nk);
     }
     for (std::int64_t r = 0; r < nq; ++r) {
       const float inv = 1.0f / l[r];
@@ -190,8 +181,7 @@ PIPE_INLINE void flash_head_backward(const float* q, const float* k, const float
   float* ds = s + kBlock * kBlock;   // kBlock x kBlock: dP, then dS
   float* dk_acc = ds + kBlock * kBlock;  // kBlock x Dp
   float* dv_acc = dk_acc + kBlock * Dp;  // kBlock x Dp
-  float* tmp = dv_acc + kBlock * Dp;     // kBlock x Dp: one block's product
-  float* delta = tmp + kBlock * Dp;      // T: dO_i . O_i
+  float* delta = dv_acc + kBlock * Dp;   // T: dO_i . O_i
   pack_rows(q, ld, T, D, qp, Dp);
   pack_rows(k, ld, T, D, kp, Dp);
   pack_rows(dout, ldo, T, D, dop, Dp);
@@ -218,8 +208,7 @@ PIPE_INLINE void flash_head_backward(const float* q, const float* k, const float
       block_abt<W>(qp + i0 * Dp, Dp, kt_block, Dp, scale, s, nq, nk);
       for (std::int64_t r = 0; r < nq; ++r)
         probabilities_row<W>(s + r * kBlock, std::min(nk, i0 + r - j0 + 1), nk, state[(i0 + r) * (D + 1) + D]);
-      block_atb<W>(s, dop + i0 * Dp, Dp, Dp, 1.0f, tmp, nq, nk);  // dV += P^T dO
-      scale_add_rows<W>(dv_acc, nullptr, tmp, nk, Dp);
+      block_atb_add<W>(s, dop + i0 * Dp, Dp, Dp, 1.0f, dv_acc, nq, nk);  // dV += P^T dO
       block_abt<W>(dop + i0 * Dp, Dp, vt_block, Dp, 1.0f, ds, nq, nk);  // dP = dO V^T
       for (std::int64_t r = 0; r < nq; ++r) {  // dS = P (dP - Delta), 0 where P is
         const float* pr = s + r * kBlock;
@@ -230,10 +219,8 @@ PIPE_INLINE void flash_head_backward(const float* q, const float* k, const float
           store<W>(dsr + c, live ? load<W>(pr + c) * (load<W>(dsr + c) - delta_v) : vf<W>{});
         }
       }
-      block_ab<W>(ds, kp + j0 * Dp, Dp, Dp, scale, tmp, nq, nk);  // dQ += scale dS K
-      scale_add_rows<W>(dq_acc + i0 * Dp, nullptr, tmp, nq, Dp);
-      block_atb<W>(ds, qp + i0 * Dp, Dp, Dp, scale, tmp, nq, nk);  // dK += scale dS^T Q
-      scale_add_rows<W>(dk_acc, nullptr, tmp, nk, Dp);
+      block_ab_add<W>(ds, kp + j0 * Dp, Dp, Dp, scale, dq_acc + i0 * Dp, nullptr, nq, nk);  // dQ += scale dS K
+      block_atb_add<W>(ds, qp + i0 * Dp, Dp, Dp, scale, dk_acc, nq, nk);  // dK += scale dS^T Q
     }
     for (std::int64_t c = 0; c < nk; ++c) {
       std::copy(dk_acc + c * Dp, dk_acc + c * Dp + D, dk + (j0 + c) * ld);
