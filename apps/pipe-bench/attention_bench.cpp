@@ -47,7 +47,19 @@ struct Sizes {
   double backward_flop() const { return 2 * forward_flop(); }
   double probs_bytes() const { return 4.0 * batch * heads * seq * seq; }
   double state_bytes() const { return 4.0 * batch * heads * seq * (head_dim + 1); }
+  // What one length holds on the host at most (on a GPU, the host's copies alone): the inputs, both paths'
+  // outputs and input gradients, their host copies for the checks, the probabilities and flash's state.
+  double bytes_needed() const {
+    const double rows = static_cast<double>(batch) * seq * heads * head_dim;  // B T C
+    return 2 * 4.0 * rows * (3 + 1 + 2 + 6) + probs_bytes() + state_bytes();
+  }
 };
+
+std::string gigabytes(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g GB", bytes / 1e9);
+  return text;
+}
 
 struct Row {
   Sizes s;
@@ -192,7 +204,7 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
   po::options_description d("pipe-bench attention options");
   // clang-format off
   d.add_options()
-    ("seq", po::value(&seqs)->multitoken(), "sequence lengths to time, e.g. --seq 256 1024 (default: 256 512 768 1024 1536 2048 on the CPU, 512..8192 on a GPU)")
+    ("seq", po::value(&seqs)->multitoken(), "sequence lengths to time, e.g. --seq 256 1024 (default: 256 512 768 1024 1536 2048 on the CPU, 512..8192 on a GPU); each must fit in memory with both paths' tensors")
     ("batch", po::value(&batch)->default_value(batch), "samples (B)")
     ("heads", po::value(&heads)->default_value(heads), "attention heads (H; default: GPT-2 124M's)")
     ("head-dim", po::value(&head_dim)->default_value(head_dim), "channels per head (D)")
@@ -210,8 +222,10 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
                    "GFLOP/s, what each keeps for backward, and the path the backend takes by default there.",
                    vm))
     return 0;
-  if (batch < 1 || heads < 1 || head_dim < 1 || min_seconds <= 0 || threads < 1)
-    throw libpipe::Error("--batch, --heads, --head-dim, --min-time and --threads must be positive");
+  if (batch < 1 || heads < 1 || head_dim < 1 || threads < 1)
+    throw libpipe::Error("--batch, --heads, --head-dim and --threads must be positive");
+  if (!(min_seconds > 0) || !std::isfinite(min_seconds))
+    throw libpipe::Error("--min-time must be a positive number of seconds, not " + std::to_string(min_seconds));
   const Device device = device_name.empty() ? (libpipe::cuda_device_count() > 0 ? Device::cuda : Device::cpu)
                                             : libpipe::parse_device(device_name);
   std::string description;
@@ -227,8 +241,15 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
   if (seqs.empty())
     seqs = device == Device::cuda ? std::vector<std::int64_t>{512, 1024, 2048, 4096, 8192}
                                   : std::vector<std::int64_t>{256, 512, 768, 1024, 1536, 2048};
-  for (std::int64_t t : seqs)
+  for (std::int64_t t : seqs) {
     if (t < 1) throw libpipe::Error("--seq " + std::to_string(t) + ": lengths must be positive");
+    // Refused before anything is allocated: the sizes in double precision, which cannot overflow.
+    const double needed = Sizes{batch, t, heads, head_dim}.bytes_needed(), have = libpipe::machine_memory_bytes();
+    if (needed > 0.8 * have)
+      throw libpipe::Error("--seq " + std::to_string(t) + " with B=" + std::to_string(batch) + " H=" +
+                           std::to_string(heads) + " D=" + std::to_string(head_dim) + " needs " +
+                           gigabytes(needed) + " of host memory; this machine has " + gigabytes(have));
+  }
 
   libpipe::Backend& be = libpipe::backend_for(device);
   std::mt19937 rng(5);

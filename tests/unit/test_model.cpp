@@ -128,6 +128,14 @@ BOOST_AUTO_TEST_CASE(broken_shape_chain_names_both_layers_and_shapes) {
   BOOST_TEST(first.find("but the model input is int32[64]") != std::string::npos, first);
 }
 
+// The engine gives labels to the last layer only: a loss anywhere else would fail mid-step.
+BOOST_AUTO_TEST_CASE(a_loss_must_be_the_last_layer) {
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"MSELoss\"\n[[layer]]\ntype = \"MSELoss\"\n") ==
+             "m.toml:7: layer 1 (MSELoss) follows layer 0 (MSELoss), a loss: a loss must be the model's last layer");
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"MSELoss\"\n[[layer]]\ntype = \"ReLU\"\n") ==
+             "m.toml:7: layer 1 (ReLU) follows layer 0 (MSELoss), a loss: a loss must be the model's last layer");
+}
+
 BOOST_AUTO_TEST_CASE(tie_errors) {
   BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"ReLU\"\ntie = \"w\"\n") ==
              "m.toml:5: layer 0 (ReLU) has tie = 'w' but no parameter it can share");

@@ -70,6 +70,10 @@ ModelDescription describe_model(const ModelSpec& model, const LayerRegistry& reg
       if (registry.empty()) message += "; no layer types are registered (no plugins were loaded)";
       fail(spec.where, message);
     }
+    // The engine feeds labels to the last layer only, and a loss's per-sample output is no activation to train on.
+    if (i > 0 && out.layers.back().description.loss)
+      fail(spec.where, layer_name(info) + " follows " + layer_name(out.layers.back()) +
+                           ", a loss: a loss must be the model's last layer");
     info.description = describe_one(*factory, spec, info, i ? &out.layers.back() : nullptr);
     try {
       info.unique_params = info.description.param_count();
