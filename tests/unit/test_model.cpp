@@ -109,6 +109,9 @@ BOOST_AUTO_TEST_CASE(unknown_type_and_argument_errors) {
   BOOST_TEST(describe_error(kHeader +
                             "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_features = 8\nout_feature = 8\n") ==
              "m.toml:9: layer 0 (Linear): unknown argument 'out_feature' (did you mean 'out_features'?)");
+  BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"Linear\"\nin_features = 16\nout_feature = 8\n") ==
+             "m.toml:5: layer 0 (Linear): missing argument 'out_features' (an integer) (line 8 sets 'out_feature': "
+             "a misspelling of it?)");
   BOOST_TEST(describe_error(kHeader + "[[layer]]\ntype = \"ReLU\"\nslope = 0.1\n") ==
              "m.toml:7: layer 0 (ReLU): unknown argument 'slope'");
 }

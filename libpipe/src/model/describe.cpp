@@ -37,7 +37,14 @@ LayerDescription describe_one(const LayerFactory& factory, const LayerSpec& spec
     fail(spec.where, layer_name(info) + " expects input " + e.expected() + " but " + from + type_str(info.input));
   } catch (const ArgError& e) {
     int line = spec.args.line_of(e.key());
-    fail(SourceLocation{spec.where.file, line ? line : spec.where.line}, layer_name(info) + ": " + e.what());
+    std::string hint;  // a missing argument beside a misspelling of it: name the misspelling
+    if (line == 0)
+      for (const std::string& key : spec.args.unread_keys())
+        if (!did_you_mean(key, {e.key()}).empty()) {
+          hint = " (line " + std::to_string(spec.args.line_of(key)) + " sets '" + key + "': a misspelling of it?)";
+          break;
+        }
+    fail(SourceLocation{spec.where.file, line ? line : spec.where.line}, layer_name(info) + ": " + e.what() + hint);
   } catch (const Error& e) {
     if (std::string(e.what()).rfind(spec.where.file + ":", 0) == 0) throw;  // already located
     fail(spec.where, layer_name(info) + ": " + e.what());
