@@ -383,6 +383,13 @@ case $check in
     cp -r "$work/ck" "$work/missing"
     rm "$work/missing/step-00000002/layer-00001.safetensors"
     expect_error "checkpoint: cannot read $work/missing/step-00000002/layer-00001.safetensors" --model gpt-tiny --load "$work/missing"
+    # The loss layer has no parameters, and its file is checked all the same.
+    cp -r "$work/ck" "$work/loss_changed"
+    printf 'X' | dd of="$work/loss_changed/step-00000002/layer-00007.safetensors" bs=1 seek=2 conv=notrunc 2>/dev/null
+    expect_error "layer-00007.safetensors: checksum mismatch" --model gpt-tiny --load "$work/loss_changed"
+    cp -r "$work/ck" "$work/loss_missing"
+    rm "$work/loss_missing/step-00000002/layer-00007.safetensors"
+    expect_error "checkpoint: cannot read $work/loss_missing/step-00000002/layer-00007.safetensors" --model gpt-tiny --load "$work/loss_missing"
     expect_error "is of another model ('gpt-tiny', 8 layers)" --model mlp --load "$work/ck"
     expect_error "was saved with optimizer 'adamw'; this run uses 'sgd'" --model gpt-tiny --optimizer sgd --load "$work/ck"
     expect_error "no checkpoint there (neither manifest.json nor latest)" --model gpt-tiny --load "$work/nothing"

@@ -381,6 +381,10 @@ std::int64_t load_checkpoint(const std::string& dir, PipelineModule& module, Opt
   if (optimizer && manifest.optimizer != optimizer->config().kind)
     throw Error("checkpoint " + manifest_path + " was saved with optimizer '" + manifest.optimizer +
                 "'; this run uses '" + optimizer->config().kind + "'");
+  // Every local layer's file is read and checked, those of layers without parameters too: a checkpoint with a
+  // missing or changed file is refused whole, as the manifest promises.
+  for (auto& local : module.layers())
+    if (files.count(layer_file(local.index))) tensors_of(local.index);
   std::vector<Parameter*> restored;
   // Split masters: each parameter's value is rounded from the whole master in the file.
   std::vector<std::pair<Parameter*, const Tensor*>> rounded_values;
