@@ -182,14 +182,15 @@ std::string format_description(const ModelDescription& d) {
     << d.layers.size() << " layers, " << with_commas(d.params) << " parameters\n";
   s << std::left << std::setw(6) << "layer" << std::setw(22) << "type" << std::setw(24) << "output" << std::right
     << std::setw(14) << "params" << std::setw(18) << "flops/sample" << std::setw(16) << "act.bytes" << "  tie\n";
+  // Each column ends (or starts) with a space, so that a value wider than its column still stands apart.
   for (const auto& l : d.layers) {
-    s << std::left << std::setw(6) << l.index << std::setw(22) << l.type << std::setw(24)
-      << type_str(l.description.output) << std::right << std::setw(14) << with_commas(l.unique_params)
-      << std::setw(18) << with_commas(l.description.flops) << std::setw(16)
+    s << std::left << std::setw(5) << l.index << " " << std::setw(21) << l.type << " " << std::setw(23)
+      << type_str(l.description.output) << " " << std::right << std::setw(14) << with_commas(l.unique_params) << " "
+      << std::setw(17) << with_commas(l.description.flops) << " " << std::setw(15)
       << with_commas(l.description.activation_bytes) << "  " << l.tie << "\n";
   }
-  s << std::left << std::setw(52) << "total" << std::right << std::setw(14) << with_commas(d.params)
-    << std::setw(18) << with_commas(d.flops) << std::setw(16) << with_commas(d.activation_bytes) << "\n";
+  s << std::left << std::setw(52) << "total" << std::right << std::setw(14) << with_commas(d.params) << " "
+    << std::setw(17) << with_commas(d.flops) << " " << std::setw(15) << with_commas(d.activation_bytes) << "\n";
   return s.str();
 }
 
