@@ -279,6 +279,7 @@ int run_gemm(const std::vector<std::string>& args, const std::string& command_li
     libpipe::set_cpu_threads(threads);
     description = "cpu, " + std::to_string(threads) + " thread(s)";
   }
+  if (vm.count("seq") && seq < 1) throw libpipe::Error("--seq must be at least 1, not " + std::to_string(seq));
   ModelShapes shapes = model_gemms(model, micro_batch, vm.count("seq") ? seq : 0);
   std::string peak_name;
   const double peak = device == Device::cuda ? peak_tflops(description, math, peak_name) : 0.0;

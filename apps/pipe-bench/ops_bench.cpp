@@ -46,7 +46,7 @@ struct Shapes {
 Shapes preset(const std::string& model) {
   if (model == "gpt-tiny") return {16, 64, 128, 4, 256};
   if (model == "gpt-small") return {8, 256, 512, 8, 256};
-  throw libpipe::Error("pipe-bench ops: unknown --model '" + model + "' (gpt-tiny or gpt-small)");
+  throw libpipe::Error("unknown --model '" + model + "' (gpt-tiny or gpt-small)");
 }
 
 Tensor random(const libpipe::Shape& shape, std::mt19937& rng, float scale = 1.0f) {
@@ -134,8 +134,8 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
     return 0;
   Shapes s = preset(model);
   if (vm.count("batch")) s.batch = batch;
-  if (s.batch < 1 || min_seconds <= 0 || threads < 1)
-    throw libpipe::Error("pipe-bench ops: --batch, --min-time and --threads must be positive");
+  if (s.batch < 1 || !(min_seconds > 0) || !std::isfinite(min_seconds) || threads < 1)
+    throw libpipe::Error("--batch and --threads must be positive, --min-time a positive number of seconds");
   libpipe::set_cpu_threads(threads);
   std::mt19937 rng(7);
   const std::int64_t R = s.batch * s.seq, C = s.dim, T = s.seq, H = s.heads, V = s.vocab;

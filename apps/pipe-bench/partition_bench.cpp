@@ -193,6 +193,8 @@ int run_partition(const std::vector<std::string>& args, const std::string& comma
     return 0;
   }
   if (iters < 1) throw libpipe::Error("--iters must be at least 1, got " + std::to_string(iters));
+  if (max_layers < 1000)
+    throw libpipe::Error("--max-layers " + std::to_string(max_layers) + " skips every case (the smallest has 1000 layers)");
 
   const std::vector<std::int64_t> sizes = {1000, 10000, 100000, 1000000};
   const std::vector<int> stage_counts = {2, 8, 32, 128, 1024};

@@ -46,6 +46,9 @@ int run_pipeline(const std::vector<std::string>& args, const std::string& comman
   // clang-format on
   po::variables_map vm;
   if (!parse_flags(args, d, "usage: mpirun -np 4 pipe-bench pipeline [--json]", vm)) return 0;
+  if (steps < 1 || micro_batch_size < 1)
+    throw libpipe::Error("--steps and --micro-batch-size must be at least 1, not " + std::to_string(steps) + " and " +
+                         std::to_string(micro_batch_size));
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) MPI_Init(nullptr, nullptr);

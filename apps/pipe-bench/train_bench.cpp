@@ -151,6 +151,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
   if (!parse_flags(args, d, "usage: pipe-bench train [--model M] [--batch B] [--steps N] [--json]", vm)) return 0;
   if (batch < 1 || steps < 1 || warmup < 0 || threads < 1)
     throw libpipe::Error("--batch, --steps and --threads must be at least 1 and --warmup at least 0");
+  if (!(lr > 0) || !std::isfinite(lr)) throw libpipe::Error("--lr must be a positive number, not " + std::to_string(lr));
   libpipe::set_cpu_threads(threads);
 
   Model m;
