@@ -136,6 +136,14 @@ std::vector<double> parse_weights(const std::string& text) {
     out.push_back(v);
   }
   if (out.empty()) throw libpipe::Error("--weights: the list is empty");
+  double total = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i]) || out[i] < 0)
+      throw libpipe::Error("--weights: item " + std::to_string(i) + " is " + std::to_string(out[i]) +
+                           ": weights are finite and not negative");
+    total += out[i];
+  }
+  if (!std::isfinite(total)) throw libpipe::Error("--weights: the weights' sum overflows a double; scale them down");
   return out;
 }
 
@@ -345,6 +353,10 @@ int main(int argc, char** argv) {
                                 vm))
       return 0;
     o.builtin_plugins = !vm["no-builtin-plugins"].as<bool>();
+    if (vm.count("weights") && o.weights.empty()) throw libpipe::Error("--weights: the list is empty");
+    if (vm.count("virtual-stages") && o.virtual_stages < 1)
+      throw libpipe::Error("--virtual-stages must be at least 1, not " + std::to_string(o.virtual_stages));
+    if (o.top < 1) throw libpipe::Error("--top must be at least 1, not " + std::to_string(o.top));
     if (o.stages < 1) throw libpipe::Error("--stages must be at least 1, not " + std::to_string(o.stages));
     if (o.data_parallel < 1)
       throw libpipe::Error("--data-parallel must be at least 1, not " + std::to_string(o.data_parallel));
