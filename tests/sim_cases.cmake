@@ -142,6 +142,19 @@ pipe_sim_test(missing_trace 1 "pipe-sim: error: --from-trace ${PIPE_SIM_OUT}/no-
   -- --from-trace ${PIPE_SIM_OUT}/no-such.json)
 pipe_sim_test(trace_with_costs 1 "pipe-sim: error: --from-trace draws a recorded run; --costs is for simulations"
   -- --from-trace ${PIPE_SIM_OUT}/no-such.json --costs 1:2)
+# A trace with nothing to draw, or a block of negative length, is refused (both were drawn before).
+pipe_sim_test(trace_without_work 1
+  "pipe-sim: error: --from-trace ${PIPE_TEST_DATA}/bad-traces/no-events.json: no work to draw"
+  -- --from-trace ${PIPE_TEST_DATA}/bad-traces/no-events.json)
+pipe_sim_test(trace_negative_duration 1
+  "pipe-sim: error: --from-trace ${PIPE_TEST_DATA}/bad-traces/negative-dur.json: chrome trace: event 0 ('F0') has a negative \"dur\""
+  -- --from-trace ${PIPE_TEST_DATA}/bad-traces/negative-dur.json)
+pipe_sim_test(all_costs_zero 1 "pipe-sim: error: every cost is 0: nothing takes time to simulate"
+  -- --stages 2 --micro-batches 2 --forward 0 --backward 0)
+pipe_sim_test(costs_four_numbers 1
+  "pipe-sim: error: --costs '1,2,3,4': give F,B[,W] for every stage, or one F:B[:W] entry per stage"
+  -- --costs 1,2,3,4)
+pipe_sim_test(max_slots_below_one 1 "pipe-sim: error: --max-slots must be at least 1, not 0" -- --max-slots 0)
 # The work is capped, and the error names the flag that lifts the cap.
 pipe_sim_test(over_the_slot_cap 1 --line
   "pipe-sim: error: --stages 4,096 x 1 chunk(s) per stage x --micro-batches 65,536 = 268,435,456 slots, over the cap of 16,777,216 (raise --max-slots to simulate it: memory and time grow with the slots)"

@@ -139,6 +139,9 @@ double parse_number(const std::string& text, const std::string& what) {
 
 std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
   std::vector<libpipe::StageCosts> out;
+  if (text.empty()) throw libpipe::Error("--costs: the list is empty");
+  if (text.find(':') == std::string::npos && std::count(text.begin(), text.end(), ',') > 2)
+    throw libpipe::Error("--costs '" + text + "': give F,B[,W] for every stage, or one F:B[:W] entry per stage");
   // "F,B,W" (or "F,B"): one entry for every stage.
   if (text.find(':') == std::string::npos && std::count(text.begin(), text.end(), ',') >= 1 &&
       std::count(text.begin(), text.end(), ',') <= 2) {
@@ -402,11 +405,12 @@ int run_simulation(Options& o, const po::variables_map& vm) {
     throw libpipe::Error(std::string("--forward, --backward and --weight set uniform costs; they cannot go with ") +
                          (!o.costs.empty() ? "--costs" : !o.model.empty() ? "--model" : "--profile"));
   if (o.json && o.grid) throw libpipe::Error("--grid prints text; it cannot go with --json");
+  if (o.max_slots < 1) throw libpipe::Error("--max-slots must be at least 1, not " + std::to_string(o.max_slots));
   if (o.device != "cpu" && o.device != "cuda") throw libpipe::Error("--device '" + o.device + "': expected cpu or cuda");
   if (given(vm, "device") && o.model.empty()) throw libpipe::Error("--device applies with --model only");
 
   CostSource src;
-  if (!o.costs.empty()) {
+  if (given(vm, "costs")) {
     src.costs = parse_costs(o.costs);
     const bool uniform = o.costs.find(':') == std::string::npos && src.costs.size() == 1 &&
                          o.costs.find(',') != std::string::npos;
@@ -450,6 +454,11 @@ int run_simulation(Options& o, const po::variables_map& vm) {
       std::snprintf(b, sizeof b, "uniform cost per micro-batch: forward %g", o.forward);
     src.text = b;
   }
+
+  double total_cost = 0;
+  for (const libpipe::StageCosts& c : src.costs) total_cost += c.forward + c.backward_input + c.backward_weight;
+  if (!(total_cost > 0))
+    throw libpipe::Error("every cost is 0: nothing takes time to simulate (set --forward/--backward or --costs)");
 
   if (o.compare) return compare_schedules(o, src);
   auto all_schedules = [&] {
@@ -591,8 +600,16 @@ int run_from_trace(const Options& o, const po::variables_map& vm) {
   for (const char* flag : {"costs", "model", "forward", "backward", "weight", "latency", "trace", "grid"})
     if (given(vm, flag))
       throw libpipe::Error(std::string("--from-trace draws a recorded run; --") + flag + " is for simulations");
-  libpipe::Timeline tl =
-      libpipe::timeline_from_chrome_trace(pipe_apps::read_text_file(o.from_trace, "--from-trace " + o.from_trace));
+  const std::string text = pipe_apps::read_text_file(o.from_trace, "--from-trace " + o.from_trace);
+  libpipe::Timeline tl;
+  try {
+    tl = libpipe::timeline_from_chrome_trace(text);
+  } catch (const libpipe::Error& e) {
+    throw libpipe::Error("--from-trace " + o.from_trace + ": " + e.what());
+  }
+  if (tl.block_count() == 0)
+    throw libpipe::Error("--from-trace " + o.from_trace +
+                         ": no work to draw (no complete \"X\" events, nor \"B\"/\"E\" pairs)");
   const double span = tl.end() - tl.start();
   double busy = 0;
   json rows = json::array();

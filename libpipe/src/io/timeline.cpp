@@ -48,7 +48,10 @@ double number_field(std::size_t i, const json& e, const char* key, bool required
     if (!required) return 0;
     throw Error(event_where(i, e) + " has no numeric \"" + key + "\"");
   }
-  return it->get<double>();
+  const double value = it->get<double>();
+  if (!std::isfinite(value)) throw Error(event_where(i, e) + " has a \"" + key + "\" that is not finite");
+  if (std::string(key) == "dur" && value < 0) throw Error(event_where(i, e) + " has a negative \"dur\"");
+  return value;
 }
 
 // The kind named by the cat (its first comma-separated item that is a kind),
