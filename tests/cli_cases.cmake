@@ -182,6 +182,26 @@ pipe_plan_test(weights_huge 0 "imbalance 0.0% (bottleneck / mean - 1)" -- --weig
 pipe_plan_test(weights_uniform 0 [=["parts":[0,3,5]]=] -- --weights 1,1,1,1,1 --stages 2 --partition-method uniform --json)
 pipe_plan_test(weights_not_a_number 1 "pipe-plan: error: --weights: 'x' (item 1) is not a number"
   -- --weights 3,x --stages 2)
+# Weights that cannot be balanced, and counts that would be ignored, are refused (each was planned around before).
+pipe_plan_test(weights_sum_overflows 1 "pipe-plan: error: --weights: the weights' sum overflows a double; scale them down"
+  -- --weights 1e308,1e308,1e308 --stages 2)
+pipe_plan_test(weights_negative 1 "pipe-plan: error: --weights: item 1 is -2.000000: weights are finite and not negative"
+  -- --weights 1,-2,3 --stages 2)
+pipe_plan_test(virtual_stages_zero 1 "pipe-plan: error: --virtual-stages must be at least 1, not 0"
+  -- --model gpt-tiny --stages 2 --schedule interleaved-1f1b --virtual-stages 0)
+pipe_plan_test(top_zero 1 "pipe-plan: error: --top must be at least 1, not 0"
+  -- --auto --model gpt-tiny --world-size 2 --global-batch 16 --top 0)
+# pipe-bench refuses what would hang, allocate without bound or report nonsense as OK.
+pipe_expect_test(bench.attention_too_large 1 "pipe-bench attention: error: --seq 10000000 with B=1 H=12 D=64 needs"
+  -- $<TARGET_FILE:pipe-bench> attention --seq 10000000)
+pipe_expect_test(bench.attention_min_time_inf 1
+  "pipe-bench attention: error: --min-time must be a positive number of seconds, not inf"
+  -- $<TARGET_FILE:pipe-bench> attention --seq 16 --min-time inf)
+pipe_expect_test(bench.pipeline_no_steps 1
+  "pipe-bench pipeline: error: --steps and --micro-batch-size must be at least 1, not 0 and 16"
+  -- $<TARGET_FILE:pipe-bench> pipeline --steps 0)
+pipe_expect_test(bench.train_lr_nan 1 "pipe-bench train: error: --lr must be a positive number, not nan"
+  -- $<TARGET_FILE:pipe-bench> train --lr nan)
 pipe_plan_test(too_few_layers 1 "pipe-plan: error: cannot split 3 layers into 4 stages: every stage needs at least one layer"
   -- --weights 1,1,1 --stages 4 --partition-method uniform)
 pipe_plan_test(broken_model 1
