@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <initializer_list>
+#include <map>
 #include <sstream>
 
 #include "parse_flags.hpp"
@@ -273,12 +274,38 @@ Options parse_options(int argc, char** argv) {
       if (!file) throw libpipe::Error("--config " + path + ": cannot open the file");
       std::stringstream text;
       text << file.rdbuf();
+      // Line by line, so that every error names its file:line.
+      po::parsed_options from_file(&flags);
+      std::map<std::string, int> first_line;  // each flag's line, to refuse a second setting
       std::string line;
-      for (int number = 1; std::getline(text, line); ++number)
-        refuse_placeholders(line, path + ":" + std::to_string(number));
-      text.clear();
-      text.seekg(0);
-      po::store(po::parse_config_file(text, flags), vm);
+      for (int number = 1; std::getline(text, line); ++number) {
+        const std::string where = path + ":" + std::to_string(number);
+        if (line.find('\0') != std::string::npos) throw libpipe::Error(where + ": the line holds a NUL byte");
+        refuse_placeholders(line, where);
+        const std::size_t first = line.find_first_not_of(" \t");
+        if (first != std::string::npos && line[first] == '[')
+          throw libpipe::Error(where + ": a --config file has no sections: one 'name = value' per line");
+        std::stringstream one(line);
+        po::parsed_options parsed(&flags);
+        try {
+          parsed = po::parse_config_file(one, flags);
+          po::variables_map trial;  // converts the values here, so that a bad one is reported at its line
+          po::store(parsed, trial);
+        } catch (const po::error& e) {
+          throw libpipe::Error(where + ": " + e.what() + " (see --help)");
+        }
+        for (const po::option& option : parsed.options) {
+          if (option.string_key == "config")
+            throw libpipe::Error(where + ": a --config file cannot name another one");
+          const bool composing = flags.find(option.string_key, false).semantic()->is_composing();
+          auto [it, fresh] = first_line.emplace(option.string_key, number);
+          if (!fresh && !composing)
+            throw libpipe::Error(where + ": '" + option.string_key + "' is set again (first on line " +
+                                 std::to_string(it->second) + ")");
+          from_file.options.push_back(option);
+        }
+      }
+      po::store(from_file, vm);
     }
     po::notify(vm);
     pipe_apps::refuse_empty_paths(flags, vm);
