@@ -183,7 +183,8 @@ pipe_plan_test(weights_uniform 0 [=["parts":[0,3,5]]=] -- --weights 1,1,1,1,1 --
 pipe_plan_test(weights_not_a_number 1 "pipe-plan: error: --weights: 'x' (item 1) is not a number"
   -- --weights 3,x --stages 2)
 # Weights that cannot be balanced, and counts that would be ignored, are refused (each was planned around before).
-pipe_plan_test(weights_sum_overflows 1 "pipe-plan: error: --weights: the weights' sum overflows a double; scale them down"
+pipe_plan_test(weights_sum_overflows 1
+  "pipe-plan: error: --weights: stage 1's weights sum past the largest double; scale them down"
   -- --weights 1e308,1e308,1e308 --stages 2)
 pipe_plan_test(weights_negative 1 "pipe-plan: error: --weights: item 1 is -2.000000: weights are finite and not negative"
   -- --weights 1,-2,3 --stages 2)

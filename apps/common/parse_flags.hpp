@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pipe/error.hpp"
+#include "pipe/paths.hpp"
 
 namespace pipe_apps {
 
@@ -31,6 +32,13 @@ inline void refuse_empty_paths(const boost::program_options::options_description
       for (const std::string& v : *many) empty = empty || v.empty();
     if (empty) throw libpipe::Error("--" + name + " needs a path, not an empty one");
   }
+}
+
+// The shipped models' names for a --model flag's help, read from the install ("none found" where it has none).
+inline std::string shipped_models_text() {
+  std::string list;
+  for (const std::string& name : libpipe::builtin_model_names()) list += (list.empty() ? "" : ", ") + name;
+  return list.empty() ? "none found in " + libpipe::builtin_model_dir() : list;
 }
 
 // Fills `vm` from `args` (without the program name). Returns false when --help was asked for (and printed).

@@ -53,9 +53,9 @@ inline void fit_line(const std::vector<double>& units, const std::vector<double>
 }
 
 // Sets r's flops_per_s, overhead_per_layer_s and F:B:W shares from `profiles` (if any), else `gflops` (if > 0),
-// else a GEMM measured here; returns one line saying which.
+// else a GEMM measured here; returns one line saying which. `flag` names the profiles' flag in errors.
 inline std::string calibrate_rate(const libpipe::ModelDescription& d, const std::vector<std::string>& profiles,
-                                  double gflops, libpipe::AutoPlanRequest& r) {
+                                  double gflops, libpipe::AutoPlanRequest& r, const std::string& flag = "--profile") {
   double total_flops = 0;
   for (const auto& layer : d.layers) total_flops += static_cast<double>(layer.description.flops);
   const double layers = static_cast<double>(d.layers.size());
@@ -67,14 +67,14 @@ inline std::string calibrate_rate(const libpipe::ModelDescription& d, const std:
     std::vector<double> sizes, times;
     double fwd = 0, bwd = 0, wgt = 0;
     for (const std::string& path : profiles) {
-      const pipe_apps::ProfileFile p = pipe_apps::read_profile_file(path);
+      const pipe_apps::ProfileFile p = pipe_apps::read_profile_file(path, flag);
       if (p.model != d.name)
-        throw libpipe::Error("--profile " + path + " measured model '" + p.model + "', not '" + d.name + "'");
+        throw libpipe::Error(flag + " " + path + " measured model '" + p.model + "', not '" + d.name + "'");
       double total = 0, w = 0;
       for (const auto& c : p.costs) fwd += c.forward, bwd += c.backward_input, w += c.backward_weight;
       for (const auto& c : p.costs) total += c.forward + c.backward_input + c.backward_weight;
       if (!(total > 0) || p.micro_batch_size < 1)
-        throw libpipe::Error("--profile " + path + ": no time or micro-batch size measured");
+        throw libpipe::Error(flag + " " + path + ": no time or micro-batch size measured");
       // A schedule without split backward measures B and W together: split them evenly, as describe counts them.
       if (w == 0) {
         double b = 0;

@@ -19,19 +19,20 @@ struct ProfileFile {
   std::vector<libpipe::StageCosts> costs;  // per stage, seconds per micro-batch
 };
 
-// Throws libpipe::Error "--profile PATH: ..." for a file that is not such a profile.
-inline ProfileFile read_profile_file(const std::string& path) {
+// Throws libpipe::Error "FLAG PATH: ..." for a file that is not such a profile (FLAG: the flag that named it).
+inline ProfileFile read_profile_file(const std::string& path, const std::string& flag = "--profile") {
   using json = nlohmann::json;
-  const std::string text = read_text_file(path, "--profile " + path);
+  const std::string what = flag + " " + path;
+  const std::string text = read_text_file(path, what);
   json j;
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {
-    throw libpipe::Error("--profile " + path + ": not JSON (" + e.what() + ")");
+    throw libpipe::Error(what + ": not JSON (" + e.what() + ")");
   }
   if (!j.is_object() || j.value("pipe_profile", 0) != 1 || !j.contains("costs") || !j["costs"].is_array() ||
       j["costs"].empty())
-    throw libpipe::Error("--profile " + path + ": not a profile written by pipe-train --profile-out");
+    throw libpipe::Error(what + ": not a profile written by pipe-train --profile-out");
   ProfileFile p;
   try {
     p.model = j.value("model", std::string("?"));
@@ -45,7 +46,7 @@ inline ProfileFile read_profile_file(const std::string& path) {
       p.costs.push_back(x);
     }
   } catch (const json::exception& e) {
-    throw libpipe::Error("--profile " + path + ": a cost entry is malformed (" + e.what() + ")");
+    throw libpipe::Error(what + ": a cost entry is malformed (" + e.what() + ")");
   }
   return p;
 }

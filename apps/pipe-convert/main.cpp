@@ -176,7 +176,7 @@ int import_hf(const Options& o, const libpipe::LayerRegistry& registry) {
 }
 
 int export_hf(const Options& o, const libpipe::LayerRegistry& registry) {
-  const std::string step = libpipe::checkpoint_step_dir(o.input);
+  const std::string step = libpipe::checkpoint_step_dir(o.input, "checkpoint " + o.input);
   const std::string manifest_path = (fs::path(step) / "manifest.json").string();
   const libpipe::CheckpointManifest manifest =
       libpipe::parse_checkpoint_manifest(pipe_apps::read_text_file(manifest_path, manifest_path), manifest_path);

@@ -66,7 +66,7 @@ po::options_description flags(Options& o) {
   po::options_description d("Options");
   d.add_options()
     ("model", po::value(&o.model)->value_name("FILE|NAME")->default_value(o.model),
-     "model file (TOML) or shipped model name: mlp, gpt-tiny, gpt-small, gpt2-124m")
+     ("model file (TOML) or shipped model name: " + pipe_apps::shipped_models_text()).c_str())
     ("stages", po::value(&o.stages)->value_name("S")->default_value(o.stages), "pipeline stages")
     ("data-parallel", po::value(&o.data_parallel)->value_name("D")->default_value(o.data_parallel),
      "data-parallel replicas of each stage (for the rank count and per-rank figures)")
@@ -136,14 +136,10 @@ std::vector<double> parse_weights(const std::string& text) {
     out.push_back(v);
   }
   if (out.empty()) throw libpipe::Error("--weights: the list is empty");
-  double total = 0;
-  for (std::size_t i = 0; i < out.size(); ++i) {
+  for (std::size_t i = 0; i < out.size(); ++i)
     if (!std::isfinite(out[i]) || out[i] < 0)
       throw libpipe::Error("--weights: item " + std::to_string(i) + " is " + std::to_string(out[i]) +
                            ": weights are finite and not negative");
-    total += out[i];
-  }
-  if (!std::isfinite(total)) throw libpipe::Error("--weights: the weights' sum overflows a double; scale them down");
   return out;
 }
 
@@ -194,6 +190,10 @@ int plan_weights(const Options& o) {
   else
     throw libpipe::Error("--weights partitions with 'balanced' (the default) or 'uniform', not '" + o.method + "'");
   auto sw = libpipe::stage_weights(weights, parts);
+  for (std::size_t s = 0; s < sw.size(); ++s)
+    if (!std::isfinite(sw[s]))
+      throw libpipe::Error("--weights: stage " + std::to_string(s) + "'s weights sum past the largest double; scale "
+                           "them down");
   int b = bottleneck_stage(sw);
   if (o.json) {
     json j = {{"method", o.partition.name() == "uniform" ? "uniform" : "balanced"}, {"stages", o.stages}, {"parts", parts},

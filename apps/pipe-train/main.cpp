@@ -120,7 +120,7 @@ bool choose_plan(MPI_Comm world, pipe_train::Options& options, const libpipe::Mo
     if (rank != 0) return;
     libpipe::ModelDescription planned = description;  // counting what the device's attention keeps
     libpipe::account_attention(planned, pipe_train::planned_device(options));
-    const std::string rate = pipe_apps::calibrate_rate(planned, options.plan_profiles, 0, request);
+    const std::string rate = pipe_apps::calibrate_rate(planned, options.plan_profiles, 0, request, "--plan-profile");
     const libpipe::AutoPlanResult found = libpipe::search_plans(planned, request);
     if (found.plans.empty())
       throw libpipe::Error("--plan auto: none of the " + std::to_string(found.considered) + " plans for " +

@@ -28,7 +28,7 @@ po::options_description describe_flags(Options& o) {
   po::options_description model("Model");
   model.add_options()
     ("model", po::value(&o.model)->value_name("FILE|NAME")->default_value(o.model),
-     "model file (TOML), or the name of a shipped model: mlp, gpt-tiny, gpt-small, gpt2-124m")
+     ("model file (TOML), or the name of a shipped model: " + pipe_apps::shipped_models_text()).c_str())
     ("plugin-dir", po::value(&o.plugin_dirs)->value_name("DIR")->composing(),
      "load every *.so in DIR as a layer plugin (repeatable; PIPE_PLUGIN_PATH adds more, colon-separated)")
     ("no-builtin-plugins", po::bool_switch(), "do not load the project's own layer plugins")

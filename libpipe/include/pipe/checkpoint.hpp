@@ -58,8 +58,10 @@ struct CheckpointManifest {
 PIPE_API CheckpointManifest parse_checkpoint_manifest(const std::string& text, const std::string& path);
 
 // The directory of the checkpoint DIR names: DIR itself when it holds manifest.json, else the step directory its
-// `latest` file names (which must be a step-N directory inside DIR). Errors name --load and DIR.
+// `latest` file names (which must be a step-N directory inside DIR). Errors begin with `what` (by default
+// "--load DIR", the flag that named it).
 PIPE_API std::string checkpoint_step_dir(const std::string& dir);
+PIPE_API std::string checkpoint_step_dir(const std::string& dir, const std::string& what);
 
 // Loads DIR/latest (or DIR itself when it holds a manifest) into this rank's
 // layers and optimizer state, verifying the model fingerprint, the optimizer

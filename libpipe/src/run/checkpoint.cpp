@@ -293,21 +293,23 @@ void check_checkpoint_dir(const std::string& dir) {
   fs::remove(probe, error);
 }
 
-std::string checkpoint_step_dir(const std::string& dir) {
+std::string checkpoint_step_dir(const std::string& dir) { return checkpoint_step_dir(dir, "--load " + dir); }
+
+std::string checkpoint_step_dir(const std::string& dir, const std::string& what) {
   fs::path root = dir;
   if (!fs::exists(root / "manifest.json")) {
-    require_regular_file((root / "latest").string(), "--load " + dir + ": latest");
+    require_regular_file((root / "latest").string(), what + ": latest");
     std::ifstream latest(root / "latest");
     std::string name;
     if (!latest || !(latest >> name))
-      throw Error("--load " + dir + ": no checkpoint there (neither manifest.json nor latest)");
+      throw Error(what + ": no checkpoint there (neither manifest.json nor latest)");
     // latest names a checkpoint of this folder, never a path elsewhere (nor a link out of it).
     std::error_code target_error, root_error;
     const fs::path target = fs::canonical(root / name, target_error), folder = fs::canonical(root, root_error);
     const bool inside = name.rfind("step-", 0) == 0 && name.find('/') == std::string::npos && !target_error &&
                         !root_error && target.parent_path() == folder;
     if (!inside)
-      throw Error("--load " + dir + ": latest names '" + name + "', which is not a step-N directory of " + dir);
+      throw Error(what + ": latest names '" + name + "', which is not a step-N directory of " + dir);
     root /= name;
   }
   return root.string();
