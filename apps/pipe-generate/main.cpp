@@ -16,13 +16,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "parse_flags.hpp"
 #include "pipe/checkpoint.hpp"
+#include "pipe/collective.hpp"
 #include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/grid.hpp"
@@ -145,38 +148,68 @@ std::int32_t choose(const float* logits, std::int64_t vocab, const Options& o, l
 }
 
 int run(const Options& o, int rank, int size) {
+  // Set-up in phases that every rank finishes before any goes on: an error all ranks meet (a bad flag, a
+  // checkpoint of another model) is printed once, and one that a single rank meets stops the others cleanly.
+  libpipe::PhaseResult result;
+  auto failed = [&] {
+    libpipe::report_phase_failure(MPI_COMM_WORLD, kProgram, result);
+    return 1;
+  };
   libpipe::LayerRegistry registry;
-  libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
-  const std::string model_path = libpipe::resolve_model_path(o.model);
-  const libpipe::ModelSpec spec = libpipe::load_model_file(model_path);
-  const libpipe::ModelDescription d = libpipe::describe_model(spec, registry);
-  const libpipe::LossLabels& labels = libpipe::model_loss(d);
-  if (d.input.dtype != libpipe::DType::int32 || d.input.shape.size() != 1 || labels.type.dtype != libpipe::DType::int32)
-    throw libpipe::Error("model " + o.model + " is not a token model (int32 input [T], class-id labels)");
-  const std::int64_t T = d.input.shape[0], vocab = labels.classes;
-  const int loss_layer = static_cast<int>(d.layers.size()) - 1;
+  std::string model_path;
+  libpipe::ModelSpec spec;
+  libpipe::ModelDescription d;
+  std::int64_t T = 0, vocab = 0;
+  int loss_layer = 0;
+  libpipe::PartitionPlan plan;
+  bool bpe = false;
+  std::string table;
+  std::optional<pipe_generate::Tokenizer> tokenizer;
+  std::vector<std::int32_t> context;
+  auto read_inputs = [&] {
+    libpipe::load_plugins(registry, libpipe::PluginSearch{o.builtin_plugins, true, o.plugin_dirs});
+    model_path = libpipe::resolve_model_path(o.model);
+    spec = libpipe::load_model_file(model_path);
+    d = libpipe::describe_model(spec, registry);
+    const libpipe::LossLabels& labels = libpipe::model_loss(d);
+    if (d.input.dtype != libpipe::DType::int32 || d.input.shape.size() != 1 ||
+        labels.type.dtype != libpipe::DType::int32)
+      throw libpipe::Error("model " + o.model + " is not a token model (int32 input [T], class-id labels)");
+    T = d.input.shape[0];
+    vocab = labels.classes;
+    loss_layer = static_cast<int>(d.layers.size()) - 1;
+    plan = libpipe::plan_partition(d, libpipe::PartitionMethod::parse(o.partition), size);
+    bpe = vocab > 256;
+    table = bpe ? find_table(o, model_path) : "";
+    tokenizer.emplace(table.empty() ? pipe_generate::Tokenizer::bytes() : pipe_generate::Tokenizer::bpe(table));
+    if (bpe && table.empty() && !o.prompt.empty())
+      throw libpipe::Error("--prompt needs GPT-2's BPE table for a vocabulary of " + std::to_string(vocab) +
+                           ": give --tokenizer FILE (gpt2.tiktoken) or --prompt-ids");
+    context = o.prompt.empty() ? parse_ids(o.prompt_ids) : tokenizer->encode(o.prompt);
+    if (context.empty()) throw libpipe::Error("the prompt is empty");
+    for (std::int32_t id : context)
+      if (id >= vocab)
+        throw libpipe::Error("prompt token " + std::to_string(id) + " is not below the vocabulary of " +
+                             std::to_string(vocab));
+  };
+  if (!libpipe::run_phase_on_all(MPI_COMM_WORLD, read_inputs, result, "reading the model and the prompt"))
+    return failed();
 
-  libpipe::PipelineParallelGrid grid(MPI_COMM_WORLD, libpipe::PipeDataParallelTopology(size, 1));
-  const libpipe::PartitionPlan plan = libpipe::plan_partition(d, libpipe::PartitionMethod::parse(o.partition), size);
-  libpipe::PipelineModule module(spec, d, registry, grid, plan.parts, libpipe::ModuleOptions{o.seed});
-  const int stage = grid.stage_id();
-  if (stage != rank)
-    throw libpipe::Error("internal error: stage " + std::to_string(stage) + " on rank " + std::to_string(rank));
-  libpipe::load_checkpoint_weights(o.load, module, d);
-
-  const bool bpe = vocab > 256;
-  const std::string table = bpe ? find_table(o, model_path) : "";
-  const pipe_generate::Tokenizer tokenizer =
-      table.empty() ? pipe_generate::Tokenizer::bytes() : pipe_generate::Tokenizer::bpe(table);
-  if (bpe && table.empty() && !o.prompt.empty())
-    throw libpipe::Error("--prompt needs GPT-2's BPE table for a vocabulary of " + std::to_string(vocab) +
-                         ": give --tokenizer FILE (gpt2.tiktoken) or --prompt-ids");
-  std::vector<std::int32_t> context = o.prompt.empty() ? parse_ids(o.prompt_ids) : tokenizer.encode(o.prompt);
-  if (context.empty()) throw libpipe::Error("the prompt is empty");
-  for (std::int32_t id : context)
-    if (id >= vocab)
-      throw libpipe::Error("prompt token " + std::to_string(id) + " is not below the vocabulary of " +
-                           std::to_string(vocab));
+  std::unique_ptr<libpipe::PipelineParallelGrid> grid;
+  std::unique_ptr<libpipe::PipelineModule> module;
+  auto build = [&] {
+    grid = std::make_unique<libpipe::PipelineParallelGrid>(MPI_COMM_WORLD, libpipe::PipeDataParallelTopology(size, 1));
+    module = std::make_unique<libpipe::PipelineModule>(spec, d, registry, *grid, plan.parts,
+                                                       libpipe::ModuleOptions{o.seed});
+    if (grid->stage_id() != rank)
+      throw libpipe::Error("internal error: stage " + std::to_string(grid->stage_id()) + " on rank " +
+                           std::to_string(rank));
+  };
+  if (!libpipe::run_phase_on_all(MPI_COMM_WORLD, build, result, "building the stages")) return failed();
+  if (!libpipe::run_phase_on_all(MPI_COMM_WORLD, [&] { libpipe::load_checkpoint_weights(o.load, *module, d); },
+                                 result, "loading the checkpoint"))
+    return failed();
+  const int stage = grid->stage_id();
   const std::vector<std::int32_t> prompt = context;
 
   const bool last = stage == size - 1;
@@ -187,7 +220,7 @@ int run(const Options& o, int rank, int size) {
     if (!logits_out) throw libpipe::Error("--logits " + o.logits + ": cannot create the file");
   }
   libpipe::Rng rng(libpipe::mix_seed(o.seed, 0x67656e));
-  const auto& chunk = module.chunks().front();
+  const auto& chunk = module->chunks().front();
   const auto start = std::chrono::steady_clock::now();
   for (int n = 0; n < o.max_new_tokens; ++n) {
     const std::size_t len = std::min<std::size_t>(context.size(), static_cast<std::size_t>(T));
@@ -202,7 +235,7 @@ int run(const Options& o, int rank, int size) {
       x = libpipe::Tensor::empty(shape, in.dtype);
       MPI_Recv(x.data(), static_cast<int>(x.bytes()), MPI_BYTE, rank - 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     }
-    for (auto& l : module.layers()) {
+    for (auto& l : module->layers()) {
       if (l.index == loss_layer) break;
       libpipe::LayerContext ctx;
       x = l.layer->forward(ctx, x);
@@ -230,10 +263,10 @@ int run(const Options& o, int rank, int size) {
   const bool text = !bpe || !table.empty();
   if (o.json) {
     json out = {{"prompt_ids", prompt}, {"ids", generated}, {"seconds", seconds}};
-    out["text"] = text ? json(tokenizer.decode(generated)) : json(nullptr);
+    out["text"] = text ? json(tokenizer->decode(generated)) : json(nullptr);
     std::cout << out.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   } else if (text) {
-    std::cout << tokenizer.decode(prompt) << tokenizer.decode(generated) << "\n";
+    std::cout << tokenizer->decode(prompt) << tokenizer->decode(generated) << "\n";
   } else {
     for (std::size_t i = 0; i < generated.size(); ++i) std::cout << (i ? "," : "") << generated[i];
     std::cout << "\n";
@@ -262,7 +295,7 @@ int main(int argc, char** argv) {
   try {
     rc = run(o, rank, size);
   } catch (const std::exception& e) {
-    // Every rank meets the same setup errors; one line from rank 0 (or the rank alone that failed).
+    // After the set-up phases (run prints their errors once): this rank alone failed, so it ends the job.
     const std::string who = size > 1 ? "rank " + std::to_string(rank) + ": error: " : "error: ";
     std::fprintf(stderr, "%s: %s%s\n", kProgram, who.c_str(), e.what());
     std::fflush(stderr);
