@@ -209,7 +209,7 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
     ("heads", po::value(&heads)->default_value(heads), "attention heads (H; default: GPT-2 124M's)")
     ("head-dim", po::value(&head_dim)->default_value(head_dim), "channels per head (D)")
     ("device", po::value(&device_name), "cpu or cuda (default: cuda when a GPU is usable, else cpu)")
-    ("min-time", po::value(&min_seconds)->default_value(min_seconds), "seconds per measurement (its best call; on a GPU the best of 3 rounds, each a mean over its calls)")
+    ("min-time", po::value(&min_seconds)->default_value(min_seconds, "0.3"), "seconds per measurement (its best call; on a GPU the best of 3 rounds, each a mean over its calls)")
     ("threads", po::value(&threads)->default_value(threads), "CPU backend threads (--device cpu)")
     ("json", po::bool_switch(&json), "print one JSON object")
     ("help,h", "show this help");

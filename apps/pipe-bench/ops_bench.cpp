@@ -122,7 +122,7 @@ int run_ops(const std::vector<std::string>& args, const std::string& command_lin
   d.add_options()
     ("model", po::value(&model)->default_value(model), "shapes of gpt-tiny (B=16 T=64 C=128 H=4) or gpt-small (B=8 T=256 C=512 H=8)")
     ("batch", po::value(&batch), "micro-batch size (default: the model's)")
-    ("min-time", po::value(&min_seconds)->default_value(min_seconds), "seconds per measurement (best of the calls in it)")
+    ("min-time", po::value(&min_seconds)->default_value(min_seconds, "0.2"), "seconds per measurement (best of the calls in it)")
     ("threads", po::value(&threads)->default_value(threads), "CPU backend threads (default 1: one core, as FACTS.md's targets)")
     ("json", po::bool_switch(&json), "print one JSON object")
     ("help,h", "show this help");

@@ -143,7 +143,7 @@ int run_train(const std::vector<std::string>& args, const std::string& command_l
     ("steps", po::value(&steps)->default_value(steps), "timed steps")
     ("warmup", po::value(&warmup)->default_value(warmup), "untimed steps first")
     ("threads", po::value(&threads)->default_value(threads), "CPU backend threads (default 1, as one rank of many)")
-    ("lr", po::value(&lr)->default_value(lr), "AdamW learning rate")
+    ("lr", po::value(&lr)->default_value(lr, "1e-4"), "AdamW learning rate")
     ("json", po::bool_switch(&json), "print one JSON object")
     ("help,h", "show this help");
   // clang-format on
