@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "pipe/cpu_info.hpp"
+#include "pipe/describe.hpp"
 #include "pipe/error.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/init.hpp"
@@ -20,6 +21,15 @@ DataSource::~DataSource() = default;
 namespace {
 
 using namespace data_detail;
+
+// The synthetic teacher's weights at most: 2^28 floats (1 GiB).
+constexpr double kMaxTeacherFloats = 268435456.0;
+
+std::string gigabytes(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g GB", bytes / 1e9);
+  return text;
+}
 
 class SyntheticData : public DataSource {
  public:
@@ -36,6 +46,12 @@ class SyntheticData : public DataSource {
       // The teacher: a fixed random map from the input features to the targets.
       in_features_ = numel(io_.input.shape);
       out_features_ = io_.cross_entropy ? io_.classes : numel(io_.labels.shape);
+      // Refused before it is allocated (in double: the product may pass 2^63), as the memory check does not count it.
+      const double teacher_floats = static_cast<double>(in_features_) * static_cast<double>(out_features_);
+      if (teacher_floats > kMaxTeacherFloats)
+        throw Error("the synthetic data's teacher maps " + with_commas(in_features_) + " input features to " +
+                    with_commas(out_features_) + " targets: " + gigabytes(4 * teacher_floats) +
+                    " of weights, over its limit of 1 GiB; give --data");
       teacher_.resize(static_cast<std::size_t>(in_features_ * out_features_));
       Rng rng(mix_seed(seed, 0x7465616368ULL));
       for (auto& w : teacher_) w = static_cast<float>(rng.normal() / std::sqrt(static_cast<double>(in_features_)));
