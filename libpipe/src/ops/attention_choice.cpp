@@ -10,11 +10,11 @@ namespace libpipe {
 namespace {
 
 // Flash attention by default from this many tokens on.
-// CPU (ops/cpu/flash_attention.cpp): forward + backward of 12 heads of 64, one sample, best of 3-5 (the Ice Lake
-// Xeon of share/doc/PERFORMANCE.md, one core, 2026-12-07): T = 256 5.8-6.0 ms materialised / 6.7-8.8 flash; 512:
-// 23.0 / 28.9-29.0; 768: 42.3-42.4 / 45.3-46.1; 1024: 117.4-117.9 / 78.3-102.2; 2048: 556-565 / 292-297. Below
-// 1024 tokens the materialised path's products (the whole triangle at once, no recomputation) win; from there its
-// T^2 matrices no longer stay in cache.
+// CPU (ops/cpu/flash_attention.cpp): `pipe-bench attention` (forward + backward of 12 heads of 64, one sample, the
+// Ice Lake Xeon of share/doc/PERFORMANCE.md, one core, 2026-12-08), materialised / flash: T = 256 3.8-3.9 ms /
+// 5.6; 512 18.7-18.8 / 20.0-20.2; 768 42.9-44.0 / 42.2-42.4; 1024 86.2-89.3 / 71.6-72.2; 2048 559-566 / 201-204.
+// Below 768 tokens the materialised path's products (the whole triangle at once, no recomputation) win; at 768
+// the two are even; from 1024 its T^2 matrices no longer stay in cache.
 constexpr std::int64_t kCpuFlashFromSeq = 1024;
 // GPU (ops/cuda/flash_attention.cu): the flash kernels run on the CUDA cores, the materialised path's products on
 // the tensor cores; from 2048 tokens its probabilities (B H T^2 values per layer, kept for backward) outgrow that
