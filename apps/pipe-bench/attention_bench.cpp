@@ -226,18 +226,8 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
     throw libpipe::Error("--batch, --heads, --head-dim and --threads must be positive");
   if (!(min_seconds > 0) || !std::isfinite(min_seconds))
     throw libpipe::Error("--min-time must be a positive number of seconds, not " + std::to_string(min_seconds));
-  const Device device = device_name.empty() ? (libpipe::cuda_device_count() > 0 ? Device::cuda : Device::cpu)
-                                            : libpipe::parse_device(device_name);
   std::string description;
-  if (device == Device::cuda) {
-    if (libpipe::cuda_device_count() == 0)
-      throw libpipe::Error("--device cuda: no GPU: " + libpipe::cuda_unavailable_reason());
-    libpipe::select_cuda_device(0);
-    description = libpipe::cuda_device_description();
-  } else {
-    libpipe::set_cpu_threads(threads);
-    description = cpu_model_name() + ", " + std::to_string(threads) + " thread(s)";
-  }
+  const Device device = bench_device(device_name, threads, description);
   if (seqs.empty())
     seqs = device == Device::cuda ? std::vector<std::int64_t>{512, 1024, 2048, 4096, 8192}
                                   : std::vector<std::int64_t>{256, 512, 768, 1024, 1536, 2048};

@@ -4,6 +4,10 @@
 #pragma once
 
 #include "parse_flags.hpp"
+#include "pipe/backend.hpp"
+#include "pipe/cuda.hpp"
+#include "pipe/error.hpp"
+#include "pipe/tensor.hpp"
 
 #include <boost/program_options.hpp>
 #include <fstream>
@@ -22,6 +26,24 @@ inline std::string cpu_model_name() {
   for (std::string line; std::getline(info, line);)
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   return "unknown CPU";
+}
+
+// The device a benchmark runs on (--device's name, else cuda where a GPU is usable, else cpu), made ready: GPU 0
+// bound, or the CPU backend's thread count set. `description` gets the GPU's name, or the CPU's and the threads.
+inline libpipe::Device bench_device(const std::string& name, int threads, std::string& description) {
+  const libpipe::Device device = name.empty()
+                                     ? (libpipe::cuda_device_count() > 0 ? libpipe::Device::cuda : libpipe::Device::cpu)
+                                     : libpipe::parse_device(name);
+  if (device == libpipe::Device::cuda) {
+    if (libpipe::cuda_device_count() == 0)
+      throw libpipe::Error("--device cuda: no GPU: " + libpipe::cuda_unavailable_reason());
+    libpipe::select_cuda_device(0);
+    description = libpipe::cuda_device_description();
+  } else {
+    libpipe::set_cpu_threads(threads);
+    description = cpu_model_name() + ", " + std::to_string(threads) + " thread(s)";
+  }
+  return device;
 }
 
 struct Subcommand {

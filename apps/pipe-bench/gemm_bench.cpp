@@ -262,23 +262,13 @@ int run_gemm(const std::vector<std::string>& args, const std::string& command_li
     return 0;
   if (micro_batch < 1 || warmup < 0 || repeat < 1 || threads < 1)
     throw libpipe::Error("--micro-batch-size, --repeat and --threads must be positive, --warmup not negative");
-  const Device device = device_name.empty() ? (libpipe::cuda_device_count() > 0 ? Device::cuda : Device::cpu)
-                                            : libpipe::parse_device(device_name);
   const GemmMath math = libpipe::parse_gemm_math(dtype);
   std::string description;
-  if (device == Device::cuda) {
-    if (libpipe::cuda_device_count() == 0)
-      throw libpipe::Error("--device cuda: no GPU: " + libpipe::cuda_unavailable_reason());
-    libpipe::select_cuda_device(0);
+  const Device device = bench_device(device_name, threads, description);
+  if (device == Device::cuda)
     libpipe::set_cuda_gemm_math(math);
-    description = libpipe::cuda_device_description();
-  } else {
-    if (math == GemmMath::tf32)
-      throw libpipe::Error("--dtype tf32 needs --device cuda (TF32 is the tensor cores' format)");
-    // --dtype bf16 runs on the CPU too: its GEMMs widen bfloat16 operands (the storage, not the speed, of a GPU).
-    libpipe::set_cpu_threads(threads);
-    description = "cpu, " + std::to_string(threads) + " thread(s)";
-  }
+  else if (math == GemmMath::tf32)  // --dtype bf16 runs on the CPU too: its GEMMs widen bfloat16 operands
+    throw libpipe::Error("--dtype tf32 needs --device cuda (TF32 is the tensor cores' format)");
   if (vm.count("seq") && seq < 1) throw libpipe::Error("--seq must be at least 1, not " + std::to_string(seq));
   ModelShapes shapes = model_gemms(model, micro_batch, vm.count("seq") ? seq : 0);
   std::string peak_name;
