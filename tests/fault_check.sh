@@ -15,6 +15,8 @@
 #              full disk, and `latest` still names the earlier checkpoint of that step, which loads.
 #              Runs in a private mount namespace on a small tmpfs (unshare -m, mount: root or
 #              CAP_SYS_ADMIN); where the machine does not allow that it prints SKIPPED and exits 77.
+#   savelock   a second job saving into the --save folder of a running one is refused, naming the
+#              first; the first goes on and saves
 set -u
 # CPU checks: GPUs hidden, so that pipe-train's default device is the CPU on any machine
 # (tests/gpu_train_check.sh checks the GPU).
@@ -106,6 +108,18 @@ case $check in
       { echo "FAIL: no single line naming the wait"; cat "$work/start.log"; exit 1; }
     pgrep -f -- "$marker" >/dev/null && { echo "FAIL: ranks left running"; exit 1; }
     echo "job ended ${ms} ms after start with a rank stopped before MPI_Init" ;;
+  savelock)
+    start_job first.log --steps 100000 --save "$work/ck" --save-every 1000
+    pid=$(a_rank first.log); [ -n "$pid" ] || { echo "FAIL: the job never started"; cat "$work/first.log"; exit 1; }
+    out=$("${mpirun[@]}" -np 1 "$train" --model gpt-tiny --steps 2 --save "$work/ck" 2>&1) &&
+      { echo "FAIL: a second job saving into the same folder ran"; echo "$out"; exit 1; }
+    grep -q "is in use by another pipe-train job (pid [0-9]* on " <<<"$out" ||
+      { echo "FAIL: the refusal does not name the first job"; echo "$out"; exit 1; }
+    echo "refused: $(grep -o 'error: .*' <<<"$out" | head -1)"
+    kill -TERM "$pid"
+    wait "$job_pid"
+    [ "$(status_of first.log)" = 3 ] || { echo "FAIL: the first job did not stop and save"; cat "$work/first.log"; exit 1; }
+    grep -q "^step-" "$work/ck/latest" || { echo "FAIL: the first job's checkpoint is missing"; exit 1; } ;;
   fulldisk)
     if [ -z "${PIPE_FAULT_IN_MOUNT_NAMESPACE:-}" ]; then
       unshare -m --propagation private true 2>/dev/null ||
@@ -130,7 +144,7 @@ case $check in
     status=$?
     grep "error" "$work/resave.log" | head -3
     [ "$status" != 0 ] || { echo "FAIL: a save onto a full disk exited 0"; cat "$work/resave.log"; exit 1; }
-    grep -q "failed (disk full?)" "$work/resave.log" || { echo "FAIL: the error does not name the full disk"; cat "$work/resave.log"; exit 1; }
+    grep -q "failed (No space left on device)" "$work/resave.log" || { echo "FAIL: the error does not name the full disk"; cat "$work/resave.log"; exit 1; }
     [ "$(cat "$disk/ck/latest")" = step-00000004 ] || { echo "FAIL: latest moved to $(cat "$disk/ck/latest")"; exit 1; }
     # The cut-off save never got a checkpoint's name: it stays step-00000004.partial, which nothing loads.
     [ ! -e "$disk/ck/step-00000004.1" ] && [ -d "$disk/ck/step-00000004.partial" ] ||

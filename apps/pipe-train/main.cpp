@@ -178,6 +178,7 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
   std::unique_ptr<libpipe::DataSource> data;
   std::unique_ptr<libpipe::PipelineEngine> engine;
   std::unique_ptr<pipe_train::Progress> progress;
+  std::shared_ptr<void> save_lock;  // rank 0's hold on --save's directory
   const std::int64_t tokens_per_sample =
       description.input.dtype == libpipe::DType::int32 ? libpipe::numel(description.input.shape) : 1;
   // Local set-up first (each rank alone: data, files), then the engine, whose
@@ -198,7 +199,10 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
       pipe_train::check_writable(options.profile_out, "--profile-out", Output::renamed);
     if (rank == 0 && !options.metrics.empty())
       pipe_train::check_writable(options.metrics, "--metrics", Output::streamed);
-    if (rank == 0 && !options.save.empty()) libpipe::check_checkpoint_dir(options.save);
+    if (rank == 0 && !options.save.empty()) {
+      save_lock = libpipe::lock_checkpoint_dir(options.save);  // held until training ends
+      libpipe::check_checkpoint_dir(options.save);
+    }
   };
   auto set_up_engine = [&] {
     engine = std::make_unique<libpipe::PipelineEngine>(module, grid, description, options.train);
@@ -522,6 +526,9 @@ int run(MPI_Comm world, int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) would kill the rank mid-write with no word; ignored, the write fails with EFBIG
+  // and the checkpoint, metrics or trace error names the file (latest never moves to a half-written checkpoint).
+  std::signal(SIGXFSZ, SIG_IGN);
   {
     // Every rank must start: a rank that never reaches MPI_Init leaves the others waiting in it.
     const libpipe::Watch watch("MPI_Init (the start of every rank)",

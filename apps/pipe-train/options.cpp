@@ -153,7 +153,7 @@ po::options_description describe_flags(Options& o) {
      "degree; --steps stays the total")
     ("comm-timeout", po::value(&t.comm_timeout)->value_name("SECONDS")->default_value(0.0, "0"),
      "abort the job when a receive or collective waits longer than this, naming the peer stage or group "
-     "it waited on (0: wait forever)")
+     "it waited on (0: wait forever; else 0.001 to 1000000)")
     ("skip-nonfinite", po::bool_switch(&t.skip_nonfinite),
      "skip (and count) steps whose loss or gradient is not finite instead of stopping with exit status 4")
     ("trace", po::value(&o.trace)->value_name("FILE"),
@@ -242,6 +242,10 @@ void refuse_placeholders(const std::string& text, const std::string& where) {
 
 }  // namespace
 
+// --comm-timeout's range: from a millisecond (the watchdog's resolution) to 11.6 days (a clock's nanoseconds
+// overflow near 9.2e9 seconds).
+constexpr double kMinCommTimeout = 1e-3, kMaxCommTimeout = 1e6;
+
 double comm_timeout_before_init(int argc, char** argv) {
   const std::string flag = "--comm-timeout";
   std::string value;
@@ -253,7 +257,8 @@ double comm_timeout_before_init(int argc, char** argv) {
   try {
     std::size_t used = 0;
     const double seconds = std::stod(value, &used);
-    return used == value.size() && std::isfinite(seconds) && seconds > 0 ? seconds : 0.0;
+    // Out of range: MPI_Init goes unwatched, and the flag's check refuses the value right after it.
+    return used == value.size() && seconds >= kMinCommTimeout && seconds <= kMaxCommTimeout ? seconds : 0.0;
   } catch (const std::exception&) {
     return 0.0;
   }
@@ -404,8 +409,12 @@ Options parse_options(int argc, char** argv) {
   if (!t.checkpointable_types.empty() && t.checkpoint_interval == 0)
     throw libpipe::Error("--checkpointable-layers needs --activation-checkpoint-interval");
   at_least(o.save_every, 0, "--save-every");
-  if (!(t.comm_timeout >= 0) || !std::isfinite(t.comm_timeout))
-    throw libpipe::Error("--comm-timeout must be 0 (off) or a number of seconds");
+  if (!(t.comm_timeout >= 0) || !std::isfinite(t.comm_timeout) ||
+      (t.comm_timeout != 0 && (t.comm_timeout < kMinCommTimeout || t.comm_timeout > kMaxCommTimeout))) {
+    char given[32];
+    std::snprintf(given, sizeof given, "%g", t.comm_timeout);
+    throw libpipe::Error(std::string("--comm-timeout must be 0 (off) or from 0.001 to 1000000 seconds, not ") + given);
+  }
   if (o.save_every > 0 && o.save.empty()) throw libpipe::Error("--save-every needs --save");
   if (vm.count("eval-batches") && !vm["eval-batches"].defaulted() && o.eval_every == 0)
     throw libpipe::Error("--eval-batches needs --eval-every");

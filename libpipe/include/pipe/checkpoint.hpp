@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "pipe/describe.hpp"
@@ -44,6 +45,11 @@ PIPE_API std::string save_checkpoint(const std::string& dir, std::int64_t next_s
 // removed there, so that a --save that cannot work fails at start, not after
 // the training it was meant to keep. Errors: "--save DIR: cannot ...".
 PIPE_API void check_checkpoint_dir(const std::string& dir);
+
+// Holds DIR for this job until the handle goes (or the process ends): an exclusive lock on DIR/.pipe-train.lock,
+// which names its holder. Two jobs saving into one directory would write the same step-N.partial and publish a
+// mix of both; the second is refused: "--save DIR is in use by another pipe-train job (pid P on HOST) ...".
+PIPE_API std::shared_ptr<void> lock_checkpoint_dir(const std::string& dir);
 
 // A checkpoint's manifest.json as load_checkpoint reads it: its structure (every field of the right type, counts
 // non-negative), its format version (1 to the current one) and, from version 2, its own checksum checked. Errors

@@ -2,9 +2,11 @@
 #include "pipe/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <deque>
 #include <cstdio>
 #include <cstring>
@@ -81,19 +83,23 @@ void sync_directory(const fs::path& dir) {
 void write_atomically(const std::string& path, const void* bytes, std::size_t size) {
   const std::string partial = path + ".partial";
   int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw Error("checkpoint: cannot create " + partial);
+  if (fd < 0) throw Error("checkpoint: cannot create " + partial + " (" + std::strerror(errno) + ")");
   const auto* p = static_cast<const char*>(bytes);
   std::size_t done = 0;
   while (done < size) {
     ssize_t n = ::write(fd, p + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
+      const std::string why = n < 0 ? std::strerror(errno) : "nothing written: disk full?";
       ::close(fd);
-      throw Error("checkpoint: writing " + partial + " failed (disk full?)");
+      throw Error("checkpoint: writing " + partial + " failed (" + why + ")");
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) throw Error("checkpoint: cannot flush " + partial);
-  if (std::rename(partial.c_str(), path.c_str()) != 0) throw Error("checkpoint: cannot rename " + partial);
+  if (::fsync(fd) != 0 || ::close(fd) != 0)
+    throw Error("checkpoint: cannot flush " + partial + " (" + std::strerror(errno) + ")");
+  if (std::rename(partial.c_str(), path.c_str()) != 0)
+    throw Error("checkpoint: cannot rename " + partial + " (" + std::strerror(errno) + ")");
   sync_directory(fs::path(path).parent_path());
 }
 
@@ -293,6 +299,33 @@ void check_checkpoint_dir(const std::string& dir) {
   fs::remove(probe, error);
 }
 
+std::shared_ptr<void> lock_checkpoint_dir(const std::string& dir) {
+  std::error_code error;
+  fs::create_directories(dir, error);  // check_checkpoint_dir says why, if this fails
+  const std::string path = (fs::path(dir) / ".pipe-train.lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("--save " + dir + ": cannot open " + path + " (" + std::strerror(errno) + ")");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int why = errno;
+    char holder[256] = {0};
+    const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+    ::close(fd);
+    std::string who = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : "";
+    while (!who.empty() && (who.back() == '\n' || who.back() == '\0')) who.pop_back();
+    if (why == EWOULDBLOCK)
+      throw Error("--save " + dir + " is in use by another pipe-train job" + (who.empty() ? "" : " (" + who + ")") +
+                  ": two jobs saving into one directory would overwrite each other's checkpoints");
+    throw Error("--save " + dir + ": cannot lock " + path + " (" + std::strerror(why) + ")");
+  }
+  char host[256] = "?";
+  ::gethostname(host, sizeof host - 1);
+  const std::string me = "pid " + std::to_string(::getpid()) + " on " + host + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    // The lock holds without its note; only the refusal's message of a second job loses the holder's name.
+  }
+  return std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); });
+}
+
 std::string checkpoint_step_dir(const std::string& dir) { return checkpoint_step_dir(dir, "--load " + dir); }
 
 std::string checkpoint_step_dir(const std::string& dir, const std::string& what) {
@@ -301,8 +334,8 @@ std::string checkpoint_step_dir(const std::string& dir, const std::string& what)
     require_regular_file((root / "latest").string(), what + ": latest");
     std::ifstream latest(root / "latest");
     std::string name;
-    if (!latest || !(latest >> name))
-      throw Error(what + ": no checkpoint there (neither manifest.json nor latest)");
+    if (!latest) throw Error(what + ": no checkpoint there (neither manifest.json nor latest)");
+    if (!(latest >> name)) throw Error(what + ": latest is empty (it should name a step-N directory)");
     // latest names a checkpoint of this folder, never a path elsewhere (nor a link out of it).
     std::error_code target_error, root_error;
     const fs::path target = fs::canonical(root / name, target_error), folder = fs::canonical(root, root_error);
