@@ -319,8 +319,10 @@ pipe_cli_test(empty_data_file 2 1
   -- --stages 2 --data ${PIPE_TEST_DATA}/empty.txt --steps 1)
 pipe_cli_test(bad_topology_axis 2 1 "pipe-train: error: " -- --topology pipe=2,tensor=1 --dry-run)
 pipe_cli_test(save_every_needs_save 1 1 "pipe-train: error: --save-every needs --save" -- --save-every 5)
-pipe_cli_test(bad_comm_timeout 1 1 "pipe-train: error: --comm-timeout must be 0 (off) or a number of seconds"
+pipe_cli_test(bad_comm_timeout 1 1 "pipe-train: error: --comm-timeout must be 0 (off) or from 0.001 to 1000000 seconds, not -1"
   -- --comm-timeout -1)
+pipe_cli_test(comm_timeout_too_long 1 1 "pipe-train: error: --comm-timeout must be 0 (off) or from 0.001 to 1000000 seconds, not 1e+10"
+  -- --comm-timeout 1e10)
 # MPMD launch: a rank started with other flags is refused before it can disagree later.
 pipe_expect_test(cli.ranks_with_other_flags 1
   "pipe-train: error: rank 1 was started with other flags or other layer plugins than rank 0; every rank must run the same command with the same plugins"

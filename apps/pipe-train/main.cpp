@@ -200,8 +200,8 @@ int train(MPI_Comm world, const pipe_train::Options& options, const libpipe::Lay
     if (rank == 0 && !options.metrics.empty())
       pipe_train::check_writable(options.metrics, "--metrics", Output::streamed);
     if (rank == 0 && !options.save.empty()) {
+      libpipe::check_checkpoint_dir(options.save);  // makes the folder, or says why it cannot
       save_lock = libpipe::lock_checkpoint_dir(options.save);  // held until training ends
-      libpipe::check_checkpoint_dir(options.save);
     }
   };
   auto set_up_engine = [&] {

@@ -300,8 +300,6 @@ void check_checkpoint_dir(const std::string& dir) {
 }
 
 std::shared_ptr<void> lock_checkpoint_dir(const std::string& dir) {
-  std::error_code error;
-  fs::create_directories(dir, error);  // check_checkpoint_dir says why, if this fails
   const std::string path = (fs::path(dir) / ".pipe-train.lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("--save " + dir + ": cannot open " + path + " (" + std::strerror(errno) + ")");
