@@ -368,15 +368,16 @@ pipe_cli_test(synthetic_teacher_too_large 1 1
   "pipe-train: error: the synthetic data's teacher maps 100,000 input features to 100,000 targets: 40 GB of weights, over its limit of 1 GiB; give --data"
   -- --model ${PIPE_TEST_DATA}/wide_regression.toml --steps 1)
 # A --config file's errors name its file and line; a flag set twice, a nested --config and sections are refused.
+# Under mpirun like every pipe-train case (the sanitizer build's leak checks expect MPI started by it).
 set(PIPE_BAD_CFG ${CMAKE_CURRENT_BINARY_DIR}/cli-bad.cfg)
 pipe_expect_test(cli.config_unknown_option 1 "pipe-train: error: ${PIPE_BAD_CFG}:2: unrecognised option 'bogus'" --
-  sh -c "printf 'stages = 1\\nbogus = 3\\n' > ${PIPE_BAD_CFG} && $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG} --dry-run")
+  sh -c "printf 'stages = 1\\nbogus = 3\\n' > ${PIPE_BAD_CFG} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG} --dry-run")
 pipe_expect_test(cli.config_bad_value 1 "pipe-train: error: ${PIPE_BAD_CFG}.value:1: the argument ('abc') for option 'steps' is invalid" --
-  sh -c "printf 'steps = abc\\n' > ${PIPE_BAD_CFG}.value && $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG}.value --dry-run")
+  sh -c "printf 'steps = abc\\n' > ${PIPE_BAD_CFG}.value && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG}.value --dry-run")
 pipe_expect_test(cli.config_set_twice 1 "pipe-train: error: ${PIPE_BAD_CFG}.twice:3: 'steps' is set again (first on line 1)" --
-  sh -c "printf 'steps = 1\\nstages = 1\\nsteps = 2\\n' > ${PIPE_BAD_CFG}.twice && $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG}.twice --dry-run")
+  sh -c "printf 'steps = 1\\nstages = 1\\nsteps = 2\\n' > ${PIPE_BAD_CFG}.twice && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG}.twice --dry-run")
 pipe_expect_test(cli.config_nested 1 "pipe-train: error: ${PIPE_BAD_CFG}.nested:1: a --config file cannot name another one" --
-  sh -c "printf 'config = x.cfg\\n' > ${PIPE_BAD_CFG}.nested && $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG}.nested --dry-run")
+  sh -c "printf 'config = x.cfg\\n' > ${PIPE_BAD_CFG}.nested && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_BAD_CFG}.nested --dry-run")
 # The end-of-run report names each rank's device and the comm.
 pipe_cli_test(report_names_device 2 0 "peak RSS      grown    tensors      model  device" "comm: mpi (how activations, gradients and tied weights"
   -- --stages 2 --steps 1 --micro-batches 2 --micro-batch-size 2 --device cpu --comm mpi --dtype fp32)

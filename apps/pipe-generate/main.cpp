@@ -197,15 +197,20 @@ int run(const Options& o, int rank, int size) {
 
   std::unique_ptr<libpipe::PipelineParallelGrid> grid;
   std::unique_ptr<libpipe::PipelineModule> module;
-  auto build = [&] {
+  // The grid and the module each in a phase of their own, as pipe-train builds them: both are collective.
+  auto build_grid = [&] {
     grid = std::make_unique<libpipe::PipelineParallelGrid>(MPI_COMM_WORLD, libpipe::PipeDataParallelTopology(size, 1));
-    module = std::make_unique<libpipe::PipelineModule>(spec, d, registry, *grid, plan.parts,
-                                                       libpipe::ModuleOptions{o.seed});
     if (grid->stage_id() != rank)
       throw libpipe::Error("internal error: stage " + std::to_string(grid->stage_id()) + " on rank " +
                            std::to_string(rank));
   };
-  if (!libpipe::run_phase_on_all(MPI_COMM_WORLD, build, result, "building the stages")) return failed();
+  auto build_module = [&] {
+    module = std::make_unique<libpipe::PipelineModule>(spec, d, registry, *grid, plan.parts,
+                                                       libpipe::ModuleOptions{o.seed});
+  };
+  if (!libpipe::run_phase_on_all(MPI_COMM_WORLD, build_grid, result, "building the process grid") ||
+      !libpipe::run_phase_on_all(MPI_COMM_WORLD, build_module, result, "building this stage's layers"))
+    return failed();
   if (!libpipe::run_phase_on_all(MPI_COMM_WORLD, [&] { libpipe::load_checkpoint_weights(o.load, *module, d); },
                                  result, "loading the checkpoint"))
     return failed();
