@@ -365,7 +365,7 @@ pipe_expect_test(cli.device_from_config 1 "pipe-train: error: unknown --device '
   sh -c "printf 'device = tpu\\n' > ${PIPE_DEVICE_CFG} && ${PIPE_MPIRUN_LINE} -np 1 $<TARGET_FILE:pipe-train> --config ${PIPE_DEVICE_CFG}")
 # Synthetic data's teacher is refused before it is allocated where it would not fit (the memory check does not count it).
 pipe_cli_test(synthetic_teacher_too_large 1 1
-  "pipe-train: error: the synthetic data's teacher maps 100,000 input features to 100,000 targets: 40 GB of weights, over its limit of 1 GiB; give --data"
+  "pipe-train: error: the synthetic data's teacher maps 100,000 input features to 100,000 targets: 37.3 GiB of weights, over its limit of 1.00 GiB; give --data"
   -- --model ${PIPE_TEST_DATA}/wide_regression.toml --steps 1)
 # A --config file's errors name its file and line; a flag set twice, a nested --config and sections are refused.
 # Under mpirun like every pipe-train case (the sanitizer build's leak checks expect MPI started by it).

@@ -28,6 +28,7 @@
 #include "pipe/cpu_info.hpp"
 #include "pipe/cuda.hpp"
 #include "pipe/error.hpp"
+#include "pipe/memory_partition.hpp"
 #include "pipe/tensor.hpp"
 
 namespace pipe_bench {
@@ -55,11 +56,6 @@ struct Sizes {
   }
 };
 
-std::string gigabytes(double bytes) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g GB", bytes / 1e9);
-  return text;
-}
 
 struct Row {
   Sizes s;
@@ -238,7 +234,8 @@ int run_attention(const std::vector<std::string>& args, const std::string& comma
     if (needed > 0.8 * have)
       throw libpipe::Error("--seq " + std::to_string(t) + " with B=" + std::to_string(batch) + " H=" +
                            std::to_string(heads) + " D=" + std::to_string(head_dim) + " needs " +
-                           gigabytes(needed) + " of host memory; this machine has " + gigabytes(have));
+                           libpipe::byte_size_str(needed) + " of host memory; this machine has " +
+                           libpipe::byte_size_str(have));
   }
 
   libpipe::Backend& be = libpipe::backend_for(device);

@@ -140,11 +140,11 @@ double parse_number(const std::string& text, const std::string& what) {
 std::vector<libpipe::StageCosts> parse_costs(const std::string& text) {
   std::vector<libpipe::StageCosts> out;
   if (text.empty()) throw libpipe::Error("--costs: the list is empty");
-  if (text.find(':') == std::string::npos && std::count(text.begin(), text.end(), ',') > 2)
+  const bool plain = text.find(':') == std::string::npos;  // numbers only: "F,B,W" (or "F,B") for every stage
+  const auto commas = std::count(text.begin(), text.end(), ',');
+  if (plain && commas > 2)
     throw libpipe::Error("--costs '" + text + "': give F,B[,W] for every stage, or one F:B[:W] entry per stage");
-  // "F,B,W" (or "F,B"): one entry for every stage.
-  if (text.find(':') == std::string::npos && std::count(text.begin(), text.end(), ',') >= 1 &&
-      std::count(text.begin(), text.end(), ',') <= 2) {
+  if (plain && commas >= 1) {
     std::vector<std::string> fields;
     std::stringstream items(text);
     for (std::string f; std::getline(items, f, ',');) fields.push_back(f);
@@ -406,7 +406,7 @@ int run_simulation(Options& o, const po::variables_map& vm) {
                          (!o.costs.empty() ? "--costs" : !o.model.empty() ? "--model" : "--profile"));
   if (o.json && o.grid) throw libpipe::Error("--grid prints text; it cannot go with --json");
   if (o.max_slots < 1) throw libpipe::Error("--max-slots must be at least 1, not " + std::to_string(o.max_slots));
-  if (o.device != "cpu" && o.device != "cuda") throw libpipe::Error("--device '" + o.device + "': expected cpu or cuda");
+  (void)libpipe::parse_device(o.device);  // an unknown name fails here, before any model is loaded
   if (given(vm, "device") && o.model.empty()) throw libpipe::Error("--device applies with --model only");
 
   CostSource src;

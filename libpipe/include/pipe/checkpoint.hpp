@@ -46,8 +46,8 @@ PIPE_API std::string save_checkpoint(const std::string& dir, std::int64_t next_s
 // the training it was meant to keep. Errors: "--save DIR: cannot ...".
 PIPE_API void check_checkpoint_dir(const std::string& dir);
 
-// Holds DIR (made by check_checkpoint_dir) for this job until the handle goes (or the process ends): an exclusive lock on DIR/.pipe-train.lock,
-// which names its holder. Two jobs saving into one directory would write the same step-N.partial and publish a
+// Holds DIR (made by check_checkpoint_dir) for this job until the handle goes (or the process ends): an
+// exclusive lock on DIR/.pipe-train.lock, which names its holder. Two jobs saving into one directory would write the same step-N.partial and publish a
 // mix of both; the second is refused: "--save DIR is in use by another pipe-train job (pid P on HOST) ...".
 PIPE_API std::shared_ptr<void> lock_checkpoint_dir(const std::string& dir);
 

@@ -12,6 +12,7 @@
 #include "pipe/error.hpp"
 #include "pipe/paths.hpp"
 #include "pipe/init.hpp"
+#include "pipe/memory_partition.hpp"
 #include "run/data_model.hpp"
 
 namespace libpipe {
@@ -24,12 +25,6 @@ using namespace data_detail;
 
 // The synthetic teacher's weights at most: 2^28 floats (1 GiB).
 constexpr double kMaxTeacherFloats = 268435456.0;
-
-std::string gigabytes(double bytes) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3g GB", bytes / 1e9);
-  return text;
-}
 
 class SyntheticData : public DataSource {
  public:
@@ -50,8 +45,8 @@ class SyntheticData : public DataSource {
       const double teacher_floats = static_cast<double>(in_features_) * static_cast<double>(out_features_);
       if (teacher_floats > kMaxTeacherFloats)
         throw Error("the synthetic data's teacher maps " + with_commas(in_features_) + " input features to " +
-                    with_commas(out_features_) + " targets: " + gigabytes(4 * teacher_floats) +
-                    " of weights, over its limit of 1 GiB; give --data");
+                    with_commas(out_features_) + " targets: " + byte_size_str(4 * teacher_floats) +
+                    " of weights, over its limit of " + byte_size_str(4 * kMaxTeacherFloats) + "; give --data");
       teacher_.resize(static_cast<std::size_t>(in_features_ * out_features_));
       Rng rng(mix_seed(seed, 0x7465616368ULL));
       for (auto& w : teacher_) w = static_cast<float>(rng.normal() / std::sqrt(static_cast<double>(in_features_)));
